@@ -1,0 +1,132 @@
+"""The project's own Stage 1 format: an observation store of tiled GeoTIFFs.
+
+    <root>/grid.json                                   the run's grid (CRS, transform, shape)
+    <root>/<modality>/<%Y%m%dT%H%M%S>.tif              one observation
+    <root>/rejected/<modality>_<%Y%m%dT%H%M%S>.json    an observation set aside, with the reason
+
+Each observation is a georeferenced GeoTIFF on the run's grid: float32
+bands, 256 x 256 internal tiles (windowed reads touch only the blocks they
+need), DEFLATE with the floating-point predictor, and the validity mask as
+the GDAL internal mask band, so QGIS and rasterio show invalid pixels as
+transparent. Tags record the modality and acquisition time; band
+descriptions the band names. Files are written to a temporary name and
+renamed, so a listed file is always complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from rasterio.io import MemoryFile
+from rasterio.windows import Window as RasterioWindow
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.observation import (ObservationError, ObservationHeader, ObservationRef,
+                                           Rejection, iso_time, parse_time_name, time_name)
+from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.stack.rules import MODALITIES
+
+GRID_FILE = "grid.json"
+REJECTED_DIR = "rejected"
+
+
+def observation_path(root: str, modality: str, time: float) -> str:
+    return fs.join(root, modality, time_name(time) + ".tif")
+
+
+def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str, time: float,
+                       band_names: Sequence[str] | None = None, tags: dict | None = None) -> bytes:
+    """GeoTIFF bytes of one observation: `data` `[h, w, bands]`, `valid` `[h, w]`."""
+    height, width, bands = data.shape
+    if (height, width) != (grid.height, grid.width) or valid.shape != (height, width):
+        raise ValueError(f"observation is {height} x {width} px (mask {valid.shape}) "
+                         f"but the grid is {grid.height} x {grid.width}")
+    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype="float32",
+                   crs=grid.crs, transform=rasterio.Affine(*grid.transform), compress="deflate",
+                   predictor=3, interleave="pixel")
+    if height >= 256 and width >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
+        with memory.open(**profile) as dataset:
+            dataset.write(np.moveaxis(data.astype(np.float32, copy=False), -1, 0))
+            dataset.write_mask(np.where(valid, 255, 0).astype(np.uint8))
+            dataset.update_tags(RSDT_MODALITY=modality, RSDT_TIME=iso_time(time), **(tags or {}))
+            for index, name in enumerate(band_names or (), start=1):
+                dataset.set_band_description(index, name)
+        return memory.read()
+
+
+def write_observation(root: str, grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str,
+                      time: float, band_names: Sequence[str] | None = None,
+                      tags: dict | None = None) -> str:
+    path = observation_path(root, modality, time)
+    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags))
+    return path
+
+
+def write_grid(root: str, grid: Grid) -> None:
+    fs.write_json(fs.join(root, GRID_FILE), grid.to_json())
+
+
+def read_grid(root: str) -> Grid | None:
+    path = fs.join(root, GRID_FILE)
+    return Grid.from_json(fs.read_json(path)) if fs.exists(path) else None
+
+
+def write_rejection(root: str, rejection: Rejection, modality: str, time: float) -> None:
+    fs.write_json(fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json"), rejection.to_json())
+
+
+def _open(uri: str):
+    if fs.is_remote(uri):
+        return rasterio.open(fs.open_read(uri))  # rasterio reads Python file objects (gs:// via Beam)
+    return rasterio.open(uri)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeoTiffObservationReader:
+    """Reads observations of the store (and any GeoTIFF already on the run's grid)."""
+
+    def header(self, uri: str) -> ObservationHeader:
+        try:
+            with _open(uri) as dataset:
+                crs = dataset.crs.to_string() if dataset.crs else ""
+                return ObservationHeader(Grid(crs, tuple(dataset.transform)[:6], dataset.height,
+                                              dataset.width), dataset.count)
+        except (rasterio.errors.RasterioError, OSError) as error:
+            raise ObservationError(uri, f"unreadable GeoTIFF: {error}") from error
+
+    def read(self, uri: str, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
+        rio_window = RasterioWindow(window.col_start, window.row_start, window.width, window.height)
+        try:
+            with _open(uri) as dataset:
+                data = dataset.read(window=rio_window, out_dtype=np.float32)
+                valid = dataset.dataset_mask(window=rio_window) > 0
+        except (rasterio.errors.RasterioError, OSError) as error:
+            raise ObservationError(uri, f"unreadable GeoTIFF: {error}") from error
+        return np.moveaxis(data, 0, -1), valid
+
+
+def list_store(root: str) -> tuple[list[ObservationRef], list[Rejection]]:
+    """Every observation file of a store, and entries set aside (names that are no time stamp)."""
+    reader = GeoTiffObservationReader()
+    refs, rejected = [], []
+    for modality in MODALITIES:
+        folder = fs.join(root, modality)
+        for name in fs.list_children(folder):
+            if name.startswith("."):
+                continue  # temporary files of writes in progress
+            stem = name[:-4] if name.endswith(".tif") else None
+            try:
+                if stem is None:
+                    raise ValueError(name)
+                time = parse_time_name(stem)
+            except ValueError:
+                rejected.append(Rejection(fs.join(folder, name),
+                                          "file name is not <%Y%m%dT%H%M%S>.tif", modality))
+                continue
+            refs.append(ObservationRef(modality, time, fs.join(folder, name), reader))
+    return refs, rejected

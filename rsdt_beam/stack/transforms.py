@@ -1,0 +1,234 @@
+"""Stage 2 as Beam transforms: observations -> per-tile stacks.
+
+    ObservationRef --InspectObservations--> valid refs (+ Rejection)
+      --CutIntoTilePieces--> ((j, i), Piece)   fan-out per (observation, read chunk)
+      --StackTiles--> TileStack                GroupByKey per tile, forward fill
+      --WriteStacks--> {j}_{i}.tfrecords + metadata.json (rsdtlib's layout)
+
+The transforms only wire the pure rules of `rsdt_beam.stack.rules` and the
+readers of `rsdt_beam.acquire`; every decision lives there.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import apache_beam as beam
+import numpy as np
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
+from rsdt_beam.grid import Grid, ReadChunk, TileLayout
+from rsdt_beam.progress import Counter
+from rsdt_beam.records import stack_record
+from rsdt_beam.stack.files import METADATA_FILE, tile_file_name
+from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
+                                   written_times)
+from rsdt_beam.tfrecord import TFRecordWriter
+
+_LOG = logging.getLogger(__name__)
+REJECTED = "rejected"
+
+
+class _Inspect(beam.DoFn):
+    def __init__(self, grid: Grid, bands: BandCounts):
+        self._grid = grid
+        self._bands = bands
+        self._read = Counter("observations_inspected")
+        self._rejected = Counter("observations_rejected")
+
+    def process(self, ref: ObservationRef):
+        self._read.inc()
+        try:
+            header = ref.reader.header(ref.uri)
+            if not header.grid.matches(self._grid):
+                raise ObservationError(ref.uri, f"grid {header.grid.describe()} differs from the run's grid "
+                                                f"{self._grid.describe()}")
+            expected = self._bands.bands_of(ref.modality)
+            if header.bands != expected:
+                raise ObservationError(ref.uri, f"has {header.bands} bands but {ref.modality} observations "
+                                                f"of this run have {expected}")
+        except ObservationError as error:
+            self._rejected.inc()
+            _LOG.warning("set aside %s", error)
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, error.reason))
+            return
+        yield ref
+
+
+class InspectObservations(beam.PTransform):
+    """PCollection[ObservationRef] -> {'valid': ObservationRef, 'rejected': Rejection}.
+
+    Reads each observation's header only and sets aside those that are
+    unreadable, not on the run's grid, or whose band count differs from
+    their modality's.
+    """
+
+    def __init__(self, grid: Grid, bands: BandCounts):
+        super().__init__()
+        self._grid = grid
+        self._bands = bands
+
+    def expand(self, refs):
+        outputs = refs | beam.ParDo(_Inspect(self._grid, self._bands)).with_outputs(REJECTED, main="valid")
+        return {"valid": outputs.valid, REJECTED: outputs[REJECTED]}
+
+
+class _ReadChunkPieces(beam.DoFn):
+    def __init__(self):
+        self._pieces = Counter("tile_pieces")
+        self._chunks = Counter("chunks_read")
+        self._rejected = Counter("chunk_reads_failed")
+
+    def process(self, item: tuple[ObservationRef, ReadChunk]):
+        ref, chunk = item
+        try:
+            data, valid = ref.reader.read(ref.uri, chunk.window)
+        except ObservationError as error:
+            self._rejected.inc()
+            _LOG.warning("set aside %s in %s", error, chunk)
+            yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})"))
+            return
+        self._chunks.inc()
+        for tile, window in chunk.tiles():
+            tile_valid = valid[window.row_start:window.row_stop, window.col_start:window.col_stop]
+            if not tile_valid.any():
+                continue  # changes nothing in this tile's forward fill
+            tile_data = np.ascontiguousarray(
+                data[window.row_start:window.row_stop, window.col_start:window.col_stop])
+            self._pieces.inc()
+            yield tile, Piece(ref.time, ref.modality, tile_data,
+                              None if tile_valid.all() else np.ascontiguousarray(tile_valid))
+
+
+class CutIntoTilePieces(beam.PTransform):
+    """PCollection[ObservationRef] -> {'pieces': ((j, i), Piece), 'rejected': Rejection}.
+
+    Fans out one work item per (observation, read chunk), reads the chunk's
+    pixel window once and cuts it into the tiles it covers. Pieces without a
+    valid pixel are dropped: they cannot change the tile's frames.
+    """
+
+    def __init__(self, layout: TileLayout, chunk_size: int):
+        super().__init__()
+        self._chunks = layout.chunks(chunk_size)
+
+    def expand(self, refs):
+        chunks = self._chunks
+        outputs = (refs
+                   | "Fan out per chunk" >> beam.FlatMap(lambda ref: [(ref, chunk) for chunk in chunks])
+                   | "Spread work" >> beam.Reshuffle()
+                   | "Read and cut" >> beam.ParDo(_ReadChunkPieces()).with_outputs(REJECTED, main="pieces"))
+        return {"pieces": outputs.pieces, REJECTED: outputs[REJECTED]}
+
+
+class WrittenTimes(beam.PTransform):
+    """PCollection[ObservationRef] -> a single sorted float64 array: the time stamps Stage 2 writes."""
+
+    def __init__(self, params: StackParams):
+        super().__init__()
+        self._params = params
+
+    def expand(self, refs):
+        params = self._params
+        return (refs
+                | beam.Map(lambda ref: ref.time)
+                | beam.combiners.ToList()
+                | beam.Map(lambda times: written_times(times, params)))
+
+
+class _StackTile(beam.DoFn):
+    def __init__(self, layout: TileLayout, bands: BandCounts):
+        self._tile_shape = (layout.tile_size_y, layout.tile_size_x)
+        self._bands = bands
+        self._tiles = Counter("tiles_stacked")
+
+    def process(self, item, written):
+        tile, pieces = item
+        stack = stack_tile(tile, (p for p in pieces if p is not None), written, self._tile_shape, self._bands)
+        self._tiles.inc()
+        yield stack
+
+
+class StackTiles(beam.PTransform):
+    """PCollection[((j, i), Piece)] -> PCollection[TileStack], one per tile of the layout.
+
+    Groups pieces per tile (every tile appears, also one without any valid
+    pixel, as rsdtlib writes all tiles; or every tile `selector(j, i)` picks)
+    and forward-fills them through the written time stamps `written` (a
+    singleton PCollection from WrittenTimes).
+    """
+
+    def __init__(self, layout: TileLayout, bands: BandCounts, written, selector=None):
+        super().__init__()
+        self._layout = layout
+        self._bands = bands
+        self._written = written
+        self._selector = selector
+
+    def expand(self, pieces):
+        layout, selector = self._layout, self._selector
+        every_tile = (pieces.pipeline
+                      | "Tile rows" >> beam.Create(list(range(layout.num_tiles_y)))
+                      | "Every tile" >> beam.FlatMap(
+                          lambda j: [((j, i), None) for i in range(layout.num_tiles_x)
+                                     if selector is None or selector(j, i)]))
+        return ((pieces, every_tile)
+                | "Merge" >> beam.Flatten()
+                | "Group per tile" >> beam.GroupByKey()
+                | "Forward fill" >> beam.ParDo(_StackTile(layout, self._bands),
+                                               beam.pvalue.AsSingleton(self._written)))
+
+
+class _WriteStack(beam.DoFn):
+    def __init__(self, output_dir: str, gzip_level: int | None):
+        self._output_dir = output_dir
+        self._gzip_level = gzip_level
+        self._records = Counter("stack_records_written")
+        self._bytes = Counter("stack_raw_bytes")
+
+    def process(self, stack: TileStack, _cleared):
+        path = fs.join(self._output_dir, tile_file_name(stack.tile))
+        asc, dsc, opt = (stack.modality(m) for m in MODALITIES)
+        with fs.atomic_write(path) as raw:
+            writer = TFRecordWriter(raw, self._gzip_level)
+            for k, time in enumerate(stack.times):
+                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile))
+            writer.close()
+        self._records.inc(writer.records)
+        self._bytes.inc(writer.raw_bytes)
+        yield stack.tile
+
+
+class WriteStacks(beam.PTransform):
+    """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
+
+    `metadata.json` is removed first and written only after every tile file,
+    so a folder with it is complete; tile files are written atomically.
+    """
+
+    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written):
+        super().__init__()
+        self._output_dir = output_dir
+        self._metadata = metadata
+        self._gzip_level = gzip_level
+        self._written = written
+
+    def expand(self, stacks):
+        output_dir, metadata = self._output_dir, self._metadata
+        marker = fs.join(output_dir, METADATA_FILE)
+        cleared = (stacks.pipeline
+                   | "Completion marker" >> beam.Create([marker])
+                   | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
+        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(output_dir, self._gzip_level),
+                                                            beam.pvalue.AsSingleton(cleared))
+
+        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
+            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+            fs.write_json(marker, done)
+            return done
+
+        return (written
+                | beam.combiners.ToList()
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))

@@ -1,0 +1,182 @@
+"""TFRecord files without TensorFlow: framing, parallel GZIP writing, reading.
+
+A TFRecord is `uint64 length | masked crc32c(length) | data | masked crc32c(data)`.
+GZIP files are written pigz-style: the byte stream is cut into blocks that a
+process-wide thread pool deflates in parallel (each block primed with the
+previous 32 KiB as dictionary, ended with a sync flush), so compression, the
+real cost of writing windows, leaves the Python main thread and uses every
+core. The result is one ordinary gzip member, read by TensorFlow's
+`TFRecordDataset(..., compression_type="GZIP")`, rsdtlib and `gzip`.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import struct
+import threading
+import zlib
+from typing import BinaryIO, Iterator, Sequence
+
+import google_crc32c
+
+Buffer = bytes | bytearray | memoryview
+
+DEFAULT_GZIP_LEVEL = 1
+_BLOCK_SIZE = 1 << 20
+_DICT_SIZE = 32 * 1024
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
+
+_pool_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _compression_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="rsdt-gzip")
+        return _pool
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame_record(payload: bytes) -> tuple[bytes, bytes]:
+    """The TFRecord framing (header, footer) around one record's payload."""
+    header = struct.pack("<Q", len(payload))
+    return (header + struct.pack("<I", _mask(google_crc32c.value(header))),
+            struct.pack("<I", _mask(google_crc32c.value(payload))))
+
+
+def _deflate_block(block: bytes, zdict: bytes, level: int, final: bool) -> bytes:
+    if zdict:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY, zdict)
+    else:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 8)
+    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
+
+
+class ParallelGzipStream:
+    """A write-only gzip stream whose deflate work runs on a shared thread pool."""
+
+    def __init__(self, raw: BinaryIO, level: int = DEFAULT_GZIP_LEVEL):
+        if not 0 <= level <= 9:
+            raise ValueError(f"gzip level must be 0..9, got {level}")
+        self._raw = raw
+        self._level = level
+        self._buffer = bytearray()
+        self._previous_tail = b""
+        self._crc = 0
+        self._size = 0
+        self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._max_pending = 2 * max(1, os.cpu_count() or 1)
+        self._raw.write(_GZIP_HEADER)
+
+    def write(self, data: Buffer) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        self._buffer += data
+        while len(self._buffer) >= _BLOCK_SIZE:
+            block = bytes(self._buffer[:_BLOCK_SIZE])
+            del self._buffer[:_BLOCK_SIZE]
+            self._submit(block, final=False)
+
+    def _submit(self, block: bytes, final: bool) -> None:
+        zdict = self._previous_tail
+        self._previous_tail = block[-_DICT_SIZE:]
+        self._pending.append(_compression_pool().submit(_deflate_block, block, zdict, self._level, final))
+        while len(self._pending) > (0 if final else self._max_pending):
+            self._raw.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        self._submit(bytes(self._buffer), final=True)
+        self._buffer = bytearray()
+        self._raw.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+
+    def abort(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+
+
+class TFRecordWriter:
+    """Writes TFRecords to a binary file object, GZIP-compressed unless `gzip_level` is None."""
+
+    def __init__(self, raw: BinaryIO, gzip_level: int | None = DEFAULT_GZIP_LEVEL):
+        self._raw = raw
+        self._stream = ParallelGzipStream(raw, gzip_level) if gzip_level is not None else raw
+        self.records = 0
+        self.raw_bytes = 0
+
+    def write(self, chunks: Sequence[Buffer]) -> None:
+        """Writes one record given as byte chunks (e.g. memoryviews of numpy arrays)."""
+        payload = b"".join(chunks)
+        header, footer = frame_record(payload)
+        for piece in (header, payload, footer):
+            self._stream.write(piece)
+        self.raw_bytes += len(header) + len(payload) + len(footer)
+        self.records += 1
+
+    def close(self) -> None:
+        if isinstance(self._stream, ParallelGzipStream):
+            self._stream.close()
+
+    def abort(self) -> None:
+        if isinstance(self._stream, ParallelGzipStream):
+            self._stream.abort()
+
+
+class CorruptRecordError(ValueError):
+    pass
+
+
+def _decompressed_chunks(raw: BinaryIO, gzip: bool) -> Iterator[bytes]:
+    decompressor = zlib.decompressobj(31) if gzip else None
+    while True:
+        chunk = raw.read(1 << 20)
+        if not chunk:
+            break
+        if decompressor is None:
+            yield chunk
+            continue
+        while chunk:
+            out = decompressor.decompress(chunk)
+            if out:
+                yield out
+            if decompressor.eof:  # concatenated gzip members
+                chunk = decompressor.unused_data
+                decompressor = zlib.decompressobj(31)
+            else:
+                chunk = b""
+
+
+def read_records(raw: BinaryIO, gzip: bool = True, name: str = "<stream>") -> Iterator[bytes]:
+    """Yields the payload of each TFRecord, checking both checksums."""
+    buffer = bytearray()
+    position = 0
+    for chunk in _decompressed_chunks(raw, gzip):
+        buffer += chunk
+        while True:
+            if len(buffer) - position < 12:
+                break
+            (length,) = struct.unpack_from("<Q", buffer, position)
+            end = position + 12 + length + 4
+            if len(buffer) < end:
+                break
+            (length_crc,) = struct.unpack_from("<I", buffer, position + 8)
+            if _mask(google_crc32c.value(bytes(buffer[position:position + 8]))) != length_crc:
+                raise CorruptRecordError(f"{name}: corrupt record length at byte {position}")
+            data = bytes(buffer[position + 12:position + 12 + length])
+            (data_crc,) = struct.unpack_from("<I", buffer, end - 4)
+            if _mask(google_crc32c.value(data)) != data_crc:
+                raise CorruptRecordError(f"{name}: corrupt record data at byte {position}")
+            yield data
+            position = end
+        del buffer[:position]
+        position = 0
+    if buffer:
+        raise CorruptRecordError(f"{name}: truncated record at the end ({len(buffer)} stray bytes)")

@@ -1,0 +1,259 @@
+"""Stage 3 as Beam transforms: per-tile stacks -> deep-temporal window records.
+
+    stack folder --ReadTileStacks--> TileStack        (or straight from Stage 2, fused)
+      --WriteWindows--> {j}_{i}.tfrecords per tile, or shards; windows.csv; metadata.json
+
+Windows are generated one at a time as views into the tile's frames
+(`rsdt_beam.window.rules`), encoded without TensorFlow and compressed off the
+main thread (`rsdt_beam.tfrecord`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from typing import Any, Callable, Iterable
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.coders import BytesCoder
+from apache_beam.io.filebasedsink import FileBasedSink
+from apache_beam.io.filesystem import CompressionTypes
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.progress import Counter
+from rsdt_beam.records import window_record
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.tfrecord import TFRecordWriter
+from rsdt_beam.window.rules import Window, WindowParams, windows
+from rsdt_beam.window.selection import TileSelector
+
+TRAINING = "training"
+INFERENCE = "inference"
+PER_TILE = "per_tile"
+SHARDED = "sharded"
+WINDOWS_CSV = "windows.csv"
+METADATA_FILE = "metadata.json"
+_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
+
+
+class ReadTileStacks(beam.PTransform):
+    """PBegin -> PCollection[TileStack]: the selected tiles of a Stage 2 folder (rsdt_beam's or rsdtlib's)."""
+
+    def __init__(self, stack_dir: str, selector: TileSelector):
+        super().__init__()
+        self._stack_dir = stack_dir
+        self._metadata = read_stack_metadata(stack_dir)
+        self._tiles = [t for t in list_tiles(stack_dir) if selector(*t)]
+
+    @property
+    def metadata(self) -> dict:
+        return self._metadata
+
+    def expand(self, pbegin):
+        stack_dir, metadata = self._stack_dir, self._metadata
+        read = Counter("tiles_read")
+
+        def read_tile(tile):
+            read.inc()
+            return read_tile_stack(stack_dir, tile, metadata)
+
+        return (pbegin
+                | "Tiles" >> beam.Create(self._tiles)
+                | "Spread tiles" >> beam.Reshuffle()
+                | "Read tile stack" >> beam.Map(read_tile))
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowOutput:
+    """What Stage 3 writes and how.
+
+    `gen_label(window, label_args) -> (feature, label)` makes training
+    records (rsdtlib's signature; `window` unpacks as `(cur,)` or
+    `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
+    inference records hold the whole current window `[n, ty, tx, bands]`.
+    `window_filter(*window) -> bool` drops windows, as rsdtlib's `win_filter`.
+    """
+
+    output_dir: str
+    params: WindowParams
+    mode: str = INFERENCE
+    gen_label: Callable | None = None
+    label_args: Any = None
+    window_filter: Callable | None = None
+    layout: str = PER_TILE
+    gzip_level: int | None = 1
+    records_per_shard: int | None = None
+
+    def __post_init__(self):
+        if self.mode not in (TRAINING, INFERENCE):
+            raise ValueError(f"mode must be {TRAINING!r} or {INFERENCE!r}, got {self.mode!r}")
+        if self.mode == TRAINING and self.gen_label is None:
+            raise ValueError("training windows need a label function (gen_label)")
+        if self.layout not in (PER_TILE, SHARDED):
+            raise ValueError(f"layout must be {PER_TILE!r} or {SHARDED!r}, got {self.layout!r}")
+
+    def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
+        """Each kept window of the tile and its encoded record chunks, one at a time."""
+        for window in windows(stack, self.params):
+            if self.window_filter is not None and not self.window_filter(*window):
+                continue
+            current = window.current
+            if self.mode == TRAINING:
+                feature, label = self.gen_label(window, self.label_args)
+                feature, label = np.asarray(feature), np.asarray(label)
+            else:
+                feature, label = current.frames, None
+            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps)
+
+    def metadata(self, stack_metadata: dict) -> dict:
+        keys = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
+        out = {key: stack_metadata[key] for key in keys if key in stack_metadata}
+        out.update(mode=self.mode, layout=self.layout, Delta=self.params.delta_size,
+                   window_stride=self.params.window_stride, omega=self.params.omega,
+                   Omega=self.params.Omega, triple=self.params.triple, gzip_level=self.gzip_level)
+        for key in ("grid", "num_tiles_y", "num_tiles_x"):
+            if key in stack_metadata:
+                out[key] = stack_metadata[key]
+        return out
+
+
+def _csv_row(tile, window: Window) -> tuple:
+    times = window.current.timestamps
+    return (tile[0], tile[1], window.window_id, iso_time(times[0]), iso_time(times[-1]), len(times),
+            int(times[0]), int(times[-1]))
+
+
+class _WriteTileWindows(beam.DoFn):
+    """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields CSV rows."""
+
+    def __init__(self, output: WindowOutput):
+        self._output = output
+        self._windows = Counter("windows_written")
+        self._bytes = Counter("window_raw_bytes")
+        self._tiles = Counter("tiles_windowed")
+
+    def process(self, stack: TileStack, _cleared):
+        rows = []
+        with fs.atomic_write(fs.join(self._output.output_dir, tile_file_name(stack.tile))) as raw:
+            writer = TFRecordWriter(raw, self._output.gzip_level)
+            try:
+                for window, record in self._output.records(stack):
+                    writer.write(record)
+                    rows.append(_csv_row(stack.tile, window))
+                    self._windows.inc()
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+        self._bytes.inc(writer.raw_bytes)
+        self._tiles.inc()
+        yield rows
+
+
+class _EncodeWindows(beam.DoFn):
+    """Sharded layout: yields each window record's bytes (main) and CSV rows (tagged)."""
+
+    def __init__(self, output: WindowOutput):
+        self._output = output
+        self._windows = Counter("windows_written")
+        self._tiles = Counter("tiles_windowed")
+
+    def process(self, stack: TileStack, _cleared):
+        rows = []
+        for window, record in self._output.records(stack):
+            self._windows.inc()
+            rows.append(_csv_row(stack.tile, window))
+            yield b"".join(record)
+        self._tiles.inc()
+        yield beam.pvalue.TaggedOutput("rows", rows)
+
+
+class _ShardHandle:
+    def __init__(self, raw, writer: TFRecordWriter):
+        self.raw = raw
+        self.writer = writer
+
+
+class TFRecordShardSink(FileBasedSink):
+    """Sharded TFRecord files `windows-SSSSS-of-NNNNN.tfrecords` with parallel GZIP at a chosen level.
+
+    Beam's own TFRecord sink compresses at zlib's default level 6 on the
+    main thread; this one uses `rsdt_beam.tfrecord`. Shards of an earlier
+    run with another shard count are removed before the new ones appear.
+    """
+
+    def __init__(self, prefix: str, gzip_level: int | None, records_per_shard: int | None):
+        super().__init__(prefix, coder=BytesCoder(), file_name_suffix=".tfrecords",
+                         mime_type="application/octet-stream",
+                         compression_type=CompressionTypes.UNCOMPRESSED,
+                         max_records_per_shard=records_per_shard)
+        self._gzip_level = gzip_level
+
+    def open(self, temp_path):
+        raw = super().open(temp_path)
+        return _ShardHandle(raw, TFRecordWriter(raw, self._gzip_level))
+
+    def write_encoded_record(self, handle: _ShardHandle, encoded: bytes) -> None:
+        handle.writer.write([encoded])
+
+    def close(self, handle: _ShardHandle):
+        handle.writer.close()
+        return super().close(handle.raw)
+
+    def pre_finalize(self, init_result, writer_results):
+        old = fs.glob(self.file_path_prefix.get() + "-*-of-*" + self.file_name_suffix.get())
+        if old:
+            beam.io.filesystems.FileSystems.delete(old)
+
+
+class WriteWindows(beam.PTransform):
+    """PCollection[TileStack] -> PCollection[str]: window records, `windows.csv`, then `metadata.json`.
+
+    `metadata.json` is removed first and written last, so an output folder
+    with it is complete; file names are deterministic, so a retry or a
+    re-run overwrites rather than duplicates.
+    """
+
+    def __init__(self, output: WindowOutput, stack_metadata: dict):
+        super().__init__()
+        self._output = output
+        self._stack_metadata = stack_metadata
+
+    def expand(self, stacks):
+        output = self._output
+        marker = fs.join(output.output_dir, METADATA_FILE)
+        cleared = (stacks.pipeline
+                   | "Completion marker" >> beam.Create([marker])
+                   | "Remove old marker" >> beam.Map(
+                       lambda path: (fs.makedirs(output.output_dir), fs.delete_if_exists(path))))
+        if output.layout == PER_TILE:
+            rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output),
+                                                               beam.pvalue.AsSingleton(cleared))
+            done = rows
+        else:
+            encoded = stacks | "Encode windows" >> beam.ParDo(
+                _EncodeWindows(output), beam.pvalue.AsSingleton(cleared)).with_outputs("rows", main="records")
+            rows = encoded.rows
+            done = encoded.records | "Write shards" >> beam.io.Write(TFRecordShardSink(
+                fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard))
+        metadata = output.metadata(self._stack_metadata)
+
+        def finish(row_lists: list, _done: list) -> str:
+            all_rows = sorted(row for rows in row_lists for row in rows)
+            text = io.StringIO()
+            writer = csv.writer(text)
+            writer.writerow(_CSV_HEADER)
+            writer.writerows(all_rows)
+            fs.write_bytes(fs.join(output.output_dir, WINDOWS_CSV), text.getvalue().encode())
+            fs.write_json(marker, dict(metadata, windows_written=len(all_rows),
+                                       tiles_written=len(row_lists)))
+            return marker
+
+        return (rows
+                | "Collect window rows" >> beam.combiners.ToList()
+                | "Write windows.csv and metadata.json" >> beam.Map(
+                    finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally())))
