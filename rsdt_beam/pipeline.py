@@ -113,8 +113,7 @@ def discover_observations(options: StackOptions, endtime: float) -> Observations
     return Observations(unique, rejected, grid, bands, after_end)
 
 
-def stack_metadata(layout: TileLayout, bands: BandCounts, grid: Grid, params: StackParams,
-                   observations: Observations) -> dict:
+def stack_metadata(layout: TileLayout, bands: BandCounts, grid: Grid, params: StackParams) -> dict:
     """rsdtlib's metadata.json keys first, in its order, then rsdt_beam's additions."""
     metadata = {"tile_size_y": layout.tile_size_y, "tile_size_x": layout.tile_size_x,
                 "bands_sar": bands.sar, "bands_opt": bands.opt,
@@ -122,12 +121,11 @@ def stack_metadata(layout: TileLayout, bands: BandCounts, grid: Grid, params: St
     assert tuple(metadata) == RSDTLIB_METADATA_KEYS
     metadata.update(num_tiles_y=layout.num_tiles_y, num_tiles_x=layout.num_tiles_x, grid=grid.to_json(),
                     starttime=iso_time(params.starttime), endtime=iso_time(params.endtime),
-                    delta_step=params.delta_step,
-                    modalities=sorted({ref.modality for ref in observations.refs}))
+                    delta_step=params.delta_step)
     return metadata
 
 
-def _write_rejected(rejected_pcolls, listed: list[Rejection], output_dir: str, pipeline):
+def write_rejected(rejected_pcolls, listed: list[Rejection], output_dir: str, pipeline):
     listed_pcoll = pipeline | "Listed rejections" >> beam.Create([r.to_json() for r in listed])
     as_json = [pc | f"Rejection as JSON {n}" >> beam.Map(lambda r: r.to_json())
                for n, pc in enumerate(rejected_pcolls)]
@@ -145,39 +143,70 @@ def _write_rejected(rejected_pcolls, listed: list[Rejection], output_dir: str, p
 
 @dataclasses.dataclass
 class StackPlan:
-    """Everything Stage 2 needs, resolved from options (and validated) before the pipeline runs."""
+    """Everything Stage 2 needs, resolved and validated before the pipeline runs.
 
-    observations: Observations
+    `observations` is the launcher's listing; sources that produce
+    observations inside the pipeline (convert, fetch) pass their
+    `ObservationRef` PCollection to `expand` instead, with the grid and band
+    counts they fix up front.
+    """
+
+    grid: Grid
+    bands: BandCounts
     params: StackParams
     layout: TileLayout
     chunk_size: int
     metadata: dict
+    observations: Observations | None = None
 
     @classmethod
-    def from_options(cls, options: PipelineOptions) -> "StackPlan":
+    def create(cls, grid: Grid, bands: BandCounts, params: StackParams, tile_size: tuple[int, int],
+               deadzone: tuple[int, int], chunk_size: int,
+               observations: Observations | None = None) -> "StackPlan":
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        layout = TileLayout(grid.height, grid.width, *tile_size, *deadzone)
+        metadata = stack_metadata(layout, bands, grid, params)
+        if observations is not None:
+            metadata["modalities"] = sorted({ref.modality for ref in observations.refs})
+        return cls(grid, bands, params, layout, chunk_size, metadata, observations)
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions, grid: Grid | None = None,
+                     bands: BandCounts | None = None) -> "StackPlan":
+        """From StackOptions; lists the observations unless `grid` and `bands` are given."""
         opts = options.view_as(StackOptions)
         params = StackParams(parse_time(opts.starttime), parse_time(opts.endtime), parse_duration(opts.delta_step))
-        if opts.chunk_size < 1:
-            raise ValueError(f"--chunk_size must be positive, got {opts.chunk_size}")
-        observations = discover_observations(opts, params.endtime)
-        tile_y, tile_x = parse_size_pair(opts.tile_size)
-        dead_y, dead_x = parse_size_pair(opts.deadzone)
-        layout = TileLayout(observations.grid.height, observations.grid.width, tile_y, tile_x, dead_y, dead_x)
-        metadata = stack_metadata(layout, observations.bands, observations.grid, params, observations)
-        return cls(observations, params, layout, opts.chunk_size, metadata)
+        observations = None
+        if grid is None or bands is None:
+            observations = discover_observations(opts, params.endtime)
+            grid, bands = observations.grid, observations.bands
+        return cls.create(grid, bands, params, parse_size_pair(opts.tile_size), parse_size_pair(opts.deadzone),
+                          opts.chunk_size, observations)
 
-    def expand(self, pipeline, selector=None):
-        """Adds Stage 2 to `pipeline`: returns (TileStack PCollection, written times, rejected PCollections)."""
-        refs = pipeline | "Observations" >> beam.Create(self.observations.refs)
-        inspected = refs | "Inspect observations" >> InspectObservations(self.observations.grid,
-                                                                         self.observations.bands)
+    def describe(self) -> str:
+        what = self.observations.summary() if self.observations else f"grid {self.grid.describe()}"
+        return f"{what}; {self.layout.num_tiles} tiles ({self.layout.num_tiles_y} x {self.layout.num_tiles_x})"
+
+    def expand(self, pipeline, refs=None, selector=None):
+        """Adds Stage 2: returns (TileStack PCollection, written times singleton, rejected PCollections).
+
+        `refs` defaults to the listed observations; `selector(j, i)` limits
+        the stacked tiles.
+        """
+        if refs is None:
+            refs = pipeline | "Observations" >> beam.Create(self.observations.refs)
+        inspected = refs | "Inspect observations" >> InspectObservations(self.grid, self.bands)
         written = inspected["valid"] | "Written time stamps" >> WrittenTimes(self.params)
         cut = inspected["valid"] | "Cut into tile pieces" >> CutIntoTilePieces(self.layout, self.chunk_size)
         pieces = cut["pieces"]
         if selector is not None:
             pieces = pieces | "Selected tiles only" >> beam.Filter(lambda item: selector(*item[0]))
-        stacks = pieces | "Stack tiles" >> StackTiles(self.layout, self.observations.bands, written, selector)
+        stacks = pieces | "Stack tiles" >> StackTiles(self.layout, self.bands, written, selector)
         return stacks, written, [inspected[REJECTED], cut[REJECTED]]
+
+    def listed_rejections(self) -> list[Rejection]:
+        return self.observations.rejected if self.observations else []
 
 
 def window_output_from_options(options: PipelineOptions) -> WindowOutput:
@@ -203,7 +232,7 @@ def build_stack(pipeline, options: PipelineOptions) -> StackPlan:
     stacks, written, rejected = plan.expand(pipeline)
     stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
                                            options.view_as(OutputOptions).gzip_level, written)
-    _write_rejected(rejected, plan.observations.rejected, opts.stack_output, pipeline)
+    write_rejected(rejected, plan.listed_rejections(), opts.stack_output, pipeline)
     return plan
 
 
@@ -224,13 +253,13 @@ def build_fused(pipeline, options: PipelineOptions) -> StackPlan:
     output = window_output_from_options(options)
     plan = StackPlan.from_options(options)
     selector = tile_selector(options.view_as(WindowOptions).tiles)
-    stacks, written, rejected = plan.expand(pipeline, None if opts.stack_output else selector)
+    stacks, written, rejected = plan.expand(pipeline, selector=None if opts.stack_output else selector)
     if opts.stack_output:
         stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
                                                options.view_as(OutputOptions).gzip_level, written)
         stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
     stacks | "Write windows" >> WriteWindows(output, plan.metadata)
-    _write_rejected(rejected, plan.observations.rejected, output.output_dir, pipeline)
+    write_rejected(rejected, plan.listed_rejections(), output.output_dir, pipeline)
     return plan
 
 
@@ -243,8 +272,7 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
     pipeline = beam.Pipeline(options=options)
     plan = build(pipeline, options)
     if isinstance(plan, StackPlan):
-        print(f"rsdt_beam: {plan.observations.summary()}; {plan.layout.num_tiles} tiles "
-              f"({plan.layout.num_tiles_y} x {plan.layout.num_tiles_x})", file=sys.stderr)
+        print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
     result = pipeline.run()
     result.wait_until_finish()
     print(summary(result, time.monotonic() - started), file=sys.stderr)
