@@ -1,0 +1,77 @@
+"""Shared fixtures: the bundled real sample as rsdtlib EOPatch folders, and small synthetic archives."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402
+from rsdt_beam.acquire.observation import parse_time_name, time_name  # noqa: E402
+
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "sample_data", "eolearn_TestEOPatch")
+
+
+@pytest.fixture(scope="session")
+def sample_eopatches(tmp_path_factory):
+    """The real eo-learn TestEOPatch split into one EOPatch folder per date (NDVI + IS_VALID)."""
+    from pipelines.sample import split_sample
+
+    root = str(tmp_path_factory.mktemp("sample") / "optical")
+    split_sample(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_arrays():
+    """(times as UTC epoch seconds, NDVI (T,H,W,1), IS_VALID (T,H,W)) of the bundled sample."""
+    with open(os.path.join(SAMPLE_DIR, "timestamps.json")) as f:
+        stamps = json.load(f)
+    times = np.array([parse_time_name(s.replace("-", "").replace(":", "")) for s in stamps])
+    ndvi = np.load(os.path.join(SAMPLE_DIR, "data", "NDVI.npy"))
+    valid = np.load(os.path.join(SAMPLE_DIR, "mask", "IS_VALID.npy"))[..., 0]
+    return times, ndvi, valid
+
+
+BBOX = {"crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}, "type": "Polygon",
+        "coordinates": [[[500000.0, 5000000.0], [500000.0, 5000400.0], [500400.0, 5000400.0],
+                         [500400.0, 5000000.0], [500000.0, 5000000.0]]]}
+
+
+def write_synthetic_eopatches(root, modality_bands, times_by_modality, shape=(40, 40), seed=0,
+                              valid_fraction=0.7):
+    """Writes EOPatch folders per modality with random data and masks; returns {modality: (times, data, valid)}."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for modality, times in times_by_modality.items():
+        bands = modality_bands[modality]
+        data = rng.random((len(times), *shape, bands), dtype=np.float32)
+        valid = rng.random((len(times), *shape)) < valid_fraction
+        feature = "L1_GND" if modality.startswith("sar") else "L1C_data"
+        for k, time in enumerate(times):
+            write_eopatch(os.path.join(root, modality, time_name(time)), data[k], valid[k], BBOX, time,
+                          feature, "dataMask")
+        out[modality] = (np.asarray(times, float), data, valid)
+    return out
+
+
+def reference_stack(observations, written, window, bands_sar, bands_opt):
+    """Independent Stage 2 reference: forward fill per modality over all observations, then assemble."""
+    (r0, r1, c0, c1) = window
+    frames = []
+    for t_written in written:
+        parts = []
+        for modality, bands in (("sar_ascending", bands_sar), ("sar_descending", bands_sar),
+                                ("optical", bands_opt)):
+            state = np.zeros((r1 - r0, c1 - c0, bands), np.float32)
+            if modality in observations:
+                times, data, valid = observations[modality]
+                for k in np.argsort(times, kind="stable"):
+                    if times[k] <= t_written:
+                        state = np.where(valid[k, r0:r1, c0:c1, None], data[k, r0:r1, c0:c1], state)
+            parts.append(state)
+        frames.append(np.concatenate(parts, -1))
+    return np.stack(frames)
