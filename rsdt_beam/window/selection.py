@@ -42,7 +42,7 @@ def load_callable(spec: str) -> Callable:
     return target
 
 
-def _parse_tile(text: str) -> tuple[int, int]:
+def parse_tile(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[_,]\s*(\d+)\s*", text)
     if not match:
         raise ValueError(f"not a tile index 'j_i': {text!r}")
@@ -100,10 +100,10 @@ def tile_selector(spec: str | TileSelector | None) -> TileSelector:
     if kind == "expr":
         return TileExpression(rest)
     if kind == "list":
-        return TileSet(frozenset(_parse_tile(t) for t in rest.split(",") if t.strip()))
+        return TileSet(frozenset(parse_tile(t) for t in rest.split(",") if t.strip()))
     if kind == "file":
         lines = fs.read_bytes(rest).decode().splitlines()
-        return TileSet(frozenset(_parse_tile(t) for t in lines if t.strip() and not t.startswith("#")))
+        return TileSet(frozenset(parse_tile(t) for t in lines if t.strip() and not t.startswith("#")))
     return load_callable(spec)
 
 

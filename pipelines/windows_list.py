@@ -1,0 +1,55 @@
+"""The windows of one tile as rsdtlib's `windows_list()` gives them (any tile, not only 0_0).
+
+    python -m pipelines.windows_list --stack_dir tf_stack --tile 0_0 --Delta 30d --omega 10 --Omega 16 \
+        [--window_stride 1] [--triple] [--csv windows_0_0.csv]
+
+Prints `id, start, end, frames` per kept window (start/end of the current part, UTC) and
+optionally writes them as CSV. Reads one tile's Stage 2 file; no Beam, no TensorFlow.
+"""
+
+import argparse
+import csv
+import sys
+
+from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.options import parse_duration
+from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
+from rsdt_beam.window.rules import WindowParams, window_spans
+from rsdt_beam.window.selection import parse_tile
+
+
+def windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParams) -> list[tuple]:
+    """(id, first time, last time, frames) of each kept window's current part; times as UTC epoch seconds."""
+    stack = read_tile_stack(stack_dir, tile, read_stack_metadata(stack_dir))
+    rows = []
+    for span in window_spans(stack.times, params):
+        start, stop = span.current
+        rows.append((span.window_id, stack.times[start], stack.times[stop - 1], stop - start))
+    return rows
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack_dir", required=True)
+    parser.add_argument("--tile", default="0_0", help="j_i")
+    parser.add_argument("--Delta", default="30d")
+    parser.add_argument("--window_stride", type=int, default=1)
+    parser.add_argument("--omega", type=int, default=10)
+    parser.add_argument("--Omega", type=int, default=16)
+    parser.add_argument("--triple", action="store_true")
+    parser.add_argument("--csv", help="also write the list to this CSV file")
+    args = parser.parse_args(argv)
+    params = WindowParams(parse_duration(args.Delta), args.window_stride, args.omega, args.Omega, args.triple)
+    rows = windows_list(args.stack_dir, parse_tile(args.tile), params)
+    print("List of window ranges (current):")
+    for window_id, start, end, frames in rows:
+        print(f"{window_id:5d}  {iso_time(start)}  {iso_time(end)}  {frames:3d}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(("window_id", "start", "end", "frames", "start_epoch", "end_epoch"))
+            writer.writerows((w, iso_time(s), iso_time(e), n, int(s), int(e)) for w, s, e, n in rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
