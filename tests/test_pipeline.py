@@ -259,3 +259,32 @@ def test_failed_run_leaves_no_output_looking_complete(tmp_path, sample_eopatches
                            "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress"])
     assert not os.path.exists(os.path.join(window_dir, "metadata.json"))
     assert not [n for n in os.listdir(window_dir) if n.startswith(".")]  # no temporary files left
+
+
+def test_real_13_band_scenes_with_the_cloud_mask(tmp_path):
+    """The 5 dates of real 13-band S2 L1C reflectance, valid = not CLM, through both stages."""
+    from conftest import SAMPLE_DIR
+    scenes = np.load(os.path.join(SAMPLE_DIR, "REFERENCE_SCENES.npy"))
+    index = json.load(open(os.path.join(SAMPLE_DIR, "reference_scenes_index.json")))
+    clm = np.load(os.path.join(SAMPLE_DIR, "mask", "CLM.npy"))[..., 0]
+    bbox = json.load(open(os.path.join(SAMPLE_DIR, "bbox.geojson")))
+    times = np.array([parse_time(s) for s in index["timestamps"]])
+    valid = clm[index["timestamps_index"]] == 0
+    root = str(tmp_path / "S2")
+    for k, time in enumerate(times):
+        write_eopatch(os.path.join(root, time_name(time)), scenes[k], valid[k], bbox, time, "L1C_data", "dataMask")
+    run(build_fused, ["--optical", root, "--starttime", "2015-07-01", "--endtime", "2015-10-01",
+                      "--delta_step", "2d", "--tile_size", "50", "--stack_output", str(tmp_path / "stack"),
+                      "--Delta", "30d", "--omega", "2", "--Omega", "3",
+                      "--window_output", str(tmp_path / "w"), "--no_progress"])
+    metadata = json.load(open(tmp_path / "stack" / "metadata.json"))
+    assert (metadata["bands_opt"], metadata["num_tiles_y"], metadata["num_tiles_x"]) == (13, 2, 2)
+    stack = read_tile_stack(str(tmp_path / "stack"), (1, 1), metadata)
+    np.testing.assert_array_equal(stack.times, np.sort(times))
+    reference = reference_stack({"optical": (times, scenes, valid)}, np.sort(times), (50, 100, 50, 100), 0, 13)
+    np.testing.assert_array_equal(stack.frames, reference)
+    # the two cloudy dates leave the first (clear) date's reflectance in place; before it: zeros
+    assert stack.frames[1].any() and np.array_equal(stack.frames[1], stack.frames[0])
+    windows = tfrecords(str(tmp_path / "w" / "1_1.tfrecords"), WINDOW_SPEC)
+    first = tf.io.parse_tensor(windows[0]["Feature"], tf.float32).numpy()
+    np.testing.assert_array_equal(first, reference[:2])  # 07-11 and 07-31 within 30 days
