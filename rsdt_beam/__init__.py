@@ -1,0 +1,20 @@
+"""rsdt_beam: rsdtlib's remote-sensing deep-temporal data preparation as Apache Beam pipelines.
+
+Stage 1 (`rsdt_beam.acquire`) produces observations on one grid, Stage 2 (`rsdt_beam.stack`)
+forward-fills them into per-tile stacks, Stage 3 (`rsdt_beam.window`) cuts deep-temporal windows.
+The pure rules live in `stack.rules`, `window.rules` and `grid`; Beam transforms wire them.
+"""
+
+from rsdt_beam.grid import Grid, PixelWindow, TileLayout
+from rsdt_beam.stack.rules import BandCounts, StackParams, TileStack, stack_tile, written_times
+from rsdt_beam.stack.transforms import CutIntoTilePieces, InspectObservations, StackTiles, WriteStacks, WrittenTimes
+from rsdt_beam.window.rules import Window, WindowParams, WindowPart, window_spans, windows
+from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
+
+__all__ = [
+    "Grid", "PixelWindow", "TileLayout",
+    "BandCounts", "StackParams", "TileStack", "stack_tile", "written_times",
+    "CutIntoTilePieces", "InspectObservations", "StackTiles", "WriteStacks", "WrittenTimes",
+    "Window", "WindowParams", "WindowPart", "window_spans", "windows",
+    "ReadTileStacks", "WindowOutput", "WriteWindows",
+]
