@@ -30,6 +30,13 @@ def exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
+def folder_exists(path: str) -> bool:
+    """A local directory, or a remote prefix with an object under it (object stores have no folders)."""
+    if not is_remote(path):
+        return os.path.isdir(path)
+    return bool(FileSystems.match([path.rstrip("/") + "/**"], limits=[1])[0].metadata_list)
+
+
 def basename(path: str) -> str:
     return posixpath.basename(path.rstrip("/"))
 

@@ -72,8 +72,9 @@ class StackOptions(PipelineOptions):
         group.add_argument("--delta_step", default="2d", help="bin length: one frame per non-empty bin")
         group.add_argument("--tile_size", default="32", help="tile size N or YxX pixels")
         group.add_argument("--deadzone", default="0", help="deadzone N or YxX pixels (tiles overlap by 2x)")
-        group.add_argument("--chunk_size", type=int, default=1024,
-                           help="pixels per side of one read work item (whole tiles)")
+        group.add_argument("--chunk_size", type=int, default=256,
+                           help="pixels per side of one stacking work item (whole tiles); a worker holds "
+                                "one chunk's observations, so memory grows with it, not with the area")
         group.add_argument("--stack_output", help="write Stage 2 records ({j}_{i}.tfrecords, metadata.json) here")
 
 
@@ -99,6 +100,8 @@ class WindowOptions(PipelineOptions):
                            help="all | rsdtlib-train | rsdtlib-val | list:0_0,1_2 | file:PATH | expr:EXPR | module:fn")
         group.add_argument("--layout", choices=("per_tile", "sharded"), default="per_tile")
         group.add_argument("--records_per_shard", type=int, default=None, help="sharded layout: records per file")
+        group.add_argument("--bytes_per_shard", type=int, default=None,
+                           help="sharded layout: about this many compressed bytes per file (e.g. 268435456)")
 
 
 class OutputOptions(PipelineOptions):
@@ -110,3 +113,113 @@ class OutputOptions(PipelineOptions):
         group.add_argument("--gzip_level", type=int, default=DEFAULT_GZIP_LEVEL,
                            help="GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)")
         group.add_argument("--no_progress", action="store_true", help="no progress line on stderr")
+
+
+class InferenceOptions(PipelineOptions):
+    """Model -> maps: online over windows built from stacks/observations, or offline over written windows."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("inference")
+        group.add_argument("--model", help="Keras model file (.keras/.h5; local or gs://); with --model_fn: weights")
+        group.add_argument("--model_fn", help="module:function returning the Keras model (weights from --model)")
+        group.add_argument("--windows", help="offline: folder of written inference windows (else --stack_dir "
+                                             "or Stage 2 inputs give windows online)")
+        group.add_argument("--map_output", help="folder (local or gs://) for <start>_<end>.tif maps and maps.csv")
+        group.add_argument("--batch_size", type=int, default=16, help="largest batch of windows per model call")
+        group.add_argument("--frames", type=int, default=None,
+                           help="pad each window's time axis to this many frames (default: no padding)")
+        group.add_argument("--pad_value", type=float, default=-1.0, help="value of padded frames")
+        group.add_argument("--trim_map_edges", action="store_true",
+                           help="drop the deadzone along the area's outer edge too (nodata there)")
+        group.add_argument("--map_grid", help="grid.json for stacks without a grid in metadata.json (rsdtlib's)")
+
+
+class AreaOptions(PipelineOptions):
+    """Stage 1 sources (convert, fetch): the area of interest, its grid and the observation store."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("Stage 1: area, grid and observation store")
+        group.add_argument("--store", help="observation store to write (stack it with --observations STORE)")
+        group.add_argument("--aoi", help="area of interest: .shp, GeoJSON, or bbox minx,miny,maxx,maxy")
+        group.add_argument("--aoi_crs", help="CRS of a bbox --aoi, e.g. EPSG:4326")
+        group.add_argument("--aoi_union", action="store_true", help="union of all polygons (default: first)")
+        group.add_argument("--resolution", type=float, help="pixel size in grid CRS units, e.g. 10")
+        group.add_argument("--crs", default=None,
+                           help="grid CRS: EPSG:n, or utm (default: the AOI's if projected, else utm)")
+
+
+class ConvertOptions(PipelineOptions):
+    """Stage 1 convert: GeoTIFF archives -> the observation store (see pipelines/convert.py)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("convert: archive")
+        group.add_argument("--manifest", help="CSV or JSON lines: modality,time,bands,mask,band_selection")
+        group.add_argument("--band_files", help="glob(s) of band files, comma-separated: one per band file")
+        group.add_argument("--mask_files", help="glob of mask/QA files")
+        group.add_argument("--archive_modality", default="optical", help="modality of --band_files")
+        group.add_argument("--time_pattern", default="%Y%m%dT%H%M%S",
+                           help="time in the path, strftime fields + * ? wildcards, e.g. ?????????%%Y%%j*")
+        group.add_argument("--band_selection", help="1-based bands to keep, e.g. 1,2,3")
+        group.add_argument("--align_to", help="raster whose pixel edges the grid shares (no resampling)")
+        group.add_argument("--clip_to_aoi", action="store_true",
+                           help="pixels outside the AOI polygon are invalid (default: the whole bbox, as rsdtlib)")
+        group = parser.add_argument_group("convert: values")
+        group.add_argument("--mask_rule", default="nonzero",
+                           help="nonzero | values:0,1 | bits:3,4 | function:mod:fn | fmask | scl | landsat_qa_pixel")
+        group.add_argument("--divisor", default="255", help="normalization divisor, or optical=10000,sar=1")
+        group.add_argument("--resampling", default="bilinear", help="resampling of bands (masks: nearest)")
+        group.add_argument("--db_to_linear", action="store_true", help="SAR bands: dB to linear power")
+        group.add_argument("--convert_block_size", type=int, default=2048,
+                           help="pixels per side of one convert read (fan-out per observation and block)")
+
+
+class FetchOptions(PipelineOptions):
+    """Stage 1 fetch: Sentinel-1/2 from Sentinel Hub -> the observation store (see pipelines/fetch.py)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("fetch: Sentinel Hub")
+        group.add_argument("--collections", default="sar_ascending,sar_descending,optical",
+                           help="modalities to fetch: S1 IW GRD ascending/descending, S2 L1C")
+        group.add_argument("--maxcc", type=float, default=1.0,
+                           help="Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %%)")
+        group.add_argument("--time_difference", type=float, default=1.0,
+                           help="seconds: acquisitions closer than this are one; request time range +- this")
+        group.add_argument("--fetch_chunk_size", type=int, default=2500,
+                           help="pixels per side of one Process request (whole tiles, at most 2500)")
+        group.add_argument("--max_requests_in_flight", type=int, default=4,
+                           help="Process requests in flight across the whole job, whatever the worker count")
+        group.add_argument("--sh_base_url", default="https://services.sentinel-hub.com",
+                           help="Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL")
+        group.add_argument("--sh_token_url", default=None, help="OAuth token URL (default: the base URL's)")
+        group.add_argument("--sh_profile", default=None, help="sentinelhub config profile with the credentials")
+        group.add_argument("--sh_client_id", default=None, help="OAuth client id (default: SH_CLIENT_ID)")
+        group.add_argument("--sh_client_secret", default=None,
+                           help="OAuth client secret (default: SH_CLIENT_SECRET; visible in job options)")
+        group.add_argument("--sh_max_attempts", type=int, default=4, help="tries per request on 5xx/connection errors")
+        group.add_argument("--sh_retry_sleep", type=float, default=5.0, help="first back-off in s (x3 per retry)")
+        group.add_argument("--sh_timeout", type=float, default=120.0, help="seconds per HTTP request")
+        group.add_argument("--sh_max_throttle_retries", type=int, default=100,
+                           help="429 answers honoured per request (each waits the server's Retry-After)")
+
+
+class ScheduleOptions(PipelineOptions):
+    """Scheduled incremental launches (pipelines/scheduled.py): the run's time range and where runs go."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        group = parser.add_argument_group("scheduled runs")
+        group.add_argument("--output_root", help="runs/<start>-<end>/ (manifest, windows, state) go here")
+        group.add_argument("--end", default="today",
+                           help="end of the run, exclusive: today | yesterday | now | ISO 8601 "
+                                "(rounded down to the delta_step bins)")
+        group.add_argument("--lookback", default="30d",
+                           help="first run only: start = end - lookback (later runs start where the last "
+                                "successful one ended)")
+        group.add_argument("--bin_origin", default="1970-01-01",
+                           help="delta_step bins of every run start at origin + k * delta_step")
+        group.add_argument("--write_stacks", action="store_true",
+                           help="also write each run's new Stage 2 frames to runs/<id>/stack")

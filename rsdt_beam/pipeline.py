@@ -27,7 +27,7 @@ from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
-from rsdt_beam.stack.transforms import (REJECTED, CutIntoTilePieces, InspectObservations, StackTiles,
+from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks,
                                         WriteStacks, WrittenTimes)
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.selection import load_callable, tile_selector
@@ -70,7 +70,7 @@ def discover_observations(options: StackOptions, endtime: float) -> Observations
             (SAR_DESCENDING, options.sar_descending, EOPatchReader(options.sar_bands_feature, options.sar_mask_feature)),
             (OPTICAL, options.optical, EOPatchReader(options.opt_bands_feature, options.opt_mask_feature))):
         if folder:
-            if not fs.exists(folder):
+            if not fs.folder_exists(folder):
                 raise FileNotFoundError(f"--{modality} folder {folder} does not exist")
             sources.append(folder)
             found, skipped = list_eopatches(folder, modality, reader)
@@ -200,12 +200,9 @@ class StackPlan:
             refs = pipeline | "Observations" >> beam.Create(self.observations.refs)
         inspected = refs | "Inspect observations" >> InspectObservations(self.grid, self.bands)
         written = inspected["valid"] | "Written time stamps" >> WrittenTimes(self.params)
-        cut = inspected["valid"] | "Cut into tile pieces" >> CutIntoTilePieces(self.layout, self.chunk_size)
-        pieces = cut["pieces"]
-        if selector is not None:
-            pieces = pieces | "Selected tiles only" >> beam.Filter(lambda item: selector(*item[0]))
-        stacks = pieces | "Stack tiles" >> StackTiles(self.layout, self.bands, written, selector)
-        return stacks, written, [inspected[REJECTED], cut[REJECTED]]
+        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(self.layout, self.chunk_size, self.bands,
+                                                                     written, selector)
+        return stacked["stacks"], written, [inspected[REJECTED], stacked[REJECTED]]
 
     def listed_rejections(self) -> list[Rejection]:
         return self.observations.rejected if self.observations else []
@@ -222,7 +219,8 @@ def window_output_from_options(options: PipelineOptions) -> WindowOutput:
         gen_label=load_callable(opts.label_fn) if opts.mode == "training" else None,
         label_args=json.loads(opts.label_args) if opts.label_args else None,
         window_filter=load_callable(opts.window_filter) if opts.window_filter else None,
-        layout=opts.layout, gzip_level=out.gzip_level, records_per_shard=opts.records_per_shard)
+        layout=opts.layout, gzip_level=out.gzip_level, records_per_shard=opts.records_per_shard,
+        bytes_per_shard=opts.bytes_per_shard)
 
 
 def build_stack(pipeline, options: PipelineOptions) -> StackPlan:

@@ -15,6 +15,7 @@ renamed, so a listed file is always complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Sequence
 
@@ -80,10 +81,22 @@ def write_rejection(root: str, rejection: Rejection, modality: str, time: float)
     fs.write_json(fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json"), rejection.to_json())
 
 
+def _open_beam_file(path: str, mode: str = "rb"):
+    return fs.open_read(path)
+
+
+@contextlib.contextmanager
 def _open(uri: str):
-    if fs.is_remote(uri):
-        return rasterio.open(fs.open_read(uri))  # rasterio reads Python file objects (gs:// via Beam)
-    return rasterio.open(uri)
+    if not fs.is_remote(uri):
+        with rasterio.open(uri) as dataset:
+            yield dataset
+        return
+    # GDAL seeks and reads through Beam's filesystem (gs:// and others), so a windowed read fetches
+    # only the blocks it needs (a plain file object is read whole); no probing for side-car files,
+    # each one a remote request.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
+            rasterio.open(uri, opener=_open_beam_file) as dataset:
+        yield dataset
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """Stage 2 as Beam transforms: observations -> per-tile stacks.
 
     ObservationRef --InspectObservations--> valid refs (+ Rejection)
+      --StackChunks--> TileStack               GroupByKey of references per read chunk, then read
+                                               each observation's chunk once, forward fill per tile
+    (or, moving pixels through the shuffle:
       --CutIntoTilePieces--> ((j, i), Piece)   fan-out per (observation, read chunk)
-      --StackTiles--> TileStack                GroupByKey per tile, forward fill
+      --StackTiles--> TileStack                GroupByKey per tile, forward fill)
       --WriteStacks--> {j}_{i}.tfrecords + metadata.json (rsdtlib's layout)
 
 The transforms only wire the pure rules of `rsdt_beam.stack.rules` and the
@@ -179,6 +182,87 @@ class StackTiles(beam.PTransform):
                 | "Group per tile" >> beam.GroupByKey()
                 | "Forward fill" >> beam.ParDo(_StackTile(layout, self._bands),
                                                beam.pvalue.AsSingleton(self._written)))
+
+
+class _StackChunk(beam.DoFn):
+    """Reads each observation of one read chunk once and forward-fills the chunk's tiles one by one."""
+
+    def __init__(self, chunks: list[ReadChunk], layout: TileLayout, bands: BandCounts, selector):
+        self._chunks = chunks
+        self._tile_shape = (layout.tile_size_y, layout.tile_size_x)
+        self._bands = bands
+        self._selector = selector
+        self._read = Counter("chunks_read")
+        self._rejected = Counter("chunk_reads_failed")
+        self._pieces = Counter("tile_pieces")
+        self._tiles = Counter("tiles_stacked")
+
+    def process(self, item, written):
+        index, refs = item
+        chunk = self._chunks[index]
+        tiles = [(tile, window) for tile, window in chunk.tiles()
+                 if self._selector is None or self._selector(*tile)]
+        pieces: dict[tuple[int, int], list[Piece]] = {tile: [] for tile, _ in tiles}
+        last = written[-1] if len(written) else -np.inf
+        # Observations after the last written time stamp change no frame: not read at all.
+        for ref in sorted((r for r in refs if r is not None and r.time <= last), key=lambda r: r.time):
+            try:
+                data, valid = ref.reader.read(ref.uri, chunk.window)
+            except ObservationError as error:
+                self._rejected.inc()
+                _LOG.warning("set aside %s in %s", error, chunk)
+                yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})"))
+                continue
+            self._read.inc()
+            for tile, window in tiles:
+                rows, cols = slice(window.row_start, window.row_stop), slice(window.col_start, window.col_stop)
+                tile_valid = valid[rows, cols]
+                if not tile_valid.any():
+                    continue  # changes nothing in this tile's forward fill
+                self._pieces.inc()
+                pieces[tile].append(Piece(ref.time, ref.modality, data[rows, cols],  # views, no copies
+                                          None if tile_valid.all() else tile_valid))
+        for tile, _ in tiles:
+            stack = stack_tile(tile, pieces.pop(tile), written, self._tile_shape, self._bands)
+            self._tiles.inc()
+            yield stack
+
+
+class StackChunks(beam.PTransform):
+    """PCollection[ObservationRef] -> {'stacks': TileStack, 'rejected': Rejection}: Stage 2 without
+    moving pixels through a shuffle.
+
+    Only the observation references are grouped, per read chunk (tiles of
+    about `chunk_size` px a side); the worker of a chunk reads each of its
+    observations once and forward-fills the chunk's tiles (those
+    `selector(j, i)` picks; every one, also one without any valid pixel)
+    through the written time stamps `written` (a singleton PCollection
+    from WrittenTimes). Same result as CutIntoTilePieces + StackTiles, but a
+    worker holds one chunk's observations and one tile's frames, whatever
+    the area, and no pixel is pickled between stages.
+    """
+
+    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, selector=None):
+        super().__init__()
+        self._layout = layout
+        self._chunks = layout.chunks(chunk_size)
+        self._bands = bands
+        self._written = written
+        self._selector = selector
+
+    def expand(self, refs):
+        selector = self._selector
+        wanted = [n for n, chunk in enumerate(self._chunks)
+                  if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())]
+        keyed = refs | "Key by chunk" >> beam.FlatMap(lambda ref: [(n, ref) for n in wanted])
+        every_chunk = refs.pipeline | "Every chunk" >> beam.Create([(n, None) for n in wanted])
+        outputs = ((keyed, every_chunk)
+                   | "Merge" >> beam.Flatten()
+                   | "Group per chunk" >> beam.GroupByKey()
+                   | "Read and forward fill" >> beam.ParDo(
+                       _StackChunk(self._chunks, self._layout, self._bands, selector),
+                       beam.pvalue.AsSingleton(self._written)).with_outputs(REJECTED, main="stacks"))
+        return {"stacks": outputs.stacks, REJECTED: outputs[REJECTED]}
 
 
 class _WriteStack(beam.DoFn):

@@ -87,6 +87,7 @@ class WindowOutput:
     layout: str = PER_TILE
     gzip_level: int | None = 1
     records_per_shard: int | None = None
+    bytes_per_shard: int | None = None
 
     def __post_init__(self):
         if self.mode not in (TRAINING, INFERENCE):
@@ -96,9 +97,13 @@ class WindowOutput:
         if self.layout not in (PER_TILE, SHARDED):
             raise ValueError(f"layout must be {PER_TILE!r} or {SHARDED!r}, got {self.layout!r}")
 
+    def windows(self, stack: TileStack) -> Iterable[Window]:
+        """The tile's windows to write: every kept one (scheduled runs write only the newly complete ones)."""
+        return windows(stack, self.params)
+
     def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
-        for window in windows(stack, self.params):
+        for window in self.windows(stack):
             if self.window_filter is not None and not self.window_filter(*window):
                 continue
             current = window.current
@@ -186,11 +191,14 @@ class TFRecordShardSink(FileBasedSink):
     run with another shard count are removed before the new ones appear.
     """
 
-    def __init__(self, prefix: str, gzip_level: int | None, records_per_shard: int | None):
+    def __init__(self, prefix: str, gzip_level: int | None, records_per_shard: int | None,
+                 bytes_per_shard: int | None = None):
+        # Bytes count as compressed bytes reach the file: a shard may exceed the limit by the
+        # blocks still being compressed (a few MB).
         super().__init__(prefix, coder=BytesCoder(), file_name_suffix=".tfrecords",
                          mime_type="application/octet-stream",
                          compression_type=CompressionTypes.UNCOMPRESSED,
-                         max_records_per_shard=records_per_shard)
+                         max_records_per_shard=records_per_shard, max_bytes_per_shard=bytes_per_shard)
         self._gzip_level = gzip_level
 
     def open(self, temp_path):
@@ -239,7 +247,8 @@ class WriteWindows(beam.PTransform):
                 _EncodeWindows(output), beam.pvalue.AsSingleton(cleared)).with_outputs("rows", main="records")
             rows = encoded.rows
             done = encoded.records | "Write shards" >> beam.io.Write(TFRecordShardSink(
-                fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard))
+                fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard,
+                output.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
 
         def finish(row_lists: list, _done: list) -> str:

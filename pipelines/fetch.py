@@ -1,0 +1,102 @@
+"""Stage 1 fetch: Sentinel-1 IW GRD (ascending, descending) and Sentinel-2 L1C from Sentinel Hub.
+
+rsdtlib's `Retrieve` ("download" example) as a Beam pipeline, into the observation store:
+
+    export SH_CLIENT_ID=... SH_CLIENT_SECRET=...          # or --sh_profile NAME
+    python -m pipelines.fetch --aoi ostrava.shp --resolution 10 --store obs \
+        --starttime 2017-01-01 --endtime 2017-07-01 --maxcc 0.8 --tile_size 32 [--dry_run]
+
+`--dry_run` lists the requests that would be sent and their estimated
+processing units, and stops. Given `--window_output`, the fetched
+observations go straight on to Stages 2 and 3 (stacks with `--stack_output`):
+
+    python -m pipelines.fetch ... --delta_step 2d --Delta 30d --omega 10 --Omega 16 \
+        --mode training --window_output tf_window/train
+
+A re-run fetches only what the store does not hold yet. Copernicus Data Space:
+`--sh_base_url https://sh.dataspace.copernicus.eu` (token URL follows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from rsdt_beam.acquire.fetch import REJECTED, FetchObservations, FetchPlan
+from rsdt_beam.acquire.sentinelhub import CredentialsError
+from rsdt_beam.options import AreaOptions, OutputOptions, StackOptions, WindowOptions, parse_duration, \
+    parse_size_pair, parse_time
+from rsdt_beam.pipeline import StackPlan, run, window_output_from_options, write_rejected
+from rsdt_beam.stack.rules import StackParams
+from rsdt_beam.stack.transforms import WriteStacks
+from rsdt_beam.window.selection import tile_selector
+from rsdt_beam.window.transforms import WriteWindows
+
+
+def build_fetch(pipeline, options: PipelineOptions, plan: FetchPlan):
+    """Fetch into the store; with --window_output also Stages 2 and 3 on the fetched observations."""
+    fetched = pipeline | "Fetch" >> FetchObservations(plan)
+    window_opts = options.view_as(WindowOptions)
+    if not window_opts.window_output:
+        write_rejected([fetched[REJECTED]], [], options.view_as(AreaOptions).store, pipeline)
+        return plan
+    opts = options.view_as(StackOptions)
+    output = window_output_from_options(options)
+    params = StackParams(parse_time(opts.starttime), parse_time(opts.endtime), parse_duration(opts.delta_step))
+    stack_plan = StackPlan.create(plan.grid, plan.bands, params, parse_size_pair(opts.tile_size),
+                                  parse_size_pair(opts.deadzone), opts.chunk_size)
+    selector = tile_selector(window_opts.tiles)
+    stacks, written, rejected = stack_plan.expand(pipeline, refs=fetched["observations"],
+                                                  selector=None if opts.stack_output else selector)
+    if opts.stack_output:
+        stacks | "Write stacks" >> WriteStacks(opts.stack_output, stack_plan.metadata,
+                                               options.view_as(OutputOptions).gzip_level, written)
+        stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
+    stacks | "Write windows" >> WriteWindows(output, stack_plan.metadata)
+    write_rejected([fetched[REJECTED], *rejected], [], output.output_dir, pipeline)
+    return stack_plan
+
+
+CREDENTIAL_FLAGS = ("--sh_client_id", "--sh_client_secret")
+
+
+def without_credentials(argv: list[str]) -> list[str]:
+    """argv minus the credential flags: the pipeline's options are shown in job UIs and worker logs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in CREDENTIAL_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(flag + "=" for flag in CREDENTIAL_FLAGS)):
+            kept.append(arg)
+    return kept
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dry_run", action="store_true", help="list the requests and estimated PU, fetch nothing")
+    args, rest = parser.parse_known_args(argv)
+    options = PipelineOptions(rest)
+    try:
+        plan = FetchPlan.from_options(options)
+    except (CredentialsError, ValueError, FileNotFoundError) as error:
+        print(f"rsdt_beam fetch: {error}", file=sys.stderr)
+        return 2
+    print(f"rsdt_beam fetch: {plan.describe()}", file=sys.stderr)
+    if args.dry_run:
+        for line in plan.item_lines():
+            print(line)
+        return 0
+    # The plan holds the credentials; the job's options must not (workers log unparsed flags).
+    run(lambda pipeline, opts: build_fetch(pipeline, opts, plan), options=PipelineOptions(without_credentials(rest)))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,413 @@
+"""Convert as Beam transforms: GeoTIFF archives -> observation store on the run's grid.
+
+    ConvertSource --InspectSources--> to convert (+ already converted refs, + Rejection)
+      --ReadSourceBlocks--> ((modality, time), block)    fan-out per (observation, block)
+      --WriteConvertedObservations--> ObservationRef     GroupByKey per observation, one file each
+                                                         (+ Rejection when nothing is valid)
+
+`ConvertObservations` wires the three and returns the `ObservationRef`s of
+every observation in the store for this run (new and already converted), the
+PCollection Stage 2 takes as `refs` in the fused pipeline.
+
+Why blocks and a GroupByKey: reading and warping is the expensive part and
+splits by pixel window, so a large area's observation keeps many workers
+busy; the store wants one GeoTIFF per observation, so blocks meet again
+per observation before the single atomic write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import sys
+
+import apache_beam as beam
+import numpy as np
+import rasterio.errors
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParams, ConvertSource, Listing,
+                                       assemble, block_windows, drop_duplicates, file_header, fingerprint,
+                                       glob_sources, inspect_source, open_raster, parse_band_selection,
+                                       read_manifest, read_source_window)
+from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
+from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
+                                     write_grid, write_observation)
+from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
+from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.options import (AreaOptions, ConvertOptions, OutputOptions, StackOptions, WindowOptions,
+                               parse_duration, parse_size_pair, parse_time)
+from rsdt_beam.pipeline import StackPlan, window_output_from_options, write_rejected
+from rsdt_beam.progress import Counter
+from rsdt_beam.stack.rules import (MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts,
+                                   StackParams)
+from rsdt_beam.stack.transforms import WriteStacks
+from rsdt_beam.window.selection import tile_selector
+from rsdt_beam.window.transforms import WriteWindows
+
+_LOG = logging.getLogger(__name__)
+REJECTED = "rejected"
+CONVERTED = "converted"  # already in the store from an earlier run with the same fingerprint
+RECORDED = "recorded"  # rejections already written to the store's rejected/
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertJob:
+    """Everything a worker needs: where to write, the grid, the parameters and the AOI.
+
+    `bands` fixes the band count of each modality (the first readable source
+    of each at launch, as Stage 2 takes it from its first observation).
+    """
+
+    store: str
+    grid: Grid
+    params: ConvertParams
+    bands: tuple[tuple[str, int], ...]
+    aoi: AreaOfInterest | None = None
+    block_size: int = 2048
+
+    @functools.cached_property
+    def aoi_wkt(self) -> str | None:
+        return self.aoi.to_crs(self.grid.crs).geometry.wkt if self.aoi is not None else None
+
+    def fingerprint(self, source: ConvertSource) -> str:
+        return fingerprint(source, self.grid, self.params, self.aoi_wkt)
+
+    def area_mask(self) -> np.ndarray | None:
+        """bool [H, W] of pixels inside the AOI polygon, or None when not clipping."""
+        if self.aoi is None or not self.params.clip_to_aoi:
+            return None
+        return mask_for_grid(self.aoi, self.grid)
+
+
+def _stored_fingerprint(path: str) -> str | None:
+    try:
+        with open_raster(path) as dataset:
+            return dataset.tags().get(FINGERPRINT_TAG)
+    except (rasterio.errors.RasterioError, OSError):
+        return None  # unreadable leftovers are converted again
+
+
+def rejection_path(store: str, source: ConvertSource) -> str:
+    return fs.join(store, REJECTED_DIR, f"{source.modality}_{time_name(source.time)}.json")
+
+
+def _rejection(source: ConvertSource, where: str, reason: str) -> Rejection:
+    return Rejection(where, reason, source.modality, iso_time(source.time))
+
+
+class _Inspect(beam.DoFn):
+    def __init__(self, job: ConvertJob):
+        self._job = job
+        self._inspected = Counter("sources_inspected")
+        self._skipped = Counter("observations_already_converted")
+        self._masked_before = Counter("observations_already_fully_masked")
+
+    def process(self, source: ConvertSource):
+        self._inspected.inc()
+        stamp = self._job.fingerprint(source)
+        path = observation_path(self._job.store, source.modality, source.time)
+        if fs.exists(path) and _stored_fingerprint(path) == stamp:
+            self._skipped.inc()
+            yield beam.pvalue.TaggedOutput(CONVERTED, ObservationRef(source.modality, source.time, path,
+                                                                     GeoTiffObservationReader()))
+            return
+        recorded = rejection_path(self._job.store, source)
+        if fs.exists(recorded):
+            entry = fs.read_json(recorded)
+            if entry.pop("fingerprint", None) == stamp:
+                self._masked_before.inc()
+                yield beam.pvalue.TaggedOutput(RECORDED, Rejection(**entry))
+                return
+        try:
+            header = inspect_source(source, self._job.grid)
+            expected = dict(self._job.bands).get(source.modality)
+            if header.bands != expected:
+                raise ObservationError(source.bands[0], f"has {header.bands} bands but {source.modality} "
+                                                        f"observations of this run have {expected}")
+        except ObservationError as error:
+            _LOG.warning("set aside %s: %s", source.name, error)
+            yield beam.pvalue.TaggedOutput(REJECTED, (source, _rejection(source, error.observation,
+                                                                         error.reason)))
+            return
+        yield source, header.band_names
+
+
+class InspectSources(beam.PTransform):
+    """ConvertSource -> `(source, band names)` to convert; tagged `converted` (ObservationRef of
+    observations already in the store with the same fingerprint), `rejected` (`(source, Rejection)`)
+    and `recorded` (Rejection already in the store: fully masked with the same fingerprint)."""
+
+    def __init__(self, job: ConvertJob):
+        super().__init__()
+        self._job = job
+
+    def expand(self, sources):
+        return sources | beam.ParDo(_Inspect(self._job)).with_outputs(CONVERTED, REJECTED, RECORDED,
+                                                                       main="valid")
+
+
+class _ReadBlock(beam.DoFn):
+    def __init__(self, job: ConvertJob):
+        self._job = job
+        self._area = None
+        self._pixels = Counter("convert_pixels_read")
+        self._failed = Counter("convert_blocks_failed")
+
+    def setup(self):
+        self._area = self._job.area_mask()
+
+    def process(self, item: tuple[tuple[ConvertSource, tuple[str, ...]], PixelWindow]):
+        (source, names), window = item
+        key = (source.modality, source.time)
+        area = None
+        if self._area is not None:
+            area = self._area[window.row_start:window.row_stop, window.col_start:window.col_stop]
+            if not area.any():  # nothing of the AOI here: no read at all
+                yield key, (source, names, window, None, None)
+                return
+        try:
+            data, valid = read_source_window(source, self._job.grid, window, self._job.params, area)
+        except ObservationError as error:
+            self._failed.inc()
+            yield key, (source, names, window, None, error.observation + ": " + error.reason)
+            return
+        self._pixels.inc(window.height * window.width)
+        yield key, (source, names, window, data, valid)
+
+
+class ReadSourceBlocks(beam.PTransform):
+    """`(source, band names)` -> `((modality, time), (source, names, window, data|None, valid|error))`,
+    one element per (observation, block of about `job.block_size` px a side)."""
+
+    def __init__(self, job: ConvertJob):
+        super().__init__()
+        self._job = job
+
+    def expand(self, sources):
+        windows = block_windows(self._job.grid, self._job.block_size)
+        return (sources
+                | "Fan out blocks" >> beam.FlatMap(lambda item: [(item, w) for w in windows])
+                | "Spread blocks" >> beam.Reshuffle()
+                | "Read block" >> beam.ParDo(_ReadBlock(self._job)))
+
+
+class _WriteObservation(beam.DoFn):
+    def __init__(self, job: ConvertJob):
+        self._job = job
+        self._written = Counter("observations_converted")
+        self._masked = Counter("observations_fully_masked")
+        self._bytes = Counter("convert_written_bytes")
+
+    def process(self, item):
+        _, blocks = item
+        blocks = list(blocks)
+        source, names = blocks[0][0], blocks[0][1]
+        errors = [entry[4] for entry in blocks if entry[3] is None and entry[4] is not None]
+        if errors:
+            yield beam.pvalue.TaggedOutput(REJECTED, (source, _rejection(source, source.bands[0], errors[0])))
+            return
+        read = [(window, data, valid) for _, _, window, data, valid in blocks if data is not None]
+        data, valid = assemble(self._job.grid, len(names), read)
+        if not valid.any():
+            self._masked.inc()
+            _LOG.warning("set aside %s: no valid pixel inside the area of interest", source.name)
+            rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
+            # With the fingerprint, a re-run with the same inputs skips it without reading again.
+            fs.write_json(rejection_path(self._job.store, source),
+                          {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)})
+            fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
+            yield beam.pvalue.TaggedOutput(RECORDED, rejection)
+            return
+        tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
+        path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
+                                 names, tags)
+        # A success replaces the rejection an earlier run may have recorded for this observation.
+        fs.delete_if_exists(rejection_path(self._job.store, source))
+        self._written.inc()
+        self._bytes.inc(data.nbytes)
+        yield ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
+
+
+class WriteConvertedObservations(beam.PTransform):
+    """Blocks keyed by observation -> ObservationRef of its store file; tagged `rejected`
+    (`(source, Rejection)`) when a block failed, `recorded` (Rejection, already written to the
+    store) when nothing is valid inside the area."""
+
+    def __init__(self, job: ConvertJob):
+        super().__init__()
+        self._job = job
+
+    def expand(self, blocks):
+        return (blocks
+                | "Blocks per observation" >> beam.GroupByKey()
+                | "Assemble and write" >> beam.ParDo(_WriteObservation(self._job)).with_outputs(
+                    REJECTED, RECORDED, main="written"))
+
+
+class _RecordRejection(beam.DoFn):
+    """Writes a rejection to the store's rejected/ folder: `(source, Rejection)` under the
+    observation's name (and removes an outdated observation file of it), a listing rejection
+    under a name of its path (a duplicate must not take the name of the observation kept)."""
+
+    def __init__(self, store: str):
+        self._store = store
+        self._recorded = Counter("sources_set_aside")
+
+    def process(self, item):
+        self._recorded.inc()
+        if isinstance(item, Rejection):
+            name = "listing_" + hashlib.sha1(item.observation.encode()).hexdigest()[:12] + ".json"
+            fs.write_json(fs.join(self._store, REJECTED_DIR, name), item.to_json())
+            yield item
+            return
+        source, rejection = item
+        fs.write_json(rejection_path(self._store, source), rejection.to_json())
+        fs.delete_if_exists(observation_path(self._store, source.modality, source.time))
+        yield rejection
+
+
+class ConvertObservations(beam.PTransform):
+    """ConvertSource -> `(ObservationRef of every stored observation, Rejection)` PCollections.
+
+    The refs cover observations written now and those already converted
+    with the same fingerprint; every rejection (including `listed`, the
+    launcher's listing rejections) is also written to the store's `rejected/`.
+    """
+
+    def __init__(self, job: ConvertJob, listed: list[Rejection] | None = None):
+        super().__init__()
+        self._job = job
+        self._listed = list(listed or ())
+
+    def expand(self, sources):
+        inspected = sources | "Inspect sources" >> InspectSources(self._job)
+        blocks = inspected["valid"] | "Read blocks" >> ReadSourceBlocks(self._job)
+        written = blocks | "Write observations" >> WriteConvertedObservations(self._job)
+        refs = (written["written"], inspected[CONVERTED]) | "All observations" >> beam.Flatten()
+        listed = sources.pipeline | "Listing rejections" >> beam.Create(self._listed)
+        recorded = ((listed, inspected[REJECTED], written[REJECTED])
+                    | "All new rejections" >> beam.Flatten()
+                    | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store)))
+        rejected = ((recorded, inspected[RECORDED], written[RECORDED])
+                    | "All convert rejections" >> beam.Flatten())
+        return refs, rejected
+
+
+@dataclasses.dataclass
+class ConvertPlan:
+    """A convert run resolved on the launcher: the job, the sources and what listing set aside."""
+
+    job: ConvertJob
+    sources: list[ConvertSource]
+    rejected: list[Rejection]
+
+    @classmethod
+    def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
+               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> "ConvertPlan":
+        """Drops duplicate (modality, time) sources and fixes each modality's band count from its
+        first readable source; a store that already holds another grid is an error."""
+        existing = read_grid(store)
+        if existing is not None and not existing.matches(grid):
+            raise ValueError(f"store {store} holds observations on another grid ({existing.describe()}); "
+                             f"this run's grid is {grid.describe()}: use a new store")
+        unique = drop_duplicates(listing.sources)
+        rejected = list(listing.rejected) + unique.rejected
+        bands: dict[str, int] = {}
+        for source in unique.sources:
+            if source.modality in bands:
+                continue
+            try:
+                bands[source.modality] = inspect_source(source, grid).bands
+            except ObservationError as error:
+                _LOG.warning("cannot take the %s band count from %s, trying the next one",
+                             source.modality, error)
+        for item in rejected:
+            _LOG.warning("set aside %s: %s", item.observation, item.reason)
+        job = ConvertJob(store, grid, params, tuple(sorted(bands.items())), aoi, block_size)
+        return cls(job, unique.sources, rejected)
+
+    @classmethod
+    def from_options(cls, options) -> "ConvertPlan":
+        """From `AreaOptions` and `ConvertOptions` flags."""
+        area, opts = options.view_as(AreaOptions), options.view_as(ConvertOptions)
+        if not area.store:
+            raise ValueError("--store is required (the observation store to write)")
+        selection = parse_band_selection(opts.band_selection)
+        if opts.manifest:
+            listing = read_manifest(opts.manifest, selection)
+        elif opts.band_files:
+            listing = glob_sources([p.strip() for p in opts.band_files.split(",") if p.strip()],
+                                   opts.archive_modality, opts.time_pattern, opts.mask_files, selection)
+        else:
+            raise ValueError("no archive: give --manifest or --band_files (with --time_pattern)")
+        anchor = (0.0, 0.0)
+        if opts.align_to:
+            if not area.resolution:
+                raise ValueError("--align_to needs --resolution")
+            anchor = anchor_of(file_header(opts.align_to, "--align_to raster").transform, area.resolution)
+        if area.aoi:
+            aoi, grid = area_from_options(options, anchor)
+        elif read_grid(area.store) is not None:
+            aoi, grid = None, read_grid(area.store)  # adding observations to an existing store
+        else:
+            raise ValueError("--aoi and --resolution are required (the store has no grid.json yet)")
+        params = ConvertParams.create(opts.divisor, opts.resampling, opts.mask_rule, opts.db_to_linear,
+                                      opts.clip_to_aoi)
+        return cls.create(area.store, grid, listing, params, aoi, opts.convert_block_size)
+
+    @property
+    def band_counts(self) -> BandCounts:
+        """Stage 2's band counts; SAR ascending and descending must agree."""
+        bands = dict(self.job.bands)
+        sar = {bands[m] for m in (SAR_ASCENDING, SAR_DESCENDING) if m in bands}
+        if len(sar) > 1:
+            raise ValueError(f"SAR ascending has {bands[SAR_ASCENDING]} bands but SAR descending has "
+                             f"{bands[SAR_DESCENDING]}; rsdtlib's record schema needs one bands_sar")
+        return BandCounts(sar.pop() if sar else 0, bands.get(OPTICAL, 0))
+
+    def describe(self) -> str:
+        per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
+        return (f"convert {len(self.sources)} sources ({', '.join(f'{m} {n}' for m, n in per.items() if n)}), "
+                f"{len(self.rejected)} set aside at listing, bands {dict(self.job.bands)}, "
+                f"grid {self.job.grid.describe()} -> {self.job.store}")
+
+    def expand(self, pipeline):
+        """Adds convert: returns (ObservationRef PCollection, Rejection PCollection)."""
+        grid, store = self.job.grid, self.job.store
+        (pipeline | "Grid" >> beam.Create([grid])
+         | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g)))
+        sources = pipeline | "Sources" >> beam.Create(self.sources)
+        return sources | "Convert" >> ConvertObservations(self.job, self.rejected)
+
+
+def build_convert(pipeline, options):
+    """`pipelines.convert`: convert alone, or with `--window_output` fused on through Stages 2 and 3.
+
+    Fused, Stage 2 stacks the refs of the store's observations for this run
+    (new and already converted) on the convert grid; `--stack_output` also
+    writes the stacks; rejected.json of the window output lists every
+    observation set aside by convert and by Stage 2.
+    """
+    plan = ConvertPlan.from_options(options)
+    print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
+    refs, rejected = plan.expand(pipeline)
+    if not options.view_as(WindowOptions).window_output:
+        return plan
+    opts = options.view_as(StackOptions)
+    output = window_output_from_options(options)
+    params = StackParams(parse_time(opts.starttime), parse_time(opts.endtime), parse_duration(opts.delta_step))
+    stack_plan = StackPlan.create(plan.job.grid, plan.band_counts, params, parse_size_pair(opts.tile_size),
+                                  parse_size_pair(opts.deadzone), opts.chunk_size)
+    selector = tile_selector(options.view_as(WindowOptions).tiles)
+    stacks, written, stack_rejected = stack_plan.expand(
+        pipeline, refs=refs, selector=None if opts.stack_output else selector)
+    if opts.stack_output:
+        stacks | "Write stacks" >> WriteStacks(opts.stack_output, stack_plan.metadata,
+                                               options.view_as(OutputOptions).gzip_level, written)
+        stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
+    stacks | "Write windows" >> WriteWindows(output, stack_plan.metadata)
+    write_rejected([rejected, *stack_rejected], [], output.output_dir, pipeline)
+    return stack_plan

@@ -1,0 +1,402 @@
+"""Stage 1 fetch as Beam work: Sentinel Hub acquisitions -> the observation store.
+
+    launcher: credentials checked (one OAuth token), Catalog search per collection,
+              store listed (resume) -> FetchItem per (collection, timestamp, chunk) still missing
+    FetchChunks          FetchItem -> ChunkOutcome   keyed into `max_requests_in_flight` lanes,
+                         GroupByKey, each lane sends its requests one after another; the chunk is
+                         staged under <store>/.fetch_chunks/ (atomic write)
+    AssembleObservations ChunkOutcome -> ObservationRef (+ Rejection)  GroupByKey per observation:
+                         all chunks there -> <store>/<modality>/<time>.tif; no valid pixel ->
+                         <store>/rejected/<modality>_<time>.json; a chunk failed -> Rejection only
+
+Why lanes: a key's values are processed by one DoFn call, so N keys bound the
+requests in flight to N across the whole job whatever the worker count
+(autoscaling adds workers, not lanes); the client's own limiter then spaces
+requests within a lane and honours 429 Retry-After.
+
+Resume: an observation whose final file exists, or that is in `rejected/`,
+is not fetched again; a chunk already staged is not fetched again (a killed
+run, or a failure in another chunk of the same observation). Files appear
+under their final name only when complete (fs.atomic_write), so a half-written
+file is never taken as done. Failed chunks leave no trace but the Rejection
+and the counter, so the next run retries them.
+
+Chunks are the tile layout's read chunks (rsdt_beam.grid.TileLayout.chunks)
+of at most 2500 px a side; pixels right/below the last whole tile belong to
+no tile and are not fetched (invalid in the stored observation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+
+import apache_beam as beam
+import numpy as np
+
+from rsdt_beam import fs
+from rsdt_beam.acquire import sentinelhub as sh
+from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
+from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
+                                     read_grid, write_grid, write_observation, write_rejection)
+from rsdt_beam.grid import Grid, PixelWindow, TileLayout
+from rsdt_beam.progress import Counter
+from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
+
+_LOG = logging.getLogger(__name__)
+STAGING_DIR = ".fetch_chunks"
+REJECTED = "rejected"
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchItem:
+    """One Process request: a chunk of the grid at one acquisition, in request lane `lane`."""
+
+    modality: str
+    time: float
+    chunk: PixelWindow
+    chunks: int  # chunks of this observation in all (fetched now or staged before)
+    lane: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkOutcome:
+    """A chunk staged at `path`, or failed with `reason`."""
+
+    modality: str
+    time: float
+    chunk: PixelWindow
+    chunks: int
+    path: str | None = None
+    reason: str | None = None
+
+
+def staged_chunk_path(store: str, modality: str, time: float, chunk: PixelWindow) -> str:
+    return fs.join(store, STAGING_DIR, modality, time_name(time),
+                   f"{chunk.row_start}_{chunk.row_stop}_{chunk.col_start}_{chunk.col_stop}.npz")
+
+
+def fetch_chunks(layout: TileLayout, chunk_size: int) -> list[PixelWindow]:
+    """Pixel windows of the layout's read chunks, each within Sentinel Hub's request limit."""
+    if not 0 < chunk_size <= sh.MAX_REQUEST_PIXELS:
+        raise ValueError(f"fetch chunk size must be within 1..{sh.MAX_REQUEST_PIXELS}, got {chunk_size}")
+    if max(layout.tile_size_y, layout.tile_size_x) > chunk_size:
+        raise ValueError(f"tile size {layout.tile_size_y} x {layout.tile_size_x} exceeds the fetch chunk size "
+                         f"{chunk_size}")
+    return [chunk.window for chunk in layout.chunks(chunk_size)]
+
+
+def plan_items(acquisitions: dict[str, list[float]], chunks: list[PixelWindow], done: set[tuple[str, str]],
+               staged: set[str], store: str, lanes: int) -> tuple[list[FetchItem], list[ChunkOutcome]]:
+    """Work items still to fetch, and chunks staged by an earlier run (pure; no I/O).
+
+    `done`: (modality, time name) of observations stored or rejected already;
+    `staged`: paths of staged chunk files. Items are dealt round-robin into `lanes`.
+    """
+    if lanes < 1:
+        raise ValueError(f"max_requests_in_flight must be at least 1, got {lanes}")
+    items, outcomes = [], []
+    for modality in sorted(acquisitions):
+        for time in acquisitions[modality]:
+            if (modality, time_name(time)) in done:
+                continue
+            for chunk in chunks:
+                path = staged_chunk_path(store, modality, time, chunk)
+                if path in staged:
+                    outcomes.append(ChunkOutcome(modality, time, chunk, len(chunks), path=path))
+                else:
+                    items.append(FetchItem(modality, time, chunk, len(chunks), len(items) % lanes))
+    return items, outcomes
+
+
+def stored_keys(store: str) -> tuple[list[ObservationRef], set[tuple[str, str]]]:
+    """Observations already in the store, and (modality, time name) of them plus the rejected ones."""
+    refs, _ = list_store(store)
+    done = {(ref.modality, time_name(ref.time)) for ref in refs}
+    for name in fs.list_children(fs.join(store, REJECTED_DIR)):
+        if name.endswith(".json") and not name.startswith("."):
+            modality, _, stamp = name[:-5].rpartition("_")
+            if modality in MODALITIES:
+                done.add((modality, stamp))
+    return refs, done
+
+
+def staged_paths(store: str) -> set[str]:
+    return {path for path in fs.glob(fs.join(store, STAGING_DIR, "*", "*", "*.npz"))
+            if not fs.basename(path).startswith(".")}
+
+
+@dataclasses.dataclass
+class FetchPlan:
+    """Everything the fetch needs, resolved on the launcher before the pipeline runs."""
+
+    settings: sh.SentinelHubSettings
+    token: dict = dataclasses.field(repr=False)
+    grid: Grid
+    layout: TileLayout
+    store: str
+    chunks: list[PixelWindow]
+    acquisitions: dict[str, list[float]]
+    items: list[FetchItem]
+    staged: list[ChunkOutcome]
+    stored: list[ObservationRef]
+    lanes: int
+
+    @classmethod
+    def create(cls, settings: sh.SentinelHubSettings, grid: Grid, layout: TileLayout, store: str,
+               modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
+               lanes: int = 4) -> "FetchPlan":
+        """Checks credentials (raises CredentialsError before anything else), searches, lists the store."""
+        unknown = [m for m in modalities if m not in sh.COLLECTIONS]
+        if unknown or not modalities:
+            raise ValueError(f"unknown collections {unknown}; choose from {', '.join(sh.COLLECTIONS)}")
+        chunks = fetch_chunks(layout, chunk_size)
+        store = store if fs.is_remote(store) else os.path.abspath(store)  # staged paths compare as listed
+        session = sh.open_session(settings)
+        stored_grid = read_grid(store)
+        if stored_grid is not None and not stored_grid.matches(grid):
+            raise ValueError(f"store {store} holds observations on grid {stored_grid.describe()}, "
+                             f"but this run's grid is {grid.describe()}; use another store")
+        acquisitions = {m: sh.search_acquisitions(settings, sh.COLLECTIONS[m], grid, start, end)
+                        for m in modalities}
+        stored, done = stored_keys(store)
+        stored = [ref for ref in stored if ref.modality in modalities and start <= ref.time < end]
+        items, staged = plan_items(acquisitions, chunks, done, staged_paths(store), store, lanes)
+        return cls(settings, dict(session.token), grid, layout, store, chunks, acquisitions, items, staged,
+                   stored, lanes)
+
+    @classmethod
+    def from_options(cls, options) -> "FetchPlan":
+        """From AreaOptions (--store, --aoi ...), StackOptions (times, tiles) and FetchOptions."""
+        from rsdt_beam.aoi import grid_for_aoi, load_aoi
+        from rsdt_beam.options import (AreaOptions, FetchOptions, StackOptions, parse_size_pair,
+                                       parse_time)
+        area, stack, fetch = (options.view_as(AreaOptions), options.view_as(StackOptions),
+                              options.view_as(FetchOptions))
+        if not area.store:
+            raise ValueError("--store is required (the observation store to fetch into)")
+        settings = settings_from_options(fetch)
+        grid = read_grid(area.store)
+        if area.aoi:
+            if not area.resolution:
+                raise ValueError("--aoi needs --resolution (e.g. 10)")
+            aoi_grid = grid_for_aoi(load_aoi(area.aoi, area.aoi_union, area.aoi_crs), area.resolution, area.crs)
+            grid = grid or aoi_grid
+            if not grid.matches(aoi_grid):
+                raise ValueError(f"store {area.store} holds grid {grid.describe()} but --aoi gives "
+                                 f"{aoi_grid.describe()}; use another store")
+        if grid is None:
+            raise ValueError("no grid: give --aoi and --resolution, or a --store with grid.json")
+        layout = TileLayout(grid.height, grid.width, *parse_size_pair(stack.tile_size),
+                            *parse_size_pair(stack.deadzone))
+        modalities = [m.strip() for m in fetch.collections.split(",") if m.strip()]
+        return cls.create(settings, grid, layout, area.store, modalities, parse_time(stack.starttime),
+                          parse_time(stack.endtime), fetch.fetch_chunk_size, fetch.max_requests_in_flight)
+
+    @property
+    def bands(self) -> BandCounts:
+        sar = any(m != OPTICAL for m in self.acquisitions)
+        return BandCounts(len(sh.S1_BANDS) if sar else 0,
+                          len(sh.S2_BANDS) if OPTICAL in self.acquisitions else 0)
+
+    def estimated_units(self) -> float:
+        return sum(sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width)
+                   for i in self.items)
+
+    def describe(self) -> str:
+        per = ", ".join(f"{m} {len(t)}" for m, t in sorted(self.acquisitions.items()))
+        return (f"acquisitions: {per}; {len(self.chunks)} chunk(s) per acquisition; "
+                f"{len(self.stored)} observation(s) already stored, {len(self.staged)} chunk(s) staged; "
+                f"{len(self.items)} request(s) to send in {self.lanes} lane(s), "
+                f"about {self.estimated_units():.2f} processing units; grid {self.grid.describe()}")
+
+    def item_lines(self) -> list[str]:
+        return [f"{i.modality}\t{iso_time(i.time)}\trows {i.chunk.row_start}:{i.chunk.row_stop}\t"
+                f"cols {i.chunk.col_start}:{i.chunk.col_stop}\t"
+                f"{sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width):.3f} PU"
+                for i in self.items]
+
+
+def settings_from_options(fetch) -> sh.SentinelHubSettings:
+    """Settings from FetchOptions; credentials from the options, env or profile (CredentialsError if none)."""
+    client_id, client_secret = sh.resolve_credentials(fetch.sh_client_id, fetch.sh_client_secret,
+                                                      fetch.sh_profile)
+    return sh.SentinelHubSettings(
+        base_url=fetch.sh_base_url, token_url=fetch.sh_token_url or sh.default_token_url(fetch.sh_base_url),
+        client_id=client_id, client_secret=client_secret, maxcc=fetch.maxcc,
+        time_difference=fetch.time_difference, max_download_attempts=fetch.sh_max_attempts,
+        retry_sleep=fetch.sh_retry_sleep, request_timeout=fetch.sh_timeout,
+        max_throttle_retries=fetch.sh_max_throttle_retries)
+
+
+def _encode_chunk(data: np.ndarray, valid: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, data=data, valid=valid)
+    return buffer.getvalue()
+
+
+def _decode_chunk(path: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(io.BytesIO(fs.read_bytes(path))) as archive:
+        return archive["data"], archive["valid"]
+
+
+class _FetchLane(beam.DoFn):
+    def __init__(self, settings: sh.SentinelHubSettings, token: dict, grid: Grid, store: str):
+        self._settings = settings
+        self._token = token
+        self._grid = grid
+        self._store = store
+        self._chunks = Counter("fetch_chunks")
+        self._failed = Counter("fetch_chunks_failed")
+        self._requests = Counter("fetch_requests")
+        self._throttled = Counter("fetch_throttled")
+        self._server_errors = Counter("fetch_server_errors")
+        self._units = Counter("processing_units_milli")
+
+    def _count(self, stats: sh.RequestStats) -> None:
+        self._requests.inc(stats.requests)
+        self._throttled.inc(stats.throttled)
+        self._server_errors.inc(stats.server_errors)
+        self._units.inc(round(stats.processing_units * 1000))
+
+    def process(self, lane: tuple[int, list[FetchItem]]):
+        for item in lane[1]:
+            path = staged_chunk_path(self._store, item.modality, item.time, item.chunk)
+            if fs.exists(path):  # a retried bundle: this chunk was staged already
+                yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path)
+                continue
+            collection = sh.COLLECTIONS[item.modality]
+            try:
+                data, valid, stats = sh.fetch_chunk(self._settings, collection, self._grid, item.chunk,
+                                                    item.time, self._token)
+            except sh.FetchError as error:
+                self._count(error.stats)
+                self._failed.inc()
+                _LOG.warning("%s %s rows %d:%d cols %d:%d failed: %s", item.modality, iso_time(item.time),
+                             item.chunk.row_start, item.chunk.row_stop, item.chunk.col_start, item.chunk.col_stop,
+                             error)
+                yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, reason=str(error))
+                continue
+            self._count(stats)
+            fs.write_bytes(path, _encode_chunk(data, valid))
+            self._chunks.inc()
+            yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path)
+
+
+class FetchChunks(beam.PTransform):
+    """PCollection[FetchItem] -> PCollection[ChunkOutcome]: each chunk downloaded and staged, or failed.
+
+    Items are grouped by their lane, so at most `lanes` requests are in
+    flight in the whole job.
+    """
+
+    def __init__(self, settings: sh.SentinelHubSettings, token: dict, grid: Grid, store: str):
+        super().__init__()
+        self._args = (settings, token, grid, store)
+
+    def expand(self, items):
+        return (items
+                | "By lane" >> beam.Map(lambda item: (item.lane, item))
+                | "Group lanes" >> beam.GroupByKey()
+                | "Fetch lane" >> beam.ParDo(_FetchLane(*self._args)))
+
+
+class _Assemble(beam.DoFn):
+    def __init__(self, grid: Grid, store: str):
+        self._grid = grid
+        self._store = store
+        self._written = Counter("observations_fetched")
+        self._empty = Counter("observations_empty")
+        self._failed = Counter("observations_fetch_failed")
+
+    def process(self, group: tuple[tuple[str, float], list[ChunkOutcome]]):
+        (modality, time), outcomes = group
+        outcomes = list(outcomes)
+        uri = observation_path(self._store, modality, time)
+        failed = [o for o in outcomes if o.reason is not None]
+        expected = outcomes[0].chunks
+        if failed or len(outcomes) != expected:
+            self._failed.inc()
+            reason = (f"fetch failed for {len(failed)} of {expected} chunk(s): {failed[0].reason}" if failed
+                      else f"only {len(outcomes)} of {expected} chunks arrived")
+            # The staged chunks stay for the next run.
+            return [beam.pvalue.TaggedOutput(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
+        return [self._write(modality, time, uri, outcomes)]
+
+    def _write(self, modality: str, time: float, uri: str, outcomes: list[ChunkOutcome]):
+        collection = sh.COLLECTIONS[modality]
+        data = np.zeros((self._grid.height, self._grid.width, len(collection.bands)), np.float32)
+        valid = np.zeros((self._grid.height, self._grid.width), bool)
+        for outcome in outcomes:
+            chunk_data, chunk_valid = _decode_chunk(outcome.path)
+            c = outcome.chunk
+            data[c.row_start:c.row_stop, c.col_start:c.col_stop] = chunk_data
+            valid[c.row_start:c.row_stop, c.col_start:c.col_stop] = chunk_valid
+        if valid.any():
+            tags = {"RSDT_SOURCE": "sentinelhub", "RSDT_COLLECTION": collection.stock_name}
+            write_observation(self._store, self._grid, data, valid, modality, time, collection.bands, tags)
+            self._written.inc()
+            result = ObservationRef(modality, time, uri, GeoTiffObservationReader())
+        else:
+            rejection = Rejection(uri, "no valid pixel (dataMask" + (" and not cloud)" if "CLM" in collection.masks
+                                                                    else ")"), modality, iso_time(time))
+            write_rejection(self._store, rejection, modality, time)
+            self._empty.inc()
+            result = beam.pvalue.TaggedOutput(REJECTED, rejection)
+        for outcome in outcomes:
+            fs.delete_if_exists(outcome.path)
+        _remove_empty_dir(os.path.dirname(outcomes[0].path))
+        return result
+
+
+def _remove_empty_dir(path: str) -> None:
+    if not fs.is_remote(path):  # object stores have no folders to clean up
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+class AssembleObservations(beam.PTransform):
+    """PCollection[ChunkOutcome] -> {'observations': ObservationRef, 'rejected': Rejection}.
+
+    Groups the chunks of each observation and writes it to the store once all
+    arrived; an observation without a valid pixel is recorded in the store's
+    rejected list, one with a failed chunk only in the run's rejections.
+    """
+
+    def __init__(self, grid: Grid, store: str):
+        super().__init__()
+        self._grid = grid
+        self._store = store
+
+    def expand(self, outcomes):
+        assembled = (outcomes
+                     | "By observation" >> beam.Map(lambda o: ((o.modality, o.time), o))
+                     | "Group chunks" >> beam.GroupByKey()
+                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store)).with_outputs(
+                         REJECTED, main="observations"))
+        return {"observations": assembled.observations, REJECTED: assembled[REJECTED]}
+
+
+class FetchObservations(beam.PTransform):
+    """PBegin -> {'observations': ObservationRef (fetched now and stored before), 'rejected': Rejection}."""
+
+    def __init__(self, plan: FetchPlan):
+        super().__init__()
+        self._plan = plan
+
+    def expand(self, pbegin):
+        plan = self._plan
+        write_grid(plan.store, plan.grid)
+        fetched = (pbegin
+                   | "Work items" >> beam.Create(plan.items)
+                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.token, plan.grid, plan.store))
+        staged = pbegin | "Staged chunks" >> beam.Create(plan.staged)
+        assembled = ((fetched, staged) | "All chunks" >> beam.Flatten()
+                     | "Assemble" >> AssembleObservations(plan.grid, plan.store))
+        stored = pbegin | "Stored before" >> beam.Create(plan.stored)
+        observations = (assembled["observations"], stored) | "All observations" >> beam.Flatten()
+        return {"observations": observations, REJECTED: assembled[REJECTED]}

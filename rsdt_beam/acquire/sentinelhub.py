@@ -1,0 +1,431 @@
+"""Sentinel Hub as a Stage 1 source: collections, evalscripts, requests, credentials, rate limits.
+
+What rsdtlib's `Retrieve` asks Sentinel Hub for, built on the `sentinelhub`
+client (3.x):
+
+- Sentinel-1 IW GRD, ascending and descending: VV and VH as linear power,
+  orthorectified with the COPERNICUS DEM; valid = `dataMask`.
+- Sentinel-2 L1C: the 13 bands B01..B12 (with B8A) as reflectance; valid =
+  `dataMask` and `CLM != 1` (not cloud; rsdtlib's rule).
+
+One Process request asks for one chunk of the run's grid (the chunk's exact
+bbox and size in pixels) at one acquisition (time range +-`time_difference`
+around it, as rsdtlib), with one single-band response per band and mask
+(float32 bands, uint8 masks): the reply is a TAR of `<band>.tif` members.
+
+The stock `DataCollection`s carry `https://services.sentinel-hub.com` as their
+service URL, which wins over the config's base URL; `data_collection` derives
+them with the configured URL so the same code talks to Sentinel Hub, the
+Copernicus Data Space Ecosystem or a test server.
+
+Credentials (`SH_CLIENT_ID`/`SH_CLIENT_SECRET`, a sentinelhub config
+profile, or explicit values) live only in `SentinelHubSettings`, whose repr
+hides them; nothing here prints or logs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import logging
+import os
+import tarfile
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import requests
+
+from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+
+_LOG = logging.getLogger(__name__)
+
+SENTINEL_HUB_URL = "https://services.sentinel-hub.com"
+SENTINEL_HUB_TOKEN_URL = "https://services.sentinel-hub.com/auth/realms/main/protocol/openid-connect/token"
+CDSE_URL = "https://sh.dataspace.copernicus.eu"
+CDSE_TOKEN_URL = "https://identity.dataspace.copernicus.eu/auth/realms/CDSE/protocol/openid-connect/token"
+
+MAX_REQUEST_PIXELS = 2500  # Process API limit per side of one request
+PROCESSING_UNITS_HEADER = "x-processingunits-spent"
+
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+S1_BANDS = ("VV", "VH")
+
+
+@dataclasses.dataclass(frozen=True)
+class Collection:
+    """One of rsdtlib's three inputs: which Sentinel Hub collection, which bands and masks."""
+
+    modality: str
+    stock_name: str  # attribute of sentinelhub.DataCollection
+    bands: tuple[str, ...]
+    masks: tuple[str, ...]
+    units: str
+    orthorectify: bool
+
+    @property
+    def identifiers(self) -> tuple[str, ...]:
+        return self.bands + self.masks
+
+
+COLLECTIONS = {
+    SAR_ASCENDING: Collection(SAR_ASCENDING, "SENTINEL1_IW_ASC", S1_BANDS, ("dataMask",), "LINEAR_POWER", True),
+    SAR_DESCENDING: Collection(SAR_DESCENDING, "SENTINEL1_IW_DES", S1_BANDS, ("dataMask",), "LINEAR_POWER", True),
+    OPTICAL: Collection(OPTICAL, "SENTINEL2_L1C", S2_BANDS, ("dataMask", "CLM"), "REFLECTANCE", False),
+}
+
+
+def default_token_url(base_url: str) -> str:
+    """The OAuth token URL of Sentinel Hub or CDSE; other services need it given."""
+    known = {SENTINEL_HUB_URL: SENTINEL_HUB_TOKEN_URL, CDSE_URL: CDSE_TOKEN_URL}
+    try:
+        return known[base_url.rstrip("/")]
+    except KeyError:
+        raise ValueError(f"no known token URL for {base_url}; give --sh_token_url") from None
+
+
+class CredentialsError(RuntimeError):
+    """Sentinel Hub credentials are missing or were rejected (the run stops before any work)."""
+
+
+class FetchError(Exception):
+    """One request that failed for good (after the retries), with the reason and what it cost."""
+
+    def __init__(self, reason: str, stats: "RequestStats | None" = None):
+        super().__init__(reason)
+        self.stats = stats or RequestStats()
+
+
+@dataclasses.dataclass(frozen=True)
+class SentinelHubSettings:
+    """Where and how to talk to Sentinel Hub; picklable, travels to the workers.
+
+    `max_download_attempts` and `retry_sleep` bound the retries of 5xx and
+    connection errors (back-off `retry_sleep * 3**n`); `max_throttle_retries`
+    bounds the 429 answers honoured (each waits the server's Retry-After).
+    """
+
+    base_url: str = SENTINEL_HUB_URL
+    token_url: str = SENTINEL_HUB_TOKEN_URL
+    client_id: str = dataclasses.field(default="", repr=False)
+    client_secret: str = dataclasses.field(default="", repr=False)
+    maxcc: float | None = None
+    time_difference: float = 1.0
+    max_download_attempts: int = 4
+    retry_sleep: float = 5.0
+    request_timeout: float = 120.0
+    max_throttle_retries: int | None = 100
+
+    def __post_init__(self):
+        if self.maxcc is not None and not 0.0 <= self.maxcc <= 1.0:
+            raise ValueError(f"maxcc must be within [0, 1], got {self.maxcc}")
+        for name in ("base_url", "token_url"):
+            url = urllib.parse.urlparse(getattr(self, name))
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not an http(s) URL")
+
+    def config(self):
+        """A `SHConfig` that reads no config file (everything comes from here)."""
+        from sentinelhub import SHConfig
+        if self.token_url.startswith("http://"):
+            # oauthlib refuses plain-http token URLs; only a local test server may use one.
+            if urllib.parse.urlparse(self.token_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(f"token URL {self.token_url} must be https (plain http only on localhost)")
+            os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+        return SHConfig(use_defaults=True, sh_base_url=self.base_url.rstrip("/"), sh_token_url=self.token_url,
+                        sh_client_id=self.client_id, sh_client_secret=self.client_secret,
+                        max_download_attempts=self.max_download_attempts, download_sleep_time=self.retry_sleep,
+                        download_timeout_seconds=self.request_timeout, max_retries=self.max_throttle_retries)
+
+
+def resolve_credentials(client_id: str | None = None, client_secret: str | None = None,
+                        profile: str | None = None) -> tuple[str, str]:
+    """(client id, secret) from explicit values, else SH_CLIENT_ID/SH_CLIENT_SECRET, else a config profile.
+
+    Raises CredentialsError naming where it looked; never the values.
+    """
+    if client_id or client_secret:
+        if not (client_id and client_secret):
+            raise CredentialsError("give both --sh_client_id and --sh_client_secret, or neither")
+        return client_id, client_secret
+    env_id, env_secret = os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", "")
+    if env_id and env_secret:
+        return env_id, env_secret
+    if profile:
+        from sentinelhub import SHConfig
+        try:
+            config = SHConfig(profile)
+        except KeyError as error:
+            raise CredentialsError(f"sentinelhub config profile {profile!r} does not exist "
+                                   f"(see `sentinelhub.config --show`)") from error
+        if config.sh_client_id and config.sh_client_secret:
+            return config.sh_client_id, config.sh_client_secret
+        raise CredentialsError(f"sentinelhub config profile {profile!r} has no sh_client_id/sh_client_secret")
+    raise CredentialsError("no Sentinel Hub credentials: set SH_CLIENT_ID and SH_CLIENT_SECRET, "
+                           "or give --sh_profile (a sentinelhub config profile), "
+                           "or --sh_client_id and --sh_client_secret")
+
+
+def data_collection(collection: Collection, base_url: str):
+    """The stock collection re-derived with `base_url` as its service URL (one name per URL)."""
+    from sentinelhub import DataCollection
+    base_url = base_url.rstrip("/")
+    stock = getattr(DataCollection, collection.stock_name)
+    if stock.service_url == base_url:
+        return stock
+    suffix = hashlib.sha1(base_url.encode()).hexdigest()[:10]
+    return stock.define_from(f"RSDT_{collection.stock_name}_{suffix}", service_url=base_url)
+
+
+def evalscript(collection: Collection) -> str:
+    """Evalscript V3 returning each band (float32, `collection.units`) and mask (uint8) as its own response."""
+    bands = ", ".join(f'"{b}"' for b in collection.bands)
+    masks = ", ".join(f'"{m}"' for m in collection.masks)
+    outputs = ", ".join([f'{{id: "{b}", bands: 1, sampleType: "FLOAT32"}}' for b in collection.bands]
+                        + [f'{{id: "{m}", bands: 1, sampleType: "UINT8"}}' for m in collection.masks])
+    values = ", ".join(f"{name}: [sample.{name}]" for name in collection.identifiers)
+    return ("//VERSION=3\n"
+            "function setup() {\n"
+            f"  return {{input: [{{bands: [{bands}], units: \"{collection.units}\"}},\n"
+            f"                  {{bands: [{masks}], units: \"DN\"}}],\n"
+            f"          output: [{outputs}]}};\n"
+            "}\n"
+            f"function evaluatePixel(sample) {{\n  return {{{values}}};\n}}\n")
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _bbox(grid: Grid, window: PixelWindow):
+    from sentinelhub import BBox, CRS
+    a, b, c, d, e, f = grid.window_transform(window)
+    if b or d:
+        raise ValueError(f"grid {grid.describe()} is rotated; Sentinel Hub needs a north-up grid")
+    xs = (c, c + a * window.width)
+    ys = (f, f + e * window.height)
+    return BBox((min(xs), min(ys), max(xs), max(ys)), crs=CRS(grid.crs))
+
+
+def process_request(settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow,
+                    acquired: float, config=None):
+    """The Process request for one chunk (`window` of `grid`) at one acquisition (epoch seconds)."""
+    from sentinelhub import MimeType, SentinelHubRequest
+    if window.height > MAX_REQUEST_PIXELS or window.width > MAX_REQUEST_PIXELS:
+        raise ValueError(f"chunk {window} is {window.height} x {window.width} px; Sentinel Hub takes at most "
+                         f"{MAX_REQUEST_PIXELS} x {MAX_REQUEST_PIXELS} per request")
+    config = config or settings.config()
+    other_args = ({"processing": {"orthorectify": True, "demInstance": "COPERNICUS"}}
+                  if collection.orthorectify else None)
+    input_data = SentinelHubRequest.input_data(
+        data_collection=data_collection(collection, settings.base_url),
+        time_interval=(_utc(acquired - settings.time_difference), _utc(acquired + settings.time_difference)),
+        maxcc=settings.maxcc if collection.modality == OPTICAL else None,
+        other_args=other_args)
+    return SentinelHubRequest(
+        evalscript=evalscript(collection), input_data=[input_data],
+        responses=[SentinelHubRequest.output_response(name, MimeType.TIFF) for name in collection.identifiers],
+        bbox=_bbox(grid, window), size=(window.width, window.height), config=config)
+
+
+def decode_bands(collection: Collection, members: dict, height: int, width: int,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """`(float32 [h, w, bands], bool valid [h, w])` of a decoded TAR reply (`{"B01.tif": array, ...}`).
+
+    valid = dataMask, and for Sentinel-2 also CLM != 1 (cloud), rsdtlib's rule.
+    Raises FetchError for a missing member or a wrong shape.
+    """
+    def member(name: str) -> np.ndarray:
+        array = members.get(f"{name}.tif")
+        if array is None:
+            raise FetchError(f"reply has no {name}.tif (members: {', '.join(sorted(members))})")
+        array = np.asarray(array)
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if array.shape != (height, width):
+            raise FetchError(f"{name}.tif is {array.shape}, requested {height} x {width}")
+        return array
+
+    data = np.stack([member(b).astype(np.float32, copy=False) for b in collection.bands], axis=-1)
+    valid = member("dataMask") == 1
+    if "CLM" in collection.masks:
+        valid &= member("CLM") != 1
+    return data, valid
+
+
+def estimate_processing_units(collection: Collection, height: int, width: int) -> float:
+    """Sentinel Hub's PU rule: area/512^2 (min 0.01) x input bands/3 x 2 (float32) [x 2 orthorectified], min 0.005.
+
+    dataMask is free; CLM counts as an input band.
+    """
+    area = max(0.01, height * width / (512 * 512))
+    input_bands = len(collection.bands) + sum(m != "dataMask" for m in collection.masks)
+    units = area * input_bands / 3 * 2 * (2 if collection.orthorectify else 1)
+    return max(0.005, units)
+
+
+def search_acquisitions(settings: SentinelHubSettings, collection: Collection, grid: Grid,
+                        start: float, end: float) -> list[float]:
+    """Acquisition times (epoch seconds, sorted) of `collection` over the grid in `[start, end)`.
+
+    Catalog API, paged; `maxcc` filters Sentinel-2, the derived S1 collections
+    filter the orbit direction; acquisitions closer than `time_difference`
+    are one, and so are those of the same second (one observation name).
+    """
+    from sentinelhub.api.catalog import get_available_timestamps
+    times = get_available_timestamps(
+        bbox=_bbox(grid, PixelWindow(0, grid.height, 0, grid.width)),
+        time_interval=(_utc(start), _utc(end)),
+        data_collection=data_collection(collection, settings.base_url),
+        time_difference=datetime.timedelta(seconds=settings.time_difference),
+        maxcc=settings.maxcc if collection.modality == OPTICAL else None,
+        config=settings.config())
+    by_name: dict[int, float] = {}
+    for moment in times:
+        seconds = moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+        if start <= seconds < end:
+            by_name.setdefault(int(seconds // 1), seconds)
+    return sorted(by_name.values())
+
+
+# One session (one OAuth token) per worker process and settings, shared by every DoFn instance and thread.
+_SESSIONS: dict[tuple, object] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def _session_key(settings: SentinelHubSettings) -> tuple:
+    secret = hashlib.sha256(settings.client_secret.encode()).hexdigest()  # other secret, other session
+    return settings.token_url, settings.base_url, settings.client_id, secret
+
+
+def open_session(settings: SentinelHubSettings, token: dict | None = None):
+    """The process's shared `SentinelHubSession`, made from `token` while it is valid, else a new token.
+
+    The session refreshes its token 2 minutes before expiry. Rejected
+    credentials raise CredentialsError.
+    """
+    from sentinelhub import SentinelHubSession
+    from sentinelhub.exceptions import DownloadFailedException
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+    key = _session_key(settings)
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is not None:
+            return session
+        config = settings.config()
+        if not (settings.client_id and settings.client_secret):
+            raise CredentialsError("Sentinel Hub client id and secret are empty")
+        usable = token is not None and token.get("expires_at", 0) - time.time() > \
+            SentinelHubSession.DEFAULT_SECONDS_BEFORE_EXPIRY
+        try:
+            session = SentinelHubSession(config, _token=dict(token) if usable else None)
+        except OAuth2Error as error:
+            raise CredentialsError(f"Sentinel Hub rejected the credentials at {settings.token_url}: "
+                                   f"{error.error}") from None
+        except (DownloadFailedException, requests.RequestException) as error:
+            status = getattr(getattr(error, "request_exception", None), "response", None)
+            status = getattr(status, "status_code", None)
+            if status in (400, 401, 403):
+                raise CredentialsError(f"Sentinel Hub rejected the credentials at {settings.token_url} "
+                                       f"(HTTP {status})") from None
+            raise CredentialsError(f"cannot get a Sentinel Hub token from {settings.token_url}: "
+                                   f"{type(error).__name__}") from None
+        _SESSIONS[key] = session
+        return session
+
+
+def forget_session(settings: SentinelHubSettings) -> None:
+    """Drops the process's session (after a 401, so the next request fetches a new token)."""
+    with _SESSIONS_LOCK:
+        _SESSIONS.pop(_session_key(settings), None)
+
+
+@dataclasses.dataclass
+class RequestStats:
+    """What one chunk's fetch cost: HTTP requests sent, 429s, 5xx/connection errors, processing units."""
+
+    requests: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    processing_units: float = 0.0
+
+
+def _counting_client(config, session, stats: RequestStats):
+    """A SentinelHubDownloadClient that counts each HTTP attempt into `stats`."""
+    from sentinelhub import SentinelHubDownloadClient
+
+    class CountingClient(SentinelHubDownloadClient):
+        def _do_download(self, request):
+            stats.requests += 1
+            try:
+                response = super()._do_download(request)
+            except requests.RequestException:
+                stats.server_errors += 1
+                raise
+            if response.status_code == 429:
+                stats.throttled += 1
+            elif response.status_code >= 500:
+                stats.server_errors += 1
+            return response
+
+    return CountingClient(config=config, session=session)
+
+
+def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow,
+                acquired: float, token: dict | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, RequestStats]:
+    """Downloads one chunk at one acquisition: `(float32 [h, w, bands], bool valid [h, w], stats)`.
+
+    The client retries 5xx/connection errors with back-off and honours 429
+    Retry-After; on top of that a reply that cannot be decoded (truncated)
+    is retried `max_download_attempts` times and a 401 gets one new token.
+    Raises FetchError with the reason when the chunk cannot be had.
+    """
+    from sentinelhub.exceptions import DownloadFailedException, ImageDecodingError, OutOfRequestsException
+    stats = RequestStats()
+    config = settings.config()
+    request = process_request(settings, collection, grid, window, acquired, config)
+    renewed_token = False
+    attempt = 0
+    while True:
+        attempt += 1
+        session = open_session(settings, token)
+        client = _counting_client(config, session, stats)
+        try:
+            response = client.download(request.download_list, max_threads=1, decode_data=False)[0]
+            members = response.decode()
+            if not isinstance(members, dict):
+                raise FetchError(f"expected a TAR of {len(collection.identifiers)} members, "
+                                 f"got {type(members).__name__}")
+            data, valid = decode_bands(collection, members, window.height, window.width)
+        except OutOfRequestsException:
+            raise FetchError(f"still throttled (HTTP 429) after {settings.max_throttle_retries} retries",
+                             stats) from None
+        except DownloadFailedException as error:
+            status = getattr(getattr(error.request_exception, "response", None), "status_code", None)
+            if status == 401 and not renewed_token:
+                renewed_token = True  # the shared token was revoked or expired early: one new token
+                forget_session(settings)
+                token = None
+                continue
+            raise FetchError(f"HTTP {status}: {_first_line(error)}" if status
+                             else f"gave up after {settings.max_download_attempts} attempts: "
+                                  f"{_first_line(error)}", stats) from None
+        except (FetchError, ImageDecodingError, tarfile.TarError, ValueError, OSError, EOFError) as error:
+            # A body that does not decode (truncated TAR/TIFF, wrong members): ask again, then give up.
+            if attempt >= settings.max_download_attempts:
+                raise FetchError(f"unusable reply after {attempt} attempts: {error}", stats) from None
+            time.sleep(settings.retry_sleep * 3 ** (attempt - 1))
+            continue
+        spent = response.headers.get(PROCESSING_UNITS_HEADER)
+        stats.processing_units += (float(spent) if spent is not None
+                                   else estimate_processing_units(collection, window.height, window.width))
+        return data, valid, stats
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip() and not line.startswith("http")]
+    return " ".join(lines[-2:])[:300] if lines else type(error).__name__

@@ -1,0 +1,287 @@
+"""Looking at outputs: what a stack, window or map folder holds, as text, CSV and PNG pictures.
+
+* `describe_stack` / `describe_windows` / `describe_maps`: metadata, tile count, the time stamps
+  written per tile, window ranges (rsdtlib's `windows_list`, for any tile).
+* `window_ranges` + `write_ranges_csv`: window ranges as CSV (the columns of Stage 3's windows.csv).
+* `render_tile_stack`: a tile's frames over time (optical true colour B04/B03/B02 when there are
+  at least 4 optical bands, else the first band; SAR VV and VH per orbit direction).
+* `render_window_timeline`: written frames and the windows over them, like rsdtlib's
+  stacking/windowing figure (previous/current/next parts for triple windows).
+* `render_map`: a prediction map GeoTIFF with its georeference.
+
+matplotlib is imported (with the Agg backend) only by the render functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import posixpath
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.maps import read_geotiff
+from rsdt_beam.numpy_reader import read_windows, window_metadata
+from rsdt_beam.records import parse_example, parse_tensor
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, tile_file_name
+from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
+from rsdt_beam.tfrecord import read_records
+from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
+
+# The columns of Stage 3's windows.csv.
+RANGES_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
+_PART_COLOURS = {"previous": "#9e9e9e", "current": "#1f77b4", "next": "#ff7f0e"}
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowRange:
+    """A window's current part: first and last frame time (epoch s) and frame count."""
+
+    tile: tuple[int, int]
+    window_id: int
+    start: float
+    end: float
+    frames: int
+
+    def csv_row(self) -> tuple:
+        return (self.tile[0], self.tile[1], self.window_id, iso_time(self.start), iso_time(self.end),
+                self.frames, int(self.start), int(self.end))
+
+
+def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
+    """The time stamps written for one tile of a Stage 2 folder, in file order."""
+    path = fs.join(stack_dir, tile_file_name(tile))
+    with fs.open_read(path) as raw:
+        return np.asarray([float(parse_tensor(parse_example(payload)["Timestamp"]))
+                           for payload in read_records(raw, gzip=True, name=path)], np.float64)
+
+
+def window_ranges(times: np.ndarray, params: WindowParams, tile: tuple[int, int]) -> list[WindowRange]:
+    """rsdtlib's windows list `(id, first, last, frames)` of a tile with frame times `times`."""
+    return [WindowRange(tile, span.window_id, float(times[span.current[0]]), float(times[span.current[1] - 1]),
+                        span.current[1] - span.current[0])
+            for span in window_spans(times, params)]
+
+
+def ranges_from_csv(window_dir: str) -> list[WindowRange]:
+    """The window ranges Stage 3 listed in `windows.csv`."""
+    text = fs.read_bytes(fs.join(window_dir, "windows.csv")).decode()
+    return [WindowRange((int(row["tile_j"]), int(row["tile_i"])), int(row["window_id"]),
+                        float(row["start_epoch"]), float(row["end_epoch"]), int(row["frames"]))
+            for row in csv.DictReader(io.StringIO(text))]
+
+
+def write_ranges_csv(path: str, ranges: Iterable[WindowRange]) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(RANGES_CSV_HEADER)
+    writer.writerows(sorted(r.csv_row() for r in ranges))
+    fs.write_bytes(path, text.getvalue().encode())
+    return path
+
+
+def format_ranges(ranges: Sequence[WindowRange]) -> list[str]:
+    """One line per window, as rsdtlib's `windows_list` printout (with readable times)."""
+    return [f"  window {r.window_id:4d}: {iso_time(r.start)} .. {iso_time(r.end)}  {r.frames:3d} frames  "
+            f"({int(r.start)}, {int(r.end)})" for r in ranges]
+
+
+def _timestamp_lines(per_tile: dict[tuple[int, int], np.ndarray], show_all: bool) -> list[str]:
+    lines = []
+    groups: dict[tuple, list] = {}
+    for tile, times in per_tile.items():
+        groups.setdefault(tuple(times), []).append(tile)
+    for times, tiles in groups.items():
+        which = "all tiles" if len(groups) == 1 else f"tiles {', '.join(f'{j}_{i}' for j, i in tiles)}"
+        span = f"{iso_time(times[0])} .. {iso_time(times[-1])}" if times else "none"
+        lines.append(f"time stamps written ({which}): {len(times)}, {span}")
+        if show_all:
+            lines.extend(f"  {n:4d}  {iso_time(t)}  ({int(t)})" for n, t in enumerate(times))
+    return lines
+
+
+def describe_stack(stack_dir: str, params: WindowParams | None = None, tile: tuple[int, int] = (0, 0),
+                   show_all_timestamps: bool = False) -> tuple[list[str], dict[tuple[int, int], np.ndarray]]:
+    """Lines describing a Stage 2 folder, and each tile's written time stamps."""
+    metadata = read_stack_metadata(stack_dir)
+    tiles = list_tiles(stack_dir)
+    lines = [f"Stage 2 stack {stack_dir}", "metadata.json: " + json.dumps(metadata, indent=2)]
+    expected = metadata.get("num_tiles_y", 0) * metadata.get("num_tiles_x", 0)
+    lines.append(f"tiles: {len(tiles)} files" + (f" of {expected} ({metadata['num_tiles_y']} x "
+                                                  f"{metadata['num_tiles_x']})" if expected else ""))
+    per_tile = {t: tile_timestamps(stack_dir, t) for t in tiles}
+    lines += _timestamp_lines(per_tile, show_all_timestamps)
+    if params is not None and tile in per_tile:
+        ranges = window_ranges(per_tile[tile], params, tile)
+        lines.append(f"windows of tile {tile[0]}_{tile[1]}: {len(ranges)}")
+        lines += format_ranges(ranges)
+    return lines, per_tile
+
+
+def describe_windows(window_dir: str, tile: tuple[int, int] = (0, 0)) -> tuple[list[str], list[WindowRange]]:
+    """Lines describing a Stage 3 folder (from metadata.json and windows.csv), and its window ranges."""
+    metadata = window_metadata(window_dir)
+    ranges = ranges_from_csv(window_dir)
+    per_tile: dict[tuple[int, int], int] = {}
+    for r in ranges:
+        per_tile[r.tile] = per_tile.get(r.tile, 0) + 1
+    lines = [f"Stage 3 windows {window_dir}", "metadata.json: " + json.dumps(metadata, indent=2),
+             f"tiles: {len(per_tile)}, windows: {len(ranges)}"]
+    lines += [f"  tile {j}_{i}: {n} windows" for (j, i), n in sorted(per_tile.items())]
+    own = [r for r in ranges if r.tile == tile]
+    lines.append(f"windows of tile {tile[0]}_{tile[1]}: {len(own)}")
+    lines += format_ranges(own)
+    return lines, ranges
+
+
+def describe_map(path: str) -> list[str]:
+    array, grid, tags = read_geotiff(path)
+    valid = np.isfinite(array)
+    stats = (f"min {np.nanmin(array):.4g}, mean {np.nanmean(array):.4g}, max {np.nanmax(array):.4g}"
+             if valid.any() else "no valid pixel")
+    return [f"map {path}", f"  grid: {grid.describe()}", f"  bounds: {grid.bounds}",
+            f"  shape {array.shape}, {array.dtype}; valid pixels {int(valid.sum())} of {valid.size}; {stats}",
+            *(f"  {key}: {value}" for key, value in sorted(tags.items()) if key.startswith("RSDT_"))]
+
+
+def describe_maps(map_dir: str) -> tuple[list[str], list[str]]:
+    """Lines describing a map folder (its maps.csv), and the map paths in time order."""
+    rows = list(csv.DictReader(io.StringIO(fs.read_bytes(fs.join(map_dir, "maps.csv")).decode())))
+    lines = [f"maps {map_dir}: {len(rows)}"]
+    lines += [f"  window {int(r['window_id']):4d}: {r['start']} .. {r['end']}  {r['tiles']} tiles  {r['file']}"
+              for r in rows]
+    return lines, [fs.join(map_dir, r["file"]) for r in rows]
+
+
+# --- pictures ---------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(figure)
+    fs.write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    """2-98 % percentile stretch to [0, 1] over all given frames (one scale per picture row)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros_like(values)
+    low, high = np.percentile(finite, (2, 98))
+    return np.clip((values - low) / (high - low if high > low else 1.0), 0, 1)
+
+
+def stack_picture_rows(stack: TileStack) -> list[tuple[str, np.ndarray]]:
+    """(label, frames [n, ty, tx] or [n, ty, tx, 3] in [0, 1]) per picture row."""
+    rows = []
+    sar_names = ("VV", "VH") if stack.bands.sar == 2 else tuple(f"band {b + 1}" for b in range(stack.bands.sar))
+    for modality, label in ((SAR_ASCENDING, "SAR asc"), (SAR_DESCENDING, "SAR dsc")):
+        data = stack.modality(modality)
+        rows += [(f"{label} {name}", _stretch(data[..., b])) for b, name in enumerate(sar_names)]
+    if stack.bands.opt >= 4:
+        rows.append(("optical B04/B03/B02", _stretch(stack.modality(OPTICAL)[..., [3, 2, 1]])))
+    elif stack.bands.opt:
+        rows.append(("optical band 1", _stretch(stack.modality(OPTICAL)[..., 0])))
+    return rows
+
+
+def render_tile_stack(stack: TileStack, path: str, max_frames: int = 12) -> str:
+    """PNG of a tile's frames over time: one column per frame (evenly picked), one row per picture."""
+    plt = _pyplot()
+    if len(stack) == 0:
+        raise ValueError(f"tile {stack.tile} has no frames to show")
+    picked = np.unique(np.linspace(0, len(stack) - 1, min(max_frames, len(stack))).round().astype(int))
+    rows = stack_picture_rows(stack)
+    figure, axes = plt.subplots(len(rows), len(picked), squeeze=False,
+                                figsize=(1.6 * len(picked) + 1, 1.7 * len(rows) + 0.6))
+    for r, (label, frames) in enumerate(rows):
+        for c, k in enumerate(picked):
+            ax = axes[r][c]
+            ax.imshow(frames[k], cmap=None if frames.ndim == 4 else "gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(datetime.datetime.fromtimestamp(stack.times[k], datetime.timezone.utc)
+                             .strftime("%Y-%m-%d"), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    figure.suptitle(f"tile {stack.tile[0]}_{stack.tile[1]}: {len(picked)} of {len(stack)} frames")
+    return _save(figure, path)
+
+
+def render_window_timeline(times: np.ndarray, spans: Sequence[WindowSpan], path: str, title: str = "") -> str:
+    """PNG of the written frames (top) and each window's parts as bars over them (one row per window)."""
+    plt = _pyplot()
+    import matplotlib.dates as mdates
+
+    dates = np.asarray([np.datetime64(int(t), "s") for t in times])
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 2 + 0.12 * max(len(spans), 10)),
+                                         gridspec_kw={"height_ratios": [1, 6]})
+    top.eventplot([mdates.date2num(dates)], colors="black", lineoffsets=0, linelengths=1)
+    top.set_yticks([])
+    top.set_ylabel("frames", rotation=0, ha="right", va="center")
+    top.set_title(title or f"{len(times)} frames, {len(spans)} windows")
+    for span in spans:
+        names = ("current",) if span.previous is None else ("previous", "current", "next")
+        for name, (start, stop) in zip(names, span.parts):
+            if stop <= start:
+                continue
+            left, right = mdates.date2num(dates[start]), mdates.date2num(dates[stop - 1])
+            bottom.plot([left, right], [span.window_id] * 2, color=_PART_COLOURS[name], linewidth=3,
+                        solid_capstyle="butt")
+            bottom.plot(mdates.date2num(dates[start:stop]), [span.window_id] * (stop - start), "|",
+                        color="black", markersize=4)
+    bottom.invert_yaxis()
+    bottom.set_ylabel("window id")
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    figure.autofmt_xdate()
+    handles = [plt.Line2D([], [], color=c, linewidth=3, label=n) for n, c in _PART_COLOURS.items()
+               if n == "current" or any(s.previous is not None for s in spans)]
+    bottom.legend(handles=handles, loc="upper right", fontsize=8)
+    return _save(figure, path)
+
+
+def spans_of_ranges(times: np.ndarray, ranges: Sequence[WindowRange]) -> list[WindowSpan]:
+    """Current-part spans (frame indices into `times`) of listed window ranges."""
+    return [WindowSpan(r.window_id, (int(np.searchsorted(times, r.start)),
+                                     int(np.searchsorted(times, r.end, side="right")))) for r in ranges]
+
+
+def window_frame_times(window_dir: str, tile: tuple[int, int]) -> np.ndarray:
+    """All frame times a tile's written windows cover (from their Timestamps)."""
+    times = [record.timestamps for record in read_windows(window_dir, tile) if record.timestamps is not None]
+    return np.unique(np.concatenate(times)) if times else np.zeros(0)
+
+
+def render_map(tif_path: str, path: str, title: str | None = None) -> str:
+    """PNG of a map GeoTIFF (first band) in its CRS coordinates, NaN/nodata left blank."""
+    plt = _pyplot()
+    array, grid, tags = read_geotiff(tif_path)
+    band = array if array.ndim == 2 else array[..., 0]
+    left, bottom, right, top = grid.bounds
+    figure, ax = plt.subplots(figsize=(7, 7 * grid.height / grid.width + 0.5))
+    image = ax.imshow(np.ma.masked_invalid(band), extent=(left, right, bottom, top), interpolation="nearest")
+    figure.colorbar(image, ax=ax, shrink=0.8)
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.set_xlabel(f"x ({grid.crs})")
+    ax.set_ylabel(f"y ({grid.crs})")
+    ax.set_title(title or f"{posixpath.basename(tif_path)}\n{tags.get('RSDT_WINDOW_START', '')} .. "
+                          f"{tags.get('RSDT_WINDOW_END', '')}", fontsize=9)
+    return _save(figure, path)

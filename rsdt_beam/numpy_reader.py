@@ -1,0 +1,135 @@
+"""Window files read into numpy, without TensorFlow (for PyTorch users and quick checks).
+
+    for record in read_windows("tf_window/infer", tile=(0, 1)):
+        record.feature          # float32 [n, tile_y, tile_x, 2*bands_sar + bands_opt]
+        record.window_start     # int epoch seconds, as rsdtlib's windows list
+
+Reads both layouts Stage 3 writes (`{j}_{i}.tfrecords` per tile and
+`windows-SSSSS-of-NNNNN.tfrecords` shards) and rsdtlib's own window files
+(which hold `Feature`/`Label` only). `online_windows` builds a tile's windows
+straight from a Stage 2 stack, as rsdtlib's `get_infer_dataset`, without
+writing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from rsdt_beam import fs
+from rsdt_beam.records import parse_example, parse_tensor
+from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.tfrecord import read_records
+from rsdt_beam.window.rules import Window, WindowParams, windows
+
+METADATA_FILE = "metadata.json"
+TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
+_SHARD_FILE = re.compile(r"^windows-\d+-of-\d+\.tfrecords$")
+
+
+@dataclasses.dataclass
+class WindowRecord:
+    """One window record; the fields after `label` are None in rsdtlib-written files."""
+
+    feature: np.ndarray
+    label: np.ndarray | None
+    tile: tuple[int, int] | None
+    window_id: int | None
+    window_start: int | None
+    window_end: int | None
+    timestamps: np.ndarray | None
+
+
+def window_files(source: str | Sequence[str]) -> list[str]:
+    """The window files of a Stage 3 folder (per-tile files row-major, or shards), a glob, or a list."""
+    if not isinstance(source, str):
+        return list(source)
+    if any(c in source for c in "*?["):
+        files = fs.glob(source)
+    else:
+        names = fs.list_children(source)
+        tiles = sorted((int(m.group(1)), int(m.group(2)), n) for n in names if (m := TILE_FILE.match(n)))
+        files = ([fs.join(source, n) for _, _, n in tiles]
+                 or [fs.join(source, n) for n in sorted(names) if _SHARD_FILE.match(n)])
+    if not files:
+        raise FileNotFoundError(f"no window files ({{j}}_{{i}}.tfrecords or windows-*-of-*.tfrecords) in {source}")
+    return files
+
+
+def window_metadata(window_dir: str) -> dict:
+    """Stage 3's `metadata.json` of a folder, or {} when there is none (rsdtlib writes none)."""
+    path = fs.join(window_dir, METADATA_FILE)
+    return fs.read_json(path) if fs.exists(path) else {}
+
+
+def parse_window_record(payload: bytes, name: str = "<record>") -> WindowRecord:
+    features = parse_example(payload)
+    if "Feature" not in features:
+        raise ValueError(f"{name}: not a window record (no Feature; found {sorted(features)})")
+
+    def scalar(key):
+        return int(features[key][0]) if key in features else None
+
+    tile = tuple(features["tile"]) if "tile" in features else None
+    return WindowRecord(
+        feature=parse_tensor(features["Feature"]),
+        label=parse_tensor(features["Label"]) if "Label" in features else None,
+        tile=tile, window_id=scalar("window_id"), window_start=scalar("window_start"),
+        window_end=scalar("window_end"),
+        timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None)
+
+
+def read_window_file(path: str) -> Iterator[WindowRecord]:
+    """The records of one window file, in file order."""
+    with fs.open_read(path) as raw:
+        for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
+            yield parse_window_record(payload, f"{path} record {n}")
+
+
+def read_windows(source: str | Sequence[str], tile: tuple[int, int] | None = None) -> Iterator[WindowRecord]:
+    """Window records of a folder/glob/list; with `tile`, only that tile's, in time order.
+
+    Per-tile files are already in time order; records of one tile spread
+    over shards are collected and sorted by window id.
+    """
+    files = window_files(source)
+    if tile is None:
+        for path in files:
+            yield from read_window_file(path)
+        return
+    tile = (int(tile[0]), int(tile[1]))
+    own = [path for path in files if path.rsplit("/", 1)[-1] == tile_file_name(tile)]
+    if own:
+        yield from read_window_file(own[0])
+        return
+    found = [record for path in files for record in read_window_file(path) if record.tile == tile]
+    if found and found[0].window_id is None:
+        raise ValueError(f"{source}: records carry no tile index, cannot select tile {tile}")
+    yield from sorted(found, key=lambda record: record.window_id)
+
+
+def training_pairs(source: str | Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(feature, label) of each training window, in file order."""
+    for record in read_windows(source):
+        if record.label is None:
+            raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label "
+                             f"(inference windows?)")
+        yield record.feature, record.label
+
+
+def online_windows(stack_dir: str, tile: tuple[int, int], params: WindowParams,
+                   win_filter: Callable | None = None, metadata: dict | None = None) -> Iterator[Window]:
+    """A tile's windows built from its Stage 2 stack, not written anywhere.
+
+    `win_filter(*window) -> bool` keeps a window as in rsdtlib's
+    `get_infer_dataset`/`write_tf_files`: it gets `cur` (mono) or
+    `prev, cur, next` (triple), each unpacking as `(timestamps, asc, dsc, opt)`.
+    """
+    metadata = metadata or read_stack_metadata(stack_dir)
+    stack = read_tile_stack(stack_dir, (int(tile[0]), int(tile[1])), metadata)
+    for window in windows(stack, params):
+        if win_filter is None or bool(win_filter(*window)):
+            yield window

@@ -1,0 +1,172 @@
+"""The whole pipeline against gs:// (a GCS emulator on 127.0.0.1), checked against the same run on local disk.
+
+Inputs are the bundled real sample (eo-learn's TestEOPatch, Sentinel-2 NDVI): its EOPatch folders
+uploaded with google-cloud-storage, and an observation store of GeoTIFFs written to gs:// by
+`write_observation` (read back by rasterio through Beam's filesystem). Outputs are downloaded with
+google-cloud-storage and must equal the local run's byte for byte (sharded outputs: record for record).
+"""
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pipelines.sample import split_sample
+from rsdt_beam import fs
+from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
+from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, write_grid, write_observation
+from rsdt_beam.grid import PixelWindow
+from rsdt_beam.pipeline import build_fused, build_stack, build_window, counters, run
+from rsdt_beam.schedule import launch, list_runs
+from rsdt_beam.tfrecord import read_records
+from tests.gcs_emulator import gcs_emulator
+
+pytestmark = pytest.mark.e2e
+
+STACK_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
+               "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
+               "--no_progress"]
+WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training"]
+CORRUPT = "optical/20160105T101010.tif"
+SHARD_BYTES = 30_000
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    with gcs_emulator(tmp_path_factory.mktemp("gcs")) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def inputs(gcs, tmp_path_factory):
+    """The sample as EOPatch folders and as an observation store (plus one corrupt file), locally and on gs://."""
+    local = str(tmp_path_factory.mktemp("inputs"))
+    eopatches = os.path.join(local, "eopatches")
+    split_sample(eopatches)
+    gcs.upload_tree(eopatches, gcs.url("inputs", "eopatches"))
+    refs, _ = list_eopatches(eopatches, "optical", EOPatchReader("NDVI", "IS_VALID"))
+    grid = refs[0].reader.header(refs[0].uri).grid
+    window = PixelWindow(0, grid.height, 0, grid.width)
+    stores = {"local": os.path.join(local, "store"), "gs": gcs.url("inputs", "store")}
+    for root in stores.values():
+        write_grid(root, grid)
+        for ref in refs[::2]:
+            data, valid = ref.reader.read(ref.uri, window)
+            write_observation(root, grid, data, valid, "optical", ref.time, ["NDVI"])
+        fs.write_bytes(fs.join(root, CORRUPT), b"not a GeoTIFF")
+    return {"local": {"eopatches": eopatches, "store": stores["local"], "out": os.path.join(local, "out")},
+            "gs": {"eopatches": gcs.url("inputs", "eopatches"), "store": stores["gs"], "out": gcs.url("out")}}
+
+
+def local_tree(root: str) -> dict[str, bytes]:
+    files = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root).replace(os.sep, "/")] = f.read()
+    return files
+
+
+def records_of(files: dict[str, bytes], suffix=".tfrecords") -> list[bytes]:
+    return sorted(record for name, data in files.items() if name.endswith(suffix)
+                  for record in read_records(io.BytesIO(data), gzip=True, name=name))
+
+
+def without_paths(files: dict[str, bytes], root: str) -> dict[str, bytes]:
+    """rejected.json names observations by location (and GDAL's reason quotes it): compared without both."""
+    out = dict(files)
+    if "rejected.json" in out:
+        entries = json.loads(out["rejected.json"])
+        out["rejected.json"] = [dict(entry, observation=entry["observation"].replace(root, "<root>"),
+                                     reason=entry["reason"].split(":")[0]) for entry in entries]
+    return out
+
+
+def test_rasterio_reads_a_window_of_a_gs_observation(gcs, inputs):
+    refs, rejected = list_store(inputs["gs"]["store"])
+    assert [r.observation for r in rejected] == []
+    local_refs, _ = list_store(inputs["local"]["store"])
+    reader = GeoTiffObservationReader()
+    window = PixelWindow(10, 60, 20, 90)
+    remote, local = reader.read(refs[1].uri, window), reader.read(local_refs[1].uri, window)
+    assert refs[1].uri.startswith("gs://")
+    np.testing.assert_array_equal(remote[0], local[0])
+    np.testing.assert_array_equal(remote[1], local[1])
+
+
+def test_stack_then_window_on_gs_equals_local(gcs, inputs):
+    for where in ("local", "gs"):
+        paths = inputs[where]
+        run(build_stack, ["--optical", paths["eopatches"], "--stack_output", fs.join(paths["out"], "stack"),
+                          *STACK_FLAGS])
+        run(build_window, ["--stack_dir", fs.join(paths["out"], "stack"),
+                           "--window_output", fs.join(paths["out"], "windows"), *WINDOW_FLAGS, "--no_progress"])
+    for part in ("stack", "windows"):
+        remote = gcs.download_tree(fs.join(inputs["gs"]["out"], part))
+        local = local_tree(os.path.join(inputs["local"]["out"], part))
+        assert sorted(remote) == sorted(local)
+        assert "metadata.json" in remote and any(name.endswith(".tfrecords") for name in remote)
+        assert without_paths(remote, inputs["gs"]["eopatches"]) == \
+            without_paths(local, inputs["local"]["eopatches"])
+        assert records_of(remote)
+
+
+def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
+    results = {}
+    for where in ("local", "gs"):
+        paths = inputs[where]
+        results[where] = run(build_fused, [
+            "--observations", paths["store"], "--stack_output", fs.join(paths["out"], "fused_stack"),
+            "--window_output", fs.join(paths["out"], "fused_windows"), "--layout", "sharded",
+            "--bytes_per_shard", str(SHARD_BYTES), *STACK_FLAGS, *WINDOW_FLAGS,
+            # worker processes reach the emulator through the environment they inherit
+            *(["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"] if where == "gs" else [])])
+    assert counters(results["gs"]) == counters(results["local"])
+    assert counters(results["gs"])["observations_rejected"] == 1
+    for part in ("fused_stack", "fused_windows"):
+        remote = gcs.download_tree(fs.join(inputs["gs"]["out"], part))
+        local = local_tree(os.path.join(inputs["local"]["out"], part))
+        # Shards hold the same records; how Beam cuts them into files may differ between runs.
+        assert records_of(remote) == records_of(local) != []
+        shards = [data for name, data in remote.items() if name.startswith("windows-")]
+        if part == "fused_windows":  # a shard ends once its compressed size passes --bytes_per_shard
+            assert 1 < len(shards) <= sum(map(len, shards)) // SHARD_BYTES + 1
+        plain = lambda files: {k: v for k, v in files.items() if not k.startswith("windows-")}
+        assert without_paths(plain(remote), inputs["gs"]["store"]) == \
+            without_paths(plain(local), inputs["local"]["store"])
+    rejected = gcs.download_tree(fs.join(inputs["gs"]["out"], "fused_windows"))["rejected.json"]
+    assert CORRUPT.encode() in rejected
+
+
+def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
+    """Manifests, state and windows on gs://: a failed run is deleted there and the files equal a local root's."""
+    flags = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--delta_step", "10d", "--tile_size",
+             "32", "--deadzone", "2", "--lookback", "120d", *WINDOW_FLAGS, "--no_progress"]
+    manifests = {}
+    for where in ("local", "gs"):
+        paths = inputs[where]
+        root = fs.join(paths["out"], "scheduled")
+        common = flags + ["--optical", paths["eopatches"], "--output_root", root]
+        first = launch(common + ["--end", "2016-01-01"], now=0)
+        with pytest.raises(Exception, match="worker lost"):
+            launch(common + ["--end", "2016-04-01", "--window_filter", "tests.test_schedule:explode"], now=0)
+        third = launch(common + ["--end", "2016-05-01"], now=0)
+        assert third.replaced_runs and third.previous_run == first.run_id
+        assert [m.run_id for m in list_runs(root)] == [first.run_id, third.run_id]
+        manifests[where] = third
+    remote = gcs.download_tree(fs.join(inputs["gs"]["out"], "scheduled"))
+    local = local_tree(os.path.join(inputs["local"]["out"], "scheduled"))
+    assert sorted(remote) == sorted(local)
+    assert not any(manifests["gs"].replaced_runs[0] in name for name in remote)
+    for name in remote:
+        if name.endswith("manifest.json"):
+            gs_manifest, local_manifest = json.loads(remote[name]), json.loads(local[name])
+            assert gs_manifest["status"] == "succeeded"
+            assert gs_manifest["counts"] == local_manifest["counts"]
+            assert gs_manifest["carry"] == local_manifest["carry"]
+            assert gs_manifest["outputs"]["windows"].startswith("gs://")
+        elif not name.endswith("rejected.json"):
+            assert remote[name] == local[name], name

@@ -1,0 +1,236 @@
+"""Stitching, GeoTIFF maps and online/offline inference with a tiny Keras model on the real sample."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from rsdt_beam.grid import Grid, TileLayout
+from rsdt_beam.maps import core_window, read_geotiff, stitch, write_geotiff
+
+DAY = 86400
+WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
+SAMPLE_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
+                "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2"]
+
+
+def centre_owner(position, tile_size, stride, count):
+    """Index of the tile whose centre part holds `position` along one axis (farthest from its edges), or None."""
+    best, best_distance = None, -1
+    for k in range(count):
+        start = k * stride
+        if start <= position < start + tile_size:
+            distance = min(position - start, start + tile_size - 1 - position)
+            if distance > best_distance:
+                best, best_distance = k, distance
+    return best
+
+
+def test_stitch_takes_each_pixel_from_the_tile_whose_centre_holds_it():
+    layout = TileLayout(23, 25, 8, 10, 1, 2)  # 3 x 3 tiles, strides 6 and 6, leftovers bottom and right
+    predictions = {(j, i): np.full((8, 10), 10 * j + i, np.float32) for j, i in layout.tiles()}
+    stitched = stitch(layout, predictions)
+    for r in range(layout.height):
+        for c in range(layout.width):
+            owner_j = centre_owner(r, 8, layout.stride_y, layout.num_tiles_y)
+            owner_i = centre_owner(c, 10, layout.stride_x, layout.num_tiles_x)
+            if owner_j is None or owner_i is None:
+                assert np.isnan(stitched[r, c]), (r, c)
+            else:
+                assert stitched[r, c] == 10 * owner_j + owner_i, (r, c)
+    trimmed = stitch(layout, predictions, trim_edges=True)
+    assert np.isnan(trimmed[[0, 19]]).all() and np.isnan(trimmed[:, [0, 1, 20, 21]]).all()
+    np.testing.assert_array_equal(trimmed[1:19, 2:20], stitched[1:19, 2:20])
+
+    centre_only = {tile: p[1:-1, 2:-2, None] for tile, p in predictions.items()}  # [6, 6, 1] with channels
+    from_centres = stitch(layout, centre_only)
+    assert from_centres.shape == (23, 25, 1)
+    np.testing.assert_array_equal(from_centres[..., 0], trimmed)
+    assert core_window(layout, 1, 1) == (7, 13, 8, 14)
+
+    missing = stitch(layout, {(0, 0): predictions[(0, 0)]})
+    assert np.isnan(missing[7:]).all() and (missing[:7, :8] == 0).all()
+    with pytest.raises(ValueError, match=r"tile \(0, 1\) has shape \(5, 5\)"):
+        stitch(layout, {(0, 1): np.zeros((5, 5))})
+
+
+def test_geotiff_map_keeps_the_grid(tmp_path):
+    grid = Grid("EPSG:32633", (10.0, 0.0, 465180.0, 0.0, -10.0, 5080250.0), 7, 9)
+    array = np.arange(63, dtype=np.float32).reshape(7, 9)
+    array[0, 0] = np.nan
+    path = write_geotiff(str(tmp_path / "m.tif"), array, grid, tags={"RSDT_WINDOW_ID": "3"})
+    back, back_grid, tags = read_geotiff(path)
+    assert back_grid == grid and tags["RSDT_WINDOW_ID"] == "3"
+    np.testing.assert_array_equal(back, array)
+    two_bands, _, _ = read_geotiff(write_geotiff(str(tmp_path / "c.tif"), np.stack([array, -array], -1), grid))
+    assert two_bands.shape == (7, 9, 2)
+    with pytest.raises(ValueError, match="grid is 7 x 9"):
+        write_geotiff(str(tmp_path / "bad.tif"), array[1:], grid)
+
+
+def mean_model(tile_y=32, tile_x=32):
+    """Mean over time and bands -> [ty, tx], from standard (saveable) Keras layers only."""
+    import keras
+
+    inputs = keras.Input((None, tile_y, tile_x, None))
+    x = keras.layers.Permute((2, 3, 1, 4))(inputs)
+    x = keras.layers.Reshape((tile_y * tile_x, -1))(x)
+    x = keras.layers.GlobalAveragePooling1D(data_format="channels_first")(x)
+    return keras.Model(inputs, keras.layers.Reshape((tile_y, tile_x))(x))
+
+
+def test_handler_batches_windows_of_different_lengths_and_pads():
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.inference import KerasWindowModelHandler
+
+    rng = np.random.default_rng(0)
+    batch = [rng.random((n, 32, 32, 2), np.float32) for n in (3, 5, 3, 6)]
+    model = mean_model()
+    results = KerasWindowModelHandler(create_model_fn=mean_model).run_inference(batch, model)
+    for example, result in zip(batch, results):
+        assert result.example is example
+        np.testing.assert_allclose(result.inference, example.mean(axis=(0, 3)), rtol=1e-5, atol=1e-6)
+    padded = KerasWindowModelHandler(create_model_fn=mean_model, frames=6, pad_value=-1.0).run_inference(
+        batch, model)
+    for example, result in zip(batch, padded):
+        want = (example.sum(axis=(0, 3)) - 2 * (6 - len(example))) / 12
+        np.testing.assert_allclose(result.inference, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="more than frames=4"):
+        KerasWindowModelHandler(create_model_fn=mean_model, frames=4).run_inference(batch, model)
+    with pytest.raises(ValueError, match="give a model"):
+        KerasWindowModelHandler()
+
+
+@pytest.fixture(scope="module")
+def sample_stack(tmp_path_factory):
+    from pipelines.sample import main
+
+    out = str(tmp_path_factory.mktemp("infer_sample"))
+    main(["--output", out, "--no_progress"])
+    return out
+
+
+def expected_maps(stack_dir):
+    """{window id: [H, W] map} computed directly: per pixel the window mean of the tile whose centre holds it."""
+    from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
+    from rsdt_beam.window.rules import WindowParams, window_spans
+
+    metadata = read_stack_metadata(stack_dir)
+    grid = Grid.from_json(metadata["grid"])
+    params = WindowParams(60 * DAY, 1, 3, 6)
+    stacks = {(j, i): read_tile_stack(stack_dir, (j, i), metadata) for j in range(3) for i in range(3)}
+    spans = list(window_spans(stacks[(0, 0)].times, params))
+    maps = {}
+    for span in spans:
+        means = {tile: stack.frames[span.current[0]:span.current[1]].mean(axis=(0, 3))
+                 for tile, stack in stacks.items()}
+        out = np.full((grid.height, grid.width), np.nan, np.float32)
+        for r in range(grid.height):
+            j = centre_owner(r, 32, 28, 3)
+            for c in range(grid.width):
+                i = centre_owner(c, 32, 28, 3)
+                if j is not None and i is not None:
+                    out[r, c] = means[(j, i)][r - 28 * j, c - 28 * i]
+        maps[span.window_id] = out
+    return grid, maps
+
+
+def check_maps(map_dir, grid, maps):
+    with open(os.path.join(map_dir, "maps.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["window_id"]) for r in rows] == sorted(maps)
+    for row in rows:
+        array, map_grid, tags = read_geotiff(os.path.join(map_dir, row["file"]))
+        assert map_grid == grid and map_grid.matches(grid)
+        assert tags["RSDT_WINDOW_START"] == row["start"] and row["tiles"] == "9"
+        np.testing.assert_allclose(array, maps[int(row["window_id"])], rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.e2e
+def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_stack, tmp_path):
+    pytest.importorskip("tensorflow")
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from rsdt_beam.inference import InferMaps, KerasWindowModelHandler, MapOutput
+    from rsdt_beam.window.rules import WindowParams
+    from rsdt_beam.window.selection import tile_selector
+    from rsdt_beam.window.transforms import ReadTileStacks
+
+    stack_dir = os.path.join(sample_stack, "stack")
+    map_dir = str(tmp_path / "maps")
+    read = ReadTileStacks(stack_dir, tile_selector("all"))
+    output = MapOutput.from_metadata(map_dir, read.metadata)
+    handler = KerasWindowModelHandler(create_model_fn=mean_model, max_batch_size=8)
+
+    def thirty_tifs(paths):
+        assert len(paths) == 30 and all(p.endswith(".tif") for p in paths)
+
+    with TestPipeline() as pipeline:
+        paths = (pipeline | read
+                 | InferMaps(WindowParams(60 * DAY, 1, 3, 6), handler, output))
+        assert_that(paths, thirty_tifs)
+    grid, maps = expected_maps(stack_dir)
+    check_maps(map_dir, grid, maps)
+
+
+@pytest.mark.e2e
+def test_infer_command_offline_and_from_observations(sample_stack, tmp_path):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.inference import build_infer
+    from rsdt_beam.pipeline import build_window, run
+
+    stack_dir = os.path.join(sample_stack, "stack")
+    model_file = str(tmp_path / "mean.keras")
+    mean_model().save(model_file)
+    infer_windows = str(tmp_path / "infer_windows")
+    run(build_window, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference",
+                       *WINDOW_FLAGS])
+    grid, maps = expected_maps(stack_dir)
+
+    offline = str(tmp_path / "offline")
+    run(build_infer, ["--windows", infer_windows, "--model", model_file, "--map_output", offline,
+                      "--batch_size", "4", "--no_progress"])
+    check_maps(offline, grid, maps)
+
+    from_observations = str(tmp_path / "from_obs")
+    run(build_infer, ["--optical", os.path.join(sample_stack, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
+                      "--model", model_file, "--map_output", from_observations, "--tiles", "expr:j != 1"])
+    with open(os.path.join(from_observations, "maps.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30 and {r["tiles"] for r in rows} == {"6"}
+    array, _, _ = read_geotiff(os.path.join(from_observations, rows[0]["file"]))
+    want = maps[0].copy()
+    want[30:58] = np.nan  # the middle tile row (its centre part) was not selected
+    np.testing.assert_allclose(array, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert os.path.exists(os.path.join(from_observations, "rejected.json"))
+
+    with pytest.raises(ValueError, match="--model"):
+        run(build_infer, ["--windows", infer_windows, "--map_output", offline])
+
+
+@pytest.mark.e2e
+def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_stack, tmp_path):
+    """Stacks, model file and maps on gs:// (a local GCS emulator); the maps equal the expected ones."""
+    pytest.importorskip("tensorflow")
+    from tests.gcs_emulator import gcs_emulator
+
+    from rsdt_beam.inference import build_infer
+    from rsdt_beam.pipeline import run
+
+    stack_dir = os.path.join(sample_stack, "stack")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    mean_model().save(str(model_dir / "mean.keras"))
+    grid, maps = expected_maps(stack_dir)
+    with gcs_emulator(tmp_path / "gcs") as gcs:
+        gcs.upload_tree(stack_dir, gcs.url("stack"))
+        gcs.upload_tree(str(model_dir), gcs.url("model"))
+        run(build_infer, ["--stack_dir", gcs.url("stack"), "--model", gcs.url("model", "mean.keras"),
+                          "--map_output", gcs.url("maps"), *WINDOW_FLAGS])
+        local = tmp_path / "downloaded"
+        local.mkdir()
+        for name, content in gcs.download_tree(gcs.url("maps")).items():
+            (local / name).write_bytes(content)
+    check_maps(str(local), grid, maps)

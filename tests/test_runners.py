@@ -1,0 +1,184 @@
+"""Runner readiness: Dataflow translation offline, the portable runner protocol, DoFns that pickle.
+
+* DataflowRunner with `--dry_run=True` translates the fused pipeline (no network, no credentials) and
+  stages the package built from `setup.py` for the workers.
+* PortableRunner (the protocol of Flink and Spark) runs the fused pipeline against Beam's Python job
+  service on 127.0.0.1 with LOOPBACK workers; the windows equal a DirectRunner run's byte for byte.
+* Every DoFn of the pipeline, pickled as a runner ships it, loads in a fresh interpreter
+  (nothing depends on `--save_main_session` or on objects of `__main__`).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.internal import pickler
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import PipelineVisitor
+
+from rsdt_beam.options import ScheduleOptions
+from rsdt_beam.pipeline import build_fused, run
+from rsdt_beam.schedule import build_scheduled, start_run
+
+pytestmark = pytest.mark.e2e
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUSED_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
+               "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
+               "--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training", "--no_progress"]
+DATAFLOW_FLAGS = ["--runner", "DataflowRunner", "--project", "rsdt-test-project", "--region", "europe-west1",
+                  "--temp_location", "gs://rsdt-test/tmp", "--dry_run=True",
+                  "--sdk_container_image", "europe-docker.pkg.dev/rsdt-test-project/rsdt/rsdt-beam:test"]
+
+
+def fused_flags(observations: str, out: str) -> list[str]:
+    return ["--optical", observations, "--stack_output", os.path.join(out, "stack"),
+            "--window_output", os.path.join(out, "windows"), *FUSED_FLAGS]
+
+
+def project_copy(tmp_path) -> str:
+    """setup.py and the packages in tmp_path, so building the sdist writes nothing into the repository."""
+    target = tmp_path / "project"
+    for name in ("rsdt_beam", "pipelines"):
+        shutil.copytree(os.path.join(REPO, name), target / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(os.path.join(REPO, "setup.py"), target / "setup.py")
+    return str(target / "setup.py")
+
+
+def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_path):
+    options = PipelineOptions(DATAFLOW_FLAGS + ["--setup_file", project_copy(tmp_path)]
+                              + fused_flags(sample_eopatches, "gs://rsdt-test/out"))
+    pipeline = beam.Pipeline(options=options)
+    build_fused(pipeline, options)
+    proto = pipeline.run().job.proto_pipeline
+
+    transforms = proto.components.transforms
+    top_level = {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms} \
+        if len(proto.root_transform_ids) == 1 else {transforms[t].unique_name for t in proto.root_transform_ids}
+    assert {"Observations", "Inspect observations", "Written time stamps", "Cut into tile pieces",
+            "Stack tiles", "Write stacks", "Write windows", "Write rejected.json"} <= top_level
+    urns = [t.spec.urn for t in transforms.values()]
+    assert urns.count("beam:transform:group_by_key:v1") >= 2  # per-tile grouping + reshuffles
+    # Stage 2's per-tile grouping reads its pieces from the fan-out of (observation, chunk) reads.
+    names = {t.unique_name for t in transforms.values()}
+    assert {"Stack tiles/Group per tile", "Cut into tile pieces/Read and cut"} <= names
+
+    (environment,) = proto.components.environments.values()
+    assert environment.urn == "beam:env:docker:v1"
+    assert b"rsdt-beam:test" in environment.payload
+    staged = [dependency.role_payload for dependency in environment.dependencies]
+    assert any(b"workflow.tar.gz" in payload for payload in staged), "setup.py sdist is not staged"
+
+
+class _DoFns(PipelineVisitor):
+    def __init__(self):
+        self.fns = []
+
+    def visit_transform(self, node):
+        if isinstance(node.transform, beam.ParDo):
+            self.fns.append((node.full_label, node.transform.fn))
+
+
+def test_every_dofn_pickles_and_loads_in_a_fresh_interpreter(sample_eopatches, tmp_path):
+    options = PipelineOptions(fused_flags(sample_eopatches, str(tmp_path / "out")) + ["--layout", "sharded"])
+    pipeline = beam.Pipeline(options=options)
+    build_fused(pipeline, options)
+    visitor = _DoFns()
+    pipeline.visit(visitor)
+    assert len(visitor.fns) > 10
+    for n, (label, fn) in enumerate(visitor.fns):
+        (tmp_path / f"{n}.pickle").write_bytes(pickler.dumps(fn))
+    check = ("import sys, glob\nfrom apache_beam.internal import pickler\n"
+             "for path in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"
+             "    fn = pickler.loads(open(path, 'rb').read())\n"
+             "    assert hasattr(fn, 'process'), path\n"
+             "print('loaded', len(glob.glob(sys.argv[1] + '/*.pickle')))\n")
+    loaded = subprocess.run([sys.executable, "-c", check, str(tmp_path)], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split() == ["loaded", str(len(visitor.fns))]
+
+
+@pytest.fixture
+def job_service(tmp_path):
+    """Beam's Python job service (what Flink's and Spark's job servers speak) on a free port."""
+    port_file = tmp_path / "job_service.port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", "0",
+         "--port_file", str(port_file), "--staging_dir", str(tmp_path / "staging")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert process.poll() is None, "job service exited"
+            assert time.monotonic() < deadline, "job service did not start"
+            time.sleep(0.1)
+        yield f"localhost:{port_file.read_text().strip()}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def read_tree(root) -> dict[str, bytes]:
+    return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
+            for folder, _, names in os.walk(root) for name in names}
+
+
+def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopatches, job_service, tmp_path):
+    direct, portable = str(tmp_path / "direct"), str(tmp_path / "portable")
+    run(build_fused, fused_flags(sample_eopatches, direct))
+    run(build_fused, fused_flags(sample_eopatches, portable)
+        + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "LOOPBACK"])
+    for part in ("stack", "windows"):
+        produced = read_tree(os.path.join(portable, part))
+        assert "metadata.json" in produced and len(produced) > 5
+        assert produced == read_tree(os.path.join(direct, part))
+
+
+def test_dataflow_dry_run_translates_a_scheduled_run(sample_eopatches, tmp_path):
+    options = PipelineOptions(DATAFLOW_FLAGS + [
+        "--optical", sample_eopatches, "--output_root", str(tmp_path / "scheduled"), "--end", "2016-04-01",
+        "--lookback", "120d", "--write_stacks", *FUSED_FLAGS[:4], *FUSED_FLAGS[8:]])  # the run sets start/end
+    run_plan, manifest = start_run(options, now=0)
+    pipeline = beam.Pipeline(options=options)
+    build_scheduled(pipeline, options, run_plan, manifest)
+    proto = pipeline.run().job.proto_pipeline
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert {"Extend tile stacks/Group per tile", "Write state", "Write stacks", "Write windows",
+            "Write manifest.json"} <= names
+    assert manifest.status == "running"
+
+
+def test_flex_template_parameters_are_pipeline_options_that_validate_the_scheduled_launch():
+    with open(os.path.join(REPO, "flex_template", "metadata.json")) as f:
+        parameters = {p["name"]: p for p in json.load(f)["parameters"]}
+    with open(os.path.join(REPO, "schedules", "flex_template_launch.json")) as f:
+        body = json.load(f)["launchParameter"]["parameters"]
+    known = set(PipelineOptions([]).get_all_options())
+    assert set(parameters) <= known
+    assert {name for name, p in parameters.items() if not p["isOptional"]} <= set(body)
+
+    def valid(name: str, value: str) -> bool:
+        return all(re.match(pattern, value) for pattern in parameters[name].get("regexes", []))
+
+    assert all(valid(name, value) for name, value in body.items())
+    for name, bad in [("output_root", "/data/rsdt"), ("observations", "s3://b/store"), ("end", "tomorow"),
+                      ("lookback", "30 days"), ("tile_size", "32px"), ("mode", "train"), ("gzip_level", "10")]:
+        assert not valid(name, bad), (name, bad)
+    options = PipelineOptions([f"--{name}={value}" for name, value in body.items()])
+    assert (options.view_as(ScheduleOptions).end, options.view_as(ScheduleOptions).lookback) == ("today", "30d")
+
+
+def test_the_image_matches_the_sdk_that_submits_jobs():
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert f"apache/beam_python{sys.version_info.major}.{sys.version_info.minor}_sdk:{beam.__version__}" in dockerfile
+    entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/template/(\S+)", dockerfile).group(1)
+    assert os.path.exists(os.path.join(REPO, entry))
