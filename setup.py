@@ -19,6 +19,7 @@ setup(
         "sentinelhub>=3.9,<4",
         "google-cloud-storage>=2.10",
         "google-crc32c>=1.5",
+        "isal>=1.6",  # ISA-L deflate for GZIP levels 1-3 (zlib is the fallback)
         "shapely>=2.0",
         "pyogrio>=0.7",
     ],

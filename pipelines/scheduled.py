@@ -12,10 +12,14 @@ See `rsdt_beam.schedule` and `schedules/` for a crontab line and a Cloud Schedul
 import logging
 import sys
 
+from rsdt_beam.pipeline import print_help
 from rsdt_beam.schedule import launch
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
+    if "-h" in sys.argv or "--help" in sys.argv:
+        print_help()
+        raise SystemExit(0)
     manifest = launch(sys.argv[1:])
     counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.counts.items())
     print(f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {counts}" if counts else ""),

@@ -172,6 +172,9 @@ class ConvertOptions(PipelineOptions):
         group.add_argument("--divisor", default="255", help="normalization divisor, or optical=10000,sar=1")
         group.add_argument("--resampling", default="bilinear", help="resampling of bands (masks: nearest)")
         group.add_argument("--db_to_linear", action="store_true", help="SAR bands: dB to linear power")
+        group.add_argument("--output_dtype", default="float32",
+                           help="stored band dtype: float32 (rsdtlib), float64, or uint16/int16/uint8 "
+                                "(rounded; values must fit, e.g. with --divisor 1)")
         group.add_argument("--convert_block_size", type=int, default=2048,
                            help="pixels per side of one convert read (fan-out per observation and block)")
 

@@ -8,6 +8,7 @@ observation). Every other header and all pixels are read by the workers.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -263,8 +264,29 @@ def build_fused(pipeline, options: PipelineOptions) -> StackPlan:
     return plan
 
 
+def print_help() -> None:
+    """`--help` of the pipeline commands: the command's docstring and every rsdt_beam flag.
+
+    Beam's own parsing knows no `--help`, so the rsdt_beam option classes are put into one parser here.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    parser = argparse.ArgumentParser(prog=f"python -m {spec.name}" if spec else None,
+                                     description=(main.__doc__ if main else None),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Beam's flags (--runner, --direct_num_workers, --project, "
+                                            "--temp_location, ...) are passed through to Beam.")
+    for options_class in PipelineOptions.__subclasses__():
+        if options_class.__module__ == "rsdt_beam.options":
+            options_class._add_argparse_args(parser)
+    parser.print_help()
+
+
 def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None = None):
     """Builds with `build(pipeline, options)`, runs to completion, prints a summary; returns the result."""
+    if options is None and argv is not None and ("-h" in argv or "--help" in argv):
+        print_help()
+        raise SystemExit(0)
     options = options or PipelineOptions(argv)
     show_progress = not options.view_as(OutputOptions).no_progress and sys.stderr.isatty()
     enable_progress_line(show_progress)

@@ -18,6 +18,7 @@ Window records (Stage 3):
 
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ _DTYPE_CODES = {
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
 
+@functools.lru_cache(maxsize=1 << 16)  # record after record repeats the same shapes and lengths
 def _varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64
@@ -46,12 +48,21 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _length_delimited(field: int, length: int) -> bytes:
     return _varint(field << 3 | 2) + _varint(length)
 
 
 def _message(field: int, chunks: Sequence[Buffer]) -> list[Buffer]:
     return [_length_delimited(field, sum(len(c) for c in chunks)), *chunks]
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_header(code: int, shape: tuple[int, ...]) -> bytes:
+    """TensorProto fields `dtype` and `tensor_shape`."""
+    dims = b"".join(_length_delimited(2, len(d)) + d
+                    for d in (_varint(1 << 3) + _varint(n) if n else b"" for n in shape))
+    return _varint(1 << 3) + _varint(code) + _length_delimited(2, len(dims)) + dims
 
 
 def tensor_proto(array: np.ndarray) -> list[Buffer]:
@@ -63,9 +74,7 @@ def tensor_proto(array: np.ndarray) -> list[Buffer]:
     except KeyError:
         raise TypeError(f"cannot serialize a tensor of dtype {array.dtype}") from None
     array = np.require(array, np.dtype(dtype).newbyteorder("<"), "C")
-    dims = b"".join(_length_delimited(2, len(d)) + d
-                    for d in (_varint(1 << 3) + _varint(n) if n else b"" for n in array.shape))
-    chunks: list[Buffer] = [_varint(1 << 3) + _varint(code), _length_delimited(2, len(dims)) + dims]
+    chunks: list[Buffer] = [_tensor_header(code, array.shape)]
     if array.size:
         chunks.extend(_message(4, [memoryview(array).cast("B")]))
     return chunks

@@ -48,15 +48,12 @@ from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import iso_time, time_name
-from rsdt_beam.grid import TileLayout
 from rsdt_beam.options import (OutputOptions, ScheduleOptions, StackOptions, WindowOptions, parse_duration,
                                parse_time)
 from rsdt_beam.pipeline import StackPlan, summary, window_output_from_options, write_rejected
-from rsdt_beam.progress import Counter
 from rsdt_beam.stack.files import read_tile_stack
-from rsdt_beam.stack.rules import MODALITIES, BandCounts, Piece, TileStack, stack_tile
-from rsdt_beam.stack.transforms import (REJECTED, CutIntoTilePieces, InspectObservations, WriteStacks,
-                                        WrittenTimes)
+from rsdt_beam.stack.rules import MODALITIES, Piece, TileStack
+from rsdt_beam.stack.transforms import REJECTED, InspectObservations, StackChunks, WriteStacks, WrittenTimes
 from rsdt_beam.window.rules import Window, WindowParams, WindowSpan, window_spans
 from rsdt_beam.window.selection import tile_selector
 from rsdt_beam.window.transforms import WindowOutput, WriteWindows
@@ -169,21 +166,17 @@ def select_windows(times: np.ndarray, carry: Carry, end: float, params: WindowPa
     return Selection(tuple(spans), Carry(end, keep, pending, next_id, carried))
 
 
-def extend_tile(tile: tuple[int, int], carried: TileStack | None, pieces, written: np.ndarray, end: float,
-                tile_shape: tuple[int, int], bands: BandCounts) -> TileStack:
-    """The tile's carried frames, then its frames at `written`, then the fill state at `end` (last frame).
+def run_times(carry: Carry, written: np.ndarray, end: float) -> np.ndarray:
+    """The time stamps a run stacks at: the carried frames', its new ones, then the fill state's at `end`."""
+    return np.concatenate([carry.times, written, [fill_time(end)]])
 
-    `carried` is the previous run's state (carried frames and its fill state, last); each of its
-    frames enters as an all-valid piece, which reproduces it exactly and seeds the forward fill.
-    """
-    seeds = []
-    if carried is not None:
-        for time, frame in zip(carried.times, carried.frames):
-            seeds += [Piece(float(time), m, frame[..., bands.slice_of(m)], None)
-                      for m in MODALITIES if bands.bands_of(m)]
-    carried_times = carried.times[:-1] if carried is not None else np.zeros(0)
-    times = np.concatenate([carried_times, written, [fill_time(end)]])
-    return stack_tile(tile, seeds + list(pieces), times, tile_shape, bands)
+
+def seed_pieces(carried: TileStack) -> list[Piece]:
+    """A tile's carried frames (its fill state last) as all-valid pieces: stacking them at their own
+    times reproduces them exactly, and the last one seeds the forward fill of the new observations."""
+    bands = carried.bands
+    return [Piece(float(time), m, frame[..., bands.slice_of(m)], None)
+            for time, frame in zip(carried.times, carried.frames) for m in MODALITIES if bands.bands_of(m)]
 
 
 def _frames(stack: TileStack, start: int, stop: int | None) -> TileStack:
@@ -206,54 +199,21 @@ class IncrementalWindowOutput(WindowOutput):
             yield Window(frames, span)
 
 
-class _ExtendTile(beam.DoFn):
-    def __init__(self, layout: TileLayout, bands: BandCounts, carry: Carry, state_dir: str | None,
-                 metadata: dict, end: float):
-        self._shape = (layout.tile_size_y, layout.tile_size_x)
-        self._bands = bands
-        self._carry = carry
-        self._state_dir = state_dir
-        self._metadata = metadata
-        self._end = end
-        self._tiles = Counter("tiles_extended")
+@dataclasses.dataclass(frozen=True)
+class CarriedFrames:
+    """`seeds(tile)` of StackChunks: a tile's frames from the previous run's state folder, as pieces."""
 
-    def process(self, item, written):
-        tile, pieces = item
-        carried = None
-        if self._state_dir is not None:
-            carried = read_tile_stack(self._state_dir, tile, self._metadata)
-            expected = (*self._carry.times, fill_time(self._carry.end))
-            if tuple(carried.times) != expected:
-                raise ValueError(f"{self._state_dir} tile {tile}: carried frame times {list(carried.times)} "
-                                 f"differ from its run's manifest {list(expected)}")
-        self._tiles.inc()
-        yield extend_tile(tile, carried, (p for p in pieces if p is not None), written, self._end, self._shape,
-                          self._bands)
+    state_dir: str
+    metadata: dict
+    carry: Carry
 
-
-class ExtendTileStacks(beam.PTransform):
-    """PCollection[((j, i), Piece)] -> PCollection[TileStack]: carried frames + new frames + fill state.
-
-    Every tile of the layout appears; each reads its carried frames from the previous run's state
-    folder (none for a first run) and forward-fills this run's pieces through `written` (a singleton
-    PCollection from WrittenTimes).
-    """
-
-    def __init__(self, layout: TileLayout, bands: BandCounts, written, carry: Carry, state_dir: str | None,
-                 metadata: dict, end: float):
-        super().__init__()
-        self._layout, self._written = layout, written
-        self._extend = _ExtendTile(layout, bands, carry, state_dir, metadata, end)
-
-    def expand(self, pieces):
-        layout = self._layout
-        every_tile = (pieces.pipeline
-                      | "Tile rows" >> beam.Create(list(range(layout.num_tiles_y)))
-                      | "Every tile" >> beam.FlatMap(lambda j: [((j, i), None) for i in range(layout.num_tiles_x)]))
-        return ((pieces, every_tile)
-                | "Merge" >> beam.Flatten()
-                | "Group per tile" >> beam.GroupByKey()
-                | "Extend" >> beam.ParDo(self._extend, beam.pvalue.AsSingleton(self._written)))
+    def __call__(self, tile: tuple[int, int]) -> list[Piece]:
+        carried = read_tile_stack(self.state_dir, tile, self.metadata)
+        expected = (*self.carry.times, fill_time(self.carry.end))
+        if tuple(carried.times) != expected:
+            raise ValueError(f"{self.state_dir} tile {tile}: carried frame times {list(carried.times)} differ "
+                             f"from its run's manifest {list(expected)}")
+        return seed_pieces(carried)
 
 
 # ---------------------------------------------------------------- runs and manifests
@@ -432,14 +392,15 @@ def build_scheduled(pipeline, options: PipelineOptions, run: RunPlan, manifest: 
                                         for f in dataclasses.fields(WindowOutput)},
                                      carry=run.carry, end=run.end)
     selector = tile_selector(options.view_as(WindowOptions).tiles)
+    carry, end, params, state_dir = run.carry, run.end, output.params, run.state_dir
     refs = pipeline | "Observations" >> beam.Create(run.refs)
     inspected = refs | "Inspect observations" >> InspectObservations(plan.grid, plan.bands)
     written = inspected["valid"] | "Written time stamps" >> WrittenTimes(plan.params)
-    cut = inspected["valid"] | "Cut into tile pieces" >> CutIntoTilePieces(plan.layout, plan.chunk_size)
-    extended = cut["pieces"] | "Extend tile stacks" >> ExtendTileStacks(
-        plan.layout, plan.bands, written, run.carry, run.previous_state_dir, plan.metadata, run.end)
-
-    carry, end, params, state_dir = run.carry, run.end, output.params, run.state_dir
+    stacked_at = written | "With carried frames" >> beam.Map(lambda times: run_times(carry, times, end))
+    seeds = CarriedFrames(run.previous_state_dir, plan.metadata, carry) if run.previous else None
+    stacked = inspected["valid"] | "Stack tiles" >> StackChunks(plan.layout, plan.chunk_size, plan.bands,
+                                                                 stacked_at, seeds=seeds)
+    extended = stacked["stacks"]  # carried frames, new frames, fill state at the run's end
     next_carry = written | "Select windows" >> beam.Map(
         lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry)
     state_times = next_carry | "State times" >> beam.Map(lambda c: np.asarray([*c.times, fill_time(end)]))
@@ -456,7 +417,7 @@ def build_scheduled(pipeline, options: PipelineOptions, run: RunPlan, manifest: 
     done.append(extended
                 | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
                 | "Write windows" >> WriteWindows(output, plan.metadata))
-    rejected = write_rejected([inspected[REJECTED], cut[REJECTED]], plan.listed_rejections(), run.directory,
+    rejected = write_rejected([inspected[REJECTED], stacked[REJECTED]], plan.listed_rejections(), run.directory,
                               pipeline)
     output_root, frames_before = run.output_root, carry.frames_total
     (pipeline

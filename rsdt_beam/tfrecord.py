@@ -33,7 +33,9 @@ except ImportError:  # zlib alone: same files, slower
 
 Buffer = bytes | bytearray | memoryview
 
-DEFAULT_GZIP_LEVEL = 1
+# ISA-L level 2: as fast as level 1 (~300 MB/s per core here) and 4-6 % smaller on reflectance-like
+# data; within 0.5 % (noisy) and 6 % (smooth) of zlib level 6, TensorFlow's default (benchmarks/README.md).
+DEFAULT_GZIP_LEVEL = 2
 _BLOCK_SIZE = 1 << 20
 _DICT_SIZE = 32 * 1024
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown

@@ -21,7 +21,7 @@ from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, ConvertParams, ConvertSo
                                        assemble, block_windows, glob_sources, inspect_source, parse_divisor,
                                        read_manifest, read_source_window, time_from_path, time_pattern_regex)
 from rsdt_beam.acquire.observation import ObservationError, parse_time_name, time_name
-from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, read_grid
+from rsdt_beam.acquire.store import GeoTiffObservationReader, encode_observation, list_store, read_grid
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, grid_for_aoi, load_aoi, mask_for_grid
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import parse_time
@@ -514,3 +514,26 @@ def test_clip_to_aoi_polygon_in_the_pipeline(tmp_path):
         _, valid = GeoTiffObservationReader().read(path, full(grid))
         _, unclipped = read_source_window(source, grid, full(grid), ConvertParams.create(mask_rule="fmask"))
         np.testing.assert_array_equal(valid, unclipped & area)
+
+
+def test_output_dtype_int16_keeps_raw_landsat_values(tmp_path):
+    """`--output_dtype int16 --divisor 1`: the archive's integers stored as they are, read back as float32."""
+    store = str(tmp_path / "store")
+    aoi, grid = landsat_grid()
+    listing = landsat_listing()
+    listing = Listing(listing.sources[:2], [])
+    plan = ConvertPlan.create(store, grid, listing, ConvertParams.create(divisor=1, mask_rule="fmask",
+                                                                         dtype="int16"), aoi)
+    with BeamTestPipeline() as pipeline:
+        plan.expand(pipeline)
+    for ref in list_store(store)[0]:
+        source = next(s for s in plan.sources if s.time == ref.time)
+        with rasterio.open(ref.uri) as out:
+            assert out.dtypes[0] == "int16"
+        data, valid = GeoTiffObservationReader().read(ref.uri, full(grid))
+        with rasterio.open(source.bands[0]) as b3:
+            red = b3.read(1)
+        np.testing.assert_array_equal(data[..., 0][valid], red[valid].astype(np.float32))
+    with pytest.raises(ValueError, match="do not fit uint8"):
+        encode_observation(grid, np.full((grid.height, grid.width, 1), 300.0), np.ones((grid.height, grid.width), bool),
+                           "optical", 0.0, dtype="uint8")

@@ -30,7 +30,6 @@ STACK_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", 
                "--no_progress"]
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training"]
 CORRUPT = "optical/20160105T101010.tif"
-SHARD_BYTES = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +120,7 @@ def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
         results[where] = run(build_fused, [
             "--observations", paths["store"], "--stack_output", fs.join(paths["out"], "fused_stack"),
             "--window_output", fs.join(paths["out"], "fused_windows"), "--layout", "sharded",
-            "--bytes_per_shard", str(SHARD_BYTES), *STACK_FLAGS, *WINDOW_FLAGS,
+            "--records_per_shard", "4", *STACK_FLAGS, *WINDOW_FLAGS,
             # worker processes reach the emulator through the environment they inherit
             *(["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"] if where == "gs" else [])])
     assert counters(results["gs"]) == counters(results["local"])
@@ -131,9 +130,9 @@ def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
         local = local_tree(os.path.join(inputs["local"]["out"], part))
         # Shards hold the same records; how Beam cuts them into files may differ between runs.
         assert records_of(remote) == records_of(local) != []
-        shards = [data for name, data in remote.items() if name.startswith("windows-")]
-        if part == "fused_windows":  # a shard ends once its compressed size passes --bytes_per_shard
-            assert 1 < len(shards) <= sum(map(len, shards)) // SHARD_BYTES + 1
+        if part == "fused_windows":
+            shards = {name: data for name, data in remote.items() if name.startswith("windows-")}
+            assert len(shards) > 1 and all(len(records_of({n: d})) <= 4 for n, d in shards.items())
         plain = lambda files: {k: v for k, v in files.items() if not k.startswith("windows-")}
         assert without_paths(plain(remote), inputs["gs"]["store"]) == \
             without_paths(plain(local), inputs["local"]["store"])

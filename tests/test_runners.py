@@ -3,28 +3,36 @@
 * DataflowRunner with `--dry_run=True` translates the fused pipeline (no network, no credentials) and
   stages the package built from `setup.py` for the workers.
 * PortableRunner (the protocol of Flink and Spark) runs the fused pipeline against Beam's Python job
-  service on 127.0.0.1 with LOOPBACK workers; the windows equal a DirectRunner run's byte for byte.
+  service on 127.0.0.1 with LOOPBACK workers and with EXTERNAL worker processes (a worker pool); the
+  outputs equal a DirectRunner run's byte for byte (sharded: record for record).
 * Every DoFn of the pipeline, pickled as a runner ships it, loads in a fresh interpreter
   (nothing depends on `--save_main_session` or on objects of `__main__`).
+* The Flex Template's parameters, the image, and the `--bytes_per_shard` sizing knob.
 """
 
+import io
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
+from apache_beam.testing import test_pipeline
 
 from rsdt_beam.options import ScheduleOptions
 from rsdt_beam.pipeline import build_fused, run
 from rsdt_beam.schedule import build_scheduled, start_run
+from rsdt_beam.tfrecord import read_records
+from rsdt_beam.window.transforms import TFRecordShardSink
 
 pytestmark = pytest.mark.e2e
 
@@ -62,13 +70,13 @@ def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_pa
     transforms = proto.components.transforms
     top_level = {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms} \
         if len(proto.root_transform_ids) == 1 else {transforms[t].unique_name for t in proto.root_transform_ids}
-    assert {"Observations", "Inspect observations", "Written time stamps", "Cut into tile pieces",
-            "Stack tiles", "Write stacks", "Write windows", "Write rejected.json"} <= top_level
+    assert {"Observations", "Inspect observations", "Written time stamps", "Stack tiles", "Write stacks",
+            "Write windows", "Write rejected.json"} <= top_level
     urns = [t.spec.urn for t in transforms.values()]
-    assert urns.count("beam:transform:group_by_key:v1") >= 2  # per-tile grouping + reshuffles
-    # Stage 2's per-tile grouping reads its pieces from the fan-out of (observation, chunk) reads.
+    assert "beam:transform:group_by_key:v1" in urns
+    # Stage 2 groups observation references per read chunk; the chunk's worker reads and fills its tiles.
     names = {t.unique_name for t in transforms.values()}
-    assert {"Stack tiles/Group per tile", "Cut into tile pieces/Read and cut"} <= names
+    assert {"Stack tiles/Group per chunk", "Stack tiles/Read and forward fill"} <= names
 
     (environment,) = proto.components.environments.values()
     assert environment.urn == "beam:env:docker:v1"
@@ -126,6 +134,32 @@ def job_service(tmp_path):
         process.wait(timeout=20)
 
 
+@pytest.fixture
+def worker_pool(tmp_path):
+    """Beam's Python SDK worker pool (EXTERNAL environment): workers in their own processes, as on a cluster."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+                       PYTHONPATH=REPO)
+    process = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                                "--service_port", str(port)], env=environment, cwd=str(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, "worker pool exited"
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "worker pool did not start"
+            time.sleep(0.1)
+        yield f"localhost:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 def read_tree(root) -> dict[str, bytes]:
     return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
             for folder, _, names in os.walk(root) for name in names}
@@ -142,6 +176,23 @@ def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopat
         assert produced == read_tree(os.path.join(direct, part))
 
 
+def test_portable_runner_with_external_worker_processes(sample_eopatches, job_service, worker_pool, tmp_path):
+    direct, portable = str(tmp_path / "direct"), str(tmp_path / "external")
+    run(build_fused, fused_flags(sample_eopatches, direct) + ["--layout", "sharded"])
+    run(build_fused, fused_flags(sample_eopatches, portable) + ["--layout", "sharded"]
+        + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "EXTERNAL",
+           "--environment_config", worker_pool])
+    produced, expected = (read_tree(os.path.join(root, "windows")) for root in (portable, direct))
+    for name in ("windows.csv", "metadata.json"):
+        assert produced[name] == expected[name]
+
+    def records(files):  # how Beam cuts records into shards may differ between runners
+        return sorted(r for name, data in files.items() if name.endswith(".tfrecords")
+                      for r in read_records(io.BytesIO(data), gzip=True, name=name))
+
+    assert records(produced) == records(expected) != []
+
+
 def test_dataflow_dry_run_translates_a_scheduled_run(sample_eopatches, tmp_path):
     options = PipelineOptions(DATAFLOW_FLAGS + [
         "--optical", sample_eopatches, "--output_root", str(tmp_path / "scheduled"), "--end", "2016-04-01",
@@ -151,8 +202,8 @@ def test_dataflow_dry_run_translates_a_scheduled_run(sample_eopatches, tmp_path)
     build_scheduled(pipeline, options, run_plan, manifest)
     proto = pipeline.run().job.proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Extend tile stacks/Group per tile", "Write state", "Write stacks", "Write windows",
-            "Write manifest.json"} <= names
+    assert {"With carried frames", "Stack tiles/Read and forward fill", "Write state", "Write stacks",
+            "Write windows", "Write manifest.json"} <= names
     assert manifest.status == "running"
 
 
@@ -182,3 +233,22 @@ def test_the_image_matches_the_sdk_that_submits_jobs():
     assert f"apache/beam_python{sys.version_info.major}.{sys.version_info.minor}_sdk:{beam.__version__}" in dockerfile
     entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/template/(\S+)", dockerfile).group(1)
     assert os.path.exists(os.path.join(REPO, entry))
+
+
+def test_window_shards_end_after_bytes_per_shard(tmp_path):
+    """--bytes_per_shard (a sizing knob beside --records_per_shard) counts compressed bytes as they
+    reach the file, in blocks of about 1 MB, so a shard can pass the limit by the blocks in flight."""
+    def payload(n: int) -> bytes:  # made in the pipeline: Create would pickle 16 MB into the graph
+        return np.random.default_rng(n).bytes(256 * 1024)  # incompressible
+
+    limit, in_flight = 2 << 20, (2 * (os.cpu_count() or 1) + 2) << 20  # the writer's pending blocks
+    count = 3 * (limit + in_flight) // (256 * 1024)
+    with test_pipeline.TestPipeline() as pipeline:
+        _ = (pipeline | beam.Create(range(count)) | beam.Map(payload)
+             | beam.io.Write(TFRecordShardSink(str(tmp_path / "windows"), 1, None, bytes_per_shard=limit)))
+    shards = read_tree(str(tmp_path))
+    assert len(shards) >= 2
+    assert sorted(r for name, data in shards.items() for r in read_records(io.BytesIO(data), name=name)) == \
+        sorted(payload(n) for n in range(count))
+    assert all(len(data) <= limit + in_flight for data in shards.values())
+

@@ -20,8 +20,8 @@ from rsdt_beam.acquire.observation import parse_time_name
 from rsdt_beam.options import parse_time
 from rsdt_beam.pipeline import build_fused, run
 from rsdt_beam.records import parse_example
-from rsdt_beam.schedule import (FAILED, SUCCEEDED, Carry, align_down, extend_tile, fill_time, list_runs, launch,
-                                resolve_end, select_windows)
+from rsdt_beam.schedule import (FAILED, SUCCEEDED, Carry, align_down, fill_time, launch, list_runs, resolve_end,
+                                run_times, seed_pieces, select_windows)
 from rsdt_beam.stack.rules import BandCounts, Piece, stack_tile
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.rules import WindowParams, window_spans
@@ -83,11 +83,14 @@ def test_carried_frames_continue_the_forward_fill():
               for t, m in zip(range(0, 100, 4), ["optical", "sar_ascending", "sar_descending"] * 10)]
     written = np.arange(2.0, 100.0, 8.0)
     whole = stack_tile((0, 0), pieces, written, (4, 5), bands)
-    end = 50.0
-    first = extend_tile((0, 0), None, [p for p in pieces if p.time < end], written[written < end], end, (4, 5), bands)
-    carried = dataclasses.replace(first, times=first.times[-3:], frames=first.frames[-3:])  # 2 frames + fill
-    second = extend_tile((0, 0), carried, [p for p in pieces if p.time >= end], written[written >= end], 200.0,
-                         (4, 5), bands)
+    end, carry = 50.0, Carry(-1.0)
+    first = stack_tile((0, 0), [p for p in pieces if p.time < end], run_times(carry, written[written < end], end),
+                       (4, 5), bands)
+    carry = Carry(end, first_frame=len(first) - 3, times=tuple(first.times[-3:-1]))  # two frames + fill state
+    carried = dataclasses.replace(first, times=first.times[-3:], frames=first.frames[-3:])
+    second = stack_tile((0, 0), seed_pieces(carried) + [p for p in pieces if p.time >= end],
+                        run_times(carry, written[written >= end], 200.0), (4, 5), bands)
+    np.testing.assert_array_equal(second.frames[:2], first.frames[-3:-1])  # carried frames reproduced
     np.testing.assert_array_equal(np.concatenate([first.frames[:-1], second.frames[2:-1]]), whole.frames)
 
 

@@ -223,7 +223,7 @@ class _WriteObservation(beam.DoFn):
             return
         tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
         path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
-                                 names, tags)
+                                 names, tags, self._job.params.dtype)
         # A success replaces the rejection an earlier run may have recorded for this observation.
         fs.delete_if_exists(rejection_path(self._job.store, source))
         self._written.inc()
@@ -355,7 +355,7 @@ class ConvertPlan:
         else:
             raise ValueError("--aoi and --resolution are required (the store has no grid.json yet)")
         params = ConvertParams.create(opts.divisor, opts.resampling, opts.mask_rule, opts.db_to_linear,
-                                      opts.clip_to_aoi)
+                                      opts.clip_to_aoi, opts.output_dtype)
         return cls.create(area.store, grid, listing, params, aoi, opts.convert_block_size)
 
     @property

@@ -37,6 +37,7 @@ from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import ObservationError, Rejection, iso_time
+from rsdt_beam.acquire.store import BAND_DTYPES
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import parse_time
 from rsdt_beam.stack.rules import MODALITIES
@@ -145,17 +146,21 @@ class ConvertParams:
     mask_rule: MaskRule = MaskRule()
     db_to_linear: bool = False
     clip_to_aoi: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         if self.resampling not in RESAMPLINGS:
             raise ValueError(f"unknown resampling {self.resampling!r}; use one of {RESAMPLINGS}")
+        if self.dtype not in BAND_DTYPES:
+            raise ValueError(f"output dtype must be one of {BAND_DTYPES}, got {self.dtype!r}")
 
     @classmethod
     def create(cls, divisor: str | float = 255.0, resampling: str = "bilinear",
                mask_rule: MaskRule | str = "nonzero", db_to_linear: bool = False,
-               clip_to_aoi: bool = False) -> "ConvertParams":
+               clip_to_aoi: bool = False, dtype: str = "float32") -> "ConvertParams":
         rule = MaskRule.parse(mask_rule) if isinstance(mask_rule, str) else mask_rule
-        return cls(tuple(sorted(parse_divisor(divisor).items())), resampling, rule, db_to_linear, clip_to_aoi)
+        return cls(tuple(sorted(parse_divisor(divisor).items())), resampling, rule, db_to_linear, clip_to_aoi,
+                   dtype)
 
     def divisor(self, modality: str) -> float:
         return dict(self.divisors)[modality]
@@ -163,7 +168,7 @@ class ConvertParams:
     def to_json(self) -> dict:
         return {"divisors": dict(self.divisors), "resampling": self.resampling,
                 "mask_rule": self.mask_rule.describe(), "db_to_linear": self.db_to_linear,
-                "clip_to_aoi": self.clip_to_aoi}
+                "clip_to_aoi": self.clip_to_aoi, "dtype": self.dtype}
 
 
 @dataclasses.dataclass(frozen=True)

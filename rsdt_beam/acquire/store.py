@@ -38,21 +38,40 @@ def observation_path(root: str, modality: str, time: float) -> str:
     return fs.join(root, modality, time_name(time) + ".tif")
 
 
+BAND_DTYPES = ("float32", "float64", "uint16", "int16", "uint8")
+
+
+def _as_band_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Bands in the stored dtype; integer dtypes take rounded values and refuse any out of range."""
+    if dtype not in BAND_DTYPES:
+        raise ValueError(f"band dtype must be one of {BAND_DTYPES}, got {dtype!r}")
+    if np.dtype(dtype).kind == "f":
+        return data.astype(dtype, copy=False)
+    limits = np.iinfo(dtype)
+    rounded = np.rint(data)
+    if rounded.size and (rounded.min() < limits.min or rounded.max() > limits.max):
+        raise ValueError(f"band values {rounded.min()}..{rounded.max()} do not fit {dtype} "
+                         f"(use a float dtype or another divisor)")
+    return rounded.astype(dtype)
+
+
 def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str, time: float,
-                       band_names: Sequence[str] | None = None, tags: dict | None = None) -> bytes:
-    """GeoTIFF bytes of one observation: `data` `[h, w, bands]`, `valid` `[h, w]`."""
+                       band_names: Sequence[str] | None = None, tags: dict | None = None,
+                       dtype: str = "float32") -> bytes:
+    """GeoTIFF bytes of one observation: `data` `[h, w, bands]` stored as `dtype`, `valid` `[h, w]`."""
     height, width, bands = data.shape
     if (height, width) != (grid.height, grid.width) or valid.shape != (height, width):
         raise ValueError(f"observation is {height} x {width} px (mask {valid.shape}) "
                          f"but the grid is {grid.height} x {grid.width}")
-    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype="float32",
+    stored = _as_band_dtype(data, dtype)
+    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=dtype,
                    crs=grid.crs, transform=rasterio.Affine(*grid.transform), compress="deflate",
-                   predictor=3, interleave="pixel")
+                   predictor=3 if stored.dtype.kind == "f" else 2, interleave="pixel")
     if height >= 256 and width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
         with memory.open(**profile) as dataset:
-            dataset.write(np.moveaxis(data.astype(np.float32, copy=False), -1, 0))
+            dataset.write(np.moveaxis(stored, -1, 0))
             dataset.write_mask(np.where(valid, 255, 0).astype(np.uint8))
             dataset.update_tags(RSDT_MODALITY=modality, RSDT_TIME=iso_time(time), **(tags or {}))
             for index, name in enumerate(band_names or (), start=1):
@@ -62,9 +81,9 @@ def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality
 
 def write_observation(root: str, grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str,
                       time: float, band_names: Sequence[str] | None = None,
-                      tags: dict | None = None) -> str:
+                      tags: dict | None = None, dtype: str = "float32") -> str:
     path = observation_path(root, modality, time)
-    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags))
+    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype))
     return path
 
 

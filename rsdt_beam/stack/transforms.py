@@ -187,11 +187,12 @@ class StackTiles(beam.PTransform):
 class _StackChunk(beam.DoFn):
     """Reads each observation of one read chunk once and forward-fills the chunk's tiles one by one."""
 
-    def __init__(self, chunks: list[ReadChunk], layout: TileLayout, bands: BandCounts, selector):
+    def __init__(self, chunks: list[ReadChunk], layout: TileLayout, bands: BandCounts, selector, seeds=None):
         self._chunks = chunks
         self._tile_shape = (layout.tile_size_y, layout.tile_size_x)
         self._bands = bands
         self._selector = selector
+        self._seeds = seeds
         self._read = Counter("chunks_read")
         self._rejected = Counter("chunk_reads_failed")
         self._pieces = Counter("tile_pieces")
@@ -223,7 +224,8 @@ class _StackChunk(beam.DoFn):
                 pieces[tile].append(Piece(ref.time, ref.modality, data[rows, cols],  # views, no copies
                                           None if tile_valid.all() else tile_valid))
         for tile, _ in tiles:
-            stack = stack_tile(tile, pieces.pop(tile), written, self._tile_shape, self._bands)
+            seeds = self._seeds(tile) if self._seeds is not None else []
+            stack = stack_tile(tile, seeds + pieces.pop(tile), written, self._tile_shape, self._bands)
             self._tiles.inc()
             yield stack
 
@@ -239,16 +241,20 @@ class StackChunks(beam.PTransform):
     through the written time stamps `written` (a singleton PCollection
     from WrittenTimes). Same result as CutIntoTilePieces + StackTiles, but a
     worker holds one chunk's observations and one tile's frames, whatever
-    the area, and no pixel is pickled between stages.
+    the area, and no pixel is pickled between stages. `seeds(tile)`, if
+    given, returns pieces that precede the observations (a scheduled run's
+    carried frames, rsdt_beam.schedule).
     """
 
-    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, selector=None):
+    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, selector=None,
+                 seeds=None):
         super().__init__()
         self._layout = layout
         self._chunks = layout.chunks(chunk_size)
         self._bands = bands
         self._written = written
         self._selector = selector
+        self._seeds = seeds
 
     def expand(self, refs):
         selector = self._selector
@@ -260,7 +266,7 @@ class StackChunks(beam.PTransform):
                    | "Merge" >> beam.Flatten()
                    | "Group per chunk" >> beam.GroupByKey()
                    | "Read and forward fill" >> beam.ParDo(
-                       _StackChunk(self._chunks, self._layout, self._bands, selector),
+                       _StackChunk(self._chunks, self._layout, self._bands, selector, self._seeds),
                        beam.pvalue.AsSingleton(self._written)).with_outputs(REJECTED, main="stacks"))
         return {"stacks": outputs.stacks, REJECTED: outputs[REJECTED]}
 

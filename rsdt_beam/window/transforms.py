@@ -27,7 +27,7 @@ from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
 from rsdt_beam.stack.rules import TileStack
-from rsdt_beam.tfrecord import TFRecordWriter
+from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.rules import Window, WindowParams, windows
 from rsdt_beam.window.selection import TileSelector
 
@@ -85,7 +85,7 @@ class WindowOutput:
     label_args: Any = None
     window_filter: Callable | None = None
     layout: str = PER_TILE
-    gzip_level: int | None = 1
+    gzip_level: int | None = DEFAULT_GZIP_LEVEL
     records_per_shard: int | None = None
     bytes_per_shard: int | None = None
 
