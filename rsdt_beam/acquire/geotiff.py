@@ -16,7 +16,6 @@ No Beam here; the transforms in `rsdt_beam.acquire.convert` wire it.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import datetime
@@ -37,7 +36,7 @@ from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import ObservationError, Rejection, iso_time
-from rsdt_beam.acquire.store import BAND_DTYPES
+from rsdt_beam.acquire.store import BAND_DTYPES, open_raster
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import parse_time
 from rsdt_beam.stack.rules import MODALITIES
@@ -203,26 +202,6 @@ def fingerprint(source: ConvertSource, grid: Grid, params: ConvertParams, aoi_wk
     text = json.dumps({"source": source.to_json(), "grid": grid.to_json(), "params": params.to_json(),
                        "aoi": aoi_wkt if params.clip_to_aoi else None}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _open_beam_file(path: str, mode: str = "rb"):
-    return fs.open_read(path)
-
-
-@contextlib.contextmanager
-def open_raster(uri: str):
-    """A rasterio dataset of a local path or, through Beam's file systems, a gs:// URI.
-
-    Remote files are opened with an opener, so GDAL seeks and a windowed read
-    fetches only the blocks it needs, without probing for side-car files.
-    """
-    if not fs.is_remote(uri):
-        with rasterio.open(uri) as dataset:
-            yield dataset
-        return
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
-            rasterio.open(uri, opener=_open_beam_file) as dataset:
-        yield dataset
 
 
 @dataclasses.dataclass(frozen=True)

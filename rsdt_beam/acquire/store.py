@@ -105,14 +105,17 @@ def _open_beam_file(path: str, mode: str = "rb"):
 
 
 @contextlib.contextmanager
-def _open(uri: str):
+def open_raster(uri: str):
+    """A rasterio dataset of a local path or, through Beam's file systems, a gs:// URI.
+
+    Remote files are opened with an opener, so GDAL seeks and a windowed read
+    fetches only the blocks it needs (a plain file object would be read whole),
+    without probing for side-car files (each one a remote request).
+    """
     if not fs.is_remote(uri):
         with rasterio.open(uri) as dataset:
             yield dataset
         return
-    # GDAL seeks and reads through Beam's filesystem (gs:// and others), so a windowed read fetches
-    # only the blocks it needs (a plain file object is read whole); no probing for side-car files,
-    # each one a remote request.
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
             rasterio.open(uri, opener=_open_beam_file) as dataset:
         yield dataset
@@ -124,7 +127,7 @@ class GeoTiffObservationReader:
 
     def header(self, uri: str) -> ObservationHeader:
         try:
-            with _open(uri) as dataset:
+            with open_raster(uri) as dataset:
                 crs = dataset.crs.to_string() if dataset.crs else ""
                 return ObservationHeader(Grid(crs, tuple(dataset.transform)[:6], dataset.height,
                                               dataset.width), dataset.count)
@@ -134,7 +137,7 @@ class GeoTiffObservationReader:
     def read(self, uri: str, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         rio_window = RasterioWindow(window.col_start, window.row_start, window.width, window.height)
         try:
-            with _open(uri) as dataset:
+            with open_raster(uri) as dataset:
                 data = dataset.read(window=rio_window, out_dtype=np.float32)
                 valid = dataset.dataset_mask(window=rio_window) > 0
         except (rasterio.errors.RasterioError, OSError) as error:
