@@ -26,6 +26,19 @@ def sample_eopatches(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sample_run(tmp_path_factory):
+    """The README's main job (`pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`, `<dir>/windows`.
+
+    Read-only for tests; a test adding outputs puts them in its own sub-folder.
+    """
+    from pipelines.sample import main
+
+    out = str(tmp_path_factory.mktemp("sample_run"))
+    main(["--output", out, "--no_progress"])
+    return out
+
+
+@pytest.fixture(scope="session")
 def sample_arrays():
     """(times as UTC epoch seconds, NDVI (T,H,W,1), IS_VALID (T,H,W)) of the bundled sample."""
     with open(os.path.join(SAMPLE_DIR, "timestamps.json")) as f:

@@ -19,13 +19,10 @@ WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
+def sample(sample_run):
     """The bundled sample through pipelines.sample (stacks + per-tile training windows), plus
     sharded training windows and per-tile inference windows from the same stacks."""
-    from pipelines.sample import main
-
-    out = str(tmp_path_factory.mktemp("sample_out"))
-    main(["--output", out, "--no_progress"])
+    out = sample_run
     stack = os.path.join(out, "stack")
     run(build_window, ["--stack_dir", stack, "--window_output", os.path.join(out, "sharded"), "--mode",
                        "training", "--layout", "sharded", "--records_per_shard", "40", *WINDOW_FLAGS])

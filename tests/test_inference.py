@@ -102,15 +102,6 @@ def test_handler_batches_windows_of_different_lengths_and_pads():
         KerasWindowModelHandler()
 
 
-@pytest.fixture(scope="module")
-def sample_stack(tmp_path_factory):
-    from pipelines.sample import main
-
-    out = str(tmp_path_factory.mktemp("infer_sample"))
-    main(["--output", out, "--no_progress"])
-    return out
-
-
 def expected_maps(stack_dir):
     """{window id: [H, W] map} computed directly: per pixel the window mean of the tile whose centre holds it."""
     from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
@@ -148,7 +139,7 @@ def check_maps(map_dir, grid, maps):
 
 
 @pytest.mark.e2e
-def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_stack, tmp_path):
+def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_run, tmp_path):
     pytest.importorskip("tensorflow")
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that
@@ -158,7 +149,7 @@ def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_stack, tm
     from rsdt_beam.window.selection import tile_selector
     from rsdt_beam.window.transforms import ReadTileStacks
 
-    stack_dir = os.path.join(sample_stack, "stack")
+    stack_dir = os.path.join(sample_run, "stack")
     map_dir = str(tmp_path / "maps")
     read = ReadTileStacks(stack_dir, tile_selector("all"))
     output = MapOutput.from_metadata(map_dir, read.metadata)
@@ -176,12 +167,12 @@ def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_stack, tm
 
 
 @pytest.mark.e2e
-def test_infer_command_offline_and_from_observations(sample_stack, tmp_path):
+def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
     pytest.importorskip("tensorflow")
     from rsdt_beam.inference import build_infer
     from rsdt_beam.pipeline import build_window, run
 
-    stack_dir = os.path.join(sample_stack, "stack")
+    stack_dir = os.path.join(sample_run, "stack")
     model_file = str(tmp_path / "mean.keras")
     mean_model().save(model_file)
     infer_windows = str(tmp_path / "infer_windows")
@@ -195,7 +186,7 @@ def test_infer_command_offline_and_from_observations(sample_stack, tmp_path):
     check_maps(offline, grid, maps)
 
     from_observations = str(tmp_path / "from_obs")
-    run(build_infer, ["--optical", os.path.join(sample_stack, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
+    run(build_infer, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
                       "--model", model_file, "--map_output", from_observations, "--tiles", "expr:j != 1"])
     with open(os.path.join(from_observations, "maps.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -211,7 +202,7 @@ def test_infer_command_offline_and_from_observations(sample_stack, tmp_path):
 
 
 @pytest.mark.e2e
-def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_stack, tmp_path):
+def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_path):
     """Stacks, model file and maps on gs:// (a local GCS emulator); the maps equal the expected ones."""
     pytest.importorskip("tensorflow")
     from tests.gcs_emulator import gcs_emulator
@@ -219,7 +210,7 @@ def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_stack, tmp_
     from rsdt_beam.inference import build_infer
     from rsdt_beam.pipeline import run
 
-    stack_dir = os.path.join(sample_stack, "stack")
+    stack_dir = os.path.join(sample_run, "stack")
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     mean_model().save(str(model_dir / "mean.keras"))

@@ -1,4 +1,4 @@
-"""The inspect command and pictures on the real sample (no TensorFlow needed)."""
+"""The inspect command and pictures on the real sample_run (no TensorFlow needed)."""
 
 import csv
 import os
@@ -17,15 +17,6 @@ DAY = 86400
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    from pipelines.sample import main
-
-    out = str(tmp_path_factory.mktemp("inspect_sample"))
-    main(["--output", out, "--no_progress"])
-    return out
-
-
 def png_size(path):
     with open(path, "rb") as f:
         data = f.read()
@@ -38,10 +29,10 @@ def csv_rows(path):
         return list(csv.reader(f))
 
 
-def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample, tmp_path, capsys):
+def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tmp_path, capsys):
     from pipelines.inspect import main
 
-    stack = os.path.join(sample, "stack")
+    stack = os.path.join(sample_run, "stack")
     lines, per_tile = describe_stack(stack, WindowParams(60 * DAY, 1, 3, 6), (1, 1))
     assert "tiles: 9 files of 9 (3 x 3)" in lines
     assert any(line.startswith("time stamps written (all tiles): 34, 2016-01-07T10:12:43Z") for line in lines)
@@ -52,17 +43,17 @@ def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample, tmp_pa
     printed = capsys.readouterr().out
     assert "window   29: 2017-05-31T10:05:36Z .. 2017-06-20T10:04:53Z    3 frames" in printed
     assert "    33  2017-06-20T10:04:53Z  (1497953093)" in printed
-    # The ranges equal what Stage 3 wrote for the same parameters (pipelines.sample's windows.csv).
-    assert csv_rows(tmp_path / "ranges.csv") == csv_rows(os.path.join(sample, "windows", "windows.csv"))
+    # The ranges equal what Stage 3 wrote for the same parameters (pipelines.sample_run's windows.csv).
+    assert csv_rows(tmp_path / "ranges.csv") == csv_rows(os.path.join(sample_run, "windows", "windows.csv"))
     width, height = png_size(tmp_path / "png" / "stack_1_1.png")
     assert width > 4 * height  # 12 frames in one row (one optical band)
     assert png_size(tmp_path / "png" / "timeline_1_1.png")[1] > 200
 
 
-def test_inspect_windows_folder(sample, tmp_path, capsys):
+def test_inspect_windows_folder(sample_run, tmp_path, capsys):
     from pipelines.inspect import main
 
-    windows_dir = os.path.join(sample, "windows")
+    windows_dir = os.path.join(sample_run, "windows")
     main([windows_dir, "--tile", "2_0", "--csv", str(tmp_path / "w.csv"), "--png", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "tiles: 9, windows: 270" in printed and "windows of tile 2_0: 30" in printed
