@@ -7,14 +7,14 @@ The pure rules live in `stack.rules`, `window.rules` and `grid`; Beam transforms
 
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.stack.rules import BandCounts, StackParams, TileStack, stack_tile, written_times
-from rsdt_beam.stack.transforms import CutIntoTilePieces, InspectObservations, StackTiles, WriteStacks, WrittenTimes
+from rsdt_beam.stack.transforms import InspectObservations, StackChunks, WriteStacks, WrittenTimes
 from rsdt_beam.window.rules import Window, WindowParams, WindowPart, window_spans, windows
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
 __all__ = [
     "Grid", "PixelWindow", "TileLayout",
     "BandCounts", "StackParams", "TileStack", "stack_tile", "written_times",
-    "CutIntoTilePieces", "InspectObservations", "StackTiles", "WriteStacks", "WrittenTimes",
+    "InspectObservations", "StackChunks", "WriteStacks", "WrittenTimes",
     "Window", "WindowParams", "WindowPart", "window_spans", "windows",
     "ReadTileStacks", "WindowOutput", "WriteWindows",
 ]

@@ -1,11 +1,10 @@
 """Stage 2 as Beam transforms: observations -> per-tile stacks.
 
     ObservationRef --InspectObservations--> valid refs (+ Rejection)
-      --StackChunks--> TileStack               GroupByKey of references per read chunk, then read
-                                               each observation's chunk once, forward fill per tile
-    (or, moving pixels through the shuffle:
-      --CutIntoTilePieces--> ((j, i), Piece)   fan-out per (observation, read chunk)
-      --StackTiles--> TileStack                GroupByKey per tile, forward fill)
+      --WrittenTimes--> the written time stamps (a singleton side input)
+      --StackChunks--> TileStack               fan-out per (read chunk, observation reference),
+                                               GroupByKey per read chunk, read each observation's
+                                               chunk once, cut into tiles, forward fill per tile
       --WriteStacks--> {j}_{i}.tfrecords + metadata.json (rsdtlib's layout)
 
 The transforms only wire the pure rules of `rsdt_beam.stack.rules` and the
@@ -78,54 +77,6 @@ class InspectObservations(beam.PTransform):
         return {"valid": outputs.valid, REJECTED: outputs[REJECTED]}
 
 
-class _ReadChunkPieces(beam.DoFn):
-    def __init__(self):
-        self._pieces = Counter("tile_pieces")
-        self._chunks = Counter("chunks_read")
-        self._rejected = Counter("chunk_reads_failed")
-
-    def process(self, item: tuple[ObservationRef, ReadChunk]):
-        ref, chunk = item
-        try:
-            data, valid = ref.reader.read(ref.uri, chunk.window)
-        except ObservationError as error:
-            self._rejected.inc()
-            _LOG.warning("set aside %s in %s", error, chunk)
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})"))
-            return
-        self._chunks.inc()
-        for tile, window in chunk.tiles():
-            tile_valid = valid[window.row_start:window.row_stop, window.col_start:window.col_stop]
-            if not tile_valid.any():
-                continue  # changes nothing in this tile's forward fill
-            tile_data = np.ascontiguousarray(
-                data[window.row_start:window.row_stop, window.col_start:window.col_stop])
-            self._pieces.inc()
-            yield tile, Piece(ref.time, ref.modality, tile_data,
-                              None if tile_valid.all() else np.ascontiguousarray(tile_valid))
-
-
-class CutIntoTilePieces(beam.PTransform):
-    """PCollection[ObservationRef] -> {'pieces': ((j, i), Piece), 'rejected': Rejection}.
-
-    Fans out one work item per (observation, read chunk), reads the chunk's
-    pixel window once and cuts it into the tiles it covers. Pieces without a
-    valid pixel are dropped: they cannot change the tile's frames.
-    """
-
-    def __init__(self, layout: TileLayout, chunk_size: int):
-        super().__init__()
-        self._chunks = layout.chunks(chunk_size)
-
-    def expand(self, refs):
-        chunks = self._chunks
-        outputs = (refs
-                   | "Fan out per chunk" >> beam.FlatMap(lambda ref: [(ref, chunk) for chunk in chunks])
-                   | "Spread work" >> beam.Reshuffle()
-                   | "Read and cut" >> beam.ParDo(_ReadChunkPieces()).with_outputs(REJECTED, main="pieces"))
-        return {"pieces": outputs.pieces, REJECTED: outputs[REJECTED]}
-
-
 class WrittenTimes(beam.PTransform):
     """PCollection[ObservationRef] -> a single sorted float64 array: the time stamps Stage 2 writes."""
 
@@ -139,49 +90,6 @@ class WrittenTimes(beam.PTransform):
                 | beam.Map(lambda ref: ref.time)
                 | beam.combiners.ToList()
                 | beam.Map(lambda times: written_times(times, params)))
-
-
-class _StackTile(beam.DoFn):
-    def __init__(self, layout: TileLayout, bands: BandCounts):
-        self._tile_shape = (layout.tile_size_y, layout.tile_size_x)
-        self._bands = bands
-        self._tiles = Counter("tiles_stacked")
-
-    def process(self, item, written):
-        tile, pieces = item
-        stack = stack_tile(tile, (p for p in pieces if p is not None), written, self._tile_shape, self._bands)
-        self._tiles.inc()
-        yield stack
-
-
-class StackTiles(beam.PTransform):
-    """PCollection[((j, i), Piece)] -> PCollection[TileStack], one per tile of the layout.
-
-    Groups pieces per tile (every tile appears, also one without any valid
-    pixel, as rsdtlib writes all tiles; or every tile `selector(j, i)` picks)
-    and forward-fills them through the written time stamps `written` (a
-    singleton PCollection from WrittenTimes).
-    """
-
-    def __init__(self, layout: TileLayout, bands: BandCounts, written, selector=None):
-        super().__init__()
-        self._layout = layout
-        self._bands = bands
-        self._written = written
-        self._selector = selector
-
-    def expand(self, pieces):
-        layout, selector = self._layout, self._selector
-        every_tile = (pieces.pipeline
-                      | "Tile rows" >> beam.Create(list(range(layout.num_tiles_y)))
-                      | "Every tile" >> beam.FlatMap(
-                          lambda j: [((j, i), None) for i in range(layout.num_tiles_x)
-                                     if selector is None or selector(j, i)]))
-        return ((pieces, every_tile)
-                | "Merge" >> beam.Flatten()
-                | "Group per tile" >> beam.GroupByKey()
-                | "Forward fill" >> beam.ParDo(_StackTile(layout, self._bands),
-                                               beam.pvalue.AsSingleton(self._written)))
 
 
 class _StackChunk(beam.DoFn):
@@ -239,9 +147,9 @@ class StackChunks(beam.PTransform):
     observations once and forward-fills the chunk's tiles (those
     `selector(j, i)` picks; every one, also one without any valid pixel)
     through the written time stamps `written` (a singleton PCollection
-    from WrittenTimes). Same result as CutIntoTilePieces + StackTiles, but a
-    worker holds one chunk's observations and one tile's frames, whatever
-    the area, and no pixel is pickled between stages. `seeds(tile)`, if
+    from WrittenTimes). Grouping references rather than pixels (per tile)
+    means no pixel is pickled between stages, and a worker holds one chunk's
+    observations and one tile's frames at a time, whatever the area. `seeds(tile)`, if
     given, returns pieces that precede the observations (a scheduled run's
     carried frames, rsdt_beam.schedule).
     """
