@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 
 import numpy as np
 import pyogrio
@@ -25,6 +26,7 @@ import shapely.ops
 from pyproj import CRS, Transformer
 from rasterio.features import geometry_mask
 
+from rsdt_beam import fs
 from rsdt_beam.grid import Grid
 
 
@@ -78,6 +80,9 @@ def load_aoi(source: str, union: bool = False, bbox_crs: str | None = None) -> A
     all polygons. A file without a CRS (e.g. a shapefile missing its `.prj`)
     is an error: guessing would put the grid in the wrong place.
     """
+    if fs.is_remote(source):
+        with tempfile.TemporaryDirectory() as local:
+            return _load_vector(_copy_vector(source, local), union, label=source)
     bbox = _parse_bbox(source) if not os.path.exists(source) else None
     if bbox is not None:
         if not bbox_crs:
@@ -85,17 +90,38 @@ def load_aoi(source: str, union: bool = False, bbox_crs: str | None = None) -> A
         return AreaOfInterest(shapely.box(*bbox), crs_string(bbox_crs))
     if not os.path.exists(source):
         raise FileNotFoundError(f"AOI {source!r} is neither a file nor a bbox minx,miny,maxx,maxy")
+    return _load_vector(source, union, label=source)
+
+
+_SHAPEFILE_PARTS = (".shp", ".shx", ".prj", ".dbf", ".cpg")
+
+
+def _copy_vector(uri: str, local_dir: str) -> str:
+    """A gs:// (or other remote) vector file, and a shapefile's side-car files, copied to `local_dir`."""
+    stem, extension = os.path.splitext(uri)
+    parts = _SHAPEFILE_PARTS if extension.lower() == ".shp" else (extension,)
+    for part in parts:
+        remote = stem + part
+        if part == extension or fs.exists(remote):
+            if not fs.exists(remote):
+                raise FileNotFoundError(f"AOI {uri!r} does not exist")
+            with open(os.path.join(local_dir, fs.basename(remote)), "wb") as f:
+                f.write(fs.read_bytes(remote))
+    return os.path.join(local_dir, fs.basename(uri))
+
+
+def _load_vector(source: str, union: bool, label: str) -> AreaOfInterest:
     try:
         info = pyogrio.read_info(source)
         _, _, wkb, _ = pyogrio.raw.read(source, read_geometry=True, columns=[])
     except Exception as error:  # pyogrio raises its own DataSourceError / DataLayerError types
-        raise ValueError(f"AOI {source}: cannot read vector file: {error}") from error
+        raise ValueError(f"AOI {label}: cannot read vector file: {error}") from error
     if not info.get("crs"):
-        raise ValueError(f"AOI {source}: the file has no CRS (for a shapefile: the .prj is missing)")
+        raise ValueError(f"AOI {label}: the file has no CRS (for a shapefile: the .prj is missing)")
     geometries = [g for g in shapely.from_wkb(wkb) if g is not None and not g.is_empty]
     polygons = [g for g in geometries if g.geom_type in ("Polygon", "MultiPolygon")]
     if not polygons:
-        raise ValueError(f"AOI {source}: no polygon in the file")
+        raise ValueError(f"AOI {label}: no polygon in the file")
     geometry = shapely.union_all(polygons) if union else polygons[0]
     if not geometry.is_valid:
         geometry = shapely.make_valid(geometry)

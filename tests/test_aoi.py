@@ -96,3 +96,28 @@ def test_utm_zones():
     assert utm_crs(-105.0, 40.0) == "EPSG:32613"
     assert utm_crs(151.2, -33.9) == "EPSG:32756"
     assert CRS.from_user_input(utm_crs(179.99, 0.0)).to_epsg() == 32660
+
+
+@pytest.mark.e2e
+def test_shapefile_and_geojson_on_gcs(tmp_path):
+    """An AOI given as a gs:// URI (a shapefile with its side-car files, or GeoJSON) reads like a local one."""
+    from tests.gcs_emulator import gcs_emulator
+
+    folder = tmp_path / "aoi"
+    folder.mkdir()
+    for name in os.listdir(AOI_DIR):
+        if name.startswith(("ostrava.", "Liege_3035.")):
+            shutil.copy(os.path.join(AOI_DIR, name), folder)
+    with open(folder / "area.geojson", "w") as f:
+        json.dump({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+                   "features": [{"type": "Feature", "properties": {},
+                                 "geometry": shapely.geometry.mapping(shapely.box(0, 0, 100, 50))}]}, f)
+    with gcs_emulator(str(tmp_path / "gcs")) as gcs:
+        gcs.upload_tree(str(folder), gcs.url("aoi"))
+        remote = load_aoi(gcs.url("aoi") + "/Liege_3035.shp")
+        local = load_aoi(LIEGE_3035)
+        assert remote.crs == local.crs and remote.geometry.equals(local.geometry)
+        assert load_aoi(gcs.url("aoi") + "/ostrava.shp").bounds == load_aoi(OSTRAVA).bounds
+        assert load_aoi(gcs.url("aoi") + "/area.geojson").bounds == (0, 0, 100, 50)
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            load_aoi(gcs.url("aoi") + "/missing.geojson")
