@@ -30,7 +30,7 @@ from rsdt_beam.acquire.fetch import REJECTED, FetchObservations, FetchPlan
 from rsdt_beam.acquire.sentinelhub import CredentialsError
 from rsdt_beam.options import AreaOptions, OutputOptions, StackOptions, WindowOptions, parse_duration, \
     parse_size_pair, parse_time
-from rsdt_beam.pipeline import StackPlan, run, window_output_from_options, write_rejected
+from rsdt_beam.pipeline import StackPlan, print_help, run, window_output_from_options, write_rejected
 from rsdt_beam.stack.rules import StackParams
 from rsdt_beam.stack.transforms import WriteStacks
 from rsdt_beam.window.selection import tile_selector
@@ -78,6 +78,10 @@ def without_credentials(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        print("\nfetch only:\n  --dry_run             list the requests and estimated PU, fetch nothing")
+        return 0
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--dry_run", action="store_true", help="list the requests and estimated PU, fetch nothing")
     args, rest = parser.parse_known_args(argv)
