@@ -96,7 +96,12 @@ class ParallelGzipStream:
         self._size = 0
         self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
         self._max_pending = 2 * max(1, os.cpu_count() or 1)
-        self._raw.write(_GZIP_HEADER)
+        self.compressed_bytes = 0
+        self._write_raw(_GZIP_HEADER)
+
+    def _write_raw(self, data: bytes) -> None:
+        self._raw.write(data)
+        self.compressed_bytes += len(data)
 
     def write(self, data: Buffer) -> None:
         """Adds `data`; `bytes` are deflated in place later, mutable buffers are copied first."""
@@ -129,12 +134,12 @@ class ParallelGzipStream:
             self._previous_tail = (self._previous_tail + bytes(block))[-_DICT_SIZE:]
         self._pending.append(_compression_pool().submit(_deflate_block, block, zdict, self._level, final))
         while len(self._pending) > (0 if final else self._max_pending):
-            self._raw.write(self._pending.popleft().result())
+            self._write_raw(self._pending.popleft().result())
 
     def close(self) -> None:
         self._submit(b"".join(self._small), final=True)
         self._small, self._small_size = [], 0
-        self._raw.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
+        self._write_raw(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
 
     def abort(self) -> None:
         for future in self._pending:
@@ -164,6 +169,13 @@ class TFRecordWriter:
     def close(self) -> None:
         if isinstance(self._stream, ParallelGzipStream):
             self._stream.close()
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes that reached the file so far (all of them after `close()`)."""
+        if isinstance(self._stream, ParallelGzipStream):
+            return self._stream.compressed_bytes
+        return self.raw_bytes
 
     def abort(self) -> None:
         if isinstance(self._stream, ParallelGzipStream):

@@ -83,3 +83,14 @@ def test_corrupt_and_truncated_files_are_reported_with_the_name():
         list(tfrecord.read_records(io.BytesIO(bytes(data)), gzip=False, name="x.tfrecords"))
     with pytest.raises(tfrecord.CorruptRecordError, match="truncated"):
         list(tfrecord.read_records(io.BytesIO(buffer.getvalue()[:-3]), gzip=False, name="x.tfrecords"))
+
+
+def test_writer_counts_the_bytes_that_reach_the_file():
+    for level in (None, 2, 6):
+        raw = io.BytesIO()
+        writer = tfrecord.TFRecordWriter(raw, level)
+        for k in range(50):
+            writer.write([np.full((64, 64), k, np.float32).tobytes()])
+        writer.close()
+        assert writer.file_bytes == len(raw.getvalue())
+        assert (writer.file_bytes < writer.raw_bytes) == (level is not None)

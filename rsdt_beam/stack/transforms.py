@@ -185,6 +185,7 @@ class _WriteStack(beam.DoFn):
         self._gzip_level = gzip_level
         self._records = Counter("stack_records_written")
         self._bytes = Counter("stack_raw_bytes")
+        self._file_bytes = Counter("stack_file_bytes")
 
     def process(self, stack: TileStack, _cleared):
         path = fs.join(self._output_dir, tile_file_name(stack.tile))
@@ -196,6 +197,7 @@ class _WriteStack(beam.DoFn):
             writer.close()
         self._records.inc(writer.records)
         self._bytes.inc(writer.raw_bytes)
+        self._file_bytes.inc(writer.file_bytes)
         yield stack.tile
 
 

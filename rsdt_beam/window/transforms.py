@@ -139,6 +139,7 @@ class _WriteTileWindows(beam.DoFn):
         self._output = output
         self._windows = Counter("windows_written")
         self._bytes = Counter("window_raw_bytes")
+        self._file_bytes = Counter("window_file_bytes")
         self._tiles = Counter("tiles_windowed")
 
     def process(self, stack: TileStack, _cleared):
@@ -155,6 +156,7 @@ class _WriteTileWindows(beam.DoFn):
                 raise
             writer.close()
         self._bytes.inc(writer.raw_bytes)
+        self._file_bytes.inc(writer.file_bytes)
         self._tiles.inc()
         yield rows
 
