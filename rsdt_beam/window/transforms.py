@@ -38,6 +38,7 @@ SHARDED = "sharded"
 WINDOWS_CSV = "windows.csv"
 METADATA_FILE = "metadata.json"
 _CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
+_ROWS_PARTS = ".windows_csv_parts"
 
 
 class ReadTileStacks(beam.PTransform):
@@ -132,8 +133,32 @@ def _csv_row(tile, window: Window) -> tuple:
             int(times[0]), int(times[-1]))
 
 
+def _csv_text(rows) -> str:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
+
+
+def _rows_part(output_dir: str, tile: tuple[int, int]) -> str:
+    """A tile's windows.csv rows, kept until `windows.csv` is assembled (so no worker holds all rows)."""
+    return fs.join(output_dir, _ROWS_PARTS, f"{tile[0]}_{tile[1]}.csv")
+
+
+def _delete_parts(parts_dir: str) -> None:
+    """Removes the rows parts of this or an earlier (failed) run."""
+    leftovers = fs.glob(fs.join(parts_dir, "*.csv"))
+    if leftovers:
+        beam.io.filesystems.FileSystems.delete(leftovers)
+    fs.delete_if_exists(parts_dir)  # a local folder; object stores have none
+
+
+def _write_rows_part(output_dir: str, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
+    fs.write_bytes(_rows_part(output_dir, tile), _csv_text(rows).encode())
+    return tile, len(rows)
+
+
 class _WriteTileWindows(beam.DoFn):
-    """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields CSV rows."""
+    """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields (tile, windows)."""
 
     def __init__(self, output: WindowOutput):
         self._output = output
@@ -158,11 +183,11 @@ class _WriteTileWindows(beam.DoFn):
         self._bytes.inc(writer.raw_bytes)
         self._file_bytes.inc(writer.file_bytes)
         self._tiles.inc()
-        yield rows
+        yield _write_rows_part(self._output.output_dir, stack.tile, rows)
 
 
 class _EncodeWindows(beam.DoFn):
-    """Sharded layout: yields each window record's bytes (main) and CSV rows (tagged)."""
+    """Sharded layout: yields each window record's bytes (main) and (tile, windows) (tagged)."""
 
     def __init__(self, output: WindowOutput):
         self._output = output
@@ -176,7 +201,7 @@ class _EncodeWindows(beam.DoFn):
             rows.append(_csv_row(stack.tile, window))
             yield b"".join(record)
         self._tiles.inc()
-        yield beam.pvalue.TaggedOutput("rows", rows)
+        yield beam.pvalue.TaggedOutput("rows", _write_rows_part(self._output.output_dir, stack.tile, rows))
 
 
 class _ShardHandle:
@@ -236,10 +261,11 @@ class WriteWindows(beam.PTransform):
     def expand(self, stacks):
         output = self._output
         marker = fs.join(output.output_dir, METADATA_FILE)
+        parts_dir = fs.join(output.output_dir, _ROWS_PARTS)
         cleared = (stacks.pipeline
                    | "Completion marker" >> beam.Create([marker])
-                   | "Remove old marker" >> beam.Map(
-                       lambda path: (fs.makedirs(output.output_dir), fs.delete_if_exists(path))))
+                   | "Remove old marker" >> beam.Map(lambda path: (
+                       fs.makedirs(output.output_dir), fs.delete_if_exists(path), _delete_parts(parts_dir))))
         if output.layout == PER_TILE:
             rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output),
                                                                beam.pvalue.AsSingleton(cleared))
@@ -253,18 +279,18 @@ class WriteWindows(beam.PTransform):
                 output.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
 
-        def finish(row_lists: list, _done: list) -> str:
-            all_rows = sorted(row for rows in row_lists for row in rows)
-            text = io.StringIO()
-            writer = csv.writer(text)
-            writer.writerow(_CSV_HEADER)
-            writer.writerows(all_rows)
-            fs.write_bytes(fs.join(output.output_dir, WINDOWS_CSV), text.getvalue().encode())
-            fs.write_json(marker, dict(metadata, windows_written=len(all_rows),
-                                       tiles_written=len(row_lists)))
+        def finish(tile_counts: list, _done: list) -> str:
+            parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
+            with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
+                f.write(_csv_text([_CSV_HEADER]).encode())
+                for part in parts:
+                    f.write(fs.read_bytes(part))
+            _delete_parts(parts_dir)
+            fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n in tile_counts),
+                                       tiles_written=len(tile_counts)))
             return marker
 
         return (rows
-                | "Collect window rows" >> beam.combiners.ToList()
+                | "Collect window counts" >> beam.combiners.ToList()
                 | "Write windows.csv and metadata.json" >> beam.Map(
                     finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally())))
