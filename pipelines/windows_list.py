@@ -4,7 +4,7 @@
         [--window_stride 1] [--triple] [--csv windows_0_0.csv]
 
 Prints `id, start, end, frames` per kept window (start/end of the current part, UTC) and
-optionally writes them as CSV. Reads one tile's Stage 2 file; no Beam, no TensorFlow.
+optionally writes them as CSV. Reads only the time stamps of one tile's Stage 2 file; no Beam, no TensorFlow.
 """
 
 import argparse
@@ -13,19 +13,16 @@ import sys
 
 from rsdt_beam.acquire.observation import iso_time
 from rsdt_beam.options import parse_duration
-from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
-from rsdt_beam.window.rules import WindowParams, window_spans
+from rsdt_beam.stack.files import tile_timestamps
+from rsdt_beam.window.listing import window_ranges
+from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.selection import parse_tile
 
 
 def windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParams) -> list[tuple]:
     """(id, first time, last time, frames) of each kept window's current part; times as UTC epoch seconds."""
-    stack = read_tile_stack(stack_dir, tile, read_stack_metadata(stack_dir))
-    rows = []
-    for span in window_spans(stack.times, params):
-        start, stop = span.current
-        rows.append((span.window_id, stack.times[start], stack.times[stop - 1], stop - start))
-    return rows
+    return [(r.window_id, r.start, r.end, r.frames)
+            for r in window_ranges(tile_timestamps(stack_dir, tile), params, tile)]
 
 
 def main(argv):

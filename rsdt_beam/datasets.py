@@ -22,10 +22,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rsdt_beam.numpy_reader import (TILE_FILE, WindowRecord, online_windows, read_window_file, read_windows,
+from rsdt_beam.numpy_reader import (WindowRecord, online_windows, read_window_file, read_windows,
                                     window_files, window_metadata)
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
-from rsdt_beam.window.rules import WindowParams, window_spans
+from rsdt_beam.stack.files import TILE_FILE, list_tiles, read_stack_metadata, tile_file_name, tile_timestamps
+from rsdt_beam.window.listing import window_ranges
+from rsdt_beam.window.rules import WindowParams
 
 DEFAULT_PAD_VALUE = -1.0
 
@@ -222,12 +223,8 @@ class OnlineWindows:
 
     def windows_list(self, tile: tuple[int, int] = (0, 0)) -> list[tuple[int, int, int, int]]:
         """(window id, first time stamp, last time stamp, frames) of the tile's current windows."""
-        times = read_tile_stack(self.stack_dir, tile, self.metadata).times
-        rows = []
-        for span in window_spans(times, self.params):
-            start, stop = span.current
-            rows.append((span.window_id, int(times[start]), int(times[stop - 1]), stop - start))
-        return rows
+        ranges = window_ranges(tile_timestamps(self.stack_dir, tile), self.params, tile)
+        return [(r.window_id, int(r.start), int(r.end), r.frames) for r in ranges]
 
     def get_infer_dataset(self, tile: tuple[int, int], win_filter: Callable | None = None):
         """The tile's windows as `online_dataset`; None when the tile has no stack file (as rsdtlib)."""

@@ -15,7 +15,6 @@ matplotlib is imported (with the Agg backend) only by the render functions.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import io
 import json
@@ -28,45 +27,12 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.observation import iso_time
 from rsdt_beam.maps import read_geotiff
 from rsdt_beam.numpy_reader import read_windows, window_metadata
-from rsdt_beam.records import parse_example, parse_tensor
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, tile_file_name
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, tile_timestamps
 from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
-from rsdt_beam.tfrecord import read_records
-from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
+from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, window_ranges
+from rsdt_beam.window.rules import WindowParams, WindowSpan
 
-# The columns of Stage 3's windows.csv.
-RANGES_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
 _PART_COLOURS = {"previous": "#9e9e9e", "current": "#1f77b4", "next": "#ff7f0e"}
-
-
-@dataclasses.dataclass(frozen=True)
-class WindowRange:
-    """A window's current part: first and last frame time (epoch s) and frame count."""
-
-    tile: tuple[int, int]
-    window_id: int
-    start: float
-    end: float
-    frames: int
-
-    def csv_row(self) -> tuple:
-        return (self.tile[0], self.tile[1], self.window_id, iso_time(self.start), iso_time(self.end),
-                self.frames, int(self.start), int(self.end))
-
-
-def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
-    """The time stamps written for one tile of a Stage 2 folder, in file order."""
-    path = fs.join(stack_dir, tile_file_name(tile))
-    with fs.open_read(path) as raw:
-        return np.asarray([float(parse_tensor(parse_example(payload)["Timestamp"]))
-                           for payload in read_records(raw, gzip=True, name=path)], np.float64)
-
-
-def window_ranges(times: np.ndarray, params: WindowParams, tile: tuple[int, int]) -> list[WindowRange]:
-    """rsdtlib's windows list `(id, first, last, frames)` of a tile with frame times `times`."""
-    return [WindowRange(tile, span.window_id, float(times[span.current[0]]), float(times[span.current[1] - 1]),
-                        span.current[1] - span.current[0])
-            for span in window_spans(times, params)]
 
 
 def ranges_from_csv(window_dir: str) -> list[WindowRange]:
@@ -80,7 +46,7 @@ def ranges_from_csv(window_dir: str) -> list[WindowRange]:
 def write_ranges_csv(path: str, ranges: Iterable[WindowRange]) -> str:
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(RANGES_CSV_HEADER)
+    writer.writerow(WINDOWS_CSV_HEADER)
     writer.writerows(sorted(r.csv_row() for r in ranges))
     fs.write_bytes(path, text.getvalue().encode())
     return path

@@ -21,12 +21,10 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.records import parse_example, parse_tensor
-from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import METADATA_FILE, TILE_FILE, read_stack_metadata, read_tile_stack, tile_file_name
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.rules import Window, WindowParams, windows
 
-METADATA_FILE = "metadata.json"
-TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
 _SHARD_FILE = re.compile(r"^windows-\d+-of-\d+\.tfrecords$")
 
 

@@ -11,13 +11,13 @@ import re
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.records import parse_stack_record
+from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
 from rsdt_beam.stack.rules import BandCounts, TileStack
 from rsdt_beam.tfrecord import read_records
 
 METADATA_FILE = "metadata.json"
 RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-_TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
+TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
 
 
 def tile_file_name(tile: tuple[int, int]) -> str:
@@ -40,10 +40,18 @@ def list_tiles(stack_dir: str) -> list[tuple[int, int]]:
     """Tile indices of the `{j}_{i}.tfrecords` files in a stack folder, row-major."""
     tiles = []
     for name in fs.list_children(stack_dir):
-        match = _TILE_FILE.match(name)
+        match = TILE_FILE.match(name)
         if match:
             tiles.append((int(match.group(1)), int(match.group(2))))
     return sorted(tiles)
+
+
+def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
+    """The time stamps written for one tile, in file order (only `Timestamp` is decoded)."""
+    path = fs.join(stack_dir, tile_file_name(tile))
+    with fs.open_read(path) as raw:
+        return np.asarray([float(parse_tensor(parse_example(payload)["Timestamp"]))
+                           for payload in read_records(raw, gzip=True, name=path)], np.float64)
 
 
 def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> TileStack:

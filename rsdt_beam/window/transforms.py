@@ -22,12 +22,12 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
+from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
 from rsdt_beam.window.rules import Window, WindowParams, windows
 from rsdt_beam.window.selection import TileSelector
 
@@ -36,8 +36,6 @@ INFERENCE = "inference"
 PER_TILE = "per_tile"
 SHARDED = "sharded"
 WINDOWS_CSV = "windows.csv"
-METADATA_FILE = "metadata.json"
-_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
 _ROWS_PARTS = ".windows_csv_parts"
 
 
@@ -127,10 +125,8 @@ class WindowOutput:
         return out
 
 
-def _csv_row(tile, window: Window) -> tuple:
-    times = window.current.timestamps
-    return (tile[0], tile[1], window.window_id, iso_time(times[0]), iso_time(times[-1]), len(times),
-            int(times[0]), int(times[-1]))
+def _csv_row(stack: TileStack, window: Window) -> tuple:
+    return WindowRange.of(stack.tile, window.span, stack.times).csv_row()
 
 
 def _csv_text(rows) -> str:
@@ -174,7 +170,7 @@ class _WriteTileWindows(beam.DoFn):
             try:
                 for window, record in self._output.records(stack):
                     writer.write(record)
-                    rows.append(_csv_row(stack.tile, window))
+                    rows.append(_csv_row(stack, window))
                     self._windows.inc()
             except BaseException:
                 writer.abort()
@@ -198,7 +194,7 @@ class _EncodeWindows(beam.DoFn):
         rows = []
         for window, record in self._output.records(stack):
             self._windows.inc()
-            rows.append(_csv_row(stack.tile, window))
+            rows.append(_csv_row(stack, window))
             yield b"".join(record)
         self._tiles.inc()
         yield beam.pvalue.TaggedOutput("rows", _write_rows_part(self._output.output_dir, stack.tile, rows))
@@ -282,7 +278,7 @@ class WriteWindows(beam.PTransform):
         def finish(tile_counts: list, _done: list) -> str:
             parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
             with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
-                f.write(_csv_text([_CSV_HEADER]).encode())
+                f.write(_csv_text([WINDOWS_CSV_HEADER]).encode())
                 for part in parts:
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
