@@ -23,18 +23,12 @@ import argparse
 import logging
 import sys
 
-import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam.acquire.fetch import REJECTED, FetchObservations, FetchPlan
 from rsdt_beam.acquire.sentinelhub import CredentialsError
-from rsdt_beam.options import AreaOptions, OutputOptions, StackOptions, WindowOptions, parse_duration, \
-    parse_size_pair, parse_time
-from rsdt_beam.pipeline import StackPlan, print_help, run, window_output_from_options, write_rejected
-from rsdt_beam.stack.rules import StackParams
-from rsdt_beam.stack.transforms import WriteStacks
-from rsdt_beam.window.selection import tile_selector
-from rsdt_beam.window.transforms import WriteWindows
+from rsdt_beam.options import AreaOptions, WindowOptions
+from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3, print_help, run, write_rejected
 
 
 def build_fetch(pipeline, options: PipelineOptions, plan: FetchPlan):
@@ -44,21 +38,9 @@ def build_fetch(pipeline, options: PipelineOptions, plan: FetchPlan):
     if not window_opts.window_output:
         write_rejected([fetched[REJECTED]], [], options.view_as(AreaOptions).store, pipeline)
         return plan
-    opts = options.view_as(StackOptions)
-    output = window_output_from_options(options)
-    params = StackParams(parse_time(opts.starttime), parse_time(opts.endtime), parse_duration(opts.delta_step))
-    stack_plan = StackPlan.create(plan.grid, plan.bands, params, parse_size_pair(opts.tile_size),
-                                  parse_size_pair(opts.deadzone), opts.chunk_size)
-    selector = tile_selector(window_opts.tiles)
-    stacks, written, rejected = stack_plan.expand(pipeline, refs=fetched["observations"],
-                                                  selector=None if opts.stack_output else selector)
-    if opts.stack_output:
-        stacks | "Write stacks" >> WriteStacks(opts.stack_output, stack_plan.metadata,
-                                               options.view_as(OutputOptions).gzip_level, written)
-        stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
-    stacks | "Write windows" >> WriteWindows(output, stack_plan.metadata)
-    write_rejected([fetched[REJECTED], *rejected], [], output.output_dir, pipeline)
-    return stack_plan
+    stack_plan = StackPlan.from_options(options, grid=plan.grid, bands=plan.bands)
+    return add_stages_2_and_3(pipeline, options, stack_plan, refs=fetched["observations"],
+                              source_rejected=[fetched[REJECTED]])
 
 
 CREDENTIAL_FLAGS = ("--sh_client_id", "--sh_client_secret")

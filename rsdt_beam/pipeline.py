@@ -248,20 +248,30 @@ def build_window(pipeline, options: PipelineOptions) -> WindowOutput:
     return output
 
 
-def build_fused(pipeline, options: PipelineOptions) -> StackPlan:
-    """Stages 2 and 3 in one pipeline; Stage 2 records are written only with `--stack_output`."""
+def add_stages_2_and_3(pipeline, options: PipelineOptions, plan: StackPlan, refs=None,
+                       source_rejected=()) -> StackPlan:
+    """Stages 2 and 3 after any source: windows to `--window_output`, stacks only with `--stack_output`.
+
+    `refs` (default: the plan's listed observations) and `source_rejected` come from
+    sources that produce observations inside the pipeline (convert, fetch).
+    """
     opts = options.view_as(StackOptions)
     output = window_output_from_options(options)
-    plan = StackPlan.from_options(options)
     selector = tile_selector(options.view_as(WindowOptions).tiles)
-    stacks, written, rejected = plan.expand(pipeline, selector=None if opts.stack_output else selector)
+    stacks, written, rejected = plan.expand(pipeline, refs=refs, selector=None if opts.stack_output else selector)
     if opts.stack_output:
         stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
                                                options.view_as(OutputOptions).gzip_level, written)
         stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
     stacks | "Write windows" >> WriteWindows(output, plan.metadata)
-    write_rejected(rejected, plan.listed_rejections(), output.output_dir, pipeline)
+    write_rejected([*source_rejected, *rejected], plan.listed_rejections(), output.output_dir, pipeline)
     return plan
+
+
+def build_fused(pipeline, options: PipelineOptions) -> StackPlan:
+    """Stages 2 and 3 in one pipeline; Stage 2 records are written only with `--stack_output`."""
+    window_output_from_options(options)  # window flags are checked before any listing
+    return add_stages_2_and_3(pipeline, options, StackPlan.from_options(options))
 
 
 def print_help() -> None:

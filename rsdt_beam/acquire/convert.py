@@ -37,15 +37,10 @@ from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, obs
                                      write_grid, write_observation)
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import (AreaOptions, ConvertOptions, OutputOptions, StackOptions, WindowOptions,
-                               parse_duration, parse_size_pair, parse_time)
-from rsdt_beam.pipeline import StackPlan, window_output_from_options, write_rejected
+from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
+from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import (MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts,
-                                   StackParams)
-from rsdt_beam.stack.transforms import WriteStacks
-from rsdt_beam.window.selection import tile_selector
-from rsdt_beam.window.transforms import WriteWindows
+from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -396,18 +391,5 @@ def build_convert(pipeline, options):
     refs, rejected = plan.expand(pipeline)
     if not options.view_as(WindowOptions).window_output:
         return plan
-    opts = options.view_as(StackOptions)
-    output = window_output_from_options(options)
-    params = StackParams(parse_time(opts.starttime), parse_time(opts.endtime), parse_duration(opts.delta_step))
-    stack_plan = StackPlan.create(plan.job.grid, plan.band_counts, params, parse_size_pair(opts.tile_size),
-                                  parse_size_pair(opts.deadzone), opts.chunk_size)
-    selector = tile_selector(options.view_as(WindowOptions).tiles)
-    stacks, written, stack_rejected = stack_plan.expand(
-        pipeline, refs=refs, selector=None if opts.stack_output else selector)
-    if opts.stack_output:
-        stacks | "Write stacks" >> WriteStacks(opts.stack_output, stack_plan.metadata,
-                                               options.view_as(OutputOptions).gzip_level, written)
-        stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
-    stacks | "Write windows" >> WriteWindows(output, stack_plan.metadata)
-    write_rejected([rejected, *stack_rejected], [], output.output_dir, pipeline)
-    return stack_plan
+    stack_plan = StackPlan.from_options(options, grid=plan.job.grid, bands=plan.band_counts)
+    return add_stages_2_and_3(pipeline, options, stack_plan, refs=refs, source_rejected=[rejected])
