@@ -20,10 +20,10 @@ from rsdt_beam import fs
 from rsdt_beam.inspect import (describe_map, describe_maps, describe_stack, describe_windows, render_map,
                                render_tile_stack, render_window_timeline, spans_of_ranges,
                                window_frame_times, write_ranges_csv)
-from rsdt_beam.options import parse_duration
+from rsdt_beam.options import window_params
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 from rsdt_beam.window.listing import window_ranges
-from rsdt_beam.window.rules import WindowParams, window_spans
+from rsdt_beam.window.rules import window_spans
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
     kind = _kind(args.path)
     pictures = []
     if kind == "stack":
-        params = (WindowParams(parse_duration(args.Delta), args.window_stride, args.omega, args.Omega, args.triple)
+        params = (window_params(args)
                   if args.Delta else None)
         lines, per_tile = describe_stack(args.path, params, tile, args.all_timestamps)
         print("\n".join(lines))

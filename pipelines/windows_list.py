@@ -12,7 +12,7 @@ import csv
 import sys
 
 from rsdt_beam.acquire.observation import iso_time
-from rsdt_beam.options import parse_duration
+from rsdt_beam.options import window_params
 from rsdt_beam.stack.files import tile_timestamps
 from rsdt_beam.window.listing import window_ranges
 from rsdt_beam.window.rules import WindowParams
@@ -36,7 +36,7 @@ def main(argv):
     parser.add_argument("--triple", action="store_true")
     parser.add_argument("--csv", help="also write the list to this CSV file")
     args = parser.parse_args(argv)
-    params = WindowParams(parse_duration(args.Delta), args.window_stride, args.omega, args.Omega, args.triple)
+    params = window_params(args)
     rows = windows_list(args.stack_dir, parse_tile(args.tile), params)
     print("List of window ranges (current):")
     for window_id, start, end, frames in rows:

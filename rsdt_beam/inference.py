@@ -34,7 +34,7 @@ from rsdt_beam.acquire.observation import iso_time
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import MapKey, stitch, write_geotiff
 from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
-from rsdt_beam.options import InferenceOptions, WindowOptions, parse_duration
+from rsdt_beam.options import InferenceOptions, WindowOptions, window_params
 from rsdt_beam.pipeline import StackPlan, write_rejected
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.rules import TileStack
@@ -329,8 +329,7 @@ def build_infer(pipeline, options: PipelineOptions):
          | "Predict" >> PredictWindows(handler)
          | "Maps" >> WriteMaps(output))
         return None
-    params = WindowParams(parse_duration(window_opts.Delta), window_opts.window_stride, window_opts.omega,
-                          window_opts.Omega, window_opts.triple)
+    params = window_params(window_opts)
     window_filter = load_callable(window_opts.window_filter) if window_opts.window_filter else None
     if window_opts.stack_dir:
         read = ReadTileStacks(window_opts.stack_dir, selector)

@@ -13,6 +13,7 @@ import re
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
+from rsdt_beam.window.rules import WindowParams
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -41,6 +42,11 @@ def parse_time(text: str | datetime.datetime | float) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
+
+
+def window_params(flags) -> WindowParams:
+    """WindowParams of parsed flags `--Delta --window_stride --omega --Omega --triple` (any namespace)."""
+    return WindowParams(parse_duration(flags.Delta), flags.window_stride, flags.omega, flags.Omega, flags.triple)
 
 
 def parse_size_pair(text: str) -> tuple[int, int]:

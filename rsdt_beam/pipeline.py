@@ -24,13 +24,12 @@ from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Reje
 from rsdt_beam.acquire.store import list_store, read_grid
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
-                               parse_time)
+                               parse_time, window_params)
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
 from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks,
                                         WriteStacks, WrittenTimes)
-from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.selection import load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
@@ -214,9 +213,8 @@ def window_output_from_options(options: PipelineOptions) -> WindowOutput:
     out = options.view_as(OutputOptions)
     if not opts.window_output:
         raise ValueError("--window_output is required")
-    params = WindowParams(parse_duration(opts.Delta), opts.window_stride, opts.omega, opts.Omega, opts.triple)
     return WindowOutput(
-        output_dir=opts.window_output, params=params, mode=opts.mode,
+        output_dir=opts.window_output, params=window_params(opts), mode=opts.mode,
         gen_label=load_callable(opts.label_fn) if opts.mode == "training" else None,
         label_args=json.loads(opts.label_args) if opts.label_args else None,
         window_filter=load_callable(opts.window_filter) if opts.window_filter else None,
