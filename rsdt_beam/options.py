@@ -102,6 +102,8 @@ class WindowOptions(PipelineOptions):
                            help="module:function gen_label(window, label_args) -> (feature, label)")
         group.add_argument("--label_args", default=None, help="JSON value passed to the label function")
         group.add_argument("--window_filter", default=None, help="module:function win_filter(*window) -> bool")
+        group.add_argument("--sample", default="all",
+                           help="windows to write: all | every:K | fraction:F:SEED | weight:module:fn[:SEED]")
         group.add_argument("--tiles", default="all",
                            help="all | rsdtlib-train | rsdtlib-val | list:0_0,1_2 | file:PATH | expr:EXPR | module:fn")
         group.add_argument("--layout", choices=("per_tile", "sharded"), default="per_tile")

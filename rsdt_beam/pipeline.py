@@ -30,6 +30,7 @@ from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
 from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks,
                                         WriteStacks, WrittenTimes)
+from rsdt_beam.window.sampling import parse_sample
 from rsdt_beam.window.selection import load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
@@ -219,7 +220,7 @@ def window_output_from_options(options: PipelineOptions) -> WindowOutput:
         label_args=json.loads(opts.label_args) if opts.label_args else None,
         window_filter=load_callable(opts.window_filter) if opts.window_filter else None,
         layout=opts.layout, gzip_level=out.gzip_level, records_per_shard=opts.records_per_shard,
-        bytes_per_shard=opts.bytes_per_shard)
+        bytes_per_shard=opts.bytes_per_shard, sample=parse_sample(opts.sample))
 
 
 def build_stack(pipeline, options: PipelineOptions) -> StackPlan:

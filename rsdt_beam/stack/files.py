@@ -17,6 +17,9 @@ from rsdt_beam.tfrecord import read_records
 
 METADATA_FILE = "metadata.json"
 RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
+# Model-card keys of Stage 2's metadata.json that Stage 3 carries over: band names and units per modality,
+# the preprocessing of the values, and per-band statistics of the written frames (`rsdt_beam.stack.stats`).
+MODEL_CARD_KEYS = ("bands", "preprocessing", "band_stats")
 TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
 
 

@@ -42,6 +42,11 @@ def load_callable(spec: str) -> Callable:
     return target
 
 
+def callable_name(function: Callable) -> str:
+    """`module:qualname` of a function, as `load_callable` takes it (for metadata.json)."""
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"
+
+
 def parse_tile(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[_,]\s*(\d+)\s*", text)
     if not match:

@@ -16,7 +16,6 @@ import io
 from typing import Any, Callable, Iterable
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.coders import BytesCoder
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
@@ -24,12 +23,13 @@ from apache_beam.io.filesystem import CompressionTypes
 from rsdt_beam import fs
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import METADATA_FILE, MODEL_CARD_KEYS, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
 from rsdt_beam.window.rules import Window, WindowParams, windows
-from rsdt_beam.window.selection import TileSelector
+from rsdt_beam.window.sampling import Sample, window_pairs
+from rsdt_beam.window.selection import TileSelector, callable_name
 
 TRAINING = "training"
 INFERENCE = "inference"
@@ -74,7 +74,8 @@ class WindowOutput:
     records (rsdtlib's signature; `window` unpacks as `(cur,)` or
     `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
     inference records hold the whole current window `[n, ty, tx, bands]`.
-    `window_filter(*window) -> bool` drops windows, as rsdtlib's `win_filter`.
+    `window_filter(*window) -> bool` drops windows, as rsdtlib's `win_filter`;
+    `sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`).
     """
 
     output_dir: str
@@ -87,6 +88,7 @@ class WindowOutput:
     gzip_level: int | None = DEFAULT_GZIP_LEVEL
     records_per_shard: int | None = None
     bytes_per_shard: int | None = None
+    sample: Sample = Sample()
 
     def __post_init__(self):
         if self.mode not in (TRAINING, INFERENCE):
@@ -102,16 +104,10 @@ class WindowOutput:
 
     def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
-        for window in self.windows(stack):
-            if self.window_filter is not None and not self.window_filter(*window):
-                continue
-            current = window.current
-            if self.mode == TRAINING:
-                feature, label = self.gen_label(window, self.label_args)
-                feature, label = np.asarray(feature), np.asarray(label)
-            else:
-                feature, label = current.frames, None
-            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps)
+        gen_label = self.gen_label if self.mode == TRAINING else None
+        for window, feature, label in window_pairs(self.windows(stack), gen_label, self.label_args,
+                                                   self.window_filter, self.sample):
+            yield window, window_record(feature, label, stack.tile, window.window_id, window.current.timestamps)
 
     def metadata(self, stack_metadata: dict) -> dict:
         keys = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
@@ -119,9 +115,13 @@ class WindowOutput:
         out.update(mode=self.mode, layout=self.layout, Delta=self.params.delta_size,
                    window_stride=self.params.window_stride, omega=self.params.omega,
                    Omega=self.params.Omega, triple=self.params.triple, gzip_level=self.gzip_level)
-        for key in ("grid", "num_tiles_y", "num_tiles_x"):
+        for key in ("grid", "num_tiles_y", "num_tiles_x", *MODEL_CARD_KEYS):
             if key in stack_metadata:
                 out[key] = stack_metadata[key]
+        if self.mode == TRAINING:
+            out["label_fn"] = callable_name(self.gen_label)
+        if not self.sample.keeps_everything:
+            out["sample"] = self.sample.spec
         return out
 
 
