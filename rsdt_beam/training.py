@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
-from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, frame_mask, pad_frames, resolve_frames
+from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, resolve_frames, training_element
 from rsdt_beam.window.rules import WindowParams, window_spans, windows
 from rsdt_beam.window.sampling import Sample, parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector, rsdtlib_example_label, tile_selector
@@ -122,12 +122,8 @@ class StackTrainingWindows:
                             self.sample)
 
     def element(self, feature: np.ndarray, label: np.ndarray):
-        """`(feature padded to frames, label)`, or `({"Feature", "frame_mask"}, label)` with masks."""
-        padded = pad_frames(feature, self.frames, self.pad_value) if feature.ndim == 4 else feature
-        if not self.masks:
-            return padded, label
-        count = feature.shape[0] if feature.ndim == 4 else 1
-        return {"Feature": padded, "frame_mask": frame_mask(count, self.frames if feature.ndim == 4 else None)}, label
+        """The reader's element of a training pair (`rsdt_beam.window.padding.training_element`)."""
+        return training_element(feature, label, self.frames, self.pad_value, self.masks)
 
     def tile_elements(self, tile: Tile) -> Iterator[tuple[int, Any]]:
         """`(window id, element)` of one tile, in time order."""

@@ -41,3 +41,14 @@ def pad_frames(array: np.ndarray, frames: int | None, pad_value: float) -> np.nd
 def frame_mask(count: int, frames: int | None) -> np.ndarray:
     """Boolean `[frames]` (or `[count]` unpadded): True for the window's own frames."""
     return np.arange(count if frames is None else frames) < count
+
+
+def training_element(feature: np.ndarray, label: np.ndarray, frames: int | None, pad_value: float,
+                     masks: bool = False):
+    """A training pair as every reader yields it: `(feature, label)`, features with a time axis
+    (`[n, ty, tx, bands]`) padded to `frames`; with `masks`, `({"Feature", "frame_mask"}, label)`."""
+    timed = np.ndim(feature) == 4
+    padded = pad_frames(feature, frames, pad_value) if timed else np.asarray(feature)
+    if not masks:
+        return padded, label
+    return {"Feature": padded, "frame_mask": frame_mask(len(feature) if timed else 1, frames if timed else None)}, label
