@@ -1,0 +1,174 @@
+"""Training without window files: windows built online from the sample's stacks (tf.data and PyTorch),
+sampling shared with Stage 3's --sample, and the numpy reader against the tf.data reader."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from rsdt_beam.numpy_reader import batches, inference_elements, online_windows, training_elements
+from rsdt_beam.pipeline import build_window, run
+from rsdt_beam.training import StackTrainingWindows, balanced_shards
+from rsdt_beam.window.rules import WindowParams
+from rsdt_beam.window.sampling import Sample, parse_sample
+
+DAY = 86400
+PARAMS = WindowParams(60 * DAY, 1, 3, 6)  # pipelines.sample's windows (label = ones [ty, tx])
+WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress", "--mode", "training"]
+
+
+def digest(*arrays):
+    return hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+def late_windows(cur):
+    """A window filter: windows starting in 2017."""
+    return cur[0][0] >= 1483228800
+
+
+def mean_weight(feature, label):
+    """A weight function: keeps windows with a high mean value more often."""
+    return float(np.clip(feature.mean() + 0.5, 0.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def stacks(sample_run):
+    return os.path.join(sample_run, "stack")
+
+
+@pytest.fixture(scope="module")
+def sampled(sample_run, stacks):
+    """Stage 3 with --sample every:4 and --sample fraction:0.3:5 (per-tile training windows)."""
+    out = {}
+    for name, spec in (("every", "every:4"), ("fraction", "fraction:0.3:5")):
+        out[name] = os.path.join(sample_run, "training_test", name)
+        run(build_window, ["--stack_dir", stacks, "--window_output", out[name], "--sample", spec, *WINDOW_FLAGS])
+    return out
+
+
+def test_sample_specs_and_decisions():
+    assert parse_sample(None).keeps_everything and parse_sample("all").keeps_everything
+    every = parse_sample("every:10")
+    assert [k for k in range(35) if every.keeps_id((0, 0), k)] == [0, 10, 20, 30]
+    fraction = parse_sample("fraction:0.25:7")
+    kept = [fraction.keeps_id((1, 2), k) for k in range(4000)]
+    assert 0.22 < np.mean(kept) < 0.28
+    assert kept == [parse_sample("fraction:0.25:7").keeps_id((1, 2), k) for k in range(4000)]  # a function of ids
+    assert kept != [parse_sample("fraction:0.25:8").keeps_id((1, 2), k) for k in range(4000)]
+    weighted = parse_sample("weight:tests.test_training:mean_weight:3")
+    assert weighted.needs_pairs and weighted.weight.__name__ == "mean_weight" and weighted.seed == 3
+    assert weighted.keeps_pair((0, 0), 1, np.ones(3), None)  # probability 1
+    assert not weighted.keeps_pair((0, 0), 1, -np.ones(3), None)  # probability 0
+    for bad in ("every:0", "fraction:1.5:1", "half", "every:x"):
+        with pytest.raises(ValueError, match="--sample|every|fraction"):
+            parse_sample(bad)
+    with pytest.raises(ValueError, match="no fraction"):
+        Sample(fraction=0.5, weight=mean_weight)
+
+
+def test_balanced_shards_cover_every_tile_once():
+    counts = {(j, i): 10 + 7 * j + i for j in range(3) for i in range(4)}
+    shards = balanced_shards(counts, 5)
+    assert sorted(t for shard in shards for t in shard) == sorted(counts)
+    totals = [sum(counts[t] for t in shard) for shard in shards]
+    assert max(totals) - min(totals) <= max(counts.values())
+    assert balanced_shards(counts, 1) == [sorted(counts)]
+
+
+def test_online_windows_known_length_sharded_exactly_once(stacks):
+    windows = StackTrainingWindows(stacks, PARAMS)
+    assert len(windows) == 270
+    seen = []
+    for host in range(2):
+        for worker in range(2):
+            seen += [digest(*e) for e in windows.elements(host, 2, worker, 2, epoch=1, seed=4)]
+    assert len(seen) == 270 and sorted(seen) == sorted(digest(*e) for e in windows.elements(shuffle=False))
+    assert sum(windows.shard_length(host, 2) for host in range(2)) == 270
+    epoch0 = [digest(*e) for e in windows.elements(seed=4, epoch=0)]
+    assert epoch0 == [digest(*e) for e in windows.elements(seed=4, epoch=0)]  # seeded: reproducible
+    assert epoch0 != [digest(*e) for e in windows.elements(seed=4, epoch=1)]  # a new order each epoch
+    tiles_of = {digest(*e): tile for tile in windows.tiles for _, e in windows.tile_elements(tile)}
+    mixed = [tiles_of[digest(*e)] for e in windows.elements(seed=4, epoch=0, cycle_tiles=3)]
+    assert len(set(mixed[:20])) > 1, "consecutive windows come from several tiles"
+    # A filter or weight function needs the windows' contents: the length comes from one pass.
+    filtered = StackTrainingWindows(stacks, PARAMS, win_filter=late_windows, tiles="list:0_0,2_2")
+    expected = sum(late_windows(*w) for tile in ((0, 0), (2, 2)) for w in online_windows(stacks, tile, PARAMS))
+    assert len(filtered) == len(list(filtered.elements())) == expected > 0
+
+
+@pytest.mark.e2e
+def test_online_training_dataset_equals_written_windows_window_by_window(sample_run, stacks, sampled):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.datasets import training_dataset
+    from rsdt_beam.training import training_dataset_from_stacks
+
+    for source, spec in ((os.path.join(sample_run, "windows"), None), (sampled["every"], "every:4"),
+                         (sampled["fraction"], "fraction:0.3:5")):
+        written = list(training_dataset(source, shuffle_buffer=0, cycle_length=1).as_numpy_iterator())
+        online = training_dataset_from_stacks(stacks, PARAMS, sample=spec, shuffle=False)
+        assert int(online.cardinality()) == len(written) > 0
+        elements = list(online.as_numpy_iterator())
+        assert len(elements) == len(written)
+        for (feature, label), (want_feature, want_label) in zip(elements, written):
+            np.testing.assert_array_equal(feature, want_feature)
+            np.testing.assert_array_equal(label, want_label)
+
+    shuffled = training_dataset_from_stacks(stacks, PARAMS, batch_size=16, seed=2, readers=2, masks=True)
+    assert int(shuffled.cardinality()) == 17  # 270 windows, known length: Keras sees the steps per epoch
+    features, masks = [], []
+    for inputs, labels in shuffled.as_numpy_iterator():
+        features += list(inputs["Feature"])
+        masks += list(inputs["frame_mask"])
+    written = {digest(f) for f, _ in training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0)}
+    assert len(features) == 270 and {digest(f) for f in features} == written
+    for feature, mask in zip(features, masks):
+        assert mask.sum() >= 3 and (feature[~mask] == -1.0).all()
+
+
+@pytest.mark.e2e
+def test_torch_dataloader_with_two_workers_reads_each_window_once(sample_run, stacks):
+    torch = pytest.importorskip("torch")
+    from rsdt_beam.torch_data import StackWindowsDataset
+
+    written = {digest(f, l) for f, l in training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0)}
+    dataset = StackWindowsDataset(stacks, PARAMS, seed=1, cycle_tiles=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2)
+    assert len(dataset) == 270 and len(loader) == 34
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        seen = []
+        for feature, label in loader:
+            assert isinstance(feature, torch.Tensor) and feature.shape[1:] == (6, 32, 32, 1)
+            seen += [digest(f, l) for f, l in zip(feature.numpy(), label.numpy())]
+        assert len(seen) == 270 and set(seen) == written
+    hosts = [StackWindowsDataset(stacks, PARAMS, num_replicas=2, rank=rank, tiles="rsdtlib-train") for rank in (0, 1)]
+    parts = [[digest(f, l) for f, l in torch.utils.data.DataLoader(h, batch_size=None, num_workers=2)] for h in hosts]
+    assert [len(p) for p in parts] == [len(h) for h in hosts] and not set(parts[0]) & set(parts[1])
+    assert len(parts[0]) + len(parts[1]) == len(StackTrainingWindows(stacks, PARAMS, tiles="rsdtlib-train"))
+
+
+@pytest.mark.e2e
+def test_numpy_reader_gives_the_arrays_of_the_tf_reader(sample_run):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.datasets import inference_dataset, training_dataset
+
+    source = os.path.join(sample_run, "windows")
+    tf_batches = list(training_dataset(source, batch_size=32, shuffle_buffer=0, cycle_length=1,
+                                       masks=True).as_numpy_iterator())
+    np_batches = list(batches(training_elements(source, shuffle_buffer=0, cycle_length=1, masks=True), 32))
+    assert len(np_batches) == len(tf_batches) == 9
+    for (np_inputs, np_labels), (tf_inputs, tf_labels) in zip(np_batches, tf_batches):
+        for key in ("Feature", "frame_mask"):
+            np.testing.assert_array_equal(np_inputs[key], tf_inputs[key])
+        np.testing.assert_array_equal(np_labels, tf_labels)
+    # Seeded shuffling: the same seed gives the same order, another seed another; always every window once.
+    orders = [[digest(f) for f, _ in training_elements(source, seed=seed, shuffle_buffer=64)] for seed in (1, 1, 2)]
+    assert orders[0] == orders[1] != orders[2] and sorted(orders[0]) == sorted(orders[2])
+    assert len(set(orders[0])) == 270
+    # Inference windows: the same dicts, batched, Timestamps included.
+    np_infer = next(batches(inference_elements(source, tile=(1, 1)), 8))
+    tf_infer = next(inference_dataset(source, tile=(1, 1)).batch(8).as_numpy_iterator())
+    assert sorted(np_infer) == sorted(tf_infer)
+    for key in tf_infer:
+        np.testing.assert_array_equal(np_infer[key], tf_infer[key])
