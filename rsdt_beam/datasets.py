@@ -72,7 +72,8 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     every pass, e.g. for validation).
     Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega
     from the folder's metadata.json; 0: not padded); labels keep their
-    shape. `masks=True` gives `({"Feature", "frame_mask"}, label)`.
+    shape. `masks=True` gives `({"Feature", "frame_mask"}, label)`. A
+    whole Stage 3 folder has a known cardinality (its `windows_written`).
     """
     import tensorflow as tf
 
@@ -82,7 +83,8 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
         raise ValueError(f"{source}: windows have no Label; these are inference windows "
                          f"(use inference_dataset)")
     timed = first.feature.ndim == 4
-    frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source)) if timed else None
+    metadata = source_metadata(source, files)
+    frames = resolve_frames(frames, metadata.get("Omega"), str(source)) if timed else None
     feature_shape = (frames, *first.feature.shape[1:]) if timed else first.feature.shape
     feature_dtype, label_dtype = tf.as_dtype(first.feature.dtype), tf.as_dtype(first.label.dtype)
     schema = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string)}
@@ -107,6 +109,9 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if isinstance(source, str) and not any(c in source for c in "*?[") and "windows_written" in metadata:
+        # A whole Stage 3 folder: its length is known, so Keras knows the steps per epoch.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(metadata["windows_written"])))
     if repeat:
         dataset = dataset.repeat()
     if batch_size:

@@ -32,12 +32,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import iso_time
 from rsdt_beam.grid import Grid, TileLayout
-from rsdt_beam.maps import MapKey, stitch, write_geotiff
+from rsdt_beam.errors import UserError
+from rsdt_beam.maps import MapKey, prediction_shapes, stitch, write_geotiff
 from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
 from rsdt_beam.options import InferenceOptions, WindowOptions, window_params
 from rsdt_beam.pipeline import StackPlan, write_rejected
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, pad_frames, resolve_frames
 from rsdt_beam.window.rules import WindowParams, windows
 from rsdt_beam.window.selection import TileSelector, load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks
@@ -70,15 +72,6 @@ def window_inputs(stack: TileStack, params: WindowParams,
         yield key, window.current.frames
 
 
-def pad_frames(features: np.ndarray, frames: int, pad_value: float) -> np.ndarray:
-    """`[n, ...]` -> `[frames, ...]`, the added frames filled with `pad_value`."""
-    if features.shape[0] > frames:
-        raise ValueError(f"window has {features.shape[0]} frames, more than frames={frames}")
-    padded = np.full((frames, *features.shape[1:]), pad_value, features.dtype)
-    padded[:features.shape[0]] = features
-    return padded
-
-
 def _local_model_file(uri: str) -> str:
     """Keras loads local files only: a gs:// model is copied to a temporary folder first."""
     if not fs.is_remote(uri):
@@ -94,14 +87,16 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
     The model is `keras.models.load_model(model_uri)`, or
     `create_model_fn()` with weights from `model_uri` when given (local or
-    gs://). With `frames`, each window is padded to that many frames (for
-    models with a fixed time axis, as rsdtlib's `padded_batch` example);
-    otherwise windows of equal length are stacked and run together.
+    gs://). With `frames`, each window is padded to that many frames as
+    every reader pads (`rsdt_beam.window.padding`; the pipeline's default is
+    Omega); otherwise windows of equal length are stacked and run together.
+    With `layout`, the first batch's predictions are checked against the
+    tile (or centre) shape, so a wrong model fails at once, not at stitching.
     """
 
     def __init__(self, model_uri: str | None = None, create_model_fn: Callable | None = None, *,
-                 frames: int | None = None, pad_value: float = -1.0, min_batch_size: int = 1,
-                 max_batch_size: int = 16):
+                 frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, min_batch_size: int = 1,
+                 max_batch_size: int = 16, layout: TileLayout | None = None):
         if model_uri is None and create_model_fn is None:
             raise ValueError("give a model file (model_uri) or a function that builds the model")
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
@@ -109,6 +104,8 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         self._create_model_fn = create_model_fn
         self._frames = frames
         self._pad_value = pad_value
+        self._layout = layout
+        self._checked = False
 
     def load_model(self):
         if self._create_model_fn is not None:
@@ -121,19 +118,43 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         return keras.models.load_model(_local_model_file(self._model_uri), compile=False)
 
     def run_inference(self, batch, model, inference_args: dict | None = None) -> list[PredictionResult]:
-        inputs = [np.asarray(x) if self._frames is None else pad_frames(np.asarray(x), self._frames, self._pad_value)
-                  for x in batch]
+        inputs = [pad_frames(np.asarray(x), self._frames, self._pad_value) for x in batch]
         by_shape: dict[tuple, list[int]] = collections.defaultdict(list)
         for index, array in enumerate(inputs):
             by_shape[array.shape].append(index)
         outputs: list[Any] = [None] * len(inputs)
         for indices in by_shape.values():
-            predicted = np.asarray(model(np.stack([inputs[k] for k in indices]), training=False,
-                                         **(inference_args or {})))
+            stacked = np.stack([inputs[k] for k in indices])
+            predicted = self._call(model, stacked, inference_args)
             for k, prediction in zip(indices, predicted):
                 outputs[k] = prediction
         return [PredictionResult(example, prediction, self._model_uri) for example, prediction in zip(batch, outputs)]
 
+    def _frames_hint(self) -> str:
+        return (f"windows are padded to --frames {self._frames} (default: Omega; --frames 0 for no padding)"
+                if self._frames else "windows are not padded (--frames 0); --frames N pads them to N frames")
+
+    def _call(self, model, stacked: np.ndarray, inference_args: dict | None) -> np.ndarray:
+        """The model's predictions of one batch; the first batch's are checked against the tile shape."""
+        if self._checked:
+            return np.asarray(model(stacked, training=False, **(inference_args or {})))
+        try:
+            predicted = np.asarray(model(stacked, training=False, **(inference_args or {})))
+        except Exception as error:
+            expects = getattr(model, "input_shape", None)
+            raise UserError(f"the model fails on the first batch of windows {stacked.shape} [batch, frames, y, x, "
+                            f"bands]{f' (model input {expects})' if expects else ''}: {_first_line(error)}; "
+                            f"{self._frames_hint()}") from error
+        if self._layout is not None:
+            full, centre = prediction_shapes(self._layout)
+            if predicted.ndim not in (3, 4) or len(predicted) != len(stacked) or \
+                    predicted.shape[1:3] not in (full, centre):
+                raise UserError(f"the model returns {predicted.shape} for windows {stacked.shape}; expected "
+                                f"[batch, {full[0]}, {full[1]}] or [batch, {full[0]}, {full[1]}, channels] (the "
+                                f"tile), or the centre [batch, {centre[0]}, {centre[1]}(, channels)]: change the "
+                                f"model, or --tile_size/--deadzone of the stacks; {self._frames_hint()}")
+        self._checked = True
+        return predicted
     def get_num_bytes(self, batch) -> int:
         return sum(np.asarray(x).nbytes for x in batch)
 
@@ -301,12 +322,18 @@ class InferMaps(beam.PTransform):
                 | "Maps" >> WriteMaps(self._output))
 
 
-def handler_from_options(options: PipelineOptions) -> KerasWindowModelHandler:
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def handler_from_options(options: PipelineOptions, layout: TileLayout | None = None,
+                         omega_max: int | None = None) -> KerasWindowModelHandler:
+    """The model handler of `--model/--model_fn`; `--frames` defaults to `omega_max` (the windows' Omega)."""
     opts = options.view_as(InferenceOptions)
-    if not opts.model and not opts.model_fn:
-        raise ValueError("give --model (Keras model file) and/or --model_fn (module:function)")
     return KerasWindowModelHandler(opts.model, load_callable(opts.model_fn) if opts.model_fn else None,
-                                   frames=opts.frames, pad_value=opts.pad_value, max_batch_size=opts.batch_size)
+                                   frames=resolve_frames(opts.frames, omega_max, "--windows (pass --frames)"),
+                                   pad_value=opts.pad_value, max_batch_size=opts.batch_size, layout=layout)
 
 
 def build_infer(pipeline, options: PipelineOptions):
@@ -317,13 +344,15 @@ def build_infer(pipeline, options: PipelineOptions):
     opts = options.view_as(InferenceOptions)
     window_opts = options.view_as(WindowOptions)
     if not opts.map_output:
-        raise ValueError("--map_output is required")
-    handler = handler_from_options(options)
+        raise UserError("--map_output is required")
+    if not opts.model and not opts.model_fn:
+        raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
     grid = Grid.from_json(fs.read_json(opts.map_grid)) if opts.map_grid else None
     selector = tile_selector(window_opts.tiles)
     if opts.windows:
         metadata = window_metadata(opts.windows)
         output = MapOutput.from_metadata(opts.map_output, metadata, grid, opts.trim_map_edges)
+        handler = handler_from_options(options, output.layout, metadata.get("Omega"))
         (pipeline
          | "Read windows" >> ReadInferenceWindows(opts.windows, selector)
          | "Predict" >> PredictWindows(handler)
@@ -334,10 +363,12 @@ def build_infer(pipeline, options: PipelineOptions):
     if window_opts.stack_dir:
         read = ReadTileStacks(window_opts.stack_dir, selector)
         output = MapOutput.from_metadata(opts.map_output, read.metadata, grid, opts.trim_map_edges)
+        handler = handler_from_options(options, output.layout, params.Omega)
         pipeline | "Read stacks" >> read | "Infer maps" >> InferMaps(params, handler, output, window_filter)
         return None
     plan = StackPlan.from_options(options)
     output = MapOutput(opts.map_output, plan.grid, plan.layout, opts.trim_map_edges)
+    handler = handler_from_options(options, output.layout, params.Omega)
     stacks, _written, rejected = plan.expand(pipeline, selector=selector)
     stacks | "Infer maps" >> InferMaps(params, handler, output, window_filter)
     write_rejected(rejected, plan.listed_rejections(), opts.map_output, pipeline)

@@ -136,7 +136,8 @@ class InferenceOptions(PipelineOptions):
         group.add_argument("--map_output", help="folder (local or gs://) for <start>_<end>.tif maps and maps.csv")
         group.add_argument("--batch_size", type=int, default=16, help="largest batch of windows per model call")
         group.add_argument("--frames", type=int, default=None,
-                           help="pad each window's time axis to this many frames (default: no padding)")
+                           help="pad each window's time axis to this many frames, as the readers do "
+                                "(default: the windows' Omega; 0: no padding)")
         group.add_argument("--pad_value", type=float, default=-1.0, help="value of padded frames")
         group.add_argument("--trim_map_edges", action="store_true",
                            help="drop the deadzone along the area's outer edge too (nodata there)")
