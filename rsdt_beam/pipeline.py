@@ -25,7 +25,8 @@ from rsdt_beam.acquire.store import list_store, read_grid
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
                                parse_time, window_params)
-from rsdt_beam.progress import NAMESPACE, enable_progress_line
+from rsdt_beam import progress
+from rsdt_beam.progress import NAMESPACE, enable_progress_line, set_total
 from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
 from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks,
@@ -199,11 +200,16 @@ class StackPlan:
         """
         if refs is None:
             refs = pipeline | "Observations" >> beam.Create(self.observations.refs)
+        set_total("tiles_stacked", self.tile_count(selector))
         inspected = refs | "Inspect observations" >> InspectObservations(self.grid, self.bands)
         written = inspected["valid"] | "Written time stamps" >> WrittenTimes(self.params)
         stacked = inspected["valid"] | "Stack tiles" >> StackChunks(self.layout, self.chunk_size, self.bands,
                                                                      written, selector)
         return stacked["stacks"], written, [inspected[REJECTED], stacked[REJECTED]]
+
+    def tile_count(self, selector=None) -> int:
+        """Tiles Stage 2 stacks: all, or those `selector(j, i)` keeps."""
+        return sum(1 for tile in self.layout.tiles() if selector is None or selector(*tile))
 
     def listed_rejections(self) -> list[Rejection]:
         return self.observations.rejected if self.observations else []
@@ -243,6 +249,7 @@ def build_window(pipeline, options: PipelineOptions) -> WindowOutput:
         raise ValueError("--stack_dir is required")
     output = window_output_from_options(options)
     read = ReadTileStacks(opts.stack_dir, tile_selector(opts.tiles))
+    set_total("tiles_windowed", len(read.tiles))
     pipeline | "Read stacks" >> read | "Write windows" >> WriteWindows(output, read.metadata)
     return output
 
@@ -262,6 +269,7 @@ def add_stages_2_and_3(pipeline, options: PipelineOptions, plan: StackPlan, refs
         stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
                                                options.view_as(OutputOptions).gzip_level, written)
         stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
+    set_total("tiles_windowed", plan.tile_count(selector))
     stacks | "Write windows" >> WriteWindows(output, plan.metadata)
     write_rejected([*source_rejected, *rejected], plan.listed_rejections(), output.output_dir, pipeline)
     return plan
@@ -297,8 +305,8 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
         print_help()
         raise SystemExit(0)
     options = options or PipelineOptions(argv)
-    show_progress = not options.view_as(OutputOptions).no_progress and sys.stderr.isatty()
-    enable_progress_line(show_progress)
+    quiet = options.view_as(OutputOptions).no_progress
+    enable_progress_line(None if quiet else (progress.TTY if sys.stderr.isatty() else progress.LOG))
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     plan = build(pipeline, options)
@@ -306,6 +314,7 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
         print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
     result = pipeline.run()
     result.wait_until_finish()
+    progress.finish_progress_line()
     print(summary(result, time.monotonic() - started), file=sys.stderr)
     return result
 

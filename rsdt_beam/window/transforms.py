@@ -21,7 +21,7 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
 from rsdt_beam.stack.files import METADATA_FILE, MODEL_CARD_KEYS, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
 from rsdt_beam.stack.rules import TileStack
@@ -52,8 +52,13 @@ class ReadTileStacks(beam.PTransform):
     def metadata(self) -> dict:
         return self._metadata
 
+    @property
+    def tiles(self) -> list[tuple[int, int]]:
+        return list(self._tiles)
+
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
+        set_total("tiles_read", len(self._tiles))
         read = Counter("tiles_read")
 
         def read_tile(tile):
