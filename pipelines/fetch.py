@@ -38,7 +38,8 @@ def build_fetch(pipeline, options: PipelineOptions, plan: FetchPlan):
     if not window_opts.window_output:
         write_rejected([fetched[REJECTED]], [], options.view_as(AreaOptions).store, pipeline)
         return plan
-    stack_plan = StackPlan.from_options(options, grid=plan.grid, bands=plan.bands)
+    stack_plan = StackPlan.from_options(options, grid=plan.grid, bands=plan.bands,
+                                        band_description=plan.band_description())
     return add_stages_2_and_3(pipeline, options, stack_plan, refs=fetched["observations"],
                               source_rejected=[fetched[REJECTED]])
 

@@ -25,7 +25,9 @@ from typing import Callable, Sequence
 
 from rsdt_beam.numpy_reader import (WindowRecord, inference_elements, online_windows, read_window_file,
                                     source_metadata, window_files)
-from rsdt_beam.stack.files import TILE_FILE, list_tiles, read_stack_metadata, tile_file_name, tile_timestamps
+from rsdt_beam.stack.files import (TILE_FILE, band_counts, list_tiles, read_stack_metadata, tile_file_name,
+                                   tile_timestamps)
+from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.listing import window_ranges
 from rsdt_beam.window.padding import (DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames,
                                       resolve_frames)
@@ -62,7 +64,7 @@ def _frame_mask(tensor, frames: int | None):
 def training_dataset(source: str | Sequence[str], *, batch_size: int | None = None,
                      shuffle_buffer: int = 1024, seed: int | None = None, frames: int | None = None,
                      pad_value: float = DEFAULT_PAD_VALUE, cycle_length: int = 4, repeat: bool = False,
-                     drop_remainder: bool = False, masks: bool = False):
+                     drop_remainder: bool = False, masks: bool = False, normalize: bool = False):
     """`(feature, label)` pairs of training windows with static shapes, shuffled across files.
 
     `source` is a Stage 3 folder (per-tile files or shards), a glob or a
@@ -74,6 +76,8 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     from the folder's metadata.json; 0: not padded); labels keep their
     shape. `masks=True` gives `({"Feature", "frame_mask"}, label)`. A
     whole Stage 3 folder has a known cardinality (its `windows_written`).
+    `normalize=True` scales features band by band with the folder's
+    `band_stats` (`(x - mean) / std`; padding untouched).
     """
     import tensorflow as tf
 
@@ -85,6 +89,7 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     timed = first.feature.ndim == 4
     metadata = source_metadata(source, files)
     frames = resolve_frames(frames, metadata.get("Omega"), str(source)) if timed else None
+    scale = normalization(metadata, band_counts(metadata).total) if normalize else None
     feature_shape = (frames, *first.feature.shape[1:]) if timed else first.feature.shape
     feature_dtype, label_dtype = tf.as_dtype(first.feature.dtype), tf.as_dtype(first.label.dtype)
     schema = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string)}
@@ -92,6 +97,8 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, schema)
         feature = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
+        if scale is not None:
+            feature = (feature - scale[0]) / scale[1]
         padded = tf.ensure_shape(_pad_time(feature, frames, pad_value, "Feature"), feature_shape)
         label = tf.ensure_shape(tf.io.parse_tensor(parsed["Label"], label_dtype), first.label.shape)
         if not masks:

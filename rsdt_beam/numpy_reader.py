@@ -25,7 +25,9 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.records import parse_example, parse_tensor
-from rsdt_beam.stack.files import METADATA_FILE, TILE_FILE, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import (METADATA_FILE, TILE_FILE, band_counts, read_stack_metadata, read_tile_stack,
+                                   tile_file_name)
+from rsdt_beam.stack.stats import normalization
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.padding import (DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames,
                                       resolve_frames, training_element)
@@ -172,16 +174,18 @@ def _interleaved(files: list[str], cycle_length: int) -> Iterator[WindowRecord]:
 
 def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024, seed: int | None = None,
                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
-                      cycle_length: int = 4) -> Iterator:
+                      cycle_length: int = 4, normalize: bool = False) -> Iterator:
     """`(feature, label)` of training windows as `datasets.training_dataset` yields them, without TensorFlow.
 
     Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega of the folder's metadata.json;
     0: not padded); `masks=True` gives `({"Feature", "frame_mask"}, label)`. Files are shuffled and read
     `cycle_length` at a time, then records go through a `shuffle_buffer` (0: file order), both
-    seeded by `seed`.
+    seeded by `seed`. `normalize=True` scales features band by band with the folder's `band_stats`.
     """
     files = window_files(source)
-    frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
+    metadata = source_metadata(source, files)
+    frames = resolve_frames(frames, metadata.get("Omega"), str(source))
+    scale = normalization(metadata, band_counts(metadata).total) if normalize else None
     rng = np.random.default_rng(seed)
     if shuffle_buffer:
         files = [files[k] for k in rng.permutation(len(files))]
@@ -192,7 +196,7 @@ def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024
         if record.label is None:
             raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label "
                              f"(inference windows?)")
-        yield training_element(record.feature, record.label, frames, pad_value, masks)
+        yield training_element(record.feature, record.label, frames, pad_value, masks, scale)
 
 
 def inference_element(record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE) -> dict:

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from rsdt_beam import fs
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
-from rsdt_beam.acquire.store import list_store, read_grid
+from rsdt_beam.acquire.store import list_store, read_band_description, read_grid
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
                                parse_time, window_params)
@@ -48,6 +48,7 @@ class Observations:
     grid: Grid
     bands: BandCounts
     after_end: int = 0
+    band_description: dict = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         per = {m: sum(r.modality == m for r in self.refs) for m in MODALITIES}
@@ -61,12 +62,14 @@ def discover_observations(options: StackOptions, endtime: float) -> Observations
     rejected: list[Rejection] = []
     sources = []
     grid = None
+    description: dict = {}
     if options.observations:
         sources.append(options.observations)
         found, skipped = list_store(options.observations)
         refs += found
         rejected += skipped
         grid = read_grid(options.observations)
+        description.update(read_band_description(options.observations))
     for modality, folder, reader in (
             (SAR_ASCENDING, options.sar_ascending, EOPatchReader(options.sar_bands_feature, options.sar_mask_feature)),
             (SAR_DESCENDING, options.sar_descending, EOPatchReader(options.sar_bands_feature, options.sar_mask_feature)),
@@ -78,6 +81,9 @@ def discover_observations(options: StackOptions, endtime: float) -> Observations
             found, skipped = list_eopatches(folder, modality, reader)
             refs += found
             rejected += skipped
+            description[modality] = {"units": "as stored in the EOPatches", "preprocessing": {
+                "eopatch_data_feature": reader.bands_feature,
+                "eopatch_mask_feature": reader.mask_feature}}
     if not sources:
         raise ValueError("no input: give --observations and/or --sar_ascending/--sar_descending/--optical")
     for item in rejected:
@@ -112,7 +118,19 @@ def discover_observations(options: StackOptions, endtime: float) -> Observations
         raise ValueError(f"SAR ascending has {headers[SAR_ASCENDING].bands} bands but SAR descending has "
                          f"{headers[SAR_DESCENDING].bands}; rsdtlib's record schema needs one bands_sar")
     bands = BandCounts(sar.pop() if sar else 0, headers[OPTICAL].bands if OPTICAL in headers else 0)
-    return Observations(unique, rejected, grid, bands, after_end)
+    for modality, entry in description.items():
+        if "names" not in entry and modality in headers:  # EOPatches name no bands: feature[k]
+            feature = entry["preprocessing"]["eopatch_data_feature"]
+            entry["names"] = [f"{feature}[{k}]" for k in range(headers[modality].bands)]
+    return Observations(unique, rejected, grid, bands, after_end, description)
+
+
+def model_card(band_description: dict) -> dict:
+    """metadata.json's `bands` (names and units per modality) and `preprocessing` of a band description."""
+    present = [m for m in MODALITIES if m in band_description]
+    return {"bands": {m: {key: band_description[m][key] for key in ("names", "units") if key in band_description[m]}
+                      for m in present},
+            "preprocessing": {m: band_description[m].get("preprocessing", {}) for m in present}}
 
 
 def stack_metadata(layout: TileLayout, bands: BandCounts, grid: Grid, params: StackParams) -> dict:
@@ -164,18 +182,23 @@ class StackPlan:
     @classmethod
     def create(cls, grid: Grid, bands: BandCounts, params: StackParams, tile_size: tuple[int, int],
                deadzone: tuple[int, int], chunk_size: int,
-               observations: Observations | None = None) -> "StackPlan":
+               observations: Observations | None = None, band_description: dict | None = None) -> "StackPlan":
+        """`band_description` (`{modality: {"names", "units", "preprocessing"}}`, default: the
+        observations') goes into metadata.json as `bands` and `preprocessing`."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         layout = TileLayout(grid.height, grid.width, *tile_size, *deadzone)
         metadata = stack_metadata(layout, bands, grid, params)
         if observations is not None:
             metadata["modalities"] = sorted({ref.modality for ref in observations.refs})
+            band_description = band_description or observations.band_description
+        if band_description:
+            metadata.update(model_card(band_description))
         return cls(grid, bands, params, layout, chunk_size, metadata, observations)
 
     @classmethod
     def from_options(cls, options: PipelineOptions, grid: Grid | None = None,
-                     bands: BandCounts | None = None) -> "StackPlan":
+                     bands: BandCounts | None = None, band_description: dict | None = None) -> "StackPlan":
         """From StackOptions; lists the observations unless `grid` and `bands` are given."""
         opts = options.view_as(StackOptions)
         if not opts.starttime or not opts.endtime:
@@ -186,7 +209,7 @@ class StackPlan:
             observations = discover_observations(opts, params.endtime)
             grid, bands = observations.grid, observations.bands
         return cls.create(grid, bands, params, parse_size_pair(opts.tile_size), parse_size_pair(opts.deadzone),
-                          opts.chunk_size, observations)
+                          opts.chunk_size, observations, band_description)
 
     def describe(self) -> str:
         what = self.observations.summary() if self.observations else f"grid {self.grid.describe()}"

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
+from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
+from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, resolve_frames, training_element
 from rsdt_beam.window.rules import WindowParams, window_spans, windows
 from rsdt_beam.window.sampling import Sample, parse_sample, window_pairs
@@ -56,14 +57,16 @@ class StackTrainingWindows:
     `gen_label(window, label_args) -> (feature, label)` and `win_filter(*window) -> bool` are
     Stage 3's (`--label_fn`, `--window_filter`); `tiles` a tile selector or its spec (`--tiles`);
     `sample` a `Sample`, its spec (`every:10`, `fraction:0.1:SEED`) or a weight function
-    `weight(feature, label) -> probability`.
+    `weight(feature, label) -> probability`. `normalize=True` scales features band by band with
+    the stacks' `band_stats` (`(x - mean) / std`, padding untouched).
     """
 
     def __init__(self, stack_dir: str, params: WindowParams, *, gen_label: Callable = rsdtlib_example_label,
                  label_args: Any = None, win_filter: Callable | None = None,
                  tiles: "str | TileSelector | Sequence[Tile] | None" = None,
                  sample: "str | Sample | Callable | None" = None, frames: int | None = None,
-                 pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False, metadata: dict | None = None):
+                 pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False, normalize: bool = False,
+                 metadata: dict | None = None):
         self.stack_dir = stack_dir
         self.params = params
         self.gen_label = gen_label
@@ -74,6 +77,7 @@ class StackTrainingWindows:
         self.pad_value = pad_value
         self.masks = masks
         self.metadata = metadata or read_stack_metadata(stack_dir)
+        self.scale = normalization(self.metadata, band_counts(self.metadata).total) if normalize else None
         if tiles is not None and not isinstance(tiles, str) and not callable(tiles):
             wanted = {(int(j), int(i)) for j, i in tiles}
             selector: TileSelector = lambda j, i: (j, i) in wanted  # noqa: E731
@@ -123,7 +127,7 @@ class StackTrainingWindows:
 
     def element(self, feature: np.ndarray, label: np.ndarray):
         """The reader's element of a training pair (`rsdt_beam.window.padding.training_element`)."""
-        return training_element(feature, label, self.frames, self.pad_value, self.masks)
+        return training_element(feature, label, self.frames, self.pad_value, self.masks, self.scale)
 
     def tile_elements(self, tile: Tile) -> Iterator[tuple[int, Any]]:
         """`(window id, element)` of one tile, in time order."""
@@ -164,7 +168,8 @@ def training_dataset_from_stacks(stack_dir: str, params: WindowParams, *, gen_la
                                  label_args: Any = None, win_filter: Callable | None = None, tiles=None,
                                  sample=None, batch_size: int | None = None, seed: int | None = 0,
                                  shuffle: bool = True, frames: int | None = None,
-                                 pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False, num_shards: int = 1,
+                                 pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
+                                 normalize: bool = False, num_shards: int = 1,
                                  shard_index: int = 0, readers: int = 1, cycle_tiles: int = 4,
                                  repeat: bool = False, drop_remainder: bool = False):
     """tf.data `(feature, label)` pairs built from stacks, with static shapes and a known cardinality.
@@ -177,7 +182,7 @@ def training_dataset_from_stacks(stack_dir: str, params: WindowParams, *, gen_la
 
     plan = StackTrainingWindows(stack_dir, params, gen_label=gen_label, label_args=label_args,
                                 win_filter=win_filter, tiles=tiles, sample=sample, frames=frames,
-                                pad_value=pad_value, masks=masks)
+                                pad_value=pad_value, masks=masks, normalize=normalize)
     length = plan.shard_length(shard_index, num_shards)
     signature = tf.nest.map_structure(lambda a: tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype)),
                                       plan.first_element())

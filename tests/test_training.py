@@ -154,14 +154,18 @@ def test_numpy_reader_gives_the_arrays_of_the_tf_reader(sample_run):
     from rsdt_beam.datasets import inference_dataset, training_dataset
 
     source = os.path.join(sample_run, "windows")
-    tf_batches = list(training_dataset(source, batch_size=32, shuffle_buffer=0, cycle_length=1,
-                                       masks=True).as_numpy_iterator())
-    np_batches = list(batches(training_elements(source, shuffle_buffer=0, cycle_length=1, masks=True), 32))
-    assert len(np_batches) == len(tf_batches) == 9
-    for (np_inputs, np_labels), (tf_inputs, tf_labels) in zip(np_batches, tf_batches):
-        for key in ("Feature", "frame_mask"):
-            np.testing.assert_array_equal(np_inputs[key], tf_inputs[key])
-        np.testing.assert_array_equal(np_labels, tf_labels)
+    for normalize in (False, True):
+        tf_batches = list(training_dataset(source, batch_size=32, shuffle_buffer=0, cycle_length=1, masks=True,
+                                           normalize=normalize).as_numpy_iterator())
+        np_batches = list(batches(training_elements(source, shuffle_buffer=0, cycle_length=1, masks=True,
+                                                    normalize=normalize), 32))
+        assert len(np_batches) == len(tf_batches) == 9
+        for (np_inputs, np_labels), (tf_inputs, tf_labels) in zip(np_batches, tf_batches):
+            np.testing.assert_allclose(np_inputs["Feature"], tf_inputs["Feature"], rtol=1e-6)
+            np.testing.assert_array_equal(np_inputs["frame_mask"], tf_inputs["frame_mask"])
+            np.testing.assert_array_equal(np_labels, tf_labels)
+        if not normalize:
+            np.testing.assert_array_equal(np_batches[3][0]["Feature"], tf_batches[3][0]["Feature"])
     # Seeded shuffling: the same seed gives the same order, another seed another; always every window once.
     orders = [[digest(f) for f, _ in training_elements(source, seed=seed, shuffle_buffer=64)] for seed in (1, 1, 2)]
     assert orders[0] == orders[1] != orders[2] and sorted(orders[0]) == sorted(orders[2])
@@ -172,3 +176,52 @@ def test_numpy_reader_gives_the_arrays_of_the_tf_reader(sample_run):
     assert sorted(np_infer) == sorted(tf_infer)
     for key in tf_infer:
         np.testing.assert_array_equal(np_infer[key], tf_infer[key])
+
+
+def test_band_moments_merge_in_any_order_equals_one_pass():
+    from rsdt_beam.stack.rules import BandCounts
+    from rsdt_beam.stack.stats import BandMoments, normalization
+
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(5.0, 2.0, (n, 4, 4, 5)).astype(np.float32) for n in (3, 1, 7, 2)]
+    merged = BandMoments.empty(5)
+    for part in reversed(parts):
+        merged = BandMoments.of(part).merge(merged)
+    whole = np.concatenate(parts).reshape(-1, 5).astype(np.float64)
+    stats = merged.to_json(BandCounts(1, 3))
+    assert list(stats) == ["sar_ascending", "sar_descending", "optical"]
+    np.testing.assert_allclose(stats["optical"]["mean"], whole.mean(0)[2:])
+    np.testing.assert_allclose(stats["sar_descending"]["std"], whole.std(0)[1:2])
+    assert stats["optical"]["min"] == whole.min(0)[2:].tolist() and stats["sar_ascending"]["count"] == len(whole)
+    mean, std = normalization({"band_stats": stats}, 5)
+    np.testing.assert_allclose(std, whole.std(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="no band_stats"):
+        normalization({}, 5)
+
+
+def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
+    from rsdt_beam import fs
+    from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
+
+    stack_metadata = read_stack_metadata(stacks)
+    frames = np.concatenate([read_tile_stack(stacks, t, stack_metadata).frames for t in list_tiles(stacks)])
+    stats = stack_metadata["band_stats"]["optical"]
+    np.testing.assert_allclose(stats["mean"], [frames.astype(np.float64).mean()], rtol=1e-9)
+    np.testing.assert_allclose(stats["std"], [frames.astype(np.float64).std()], rtol=1e-9)
+    assert (stats["min"], stats["max"]) == ([float(frames.min())], [float(frames.max())])
+    assert stack_metadata["bands"] == {"optical": {"names": ["NDVI[0]"], "units": "as stored in the EOPatches"}}
+    assert stack_metadata["preprocessing"]["optical"]["eopatch_data_feature"] == "NDVI"
+    window_metadata = fs.read_json(os.path.join(sample_run, "windows", "metadata.json"))
+    for key in ("band_stats", "bands", "preprocessing"):
+        assert window_metadata[key] == stack_metadata[key]
+    assert window_metadata["label_fn"] == "rsdt_beam.window.selection:rsdtlib_example_label"
+
+    mean, std = stats["mean"][0], stats["std"][0]
+    raw = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True))
+    scaled = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True,
+                                    normalize=True))
+    real = raw[0]["frame_mask"]
+    np.testing.assert_allclose(scaled[0]["Feature"][real], (raw[0]["Feature"][real] - mean) / std, rtol=1e-5)
+    assert (scaled[0]["Feature"][~real] == -1.0).all()
+    online = next(StackTrainingWindows(stacks, PARAMS, normalize=True, masks=True).elements(shuffle=False))
+    np.testing.assert_array_equal(online[0]["Feature"], scaled[0]["Feature"])

@@ -34,7 +34,7 @@ from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParam
                                        read_manifest, read_source_window)
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
-                                     write_grid, write_observation)
+                                     write_band_description, write_grid, write_observation)
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
@@ -298,6 +298,7 @@ class ConvertPlan:
     job: ConvertJob
     sources: list[ConvertSource]
     rejected: list[Rejection]
+    band_names: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
@@ -311,18 +312,20 @@ class ConvertPlan:
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
+        names: dict[str, tuple[str, ...]] = {}
         for source in unique.sources:
             if source.modality in bands:
                 continue
             try:
-                bands[source.modality] = inspect_source(source, grid).bands
+                header = inspect_source(source, grid)
+                bands[source.modality], names[source.modality] = header.bands, header.band_names
             except ObservationError as error:
                 _LOG.warning("cannot take the %s band count from %s, trying the next one",
                              source.modality, error)
         for item in rejected:
             _LOG.warning("set aside %s: %s", item.observation, item.reason)
         job = ConvertJob(store, grid, params, tuple(sorted(bands.items())), aoi, block_size)
-        return cls(job, unique.sources, rejected)
+        return cls(job, unique.sources, rejected, names)
 
     @classmethod
     def from_options(cls, options) -> "ConvertPlan":
@@ -363,6 +366,20 @@ class ConvertPlan:
                              f"{bands[SAR_DESCENDING]}; rsdtlib's record schema needs one bands_sar")
         return BandCounts(sar.pop() if sar else 0, bands.get(OPTICAL, 0))
 
+    def band_description(self) -> dict:
+        """`{modality: {"names", "units", "preprocessing"}}` of this run's modalities (store's bands.json)."""
+        params = self.job.params
+        out = {}
+        for modality, _ in self.job.bands:
+            sar_db = params.db_to_linear and modality != OPTICAL
+            divisor = params.divisor(modality)
+            preprocessing = {"divisor": divisor, "db_to_linear": sar_db, "mask_rule": params.mask_rule.describe(),
+                             "resampling": params.resampling, "dtype": params.dtype}
+            units = "linear power (from dB)" if sar_db else f"source value / {divisor:g}"
+            out[modality] = {"names": list(self.band_names.get(modality, ())), "units": units,
+                             "preprocessing": preprocessing}
+        return out
+
     def describe(self) -> str:
         per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
         return (f"convert {len(self.sources)} sources ({', '.join(f'{m} {n}' for m, n in per.items() if n)}), "
@@ -374,6 +391,8 @@ class ConvertPlan:
         grid, store = self.job.grid, self.job.store
         (pipeline | "Grid" >> beam.Create([grid])
          | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g)))
+        (pipeline | "Band description" >> beam.Create([self.band_description()])
+         | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description)))
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         return sources | "Convert" >> ConvertObservations(self.job, self.rejected)
 
@@ -391,5 +410,6 @@ def build_convert(pipeline, options):
     refs, rejected = plan.expand(pipeline)
     if not options.view_as(WindowOptions).window_output:
         return plan
-    stack_plan = StackPlan.from_options(options, grid=plan.job.grid, bands=plan.band_counts)
+    stack_plan = StackPlan.from_options(options, grid=plan.job.grid, bands=plan.band_counts,
+                                        band_description=plan.band_description())
     return add_stages_2_and_3(pipeline, options, stack_plan, refs=refs, source_rejected=[rejected])

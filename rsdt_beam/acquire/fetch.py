@@ -40,7 +40,8 @@ from rsdt_beam import fs
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
-                                     read_grid, write_grid, write_observation, write_rejection)
+                                     read_grid, write_band_description, write_grid, write_observation,
+                                     write_rejection)
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
@@ -200,6 +201,16 @@ class FetchPlan:
         sar = any(m != OPTICAL for m in self.acquisitions)
         return BandCounts(len(sh.S1_BANDS) if sar else 0,
                           len(sh.S2_BANDS) if OPTICAL in self.acquisitions else 0)
+
+    def band_description(self) -> dict:
+        """`{modality: {"names", "units", "preprocessing"}}` of the fetched collections (store's bands.json)."""
+        out = {}
+        for modality in self.acquisitions:
+            collection = sh.COLLECTIONS[modality]
+            out[modality] = {"names": list(collection.bands), "units": collection.units,
+                             "preprocessing": {"source": f"Sentinel Hub {collection.stock_name}",
+                                               "valid": " and ".join(collection.masks)}}
+        return out
 
     def estimated_units(self) -> float:
         return sum(sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width)
@@ -391,6 +402,7 @@ class FetchObservations(beam.PTransform):
     def expand(self, pbegin):
         plan = self._plan
         write_grid(plan.store, plan.grid)
+        write_band_description(plan.store, plan.band_description())
         fetched = (pbegin
                    | "Work items" >> beam.Create(plan.items)
                    | "Fetch chunks" >> FetchChunks(plan.settings, plan.token, plan.grid, plan.store))

@@ -31,6 +31,7 @@ from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.stack.rules import MODALITIES
 
 GRID_FILE = "grid.json"
+BANDS_FILE = "bands.json"
 REJECTED_DIR = "rejected"
 
 
@@ -94,6 +95,20 @@ def write_grid(root: str, grid: Grid) -> None:
 def read_grid(root: str) -> Grid | None:
     path = fs.join(root, GRID_FILE)
     return Grid.from_json(fs.read_json(path)) if fs.exists(path) else None
+
+
+def write_band_description(root: str, description: dict) -> None:
+    """Records `{modality: {"names", "units", "preprocessing"}}` of this run's modalities in `bands.json`
+    (the store's other modalities keep theirs); Stage 2 copies it into metadata.json."""
+    path = fs.join(root, BANDS_FILE)
+    recorded = fs.read_json(path) if fs.exists(path) else {}
+    fs.write_json(path, dict(recorded, **description))
+
+
+def read_band_description(root: str) -> dict:
+    """The store's `bands.json`, or {} (a store written before it was recorded)."""
+    path = fs.join(root, BANDS_FILE)
+    return fs.read_json(path) if fs.exists(path) else {}
 
 
 def write_rejection(root: str, rejection: Rejection, modality: str, time: float) -> None:

@@ -39,6 +39,11 @@ def read_stack_metadata(stack_dir: str) -> dict:
     return metadata
 
 
+def band_counts(metadata: dict) -> BandCounts:
+    """The band counts metadata.json gives (rsdtlib's `bands_sar`, `bands_opt`)."""
+    return BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
+
+
 def list_tiles(stack_dir: str) -> list[tuple[int, int]]:
     """Tile indices of the `{j}_{i}.tfrecords` files in a stack folder, row-major."""
     tiles = []
@@ -60,7 +65,7 @@ def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
 def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> TileStack:
     """One tile's stack, checked against the metadata's tile size and band counts."""
     path = fs.join(stack_dir, tile_file_name(tile))
-    bands = BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
+    bands = band_counts(metadata)
     shapes = {"SAR_ascending": (metadata["tile_size_y"], metadata["tile_size_x"], bands.sar),
               "OPT": (metadata["tile_size_y"], metadata["tile_size_x"], bands.opt)}
     shapes["SAR_descending"] = shapes["SAR_ascending"]

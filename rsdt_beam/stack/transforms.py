@@ -24,9 +24,10 @@ from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Reje
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import METADATA_FILE, tile_file_name
+from rsdt_beam.stack.files import METADATA_FILE, band_counts, tile_file_name
 from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
                                    written_times)
+from rsdt_beam.stack.stats import BAND_STATS_KEY, BandMoments
 from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)
@@ -201,6 +202,40 @@ class _WriteStack(beam.DoFn):
         yield stack.tile
 
 
+class _BandStatsFn(beam.CombineFn):
+    """TileStack -> per-band statistics of all its frames, merged over tiles (`rsdt_beam.stack.stats`)."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def create_accumulator(self) -> BandMoments:
+        return BandMoments.empty(self._bands.total)
+
+    def add_input(self, accumulator: BandMoments, stack: TileStack) -> BandMoments:
+        return accumulator.merge(BandMoments.of(stack.frames))
+
+    def merge_accumulators(self, accumulators) -> BandMoments:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: BandMoments) -> dict:
+        return accumulator.to_json(self._bands)
+
+
+class BandStatistics(beam.PTransform):
+    """PCollection[TileStack] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def expand(self, stacks):
+        return stacks | "Band statistics" >> beam.CombineGlobally(_BandStatsFn(self._bands))
+
+
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
@@ -224,11 +259,15 @@ class WriteStacks(beam.PTransform):
         written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(output_dir, self._gzip_level),
                                                             beam.pvalue.AsSingleton(cleared))
 
-        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(metadata))
+
+        def write_metadata(tiles: Iterable, times: np.ndarray, band_stats: dict) -> dict:
             done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+            done[BAND_STATS_KEY] = band_stats
             fs.write_json(marker, done)
             return done
 
         return (written
                 | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
+                                                    beam.pvalue.AsSingleton(stats)))

@@ -23,8 +23,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from rsdt_beam import fs
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import METADATA_FILE, MODEL_CARD_KEYS, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import (METADATA_FILE, MODEL_CARD_KEYS, band_counts, list_tiles, read_stack_metadata,
+                                   read_tile_stack, tile_file_name)
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.stats import BAND_STATS_KEY
+from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
 from rsdt_beam.window.rules import Window, WindowParams, windows
@@ -279,8 +282,12 @@ class WriteWindows(beam.PTransform):
                 fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard,
                 output.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
+        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
+            stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
+        else:  # fused, or rsdtlib's stacks: computed over the same frames
+            stats = stacks | "Statistics" >> BandStatistics(band_counts(self._stack_metadata))
 
-        def finish(tile_counts: list, _done: list) -> str:
+        def finish(tile_counts: list, _done: list, band_stats: dict) -> str:
             parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
             with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
                 f.write(_csv_text([WINDOWS_CSV_HEADER]).encode())
@@ -288,10 +295,11 @@ class WriteWindows(beam.PTransform):
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
             fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n in tile_counts),
-                                       tiles_written=len(tile_counts)))
+                                       tiles_written=len(tile_counts), **{BAND_STATS_KEY: band_stats}))
             return marker
 
         return (rows
                 | "Collect window counts" >> beam.combiners.ToList()
                 | "Write windows.csv and metadata.json" >> beam.Map(
-                    finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally())))
+                    finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally()),
+                    beam.pvalue.AsSingleton(stats)))
