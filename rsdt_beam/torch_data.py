@@ -40,6 +40,7 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
             num_replicas = num_replicas or (torch.distributed.get_world_size() if distributed else 1)
             rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
         self.windows = StackTrainingWindows(stack_dir, params, **windows)
+        self.windows.window_counts()  # once here, not in every worker process
         self.seed = seed
         self.shuffle = shuffle
         self.cycle_tiles = cycle_tiles
