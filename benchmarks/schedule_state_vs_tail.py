@@ -31,10 +31,9 @@ import time
 import numpy as np
 
 from pipelines.sample import SAMPLE
-from rsdt_beam.acquire.observation import time_name
 from rsdt_beam.acquire.store import write_grid, write_observation
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid
-from rsdt_beam.options import parse_time
 from rsdt_beam.pipeline import build_fused, build_stack, run
 from rsdt_beam.schedule import launch, list_runs
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack

@@ -18,8 +18,8 @@ stack and window in one pipeline): add the Stage 2 and 3 flags and
 import logging
 import sys
 
-from rsdt_beam.pipeline import run
 from rsdt_beam.acquire.convert import build_convert
+from rsdt_beam.pipeline import run
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)

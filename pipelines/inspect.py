@@ -17,9 +17,18 @@ import argparse
 import sys
 
 from rsdt_beam import fs
-from rsdt_beam.inspect import (describe_map, describe_maps, describe_stack, describe_windows, render_map,
-                               render_tile_stack, render_window_timeline, spans_of_ranges,
-                               window_frame_times, write_ranges_csv)
+from rsdt_beam.inspect import (
+    describe_map,
+    describe_maps,
+    describe_stack,
+    describe_windows,
+    render_map,
+    render_tile_stack,
+    render_window_timeline,
+    spans_of_ranges,
+    window_frame_times,
+    write_ranges_csv,
+)
 from rsdt_beam.options import window_params
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 from rsdt_beam.window.listing import window_ranges

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from rsdt_beam.acquire.eopatch import write_eopatch
-from rsdt_beam.acquire.observation import parse_time_name
+from rsdt_beam.common.times import parse_time_name
 from rsdt_beam.pipeline import build_fused, run
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

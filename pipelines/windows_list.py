@@ -11,12 +11,12 @@ import argparse
 import csv
 import sys
 
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.names import parse_tile
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.options import window_params
 from rsdt_beam.stack.files import tile_timestamps
 from rsdt_beam.window.listing import window_ranges
 from rsdt_beam.window.rules import WindowParams
-from rsdt_beam.window.selection import parse_tile
 
 
 def windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParams) -> list[tuple]:

@@ -42,7 +42,7 @@ class AreaOfInterest:
         """(minx, miny, maxx, maxy) in the AOI's CRS."""
         return tuple(float(v) for v in self.geometry.bounds)
 
-    def to_crs(self, crs: str) -> "AreaOfInterest":
+    def to_crs(self, crs: str) -> AreaOfInterest:
         target = crs_string(crs)
         if CRS.from_user_input(target) == CRS.from_user_input(self.crs):
             return AreaOfInterest(self.geometry, target)

@@ -22,7 +22,8 @@ import dataclasses
 import io
 import os
 import tempfile
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -30,7 +31,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, Predi
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.names import MAPS_CSV
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import MapKey, stitch, write_geotiff
 from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
@@ -42,7 +44,6 @@ from rsdt_beam.window.rules import WindowParams, windows
 from rsdt_beam.window.selection import TileSelector, load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks
 
-MAPS_CSV = "maps.csv"
 _MAPS_CSV_HEADER = ("window_id", "start", "end", "tiles", "file", "start_epoch", "end_epoch")
 
 
@@ -224,7 +225,7 @@ class MapOutput:
 
     @classmethod
     def from_metadata(cls, output_dir: str, metadata: dict, grid: Grid | None = None,
-                      trim_edges: bool = False) -> "MapOutput":
+                      trim_edges: bool = False) -> MapOutput:
         """From Stage 2/3 metadata.json (tile size, deadzone, grid; `grid` overrides the latter)."""
         if grid is None:
             if "grid" not in metadata:

@@ -19,16 +19,17 @@ import datetime
 import io
 import json
 import posixpath
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.maps import read_geotiff
 from rsdt_beam.numpy_reader import read_windows, window_metadata
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, tile_timestamps
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, window_ranges
 from rsdt_beam.window.rules import WindowParams, WindowSpan
 

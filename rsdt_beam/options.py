@@ -7,41 +7,11 @@ offset is given); durations are seconds or a number with a unit
 
 from __future__ import annotations
 
-import datetime
-import re
-
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from rsdt_beam.common.times import parse_duration
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
 from rsdt_beam.window.rules import WindowParams
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds of `3600`, `90m`, `12h`, `2d` or `1w`."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhdw]?)\s*", str(text))
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use seconds or e.g. 2d, 12h, 30m)")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def parse_time(text: str | datetime.datetime | float) -> float:
-    """UTC epoch seconds of an ISO 8601 time (naive times are UTC, as rsdtlib's)."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    if isinstance(text, datetime.datetime):
-        moment = text
-    else:
-        try:
-            moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"not an ISO 8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
 
 
 def window_params(flags) -> WindowParams:

@@ -20,21 +20,20 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.acquire.store import list_store, read_grid
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.common.names import REJECTED_FILE, RSDTLIB_METADATA_KEYS
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, parse_duration, parse_time
 from rsdt_beam.grid import Grid, TileLayout
-from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
-                               parse_time, window_params)
+from rsdt_beam.options import OutputOptions, StackOptions, WindowOptions, parse_size_pair, window_params
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
-from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
-from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks,
-                                        WriteStacks, WrittenTimes)
+from rsdt_beam.stack.rules import StackParams
+from rsdt_beam.stack.transforms import REJECTED, InspectObservations, StackChunks, WriteStacks, WrittenTimes
 from rsdt_beam.window.selection import load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
 _LOG = logging.getLogger(__name__)
-REJECTED_FILE = "rejected.json"
 
 
 @dataclasses.dataclass
@@ -162,7 +161,7 @@ class StackPlan:
     @classmethod
     def create(cls, grid: Grid, bands: BandCounts, params: StackParams, tile_size: tuple[int, int],
                deadzone: tuple[int, int], chunk_size: int,
-               observations: Observations | None = None) -> "StackPlan":
+               observations: Observations | None = None) -> StackPlan:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         layout = TileLayout(grid.height, grid.width, *tile_size, *deadzone)
@@ -173,7 +172,7 @@ class StackPlan:
 
     @classmethod
     def from_options(cls, options: PipelineOptions, grid: Grid | None = None,
-                     bands: BandCounts | None = None) -> "StackPlan":
+                     bands: BandCounts | None = None) -> StackPlan:
         """From StackOptions; lists the observations unless `grid` and `bands` are given."""
         opts = options.view_as(StackOptions)
         if not opts.starttime or not opts.endtime:

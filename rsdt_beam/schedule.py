@@ -34,7 +34,6 @@ processed. Launches must not overlap (cron: `flock`; Airflow: `max_active_runs=1
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import math
 import sys
@@ -47,20 +46,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time, time_name
-from rsdt_beam.options import (OutputOptions, ScheduleOptions, StackOptions, WindowOptions, parse_duration,
-                               parse_time)
+from rsdt_beam.common.modalities import MODALITIES
+from rsdt_beam.common.names import MANIFEST_FILE, METADATA_FILE, REJECTED_FILE, RUNS_DIR
+from rsdt_beam.common.times import iso_time, parse_duration, parse_time, time_name, utc_now_iso
+from rsdt_beam.options import OutputOptions, ScheduleOptions, StackOptions, WindowOptions
 from rsdt_beam.pipeline import StackPlan, summary, window_output_from_options, write_rejected
 from rsdt_beam.stack.files import read_tile_stack
-from rsdt_beam.stack.rules import MODALITIES, Piece, TileStack
+from rsdt_beam.stack.rules import Piece, TileStack
 from rsdt_beam.stack.transforms import REJECTED, InspectObservations, StackChunks, WriteStacks, WrittenTimes
 from rsdt_beam.window.rules import Window, WindowParams, WindowSpan, window_spans
 from rsdt_beam.window.selection import tile_selector
 from rsdt_beam.window.transforms import WindowOutput, WriteWindows
 
 _LOG = logging.getLogger(__name__)
-RUNS_DIR = "runs"
-MANIFEST_FILE = "manifest.json"
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 _DAY = 86400.0
 
@@ -114,7 +112,7 @@ class Carry:
         return dict(dataclasses.asdict(self), times=list(self.times))
 
     @classmethod
-    def from_json(cls, data: dict) -> "Carry":
+    def from_json(cls, data: dict) -> Carry:
         return cls(**dict(data, times=tuple(float(t) for t in data["times"])))
 
 
@@ -246,7 +244,7 @@ class RunManifest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunManifest":
+    def from_json(cls, data: dict) -> RunManifest:
         return cls(**data)
 
 
@@ -268,10 +266,6 @@ def _write_manifest(output_root: str, manifest: RunManifest) -> None:
 def _delete_tree(path: str) -> None:
     # A trailing "/" makes Beam's GCS filesystem delete the whole prefix; local folders go recursively.
     FileSystems.delete([path.rstrip("/") + "/" if fs.is_remote(path) else path])
-
-
-def _utc_now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclasses.dataclass
@@ -360,7 +354,7 @@ def plan_run(options: PipelineOptions, now: float) -> RunPlan:
 
 def _outputs(run: RunPlan, write_stacks: bool) -> dict:
     outputs = {"windows": fs.join(run.directory, "windows"), "state": run.state_dir,
-               "rejected": fs.join(run.directory, "rejected.json")}
+               "rejected": fs.join(run.directory, REJECTED_FILE)}
     if write_stacks:
         outputs["stack"] = fs.join(run.directory, "stack")
     return outputs
@@ -368,10 +362,10 @@ def _outputs(run: RunPlan, write_stacks: bool) -> dict:
 
 def _finish_run(output_root: str, manifest: RunManifest, frames_before: int, carry: Carry, rejected: int) -> str:
     """The pipeline's last step: manifest `succeeded`, then the superseded incomplete runs go."""
-    windows = fs.read_json(fs.join(manifest.outputs["windows"], "metadata.json"))
+    windows = fs.read_json(fs.join(manifest.outputs["windows"], METADATA_FILE))
     replaced = [m.run_id for m in list_runs(output_root) if m.status != SUCCEEDED and m.run_id != manifest.run_id]
     done = dataclasses.replace(
-        manifest, status=SUCCEEDED, carry=carry.to_json(), replaced_runs=replaced, finished_at=_utc_now_iso(),
+        manifest, status=SUCCEEDED, carry=carry.to_json(), replaced_runs=replaced, finished_at=utc_now_iso(),
         counts=dict(frames_written=carry.frames_total - frames_before, windows_written=windows["windows_written"],
                     tiles_windowed=windows["tiles_written"], observations_rejected=rejected))
     _write_manifest(output_root, done)
@@ -442,7 +436,7 @@ def start_run(options: PipelineOptions, now: float) -> tuple[RunPlan, RunManifes
               "last": iso_time(max(r.time for r in run.refs)) if run.refs else None}
     manifest = RunManifest(run.run_id, RUNNING, iso_time(run.start), iso_time(run.end), run.parameters, inputs,
                            outputs, previous_run=run.previous.run_id if run.previous else None,
-                           late_observations=run.late_observations, launched_at=_utc_now_iso())
+                           late_observations=run.late_observations, launched_at=utc_now_iso())
     _write_manifest(run.output_root, manifest)
     return run, manifest
 
@@ -463,7 +457,7 @@ def launch(argv: list[str], now: float | None = None) -> RunManifest:
             raise RuntimeError(f"pipeline ended in state {result.state}")
     except BaseException as error:
         failed = dataclasses.replace(manifest, status=FAILED, error=f"{type(error).__name__}: {error}",
-                                     finished_at=_utc_now_iso())
+                                     finished_at=utc_now_iso())
         _write_manifest(run.output_root, failed)
         raise
     if result.state != PipelineState.DONE:  # submitted without waiting: the job records its end itself

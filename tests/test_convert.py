@@ -17,14 +17,27 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from rsdt_beam.acquire.convert import ConvertPlan, build_convert
-from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, ConvertParams, ConvertSource, MaskRule, Listing,
-                                       assemble, block_windows, glob_sources, inspect_source, parse_divisor,
-                                       read_manifest, read_source_window, time_from_path, time_pattern_regex)
-from rsdt_beam.acquire.observation import ObservationError, parse_time_name, time_name
+from rsdt_beam.acquire.geotiff import (
+    FINGERPRINT_TAG,
+    ConvertParams,
+    ConvertSource,
+    Listing,
+    MaskRule,
+    assemble,
+    block_windows,
+    glob_sources,
+    inspect_source,
+    parse_divisor,
+    read_manifest,
+    read_source_window,
+    time_from_path,
+    time_pattern_regex,
+)
 from rsdt_beam.acquire.store import GeoTiffObservationReader, encode_observation, list_store, read_grid
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, grid_for_aoi, load_aoi, mask_for_grid
+from rsdt_beam.common.observations import ObservationError
+from rsdt_beam.common.times import parse_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import parse_time
 from rsdt_beam.pipeline import build_fused, run
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "convert")
@@ -178,7 +191,7 @@ def test_landsat_on_its_own_grid_equals_direct_reads():
         with rasterio.open(source.mask) as m:
             fmask = m.read(1)
         expected_valid = np.isin(fmask, (0, 1))
-        for k, path in enumerate(source.bands):
+        for path in source.bands:
             with rasterio.open(path) as dataset:
                 raw = dataset.read(1)
                 expected_valid &= raw != dataset.nodata

@@ -10,21 +10,21 @@ import json
 import os
 
 import apache_beam as beam
+import fake_sentinelhub as fake
 import numpy as np
 import pytest
 import rasterio
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import fake_sentinelhub as fake
 from pipelines import fetch as fetch_command
 from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import time_name
 from rsdt_beam.acquire.store import list_store, write_grid
+from rsdt_beam.common.names import REJECTED_FILE
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import REJECTED_FILE, counters, write_rejected
+from rsdt_beam.pipeline import counters, write_rejected
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 
 S2_SCENES = fake.s2_scenes()

@@ -205,10 +205,9 @@ def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
 def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_path):
     """Stacks, model file and maps on gs:// (a local GCS emulator); the maps equal the expected ones."""
     pytest.importorskip("tensorflow")
-    from tests.gcs_emulator import gcs_emulator
-
     from rsdt_beam.inference import build_infer
     from rsdt_beam.pipeline import run
+    from tests.gcs_emulator import gcs_emulator
 
     stack_dir = os.path.join(sample_run, "stack")
     model_dir = tmp_path / "model"

@@ -4,13 +4,20 @@ import csv
 import os
 
 import numpy as np
-import pytest
 
+from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.grid import Grid
-from rsdt_beam.inspect import (stack_picture_rows, describe_map, describe_stack, render_map, render_tile_stack,
-                               render_window_timeline, window_ranges)
+from rsdt_beam.inspect import (
+    describe_map,
+    describe_stack,
+    render_map,
+    render_tile_stack,
+    render_window_timeline,
+    stack_picture_rows,
+    window_ranges,
+)
 from rsdt_beam.maps import write_geotiff
-from rsdt_beam.stack.rules import BandCounts, TileStack
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.rules import WindowParams, window_spans
 
 DAY = 86400
@@ -80,7 +87,6 @@ def test_map_description_and_picture(tmp_path, capsys):
 
 def test_pictures_of_real_sar_and_13_band_stacks_and_triple_windows(tmp_path):
     import rasterio
-
     from conftest import SAMPLE_DIR
 
     scenes = np.load(os.path.join(SAMPLE_DIR, "REFERENCE_SCENES.npy"))[:, :32, :32]  # 5 dates of S2 L1C

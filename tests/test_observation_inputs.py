@@ -5,14 +5,14 @@ import os
 import numpy as np
 import pytest
 import rasterio
-
 from conftest import BBOX, write_synthetic_eopatches
+
 from pipelines.windows_list import windows_list
 from rsdt_beam.acquire import store
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches, write_eopatch
-from rsdt_beam.acquire.observation import ObservationError, time_name
+from rsdt_beam.common.observations import ObservationError
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import parse_time
 from rsdt_beam.pipeline import build_stack, run
 from rsdt_beam.window.rules import WindowParams
 

@@ -10,11 +10,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
 from conftest import BBOX, reference_stack, write_synthetic_eopatches
+
 from rsdt_beam.acquire.eopatch import write_eopatch
-from rsdt_beam.acquire.observation import time_name
-from rsdt_beam.options import parse_time
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.pipeline import StackPlan, build_fused, build_stack, build_window, run
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import StackParams, written_times
@@ -133,7 +132,8 @@ def test_transforms_with_test_pipeline(tmp_path):
         stacks, _, _ = plan.expand(pipeline)
         summaries = stacks | beam.Map(lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
         expected = [((j, i), len(written),
-                     float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0, 3).sum()))
+                     float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0,
+                                           3).sum()))
                     for j in range(2) for i in range(2)]
         assert_that(summaries, equal_to(expected))
 

@@ -101,7 +101,7 @@ def test_every_dofn_pickles_and_loads_in_a_fresh_interpreter(sample_eopatches, t
     visitor = _DoFns()
     pipeline.visit(visitor)
     assert len(visitor.fns) > 10
-    for n, (label, fn) in enumerate(visitor.fns):
+    for n, (_label, fn) in enumerate(visitor.fns):
         (tmp_path / f"{n}.pickle").write_bytes(pickler.dumps(fn))
     check = ("import sys, glob\nfrom apache_beam.internal import pickler\n"
              "for path in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"

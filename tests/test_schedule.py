@@ -16,13 +16,24 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from rsdt_beam.acquire.observation import parse_time_name
-from rsdt_beam.options import parse_time
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.times import parse_time, parse_time_name
 from rsdt_beam.pipeline import build_fused, run
 from rsdt_beam.records import parse_example
-from rsdt_beam.schedule import (FAILED, SUCCEEDED, Carry, align_down, fill_time, launch, list_runs, resolve_end,
-                                run_times, seed_pieces, select_windows)
-from rsdt_beam.stack.rules import BandCounts, Piece, stack_tile
+from rsdt_beam.schedule import (
+    FAILED,
+    SUCCEEDED,
+    Carry,
+    align_down,
+    fill_time,
+    launch,
+    list_runs,
+    resolve_end,
+    run_times,
+    seed_pieces,
+    select_windows,
+)
+from rsdt_beam.stack.rules import Piece, stack_tile
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.rules import WindowParams, window_spans
 

@@ -28,19 +28,40 @@ import numpy as np
 import rasterio.errors
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParams, ConvertSource, Listing,
-                                       assemble, block_windows, drop_duplicates, file_header, fingerprint,
-                                       glob_sources, inspect_source, open_raster, parse_band_selection,
-                                       read_manifest, read_source_window)
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
-from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
-                                     write_grid, write_observation)
+from rsdt_beam.acquire.geotiff import (
+    FINGERPRINT_TAG,
+    SOURCE_TAG,
+    ConvertParams,
+    ConvertSource,
+    Listing,
+    assemble,
+    block_windows,
+    drop_duplicates,
+    file_header,
+    fingerprint,
+    glob_sources,
+    inspect_source,
+    open_raster,
+    parse_band_selection,
+    read_manifest,
+    read_source_window,
+)
+from rsdt_beam.acquire.store import (
+    REJECTED_DIR,
+    GeoTiffObservationReader,
+    observation_path,
+    read_grid,
+    write_grid,
+    write_observation,
+)
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
 from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -301,7 +322,7 @@ class ConvertPlan:
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
-               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> "ConvertPlan":
+               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
         first readable source; a store that already holds another grid is an error."""
         existing = read_grid(store)
@@ -325,7 +346,7 @@ class ConvertPlan:
         return cls(job, unique.sources, rejected)
 
     @classmethod
-    def from_options(cls, options) -> "ConvertPlan":
+    def from_options(cls, options) -> ConvertPlan:
         """From `AreaOptions` and `ConvertOptions` flags."""
         area, opts = options.view_as(AreaOptions), options.view_as(ConvertOptions)
         if not area.store:

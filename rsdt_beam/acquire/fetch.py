@@ -38,12 +38,21 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
-from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
-                                     read_grid, write_grid, write_observation, write_rejection)
+from rsdt_beam.acquire.store import (
+    REJECTED_DIR,
+    GeoTiffObservationReader,
+    list_store,
+    observation_path,
+    read_grid,
+    write_grid,
+    write_observation,
+    write_rejection,
+)
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
+from rsdt_beam.common.observations import ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
 
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = ".fetch_chunks"
@@ -147,7 +156,7 @@ class FetchPlan:
     @classmethod
     def create(cls, settings: sh.SentinelHubSettings, grid: Grid, layout: TileLayout, store: str,
                modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
-               lanes: int = 4) -> "FetchPlan":
+               lanes: int = 4) -> FetchPlan:
         """Checks credentials (raises CredentialsError before anything else), searches, lists the store."""
         unknown = [m for m in modalities if m not in sh.COLLECTIONS]
         if unknown or not modalities:
@@ -168,11 +177,10 @@ class FetchPlan:
                    stored, lanes)
 
     @classmethod
-    def from_options(cls, options) -> "FetchPlan":
+    def from_options(cls, options) -> FetchPlan:
         """From AreaOptions (--store, --aoi ...), StackOptions (times, tiles) and FetchOptions."""
         from rsdt_beam.aoi import grid_for_aoi, load_aoi
-        from rsdt_beam.options import (AreaOptions, FetchOptions, StackOptions, parse_size_pair,
-                                       parse_time)
+        from rsdt_beam.options import AreaOptions, FetchOptions, StackOptions, parse_size_pair, parse_time
         area, stack, fetch = (options.view_as(AreaOptions), options.view_as(StackOptions),
                               options.view_as(FetchOptions))
         if not area.store:

@@ -14,19 +14,20 @@ readers of `rsdt_beam.acquire`; every decision lives there.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
+from rsdt_beam.common.names import METADATA_FILE, tile_file_name
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import METADATA_FILE, tile_file_name
-from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
-                                   written_times)
+from rsdt_beam.stack.rules import Piece, StackParams, TileStack, stack_tile, written_times
 from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
 
 WINDOWS_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
@@ -27,7 +27,7 @@ class WindowRange:
     frames: int
 
     @classmethod
-    def of(cls, tile: tuple[int, int], span: WindowSpan, times: np.ndarray) -> "WindowRange":
+    def of(cls, tile: tuple[int, int], span: WindowSpan, times: np.ndarray) -> WindowRange:
         first, stop = span.current
         return cls(tile, span.window_id, float(times[first]), float(times[stop - 1]), stop - first)
 

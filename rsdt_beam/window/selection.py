@@ -16,12 +16,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
-import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import parse_tile
 
 TileSelector = Callable[[int, int], bool]
 
@@ -40,13 +40,6 @@ def load_callable(spec: str) -> Callable:
     if not callable(target):
         raise ValueError(f"{spec!r} is not callable")
     return target
-
-
-def parse_tile(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[_,]\s*(\d+)\s*", text)
-    if not match:
-        raise ValueError(f"not a tile index 'j_i': {text!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -22,9 +23,10 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import METADATA_FILE, WINDOWS_CSV, tile_file_name
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
@@ -35,7 +37,6 @@ TRAINING = "training"
 INFERENCE = "inference"
 PER_TILE = "per_tile"
 SHARDED = "sharded"
-WINDOWS_CSV = "windows.csv"
 _ROWS_PARTS = ".windows_csv_parts"
 
 
