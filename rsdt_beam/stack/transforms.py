@@ -13,6 +13,7 @@ readers of `rsdt_beam.acquire`; every decision lives there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 
@@ -233,3 +234,40 @@ class WriteStacks(beam.PTransform):
         return (written
                 | beam.combiners.ToList()
                 | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
+
+
+class Stack(beam.PTransform):
+    """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stacks.
+
+    Inspects the observations' headers, fixes the written time stamps and forward-fills every tile
+    (those `selector(j, i)` picks) through them. Hooks for runs that continue earlier ones (scheduled
+    runs): `stack_times(written)` gives the time stamps to stack at from the written ones (default: the
+    written ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
+    """
+
+    def __init__(self, plan, selector=None, stack_times=None, seeds=None):
+        super().__init__()
+        self._plan = plan
+        self._selector = selector
+        self._stack_times = stack_times
+        self._seeds = seeds
+
+    def expand(self, refs) -> StackOutputs:
+        plan = self._plan
+        inspected = refs | "Inspect observations" >> InspectObservations(plan.grid, plan.bands)
+        written = inspected["valid"] | "Written time stamps" >> WrittenTimes(plan.params)
+        stacked_at = written
+        if self._stack_times is not None:
+            stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
+        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(plan.layout, plan.chunk_size, plan.bands,
+                                                                     stacked_at, self._selector, self._seeds)
+        return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]))
+
+
+@dataclasses.dataclass(frozen=True)
+class StackOutputs:
+    """What `Stack` gives: the tile stacks, the written time stamps (a singleton) and the rejections."""
+
+    stacks: beam.PCollection
+    written: beam.PCollection
+    rejected: tuple
