@@ -16,7 +16,7 @@ project's observation store (`--observations`) or as rsdtlib EOPatch folders (`-
   masked out) and backscatter-like SAR fields (smooth sigma0 times gamma speckle), irregular
   revisits with missed passes, partial swath masks.
 
-Each stage runs as its own `python -m pipelines.<stage>` process, so wall time includes start-up and
+Each stage runs as its own `python -m rsdt_beam.pipelines.<stage>` process, so wall time includes start-up and
 peak RSS is read per process (VmHWM of the launcher and of every DirectRunner worker, sampled from
 /proc). After each run the written TFRecords are decompressed and the same raw bytes are compressed
 again with zlib at the level used, spread over the same number of cores: that time is the floor, and

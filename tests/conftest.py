@@ -18,7 +18,7 @@ SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 @pytest.fixture(scope="session")
 def sample_eopatches(tmp_path_factory):
     """The real eo-learn TestEOPatch split into one EOPatch folder per date (NDVI + IS_VALID)."""
-    from pipelines.sample import split_sample
+    from rsdt_beam.sample import split_sample
 
     root = str(tmp_path_factory.mktemp("sample") / "optical")
     split_sample(root)
@@ -31,7 +31,7 @@ def sample_run(tmp_path_factory):
 
     Read-only for tests; a test adding outputs puts them in its own sub-folder.
     """
-    from pipelines.sample import main
+    from rsdt_beam.pipelines.sample import main
 
     out = str(tmp_path_factory.mktemp("sample_run"))
     main(["--output", out, "--no_progress"])

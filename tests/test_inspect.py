@@ -37,7 +37,7 @@ def csv_rows(path):
 
 
 def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tmp_path, capsys):
-    from pipelines.inspect import main
+    from rsdt_beam.pipelines.inspect import main
 
     stack = os.path.join(sample_run, "stack")
     lines, per_tile = describe_stack(stack, WindowParams(60 * DAY, 1, 3, 6), (1, 1))
@@ -58,7 +58,7 @@ def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tm
 
 
 def test_inspect_windows_folder(sample_run, tmp_path, capsys):
-    from pipelines.inspect import main
+    from rsdt_beam.pipelines.inspect import main
 
     windows_dir = os.path.join(sample_run, "windows")
     main([windows_dir, "--tile", "2_0", "--csv", str(tmp_path / "w.csv"), "--png", str(tmp_path)])
@@ -69,7 +69,7 @@ def test_inspect_windows_folder(sample_run, tmp_path, capsys):
 
 
 def test_map_description_and_picture(tmp_path, capsys):
-    from pipelines.inspect import main
+    from rsdt_beam.pipelines.inspect import main
 
     grid = Grid("EPSG:32633", (10.0, 0.0, 465180.0, 0.0, -10.0, 5080250.0), 40, 50)
     array = np.linspace(0, 1, 2000, dtype=np.float32).reshape(40, 50)

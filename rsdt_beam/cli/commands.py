@@ -138,16 +138,23 @@ def _infer(args) -> Launch:
     return _output_launch(output, lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack))
 
 
-def _scheduled(args) -> Launch:
-    schedule, inputs, output = specs.schedule_spec(args), specs.inputs_spec(args), specs.output_spec(args)
-    run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), specs.window_spec(args, output_required=False),
-                            time.time())
+def _scheduled_at(now: float | None):
+    """The scheduled command's launch, with `--end today` resolved against `now` (default: the clock)."""
 
-    def build(pipeline) -> list[str]:
-        run.build(pipeline, output)
-        return [run.describe()]
+    def launch(args) -> Launch:
+        schedule, inputs, output = specs.schedule_spec(args), specs.inputs_spec(args), specs.output_spec(args)
+        window = specs.window_spec(args, output_required=False)
+        run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), window,
+                                time.time() if now is None else now)
 
-    return Launch(build=build, progress=output.progress, start=run.start, failed=run.failed, finished=run.finished)
+        def build(pipeline) -> list[str]:
+            run.build(pipeline, output)
+            return [run.describe()]
+
+        return Launch(build=build, progress=output.progress, start=run.start, failed=run.failed,
+                      finished=run.finished)
+
+    return launch
 
 
 def _report_scheduled(outcome: Outcome) -> None:
@@ -201,5 +208,12 @@ SAMPLE = Command("sample", ("sample", "output"), launch=_sample, report=_report_
 WINDOWS_LIST = Command("windows_list", ("stack_input", "tile", "window_parameters", "csv"), action=_windows_list)
 INSPECT = Command("inspect", ("tile", "inspect", "csv", "window_parameters"), action=_inspect,
                   positional=(Flag("path", "stack folder, window folder, map folder or map .tif (local or gs://)"),))
-SCHEDULED = Command("scheduled", ("schedule", "inputs", "tiling", "stack", *_STAGE_3, "window_layout", "output"),
-                    launch=_scheduled, report=_report_scheduled)
+
+
+def scheduled_command(now: float | None = None) -> Command:
+    """The scheduled command; `now` fixes the clock (tests, back-fills)."""
+    return Command("scheduled", ("schedule", "inputs", "tiling", "stack", *_STAGE_3, "window_layout", "output"),
+                   launch=_scheduled_at(now), report=_report_scheduled)
+
+
+SCHEDULED = scheduled_command()
