@@ -3,8 +3,8 @@
     python -m benchmarks.online_training --preset reference            # issue 12's figures, 3 rounds
     python -m benchmarks.online_training --preset small --rounds 1     # a quick look
 
-The inputs are `benchmarks.bench`'s (kept in `--work_dir`); Stage 2 (`pipelines.stack`) and Stage 3
-(`pipelines.window --mode training`, rsdtlib's example label) run once per parameter set and their
+The inputs are `benchmarks.bench`'s (kept in `--work_dir`); Stage 2 (`rsdt_beam.pipelines.stack`) and Stage 3
+(`rsdt_beam.pipelines.window --mode training`, rsdtlib's example label) run once per parameter set and their
 outputs are kept. Then, in one process and in alternating order per round, one epoch of each reader
 is fed batch by batch to a model step (a compiled `tf.function` reducing the batch, so the figure is
 the input pipeline's):
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench import PRESETS, Case, Inputs, generate  # noqa: E402
-from rsdt_beam.options import parse_duration  # noqa: E402
+from rsdt_beam.common.times import parse_duration  # noqa: E402
 from rsdt_beam.window.rules import WindowParams  # noqa: E402
 
 
@@ -49,10 +49,10 @@ def prepare(case: Case, work_dir: Path) -> tuple[Path, Path]:
     stack_dir, window_dir = work_dir / "online" / key / "stack", work_dir / "online" / key / "windows"
     runner = ["--runner", "DirectRunner", "--no_progress"]
     if not (stack_dir / "metadata.json").exists():
-        subprocess.run([sys.executable, "-m", "pipelines.stack", *runner, *case.stack_args(inputs_dir),
+        subprocess.run([sys.executable, "-m", "rsdt_beam.pipelines.stack", *runner, *case.stack_args(inputs_dir),
                         "--stack_output", str(stack_dir)], check=True, cwd=REPO)
     if not (window_dir / "metadata.json").exists():
-        subprocess.run([sys.executable, "-m", "pipelines.window", *runner, "--stack_dir", str(stack_dir),
+        subprocess.run([sys.executable, "-m", "rsdt_beam.pipelines.window", *runner, "--stack_dir", str(stack_dir),
                         "--window_output", str(window_dir), *case.window_args()], check=True, cwd=REPO)
     return stack_dir, window_dir
 

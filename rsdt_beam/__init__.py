@@ -5,8 +5,9 @@ forward-fills them into per-tile stacks, Stage 3 (`rsdt_beam.window`) cuts deep-
 The pure rules live in `stack.rules`, `window.rules` and `grid`; Beam transforms wire them.
 """
 
+from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
-from rsdt_beam.stack.rules import BandCounts, StackParams, TileStack, stack_tile, written_times
+from rsdt_beam.stack.rules import StackParams, TileStack, stack_tile, written_times
 from rsdt_beam.stack.transforms import InspectObservations, StackChunks, WriteStacks, WrittenTimes
 from rsdt_beam.window.rules import Window, WindowParams, WindowPart, window_spans, windows
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows

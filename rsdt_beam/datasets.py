@@ -21,16 +21,21 @@ frames are real. `rsdt_beam.numpy_reader` yields the same arrays without TensorF
 from __future__ import annotations
 
 import posixpath
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from rsdt_beam.numpy_reader import (WindowRecord, inference_elements, online_windows, read_window_file,
-                                    source_metadata, window_files)
-from rsdt_beam.stack.files import (TILE_FILE, band_counts, list_tiles, read_stack_metadata, tile_file_name,
-                                   tile_timestamps)
+from rsdt_beam.common.names import TILE_FILE, tile_file_name
+from rsdt_beam.numpy_reader import (
+    WindowRecord,
+    inference_elements,
+    online_windows,
+    read_window_file,
+    source_metadata,
+    window_files,
+)
+from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, tile_timestamps
 from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.listing import window_ranges
-from rsdt_beam.window.padding import (DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames,
-                                      resolve_frames)
+from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames, resolve_frames
 from rsdt_beam.window.rules import WindowParams
 
 

@@ -19,18 +19,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
 from rsdt_beam.records import parse_example, parse_tensor
-from rsdt_beam.stack.files import (METADATA_FILE, TILE_FILE, band_counts, read_stack_metadata, read_tile_stack,
-                                   tile_file_name)
+from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.stats import normalization
 from rsdt_beam.tfrecord import read_records
-from rsdt_beam.window.padding import (DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames,
-                                      resolve_frames, training_element)
+from rsdt_beam.window.padding import (
+    DEFAULT_PAD_VALUE,
+    TIMESTAMP_PAD_VALUE,
+    frame_mask,
+    pad_frames,
+    resolve_frames,
+    training_element,
+)
 from rsdt_beam.window.rules import Window, WindowParams, windows
 
 _SHARD_FILE = re.compile(r"^windows-\d+-of-\d+\.tfrecords$")

@@ -33,10 +33,14 @@ _counts: dict[str, int] = collections.defaultdict(int)
 _state = {"started": None, "last_print": 0.0}
 
 
+def clear_totals() -> None:
+    """Forgets the totals of an earlier run (before a new one is built)."""
+    os.environ.pop(_ENV_TOTALS, None)
+
+
 def enable_progress_line(mode: str | None = TTY) -> None:
     """Turns the stderr progress line on (`tty`: overwritten; `log`: periodic lines) or off (None),
-    for this process and the worker processes it starts; forgets earlier totals."""
-    os.environ.pop(_ENV_TOTALS, None)
+    for this process and the worker processes it starts."""
     if mode:
         os.environ[_ENV_FLAG] = mode
     else:

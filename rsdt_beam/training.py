@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,8 +64,8 @@ class StackTrainingWindows:
 
     def __init__(self, stack_dir: str, params: WindowParams, *, gen_label: Callable = rsdtlib_example_label,
                  label_args: Any = None, win_filter: Callable | None = None,
-                 tiles: "str | TileSelector | Sequence[Tile] | None" = None,
-                 sample: "str | Sample | Callable | None" = None, frames: int | None = None,
+                 tiles: str | TileSelector | Sequence[Tile] | None = None,
+                 sample: str | Sample | Callable | None = None, frames: int | None = None,
                  pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False, normalize: bool = False,
                  metadata: dict | None = None):
         self.stack_dir = stack_dir

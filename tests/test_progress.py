@@ -2,7 +2,8 @@
 
 import os
 
-from rsdt_beam.pipeline import build_window, run
+from rsdt_beam.cli.commands import WINDOW
+from rsdt_beam.cli.run import execute
 from rsdt_beam.progress import progress_line
 
 
@@ -15,7 +16,7 @@ def test_progress_line_totals_percentage_estimate_and_eta():
 
 
 def test_a_run_logs_progress_with_totals(sample_run, tmp_path, capfd):
-    run(build_window, ["--stack_dir", os.path.join(sample_run, "stack"), "--window_output", str(tmp_path / "w"),
+    execute(WINDOW, ["--stack_dir", os.path.join(sample_run, "stack"), "--window_output", str(tmp_path / "w"),
                        "--Delta", "60d", "--omega", "3", "--Omega", "6", "--tiles", "expr:j == 1"])
     logged = [line for line in capfd.readouterr().err.splitlines() if line.startswith("[rsdt_beam]")]
     assert logged, "stderr is no TTY: progress goes out as log lines"

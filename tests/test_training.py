@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
+from rsdt_beam.cli.commands import WINDOW
+from rsdt_beam.cli.run import execute
 from rsdt_beam.numpy_reader import batches, inference_elements, online_windows, training_elements
-from rsdt_beam.pipeline import build_window, run
 from rsdt_beam.training import StackTrainingWindows, balanced_shards
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.sampling import Sample, parse_sample
@@ -43,7 +44,7 @@ def sampled(sample_run, stacks):
     out = {}
     for name, spec in (("every", "every:4"), ("fraction", "fraction:0.3:5")):
         out[name] = os.path.join(sample_run, "training_test", name)
-        run(build_window, ["--stack_dir", stacks, "--window_output", out[name], "--sample", spec, *WINDOW_FLAGS])
+        execute(WINDOW, ["--stack_dir", stacks, "--window_output", out[name], "--sample", spec, *WINDOW_FLAGS])
     return out
 
 
@@ -117,7 +118,7 @@ def test_online_training_dataset_equals_written_windows_window_by_window(sample_
     shuffled = training_dataset_from_stacks(stacks, PARAMS, batch_size=16, seed=2, readers=2, masks=True)
     assert int(shuffled.cardinality()) == 17  # 270 windows, known length: Keras sees the steps per epoch
     features, masks = [], []
-    for inputs, labels in shuffled.as_numpy_iterator():
+    for inputs, _labels in shuffled.as_numpy_iterator():
         features += list(inputs["Feature"])
         masks += list(inputs["frame_mask"])
     written = {digest(f) for f, _ in training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0)}
@@ -179,7 +180,7 @@ def test_numpy_reader_gives_the_arrays_of_the_tf_reader(sample_run):
 
 
 def test_band_moments_merge_in_any_order_equals_one_pass():
-    from rsdt_beam.stack.rules import BandCounts
+    from rsdt_beam.common.modalities import BandCounts
     from rsdt_beam.stack.stats import BandMoments, normalization
 
     rng = np.random.default_rng(3)

@@ -6,25 +6,14 @@ or by rsdtlib itself.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.names import METADATA_FILE, RSDTLIB_METADATA_KEYS, TILE_FILE, tile_file_name
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
-from rsdt_beam.stack.rules import BandCounts, TileStack
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import read_records
-
-METADATA_FILE = "metadata.json"
-RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-# Model-card keys of Stage 2's metadata.json that Stage 3 carries over: band names and units per modality,
-# the preprocessing of the values, and per-band statistics of the written frames (`rsdt_beam.stack.stats`).
-MODEL_CARD_KEYS = ("bands", "preprocessing", "band_stats")
-TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
-
-
-def tile_file_name(tile: tuple[int, int]) -> str:
-    return f"{tile[0]}_{tile[1]}.tfrecords"
 
 
 def read_stack_metadata(stack_dir: str) -> dict:

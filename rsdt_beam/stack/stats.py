@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from rsdt_beam.stack.rules import MODALITIES, BandCounts
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
 
 BAND_STATS_KEY = "band_stats"
 
@@ -29,11 +29,11 @@ class BandMoments:
     maximum: np.ndarray
 
     @classmethod
-    def empty(cls, bands: int) -> "BandMoments":
+    def empty(cls, bands: int) -> BandMoments:
         return cls(0, np.zeros(bands), np.zeros(bands), np.full(bands, np.inf), np.full(bands, -np.inf))
 
     @classmethod
-    def of(cls, frames: np.ndarray) -> "BandMoments":
+    def of(cls, frames: np.ndarray) -> BandMoments:
         """Statistics of `[..., bands]` values."""
         values = np.asarray(frames).reshape(-1, frames.shape[-1]).astype(np.float64)
         if not len(values):
@@ -41,7 +41,7 @@ class BandMoments:
         mean = values.mean(axis=0)
         return cls(len(values), mean, ((values - mean) ** 2).sum(axis=0), values.min(axis=0), values.max(axis=0))
 
-    def merge(self, other: "BandMoments") -> "BandMoments":
+    def merge(self, other: BandMoments) -> BandMoments:
         if not other.count:
             return self
         if not self.count:

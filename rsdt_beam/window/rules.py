@@ -18,11 +18,12 @@ above 1; see RSDTLIB_SEMANTICS.md).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.stack.rules import TileStack
 
 
 @dataclasses.dataclass(frozen=True)

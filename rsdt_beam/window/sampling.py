@@ -17,7 +17,8 @@ filter, label function, then the sample.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def _uniform(seed: int, tile: tuple[int, int], window_id: int) -> float:
     return float(np.random.default_rng((seed, int(tile[0]), int(tile[1]), int(window_id))).random())
 
 
-def parse_sample(spec: "str | Sample | Callable | None") -> Sample:
+def parse_sample(spec: str | Sample | Callable | None) -> Sample:
     """A Sample from a command-line spec (see the module docstring), a Sample, or a weight function."""
     if spec is None or isinstance(spec, Sample):
         return spec or Sample()

@@ -16,12 +16,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
-import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import parse_tile
 
 TileSelector = Callable[[int, int], bool]
 
@@ -45,13 +45,6 @@ def load_callable(spec: str) -> Callable:
 def callable_name(function: Callable) -> str:
     """`module:qualname` of a function, as `load_callable` takes it (for metadata.json)."""
     return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"
-
-
-def parse_tile(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[_,]\s*(\d+)\s*", text)
-    if not match:
-        raise ValueError(f"not a tile index 'j_i': {text!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 @dataclasses.dataclass(frozen=True)

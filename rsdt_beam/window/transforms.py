@@ -10,10 +10,8 @@ main thread (`rsdt_beam.tfrecord`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
@@ -21,24 +19,26 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import (
+    BAND_STATS_KEY,
+    METADATA_FILE,
+    MODEL_CARD_KEYS,
+    RSDTLIB_METADATA_KEYS,
+    WINDOWS_CSV,
+    tile_file_name,
+)
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import (METADATA_FILE, MODEL_CARD_KEYS, band_counts, list_tiles, read_stack_metadata,
-                                   read_tile_stack, tile_file_name)
+from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
+from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.rules import TileStack
-from rsdt_beam.stack.stats import BAND_STATS_KEY
 from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
-from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
+from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, windows
-from rsdt_beam.window.sampling import Sample, window_pairs
+from rsdt_beam.window.sampling import parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector, callable_name
 
-TRAINING = "training"
-INFERENCE = "inference"
-PER_TILE = "per_tile"
-SHARDED = "sharded"
-WINDOWS_CSV = "windows.csv"
 _ROWS_PARTS = ".windows_csv_parts"
 
 
@@ -57,7 +57,7 @@ class ReadTileStacks(beam.PTransform):
 
     @property
     def tiles(self) -> list[tuple[int, int]]:
-        return list(self._tiles)
+        return self._tiles
 
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
@@ -76,71 +76,50 @@ class ReadTileStacks(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class WindowOutput:
-    """What Stage 3 writes and how.
+    """How Stage 3 turns a tile stack into records: the window spec, the GZIP level and the selection.
 
-    `gen_label(window, label_args) -> (feature, label)` makes training
-    records (rsdtlib's signature; `window` unpacks as `(cur,)` or
-    `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
+    `selection(stack, params)` gives the windows to write: every kept one by default (rsdtlib's
+    rules); scheduled runs pass one that gives only the windows that became complete in the run.
+    Training records are `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature;
+    `window` unpacks as `(cur,)` or `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
     inference records hold the whole current window `[n, ty, tx, bands]`.
-    `window_filter(*window) -> bool` drops windows, as rsdtlib's `win_filter`;
-    `sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`).
+    `spec.sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`).
     """
 
-    output_dir: str
-    params: WindowParams
-    mode: str = INFERENCE
-    gen_label: Callable | None = None
-    label_args: Any = None
-    window_filter: Callable | None = None
-    layout: str = PER_TILE
-    gzip_level: int | None = DEFAULT_GZIP_LEVEL
-    records_per_shard: int | None = None
-    bytes_per_shard: int | None = None
-    sample: Sample = Sample()
+    spec: WindowSpec
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+    selection: Callable[[TileStack, WindowParams], Iterable[Window]] = windows
 
-    def __post_init__(self):
-        if self.mode not in (TRAINING, INFERENCE):
-            raise ValueError(f"mode must be {TRAINING!r} or {INFERENCE!r}, got {self.mode!r}")
-        if self.mode == TRAINING and self.gen_label is None:
-            raise ValueError("training windows need a label function (gen_label)")
-        if self.layout not in (PER_TILE, SHARDED):
-            raise ValueError(f"layout must be {PER_TILE!r} or {SHARDED!r}, got {self.layout!r}")
-
-    def windows(self, stack: TileStack) -> Iterable[Window]:
-        """The tile's windows to write: every kept one (scheduled runs write only the newly complete ones)."""
-        return windows(stack, self.params)
+    @property
+    def output_dir(self) -> str:
+        return self.spec.output
 
     def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
-        gen_label = self.gen_label if self.mode == TRAINING else None
-        for window, feature, label in window_pairs(self.windows(stack), gen_label, self.label_args,
-                                                   self.window_filter, self.sample):
+        spec = self.spec
+        gen_label = spec.gen_label if spec.mode == TRAINING else None
+        for window, feature, label in window_pairs(self.selection(stack, spec.params), gen_label, spec.label_args,
+                                                   spec.window_filter, spec.sample):
             yield window, window_record(feature, label, stack.tile, window.window_id, window.current.timestamps)
 
     def metadata(self, stack_metadata: dict) -> dict:
-        keys = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-        out = {key: stack_metadata[key] for key in keys if key in stack_metadata}
-        out.update(mode=self.mode, layout=self.layout, Delta=self.params.delta_size,
-                   window_stride=self.params.window_stride, omega=self.params.omega,
-                   Omega=self.params.Omega, triple=self.params.triple, gzip_level=self.gzip_level)
+        spec, params = self.spec, self.spec.params
+        out = {key: stack_metadata[key] for key in RSDTLIB_METADATA_KEYS if key in stack_metadata}
+        out.update(mode=spec.mode, layout=spec.layout, Delta=params.delta_size, window_stride=params.window_stride,
+                   omega=params.omega, Omega=params.Omega, triple=params.triple, gzip_level=self.gzip_level)
         for key in ("grid", "num_tiles_y", "num_tiles_x", *MODEL_CARD_KEYS):
             if key in stack_metadata:
                 out[key] = stack_metadata[key]
-        if self.mode == TRAINING:
-            out["label_fn"] = callable_name(self.gen_label)
-        if not self.sample.keeps_everything:
-            out["sample"] = self.sample.spec
+        if spec.mode == TRAINING:
+            out["label_fn"] = spec.label_fn or callable_name(spec.gen_label)
+        sample = parse_sample(spec.sample)
+        if not sample.keeps_everything:
+            out["sample"] = sample.spec
         return out
 
 
 def _csv_row(stack: TileStack, window: Window) -> tuple:
     return WindowRange.of(stack.tile, window.span, stack.times).csv_row()
-
-
-def _csv_text(rows) -> str:
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    return text.getvalue()
 
 
 def _rows_part(output_dir: str, tile: tuple[int, int]) -> str:
@@ -157,7 +136,7 @@ def _delete_parts(parts_dir: str) -> None:
 
 
 def _write_rows_part(output_dir: str, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
-    fs.write_bytes(_rows_part(output_dir, tile), _csv_text(rows).encode())
+    fs.write_bytes(_rows_part(output_dir, tile), csv_text(rows).encode())
     return tile, len(rows)
 
 
@@ -270,7 +249,7 @@ class WriteWindows(beam.PTransform):
                    | "Completion marker" >> beam.Create([marker])
                    | "Remove old marker" >> beam.Map(lambda path: (
                        fs.makedirs(output.output_dir), fs.delete_if_exists(path), _delete_parts(parts_dir))))
-        if output.layout == PER_TILE:
+        if output.spec.layout == PER_TILE:
             rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output),
                                                                beam.pvalue.AsSingleton(cleared))
             done = rows
@@ -279,8 +258,8 @@ class WriteWindows(beam.PTransform):
                 _EncodeWindows(output), beam.pvalue.AsSingleton(cleared)).with_outputs("rows", main="records")
             rows = encoded.rows
             done = encoded.records | "Write shards" >> beam.io.Write(TFRecordShardSink(
-                fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard,
-                output.bytes_per_shard))
+                fs.join(output.output_dir, "windows"), output.gzip_level, output.spec.records_per_shard,
+                output.spec.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
         if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
             stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
@@ -290,7 +269,7 @@ class WriteWindows(beam.PTransform):
         def finish(tile_counts: list, _done: list, band_stats: dict) -> str:
             parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
             with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
-                f.write(_csv_text([WINDOWS_CSV_HEADER]).encode())
+                f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
                 for part in parts:
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
