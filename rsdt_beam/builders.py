@@ -58,12 +58,14 @@ def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window
     stacked = refs | "Stage 2" >> Stack(plan, selector=selector)
     stacks = stacked.stacks
     if stack.output:
-        stacks | "Write stacks" >> WriteStacks(stack.output, plan.metadata, output.gzip_level, stacked.written)
+        stacks | "Write stacks" >> WriteStacks(stack.output, plan.metadata, output.gzip_level, stacked.written,
+                                               output.record_observed)
         if window is not None:
             stacks = stacks | "Selected tiles" >> beam.Filter(lambda tile_stack: window.selects(*tile_stack.tile))
     if window is not None:
         set_total("tiles_windowed", plan.tile_count(window.selects))
-        stacks | "Write windows" >> WriteWindows(WindowOutput(window, output.gzip_level), plan.metadata)
+        stacks | "Write windows" >> WriteWindows(
+            WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata)
     rejected_dir = window.output if window is not None else stack.output
     ((*source_rejected, *stacked.rejected)
      | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
@@ -83,7 +85,8 @@ def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
     set_total("tiles_windowed", len(read.tiles))
     (pipeline
      | "Read stacks" >> read
-     | "Write windows" >> WriteWindows(WindowOutput(window, output.gzip_level), read.metadata))
+     | "Write windows" >> WriteWindows(WindowOutput(window, output.gzip_level, record_observed=output.record_observed),
+                                      read.metadata))
     return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {window.output}"]
 
 

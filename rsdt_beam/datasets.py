@@ -32,6 +32,7 @@ from rsdt_beam.numpy_reader import (
     source_metadata,
     window_files,
 )
+from rsdt_beam.records import OBSERVED
 from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, tile_timestamps
 from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.listing import window_ranges
@@ -69,7 +70,8 @@ def _frame_mask(tensor, frames: int | None):
 def training_dataset(source: str | Sequence[str], *, batch_size: int | None = None,
                      shuffle_buffer: int = 1024, seed: int | None = None, frames: int | None = None,
                      pad_value: float = DEFAULT_PAD_VALUE, cycle_length: int = 4, repeat: bool = False,
-                     drop_remainder: bool = False, masks: bool = False, normalize: bool = False):
+                     drop_remainder: bool = False, masks: bool = False, normalize: bool = False,
+                     observed: bool = False):
     """`(feature, label)` pairs of training windows with static shapes, shuffled across files.
 
     `source` is a Stage 3 folder (per-tile files or shards), a glob or a
@@ -82,7 +84,9 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     shape. `masks=True` gives `({"Feature", "frame_mask"}, label)`. A
     whole Stage 3 folder has a known cardinality (its `windows_written`).
     `normalize=True` scales features band by band with the folder's
-    `band_stats` (`(x - mean) / std`; padding untouched).
+    `band_stats` (`(x - mean) / std`; padding untouched). `observed=True`
+    adds the per-pixel `observed_mask` `[frames, ty, tx, 3]` (windows
+    written with `--record_observed`).
     """
     import tensorflow as tf
 
@@ -98,6 +102,10 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     feature_shape = (frames, *first.feature.shape[1:]) if timed else first.feature.shape
     feature_dtype, label_dtype = tf.as_dtype(first.feature.dtype), tf.as_dtype(first.label.dtype)
     schema = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string)}
+    if observed:
+        if first.observed is None:
+            raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
+        schema[OBSERVED] = tf.io.FixedLenFeature([], tf.string)
 
     def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, schema)
@@ -106,10 +114,14 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
             feature = (feature - scale[0]) / scale[1]
         padded = tf.ensure_shape(_pad_time(feature, frames, pad_value, "Feature"), feature_shape)
         label = tf.ensure_shape(tf.io.parse_tensor(parsed["Label"], label_dtype), first.label.shape)
-        if not masks:
+        if not masks and not observed:
             return padded, label
-        mask = _frame_mask(feature, frames) if timed else tf.ones([1], tf.bool)
-        return {"Feature": padded, "frame_mask": mask}, label
+        inputs = {"Feature": padded, "frame_mask": _frame_mask(feature, frames) if timed else tf.ones([1], tf.bool)}
+        if observed:
+            seen = tf.cast(tf.io.parse_tensor(parsed[OBSERVED], tf.uint8), tf.bool)
+            inputs["observed_mask"] = tf.ensure_shape(_pad_time(seen, frames, False, "Observed"),
+                                                      (frames, *first.observed.shape[1:]))
+        return inputs, label
 
     deterministic = seed is not None or shuffle_buffer == 0
     dataset = tf.data.Dataset.from_tensor_slices(files)

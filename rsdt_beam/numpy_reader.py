@@ -25,7 +25,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
-from rsdt_beam.records import parse_example, parse_tensor
+from rsdt_beam.records import OBSERVED, parse_example, parse_tensor
 from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.stats import normalization
 from rsdt_beam.tfrecord import read_records
@@ -53,6 +53,7 @@ class WindowRecord:
     window_start: int | None
     window_end: int | None
     timestamps: np.ndarray | None
+    observed: np.ndarray | None = None  # bool [n, ty, tx, 3], only when written with --record_observed
 
 
 def window_files(source: str | Sequence[str]) -> list[str]:
@@ -91,7 +92,8 @@ def parse_window_record(payload: bytes, name: str = "<record>") -> WindowRecord:
         label=parse_tensor(features["Label"]) if "Label" in features else None,
         tile=tile, window_id=scalar("window_id"), window_start=scalar("window_start"),
         window_end=scalar("window_end"),
-        timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None)
+        timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None,
+        observed=parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None)
 
 
 def read_window_file(path: str) -> Iterator[WindowRecord]:
@@ -180,13 +182,14 @@ def _interleaved(files: list[str], cycle_length: int) -> Iterator[WindowRecord]:
 
 def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024, seed: int | None = None,
                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
-                      cycle_length: int = 4, normalize: bool = False) -> Iterator:
+                      cycle_length: int = 4, normalize: bool = False, observed: bool = False) -> Iterator:
     """`(feature, label)` of training windows as `datasets.training_dataset` yields them, without TensorFlow.
 
     Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega of the folder's metadata.json;
     0: not padded); `masks=True` gives `({"Feature", "frame_mask"}, label)`. Files are shuffled and read
     `cycle_length` at a time, then records go through a `shuffle_buffer` (0: file order), both
-    seeded by `seed`. `normalize=True` scales features band by band with the folder's `band_stats`.
+    seeded by `seed`. `normalize=True` scales features band by band with the folder's `band_stats`;
+    `observed=True` adds the per-pixel `observed_mask` (windows written with `--record_observed`).
     """
     files = window_files(source)
     metadata = source_metadata(source, files)
@@ -202,7 +205,10 @@ def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024
         if record.label is None:
             raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label "
                              f"(inference windows?)")
-        yield training_element(record.feature, record.label, frames, pad_value, masks, scale)
+        if observed and record.observed is None:
+            raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
+        yield training_element(record.feature, record.label, frames, pad_value, masks, scale,
+                               record.observed if observed else None)
 
 
 def inference_element(record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE) -> dict:

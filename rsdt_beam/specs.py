@@ -170,6 +170,7 @@ class WindowSpec:
 class OutputSpec:
     gzip_level: int
     progress: bool = True
+    record_observed: bool = False  # stack and window records carry the Observed mask
 
     def __post_init__(self):
         if not 0 <= self.gzip_level <= 9:

@@ -32,7 +32,7 @@ import numpy as np
 from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
 from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, resolve_frames, training_element
-from rsdt_beam.window.rules import WindowParams, window_spans, windows
+from rsdt_beam.window.rules import Window, WindowParams, window_spans, windows
 from rsdt_beam.window.sampling import Sample, parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector, rsdtlib_example_label, tile_selector
 
@@ -59,7 +59,9 @@ class StackTrainingWindows:
     Stage 3's (`--label_fn`, `--window_filter`); `tiles` a tile selector or its spec (`--tiles`);
     `sample` a `Sample`, its spec (`every:10`, `fraction:0.1:SEED`) or a weight function
     `weight(feature, label) -> probability`. `normalize=True` scales features band by band with
-    the stacks' `band_stats` (`(x - mean) / std`, padding untouched).
+    the stacks' `band_stats` (`(x - mean) / std`, padding untouched). `observed=True` adds the
+    current part's per-pixel `observed_mask` `[frames, ty, tx, 3]` (stacks written with
+    `--record_observed`).
     """
 
     def __init__(self, stack_dir: str, params: WindowParams, *, gen_label: Callable = rsdtlib_example_label,
@@ -67,7 +69,7 @@ class StackTrainingWindows:
                  tiles: str | TileSelector | Sequence[Tile] | None = None,
                  sample: str | Sample | Callable | None = None, frames: int | None = None,
                  pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False, normalize: bool = False,
-                 metadata: dict | None = None):
+                 observed: bool = False, metadata: dict | None = None):
         self.stack_dir = stack_dir
         self.params = params
         self.gen_label = gen_label
@@ -77,6 +79,7 @@ class StackTrainingWindows:
         self.frames = resolve_frames(frames, params.Omega, stack_dir)
         self.pad_value = pad_value
         self.masks = masks
+        self.observed = observed
         self.metadata = metadata or read_stack_metadata(stack_dir)
         self.scale = normalization(self.metadata, band_counts(self.metadata).total) if normalize else None
         if tiles is not None and not isinstance(tiles, str) and not callable(tiles):
@@ -126,14 +129,20 @@ class StackTrainingWindows:
         return window_pairs(windows(stack, self.params), self.gen_label, self.label_args, self.win_filter,
                             self.sample)
 
-    def element(self, feature: np.ndarray, label: np.ndarray):
+    def element(self, window: Window, feature: np.ndarray, label: np.ndarray):
         """The reader's element of a training pair (`rsdt_beam.window.padding.training_element`)."""
-        return training_element(feature, label, self.frames, self.pad_value, self.masks, self.scale)
+        observed = None
+        if self.observed:
+            observed = window.current.observed
+            if observed is None:
+                raise ValueError(f"{self.stack_dir}: the stacks carry no observed mask (write them with "
+                                 f"--record_observed), so observed=True cannot be served")
+        return training_element(feature, label, self.frames, self.pad_value, self.masks, self.scale, observed)
 
     def tile_elements(self, tile: Tile) -> Iterator[tuple[int, Any]]:
         """`(window id, element)` of one tile, in time order."""
         for window, feature, label in self._pairs(tile):
-            yield window.window_id, self.element(feature, label)
+            yield window.window_id, self.element(window, feature, label)
 
     def elements(self, shard: int = 0, num_shards: int = 1, worker: int = 0, num_workers: int = 1, *,
                  epoch: int = 0, seed: int | None = 0, shuffle: bool = True, cycle_tiles: int = 4) -> Iterator:
@@ -151,8 +160,7 @@ class StackTrainingWindows:
         order = [tiles[k] for k in rng.permutation(len(tiles))]
         for start in range(0, len(order), max(1, cycle_tiles)):
             # Windows stay views into their tile's stack until they are yielded: memory is the stacks'.
-            pending = [(feature, label) for tile in order[start:start + max(1, cycle_tiles)]
-                       for _, feature, label in self._pairs(tile)]
+            pending = [pair for tile in order[start:start + max(1, cycle_tiles)] for pair in self._pairs(tile)]
             for k in rng.permutation(len(pending)):
                 yield self.element(*pending[k])
 
@@ -170,7 +178,7 @@ def training_dataset_from_stacks(stack_dir: str, params: WindowParams, *, gen_la
                                  sample=None, batch_size: int | None = None, seed: int | None = 0,
                                  shuffle: bool = True, frames: int | None = None,
                                  pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
-                                 normalize: bool = False, num_shards: int = 1,
+                                 normalize: bool = False, observed: bool = False, num_shards: int = 1,
                                  shard_index: int = 0, readers: int = 1, cycle_tiles: int = 4,
                                  repeat: bool = False, drop_remainder: bool = False):
     """tf.data `(feature, label)` pairs built from stacks, with static shapes and a known cardinality.
@@ -183,7 +191,7 @@ def training_dataset_from_stacks(stack_dir: str, params: WindowParams, *, gen_la
 
     plan = StackTrainingWindows(stack_dir, params, gen_label=gen_label, label_args=label_args,
                                 win_filter=win_filter, tiles=tiles, sample=sample, frames=frames,
-                                pad_value=pad_value, masks=masks, normalize=normalize)
+                                pad_value=pad_value, masks=masks, normalize=normalize, observed=observed)
     length = plan.shard_length(shard_index, num_shards)
     signature = tf.nest.map_structure(lambda a: tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype)),
                                       plan.first_element())

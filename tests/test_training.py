@@ -11,7 +11,7 @@ from rsdt_beam.cli.commands import WINDOW
 from rsdt_beam.cli.run import execute
 from rsdt_beam.numpy_reader import batches, inference_elements, online_windows, training_elements
 from rsdt_beam.training import StackTrainingWindows, balanced_shards
-from rsdt_beam.window.rules import WindowParams
+from rsdt_beam.window.rules import WindowParams, windows
 from rsdt_beam.window.sampling import Sample, parse_sample
 
 DAY = 86400
@@ -226,3 +226,61 @@ def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
     assert (scaled[0]["Feature"][~real] == -1.0).all()
     online = next(StackTrainingWindows(stacks, PARAMS, normalize=True, masks=True).elements(shuffle=False))
     np.testing.assert_array_equal(online[0]["Feature"], scaled[0]["Feature"])
+
+
+SAMPLE_STACK_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
+                      "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2"]
+
+
+@pytest.mark.e2e
+def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_run, sample_arrays, stacks, tmp_path):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam import fs
+    from rsdt_beam.cli.commands import RUN
+    from rsdt_beam.datasets import training_dataset
+    from rsdt_beam.errors import UserError
+    from rsdt_beam.records import OBSERVED, parse_example
+    from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
+    from rsdt_beam.tfrecord import read_records
+
+    out = tmp_path / "observed"
+    execute(RUN, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_STACK_FLAGS, *WINDOW_FLAGS,
+                  "--stack_output", str(out / "stack"), "--window_output", str(out / "windows"), "--record_observed"])
+    with open(os.path.join(stacks, "0_0.tfrecords"), "rb") as raw:  # the default run records no mask
+        assert OBSERVED not in parse_example(next(read_records(raw)))
+    metadata = read_stack_metadata(str(out / "stack"))
+    assert metadata["observed_recorded"] is True and "observed_recorded" not in read_stack_metadata(stacks)
+    stack = read_tile_stack(str(out / "stack"), (0, 0), metadata)
+    np.testing.assert_array_equal(stack.frames, read_tile_stack(stacks, (0, 0), metadata).frames)
+    times, ndvi, valid = sample_arrays
+    assert not stack.observed[..., :2].any()  # no SAR in the sample
+    previous = -np.inf
+    for k, time in enumerate(stack.times):  # optical: a valid observation in (previous frame, this frame]
+        arrived = valid[(times > previous) & (times <= time), :32, :32]
+        np.testing.assert_array_equal(stack.observed[k, ..., 2], arrived.any(axis=0))
+        if k:  # where nothing arrived, the value is the previous frame's (forward fill)
+            unseen = ~stack.observed[k, ..., 2]
+            np.testing.assert_array_equal(stack.frames[k][unseen], stack.frames[k - 1][unseen])
+        previous = time
+    assert 0 < stack.observed[..., 2].mean() < 1
+
+    window_dir = str(out / "windows")
+    assert fs.read_json(os.path.join(window_dir, "metadata.json"))["observed_recorded"] is True
+    written = list(training_dataset(window_dir, shuffle_buffer=0, cycle_length=1, observed=True).as_numpy_iterator())
+    numpy = list(training_elements(window_dir, shuffle_buffer=0, cycle_length=1, observed=True))
+    online = list(StackTrainingWindows(str(out / "stack"), PARAMS, observed=True).elements(shuffle=False))
+    assert len(written) == len(numpy) == len(online) == 270
+    spans = {w.window_id: w.current for w in windows(stack, PARAMS)}
+    for k, ((a, _), (b, _), (c, _)) in enumerate(zip(written, numpy, online)):
+        for key in ("Feature", "frame_mask", "observed_mask"):
+            np.testing.assert_array_equal(a[key], b[key])
+            np.testing.assert_array_equal(a[key], c[key])
+        if k < 30:  # tile (0, 0), in time order
+            count = len(spans[k].timestamps)
+            np.testing.assert_array_equal(a["observed_mask"][:count], spans[k].observed)
+            assert not a["observed_mask"][count:].any()
+    with pytest.raises(UserError, match="--record_observed"):
+        execute(WINDOW, ["--stack_dir", stacks, "--window_output", str(out / "bad"), "--record_observed",
+                         *WINDOW_FLAGS])
+    with pytest.raises(ValueError, match="--record_observed"):
+        next(StackTrainingWindows(stacks, PARAMS, observed=True).elements())

@@ -190,6 +190,9 @@ GROUPS: dict[str, Group] = {
         Flag("gzip_level", "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
              DEFAULT_GZIP_LEVEL, int),
         Flag("no_progress", "no progress line on stderr", boolean=True),
+        Flag("record_observed", "add each record's observed mask (feature Observed, uint8 [.., ty, tx, 3]: a valid "
+                                "observation of SAR asc./desc./optical since the previous frame) to stacks and "
+                                "windows", boolean=True),
         Flag("debug", "show the full traceback of an error", boolean=True),
     )),
     "tile": Group("tile", (

@@ -134,7 +134,8 @@ def window_spec(args: argparse.Namespace, output_required: bool = True) -> Windo
 
 
 def output_spec(args: argparse.Namespace) -> OutputSpec:
-    return OutputSpec(args.gzip_level, progress=not args.no_progress)
+    return OutputSpec(args.gzip_level, progress=not args.no_progress,
+                      record_observed=getattr(args, "record_observed", False))
 
 
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:

@@ -22,6 +22,7 @@ BANDS_KEY = "bands"
 PREPROCESSING_KEY = "preprocessing"
 BAND_STATS_KEY = "band_stats"
 MODEL_CARD_KEYS = (BANDS_KEY, PREPROCESSING_KEY, BAND_STATS_KEY)
+RECORD_OBSERVED_KEY = "observed_recorded"  # true when records carry the `Observed` mask (--record_observed)
 
 TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
 

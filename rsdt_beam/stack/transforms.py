@@ -22,7 +22,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
-from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, tile_file_name
+from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
@@ -184,9 +184,10 @@ class StackChunks(beam.PTransform):
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None):
+    def __init__(self, output_dir: str, gzip_level: int | None, record_observed: bool = False):
         self._output_dir = output_dir
         self._gzip_level = gzip_level
+        self._record_observed = record_observed
         self._records = Counter("stack_records_written")
         self._bytes = Counter("stack_raw_bytes")
         self._file_bytes = Counter("stack_file_bytes")
@@ -197,7 +198,8 @@ class _WriteStack(beam.DoFn):
         with fs.atomic_write(path) as raw:
             writer = TFRecordWriter(raw, self._gzip_level)
             for k, time in enumerate(stack.times):
-                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile))
+                observed = stack.observed[k] if self._record_observed else None
+                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile, observed))
             writer.close()
         self._records.inc(writer.records)
         self._bytes.inc(writer.raw_bytes)
@@ -244,14 +246,17 @@ class WriteStacks(beam.PTransform):
 
     `metadata.json` is removed first and written only after every tile file,
     so a folder with it is complete; tile files are written atomically.
+    `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
-    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written):
+    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
+                 record_observed: bool = False):
         super().__init__()
         self._output_dir = output_dir
-        self._metadata = metadata
+        self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
         self._gzip_level = gzip_level
         self._written = written
+        self._record_observed = record_observed
 
     def expand(self, stacks):
         output_dir, metadata = self._output_dir, self._metadata
@@ -259,8 +264,8 @@ class WriteStacks(beam.PTransform):
         cleared = (stacks.pipeline
                    | "Completion marker" >> beam.Create([marker])
                    | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
-        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(output_dir, self._gzip_level),
-                                                            beam.pvalue.AsSingleton(cleared))
+        written = stacks | "Write tile files" >> beam.ParDo(
+            _WriteStack(output_dir, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
 
         stats = stacks | "Statistics" >> BandStatistics(band_counts(metadata))
 

@@ -44,14 +44,19 @@ def frame_mask(count: int, frames: int | None) -> np.ndarray:
 
 
 def training_element(feature: np.ndarray, label: np.ndarray, frames: int | None, pad_value: float,
-                     masks: bool = False, scale: tuple[np.ndarray, np.ndarray] | None = None):
+                     masks: bool = False, scale: tuple[np.ndarray, np.ndarray] | None = None,
+                     observed: np.ndarray | None = None):
     """A training pair as every reader yields it: `(feature, label)`, features with a time axis
-    (`[n, ty, tx, bands]`) padded to `frames`; with `masks`, `({"Feature", "frame_mask"}, label)`.
-    With `scale = (mean, std)` per band, the feature's real frames are normalised first."""
+    (`[n, ty, tx, bands]`) padded to `frames`; with `masks`, `({"Feature", "frame_mask"}, label)`,
+    and with an `observed` mask (the current part's `[n, ty, tx, 3]`) also `"observed_mask"`, padded
+    with False. With `scale = (mean, std)` per band, the feature's real frames are normalised first."""
     timed = np.ndim(feature) == 4
     if scale is not None:
         feature = ((feature - scale[0]) / scale[1]).astype(np.asarray(feature).dtype, copy=False)
     padded = pad_frames(feature, frames, pad_value) if timed else np.asarray(feature)
-    if not masks:
+    if not masks and observed is None:
         return padded, label
-    return {"Feature": padded, "frame_mask": frame_mask(len(feature) if timed else 1, frames if timed else None)}, label
+    inputs = {"Feature": padded, "frame_mask": frame_mask(len(feature) if timed else 1, frames if timed else None)}
+    if observed is not None:
+        inputs["observed_mask"] = pad_frames(np.asarray(observed, bool), frames, False)
+    return inputs, label

@@ -23,10 +23,12 @@ from rsdt_beam.common.names import (
     BAND_STATS_KEY,
     METADATA_FILE,
     MODEL_CARD_KEYS,
+    RECORD_OBSERVED_KEY,
     RSDTLIB_METADATA_KEYS,
     WINDOWS_CSV,
     tile_file_name,
 )
+from rsdt_beam.errors import UserError
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
 from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
@@ -83,12 +85,14 @@ class WindowOutput:
     Training records are `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature;
     `window` unpacks as `(cur,)` or `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
     inference records hold the whole current window `[n, ty, tx, bands]`.
-    `spec.sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`).
+    `spec.sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`);
+    `record_observed` adds the current part's observed mask `[n, ty, tx, 3]` (`Observed`).
     """
 
     spec: WindowSpec
     gzip_level: int = DEFAULT_GZIP_LEVEL
     selection: Callable[[TileStack, WindowParams], Iterable[Window]] = windows
+    record_observed: bool = False
 
     @property
     def output_dir(self) -> str:
@@ -98,9 +102,14 @@ class WindowOutput:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
         spec = self.spec
         gen_label = spec.gen_label if spec.mode == TRAINING else None
+        if self.record_observed and stack.observed is None:
+            raise UserError(f"tile {stack.tile}: the stacks carry no observed mask; write them with "
+                            f"--record_observed (Stage 2) to record it in the windows")
         for window, feature, label in window_pairs(self.selection(stack, spec.params), gen_label, spec.label_args,
                                                    spec.window_filter, spec.sample):
-            yield window, window_record(feature, label, stack.tile, window.window_id, window.current.timestamps)
+            current = window.current
+            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps,
+                                        current.observed if self.record_observed else None)
 
     def metadata(self, stack_metadata: dict) -> dict:
         spec, params = self.spec, self.spec.params
@@ -115,6 +124,8 @@ class WindowOutput:
         sample = parse_sample(spec.sample)
         if not sample.keeps_everything:
             out["sample"] = sample.spec
+        if self.record_observed:
+            out[RECORD_OBSERVED_KEY] = True
         return out
 
 
