@@ -9,11 +9,12 @@ to the compressor without a copy and without TensorFlow's per-call overhead.
 Stack records (Stage 2, one per written time stamp and tile):
   `Timestamp` float64 scalar, `SAR_ascending`/`SAR_descending` float32
   `[tile_y, tile_x, bands_sar]`, `OPT` float32 `[tile_y, tile_x, bands_opt]`;
-  added: `tile` int64 `[j, i]`.
+  added: `tile` int64 `[j, i]`; with `--record_observed` also `Observed` uint8 `[tile_y, tile_x, 3]`.
 Window records (Stage 3):
   `Feature` (and `Label` for training); added: `tile` int64 `[j, i]`,
   `window_id`, `window_start`, `window_end` (int64 seconds, as rsdtlib's
-  windows list), `Timestamps` float64 `[n]` of the current window's frames.
+  windows list), `Timestamps` float64 `[n]` of the current window's frames; with `--record_observed`
+  also `Observed` uint8 `[n, tile_y, tile_x, 3]` of the current window.
 """
 
 from __future__ import annotations
