@@ -21,6 +21,7 @@ from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.store import list_store, write_grid
 from rsdt_beam.cli.commands import FETCH
+from rsdt_beam.cli.run import counters
 from rsdt_beam.common.names import REJECTED_FILE
 from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
@@ -223,7 +224,7 @@ def run_fetch(plan):
     result = pipeline.run()
     result.wait_until_finish()
     with open(os.path.join(plan.store, REJECTED_FILE)) as f:
-        return result.counters, json.load(f)
+        return counters(result), json.load(f)
 
 
 def stored_times(store, modality="optical"):
