@@ -391,10 +391,10 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
 
 
 @pytest.mark.e2e
-def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
-    argv = ["--dry_run", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
+    argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
             "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
             "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--maxcc", "0.5"]
