@@ -217,3 +217,5 @@ def scheduled_command(now: float | None = None) -> Command:
 
 
 SCHEDULED = scheduled_command()
+
+COMMANDS = (FETCH, CONVERT, STACK, WINDOW, RUN, INFER, SCHEDULED, SAMPLE, WINDOWS_LIST, INSPECT)
