@@ -215,8 +215,9 @@ class _Parser(argparse.ArgumentParser):
 def parser(prog: str, description: str | None, groups: tuple[str, ...], positional: tuple[Flag, ...] = (),
            suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser of one entry point: its positional arguments, then the named groups in order."""
-    result = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                     add_help=False, allow_abbrev=False,
+    usage = " ".join([prog, *(flag.name.upper() for flag in positional), "[flags]"])
+    result = _Parser(prog=prog, usage=usage, description=description,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False, allow_abbrev=False,
                      epilog="Other flags (--runner, --direct_num_workers, --project, --temp_location, --dry_run, "
                             "...) are passed to Beam.")
     result.add_argument("-h", "--help", action="store_true", help="show this help and exit")
