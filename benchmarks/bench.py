@@ -49,11 +49,12 @@ except ImportError:
 
 from rsdt_beam.acquire.eopatch import write_eopatch
 from rsdt_beam.acquire.store import write_grid, write_observation
+from rsdt_beam.cli.flags import GROUPS
 from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
-from rsdt_beam.common.times import time_name
+from rsdt_beam.common.times import parse_duration, time_name
 from rsdt_beam.grid import Grid
 from rsdt_beam.stack.rules import StackParams, written_times
-from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, deflate_module
+from rsdt_beam.tfrecord import deflate_module
 from rsdt_beam.window.rules import WindowParams, window_spans
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,7 +297,7 @@ class StageRun:
 
 
 def run_stage(stage: str, args: list[str], output_dirs: list[Path]) -> StageRun:
-    module = {"stack": "pipelines.stack", "window": "pipelines.window", "fused": "pipelines.run"}[stage]
+    module = f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage)}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", module, *args, "--no_progress"], cwd=REPO, env=env,
@@ -420,7 +421,6 @@ class Case:
 
 
 def _duration(text: str) -> float:
-    from rsdt_beam.options import parse_duration
     return parse_duration(text)
 
 
@@ -520,15 +520,13 @@ def main(argv=None):
     parser.add_argument("--format", choices=("store", "eopatch"), default="store")
     parser.add_argument("--tile_size", type=int, default=32)
     parser.add_argument("--delta_step", default="2d")
-    parser.add_argument("--Delta", default="30d")
-    parser.add_argument("--window_stride", type=int, default=1)
-    parser.add_argument("--omega", type=int, default=10)
-    parser.add_argument("--Omega", type=int, default=16)
+    for flag in GROUPS["window_parameters"].flags:  # the pipelines' own window flags and defaults
+        flag.add_to(parser)
     parser.add_argument("--mode", choices=("training", "inference"), default="training")
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers")
     parser.add_argument("--running_mode", default="multi_processing",
                         choices=("in_memory", "multi_threading", "multi_processing"))
-    parser.add_argument("--gzip_level", type=int, default=DEFAULT_GZIP_LEVEL)
+    GROUPS["output"].flags[0].add_to(parser)  # --gzip_level
     parser.add_argument("--stages", default="fused", help="comma-separated: stack, window, fused")
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage; the report gives medians")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores of the floor measurement")

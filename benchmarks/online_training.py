@@ -44,16 +44,42 @@ def folder_bytes(folder: Path) -> int:
 def prepare(case: Case, work_dir: Path) -> tuple[Path, Path]:
     """Stacks and training windows of the case, written once and kept (keyed by the case's parameters)."""
     inputs_dir = generate(case.inputs, work_dir)
-    key = (f"{inputs_dir.name}-t{case.tile_size}-d{case.delta_step}-D{case.delta}-s{case.window_stride}"
-           f"-o{case.omega}-O{case.big_omega}")
+    key = (
+        f"{inputs_dir.name}-t{case.tile_size}-d{case.delta_step}-D{case.delta}-s{case.window_stride}"
+        f"-o{case.omega}-O{case.big_omega}"
+    )
     stack_dir, window_dir = work_dir / "online" / key / "stack", work_dir / "online" / key / "windows"
     runner = ["--runner", "DirectRunner", "--no_progress"]
     if not (stack_dir / "metadata.json").exists():
-        subprocess.run([sys.executable, "-m", "rsdt_beam.pipelines.stack", *runner, *case.stack_args(inputs_dir),
-                        "--stack_output", str(stack_dir)], check=True, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rsdt_beam.pipelines.stack",
+                *runner,
+                *case.stack_args(inputs_dir),
+                "--stack_output",
+                str(stack_dir),
+            ],
+            check=True,
+            cwd=REPO,
+        )
     if not (window_dir / "metadata.json").exists():
-        subprocess.run([sys.executable, "-m", "rsdt_beam.pipelines.window", *runner, "--stack_dir", str(stack_dir),
-                        "--window_output", str(window_dir), *case.window_args()], check=True, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rsdt_beam.pipelines.window",
+                *runner,
+                "--stack_dir",
+                str(stack_dir),
+                "--window_output",
+                str(window_dir),
+                *case.window_args(),
+            ],
+            check=True,
+            cwd=REPO,
+        )
     return stack_dir, window_dir
 
 
@@ -82,8 +108,12 @@ def torch_epoch(stack_dir: Path, params: WindowParams, batch_size: int, workers:
 
     from rsdt_beam.torch_data import StackWindowsDataset
 
-    loader = torch.utils.data.DataLoader(StackWindowsDataset(str(stack_dir), params, seed=seed),
-                                         batch_size=batch_size, num_workers=workers, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        StackWindowsDataset(str(stack_dir), params, seed=seed),
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=False,
+    )
     count = 0
     started = time.perf_counter()
     for feature, label in loader:
@@ -105,8 +135,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     preset = PRESETS[args.preset]
-    case = Case(Inputs(args.kind, preset["area"], preset["area"], preset["months"], preset["seed"], "store"),
-                32, "2d", "30d", 1, 10, 16, "training", 1, "in_memory", 2)
+    case = Case(
+        Inputs(args.kind, preset["area"], preset["area"], preset["months"], preset["seed"], "store"),
+        32,
+        "2d",
+        "30d",
+        1,
+        10,
+        16,
+        "training",
+        1,
+        "in_memory",
+        2,
+    )
     stack_dir, window_dir = prepare(case, Path(args.work_dir))
     params = WindowParams(parse_duration(case.delta), case.window_stride, case.omega, case.big_omega)
 
@@ -114,41 +155,55 @@ def main(argv=None):
     from rsdt_beam.training import training_dataset_from_stacks
 
     readers = {
-        "written": lambda w: tf_epoch(training_dataset(str(window_dir), batch_size=args.batch_size, seed=args.seed,
-                                                       cycle_length=w), w),
-        "online": lambda w: tf_epoch(training_dataset_from_stacks(str(stack_dir), params, batch_size=args.batch_size,
-                                                                  seed=args.seed, readers=w), w),
+        "written": lambda w: tf_epoch(
+            training_dataset(str(window_dir), batch_size=args.batch_size, seed=args.seed, cycle_length=w), w
+        ),
+        "online": lambda w: tf_epoch(
+            training_dataset_from_stacks(str(stack_dir), params, batch_size=args.batch_size, seed=args.seed, readers=w),
+            w,
+        ),
     }
     if not args.no_torch:
         try:
             import torch  # noqa: F401
+
             readers["online torch"] = lambda w: torch_epoch(stack_dir, params, args.batch_size, w, args.seed)
         except ImportError:
             pass
     workers = [int(w) for w in args.workers.split(",")]
     rates: dict[tuple[str, int], list[float]] = {(name, w): [] for name in readers for w in workers}
     windows = {}
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start; {args.preset} ({args.kind}): "
-          f"{case.inputs.height} x {case.inputs.width} px, {case.inputs.months} months, tiles 32 px, Delta "
-          f"{case.delta}, omega {case.omega}, Omega {case.big_omega}, batch {args.batch_size}", file=sys.stderr)
+    print(
+        f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start; {args.preset} ({args.kind}): "
+        f"{case.inputs.height} x {case.inputs.width} px, {case.inputs.months} months, tiles 32 px, Delta "
+        f"{case.delta}, omega {case.omega}, Omega {case.big_omega}, batch {args.batch_size}",
+        file=sys.stderr,
+    )
     for round_index in range(args.rounds):
         order = list(rates) if round_index % 2 == 0 else list(reversed(rates))
         for name, w in order:
             count, seconds = readers[name](w)
             windows[name] = count
             rates[(name, w)].append(count / seconds)
-            print(f"  round {round_index + 1}: {name}, {w} worker(s): {count} windows in {seconds:.2f} s "
-                  f"({count / seconds:.0f}/s)", file=sys.stderr)
+            print(
+                f"  round {round_index + 1}: {name}, {w} worker(s): {count} windows in {seconds:.2f} s "
+                f"({count / seconds:.0f}/s)",
+                file=sys.stderr,
+            )
     stack_bytes, window_bytes = folder_bytes(stack_dir), folder_bytes(window_dir)
     print(f"\n| reader | workers | windows per epoch | windows/s (median of {args.rounds}) | runs | vs written |")
     print("|---|---|---|---|---|---|")
     for (name, w), values in rates.items():
         median = statistics.median(values)
         ratio = median / statistics.median(rates[("written", w)])
-        print(f"| {name} | {w} | {windows[name]} | {median:.0f} | {', '.join(f'{v:.0f}' for v in values)} "
-              f"| {ratio:.2f}x |")
-    print(f"\nstorage: stacks {stack_bytes / 1e6:.0f} MB, window files {window_bytes / 1e6:.0f} MB "
-          f"({stack_bytes / window_bytes:.3f}x); load at end {os.getloadavg()[0]:.2f}")
+        print(
+            f"| {name} | {w} | {windows[name]} | {median:.0f} | {', '.join(f'{v:.0f}' for v in values)} "
+            f"| {ratio:.2f}x |"
+        )
+    print(
+        f"\nstorage: stacks {stack_bytes / 1e6:.0f} MB, window files {window_bytes / 1e6:.0f} MB "
+        f"({stack_bytes / window_bytes:.3f}x); load at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

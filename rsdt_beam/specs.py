@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rsdt_beam.errors import UserError
 from rsdt_beam.stack.rules import StackParams
 from rsdt_beam.window.rules import WindowParams
-
-if TYPE_CHECKING:  # window.sampling loads user functions (Beam's file systems): not imported here
-    from rsdt_beam.window.sampling import Sample
+from rsdt_beam.window.sampling import Sample
 
 TRAINING = "training"
 INFERENCE = "inference"

@@ -32,8 +32,18 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
     win_filter, tiles, sample, frames, pad_value, masks).
     """
 
-    def __init__(self, stack_dir: str, params: WindowParams, *, seed: int | None = 0, shuffle: bool = True,
-                 cycle_tiles: int = 4, num_replicas: int | None = None, rank: int | None = None, **windows: Any):
+    def __init__(
+        self,
+        stack_dir: str,
+        params: WindowParams,
+        *,
+        seed: int | None = 0,
+        shuffle: bool = True,
+        cycle_tiles: int = 4,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        **windows: Any,
+    ):
         super().__init__()
         if num_replicas is None or rank is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -58,5 +68,13 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return self.windows.elements(self.rank, self.num_replicas, worker, workers, epoch=self.epoch,
-                                     seed=self.seed, shuffle=self.shuffle, cycle_tiles=self.cycle_tiles)
+        return self.windows.elements(
+            self.rank,
+            self.num_replicas,
+            worker,
+            workers,
+            epoch=self.epoch,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            cycle_tiles=self.cycle_tiles,
+        )

@@ -64,12 +64,23 @@ class StackTrainingWindows:
     `--record_observed`).
     """
 
-    def __init__(self, stack_dir: str, params: WindowParams, *, gen_label: Callable = rsdtlib_example_label,
-                 label_args: Any = None, win_filter: Callable | None = None,
-                 tiles: str | TileSelector | Sequence[Tile] | None = None,
-                 sample: str | Sample | Callable | None = None, frames: int | None = None,
-                 pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False, normalize: bool = False,
-                 observed: bool = False, metadata: dict | None = None):
+    def __init__(
+        self,
+        stack_dir: str,
+        params: WindowParams,
+        *,
+        gen_label: Callable = rsdtlib_example_label,
+        label_args: Any = None,
+        win_filter: Callable | None = None,
+        tiles: str | TileSelector | Sequence[Tile] | None = None,
+        sample: str | Sample | Callable | None = None,
+        frames: int | None = None,
+        pad_value: float = DEFAULT_PAD_VALUE,
+        masks: bool = False,
+        normalize: bool = False,
+        observed: bool = False,
+        metadata: dict | None = None,
+    ):
         self.stack_dir = stack_dir
         self.params = params
         self.gen_label = gen_label
@@ -99,10 +110,13 @@ class StackTrainingWindows:
         one, every stack is read once (the result is kept)."""
         if self._counts is None:
             if self.win_filter is None and not self.sample.needs_pairs:
-                self._counts = {tile: sum(self.sample.keeps_id(tile, span.window_id)
-                                          for span in window_spans(tile_timestamps(self.stack_dir, tile),
-                                                                   self.params))
-                                for tile in self.tiles}
+                self._counts = {
+                    tile: sum(
+                        self.sample.keeps_id(tile, span.window_id)
+                        for span in window_spans(tile_timestamps(self.stack_dir, tile), self.params)
+                    )
+                    for tile in self.tiles
+                }
             else:
                 self._counts = {tile: sum(1 for _ in self._pairs(tile)) for tile in self.tiles}
         return self._counts
@@ -126,8 +140,7 @@ class StackTrainingWindows:
 
     def _pairs(self, tile: Tile, stack=None):
         stack = stack if stack is not None else read_tile_stack(self.stack_dir, tile, self.metadata)
-        return window_pairs(windows(stack, self.params), self.gen_label, self.label_args, self.win_filter,
-                            self.sample)
+        return window_pairs(windows(stack, self.params), self.gen_label, self.label_args, self.win_filter, self.sample)
 
     def element(self, window: Window, feature: np.ndarray, label: np.ndarray):
         """The reader's element of a training pair (`rsdt_beam.window.padding.training_element`)."""
@@ -135,8 +148,10 @@ class StackTrainingWindows:
         if self.observed:
             observed = window.current.observed
             if observed is None:
-                raise ValueError(f"{self.stack_dir}: the stacks carry no observed mask (write them with "
-                                 f"--record_observed), so observed=True cannot be served")
+                raise ValueError(
+                    f"{self.stack_dir}: the stacks carry no observed mask (write them with "
+                    f"--record_observed), so observed=True cannot be served"
+                )
         return training_element(feature, label, self.frames, self.pad_value, self.masks, self.scale, observed)
 
     def tile_elements(self, tile: Tile) -> Iterator[tuple[int, Any]]:
@@ -144,8 +159,18 @@ class StackTrainingWindows:
         for window, feature, label in self._pairs(tile):
             yield window.window_id, self.element(window, feature, label)
 
-    def elements(self, shard: int = 0, num_shards: int = 1, worker: int = 0, num_workers: int = 1, *,
-                 epoch: int = 0, seed: int | None = 0, shuffle: bool = True, cycle_tiles: int = 4) -> Iterator:
+    def elements(
+        self,
+        shard: int = 0,
+        num_shards: int = 1,
+        worker: int = 0,
+        num_workers: int = 1,
+        *,
+        epoch: int = 0,
+        seed: int | None = 0,
+        shuffle: bool = True,
+        cycle_tiles: int = 4,
+    ) -> Iterator:
         """One epoch of a shard's (and worker's) elements; `shuffle=False`: tiles row-major, windows in order.
 
         With `shuffle`, the order is fixed by `(seed, epoch)` (`seed=None`: a fresh random order).
@@ -160,7 +185,7 @@ class StackTrainingWindows:
         order = [tiles[k] for k in rng.permutation(len(tiles))]
         for start in range(0, len(order), max(1, cycle_tiles)):
             # Windows stay views into their tile's stack until they are yielded: memory is the stacks'.
-            pending = [pair for tile in order[start:start + max(1, cycle_tiles)] for pair in self._pairs(tile)]
+            pending = [pair for tile in order[start : start + max(1, cycle_tiles)] for pair in self._pairs(tile)]
             for k in rng.permutation(len(pending)):
                 yield self.element(*pending[k])
 
@@ -169,18 +194,36 @@ class StackTrainingWindows:
         for tile in self.tiles:
             for _, element in self.tile_elements(tile):
                 return element
-        raise ValueError(f"{self.stack_dir}: no training window in {len(self.tiles)} tiles "
-                         f"(Omega={self.params.Omega}, omega={self.params.omega}, sample {self.sample.spec})")
+        raise ValueError(
+            f"{self.stack_dir}: no training window in {len(self.tiles)} tiles "
+            f"(Omega={self.params.Omega}, omega={self.params.omega}, sample {self.sample.spec})"
+        )
 
 
-def training_dataset_from_stacks(stack_dir: str, params: WindowParams, *, gen_label: Callable = rsdtlib_example_label,
-                                 label_args: Any = None, win_filter: Callable | None = None, tiles=None,
-                                 sample=None, batch_size: int | None = None, seed: int | None = 0,
-                                 shuffle: bool = True, frames: int | None = None,
-                                 pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
-                                 normalize: bool = False, observed: bool = False, num_shards: int = 1,
-                                 shard_index: int = 0, readers: int = 1, cycle_tiles: int = 4,
-                                 repeat: bool = False, drop_remainder: bool = False):
+def training_dataset_from_stacks(
+    stack_dir: str,
+    params: WindowParams,
+    *,
+    gen_label: Callable = rsdtlib_example_label,
+    label_args: Any = None,
+    win_filter: Callable | None = None,
+    tiles=None,
+    sample=None,
+    batch_size: int | None = None,
+    seed: int | None = 0,
+    shuffle: bool = True,
+    frames: int | None = None,
+    pad_value: float = DEFAULT_PAD_VALUE,
+    masks: bool = False,
+    normalize: bool = False,
+    observed: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    readers: int = 1,
+    cycle_tiles: int = 4,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+):
     """tf.data `(feature, label)` pairs built from stacks, with static shapes and a known cardinality.
 
     Arguments as `StackTrainingWindows`; `num_shards`/`shard_index` split the windows between hosts
@@ -189,25 +232,48 @@ def training_dataset_from_stacks(stack_dir: str, params: WindowParams, *, gen_la
     """
     import tensorflow as tf
 
-    plan = StackTrainingWindows(stack_dir, params, gen_label=gen_label, label_args=label_args,
-                                win_filter=win_filter, tiles=tiles, sample=sample, frames=frames,
-                                pad_value=pad_value, masks=masks, normalize=normalize, observed=observed)
+    plan = StackTrainingWindows(
+        stack_dir,
+        params,
+        gen_label=gen_label,
+        label_args=label_args,
+        win_filter=win_filter,
+        tiles=tiles,
+        sample=sample,
+        frames=frames,
+        pad_value=pad_value,
+        masks=masks,
+        normalize=normalize,
+        observed=observed,
+    )
     length = plan.shard_length(shard_index, num_shards)
-    signature = tf.nest.map_structure(lambda a: tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype)),
-                                      plan.first_element())
+    signature = tf.nest.map_structure(
+        lambda a: tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype)), plan.first_element()
+    )
     epochs = [itertools.count() for _ in range(readers)]
 
     def generate(reader):
         reader = int(reader)
-        yield from plan.elements(shard_index, num_shards, reader, readers, epoch=next(epochs[reader]),
-                                 seed=seed, shuffle=shuffle, cycle_tiles=cycle_tiles)
+        yield from plan.elements(
+            shard_index,
+            num_shards,
+            reader,
+            readers,
+            epoch=next(epochs[reader]),
+            seed=seed,
+            shuffle=shuffle,
+            cycle_tiles=cycle_tiles,
+        )
 
     if readers == 1:
         dataset = tf.data.Dataset.from_generator(generate, args=(0,), output_signature=signature)
     else:
         dataset = tf.data.Dataset.range(readers).interleave(
             lambda reader: tf.data.Dataset.from_generator(generate, args=(reader,), output_signature=signature),
-            cycle_length=readers, num_parallel_calls=readers, deterministic=seed is not None)
+            cycle_length=readers,
+            num_parallel_calls=readers,
+            deterministic=seed is not None,
+        )
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(length))
     if repeat:
         dataset = dataset.repeat()

@@ -27,7 +27,8 @@ def sample_eopatches(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
-    """The README's main job (`pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`, `<dir>/windows`.
+    """The README's main job (`rsdt_beam.pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`,
+    `<dir>/windows`.
 
     Read-only for tests; a test adding outputs puts them in its own sub-folder.
     """

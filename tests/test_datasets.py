@@ -14,14 +14,14 @@ from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_sta
 from rsdt_beam.window.rules import WindowParams, windows
 
 DAY = 86400
-# pipelines.sample's window parameters (training windows, label = ones [ty, tx]).
+# rsdt_beam.pipelines.sample's window parameters (training windows, label = ones [ty, tx]).
 PARAMS = WindowParams(60 * DAY, 1, 3, 6)
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
 
 
 @pytest.fixture(scope="module")
 def sample(sample_run):
-    """The bundled sample through pipelines.sample (stacks + per-tile training windows), plus
+    """The bundled sample through rsdt_beam.pipelines.sample (stacks + per-tile training windows), plus
     sharded training windows and per-tile inference windows from the same stacks."""
     out = sample_run
     stack = os.path.join(out, "stack")

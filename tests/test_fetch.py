@@ -21,6 +21,7 @@ from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.store import list_store, write_grid
 from rsdt_beam.cli.commands import FETCH
+from rsdt_beam.cli.run import counters
 from rsdt_beam.common.names import REJECTED_FILE
 from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
@@ -223,7 +224,7 @@ def run_fetch(plan):
     result = pipeline.run()
     result.wait_until_finish()
     with open(os.path.join(plan.store, REJECTED_FILE)) as f:
-        return result.counters, json.load(f)
+        return counters(result), json.load(f)
 
 
 def stored_times(store, modality="optical"):
@@ -390,10 +391,10 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
 
 
 @pytest.mark.e2e
-def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
-    argv = ["--dry_run", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
+    argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
             "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
             "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--maxcc", "0.5"]

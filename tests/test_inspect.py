@@ -50,7 +50,7 @@ def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tm
     printed = capsys.readouterr().out
     assert "window   29: 2017-05-31T10:05:36Z .. 2017-06-20T10:04:53Z    3 frames" in printed
     assert "    33  2017-06-20T10:04:53Z  (1497953093)" in printed
-    # The ranges equal what Stage 3 wrote for the same parameters (pipelines.sample's windows.csv).
+    # The ranges equal what Stage 3 wrote for the same parameters (rsdt_beam.pipelines.sample's windows.csv).
     assert csv_rows(tmp_path / "ranges.csv") == csv_rows(os.path.join(sample_run, "windows", "windows.csv"))
     width, height = png_size(tmp_path / "png" / "stack_1_1.png")
     assert width > 4 * height  # 12 frames in one row (one optical band)

@@ -16,6 +16,7 @@ from rsdt_beam.builders import listed_stack_plan
 from rsdt_beam.cli.commands import RUN, STACK, WINDOW
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.times import parse_time, time_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.specs import InputsSpec, StackSpec
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import StackParams, written_times
@@ -244,9 +245,9 @@ def test_invalid_window_parameters_and_empty_input(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ValueError, match="no observations before endtime .* in .*empty"):
         execute(STACK, stack_flags(str(tmp_path / "empty"), str(tmp_path / "stack")))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         execute(STACK, stack_flags(str(tmp_path / "missing"), str(tmp_path / "stack")))
-    with pytest.raises(FileNotFoundError, match="no complete Stage 2 output"):
+    with pytest.raises(UserError, match="no complete Stage 2 output"):
         execute(WINDOW, ["--stack_dir", str(tmp_path / "empty"), "--window_output", str(tmp_path / "w")])
 
 

@@ -119,15 +119,25 @@ def job_service(tmp_path):
          "--port_file", str(port_file), "--staging_dir", str(tmp_path / "staging")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert process.poll() is None, "job service exited"
-            assert time.monotonic() < deadline, "job service did not start"
-            time.sleep(0.1)
+        _wait_for(process, lambda: port_file.exists() and port_file.read_text().strip(), "job service")
         yield f"localhost:{port_file.read_text().strip()}"
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_for(process, ready, what: str, seconds: float = 60) -> None:
+    """Until `ready()`, while `process` runs, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert process.poll() is None, f"{what} exited"
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -142,14 +152,7 @@ def worker_pool(tmp_path):
                                 "--service_port", str(port)], env=environment, cwd=str(tmp_path),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "worker pool exited"
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "worker pool did not start"
-            time.sleep(0.1)
+        _wait_for(process, lambda: _listening(port), "worker pool")
         yield f"localhost:{port}"
     finally:
         process.terminate()

@@ -14,9 +14,8 @@ import shutil
 
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from rsdt_beam.cli.commands import RUN, scheduled_command
+from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.times import parse_time, parse_time_name
@@ -109,8 +108,8 @@ def crontab_flags() -> list[str]:
     """The flags of the example crontab line (schedules/crontab), minus its cloud locations and runner."""
     with open(os.path.join(REPO, "schedules", "crontab")) as f:
         line = next(line for line in f if line.strip() and not line.startswith(("#", "CRON_TZ")))
-    words = shlex.split(line.split("-m pipelines.scheduled", 1)[1].split(">>")[0])
-    PipelineOptions(words).get_all_options(retain_unknown_options=False)  # every flag is a known option
+    words = shlex.split(line.split("-m rsdt_beam.pipelines.scheduled", 1)[1].split(">>")[0])
+    SCHEDULED.parser().parse_known_args(words)  # every rsdt_beam flag is one of the scheduled command's
     assert words[words.index("--end") + 1] == "today" and "--lookback" in words
     dropped = {"--observations", "--output_root", "--runner", "--project", "--region", "--temp_location",
                "--sdk_container_image"}
@@ -175,9 +174,10 @@ def assert_union_is_one_launch(output_root: str, manifests, inputs: Inputs, tmp_
     keeps them short), which the last run carries on: the next run writes them.
     """
     reference = str(tmp_path / "one_launch")
+    lookback = SAMPLE_FLAGS.index("--lookback")
     execute(RUN, ["--optical", inputs.folder, "--starttime", manifests[0].start, "--endtime", manifests[-1].end,
-                      "--stack_output", f"{reference}/stack", "--window_output", f"{reference}/windows",
-                      *SAMPLE_FLAGS])
+                  "--stack_output", f"{reference}/stack", "--window_output", f"{reference}/windows",
+                  *SAMPLE_FLAGS[:lookback], *SAMPLE_FLAGS[lookback + 2:]])
     pending_from = manifests[-1].carry["windows_written"]
     runs = [os.path.join(output_root, "runs", m.run_id) for m in manifests]
     tiles = [name for name in sorted(os.listdir(f"{reference}/windows")) if name.endswith(".tfrecords")]

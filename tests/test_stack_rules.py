@@ -1,4 +1,4 @@
-"""Stage 2 rules against RSDTLIB_SEMANTICS.md's worked examples and edge cases."""
+"""Stage 2 rules against docs/semantics.md's worked examples and edge cases."""
 
 import numpy as np
 import pytest

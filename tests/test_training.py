@@ -104,8 +104,11 @@ def test_online_training_dataset_equals_written_windows_window_by_window(sample_
     from rsdt_beam.datasets import training_dataset
     from rsdt_beam.training import training_dataset_from_stacks
 
-    for source, spec in ((os.path.join(sample_run, "windows"), None), (sampled["every"], "every:4"),
-                         (sampled["fraction"], "fraction:0.3:5")):
+    for source, spec in (
+        (os.path.join(sample_run, "windows"), None),
+        (sampled["every"], "every:4"),
+        (sampled["fraction"], "fraction:0.3:5"),
+    ):
         written = list(training_dataset(source, shuffle_buffer=0, cycle_length=1).as_numpy_iterator())
         online = training_dataset_from_stacks(stacks, PARAMS, sample=spec, shuffle=False)
         assert int(online.cardinality()) == len(written) > 0
@@ -156,10 +159,14 @@ def test_numpy_reader_gives_the_arrays_of_the_tf_reader(sample_run):
 
     source = os.path.join(sample_run, "windows")
     for normalize in (False, True):
-        tf_batches = list(training_dataset(source, batch_size=32, shuffle_buffer=0, cycle_length=1, masks=True,
-                                           normalize=normalize).as_numpy_iterator())
-        np_batches = list(batches(training_elements(source, shuffle_buffer=0, cycle_length=1, masks=True,
-                                                    normalize=normalize), 32))
+        tf_batches = list(
+            training_dataset(
+                source, batch_size=32, shuffle_buffer=0, cycle_length=1, masks=True, normalize=normalize
+            ).as_numpy_iterator()
+        )
+        np_batches = list(
+            batches(training_elements(source, shuffle_buffer=0, cycle_length=1, masks=True, normalize=normalize), 32)
+        )
         assert len(np_batches) == len(tf_batches) == 9
         for (np_inputs, np_labels), (tf_inputs, tf_labels) in zip(np_batches, tf_batches):
             np.testing.assert_allclose(np_inputs["Feature"], tf_inputs["Feature"], rtol=1e-6)
@@ -219,8 +226,7 @@ def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
 
     mean, std = stats["mean"][0], stats["std"][0]
     raw = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True))
-    scaled = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True,
-                                    normalize=True))
+    scaled = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True, normalize=True))
     real = raw[0]["frame_mask"]
     np.testing.assert_allclose(scaled[0]["Feature"][real], (raw[0]["Feature"][real] - mean) / std, rtol=1e-5)
     assert (scaled[0]["Feature"][~real] == -1.0).all()
@@ -228,8 +234,22 @@ def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
     np.testing.assert_array_equal(online[0]["Feature"], scaled[0]["Feature"])
 
 
-SAMPLE_STACK_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
-                      "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2"]
+SAMPLE_STACK_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2016-01-01",
+    "--endtime",
+    "2017-07-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+]
 
 
 @pytest.mark.e2e
@@ -244,8 +264,20 @@ def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_ru
     from rsdt_beam.tfrecord import read_records
 
     out = tmp_path / "observed"
-    execute(RUN, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_STACK_FLAGS, *WINDOW_FLAGS,
-                  "--stack_output", str(out / "stack"), "--window_output", str(out / "windows"), "--record_observed"])
+    execute(
+        RUN,
+        [
+            "--optical",
+            os.path.join(sample_run, "obs", "optical"),
+            *SAMPLE_STACK_FLAGS,
+            *WINDOW_FLAGS,
+            "--stack_output",
+            str(out / "stack"),
+            "--window_output",
+            str(out / "windows"),
+            "--record_observed",
+        ],
+    )
     with open(os.path.join(stacks, "0_0.tfrecords"), "rb") as raw:  # the default run records no mask
         assert OBSERVED not in parse_example(next(read_records(raw)))
     metadata = read_stack_metadata(str(out / "stack"))
@@ -280,7 +312,8 @@ def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_ru
             np.testing.assert_array_equal(a["observed_mask"][:count], spans[k].observed)
             assert not a["observed_mask"][count:].any()
     with pytest.raises(UserError, match="--record_observed"):
-        execute(WINDOW, ["--stack_dir", stacks, "--window_output", str(out / "bad"), "--record_observed",
-                         *WINDOW_FLAGS])
+        execute(
+            WINDOW, ["--stack_dir", stacks, "--window_output", str(out / "bad"), "--record_observed", *WINDOW_FLAGS]
+        )
     with pytest.raises(ValueError, match="--record_observed"):
         next(StackTrainingWindows(stacks, PARAMS, observed=True).elements())

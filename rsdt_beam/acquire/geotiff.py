@@ -39,6 +39,7 @@ from rsdt_beam.acquire.store import BAND_DTYPES, open_raster
 from rsdt_beam.common.modalities import MODALITIES
 from rsdt_beam.common.observations import ObservationError, Rejection
 from rsdt_beam.common.times import iso_time, parse_time
+from rsdt_beam.common.user_code import load_callable
 from rsdt_beam.grid import Grid, PixelWindow
 
 FINGERPRINT_TAG = "RSDT_CONVERT_FINGERPRINT"
@@ -99,7 +100,6 @@ class MaskRule:
         if self.kind == "bits":
             flags = sum(1 << bit for bit in self.values)
             return (raw.astype(np.int64) & flags) == 0
-        from rsdt_beam.window.selection import load_callable  # imports user code only when asked to
         valid = np.asarray(load_callable(self.function)(raw))
         if valid.shape != raw.shape:
             raise ValueError(f"mask function {self.function} returned shape {valid.shape} for {raw.shape}")

@@ -164,6 +164,11 @@ GROUPS: dict[str, Group] = {
         Flag("bytes_per_shard", "sharded layout: about this many compressed bytes per file (e.g. 268435456)",
              type=int),
     )),
+    "observed": Group("Stages 2 and 3: observed mask", (
+        Flag("record_observed", "add each record's observed mask (feature Observed, uint8 [.., ty, tx, 3]: a valid "
+                                "observation of SAR asc./desc./optical since the previous frame) to stacks and "
+                                "windows", boolean=True),
+    )),
     "inference": Group("inference", (
         Flag("model", "Keras model file (.keras/.h5; local or gs://); with --model_fn: weights"),
         Flag("model_fn", "module:function returning the Keras model (weights from --model)"),
@@ -190,9 +195,6 @@ GROUPS: dict[str, Group] = {
         Flag("gzip_level", "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
              DEFAULT_GZIP_LEVEL, int),
         Flag("no_progress", "no progress line on stderr", boolean=True),
-        Flag("record_observed", "add each record's observed mask (feature Observed, uint8 [.., ty, tx, 3]: a valid "
-                                "observation of SAR asc./desc./optical since the previous frame) to stacks and "
-                                "windows", boolean=True),
         Flag("debug", "show the full traceback of an error", boolean=True),
     )),
     "tile": Group("tile", (
@@ -220,8 +222,9 @@ class _Parser(argparse.ArgumentParser):
 def parser(prog: str, description: str | None, groups: tuple[str, ...], positional: tuple[Flag, ...] = (),
            suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser of one entry point: its positional arguments, then the named groups in order."""
-    result = _Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                     add_help=False, allow_abbrev=False,
+    usage = " ".join([prog, *(flag.name.upper() for flag in positional), "[flags]"])
+    result = _Parser(prog=prog, usage=usage, description=description,
+                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False, allow_abbrev=False,
                      epilog="Other flags (--runner, --direct_num_workers, --project, --temp_location, --dry_run, "
                             "...) are passed to Beam.")
     result.add_argument("-h", "--help", action="store_true", help="show this help and exit")

@@ -12,6 +12,7 @@ import json
 from rsdt_beam.acquire.geotiff import ConvertParams, parse_band_selection
 from rsdt_beam.common.names import parse_tile
 from rsdt_beam.common.times import parse_duration, parse_time
+from rsdt_beam.common.user_code import load_callable
 from rsdt_beam.errors import UserError
 from rsdt_beam.specs import (
     AreaSpec,
@@ -26,7 +27,7 @@ from rsdt_beam.specs import (
 )
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.sampling import parse_sample
-from rsdt_beam.window.selection import load_callable, tile_selector
+from rsdt_beam.window.selection import tile_selector
 
 
 def _flag_value(name: str, parse, text):

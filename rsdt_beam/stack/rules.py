@@ -1,7 +1,7 @@
 """Stage 2 rules: which time stamps are written, forward fill, assembling.
 
 Pure numpy, no Beam, no I/O. These are rsdtlib's `Stack` rules (see
-RSDTLIB_SEMANTICS.md): all observations on one time line; per modality and
+docs/semantics.md): all observations on one time line; per modality and
 pixel the last valid value carried forward (zeros before the first valid
 one); a frame written at the last time stamp of every non-empty `delta_step`
 bin in `[starttime, endtime)`; SAR ascending, SAR descending and optical

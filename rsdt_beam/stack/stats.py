@@ -48,9 +48,13 @@ class BandMoments:
             return other
         count = self.count + other.count
         delta = other.mean - self.mean
-        return BandMoments(count, self.mean + delta * other.count / count,
-                           self.m2 + other.m2 + delta ** 2 * self.count * other.count / count,
-                           np.minimum(self.minimum, other.minimum), np.maximum(self.maximum, other.maximum))
+        return BandMoments(
+            count,
+            self.mean + delta * other.count / count,
+            self.m2 + other.m2 + delta**2 * self.count * other.count / count,
+            np.minimum(self.minimum, other.minimum),
+            np.maximum(self.maximum, other.maximum),
+        )
 
     def to_json(self, bands: BandCounts) -> dict:
         """`{modality: {"count", "mean", "std", "min", "max"}}` for the modalities with bands (population std)."""
@@ -59,8 +63,13 @@ class BandMoments:
         for modality in MODALITIES:
             part = bands.slice_of(modality)
             if part.stop > part.start:
-                out[modality] = {"count": self.count, "mean": self.mean[part].tolist(), "std": std[part].tolist(),
-                                 "min": self.minimum[part].tolist(), "max": self.maximum[part].tolist()}
+                out[modality] = {
+                    "count": self.count,
+                    "mean": self.mean[part].tolist(),
+                    "std": std[part].tolist(),
+                    "min": self.minimum[part].tolist(),
+                    "max": self.maximum[part].tolist(),
+                }
         return out
 
 
@@ -69,11 +78,12 @@ def normalization(metadata: dict, bands: int) -> tuple[np.ndarray, np.ndarray]:
     metadata.json's `band_stats`; a band with std 0 keeps scale 1."""
     stats = metadata.get(BAND_STATS_KEY)
     if not stats:
-        raise ValueError("metadata.json has no band_stats (written by rsdtlib or an older rsdt_beam): "
-                         "cannot normalise")
+        raise ValueError("metadata.json has no band_stats (written by rsdtlib or an older rsdt_beam): cannot normalise")
     mean = np.concatenate([stats[m]["mean"] for m in MODALITIES if m in stats]).astype(np.float32)
     std = np.concatenate([stats[m]["std"] for m in MODALITIES if m in stats]).astype(np.float32)
     if len(mean) != bands:
-        raise ValueError(f"band_stats cover {len(mean)} bands but the features have {bands}: normalise "
-                         f"features of the stacks' bands only (a label function may have changed them)")
+        raise ValueError(
+            f"band_stats cover {len(mean)} bands but the features have {bands}: normalise "
+            f"features of the stacks' bands only (a label function may have changed them)"
+        )
     return mean, np.where(std > 0, std, 1.0).astype(np.float32)

@@ -18,8 +18,10 @@ def resolve_frames(frames: int | None, omega_max: int | None, what: str) -> int 
     """`frames` as given; None -> Omega; 0 -> None (no padding, windows keep their lengths)."""
     if frames is None:
         if omega_max is None:
-            raise ValueError(f"{what}: Omega unknown (no metadata.json with Omega, rsdtlib's windows?): "
-                             f"pass frames=N to pad the time axis, or frames=0 for no padding")
+            raise ValueError(
+                f"{what}: Omega unknown (no metadata.json with Omega, rsdtlib's windows?): "
+                f"pass frames=N to pad the time axis, or frames=0 for no padding"
+            )
         return int(omega_max)
     if frames < 0:
         raise ValueError(f"{what}: frames must be positive (or 0 for no padding), got {frames}")
@@ -34,7 +36,7 @@ def pad_frames(array: np.ndarray, frames: int | None, pad_value: float) -> np.nd
     if array.shape[0] > frames:
         raise ValueError(f"window has {array.shape[0]} frames, more than frames={frames}")
     padded = np.full((frames, *array.shape[1:]), pad_value, array.dtype)
-    padded[:array.shape[0]] = array
+    padded[: array.shape[0]] = array
     return padded
 
 
@@ -43,9 +45,15 @@ def frame_mask(count: int, frames: int | None) -> np.ndarray:
     return np.arange(count if frames is None else frames) < count
 
 
-def training_element(feature: np.ndarray, label: np.ndarray, frames: int | None, pad_value: float,
-                     masks: bool = False, scale: tuple[np.ndarray, np.ndarray] | None = None,
-                     observed: np.ndarray | None = None):
+def training_element(
+    feature: np.ndarray,
+    label: np.ndarray,
+    frames: int | None,
+    pad_value: float,
+    masks: bool = False,
+    scale: tuple[np.ndarray, np.ndarray] | None = None,
+    observed: np.ndarray | None = None,
+):
     """A training pair as every reader yields it: `(feature, label)`, features with a time axis
     (`[n, ty, tx, bands]`) padded to `frames`; with `masks`, `({"Feature", "frame_mask"}, label)`,
     and with an `observed` mask (the current part's `[n, ty, tx, 3]`) also `"observed_mask"`, padded

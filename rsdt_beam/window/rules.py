@@ -12,7 +12,7 @@ A window is kept when each of its parts has at least `omega` frames; kept
 windows are numbered 0, 1, ... per tile (rsdtlib's window ids). For mono
 windows this is exactly rsdtlib; for triples it is rsdtlib's intent (its
 current part may grow to 2*Omega and its previous part drifts for strides
-above 1; see RSDTLIB_SEMANTICS.md).
+above 1; see docs/semantics.md).
 """
 
 from __future__ import annotations

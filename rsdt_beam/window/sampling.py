@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from rsdt_beam.common.user_code import callable_name, load_callable
 from rsdt_beam.window.rules import Window
-from rsdt_beam.window.selection import callable_name, load_callable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +98,13 @@ def parse_sample(spec: str | Sample | Callable | None) -> Sample:
     raise ValueError(f"--sample {spec!r}: expected all | every:K | fraction:F:SEED | weight:module:function[:SEED]")
 
 
-def window_pairs(windows: Iterable[Window], gen_label: Callable | None = None, label_args: Any = None,
-                 win_filter: Callable | None = None,
-                 sample: Sample | None = None) -> Iterator[tuple[Window, np.ndarray, np.ndarray | None]]:
+def window_pairs(
+    windows: Iterable[Window],
+    gen_label: Callable | None = None,
+    label_args: Any = None,
+    win_filter: Callable | None = None,
+    sample: Sample | None = None,
+) -> Iterator[tuple[Window, np.ndarray, np.ndarray | None]]:
     """`(window, feature, label)` of each window that passes the filter and the sample.
 
     With `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature) these are training

@@ -28,6 +28,7 @@ from rsdt_beam.common.names import (
     WINDOWS_CSV,
     tile_file_name,
 )
+from rsdt_beam.common.user_code import callable_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
@@ -39,7 +40,7 @@ from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, windows
 from rsdt_beam.window.sampling import parse_sample, window_pairs
-from rsdt_beam.window.selection import TileSelector, callable_name
+from rsdt_beam.window.selection import TileSelector
 
 _ROWS_PARTS = ".windows_csv_parts"
 
