@@ -13,8 +13,9 @@ the input pipeline's):
 * `online`: `rsdt_beam.training.training_dataset_from_stacks` over the stacks;
 * `online torch`: `rsdt_beam.torch_data.StackWindowsDataset` in a `DataLoader` (when torch is installed),
 
-each with 1 and 2 reader workers (tf.data: `cycle_length`/`readers` and a private thread pool of that
-size; PyTorch: `num_workers`), at the same batch size and shuffling. The report gives windows per
+each with 1 and 2 reader workers (tf.data: files read in parallel, `cycle_length`, or stack readers,
+`readers`, on tf.data's own thread pool unless `--threads N`; PyTorch: `num_workers`), at the same
+batch size and shuffling. The report gives windows per
 second (median of the rounds), online / written per worker count, and the bytes of the stack and
 window files.
 """
@@ -83,13 +84,15 @@ def prepare(case: Case, work_dir: Path) -> tuple[Path, Path]:
     return stack_dir, window_dir
 
 
-def tf_epoch(dataset, workers: int) -> tuple[int, float]:
-    """(windows, seconds) of one pass of a tf.data dataset through a model step."""
+def tf_epoch(dataset, threads: int) -> tuple[int, float]:
+    """(windows, seconds) of one pass of a tf.data dataset through a model step (`threads`: tf.data's
+    private thread pool, 0 for its default)."""
     import tensorflow as tf
 
-    options = tf.data.Options()
-    options.threading.private_threadpool_size = workers
-    dataset = dataset.with_options(options)
+    if threads:
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        dataset = dataset.with_options(options)
 
     @tf.function
     def model_step(feature, label):
@@ -131,6 +134,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="epochs per reader; the report gives medians")
     parser.add_argument("--seed", type=int, default=1, help="shuffling seed of every reader")
     parser.add_argument("--no_torch", action="store_true", help="skip the PyTorch DataLoader rows")
+    parser.add_argument("--threads", type=int, default=0, help="tf.data private thread pool size (0: its default)")
     parser.add_argument("--work_dir", default="/tmp/rsdt_beam_bench")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -156,11 +160,12 @@ def main(argv=None):
 
     readers = {
         "written": lambda w: tf_epoch(
-            training_dataset(str(window_dir), batch_size=args.batch_size, seed=args.seed, cycle_length=w), w
+            training_dataset(str(window_dir), batch_size=args.batch_size, seed=args.seed, cycle_length=w),
+            args.threads,
         ),
         "online": lambda w: tf_epoch(
             training_dataset_from_stacks(str(stack_dir), params, batch_size=args.batch_size, seed=args.seed, readers=w),
-            w,
+            args.threads,
         ),
     }
     if not args.no_torch:
