@@ -21,7 +21,9 @@ from rsdt_beam.acquire.convert import ConvertPlan
 from rsdt_beam.acquire.fetch import REJECTED as FETCH_REJECTED
 from rsdt_beam.acquire.fetch import FetchObservations, FetchPlan
 from rsdt_beam.acquire.listing import discover_observations
+from rsdt_beam.common.names import RECORD_OBSERVED_KEY
 from rsdt_beam.common.observations import Rejection
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid
 from rsdt_beam.inference import (
     InferMaps,
@@ -82,6 +84,9 @@ def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSp
 def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
     """Stage 3 alone: `window.stack_dir` (rsdt_beam's or rsdtlib's stacks) -> `window.output`."""
     read = ReadTileStacks(window.stack_dir, window.selects)
+    if output.record_observed and not read.metadata.get(RECORD_OBSERVED_KEY):
+        raise UserError(f"--record_observed: the stacks in {window.stack_dir} carry no observed mask; write them "
+                        f"with --record_observed (Stage 2)")
     set_total("tiles_windowed", len(read.tiles))
     (pipeline
      | "Read stacks" >> read

@@ -146,6 +146,8 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
         command.parser(description).print_help()
         return 0
     debug = "--debug" in argv or any(a.startswith("--debug=") and a.split("=", 1)[1].lower() == "true" for a in argv)
+    if not debug:  # Beam logs a failing DoFn's traceback before raising it: the error is reported below, once
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     try:
         if command.action is not None:
             args, _rest = command.parser().parse_known_args(argv)
