@@ -211,17 +211,27 @@ def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024
                                record.observed if observed else None)
 
 
-def inference_element(record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE) -> dict:
-    """An inference window as a dict of arrays, padded to `frames` (None: as it is) with its frame mask."""
-    return {"Feature": pad_frames(record.feature, frames, pad_value),
-            "frame_mask": frame_mask(len(record.feature), frames),
-            "tile": np.asarray(record.tile, np.int64), "window_id": np.int64(record.window_id),
-            "window_start": np.int64(record.window_start), "window_end": np.int64(record.window_end),
-            "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE)}
+def inference_element(
+    record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE, observed: bool = False
+) -> dict:
+    """An inference window as a dict of arrays, padded to `frames` (None: as it is) with its frame mask
+    (and with `observed`, its per-pixel `observed_mask`, padded with False)."""
+    element = {"Feature": pad_frames(record.feature, frames, pad_value),
+               "frame_mask": frame_mask(len(record.feature), frames),
+               "tile": np.asarray(record.tile, np.int64), "window_id": np.int64(record.window_id),
+               "window_start": np.int64(record.window_start), "window_end": np.int64(record.window_end),
+               "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE)}
+    if observed:
+        if record.observed is None:
+            raise ValueError(f"window {record.tile} #{record.window_id} carries no observed mask "
+                             f"(write the windows with --record_observed)")
+        element["observed_mask"] = pad_frames(record.observed, frames, False)
+    return element
 
 
 def inference_elements(source: str | Sequence[str], tile: tuple[int, int] | None = None,
-                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE) -> Iterator[dict]:
+                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE,
+                       observed: bool = False) -> Iterator[dict]:
     """Inference windows as `datasets.inference_dataset` yields them (one tile or all, time order)."""
     files = window_files(source)
     frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
@@ -230,7 +240,7 @@ def inference_elements(source: str | Sequence[str], tile: tuple[int, int] | None
     for record in records:
         if record.tile is None:
             raise ValueError(f"{source}: records carry no tile/window_id (written by rsdtlib?)")
-        yield inference_element(record, frames, pad_value)
+        yield inference_element(record, frames, pad_value, observed)
 
 
 def batches(elements: Iterable, batch_size: int, drop_remainder: bool = False) -> Iterator:
