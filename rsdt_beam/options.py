@@ -119,6 +119,9 @@ class OutputOptions(PipelineOptions):
         group.add_argument("--gzip_level", type=int, default=DEFAULT_GZIP_LEVEL,
                            help="GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)")
         group.add_argument("--no_progress", action="store_true", help="no progress line on stderr")
+        group.add_argument("--overwrite", action="store_true",
+                           help="replace the whole contents of output folders made with other parameters "
+                                "(without it, such a folder is refused)")
 
 
 class InferenceOptions(PipelineOptions):

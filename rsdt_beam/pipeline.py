@@ -25,6 +25,7 @@ from rsdt_beam.acquire.store import list_store, read_grid
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
                                parse_time, window_params)
+from rsdt_beam.outputs import claim_outputs, pipeline_outputs
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
@@ -126,6 +127,8 @@ def stack_metadata(layout: TileLayout, bands: BandCounts, grid: Grid, params: St
 
 
 def write_rejected(rejected_pcolls, listed: list[Rejection], output_dir: str, pipeline):
+    """Writes `rejected.json` into `output_dir`; returns its PCollection (the count), for the folder's
+    `metadata.json` to wait on."""
     listed_pcoll = pipeline | "Listed rejections" >> beam.Create([r.to_json() for r in listed])
     as_json = [pc | f"Rejection as JSON {n}" >> beam.Map(lambda r: r.to_json())
                for n, pc in enumerate(rejected_pcolls)]
@@ -219,7 +222,9 @@ def window_output_from_options(options: PipelineOptions) -> WindowOutput:
         label_args=json.loads(opts.label_args) if opts.label_args else None,
         window_filter=load_callable(opts.window_filter) if opts.window_filter else None,
         layout=opts.layout, gzip_level=out.gzip_level, records_per_shard=opts.records_per_shard,
-        bytes_per_shard=opts.bytes_per_shard)
+        bytes_per_shard=opts.bytes_per_shard,
+        choices=(("tiles", opts.tiles), ("label_fn", opts.label_fn if opts.mode == "training" else None),
+                 ("label_args", opts.label_args), ("window_filter", opts.window_filter)))
 
 
 def build_stack(pipeline, options: PipelineOptions) -> StackPlan:
@@ -229,9 +234,9 @@ def build_stack(pipeline, options: PipelineOptions) -> StackPlan:
         raise ValueError("--stack_output is required")
     plan = StackPlan.from_options(options)
     stacks, written, rejected = plan.expand(pipeline)
+    listed = write_rejected(rejected, plan.listed_rejections(), opts.stack_output, pipeline)
     stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
-                                           options.view_as(OutputOptions).gzip_level, written)
-    write_rejected(rejected, plan.listed_rejections(), opts.stack_output, pipeline)
+                                           options.view_as(OutputOptions).gzip_level, written, wait_for=[listed])
     return plan
 
 
@@ -257,12 +262,12 @@ def add_stages_2_and_3(pipeline, options: PipelineOptions, plan: StackPlan, refs
     output = window_output_from_options(options)
     selector = tile_selector(options.view_as(WindowOptions).tiles)
     stacks, written, rejected = plan.expand(pipeline, refs=refs, selector=None if opts.stack_output else selector)
+    listed = write_rejected([*source_rejected, *rejected], plan.listed_rejections(), output.output_dir, pipeline)
     if opts.stack_output:
         stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
                                                options.view_as(OutputOptions).gzip_level, written)
         stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
-    stacks | "Write windows" >> WriteWindows(output, plan.metadata)
-    write_rejected([*source_rejected, *rejected], plan.listed_rejections(), output.output_dir, pipeline)
+    stacks | "Write windows" >> WriteWindows(output, plan.metadata, wait_for=[listed])
     return plan
 
 
@@ -301,6 +306,7 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     plan = build(pipeline, options)
+    claim_outputs(pipeline_outputs(pipeline), options.view_as(OutputOptions).overwrite)
     if isinstance(plan, StackPlan):
         print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
     result = pipeline.run()

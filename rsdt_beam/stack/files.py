@@ -11,11 +11,11 @@ import re
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.outputs import METADATA_FILE, listed_files
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
 from rsdt_beam.stack.rules import BandCounts, TileStack
 from rsdt_beam.tfrecord import read_records
 
-METADATA_FILE = "metadata.json"
 RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
 TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
 
@@ -36,10 +36,14 @@ def read_stack_metadata(stack_dir: str) -> dict:
     return metadata
 
 
-def list_tiles(stack_dir: str) -> list[tuple[int, int]]:
-    """Tile indices of the `{j}_{i}.tfrecords` files in a stack folder, row-major."""
+def list_tiles(stack_dir: str, metadata: dict | None = None) -> list[tuple[int, int]]:
+    """Tile indices of a stack folder, row-major: the files its `metadata.json` lists (rsdt_beam's), else
+    the `{j}_{i}.tfrecords` files found there (rsdtlib's metadata lists none)."""
+    metadata = read_stack_metadata(stack_dir) if metadata is None else metadata
+    listed = listed_files(stack_dir, metadata)
+    names = [fs.basename(path) for path in listed] if listed is not None else fs.list_children(stack_dir)
     tiles = []
-    for name in fs.list_children(stack_dir):
+    for name in names:
         match = TILE_FILE.match(name)
         if match:
             tiles.append((int(match.group(1)), int(match.group(2))))

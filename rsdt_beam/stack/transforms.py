@@ -22,9 +22,10 @@ import numpy as np
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import METADATA_FILE, tile_file_name
+from rsdt_beam.stack.files import tile_file_name
 from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
                                    written_times)
 from rsdt_beam.tfrecord import TFRecordWriter
@@ -180,17 +181,16 @@ class StackChunks(beam.PTransform):
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None):
-        self._output_dir = output_dir
+    def __init__(self, folder: OutputFolder, gzip_level: int | None):
+        self._folder = folder
         self._gzip_level = gzip_level
         self._records = Counter("stack_records_written")
         self._bytes = Counter("stack_raw_bytes")
         self._file_bytes = Counter("stack_file_bytes")
 
     def process(self, stack: TileStack, _cleared):
-        path = fs.join(self._output_dir, tile_file_name(stack.tile))
         asc, dsc, opt = (stack.modality(m) for m in MODALITIES)
-        with fs.atomic_write(path) as raw:
+        with fs.atomic_write(self._folder.file(tile_file_name(stack.tile)), self._folder.run_id) as raw:
             writer = TFRecordWriter(raw, self._gzip_level)
             for k, time in enumerate(stack.times):
                 writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile))
@@ -201,34 +201,45 @@ class _WriteStack(beam.DoFn):
         yield stack.tile
 
 
+def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None, flag: str = "--stack_output") -> OutputFolder:
+    """A stack folder's identity: the Stage 2 metadata (grid, tiling, times, bands) and the GZIP level."""
+    return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
+
+
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
-    `metadata.json` is removed first and written only after every tile file,
-    so a folder with it is complete; tile files are written atomically.
+    `metadata.json` is removed first and written only after every tile file
+    and every PCollection of `wait_for` (e.g. the writing of `rejected.json`),
+    so a folder with it is complete; it lists the tile files written
+    (`files`); tile files are written atomically.
     """
 
-    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written):
+    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written, wait_for=(),
+                 flag: str = "--stack_output"):
         super().__init__()
-        self._output_dir = output_dir
+        self.output_folder = stack_folder(output_dir, metadata, gzip_level, flag)
         self._metadata = metadata
         self._gzip_level = gzip_level
         self._written = written
+        self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
-        output_dir, metadata = self._output_dir, self._metadata
-        marker = fs.join(output_dir, METADATA_FILE)
+        folder, metadata = self.output_folder, self._metadata
         cleared = (stacks.pipeline
-                   | "Completion marker" >> beam.Create([marker])
-                   | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
-        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(output_dir, self._gzip_level),
+                   | "Folder" >> beam.Create([folder])
+                   | "Begin folder" >> beam.Map(begin))
+        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(folder, self._gzip_level),
                                                             beam.pvalue.AsSingleton(cleared))
+        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
 
-        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
-            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
-            fs.write_json(marker, done)
+        def write_metadata(tiles: list, times: np.ndarray, _others) -> dict:
+            done = dict(metadata, tiles_written=len(tiles), timestamps=[iso_time(t) for t in times])
+            done[FILES_KEY] = [tile_file_name(tile) for tile in sorted(tiles)]
+            folder.finish(done)
             return done
 
         return (written
                 | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
+                                                    beam.pvalue.AsSingleton(others)))
