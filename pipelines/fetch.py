@@ -27,20 +27,36 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam.acquire.fetch import REJECTED, FetchObservations, FetchPlan
 from rsdt_beam.acquire.sentinelhub import CredentialsError
-from rsdt_beam.options import AreaOptions, WindowOptions
-from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3, print_help, run, write_rejected
+from rsdt_beam.errors import UserError
+from rsdt_beam.options import WindowOptions
+from rsdt_beam.outputs import FinishFolder
+from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3, counters, print_help, run, write_rejected
 
 
 def build_fetch(pipeline, options: PipelineOptions, plan: FetchPlan):
-    """Fetch into the store; with --window_output also Stages 2 and 3 on the fetched observations."""
+    """Fetch into the store; with --window_output also Stages 2 and 3 on the fetched observations.
+
+    The store's metadata.json follows every write into it (rejected.json of a fetch alone included).
+    """
     fetched = pipeline | "Fetch" >> FetchObservations(plan)
+    writes = [fetched["grid"], fetched["observations"], fetched[REJECTED]]
     window_opts = options.view_as(WindowOptions)
     if not window_opts.window_output:
-        write_rejected([fetched[REJECTED]], [], options.view_as(AreaOptions).store, pipeline)
+        writes.append(write_rejected([fetched[REJECTED]], [], plan.store, pipeline))
+        tuple(writes) | "Finish store" >> FinishFolder(plan.folder)
         return plan
+    tuple(writes) | "Finish store" >> FinishFolder(plan.folder)
     stack_plan = StackPlan.from_options(options, grid=plan.grid, bands=plan.bands)
     return add_stages_2_and_3(pipeline, options, stack_plan, refs=fetched["observations"],
                               source_rejected=[fetched[REJECTED]])
+
+
+def all_failed(plan: FetchPlan, counts: dict[str, int]) -> str | None:
+    """The summary line of a run in which every request failed, or None."""
+    if not plan.items or counts.get("fetch_chunks", 0) or not counts.get("fetch_chunks_failed", 0):
+        return None
+    return (f"rsdt_beam fetch: all {counts['fetch_chunks_failed']} request(s) failed, nothing fetched "
+            f"(reasons in the warnings above and in rejected.json); is {plan.settings.base_url} reachable?")
 
 
 CREDENTIAL_FLAGS = ("--sh_client_id", "--sh_client_secret")
@@ -79,7 +95,16 @@ def main(argv: list[str]) -> int:
             print(line)
         return 0
     # The plan holds the credentials; the job's options must not (workers log unparsed flags).
-    run(lambda pipeline, opts: build_fetch(pipeline, opts, plan), options=PipelineOptions(without_credentials(rest)))
+    try:
+        result = run(lambda pipeline, opts: build_fetch(pipeline, opts, plan),
+                     options=PipelineOptions(without_credentials(rest)))
+    except UserError as error:
+        print(f"rsdt_beam fetch: {error}", file=sys.stderr)
+        return 2
+    failure = all_failed(plan, counters(result))
+    if failure:
+        print(failure, file=sys.stderr)
+        return 1
     return 0
 
 

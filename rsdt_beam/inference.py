@@ -32,7 +32,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import iso_time
 from rsdt_beam.grid import Grid, TileLayout
-from rsdt_beam.maps import MapKey, stitch, write_geotiff
+from rsdt_beam.maps import MapKey, encode_geotiff, stitch
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
 from rsdt_beam.options import InferenceOptions, WindowOptions, window_params
 from rsdt_beam.pipeline import StackPlan, write_rejected
@@ -221,10 +222,19 @@ class MapOutput:
     layout: TileLayout
     trim_edges: bool = False
     nodata: float = float("nan")
+    # What else shapes the maps, as given (for the folder's identity): the model, window parameters, ...
+    choices: tuple[tuple[str, Any], ...] = ()
+
+    def folder(self) -> OutputFolder:
+        layout = self.layout
+        parameters = dict(grid=self.grid.to_json(), tile_size_y=layout.tile_size_y, tile_size_x=layout.tile_size_x,
+                          deadzone_y=layout.deadzone_y, deadzone_x=layout.deadzone_x, trim_map_edges=self.trim_edges,
+                          **dict(self.choices))
+        return OutputFolder(self.output_dir, "maps", "--map_output", parameters)
 
     @classmethod
     def from_metadata(cls, output_dir: str, metadata: dict, grid: Grid | None = None,
-                      trim_edges: bool = False) -> "MapOutput":
+                      trim_edges: bool = False, choices: tuple = ()) -> "MapOutput":
         """From Stage 2/3 metadata.json (tile size, deadzone, grid; `grid` overrides the latter)."""
         if grid is None:
             if "grid" not in metadata:
@@ -233,53 +243,57 @@ class MapOutput:
             grid = Grid.from_json(metadata["grid"])
         layout = TileLayout(grid.height, grid.width, int(metadata["tile_size_y"]), int(metadata["tile_size_x"]),
                             int(metadata.get("deadzone_y", 0)), int(metadata.get("deadzone_x", 0)))
-        return cls(output_dir, grid, layout, trim_edges)
+        return cls(output_dir, grid, layout, trim_edges, choices=choices)
 
 
 class WriteMaps(beam.PTransform):
-    """PCollection[(WindowKey, prediction)] -> PCollection[str]: one GeoTIFF per window time, then maps.csv.
+    """PCollection[(WindowKey, prediction)] -> PCollection[str]: one GeoTIFF per window time, maps.csv,
+    then `metadata.json` (after every PCollection of `wait_for` too, e.g. the writing of `rejected.json`).
 
     Predictions are grouped per window (id, start, end) over all tiles and
     stitched with `rsdt_beam.maps.stitch`; file names are deterministic, so
     a re-run overwrites.
     """
 
-    def __init__(self, output: MapOutput):
+    def __init__(self, output: MapOutput, wait_for=()):
         super().__init__()
         self._output = output
+        self._wait_for = tuple(wait_for)
+        self.output_folder = output.folder()
 
     def expand(self, predictions):
-        output = self._output
+        output, folder = self._output, self.output_folder
         written = Counter("maps_written")
+        cleared = predictions.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(begin)
 
-        def write(item) -> tuple:
+        def write(item, _cleared) -> tuple:
             (window_id, start, end), tile_predictions = item
             key = MapKey(window_id, start, end)
             tiles = dict(tile_predictions)
             array = stitch(output.layout, tiles, output.trim_edges, output.nodata)
-            path = write_geotiff(fs.join(output.output_dir, key.file_name), array, output.grid, output.nodata,
-                                 dict(key.tags(), RSDT_TILES=str(len(tiles))))
+            path = folder.write_bytes(key.file_name, encode_geotiff(
+                array, output.grid, output.nodata, dict(key.tags(), RSDT_TILES=str(len(tiles)))))
             written.inc()
             return (window_id, iso_time(start), iso_time(end), len(tiles), key.file_name, start, end), path
 
-        def write_csv(rows: list) -> str:
+        def write_csv(rows: list, _others) -> str:
             text = io.StringIO()
             writer = csv.writer(text)
             writer.writerow(_MAPS_CSV_HEADER)
             writer.writerows(sorted(rows))
-            path = fs.join(output.output_dir, MAPS_CSV)
-            fs.write_bytes(path, text.getvalue().encode())
-            return path
+            folder.write_bytes(MAPS_CSV, text.getvalue().encode())
+            return folder.finish({"maps_written": len(rows), FILES_KEY: sorted(row[4] for row in rows)})
 
         maps = (predictions
                 | "By window time" >> beam.Map(
                     lambda kv: ((kv[0].window_id, kv[0].window_start, kv[0].window_end), (kv[0].tile, kv[1])))
                 | "Group tiles of a window" >> beam.GroupByKey()
-                | "Stitch and write map" >> beam.Map(write))
+                | "Stitch and write map" >> beam.Map(write, beam.pvalue.AsSingleton(cleared)))
+        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
         (maps
          | "Rows" >> beam.Map(lambda row_path: row_path[0])
          | "Collect rows" >> beam.combiners.ToList()
-         | "Write maps.csv" >> beam.Map(write_csv))
+         | "Write maps.csv and metadata.json" >> beam.Map(write_csv, beam.pvalue.AsSingleton(others)))
         return maps | "Paths" >> beam.Map(lambda row_path: row_path[1])
 
 
@@ -287,18 +301,19 @@ class InferMaps(beam.PTransform):
     """PCollection[TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
 
     def __init__(self, params: WindowParams, handler: KerasWindowModelHandler, output: MapOutput,
-                 window_filter: Callable | None = None):
+                 window_filter: Callable | None = None, wait_for=()):
         super().__init__()
         self._params = params
         self._handler = handler
         self._output = output
         self._filter = window_filter
+        self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
         return (stacks
                 | "Windows" >> WindowsOfStacks(self._params, self._filter)
                 | "Predict" >> PredictWindows(self._handler)
-                | "Maps" >> WriteMaps(self._output))
+                | "Maps" >> WriteMaps(self._output, self._wait_for))
 
 
 def handler_from_options(options: PipelineOptions) -> KerasWindowModelHandler:
@@ -321,9 +336,15 @@ def build_infer(pipeline, options: PipelineOptions):
     handler = handler_from_options(options)
     grid = Grid.from_json(fs.read_json(opts.map_grid)) if opts.map_grid else None
     selector = tile_selector(window_opts.tiles)
+    choices = (("model", opts.model), ("model_fn", opts.model_fn), ("frames", opts.frames),
+               ("pad_value", opts.pad_value), ("tiles", window_opts.tiles))
+    if not opts.windows:
+        choices += (("Delta", window_opts.Delta), ("window_stride", window_opts.window_stride),
+                    ("omega", window_opts.omega), ("Omega", window_opts.Omega), ("triple", window_opts.triple),
+                    ("window_filter", window_opts.window_filter))
     if opts.windows:
         metadata = window_metadata(opts.windows)
-        output = MapOutput.from_metadata(opts.map_output, metadata, grid, opts.trim_map_edges)
+        output = MapOutput.from_metadata(opts.map_output, metadata, grid, opts.trim_map_edges, choices)
         (pipeline
          | "Read windows" >> ReadInferenceWindows(opts.windows, selector)
          | "Predict" >> PredictWindows(handler)
@@ -333,12 +354,14 @@ def build_infer(pipeline, options: PipelineOptions):
     window_filter = load_callable(window_opts.window_filter) if window_opts.window_filter else None
     if window_opts.stack_dir:
         read = ReadTileStacks(window_opts.stack_dir, selector)
-        output = MapOutput.from_metadata(opts.map_output, read.metadata, grid, opts.trim_map_edges)
+        output = MapOutput.from_metadata(opts.map_output, read.metadata, grid, opts.trim_map_edges, choices)
         pipeline | "Read stacks" >> read | "Infer maps" >> InferMaps(params, handler, output, window_filter)
         return None
     plan = StackPlan.from_options(options)
-    output = MapOutput(opts.map_output, plan.grid, plan.layout, opts.trim_map_edges)
+    output = MapOutput(opts.map_output, plan.grid, plan.layout, opts.trim_map_edges,
+                       choices=choices + (("stack", {k: plan.metadata[k] for k in ("starttime", "endtime",
+                                                                                   "delta_step")}),))
     stacks, _written, rejected = plan.expand(pipeline, selector=selector)
-    stacks | "Infer maps" >> InferMaps(params, handler, output, window_filter)
-    write_rejected(rejected, plan.listed_rejections(), opts.map_output, pipeline)
+    listed = write_rejected(rejected, plan.listed_rejections(), opts.map_output, pipeline)
+    stacks | "Infer maps" >> InferMaps(params, handler, output, window_filter, wait_for=[listed])
     return plan

@@ -12,6 +12,7 @@ import re
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from rsdt_beam.errors import UserError
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
 from rsdt_beam.window.rules import WindowParams
 
@@ -28,8 +29,11 @@ def parse_duration(text: str | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def parse_time(text: str | datetime.datetime | float) -> float:
-    """UTC epoch seconds of an ISO 8601 time (naive times are UTC, as rsdtlib's)."""
+def parse_time(text: str | datetime.datetime | float | None, flag: str | None = None) -> float:
+    """UTC epoch seconds of an ISO 8601 time (naive times are UTC, as rsdtlib's); `flag` names the flag in
+    errors (a missing value is one)."""
+    if text is None or (flag and not str(text).strip()):
+        raise UserError(f"{flag or 'a time'} is required (ISO 8601, e.g. 2017-01-01)")
     if isinstance(text, (int, float)):
         return float(text)
     if isinstance(text, datetime.datetime):
@@ -38,7 +42,7 @@ def parse_time(text: str | datetime.datetime | float) -> float:
         try:
             moment = datetime.datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"not an ISO 8601 time: {text!r}") from None
+            raise UserError(f"{flag + ': ' if flag else ''}not an ISO 8601 time: {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
@@ -196,8 +200,9 @@ class FetchOptions(PipelineOptions):
         group = parser.add_argument_group("fetch: Sentinel Hub")
         group.add_argument("--collections", default="sar_ascending,sar_descending,optical",
                            help="modalities to fetch: S1 IW GRD ascending/descending, S2 L1C")
-        group.add_argument("--maxcc", type=float, default=1.0,
-                           help="Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %%)")
+        group.add_argument("--maxcc", default="1.0",
+                           help="Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %%), "
+                                "or none: no cloud filter (fully cloudy scenes are listed, then set aside)")
         group.add_argument("--time_difference", type=float, default=1.0,
                            help="seconds: acquisitions closer than this are one; request time range +- this")
         group.add_argument("--fetch_chunk_size", type=int, default=2500,

@@ -179,9 +179,8 @@ class StackPlan:
                      bands: BandCounts | None = None) -> "StackPlan":
         """From StackOptions; lists the observations unless `grid` and `bands` are given."""
         opts = options.view_as(StackOptions)
-        if not opts.starttime or not opts.endtime:
-            raise ValueError("--starttime and --endtime are required")
-        params = StackParams(parse_time(opts.starttime), parse_time(opts.endtime), parse_duration(opts.delta_step))
+        params = StackParams(parse_time(opts.starttime, "--starttime"), parse_time(opts.endtime, "--endtime"),
+                             parse_duration(opts.delta_step))
         observations = None
         if grid is None or bands is None:
             observations = discover_observations(opts, params.endtime)

@@ -34,10 +34,12 @@ from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParam
                                        read_manifest, read_source_window)
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
-                                     write_grid, write_observation)
+                                     store_folder, write_grid, write_observation)
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
+from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
@@ -62,6 +64,14 @@ class ConvertJob:
     bands: tuple[tuple[str, int], ...]
     aoi: AreaOfInterest | None = None
     block_size: int = 2048
+    run_id: str = dataclasses.field(default_factory=new_run_id)  # in the names of the run's temporaries
+
+    @property
+    def folder(self) -> OutputFolder:
+        """The store as this run's output: grid and convert parameters (and the AOI, when clipping)."""
+        return store_folder(self.store, self.grid, {"source": "convert", **self.params.to_json(),
+                                                    "aoi": self.aoi_wkt if self.params.clip_to_aoi else None},
+                            self.run_id)
 
     @functools.cached_property
     def aoi_wkt(self) -> str | None:
@@ -212,13 +222,13 @@ class _WriteObservation(beam.DoFn):
             rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
             # With the fingerprint, a re-run with the same inputs skips it without reading again.
             fs.write_json(rejection_path(self._job.store, source),
-                          {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)})
+                          {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)}, self._job.run_id)
             fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
             yield beam.pvalue.TaggedOutput(RECORDED, rejection)
             return
         tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
         path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
-                                 names, tags, self._job.params.dtype)
+                                 names, tags, self._job.params.dtype, self._job.run_id)
         # A success replaces the rejection an earlier run may have recorded for this observation.
         fs.delete_if_exists(rejection_path(self._job.store, source))
         self._written.inc()
@@ -247,19 +257,20 @@ class _RecordRejection(beam.DoFn):
     observation's name (and removes an outdated observation file of it), a listing rejection
     under a name of its path (a duplicate must not take the name of the observation kept)."""
 
-    def __init__(self, store: str):
+    def __init__(self, store: str, run_id: str):
         self._store = store
+        self._run_id = run_id
         self._recorded = Counter("sources_set_aside")
 
     def process(self, item):
         self._recorded.inc()
         if isinstance(item, Rejection):
             name = "listing_" + hashlib.sha1(item.observation.encode()).hexdigest()[:12] + ".json"
-            fs.write_json(fs.join(self._store, REJECTED_DIR, name), item.to_json())
+            fs.write_json(fs.join(self._store, REJECTED_DIR, name), item.to_json(), self._run_id)
             yield item
             return
         source, rejection = item
-        fs.write_json(rejection_path(self._store, source), rejection.to_json())
+        fs.write_json(rejection_path(self._store, source), rejection.to_json(), self._run_id)
         fs.delete_if_exists(observation_path(self._store, source.modality, source.time))
         yield rejection
 
@@ -285,7 +296,7 @@ class ConvertObservations(beam.PTransform):
         listed = sources.pipeline | "Listing rejections" >> beam.Create(self._listed)
         recorded = ((listed, inspected[REJECTED], written[REJECTED])
                     | "All new rejections" >> beam.Flatten()
-                    | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store)))
+                    | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store, self._job.run_id)))
         rejected = ((recorded, inspected[RECORDED], written[RECORDED])
                     | "All convert rejections" >> beam.Flatten())
         return refs, rejected
@@ -306,8 +317,8 @@ class ConvertPlan:
         first readable source; a store that already holds another grid is an error."""
         existing = read_grid(store)
         if existing is not None and not existing.matches(grid):
-            raise ValueError(f"store {store} holds observations on another grid ({existing.describe()}); "
-                             f"this run's grid is {grid.describe()}: use a new store")
+            raise UserError(f"--store {store} holds observations on another grid ({existing.describe()}); "
+                            f"this run's grid is {grid.describe()}: use a new store")
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
@@ -370,12 +381,15 @@ class ConvertPlan:
                 f"grid {self.job.grid.describe()} -> {self.job.store}")
 
     def expand(self, pipeline):
-        """Adds convert: returns (ObservationRef PCollection, Rejection PCollection)."""
-        grid, store = self.job.grid, self.job.store
-        (pipeline | "Grid" >> beam.Create([grid])
-         | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g)))
+        """Adds convert: returns (ObservationRef PCollection, Rejection PCollection); the store's
+        `metadata.json` follows every write of the run."""
+        grid, store, run_id = self.job.grid, self.job.store, self.job.run_id
+        grid_written = (pipeline | "Grid" >> beam.Create([grid])
+                        | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g, run_id)))
         sources = pipeline | "Sources" >> beam.Create(self.sources)
-        return sources | "Convert" >> ConvertObservations(self.job, self.rejected)
+        refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
+        (grid_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
+        return refs, rejected
 
 
 def build_convert(pipeline, options):

@@ -28,6 +28,7 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.observation import (ObservationError, ObservationHeader, ObservationRef,
                                            Rejection, iso_time, parse_time_name, time_name)
 from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.outputs import OutputFolder
 from rsdt_beam.stack.rules import MODALITIES
 
 GRID_FILE = "grid.json"
@@ -81,14 +82,21 @@ def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality
 
 def write_observation(root: str, grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str,
                       time: float, band_names: Sequence[str] | None = None,
-                      tags: dict | None = None, dtype: str = "float32") -> str:
+                      tags: dict | None = None, dtype: str = "float32", run_id: str = "") -> str:
     path = observation_path(root, modality, time)
-    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype))
+    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype), run_id)
     return path
 
 
-def write_grid(root: str, grid: Grid) -> None:
-    fs.write_json(fs.join(root, GRID_FILE), grid.to_json())
+def write_grid(root: str, grid: Grid, run_id: str = "") -> None:
+    fs.write_json(fs.join(root, GRID_FILE), grid.to_json(), run_id)
+
+
+def store_folder(root: str, grid: Grid, source: dict, run_id: str) -> OutputFolder:
+    """The store's identity: its grid and how its observations were made (`source`: convert's parameters,
+    or Sentinel Hub's); the time range and modalities are not part of it (a store grows)."""
+    return OutputFolder(root, "observations", "--store", dict(grid=grid.to_json(), **source), run_id,
+                        seed_files=(GRID_FILE,))
 
 
 def read_grid(root: str) -> Grid | None:
@@ -96,8 +104,8 @@ def read_grid(root: str) -> Grid | None:
     return Grid.from_json(fs.read_json(path)) if fs.exists(path) else None
 
 
-def write_rejection(root: str, rejection: Rejection, modality: str, time: float) -> None:
-    fs.write_json(fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json"), rejection.to_json())
+def write_rejection(root: str, rejection: Rejection, modality: str, time: float, run_id: str = "") -> None:
+    fs.write_json(fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json"), rejection.to_json(), run_id)
 
 
 def _open_beam_file(path: str, mode: str = "rb"):
