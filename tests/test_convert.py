@@ -489,8 +489,8 @@ def test_archive_and_store_on_gcs(tmp_path):
         store = gcs.url("store")
         run(build_convert, ["--store", store, "--band_files", gcs.url("archive") + "/*_D_*.tif", *flags])
         files = gcs.download_tree(store)
-    assert sorted(files) == ["grid.json", "rejected/sar_descending_20171210T054359.json",
-                             "sar_descending/20170309T054356.tif"]
+    assert sorted(files) == ["grid.json", "metadata.json", "rejected/sar_descending_20171210T054359.json",
+                             "rsdt_run.json", "sar_descending/20170309T054356.tif"]
     with rasterio.MemoryFile(files["sar_descending/20170309T054356.tif"]) as memory, memory.open() as remote:
         with rasterio.open(os.path.join(local, "sar_descending", "20170309T054356.tif")) as here:
             np.testing.assert_array_equal(remote.read(), here.read())
