@@ -346,7 +346,9 @@ def test_item_that_keeps_failing_is_recorded_and_a_rerun_fetches_only_what_is_mi
         [("20150909T100017", 0, 64), ("20150909T100017", 64, 0), ("20150909T100017", 64, 64)]
         + [("20150830T100547", r, c) for r in (0, 64) for c in (0, 64)])
     counts, rejected = run_fetch(plan)
-    assert rejected == [] and len(hub.requests_to("/api/v1/process")) == 7
+    assert len(hub.requests_to("/api/v1/process")) == 7
+    assert sorted(r["time"] for r in rejected) == sorted(s + "Z" for s in CLOUDY)  # set aside by the first run
+    assert all(r["reason"].startswith("no valid pixel") for r in rejected)
     assert stored_times(tmp_path) == ["20150711T100008", "20150830T100547", "20150909T100017"]
     assert fetch.staged_paths(str(tmp_path)) == set()
     assert len(os.listdir(tmp_path / "optical")) == 4  # 3 observations + the dead temporary file, no duplicates

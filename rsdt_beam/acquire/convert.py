@@ -38,7 +38,7 @@ from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, obs
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
+from rsdt_beam.options import AreaOptions, ConvertOptions, OutputOptions, WindowOptions
 from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3
 from rsdt_beam.progress import Counter
@@ -312,10 +312,11 @@ class ConvertPlan:
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
-               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> "ConvertPlan":
+               aoi: AreaOfInterest | None = None, block_size: int = 2048, overwrite: bool = False) -> "ConvertPlan":
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
-        first readable source; a store that already holds another grid is an error."""
-        existing = read_grid(store)
+        first readable source; a store that already holds another grid is an error (unless `overwrite`:
+        the run replaces the store's contents)."""
+        existing = None if overwrite else read_grid(store)
         if existing is not None and not existing.matches(grid):
             raise UserError(f"--store {store} holds observations on another grid ({existing.describe()}); "
                             f"this run's grid is {grid.describe()}: use a new store")
@@ -362,7 +363,8 @@ class ConvertPlan:
             raise ValueError("--aoi and --resolution are required (the store has no grid.json yet)")
         params = ConvertParams.create(opts.divisor, opts.resampling, opts.mask_rule, opts.db_to_linear,
                                       opts.clip_to_aoi, opts.output_dtype)
-        return cls.create(area.store, grid, listing, params, aoi, opts.convert_block_size)
+        return cls.create(area.store, grid, listing, params, aoi, opts.convert_block_size,
+                          options.view_as(OutputOptions).overwrite)
 
     @property
     def band_counts(self) -> BandCounts:

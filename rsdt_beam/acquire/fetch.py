@@ -146,7 +146,7 @@ class FetchPlan:
     staged: list[ChunkOutcome]
     stored: list[ObservationRef]
     lanes: int
-    rejected_before: int = 0  # observations the store set aside in earlier runs (not fetched again)
+    rejected_before: list[Rejection] = dataclasses.field(default_factory=list)  # set aside by earlier runs
     run_id: str = dataclasses.field(default_factory=new_run_id)  # in the names of the run's temporaries
 
     @property
@@ -156,26 +156,29 @@ class FetchPlan:
     @classmethod
     def create(cls, settings: sh.SentinelHubSettings, grid: Grid, store: str,
                modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
-               lanes: int = 4) -> "FetchPlan":
-        """Checks credentials (raises CredentialsError before anything else), searches, lists the store."""
+               lanes: int = 4, overwrite: bool = False) -> "FetchPlan":
+        """Checks credentials (raises CredentialsError before anything else), searches, lists the store
+        (with `overwrite`, whose contents the run replaces: taken as empty)."""
         unknown = [m for m in modalities if m not in sh.COLLECTIONS]
         if unknown or not modalities:
             raise UserError(f"--collections: unknown {unknown}; choose from {', '.join(sh.COLLECTIONS)}")
         chunks = fetch_chunks(grid, chunk_size)
         store = store if fs.is_remote(store) else os.path.abspath(store)  # staged paths compare as listed
         session = sh.open_session(settings)
-        stored_grid = read_grid(store)
+        stored_grid = None if overwrite else read_grid(store)
         if stored_grid is not None and not stored_grid.matches(grid):
             raise UserError(f"--store {store} holds observations on grid {stored_grid.describe()}, "
                             f"but this run's grid is {grid.describe()}; use another store")
         acquisitions = {m: sh.search_acquisitions(settings, sh.COLLECTIONS[m], grid, start, end)
                         for m in modalities}
-        stored, done = stored_keys(store)
+        stored, done = stored_keys(store) if not overwrite else ([], set())
         stored = [ref for ref in stored if ref.modality in modalities and start <= ref.time < end]
         stored_names = {(ref.modality, time_name(ref.time)) for ref in stored}
-        rejected_before = sum((m, time_name(t)) in done - stored_names for m, times in acquisitions.items()
-                              for t in times)
-        items, staged = plan_items(acquisitions, chunks, done, staged_paths(store), store, lanes)
+        rejected_before = [Rejection(**fs.read_json(fs.join(store, REJECTED_DIR, f"{m}_{time_name(t)}.json")))
+                           for m, times in sorted(acquisitions.items()) for t in times
+                           if (m, time_name(t)) in done - stored_names]
+        items, staged = plan_items(acquisitions, chunks, done, set() if overwrite else staged_paths(store), store,
+                                   lanes)
         return cls(settings, dict(session.token), grid, store, chunks, acquisitions, items, staged,
                    stored, lanes, rejected_before)
 
@@ -183,16 +186,17 @@ class FetchPlan:
     def from_options(cls, options) -> "FetchPlan":
         """From AreaOptions (--store, --aoi ...), StackOptions (times, tiles) and FetchOptions."""
         from rsdt_beam.aoi import grid_for_aoi, load_aoi
-        from rsdt_beam.options import AreaOptions, FetchOptions, StackOptions, parse_time
+        from rsdt_beam.options import AreaOptions, FetchOptions, OutputOptions, StackOptions, parse_time
         area, stack, fetch = (options.view_as(AreaOptions), options.view_as(StackOptions),
                               options.view_as(FetchOptions))
+        overwrite = options.view_as(OutputOptions).overwrite
         if not area.store:
             raise UserError("--store is required (the observation store to fetch into)")
         if not stack.starttime or not stack.endtime:
             raise UserError(f"--{'starttime' if not stack.starttime else 'endtime'} is required "
                             f"(the time range to fetch, ISO 8601)")
         settings = settings_from_options(fetch)
-        grid = read_grid(area.store)
+        grid = read_grid(area.store) if not (overwrite and area.aoi) else None
         if area.aoi:
             if not area.resolution:
                 raise UserError("--aoi needs --resolution (e.g. 10)")
@@ -206,7 +210,7 @@ class FetchPlan:
         modalities = [m.strip() for m in fetch.collections.split(",") if m.strip()]
         return cls.create(settings, grid, area.store, modalities, parse_time(stack.starttime, "--starttime"),
                           parse_time(stack.endtime, "--endtime"), fetch.fetch_chunk_size,
-                          fetch.max_requests_in_flight)
+                          fetch.max_requests_in_flight, overwrite)
 
     @property
     def bands(self) -> BandCounts:
@@ -221,7 +225,7 @@ class FetchPlan:
     def describe(self) -> str:
         per = ", ".join(f"{m} {len(t)}" for m, t in sorted(self.acquisitions.items()))
         return (f"acquisitions: {per}; {len(self.chunks)} chunk(s) per acquisition; "
-                f"{len(self.stored)} observation(s) already stored, {self.rejected_before} already set aside, "
+                f"{len(self.stored)} observation(s) already stored, {len(self.rejected_before)} already set aside, "
                 f"{len(self.staged)} chunk(s) staged; "
                 f"{len(self.items)} request(s) to send in {self.lanes} lane(s), "
                 f"about {self.estimated_units():.2f} processing units; grid {self.grid.describe()}")
@@ -391,8 +395,8 @@ class AssembleObservations(beam.PTransform):
 
 
 class FetchObservations(beam.PTransform):
-    """PBegin -> {'observations': ObservationRef (fetched now and stored before), 'rejected': Rejection,
-    'grid': the writing of grid.json}.
+    """PBegin -> {'observations': ObservationRef (fetched now and stored before), 'rejected': Rejection
+    (set aside now and before, within the run's range), 'grid': the writing of grid.json}.
 
     The store's `metadata.json` is not written here: the caller finishes the store
     (`rsdt_beam.outputs.FinishFolder(plan.folder)`) after these and any other writes into it.
@@ -414,7 +418,9 @@ class FetchObservations(beam.PTransform):
                      | "Assemble" >> AssembleObservations(plan.grid, plan.store, plan.run_id))
         stored = pbegin | "Stored before" >> beam.Create(plan.stored)
         observations = (assembled["observations"], stored) | "All observations" >> beam.Flatten()
-        return {"observations": observations, REJECTED: assembled[REJECTED], "grid": grid}
+        rejected_before = pbegin | "Set aside before" >> beam.Create(plan.rejected_before)
+        rejected = (assembled[REJECTED], rejected_before) | "All rejections" >> beam.Flatten()
+        return {"observations": observations, REJECTED: rejected, "grid": grid}
 
 
 def parse_maxcc(text) -> float | None:
