@@ -84,6 +84,7 @@ STAGES = [
           ("--Omega", "3",), "Omega", 4.0),
 ]
 RESULTS: dict[tuple[str, str], list[str]] = {}
+_CLEAN: dict[tuple[str, bool], tuple[str, dict[str, bytes]]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,15 @@ def kill_at_random(stage: Stage, argv: list[str], out: str, rng: random.Random) 
     return running
 
 
+def clean_run(stage: Stage, inputs: dict, changed: bool, root) -> tuple[str, dict[str, bytes]]:
+    """(folder, files) of a clean run on local disk, once per stage and parameters (gs:// runs must equal it)."""
+    if (stage.name, changed) not in _CLEAN:
+        folder = str(root / f"{stage.name}_{'changed' if changed else 'base'}")
+        assert invoke(stage, stage.argv(inputs, folder, changed))[0] == 0
+        _CLEAN[(stage.name, changed)] = folder, tree(folder, None)[0]
+    return _CLEAN[(stage.name, changed)]
+
+
 def tree(out: str, gcs) -> tuple[dict[str, bytes], list[str]]:
     """({relative name: bytes}, names in the order they were written) of a folder, local or gs://."""
     if not fs.is_remote(out):
@@ -156,8 +166,8 @@ def tree(out: str, gcs) -> tuple[dict[str, bytes], list[str]]:
         return files, order
     prefix = out[len(f"gs://{gcs.bucket}/"):].rstrip("/") + "/"
     blobs = list(gcs.client().list_blobs(gcs.bucket, prefix=prefix))
-    files = {blob.name[len(prefix):]: blob.download_as_bytes() for blob in blobs}
-    return files, [blob.name[len(prefix):] for blob in sorted(blobs, key=lambda blob: int(blob.generation))]
+    order = [blob.name[len(prefix):] for blob in sorted(blobs, key=lambda blob: int(blob.generation))]
+    return {blob.name[len(prefix):]: blob.download_as_bytes() for blob in blobs}, order
 
 
 def assert_complete(out: str, expected: dict[str, bytes], reference: str, gcs) -> None:
@@ -176,15 +186,12 @@ def assert_complete(out: str, expected: dict[str, bytes], reference: str, gcs) -
 
 @pytest.mark.parametrize("where", ["local", "gs"])
 @pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
-def test_fault_matrix(stage, where, inputs, gcs, tmp_path, capsys):
+def test_fault_matrix(stage, where, inputs, gcs, tmp_path, tmp_path_factory, capsys):
     rng = random.Random(f"{SEED}-{stage.name}-{where}")
-    base = (str(tmp_path) if where == "local" else gcs.url(tmp_path.name))
-    out, clean, clean_changed = (fs.join(base, name) for name in ("out", "clean", "clean_changed"))
+    out = str(tmp_path / "out") if where == "local" else gcs.url(tmp_path.name, "out")
     passed = []
-    assert invoke(stage, stage.argv(inputs, clean))[0] == 0
-    expected = tree(clean, gcs)[0]
-    assert invoke(stage, stage.argv(inputs, clean_changed, changed=True))[0] == 0
-    expected_changed = tree(clean_changed, gcs)[0]
+    clean, expected = clean_run(stage, inputs, False, tmp_path_factory.getbasetemp())
+    clean_changed, expected_changed = clean_run(stage, inputs, True, tmp_path_factory.getbasetemp())
 
     killed = kill_at_random(stage, stage.argv(inputs, out), out, rng)
     assert invoke(stage, stage.argv(inputs, out))[0] == 0
