@@ -458,3 +458,63 @@ def test_requests_in_flight_stay_within_the_lanes_whatever_the_worker_count(hub,
     assert len(hub.requests_to("/api/v1/process")) == len(plan.items) == 5 * 16
     assert 1 <= hub.peak_process_in_flight <= 2
     assert stored_times(tmp_path) == ["20150711T100008", "20150830T100547", "20150909T100017"]
+
+
+def test_maxcc_none_means_no_cloud_filter_and_out_of_range_is_refused(hub):
+    assert fetch.parse_maxcc("none") is None and fetch.parse_maxcc("0.3") == 0.3
+    with pytest.raises(UserError, match="--maxcc must be within 0..1"):
+        fetch.parse_maxcc("1.5")
+    with pytest.raises(UserError, match="--maxcc must be a fraction"):
+        fetch.parse_maxcc("lots")
+    times = sh.search_acquisitions(settings_for(hub, maxcc=None), OPTICAL, S2_GRID, parse_time("2015-01-01"),
+                                   parse_time("2016-01-01"))
+    assert len(times) == 5  # every scene, the fully cloudy ones too
+    assert all("filter" not in request.body for request in hub.requests_to("/api/v1/catalog/1.0.0/search"))
+
+
+FETCH_AOI = ["--aoi", "465181,5079245,466180,5080254", "--aoi_crs", "EPSG:32633", "--resolution", "10",
+             "--collections", "optical", "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--no_progress"]
+
+
+@pytest.mark.e2e
+def test_run_where_every_request_failed_exits_1_with_a_summary(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    hub.add_fault("500", times=None, when='"from": "2015-')  # every Process request, not the catalog
+    argv = ["--store", str(tmp_path / "obs"), *FETCH_AOI, "--sh_base_url", hub.url, "--sh_token_url",
+            hub.token_url, "--sh_max_attempts", "1", "--sh_retry_sleep", "0.01"]
+    assert fetch_command.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rsdt_beam fetch: all 5 request(s) failed, nothing fetched") and hub.url in err[-1]
+
+
+@pytest.mark.e2e
+def test_server_down_names_the_url_and_the_cause(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    import socket
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = ["--store", str(tmp_path / "obs"), *FETCH_AOI, "--sh_base_url", url, "--sh_token_url",
+            url + "/oauth/token", "--sh_max_attempts", "1"]
+    assert fetch_command.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rsdt_beam fetch: cannot get a Sentinel Hub token from {url}/oauth/token: " \
+                  f"[Errno 111] Connection refused"
+
+
+@pytest.mark.e2e
+def test_dry_run_counts_observations_set_aside_before_and_staging_folders_go(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    store = tmp_path / "obs"
+    argv = ["--store", str(store), *FETCH_AOI, "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
+            "--fetch_chunk_size", "64"]
+    assert fetch_command.main(argv) == 0
+    assert not os.path.exists(store / fetch.STAGING_DIR)  # emptied chunk folders are removed
+    capsys.readouterr()
+    assert fetch_command.main(["--dry_run", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "3 observation(s) already stored, 2 already set aside" in err and "0 request(s) to send" in err
