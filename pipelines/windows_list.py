@@ -12,8 +12,9 @@ import csv
 import sys
 
 from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.errors import UserError
 from rsdt_beam.options import window_params
-from rsdt_beam.stack.files import tile_timestamps
+from rsdt_beam.stack.files import list_tiles, tile_timestamps
 from rsdt_beam.window.listing import window_ranges
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.selection import parse_tile
@@ -21,6 +22,10 @@ from rsdt_beam.window.selection import parse_tile
 
 def windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParams) -> list[tuple]:
     """(id, first time, last time, frames) of each kept window's current part; times as UTC epoch seconds."""
+    tiles = list_tiles(stack_dir)
+    if tuple(tile) not in tiles:
+        span = f", {tiles[0][0]}_{tiles[0][1]} to {tiles[-1][0]}_{tiles[-1][1]}" if tiles else ""
+        raise UserError(f"--tile {tile[0]}_{tile[1]}: {stack_dir} has no such tile ({len(tiles)} tiles{span})")
     return [(r.window_id, r.start, r.end, r.frames)
             for r in window_ranges(tile_timestamps(stack_dir, tile), params, tile)]
 
@@ -37,7 +42,11 @@ def main(argv):
     parser.add_argument("--csv", help="also write the list to this CSV file")
     args = parser.parse_args(argv)
     params = window_params(args)
-    rows = windows_list(args.stack_dir, parse_tile(args.tile), params)
+    try:
+        rows = windows_list(args.stack_dir, parse_tile(args.tile), params)
+    except (UserError, FileNotFoundError) as error:
+        print(f"rsdt_beam windows_list: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print("List of window ranges (current):")
     for window_id, start, end, frames in rows:
         print(f"{window_id:5d}  {iso_time(start)}  {iso_time(end)}  {frames:3d}")

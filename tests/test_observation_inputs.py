@@ -8,6 +8,7 @@ import rasterio
 
 from conftest import BBOX, write_synthetic_eopatches
 from pipelines.windows_list import windows_list
+from rsdt_beam.errors import UserError
 from rsdt_beam.acquire import store
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches, write_eopatch
 from rsdt_beam.acquire.observation import ObservationError, time_name
@@ -88,3 +89,5 @@ def test_store_and_eopatch_inputs_stack_identically(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     rows = windows_list(str(tmp_path / "a"), (1, 1), WindowParams(4 * DAY, 1, 2, 3))
     assert rows[0] == (0, start + 1 * DAY, start + 4 * DAY, 3)  # written days 1, 2, 4 within 4 days of day 1
+    with pytest.raises(UserError, match=r"--tile 5_5: .* has no such tile \(4 tiles, 0_0 to 1_1\)"):
+        windows_list(str(tmp_path / "a"), (5, 5), WindowParams(4 * DAY, 1, 2, 3))
