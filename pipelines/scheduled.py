@@ -12,6 +12,7 @@ See `rsdt_beam.schedule` and `schedules/` for a crontab line and a Cloud Schedul
 import logging
 import sys
 
+from rsdt_beam.errors import UserError
 from rsdt_beam.pipeline import print_help
 from rsdt_beam.schedule import launch
 
@@ -20,7 +21,11 @@ if __name__ == "__main__":
     if "-h" in sys.argv or "--help" in sys.argv:
         print_help()
         raise SystemExit(0)
-    manifest = launch(sys.argv[1:])
+    try:
+        manifest = launch(sys.argv[1:])
+    except UserError as error:
+        print(f"rsdt_beam scheduled: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.counts.items())
     print(f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {counts}" if counts else ""),
           file=sys.stderr)

@@ -48,8 +48,10 @@ from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.observation import iso_time, time_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.options import (OutputOptions, ScheduleOptions, StackOptions, WindowOptions, parse_duration,
                                parse_time)
+from rsdt_beam.outputs import claim_outputs, differences, pipeline_outputs
 from rsdt_beam.pipeline import StackPlan, summary, window_output_from_options, write_rejected
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import MODALITIES, Piece, TileStack
@@ -319,30 +321,30 @@ def plan_run(options: PipelineOptions, now: float) -> RunPlan:
     sched, sopts = options.view_as(ScheduleOptions), options.view_as(StackOptions)
     wopts = options.view_as(WindowOptions)
     if not sched.output_root:
-        raise ValueError("--output_root is required")
+        raise UserError("--output_root is required")
     if sopts.stack_output or wopts.window_output:
-        raise ValueError("scheduled runs write under --output_root; drop --stack_output/--window_output")
+        raise UserError("scheduled runs write under --output_root; drop --stack_output/--window_output")
     step, origin = parse_duration(sopts.delta_step), parse_time(sched.bin_origin)
     end = align_down(resolve_end(sched.end, now), origin, step)
     runs = list_runs(sched.output_root)
     succeeded = [m for m in runs if m.status == SUCCEEDED]
     later = [m for m in succeeded if m.end_time > end]
     if later:
-        raise ValueError(f"run {later[-1].run_id} already covers time up to {later[-1].end}, after this run's "
-                         f"end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
+        raise UserError(f"--end {sched.end}: run {later[-1].run_id} already covers time up to {later[-1].end}, "
+                        f"after this run's end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
     earlier = [m for m in succeeded if m.end_time < end]
     previous = earlier[-1] if earlier else None
     start = previous.end_time if previous else align_down(end - parse_duration(sched.lookback), origin, step)
     if start >= end:
-        raise ValueError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "
-                         f"--lookback must be positive, got {sched.lookback!r}")
+        raise UserError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "
+                        f"--lookback must be positive, got {sched.lookback!r}")
     sopts.starttime, sopts.endtime = iso_time(start), iso_time(end)
     stack = StackPlan.from_options(options)
     parameters = _parameters(options, stack)
     if previous is not None and previous.parameters != parameters:
-        changed = sorted(k for k in parameters if previous.parameters.get(k) != parameters[k])
-        raise ValueError(f"{', '.join(changed)} differ from run {previous.run_id}'s; windows cannot continue "
-                         f"across a change: use a new --output_root")
+        changed = differences(previous.parameters, parameters)
+        raise UserError(f"--output_root {sched.output_root}: parameters differ from run {previous.run_id}'s: "
+                        f"{'; '.join(changed)}; windows cannot continue across a change: use a new --output_root")
     refs = stack.observations.refs
     late = 0
     if previous is not None:
@@ -457,6 +459,7 @@ def launch(argv: list[str], now: float | None = None) -> RunManifest:
     try:
         pipeline = beam.Pipeline(options=options)
         build_scheduled(pipeline, options, run, manifest)
+        claim_outputs(pipeline_outputs(pipeline), overwrite=False)  # a retried run: sweeps its temporaries
         result = pipeline.run()
         result.wait_until_finish()
         if PipelineState.is_terminal(result.state) and result.state != PipelineState.DONE:
