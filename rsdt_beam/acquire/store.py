@@ -5,8 +5,9 @@
     <root>/rejected/<modality>_<%Y%m%dT%H%M%S>.json    an observation set aside, with the reason
 
 Each observation is a georeferenced GeoTIFF on the run's grid: float32
-bands, 256 x 256 internal tiles (windowed reads touch only the blocks they
-need), DEFLATE with the floating-point predictor, and the validity mask as
+bands, 256 x 256 internal tiles when the grid is at least 256 px each way
+(windowed reads touch only the blocks they need; smaller grids are striped),
+DEFLATE with the floating-point predictor, and the validity mask as
 the GDAL internal mask band, so QGIS and rasterio show invalid pixels as
 transparent. Tags record the modality and acquisition time; band
 descriptions the band names. Files are written to a temporary name and
