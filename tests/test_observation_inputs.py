@@ -44,7 +44,8 @@ def test_store_files_are_georeferenced_geotiffs_with_an_internal_mask(tmp_path):
     part, part_valid = reader.read(path, window)
     np.testing.assert_array_equal(part, data[250:300, 10:270])
     small = Grid.from_bounds("EPSG:32631", 620000, 4825000, 621000, 4826000, 100, 100)
-    small_path = store.write_observation(str(tmp_path / "small"), small, data[:100, :100], valid[:100, :100], "optical", time)
+    small_path = store.write_observation(str(tmp_path / "small"), small, data[:100, :100], valid[:100, :100],
+                                         "optical", time)
     with rasterio.open(small_path) as dataset:  # as the README says: grids under 256 px are striped
         assert not dataset.profile.get("tiled") and dataset.block_shapes[0][1] == 100
     np.testing.assert_array_equal(part_valid, valid[250:300, 10:270])
