@@ -18,13 +18,20 @@ at its end to `frames` (default: the windows' `Omega`) with `pad_value`
 from __future__ import annotations
 
 import posixpath
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from rsdt_beam.numpy_reader import (WindowRecord, online_windows, read_window_file, read_windows,
-                                    window_files, window_metadata)
-from rsdt_beam.stack.files import TILE_FILE, list_tiles, read_stack_metadata, tile_file_name, tile_timestamps
+from rsdt_beam.common.names import TILE_FILE, tile_file_name
+from rsdt_beam.numpy_reader import (
+    WindowRecord,
+    online_windows,
+    read_window_file,
+    read_windows,
+    window_files,
+    window_metadata,
+)
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, tile_timestamps
 from rsdt_beam.window.listing import window_ranges
 from rsdt_beam.window.rules import WindowParams
 

@@ -22,28 +22,26 @@ import dataclasses
 import io
 import os
 import tempfile
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.names import MAPS_CSV
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import MapKey, encode_geotiff, stitch
+from rsdt_beam.numpy_reader import read_window_file, window_files
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
-from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
-from rsdt_beam.options import InferenceOptions, WindowOptions, window_params
-from rsdt_beam.pipeline import StackPlan, write_rejected
 from rsdt_beam.progress import Counter
+from rsdt_beam.specs import InferenceSpec
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.rules import WindowParams, windows
-from rsdt_beam.window.selection import TileSelector, load_callable, tile_selector
-from rsdt_beam.window.transforms import ReadTileStacks
+from rsdt_beam.window.selection import TileSelector
 
-MAPS_CSV = "maps.csv"
 _MAPS_CSV_HEADER = ("window_id", "start", "end", "tiles", "file", "start_epoch", "end_epoch")
 
 
@@ -110,6 +108,11 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         self._create_model_fn = create_model_fn
         self._frames = frames
         self._pad_value = pad_value
+
+    @classmethod
+    def from_spec(cls, spec: InferenceSpec) -> KerasWindowModelHandler:
+        return cls(spec.model, spec.model_fn, frames=spec.frames, pad_value=spec.pad_value,
+                   max_batch_size=spec.batch_size)
 
     def load_model(self):
         if self._create_model_fn is not None:
@@ -234,7 +237,7 @@ class MapOutput:
 
     @classmethod
     def from_metadata(cls, output_dir: str, metadata: dict, grid: Grid | None = None,
-                      trim_edges: bool = False, choices: tuple = ()) -> "MapOutput":
+                      trim_edges: bool = False, choices: tuple = ()) -> MapOutput:
         """From Stage 2/3 metadata.json (tile size, deadzone, grid; `grid` overrides the latter)."""
         if grid is None:
             if "grid" not in metadata:
@@ -314,54 +317,3 @@ class InferMaps(beam.PTransform):
                 | "Windows" >> WindowsOfStacks(self._params, self._filter)
                 | "Predict" >> PredictWindows(self._handler)
                 | "Maps" >> WriteMaps(self._output, self._wait_for))
-
-
-def handler_from_options(options: PipelineOptions) -> KerasWindowModelHandler:
-    opts = options.view_as(InferenceOptions)
-    if not opts.model and not opts.model_fn:
-        raise ValueError("give --model (Keras model file) and/or --model_fn (module:function)")
-    return KerasWindowModelHandler(opts.model, load_callable(opts.model_fn) if opts.model_fn else None,
-                                   frames=opts.frames, pad_value=opts.pad_value, max_batch_size=opts.batch_size)
-
-
-def build_infer(pipeline, options: PipelineOptions):
-    """Model -> maps: offline over `--windows`, online from `--stack_dir`, or online from Stage 2 inputs.
-
-    Returns the StackPlan when Stage 2 runs in the pipeline (for the run summary).
-    """
-    opts = options.view_as(InferenceOptions)
-    window_opts = options.view_as(WindowOptions)
-    if not opts.map_output:
-        raise ValueError("--map_output is required")
-    handler = handler_from_options(options)
-    grid = Grid.from_json(fs.read_json(opts.map_grid)) if opts.map_grid else None
-    selector = tile_selector(window_opts.tiles)
-    choices = (("model", opts.model), ("model_fn", opts.model_fn), ("frames", opts.frames),
-               ("pad_value", opts.pad_value), ("tiles", window_opts.tiles))
-    if not opts.windows:
-        choices += (("Delta", window_opts.Delta), ("window_stride", window_opts.window_stride),
-                    ("omega", window_opts.omega), ("Omega", window_opts.Omega), ("triple", window_opts.triple),
-                    ("window_filter", window_opts.window_filter))
-    if opts.windows:
-        metadata = window_metadata(opts.windows)
-        output = MapOutput.from_metadata(opts.map_output, metadata, grid, opts.trim_map_edges, choices)
-        (pipeline
-         | "Read windows" >> ReadInferenceWindows(opts.windows, selector)
-         | "Predict" >> PredictWindows(handler)
-         | "Maps" >> WriteMaps(output))
-        return None
-    params = window_params(window_opts)
-    window_filter = load_callable(window_opts.window_filter) if window_opts.window_filter else None
-    if window_opts.stack_dir:
-        read = ReadTileStacks(window_opts.stack_dir, selector)
-        output = MapOutput.from_metadata(opts.map_output, read.metadata, grid, opts.trim_map_edges, choices)
-        pipeline | "Read stacks" >> read | "Infer maps" >> InferMaps(params, handler, output, window_filter)
-        return None
-    plan = StackPlan.from_options(options)
-    output = MapOutput(opts.map_output, plan.grid, plan.layout, opts.trim_map_edges,
-                       choices=choices + (("stack", {k: plan.metadata[k] for k in ("starttime", "endtime",
-                                                                                   "delta_step")}),))
-    stacks, _written, rejected = plan.expand(pipeline, selector=selector)
-    listed = write_rejected(rejected, plan.listed_rejections(), opts.map_output, pipeline)
-    stacks | "Infer maps" >> InferMaps(params, handler, output, window_filter, wait_for=[listed])
-    return plan

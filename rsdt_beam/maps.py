@@ -17,12 +17,12 @@ Stitching is pure numpy; the GeoTIFF functions use rasterio and
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time, time_name
+from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 
 

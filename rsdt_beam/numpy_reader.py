@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
 from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import parse_example, parse_tensor
-from rsdt_beam.stack.files import METADATA_FILE, TILE_FILE, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.rules import Window, WindowParams, windows
 

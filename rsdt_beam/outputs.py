@@ -28,11 +28,8 @@ import uuid
 import apache_beam as beam
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import FILES_KEY, METADATA_FILE, RUN_FILE
 from rsdt_beam.errors import UserError
-
-RUN_FILE = "rsdt_run.json"
-METADATA_FILE = "metadata.json"
-FILES_KEY = "files"  # metadata.json: the data files the folder holds, for readers (no listing)
 
 
 def new_run_id() -> str:

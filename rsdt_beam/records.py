@@ -19,7 +19,7 @@ Window records (Stage 3):
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -194,7 +194,7 @@ def parse_example(data: bytes) -> dict[str, bytes | list[int]]:
                     out[name] = next((v for f, v in _fields(values) if f == 1), b"")
                 elif kind == 3:  # int64_list, packed or not
                     ints: list[int] = []
-                    for f, v in _fields(values):
+                    for _f, v in _fields(values):
                         if isinstance(v, int):
                             ints.append(v)
                         else:

@@ -7,26 +7,27 @@ import os
 import numpy as np
 import pytest
 
+from rsdt_beam.cli.commands import WINDOW
+from rsdt_beam.cli.run import execute
 from rsdt_beam.numpy_reader import online_windows, read_windows, training_pairs, window_files
-from rsdt_beam.pipeline import build_window, run
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.window.rules import WindowParams, windows
 
 DAY = 86400
-# pipelines.sample's window parameters (training windows, label = ones [ty, tx]).
+# rsdt_beam.pipelines.sample's window parameters (training windows, label = ones [ty, tx]).
 PARAMS = WindowParams(60 * DAY, 1, 3, 6)
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
 
 
 @pytest.fixture(scope="module")
 def sample(sample_run):
-    """The bundled sample through pipelines.sample (stacks + per-tile training windows), plus
+    """The bundled sample through rsdt_beam.pipelines.sample (stacks + per-tile training windows), plus
     sharded training windows and per-tile inference windows from the same stacks."""
     out = sample_run
     stack = os.path.join(out, "stack")
-    run(build_window, ["--stack_dir", stack, "--window_output", os.path.join(out, "sharded"), "--mode",
+    execute(WINDOW, ["--stack_dir", stack, "--window_output", os.path.join(out, "sharded"), "--mode",
                        "training", "--layout", "sharded", "--records_per_shard", "40", *WINDOW_FLAGS])
-    run(build_window, ["--stack_dir", stack, "--window_output", os.path.join(out, "infer"), "--mode",
+    execute(WINDOW, ["--stack_dir", stack, "--window_output", os.path.join(out, "infer"), "--mode",
                        "inference", *WINDOW_FLAGS])
     return {name: os.path.join(out, name) for name in ("stack", "windows", "sharded", "infer")}
 

@@ -1,7 +1,7 @@
 """The fault matrix: convert, fetch, stack, window and infer, each on local disk and on gs:// (a GCS emulator).
 
 For every stage and file system, on one output folder, one after another:
-1. the command (`python -m pipelines.<stage>`) is killed with SIGKILL at a random point after it claimed the
+1. the command (`python -m rsdt_beam.pipelines.<stage>`) is killed with SIGKILL at a random point after it claimed the
    folder, then run again (resumed);
 2. run again with the same parameters: a no-op in content, byte-identical;
 3. run with changed parameters: refused at launch, the folder untouched;
@@ -24,13 +24,11 @@ import time
 import pytest
 
 import fake_sentinelhub as fake
-from pipelines import fetch as fetch_command
 from rsdt_beam import fs
-from rsdt_beam.acquire.convert import build_convert
-from rsdt_beam.errors import UserError
-from rsdt_beam.inference import build_infer
-from rsdt_beam.outputs import METADATA_FILE, RUN_FILE
-from rsdt_beam.pipeline import build_stack, build_window, run
+from rsdt_beam.cli.commands import CONVERT, FETCH, INFER, STACK, WINDOW
+from rsdt_beam.cli.run import execute
+from rsdt_beam.cli.run import main as run_main
+from rsdt_beam.common.names import METADATA_FILE, RUN_FILE
 from tests.gcs_emulator import gcs_emulator
 from tests.test_convert import LANDSAT, LANDSAT_BBOX, LANDSAT_PATTERN
 from tests.test_inference import mean_model
@@ -48,7 +46,7 @@ WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--no_progress"]
 class Stage:
     name: str
     flag: str  # the output folder's flag
-    build: object  # the builder `run` takes; None: the command's main(argv) (fetch)
+    command: object  # rsdt_beam.cli.commands
     base: tuple  # flags of the first runs
     changed: tuple  # flags that replace some of them: refused, then with --overwrite
     changed_name: str  # a parameter the refusal names
@@ -62,24 +60,24 @@ class Stage:
 
 
 STAGES = [
-    Stage("convert", "--store", build_convert,
+    Stage("convert", "--store", CONVERT,
           ("--aoi", LANDSAT_BBOX, "--aoi_crs", "EPSG:32613", "--resolution", "30",
            "--band_files", "{landsat}/*/*_b3.tif,{landsat}/*/*_b4.tif,{landsat}/*/*_b5.tif",
            "--mask_files", "{landsat}/*/*_fmask.tif", "--mask_rule", "fmask", "--time_pattern", LANDSAT_PATTERN,
            "--archive_modality", "optical", "--divisor", "10000", "--no_progress"),
           ("--divisor", "255"), "divisors", 2.0),
-    Stage("fetch", "--store", None,
+    Stage("fetch", "--store", FETCH,
           ("--aoi", "465181,5079245,466180,5080254", "--aoi_crs", "EPSG:32633", "--resolution", "10",
            "--collections", "optical", "--sh_base_url", "{hub}", "--sh_token_url", "{hub_token}",
            "--sh_retry_sleep", "0.02", "--starttime", "2015-07-01", "--endtime", "2015-10-01",
            "--fetch_chunk_size", "64", "--max_requests_in_flight", "2", "--no_progress"),
           ("--resolution", "20"), "grid", 1.5),
-    Stage("stack", "--stack_output", build_stack, ("--optical", "{eopatches}", "--tile_size", "32", *STACK_FLAGS),
+    Stage("stack", "--stack_output", STACK, ("--optical", "{eopatches}", "--tile_size", "32", *STACK_FLAGS),
           ("--tile_size", "48"), "tile_size_y", 1.5),
-    Stage("window", "--window_output", build_window,
+    Stage("window", "--window_output", WINDOW,
           ("--stack_dir", "{stack}", "--mode", "training", "--Omega", "6", *WINDOW_FLAGS),
           ("--Omega", "3", "--layout", "sharded", "--records_per_shard", "100"), "Omega", 1.5),
-    Stage("infer", "--map_output", build_infer,
+    Stage("infer", "--map_output", INFER,
           ("--stack_dir", "{stack}", "--model", "{model}", "--Omega", "6", *WINDOW_FLAGS),
           ("--Omega", "3",), "Omega", 4.0),
 ]
@@ -105,7 +103,7 @@ def gcs(tmp_path_factory):
 def inputs(tmp_path_factory, sample_eopatches, hub):
     root = tmp_path_factory.mktemp("fault_inputs")
     stack = str(root / "stack")
-    run(build_stack, ["--optical", sample_eopatches, "--tile_size", "32", *STACK_FLAGS, "--stack_output", stack])
+    execute(STACK, ["--optical", sample_eopatches, "--tile_size", "32", *STACK_FLAGS, "--stack_output", stack])
     model = str(root / "mean.keras")
     mean_model().save(model)
     return {"landsat": LANDSAT, "eopatches": sample_eopatches, "stack": stack, "model": model,
@@ -119,21 +117,15 @@ def credentials(monkeypatch):
 
 
 def invoke(stage: Stage, argv: list[str], capsys=None) -> tuple[int, str]:
-    """Runs the stage in this process as its command would: (exit status, the refusal's message)."""
-    if stage.build is None:
-        status = fetch_command.main(argv)
-        return status, capsys.readouterr().err if capsys is not None else ""
-    try:
-        run(stage.build, argv)
-    except UserError as error:
-        return 2, str(error)
-    return 0, ""
+    """Runs the stage's command in this process: (exit status, what it printed on stderr if `capsys`)."""
+    status = run_main(stage.command, argv)
+    return status, capsys.readouterr().err if capsys is not None else ""
 
 
 def kill_at_random(stage: Stage, argv: list[str], out: str, rng: random.Random) -> bool:
     """Starts the command, SIGKILLs it a random time after it claimed `out`; True if it was still running."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen([sys.executable, "-m", f"pipelines.{stage.name}", *argv], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, "-m", f"rsdt_beam.pipelines.{stage.name}", *argv], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

@@ -10,22 +10,25 @@ import json
 import os
 
 import apache_beam as beam
+import fake_sentinelhub as fake
 import numpy as np
 import pytest
 import rasterio
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import fake_sentinelhub as fake
-from pipelines import fetch as fetch_command
 from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import time_name
 from rsdt_beam.acquire.store import list_store, write_grid
+from rsdt_beam.cli.commands import FETCH
+from rsdt_beam.cli.run import counters
+from rsdt_beam.cli.specs import parse_maxcc
+from rsdt_beam.common.names import REJECTED_FILE
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import REJECTED_FILE, counters, write_rejected
+from rsdt_beam.pipelines import fetch as fetch_command
+from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 
 S2_SCENES = fake.s2_scenes()
@@ -188,8 +191,11 @@ def test_credentials_from_options_env_or_profile(monkeypatch, tmp_path):
 
 
 def test_credentials_are_kept_out_of_the_jobs_options():
-    argv = ["--store", "s", "--sh_client_secret", "s3cret", "--sh_client_id=me", "--resolution", "10"]
-    assert fetch_command.without_credentials(argv) == ["--store", "s", "--resolution", "10"]
+    argv = ["--store", "s", "--sh_client_secret", "s3cret", "--sh_client_id=me", "--resolution", "10",
+            "--runner", "DirectRunner"]
+    args, beam_argv = FETCH.parser().parse_known_args(argv)
+    assert (args.sh_client_secret, args.sh_client_id) == ("s3cret", "me")
+    assert beam_argv == ["--runner", "DirectRunner"]  # only these become the job's options
 
 
 # --- against the fake server -------------------------------------------------------------------------
@@ -218,7 +224,7 @@ def run_fetch(plan):
     """Runs FetchObservations alone; returns (counters, this run's rejections from <store>/rejected.json)."""
     pipeline = beam.Pipeline()
     out = pipeline | fetch.FetchObservations(plan)
-    write_rejected([out["rejected"]], [], plan.store, pipeline)
+    (out["rejected"],) | WriteRejections(plan.store)
     result = pipeline.run()
     result.wait_until_finish()
     with open(os.path.join(plan.store, REJECTED_FILE)) as f:
@@ -388,10 +394,10 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
 
 
 @pytest.mark.e2e
-def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
-    argv = ["--dry_run", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
+    argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
             "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
             "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--maxcc", "0.5"]
@@ -405,7 +411,7 @@ def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys, monk
 
 @pytest.mark.e2e
 def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
-    """`python -m pipelines.fetch` killed (SIGKILL) mid-run; the re-run sends only the missing requests."""
+    """`python -m rsdt_beam.pipelines.fetch` killed (SIGKILL) mid-run; the re-run sends only the missing requests."""
     import signal
     import subprocess
     import sys
@@ -413,7 +419,7 @@ def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
     store = tmp_path / "obs"
     write_grid(str(store), S2_GRID)
     hub.add_fault("slow", times=None, delay=0.4)
-    argv = [sys.executable, "-m", "pipelines.fetch", "--store", str(store), "--collections", "optical",
+    argv = [sys.executable, "-m", "rsdt_beam.pipelines.fetch", "--store", str(store), "--collections", "optical",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url, "--starttime", "2015-07-01",
             "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64",
             "--max_requests_in_flight", "1", "--no_progress"]
@@ -461,11 +467,11 @@ def test_requests_in_flight_stay_within_the_lanes_whatever_the_worker_count(hub,
 
 
 def test_maxcc_none_means_no_cloud_filter_and_out_of_range_is_refused(hub):
-    assert fetch.parse_maxcc("none") is None and fetch.parse_maxcc("0.3") == 0.3
+    assert parse_maxcc("none") is None and parse_maxcc("0.3") == 0.3
     with pytest.raises(UserError, match="--maxcc must be within 0..1"):
-        fetch.parse_maxcc("1.5")
+        parse_maxcc("1.5")
     with pytest.raises(UserError, match="--maxcc must be a fraction"):
-        fetch.parse_maxcc("lots")
+        parse_maxcc("lots")
     times = sh.search_acquisitions(settings_for(hub, maxcc=None), OPTICAL, S2_GRID, parse_time("2015-01-01"),
                                    parse_time("2016-01-01"))
     assert len(times) == 5  # every scene, the fully cloudy ones too
@@ -506,7 +512,7 @@ def test_server_down_names_the_url_and_the_cause(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.e2e
-def test_dry_run_counts_observations_set_aside_before_and_staging_folders_go(hub, tmp_path, monkeypatch, capsys):
+def test_plan_only_counts_observations_set_aside_before_and_staging_folders_go(hub, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
     store = tmp_path / "obs"
@@ -515,6 +521,6 @@ def test_dry_run_counts_observations_set_aside_before_and_staging_folders_go(hub
     assert fetch_command.main(argv) == 0
     assert not os.path.exists(store / fetch.STAGING_DIR)  # emptied chunk folders are removed
     capsys.readouterr()
-    assert fetch_command.main(["--dry_run", *argv]) == 0
+    assert fetch_command.main(["--plan_only", *argv]) == 0
     err = capsys.readouterr().err
     assert "3 observation(s) already stored, 2 already set aside" in err and "0 request(s) to send" in err

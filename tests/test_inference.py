@@ -169,24 +169,24 @@ def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_run, tmp_
 @pytest.mark.e2e
 def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
     pytest.importorskip("tensorflow")
-    from rsdt_beam.inference import build_infer
-    from rsdt_beam.pipeline import build_window, run
+    from rsdt_beam.cli.commands import INFER, WINDOW
+    from rsdt_beam.cli.run import execute
 
     stack_dir = os.path.join(sample_run, "stack")
     model_file = str(tmp_path / "mean.keras")
     mean_model().save(model_file)
     infer_windows = str(tmp_path / "infer_windows")
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference",
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference",
                        *WINDOW_FLAGS])
     grid, maps = expected_maps(stack_dir)
 
     offline = str(tmp_path / "offline")
-    run(build_infer, ["--windows", infer_windows, "--model", model_file, "--map_output", offline,
+    execute(INFER, ["--windows", infer_windows, "--model", model_file, "--map_output", offline,
                       "--batch_size", "4", "--no_progress"])
     check_maps(offline, grid, maps)
 
     from_observations = str(tmp_path / "from_obs")
-    run(build_infer, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
+    execute(INFER, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
                       "--model", model_file, "--map_output", from_observations, "--tiles", "expr:j != 1"])
     with open(os.path.join(from_observations, "maps.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -198,17 +198,16 @@ def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
     assert os.path.exists(os.path.join(from_observations, "rejected.json"))
 
     with pytest.raises(ValueError, match="--model"):
-        run(build_infer, ["--windows", infer_windows, "--map_output", offline])
+        execute(INFER, ["--windows", infer_windows, "--map_output", offline])
 
 
 @pytest.mark.e2e
 def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_path):
     """Stacks, model file and maps on gs:// (a local GCS emulator); the maps equal the expected ones."""
     pytest.importorskip("tensorflow")
+    from rsdt_beam.cli.commands import INFER
+    from rsdt_beam.cli.run import execute
     from tests.gcs_emulator import gcs_emulator
-
-    from rsdt_beam.inference import build_infer
-    from rsdt_beam.pipeline import run
 
     stack_dir = os.path.join(sample_run, "stack")
     model_dir = tmp_path / "model"
@@ -218,7 +217,7 @@ def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_pa
     with gcs_emulator(tmp_path / "gcs") as gcs:
         gcs.upload_tree(stack_dir, gcs.url("stack"))
         gcs.upload_tree(str(model_dir), gcs.url("model"))
-        run(build_infer, ["--stack_dir", gcs.url("stack"), "--model", gcs.url("model", "mean.keras"),
+        execute(INFER, ["--stack_dir", gcs.url("stack"), "--model", gcs.url("model", "mean.keras"),
                           "--map_output", gcs.url("maps"), *WINDOW_FLAGS])
         local = tmp_path / "downloaded"
         local.mkdir()

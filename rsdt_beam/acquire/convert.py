@@ -21,28 +21,47 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import sys
 
 import apache_beam as beam
 import numpy as np
 import rasterio.errors
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParams, ConvertSource, Listing,
-                                       assemble, block_windows, drop_duplicates, file_header, fingerprint,
-                                       glob_sources, inspect_source, open_raster, parse_band_selection,
-                                       read_manifest, read_source_window)
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
-from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
-                                     store_folder, write_grid, write_observation)
-from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
+from rsdt_beam.acquire.geotiff import (
+    FINGERPRINT_TAG,
+    SOURCE_TAG,
+    ConvertParams,
+    ConvertSource,
+    Listing,
+    assemble,
+    block_windows,
+    drop_duplicates,
+    file_header,
+    fingerprint,
+    glob_sources,
+    inspect_source,
+    open_raster,
+    read_manifest,
+    read_source_window,
+)
+from rsdt_beam.acquire.store import (
+    REJECTED_DIR,
+    GeoTiffObservationReader,
+    observation_path,
+    read_grid,
+    store_folder,
+    write_grid,
+    write_observation,
+)
+from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_of, mask_for_grid
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import AreaOptions, ConvertOptions, OutputOptions, WindowOptions
 from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
-from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.specs import AreaSpec, ConvertSpec
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -312,7 +331,8 @@ class ConvertPlan:
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
-               aoi: AreaOfInterest | None = None, block_size: int = 2048, overwrite: bool = False) -> "ConvertPlan":
+               aoi: AreaOfInterest | None = None, block_size: int = 2048,
+               overwrite: bool = False) -> ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
         first readable source; a store that already holds another grid is an error (unless `overwrite`:
         the run replaces the store's contents)."""
@@ -337,44 +357,33 @@ class ConvertPlan:
         return cls(job, unique.sources, rejected)
 
     @classmethod
-    def from_options(cls, options) -> "ConvertPlan":
-        """From `AreaOptions` and `ConvertOptions` flags."""
-        area, opts = options.view_as(AreaOptions), options.view_as(ConvertOptions)
+    def from_spec(cls, area: AreaSpec, spec: ConvertSpec, overwrite: bool = False) -> ConvertPlan:
+        """Lists the archive and fixes the grid: the AOI's, or the store's when adding to it (with
+        `overwrite`, the store's grid is not checked: the run replaces the store's contents)."""
         if not area.store:
-            raise ValueError("--store is required (the observation store to write)")
-        selection = parse_band_selection(opts.band_selection)
-        if opts.manifest:
-            listing = read_manifest(opts.manifest, selection)
-        elif opts.band_files:
-            listing = glob_sources([p.strip() for p in opts.band_files.split(",") if p.strip()],
-                                   opts.archive_modality, opts.time_pattern, opts.mask_files, selection)
+            raise UserError("--store is required (the observation store to write)")
+        if spec.manifest:
+            listing = read_manifest(spec.manifest, spec.band_selection)
         else:
-            raise ValueError("no archive: give --manifest or --band_files (with --time_pattern)")
+            listing = glob_sources(list(spec.band_files), spec.archive_modality, spec.time_pattern,
+                                   spec.mask_files, spec.band_selection)
         anchor = (0.0, 0.0)
-        if opts.align_to:
+        if spec.align_to:
             if not area.resolution:
-                raise ValueError("--align_to needs --resolution")
-            anchor = anchor_of(file_header(opts.align_to, "--align_to raster").transform, area.resolution)
+                raise UserError("--align_to needs --resolution")
+            anchor = anchor_of(file_header(spec.align_to, "--align_to raster").transform, area.resolution)
         if area.aoi:
-            aoi, grid = area_from_options(options, anchor)
+            aoi, grid = area_of(area, anchor)
         elif read_grid(area.store) is not None:
             aoi, grid = None, read_grid(area.store)  # adding observations to an existing store
         else:
-            raise ValueError("--aoi and --resolution are required (the store has no grid.json yet)")
-        params = ConvertParams.create(opts.divisor, opts.resampling, opts.mask_rule, opts.db_to_linear,
-                                      opts.clip_to_aoi, opts.output_dtype)
-        return cls.create(area.store, grid, listing, params, aoi, opts.convert_block_size,
-                          options.view_as(OutputOptions).overwrite)
+            raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+        return cls.create(area.store, grid, listing, spec.params, aoi, spec.block_size, overwrite)
 
     @property
     def band_counts(self) -> BandCounts:
         """Stage 2's band counts; SAR ascending and descending must agree."""
-        bands = dict(self.job.bands)
-        sar = {bands[m] for m in (SAR_ASCENDING, SAR_DESCENDING) if m in bands}
-        if len(sar) > 1:
-            raise ValueError(f"SAR ascending has {bands[SAR_ASCENDING]} bands but SAR descending has "
-                             f"{bands[SAR_DESCENDING]}; rsdtlib's record schema needs one bands_sar")
-        return BandCounts(sar.pop() if sar else 0, bands.get(OPTICAL, 0))
+        return BandCounts.of_modalities(dict(self.job.bands))
 
     def describe(self) -> str:
         per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
@@ -392,20 +401,3 @@ class ConvertPlan:
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
         (grid_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
         return refs, rejected
-
-
-def build_convert(pipeline, options):
-    """`pipelines.convert`: convert alone, or with `--window_output` fused on through Stages 2 and 3.
-
-    Fused, Stage 2 stacks the refs of the store's observations for this run
-    (new and already converted) on the convert grid; `--stack_output` also
-    writes the stacks; rejected.json of the window output lists every
-    observation set aside by convert and by Stage 2.
-    """
-    plan = ConvertPlan.from_options(options)
-    print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
-    refs, rejected = plan.expand(pipeline)
-    if not options.view_as(WindowOptions).window_output:
-        return plan
-    stack_plan = StackPlan.from_options(options, grid=plan.job.grid, bands=plan.band_counts)
-    return add_stages_2_and_3(pipeline, options, stack_plan, refs=refs, source_rejected=[rejected])

@@ -42,15 +42,27 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.geotiff import block_windows
-from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
-                                     read_grid, store_folder, write_grid, write_observation, write_rejection)
+from rsdt_beam.acquire.store import (
+    REJECTED_DIR,
+    GeoTiffObservationReader,
+    list_store,
+    observation_path,
+    read_grid,
+    store_folder,
+    write_grid,
+    write_observation,
+    write_rejection,
+)
+from rsdt_beam.aoi import area_of
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
+from rsdt_beam.common.observations import ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
+from rsdt_beam.specs import AreaSpec, FetchSpec, StackSpec
 
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = ".fetch_chunks"
@@ -156,7 +168,7 @@ class FetchPlan:
     @classmethod
     def create(cls, settings: sh.SentinelHubSettings, grid: Grid, store: str,
                modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
-               lanes: int = 4, overwrite: bool = False) -> "FetchPlan":
+               lanes: int = 4, overwrite: bool = False) -> FetchPlan:
         """Checks credentials (raises CredentialsError before anything else), searches, lists the store
         (with `overwrite`, whose contents the run replaces: taken as empty)."""
         unknown = [m for m in modalities if m not in sh.COLLECTIONS]
@@ -183,34 +195,26 @@ class FetchPlan:
                    stored, lanes, rejected_before)
 
     @classmethod
-    def from_options(cls, options) -> "FetchPlan":
-        """From AreaOptions (--store, --aoi ...), StackOptions (times, tiles) and FetchOptions."""
-        from rsdt_beam.aoi import grid_for_aoi, load_aoi
-        from rsdt_beam.options import AreaOptions, FetchOptions, OutputOptions, StackOptions, parse_time
-        area, stack, fetch = (options.view_as(AreaOptions), options.view_as(StackOptions),
-                              options.view_as(FetchOptions))
-        overwrite = options.view_as(OutputOptions).overwrite
+    def from_spec(cls, area: AreaSpec, stack: StackSpec, spec: FetchSpec, overwrite: bool = False) -> FetchPlan:
+        """The grid (the store's, or the AOI's) and the time range of a fetch run; with `overwrite` the
+        store's contents are not taken into account (the run replaces them)."""
         if not area.store:
             raise UserError("--store is required (the observation store to fetch into)")
-        if not stack.starttime or not stack.endtime:
-            raise UserError(f"--{'starttime' if not stack.starttime else 'endtime'} is required "
-                            f"(the time range to fetch, ISO 8601)")
-        settings = settings_from_options(fetch)
+        settings = settings_of(spec)
         grid = read_grid(area.store) if not (overwrite and area.aoi) else None
         if area.aoi:
             if not area.resolution:
                 raise UserError("--aoi needs --resolution (e.g. 10)")
-            aoi_grid = grid_for_aoi(load_aoi(area.aoi, area.aoi_union, area.aoi_crs), area.resolution, area.crs)
+            _aoi, aoi_grid = area_of(area)
             grid = grid or aoi_grid
             if not grid.matches(aoi_grid):
                 raise UserError(f"--store {area.store} holds grid {grid.describe()} but --aoi gives "
-                                f"{aoi_grid.describe()}; use another store")
+                                f"{aoi_grid.describe()}; use another store (or --overwrite)")
         if grid is None:
             raise UserError("no grid: give --aoi and --resolution, or a --store with grid.json")
-        modalities = [m.strip() for m in fetch.collections.split(",") if m.strip()]
-        return cls.create(settings, grid, area.store, modalities, parse_time(stack.starttime, "--starttime"),
-                          parse_time(stack.endtime, "--endtime"), fetch.fetch_chunk_size,
-                          fetch.max_requests_in_flight, overwrite)
+        params = stack.params
+        return cls.create(settings, grid, area.store, list(spec.collections), params.starttime,
+                          params.endtime, spec.chunk_size, spec.max_requests_in_flight, overwrite)
 
     @property
     def bands(self) -> BandCounts:
@@ -237,16 +241,15 @@ class FetchPlan:
                 for i in self.items]
 
 
-def settings_from_options(fetch) -> sh.SentinelHubSettings:
-    """Settings from FetchOptions; credentials from the options, env or profile (CredentialsError if none)."""
-    client_id, client_secret = sh.resolve_credentials(fetch.sh_client_id, fetch.sh_client_secret,
-                                                      fetch.sh_profile)
+def settings_of(spec: FetchSpec) -> sh.SentinelHubSettings:
+    """Settings of a FetchSpec; credentials from the spec, env or profile (CredentialsError if none)."""
+    client_id, client_secret = sh.resolve_credentials(spec.client_id, spec.client_secret, spec.profile)
     return sh.SentinelHubSettings(
-        base_url=fetch.sh_base_url, token_url=fetch.sh_token_url or sh.default_token_url(fetch.sh_base_url),
-        client_id=client_id, client_secret=client_secret, maxcc=parse_maxcc(fetch.maxcc),
-        time_difference=fetch.time_difference, max_download_attempts=fetch.sh_max_attempts,
-        retry_sleep=fetch.sh_retry_sleep, request_timeout=fetch.sh_timeout,
-        max_throttle_retries=fetch.sh_max_throttle_retries)
+        base_url=spec.base_url, token_url=spec.token_url or sh.default_token_url(spec.base_url),
+        client_id=client_id, client_secret=client_secret, maxcc=spec.maxcc,
+        time_difference=spec.time_difference, max_download_attempts=spec.max_attempts,
+        retry_sleep=spec.retry_sleep, request_timeout=spec.timeout,
+        max_throttle_retries=spec.max_throttle_retries)
 
 
 def _encode_chunk(data: np.ndarray, valid: np.ndarray) -> bytes:
@@ -422,15 +425,3 @@ class FetchObservations(beam.PTransform):
         rejected = (assembled[REJECTED], rejected_before) | "All rejections" >> beam.Flatten()
         return {"observations": observations, REJECTED: rejected, "grid": grid}
 
-
-def parse_maxcc(text) -> float | None:
-    """`--maxcc`: a cloud cover fraction 0..1, or `none` for no cloud filter at all."""
-    if text is None or str(text).strip().lower() == "none":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"--maxcc must be a fraction within 0..1 or none, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"--maxcc must be within 0..1 (or none for no cloud filter), got {value}")
-    return value

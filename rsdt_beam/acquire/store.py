@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -26,13 +26,13 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import (ObservationError, ObservationHeader, ObservationRef,
-                                           Rejection, iso_time, parse_time_name, time_name)
+from rsdt_beam.common.modalities import MODALITIES
+from rsdt_beam.common.names import GRID_FILE
+from rsdt_beam.common.observations import ObservationError, ObservationHeader, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import OutputFolder
-from rsdt_beam.stack.rules import MODALITIES
 
-GRID_FILE = "grid.json"
 REJECTED_DIR = "rejected"
 
 

@@ -6,22 +6,15 @@ or by rsdtlib itself.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.outputs import METADATA_FILE, listed_files
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.names import METADATA_FILE, RSDTLIB_METADATA_KEYS, TILE_FILE, tile_file_name
+from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
-from rsdt_beam.stack.rules import BandCounts, TileStack
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import read_records
-
-RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
-
-
-def tile_file_name(tile: tuple[int, int]) -> str:
-    return f"{tile[0]}_{tile[1]}.tfrecords"
 
 
 def read_stack_metadata(stack_dir: str) -> dict:

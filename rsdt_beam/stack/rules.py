@@ -1,7 +1,7 @@
 """Stage 2 rules: which time stamps are written, forward fill, assembling.
 
 Pure numpy, no Beam, no I/O. These are rsdtlib's `Stack` rules (see
-RSDTLIB_SEMANTICS.md): all observations on one time line; per modality and
+docs/semantics.md): all observations on one time line; per modality and
 pixel the last valid value carried forward (zeros before the first valid
 one); a frame written at the last time stamp of every non-empty `delta_step`
 bin in `[starttime, endtime)`; SAR ascending, SAR descending and optical
@@ -11,14 +11,11 @@ assembled per frame as `[asc | dsc | opt]` on the band axis.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-SAR_ASCENDING = "sar_ascending"
-SAR_DESCENDING = "sar_descending"
-OPTICAL = "optical"
-MODALITIES = (SAR_ASCENDING, SAR_DESCENDING, OPTICAL)
+from rsdt_beam.common.modalities import BandCounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,26 +47,6 @@ def written_times(times: Iterable[float], params: StackParams) -> np.ndarray:
     bins = np.floor((ts - params.starttime) / params.delta_step)
     last_of_bin = np.append(bins[1:] != bins[:-1], True)
     return ts[last_of_bin]
-
-
-@dataclasses.dataclass(frozen=True)
-class BandCounts:
-    """Bands per modality; SAR ascending and descending share `sar` as in rsdtlib."""
-
-    sar: int
-    opt: int
-
-    @property
-    def total(self) -> int:
-        return 2 * self.sar + self.opt
-
-    def slice_of(self, modality: str) -> slice:
-        return {SAR_ASCENDING: slice(0, self.sar),
-                SAR_DESCENDING: slice(self.sar, 2 * self.sar),
-                OPTICAL: slice(2 * self.sar, self.total)}[modality]
-
-    def bands_of(self, modality: str) -> int:
-        return self.opt if modality == OPTICAL else self.sar
 
 
 @dataclasses.dataclass

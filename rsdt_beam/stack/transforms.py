@@ -13,21 +13,23 @@ readers of `rsdt_beam.acquire`; every decision lives there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
+from rsdt_beam.common.names import tile_file_name
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import tile_file_name
-from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
-                                   written_times)
+from rsdt_beam.stack.rules import Piece, StackParams, TileStack, stack_tile, written_times
 from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)
@@ -201,7 +203,8 @@ class _WriteStack(beam.DoFn):
         yield stack.tile
 
 
-def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None, flag: str = "--stack_output") -> OutputFolder:
+def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None,
+                 flag: str = "--stack_output") -> OutputFolder:
     """A stack folder's identity: the Stage 2 metadata (grid, tiling, times, bands) and the GZIP level."""
     return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
 
@@ -243,3 +246,40 @@ class WriteStacks(beam.PTransform):
                 | beam.combiners.ToList()
                 | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
                                                     beam.pvalue.AsSingleton(others)))
+
+
+class Stack(beam.PTransform):
+    """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stacks.
+
+    Inspects the observations' headers, fixes the written time stamps and forward-fills every tile
+    (those `selector(j, i)` picks) through them. Hooks for runs that continue earlier ones (scheduled
+    runs): `stack_times(written)` gives the time stamps to stack at from the written ones (default: the
+    written ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
+    """
+
+    def __init__(self, plan, selector=None, stack_times=None, seeds=None):
+        super().__init__()
+        self._plan = plan
+        self._selector = selector
+        self._stack_times = stack_times
+        self._seeds = seeds
+
+    def expand(self, refs) -> StackOutputs:
+        plan = self._plan
+        inspected = refs | "Inspect observations" >> InspectObservations(plan.grid, plan.bands)
+        written = inspected["valid"] | "Written time stamps" >> WrittenTimes(plan.params)
+        stacked_at = written
+        if self._stack_times is not None:
+            stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
+        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(plan.layout, plan.chunk_size, plan.bands,
+                                                                     stacked_at, self._selector, self._seeds)
+        return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]))
+
+
+@dataclasses.dataclass(frozen=True)
+class StackOutputs:
+    """What `Stack` gives: the tile stacks, the written time stamps (a singleton) and the rejections."""
+
+    stacks: beam.PCollection
+    written: beam.PCollection
+    rejected: tuple

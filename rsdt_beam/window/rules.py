@@ -12,17 +12,18 @@ A window is kept when each of its parts has at least `omega` frames; kept
 windows are numbered 0, 1, ... per tile (rsdtlib's window ids). For mono
 windows this is exactly rsdtlib; for triples it is rsdtlib's intent (its
 current part may grow to 2*Omega and its previous part drifts for strides
-above 1; see RSDTLIB_SEMANTICS.md).
+above 1; see docs/semantics.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.stack.rules import TileStack
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,8 @@ main thread (`rsdt_beam.tfrecord`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
 import numpy as np
@@ -22,21 +20,18 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import RSDTLIB_METADATA_KEYS, WINDOWS_CSV, tile_file_name
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
-from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
-from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
+from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, windows
 from rsdt_beam.window.selection import TileSelector
 
-TRAINING = "training"
-INFERENCE = "inference"
-PER_TILE = "per_tile"
-SHARDED = "sharded"
-WINDOWS_CSV = "windows.csv"
 _ROWS_PARTS = ".windows_csv_parts"
 
 
@@ -52,6 +47,10 @@ class ReadTileStacks(beam.PTransform):
     @property
     def metadata(self) -> dict:
         return self._metadata
+
+    @property
+    def tiles(self) -> list[tuple[int, int]]:
+        return self._tiles
 
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
@@ -69,68 +68,51 @@ class ReadTileStacks(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class WindowOutput:
-    """What Stage 3 writes and how.
+    """How Stage 3 turns a tile stack into records: the window spec, the GZIP level and the selection.
 
-    `gen_label(window, label_args) -> (feature, label)` makes training
-    records (rsdtlib's signature; `window` unpacks as `(cur,)` or
-    `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
+    `selection(stack, params)` gives the windows to write: every kept one by default (rsdtlib's
+    rules); scheduled runs pass one that gives only the windows that became complete in the run.
+    Training records are `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature;
+    `window` unpacks as `(cur,)` or `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
     inference records hold the whole current window `[n, ty, tx, bands]`.
-    `window_filter(*window) -> bool` drops windows, as rsdtlib's `win_filter`.
     """
 
-    output_dir: str
-    params: WindowParams
-    mode: str = INFERENCE
-    gen_label: Callable | None = None
-    label_args: Any = None
-    window_filter: Callable | None = None
-    layout: str = PER_TILE
-    gzip_level: int | None = DEFAULT_GZIP_LEVEL
-    records_per_shard: int | None = None
-    bytes_per_shard: int | None = None
-    # What else shapes the contents, as given (for the folder's identity): --tiles, --label_fn, ...
-    choices: tuple[tuple[str, Any], ...] = ()
+    spec: WindowSpec
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+    selection: Callable[[TileStack, WindowParams], Iterable[Window]] = windows
 
-    def __post_init__(self):
-        if self.mode not in (TRAINING, INFERENCE):
-            raise ValueError(f"mode must be {TRAINING!r} or {INFERENCE!r}, got {self.mode!r}")
-        if self.mode == TRAINING and self.gen_label is None:
-            raise ValueError("training windows need a label function (gen_label)")
-        if self.layout not in (PER_TILE, SHARDED):
-            raise ValueError(f"layout must be {PER_TILE!r} or {SHARDED!r}, got {self.layout!r}")
-
-    def windows(self, stack: TileStack) -> Iterable[Window]:
-        """The tile's windows to write: every kept one (scheduled runs write only the newly complete ones)."""
-        return windows(stack, self.params)
+    @property
+    def output_dir(self) -> str:
+        return self.spec.output
 
     def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
-        for window in self.windows(stack):
-            if self.window_filter is not None and not self.window_filter(*window):
+        spec = self.spec
+        for window in self.selection(stack, spec.params):
+            if spec.window_filter is not None and not spec.window_filter(*window):
                 continue
             current = window.current
-            if self.mode == TRAINING:
-                feature, label = self.gen_label(window, self.label_args)
+            if spec.mode == TRAINING:
+                feature, label = spec.gen_label(window, spec.label_args)
                 feature, label = np.asarray(feature), np.asarray(label)
             else:
                 feature, label = current.frames, None
             yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps)
 
     def metadata(self, stack_metadata: dict) -> dict:
-        keys = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-        out = {key: stack_metadata[key] for key in keys if key in stack_metadata}
-        out.update(mode=self.mode, layout=self.layout, Delta=self.params.delta_size,
-                   window_stride=self.params.window_stride, omega=self.params.omega,
-                   Omega=self.params.Omega, triple=self.params.triple, gzip_level=self.gzip_level)
+        spec, params = self.spec, self.spec.params
+        out = {key: stack_metadata[key] for key in RSDTLIB_METADATA_KEYS if key in stack_metadata}
+        out.update(mode=spec.mode, layout=spec.layout, Delta=params.delta_size, window_stride=params.window_stride,
+                   omega=params.omega, Omega=params.Omega, triple=params.triple, gzip_level=self.gzip_level)
         for key in ("grid", "num_tiles_y", "num_tiles_x"):
             if key in stack_metadata:
                 out[key] = stack_metadata[key]
         return out
 
     def folder(self, stack_metadata: dict) -> OutputFolder:
-        """The window folder's identity: the window metadata, the stacks' times and the choices."""
-        parameters = dict(self.metadata(stack_metadata), records_per_shard=self.records_per_shard,
-                          bytes_per_shard=self.bytes_per_shard, **dict(self.choices))
+        """The window folder's identity: the window metadata, the stacks' times and the user functions."""
+        parameters = dict(self.metadata(stack_metadata), records_per_shard=self.spec.records_per_shard,
+                          bytes_per_shard=self.spec.bytes_per_shard, **dict(self.spec.identity))
         for key in ("starttime", "endtime", "delta_step", "modalities"):
             if key in stack_metadata:
                 parameters["stack_" + key] = stack_metadata[key]
@@ -139,12 +121,6 @@ class WindowOutput:
 
 def _csv_row(stack: TileStack, window: Window) -> tuple:
     return WindowRange.of(stack.tile, window.span, stack.times).csv_row()
-
-
-def _csv_text(rows) -> str:
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    return text.getvalue()
 
 
 def _rows_part(tile: tuple[int, int]) -> str:
@@ -161,7 +137,7 @@ def _delete_parts(parts_dir: str) -> None:
 
 
 def _write_rows_part(folder: OutputFolder, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
-    folder.write_bytes(_rows_part(tile), _csv_text(rows).encode())
+    folder.write_bytes(_rows_part(tile), csv_text(rows).encode())
     return tile, len(rows)
 
 
@@ -283,7 +259,7 @@ class WriteWindows(beam.PTransform):
         cleared = (stacks.pipeline
                    | "Folder" >> beam.Create([folder])
                    | "Begin folder" >> beam.Map(clear))
-        if output.layout == PER_TILE:
+        if output.spec.layout == PER_TILE:
             rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output, folder),
                                                                beam.pvalue.AsSingleton(cleared))
             files = rows | "File names" >> beam.Map(lambda tile_count: tile_file_name(tile_count[0]))
@@ -294,8 +270,8 @@ class WriteWindows(beam.PTransform):
             rows = encoded.rows
             files = (encoded.records
                      | "Write shards" >> beam.io.Write(TFRecordShardSink(
-                         folder.file("windows"), output.gzip_level, output.records_per_shard,
-                         output.bytes_per_shard))
+                         folder.file("windows"), output.gzip_level, output.spec.records_per_shard,
+                         output.spec.bytes_per_shard))
                      | "Shard names" >> beam.Map(fs.basename))
         metadata = output.metadata(self._stack_metadata)
         others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
@@ -303,7 +279,7 @@ class WriteWindows(beam.PTransform):
         def finish(tile_counts: list, names: list, _others) -> str:
             parts = [folder.file(_rows_part(tile)) for tile, _ in sorted(tile_counts)]
             with fs.atomic_write(folder.file(WINDOWS_CSV), folder.run_id) as f:  # rows in tile order
-                f.write(_csv_text([WINDOWS_CSV_HEADER]).encode())
+                f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
                 for part in parts:
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
