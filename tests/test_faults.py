@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 
+import fake_sentinelhub as fake
 import pytest
 
-import fake_sentinelhub as fake
 from rsdt_beam import fs
 from rsdt_beam.cli.commands import CONVERT, FETCH, INFER, STACK, WINDOW
 from rsdt_beam.cli.run import execute

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import BBOX, write_synthetic_eopatches
+
 from rsdt_beam.acquire import store
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches, write_eopatch
 from rsdt_beam.cli.commands import STACK
