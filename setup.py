@@ -23,5 +23,5 @@ setup(
         "shapely>=2.0",
         "pyogrio>=0.7",
     ],
-    extras_require={"tensorflow": ["tensorflow-cpu>=2.15"]},
+    extras_require={"tensorflow": ["tensorflow-cpu>=2.15"], "torch": ["torch>=2.1"]},
 )

@@ -25,6 +25,7 @@ from typing import Any
 from rsdt_beam.errors import UserError
 from rsdt_beam.stack.rules import StackParams
 from rsdt_beam.window.rules import WindowParams
+from rsdt_beam.window.sampling import Sample
 
 TRAINING = "training"
 INFERENCE = "inference"
@@ -133,7 +134,8 @@ class StackSpec:
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
     """Stage 3. `gen_label(window, label_args)` makes training records; `window_filter(*window)` drops
-    windows; `tiles(j, i)` selects the tiles (the callables are loaded when the spec is made)."""
+    windows; `tiles(j, i)` selects the tiles; `sample` keeps a subset of the windows (the callables are
+    loaded when the spec is made)."""
 
     params: WindowParams
     mode: str = INFERENCE
@@ -142,6 +144,7 @@ class WindowSpec:
     label_args: Any = None
     window_filter: Callable | None = None
     tiles: Callable[[int, int], bool] | None = None
+    sample: Sample | None = None  # None: every window
     layout: str = PER_TILE
     records_per_shard: int | None = None
     bytes_per_shard: int | None = None
@@ -170,6 +173,7 @@ class OutputSpec:
 
     gzip_level: int
     progress: bool = True
+    record_observed: bool = False  # stack and window records carry the Observed mask
     overwrite: bool = False
 
     def __post_init__(self):
@@ -184,7 +188,7 @@ class InferenceSpec:
     map_output: str
     windows: str | None = None
     batch_size: int = 16
-    frames: int | None = None
+    frames: int | None = None  # None: the windows' Omega; 0: no padding
     pad_value: float = -1.0
     trim_map_edges: bool = False
     map_grid: str | None = None

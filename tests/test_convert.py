@@ -507,8 +507,12 @@ def test_archive_and_store_on_gcs(tmp_path):
         store = gcs.url("store")
         execute(CONVERT, ["--store", store, "--band_files", gcs.url("archive") + "/*_D_*.tif", *flags])
         files = gcs.download_tree(store)
-    assert sorted(files) == ["grid.json", "metadata.json", "rejected/sar_descending_20171210T054359.json",
-                             "rsdt_run.json", "sar_descending/20170309T054356.tif"]
+    assert sorted(files) == ["bands.json", "grid.json", "metadata.json",
+                             "rejected/sar_descending_20171210T054359.json", "rsdt_run.json",
+                             "sar_descending/20170309T054356.tif"]
+    described = json.loads(files["bands.json"])["sar_descending"]  # the store's model card, for Stage 2
+    assert described["preprocessing"]["divisor"] == 1.0 and described["names"] == [
+        "S1A__IW___D_20170309T054356_VV_grd_mli_geo_norm_db.tif:1"]  # no band description: file:band
     with rasterio.MemoryFile(files["sar_descending/20170309T054356.tif"]) as memory, memory.open() as remote:
         with rasterio.open(os.path.join(local, "sar_descending", "20170309T054356.tif")) as here:
             np.testing.assert_array_equal(remote.read(), here.read())

@@ -50,11 +50,12 @@ from rsdt_beam.acquire.store import (
     observation_path,
     read_grid,
     store_folder,
+    write_band_description,
     write_grid,
     write_observation,
 )
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_of, mask_for_grid
-from rsdt_beam.common.modalities import MODALITIES, BandCounts
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.errors import UserError
@@ -328,6 +329,7 @@ class ConvertPlan:
     job: ConvertJob
     sources: list[ConvertSource]
     rejected: list[Rejection]
+    band_names: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
@@ -343,18 +345,20 @@ class ConvertPlan:
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
+        names: dict[str, tuple[str, ...]] = {}
         for source in unique.sources:
             if source.modality in bands:
                 continue
             try:
-                bands[source.modality] = inspect_source(source, grid).bands
+                header = inspect_source(source, grid)
+                bands[source.modality], names[source.modality] = header.bands, header.band_names
             except ObservationError as error:
                 _LOG.warning("cannot take the %s band count from %s, trying the next one",
                              source.modality, error)
         for item in rejected:
             _LOG.warning("set aside %s: %s", item.observation, item.reason)
         job = ConvertJob(store, grid, params, tuple(sorted(bands.items())), aoi, block_size)
-        return cls(job, unique.sources, rejected)
+        return cls(job, unique.sources, rejected, names)
 
     @classmethod
     def from_spec(cls, area: AreaSpec, spec: ConvertSpec, overwrite: bool = False) -> ConvertPlan:
@@ -385,6 +389,20 @@ class ConvertPlan:
         """Stage 2's band counts; SAR ascending and descending must agree."""
         return BandCounts.of_modalities(dict(self.job.bands))
 
+    def band_description(self) -> dict:
+        """`{modality: {"names", "units", "preprocessing"}}` of this run's modalities (store's bands.json)."""
+        params = self.job.params
+        out = {}
+        for modality, _ in self.job.bands:
+            sar_db = params.db_to_linear and modality != OPTICAL
+            divisor = params.divisor(modality)
+            preprocessing = {"divisor": divisor, "db_to_linear": sar_db, "mask_rule": params.mask_rule.describe(),
+                             "resampling": params.resampling, "dtype": params.dtype}
+            units = "linear power (from dB)" if sar_db else f"source value / {divisor:g}"
+            out[modality] = {"names": list(self.band_names.get(modality, ())), "units": units,
+                             "preprocessing": preprocessing}
+        return out
+
     def describe(self) -> str:
         per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
         return (f"convert {len(self.sources)} sources ({', '.join(f'{m} {n}' for m, n in per.items() if n)}), "
@@ -397,7 +415,10 @@ class ConvertPlan:
         grid, store, run_id = self.job.grid, self.job.store, self.job.run_id
         grid_written = (pipeline | "Grid" >> beam.Create([grid])
                         | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g, run_id)))
+        bands_written = (pipeline | "Band description" >> beam.Create([self.band_description()])
+                         | "Write bands.json" >> beam.Map(
+                             lambda description: write_band_description(store, description, run_id)))
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
-        (grid_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
+        (grid_written, bands_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
         return refs, rejected

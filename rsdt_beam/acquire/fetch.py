@@ -50,6 +50,7 @@ from rsdt_beam.acquire.store import (
     observation_path,
     read_grid,
     store_folder,
+    write_band_description,
     write_grid,
     write_observation,
     write_rejection,
@@ -221,6 +222,16 @@ class FetchPlan:
         sar = any(m != OPTICAL for m in self.acquisitions)
         return BandCounts(len(sh.S1_BANDS) if sar else 0,
                           len(sh.S2_BANDS) if OPTICAL in self.acquisitions else 0)
+
+    def band_description(self) -> dict:
+        """`{modality: {"names", "units", "preprocessing"}}` of the fetched collections (store's bands.json)."""
+        out = {}
+        for modality in self.acquisitions:
+            collection = sh.COLLECTIONS[modality]
+            out[modality] = {"names": list(collection.bands), "units": collection.units,
+                             "preprocessing": {"source": f"Sentinel Hub {collection.stock_name}",
+                                               "valid": " and ".join(collection.masks)}}
+        return out
 
     def estimated_units(self) -> float:
         return sum(sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width)
@@ -399,7 +410,8 @@ class AssembleObservations(beam.PTransform):
 
 class FetchObservations(beam.PTransform):
     """PBegin -> {'observations': ObservationRef (fetched now and stored before), 'rejected': Rejection
-    (set aside now and before, within the run's range), 'grid': the writing of grid.json}.
+    (set aside now and before, within the run's range), 'grid' and 'bands': the writing of grid.json and
+    bands.json}.
 
     The store's `metadata.json` is not written here: the caller finishes the store
     (`rsdt_beam.outputs.FinishFolder(plan.folder)`) after these and any other writes into it.
@@ -413,6 +425,9 @@ class FetchObservations(beam.PTransform):
         plan = self._plan
         grid = (pbegin | "Grid" >> beam.Create([plan.grid])
                 | "Write grid.json" >> beam.Map(lambda g: write_grid(plan.store, g, plan.run_id)))
+        bands = (pbegin | "Band description" >> beam.Create([plan.band_description()])
+                 | "Write bands.json" >> beam.Map(
+                     lambda description: write_band_description(plan.store, description, plan.run_id)))
         fetched = (pbegin
                    | "Work items" >> beam.Create(plan.items)
                    | "Fetch chunks" >> FetchChunks(plan.settings, plan.token, plan.grid, plan.store, plan.run_id))
@@ -423,5 +438,5 @@ class FetchObservations(beam.PTransform):
         observations = (assembled["observations"], stored) | "All observations" >> beam.Flatten()
         rejected_before = pbegin | "Set aside before" >> beam.Create(plan.rejected_before)
         rejected = (assembled[REJECTED], rejected_before) | "All rejections" >> beam.Flatten()
-        return {"observations": observations, REJECTED: rejected, "grid": grid}
+        return {"observations": observations, REJECTED: rejected, "grid": grid, "bands": bands}
 

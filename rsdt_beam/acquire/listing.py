@@ -11,7 +11,7 @@ import logging
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
-from rsdt_beam.acquire.store import list_store, read_grid
+from rsdt_beam.acquire.store import list_store, read_band_description, read_grid
 from rsdt_beam.common.modalities import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
@@ -31,6 +31,7 @@ class Observations:
     grid: Grid
     bands: BandCounts
     after_end: int = 0
+    band_description: dict = dataclasses.field(default_factory=dict)  # {modality: {names, units, preprocessing}}
 
     def summary(self) -> str:
         per = {m: sum(r.modality == m for r in self.refs) for m in MODALITIES}
@@ -44,12 +45,14 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
     rejected: list[Rejection] = []
     sources = []
     grid = None
+    description: dict = {}
     if inputs.observations:
         sources.append(inputs.observations)
         found, skipped = list_store(inputs.observations)
         refs += found
         rejected += skipped
         grid = read_grid(inputs.observations)
+        description.update(read_band_description(inputs.observations))
     for modality, folder, reader in (
             (SAR_ASCENDING, inputs.sar_ascending, EOPatchReader(inputs.sar_bands_feature, inputs.sar_mask_feature)),
             (SAR_DESCENDING, inputs.sar_descending, EOPatchReader(inputs.sar_bands_feature, inputs.sar_mask_feature)),
@@ -61,6 +64,8 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
             found, skipped = list_eopatches(folder, modality, reader)
             refs += found
             rejected += skipped
+            description[modality] = {"units": "as stored in the EOPatches", "preprocessing": {
+                "eopatch_data_feature": reader.bands_feature, "eopatch_mask_feature": reader.mask_feature}}
     if not sources:
         raise UserError("no input: give --observations and/or --sar_ascending/--sar_descending/--optical")
     for item in rejected:
@@ -91,4 +96,8 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
     if grid is None:
         grid = next(iter(headers.values())).grid
     bands = BandCounts.of_modalities({m: header.bands for m, header in headers.items()})
-    return Observations(unique, rejected, grid, bands, after_end)
+    for modality, entry in description.items():
+        if "names" not in entry and modality in headers:  # EOPatches name no bands: feature[k]
+            feature = entry["preprocessing"]["eopatch_data_feature"]
+            entry["names"] = [f"{feature}[{k}]" for k in range(headers[modality].bands)]
+    return Observations(unique, rejected, grid, bands, after_end, description)

@@ -27,7 +27,7 @@ from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import MODALITIES
-from rsdt_beam.common.names import GRID_FILE
+from rsdt_beam.common.names import BANDS_FILE, GRID_FILE
 from rsdt_beam.common.observations import ObservationError, ObservationHeader, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
@@ -97,12 +97,26 @@ def store_folder(root: str, grid: Grid, source: dict, run_id: str) -> OutputFold
     """The store's identity: its grid and how its observations were made (`source`: convert's parameters,
     or Sentinel Hub's); the time range and modalities are not part of it (a store grows)."""
     return OutputFolder(root, "observations", "--store", dict(grid=grid.to_json(), **source), run_id,
-                        seed_files=(GRID_FILE,))
+                        seed_files=(GRID_FILE, BANDS_FILE))
 
 
 def read_grid(root: str) -> Grid | None:
     path = fs.join(root, GRID_FILE)
     return Grid.from_json(fs.read_json(path)) if fs.exists(path) else None
+
+
+def write_band_description(root: str, description: dict, run_id: str = "") -> None:
+    """Records `{modality: {"names", "units", "preprocessing"}}` of this run's modalities in `bands.json`
+    (the store's other modalities keep theirs); Stage 2 copies it into metadata.json."""
+    path = fs.join(root, BANDS_FILE)
+    recorded = fs.read_json(path) if fs.exists(path) else {}
+    fs.write_json(path, dict(recorded, **description), run_id)
+
+
+def read_band_description(root: str) -> dict:
+    """The store's `bands.json`, or {} (a store written before it was recorded)."""
+    path = fs.join(root, BANDS_FILE)
+    return fs.read_json(path) if fs.exists(path) else {}
 
 
 def write_rejection(root: str, rejection: Rejection, modality: str, time: float, run_id: str = "") -> None:

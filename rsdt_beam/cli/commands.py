@@ -33,7 +33,7 @@ from rsdt_beam.window.listing import format_windows_list, tile_windows_list, wri
 
 _STAGE_2 = ("inputs", "time_range", "tiling", "stack")
 _STAGE_3 = ("window_parameters", "window_selection", "window_records")
-_FUSED_OUTPUTS = ("stack_output", "window_output", "window_layout", "output")
+_FUSED_OUTPUTS = ("stack_output", "window_output", "window_layout", "observed", "output")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +207,9 @@ def _inspect(args) -> None:
         print(line)
 
 
-STACK = Command("stack", (*_STAGE_2, "stack_output", "output"), launch=_stack)
-WINDOW = Command("window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "output"), launch=_window)
+STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output"), launch=_stack)
+WINDOW = Command("window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"),
+                 launch=_window)
 RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS), launch=_fused)
 CONVERT = Command("convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3,
                               *_FUSED_OUTPUTS), launch=_convert)

@@ -147,6 +147,7 @@ GROUPS: dict[str, Group] = {
     "window_selection": Group("Stage 3: selection", (
         Flag("window_filter", "module:function win_filter(*window) -> bool"),
         Flag("tiles", "all | rsdtlib-train | rsdtlib-val | list:0_0,1_2 | file:PATH | expr:EXPR | module:fn", "all"),
+        Flag("sample", "windows to keep: all | every:K | fraction:F:SEED | weight:module:fn[:SEED]", "all"),
     )),
     "window_records": Group("Stage 3: records", (
         Flag("mode", "training (feature + label) or inference (the whole window) records", "inference",
@@ -165,6 +166,11 @@ GROUPS: dict[str, Group] = {
         Flag("bytes_per_shard", "sharded layout: about this many compressed bytes per file (e.g. 268435456)",
              type=int),
     )),
+    "observed": Group("Stages 2 and 3: observed mask", (
+        Flag("record_observed", "add each record's observed mask (feature Observed, uint8 [.., ty, tx, 3]: a valid "
+                                "observation of SAR asc./desc./optical since the previous frame) to stacks and "
+                                "windows", boolean=True),
+    )),
     "inference": Group("inference", (
         Flag("model", "Keras model file (.keras/.h5; local or gs://); with --model_fn: weights"),
         Flag("model_fn", "module:function returning the Keras model (weights from --model)"),
@@ -172,7 +178,8 @@ GROUPS: dict[str, Group] = {
                         "windows online)"),
         Flag("map_output", "folder (local or gs://) for <start>_<end>.tif maps and maps.csv"),
         Flag("batch_size", "largest batch of windows per model call", 16, int),
-        Flag("frames", "pad each window's time axis to this many frames (default: no padding)", type=int),
+        Flag("frames", "pad each window's time axis to this many frames, as the readers do (default: the "
+                       "windows' Omega; 0: no padding)", type=int),
         Flag("pad_value", "value of padded frames", -1.0, float),
         Flag("trim_map_edges", "drop the deadzone along the area's outer edge too (nodata there)", boolean=True),
         Flag("map_grid", "grid.json for stacks without a grid in metadata.json (rsdtlib's)"),

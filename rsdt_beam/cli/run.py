@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, TestOptions, WorkerOptions
 from apache_beam.runners.runner import PipelineState
 
+from rsdt_beam import progress
 from rsdt_beam.errors import UserError
 from rsdt_beam.outputs import claim_outputs, pipeline_outputs
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
@@ -102,6 +103,7 @@ def execute(command, argv: list[str]) -> Outcome:
     dry_run = bool(options.view_as(TestOptions).dry_run)
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
+    progress.clear_totals()  # the builders declare this run's totals
     with _launch_errors():  # planning on the launcher: what goes wrong here is the input's fault
         launch = command.launch(args)
         lines = launch.build(pipeline)
@@ -117,7 +119,7 @@ def execute(command, argv: list[str]) -> Outcome:
         return Outcome(result, {}, dry_run=True)
     # Every output folder checked, then claimed, before anything runs: a refused run touches nothing.
     claim_outputs(pipeline_outputs(pipeline), bool(getattr(args, "overwrite", False)))
-    enable_progress_line(launch.progress and sys.stderr.isatty())
+    enable_progress_line((progress.TTY if sys.stderr.isatty() else progress.LOG) if launch.progress else None)
     if launch.start is not None:
         launch.start()
     try:
@@ -133,6 +135,7 @@ def execute(command, argv: list[str]) -> Outcome:
         print(f"rsdt_beam {command.name}: job {result.state}", file=sys.stderr)
         return Outcome(result, {})
     values = counters(result)
+    progress.finish_progress_line()
     print(summary(values, time.monotonic() - started), file=sys.stderr)
     record = launch.finished() if launch.finished is not None else None
     return Outcome(result, values, record)

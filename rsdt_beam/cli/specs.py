@@ -26,6 +26,7 @@ from rsdt_beam.specs import (
     WindowSpec,
 )
 from rsdt_beam.window.rules import WindowParams
+from rsdt_beam.window.sampling import parse_sample
 from rsdt_beam.window.selection import tile_selector
 
 
@@ -140,6 +141,7 @@ def window_spec(args: argparse.Namespace, output_required: bool = True) -> Windo
         gen_label=_callable("label_fn", getattr(args, "label_fn", None)) if mode == "training" else None,
         label_args=_flag_value("label_args", json.loads, label_args),
         window_filter=_callable("window_filter", args.window_filter), tiles=tiles,
+        sample=_flag_value("sample", parse_sample, getattr(args, "sample", None)),
         layout=getattr(args, "layout", "per_tile"), records_per_shard=getattr(args, "records_per_shard", None),
         bytes_per_shard=getattr(args, "bytes_per_shard", None), stack_dir=getattr(args, "stack_dir", None),
         output=output,
@@ -148,7 +150,8 @@ def window_spec(args: argparse.Namespace, output_required: bool = True) -> Windo
 
 
 def output_spec(args: argparse.Namespace) -> OutputSpec:
-    return OutputSpec(args.gzip_level, progress=not args.no_progress, overwrite=args.overwrite)
+    return OutputSpec(args.gzip_level, progress=not args.no_progress,
+                      record_observed=getattr(args, "record_observed", False), overwrite=args.overwrite)
 
 
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:

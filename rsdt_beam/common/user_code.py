@@ -20,3 +20,8 @@ def load_callable(spec: str) -> Callable:
     if not callable(target):
         raise ValueError(f"{spec!r} is not callable")
     return target
+
+
+def callable_name(function: Callable) -> str:
+    """`module:qualname` of a function, as `load_callable` takes it (for metadata.json)."""
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"

@@ -130,7 +130,8 @@ def seed_pieces(carried: TileStack) -> list[Piece]:
 
 def frames_between(stack: TileStack, start: int, stop: int | None) -> TileStack:
     """The tile's frames `start:stop` (views)."""
-    return TileStack(stack.tile, stack.times[start:stop], stack.frames[start:stop], stack.bands)
+    observed = stack.observed[start:stop] if stack.observed is not None else None
+    return TileStack(stack.tile, stack.times[start:stop], stack.frames[start:stop], stack.bands, observed)
 
 
 @dataclasses.dataclass(frozen=True)

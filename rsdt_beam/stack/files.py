@@ -29,6 +29,11 @@ def read_stack_metadata(stack_dir: str) -> dict:
     return metadata
 
 
+def band_counts(metadata: dict) -> BandCounts:
+    """The band counts metadata.json gives (rsdtlib's `bands_sar`, `bands_opt`)."""
+    return BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
+
+
 def list_tiles(stack_dir: str, metadata: dict | None = None) -> list[tuple[int, int]]:
     """Tile indices of a stack folder, row-major: the files its `metadata.json` lists (rsdt_beam's), else
     the `{j}_{i}.tfrecords` files found there (rsdtlib's metadata lists none)."""
@@ -54,14 +59,14 @@ def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
 def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> TileStack:
     """One tile's stack, checked against the metadata's tile size and band counts."""
     path = fs.join(stack_dir, tile_file_name(tile))
-    bands = BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
+    bands = band_counts(metadata)
     shapes = {"SAR_ascending": (metadata["tile_size_y"], metadata["tile_size_x"], bands.sar),
               "OPT": (metadata["tile_size_y"], metadata["tile_size_x"], bands.opt)}
     shapes["SAR_descending"] = shapes["SAR_ascending"]
-    times, frames = [], []
+    times, frames, observed = [], [], []
     with fs.open_read(path) as raw:
         for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
-            timestamp, asc, dsc, opt = parse_stack_record(payload)
+            timestamp, asc, dsc, opt, seen = parse_stack_record(payload)
             for name, array in zip(("SAR_ascending", "SAR_descending", "OPT"), (asc, dsc, opt)):
                 if array.shape != tuple(shapes[name]):
                     raise ValueError(f"{path} record {n}: {name} has shape {array.shape}, "
@@ -70,6 +75,9 @@ def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> Ti
                 raise ValueError(f"{path} record {n}: time stamps are not increasing")
             times.append(timestamp)
             frames.append(np.concatenate([asc, dsc, opt], axis=-1).astype(np.float32, copy=False))
+            observed.append(seen)
     shape = (0, metadata["tile_size_y"], metadata["tile_size_x"], bands.total)
+    recorded = bool(observed) and all(seen is not None for seen in observed)
     return TileStack(tile, np.asarray(times, np.float64),
-                     np.stack(frames) if frames else np.zeros(shape, np.float32), bands)
+                     np.stack(frames) if frames else np.zeros(shape, np.float32), bands,
+                     np.stack(observed) if recorded else None)

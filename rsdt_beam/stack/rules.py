@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,9 @@ class TileStack:
     times: np.ndarray
     frames: np.ndarray
     bands: BandCounts
+    # bool [n, ty, tx, 3]: a valid observation of SAR ascending / descending / optical arrived since the
+    # previous frame (False: forward-filled); None for stacks read from files that do not record it.
+    observed: np.ndarray | None = None
 
     def modality(self, name: str) -> np.ndarray:
         """A view of one modality's bands of every frame."""
@@ -87,15 +90,19 @@ def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarr
     ordered = sorted(pieces, key=lambda piece: piece.time)
     state = np.zeros((*tile_shape, bands.total), np.float32)
     frames = np.empty((len(written), *tile_shape, bands.total), np.float32)
+    observed = np.zeros((len(written), *tile_shape, len(MODALITIES)), bool)
     next_piece = 0
     for k, time in enumerate(written):
         while next_piece < len(ordered) and ordered[next_piece].time <= time:
             piece = ordered[next_piece]
             target = state[..., bands.slice_of(piece.modality)]
+            seen = observed[k, ..., MODALITIES.index(piece.modality)]
             if piece.mask is None:
                 target[...] = piece.data
+                seen[...] = True
             else:
                 np.copyto(target, piece.data, where=piece.mask[..., None])
+                seen |= piece.mask
             next_piece += 1
         frames[k] = state
-    return TileStack(tile, np.asarray(written, np.float64), frames, bands)
+    return TileStack(tile, np.asarray(written, np.float64), frames, bands, observed)

@@ -21,14 +21,16 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
-from rsdt_beam.common.names import tile_file_name
+from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
+from rsdt_beam.stack.files import band_counts
 from rsdt_beam.stack.rules import Piece, StackParams, TileStack, stack_tile, written_times
+from rsdt_beam.stack.stats import BandMoments
 from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)
@@ -182,9 +184,10 @@ class StackChunks(beam.PTransform):
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, folder: OutputFolder, gzip_level: int | None):
+    def __init__(self, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False):
         self._folder = folder
         self._gzip_level = gzip_level
+        self._record_observed = record_observed
         self._records = Counter("stack_records_written")
         self._bytes = Counter("stack_raw_bytes")
         self._file_bytes = Counter("stack_file_bytes")
@@ -194,12 +197,47 @@ class _WriteStack(beam.DoFn):
         with fs.atomic_write(self._folder.file(tile_file_name(stack.tile)), self._folder.run_id) as raw:
             writer = TFRecordWriter(raw, self._gzip_level)
             for k, time in enumerate(stack.times):
-                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile))
+                observed = stack.observed[k] if self._record_observed else None
+                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile, observed))
             writer.close()
         self._records.inc(writer.records)
         self._bytes.inc(writer.raw_bytes)
         self._file_bytes.inc(writer.file_bytes)
         yield stack.tile
+
+
+class _BandStatsFn(beam.CombineFn):
+    """TileStack -> per-band statistics of all its frames, merged over tiles (`rsdt_beam.stack.stats`)."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def create_accumulator(self) -> BandMoments:
+        return BandMoments.empty(self._bands.total)
+
+    def add_input(self, accumulator: BandMoments, stack: TileStack) -> BandMoments:
+        return accumulator.merge(BandMoments.of(stack.frames))
+
+    def merge_accumulators(self, accumulators) -> BandMoments:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: BandMoments) -> dict:
+        return accumulator.to_json(self._bands)
+
+
+class BandStatistics(beam.PTransform):
+    """PCollection[TileStack] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def expand(self, stacks):
+        return stacks | "Band statistics" >> beam.CombineGlobally(_BandStatsFn(self._bands))
 
 
 def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None,
@@ -215,15 +253,17 @@ class WriteStacks(beam.PTransform):
     and every PCollection of `wait_for` (e.g. the writing of `rejected.json`),
     so a folder with it is complete; it lists the tile files written
     (`files`); tile files are written atomically.
+    `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
-    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written, wait_for=(),
-                 flag: str = "--stack_output"):
+    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
+                 record_observed: bool = False, wait_for=(), flag: str = "--stack_output"):
         super().__init__()
-        self.output_folder = stack_folder(output_dir, metadata, gzip_level, flag)
-        self._metadata = metadata
+        self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
+        self.output_folder = stack_folder(output_dir, self._metadata, gzip_level, flag)
         self._gzip_level = gzip_level
         self._written = written
+        self._record_observed = record_observed
         self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
@@ -231,12 +271,14 @@ class WriteStacks(beam.PTransform):
         cleared = (stacks.pipeline
                    | "Folder" >> beam.Create([folder])
                    | "Begin folder" >> beam.Map(begin))
-        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(folder, self._gzip_level),
-                                                            beam.pvalue.AsSingleton(cleared))
+        written = stacks | "Write tile files" >> beam.ParDo(
+            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(metadata))
         others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
 
-        def write_metadata(tiles: list, times: np.ndarray, _others) -> dict:
+        def write_metadata(tiles: list, times: np.ndarray, band_stats: dict, _others) -> dict:
             done = dict(metadata, tiles_written=len(tiles), timestamps=[iso_time(t) for t in times])
+            done[BAND_STATS_KEY] = band_stats
             done[FILES_KEY] = [tile_file_name(tile) for tile in sorted(tiles)]
             folder.finish(done)
             return done
@@ -244,6 +286,7 @@ class WriteStacks(beam.PTransform):
         return (written
                 | beam.combiners.ToList()
                 | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
+                                                    beam.pvalue.AsSingleton(stats),
                                                     beam.pvalue.AsSingleton(others)))
 
 

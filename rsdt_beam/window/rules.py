@@ -90,14 +90,16 @@ class WindowPart:
     """Frames of one window part; unpacks as rsdtlib's `(timestamps, asc, dsc, opt)`.
 
     `frames` is the assembled `[n, ty, tx, 2*sar + opt]` view into the tile's
-    stack (no copy); the per-modality arrays are views of it.
+    stack (no copy); the per-modality arrays are views of it. `observed` is the
+    stack's bool `[n, ty, tx, 3]` observed mask of these frames (None if not known).
     """
 
-    __slots__ = ("timestamps", "frames", "_stack")
+    __slots__ = ("timestamps", "frames", "observed", "_stack")
 
     def __init__(self, stack: TileStack, span: tuple[int, int]):
         self.timestamps = stack.times[span[0]:span[1]]
         self.frames = stack.frames[span[0]:span[1]]
+        self.observed = stack.observed[span[0]:span[1]] if stack.observed is not None else None
         self._stack = stack
 
     @property

@@ -14,22 +14,32 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.coders import BytesCoder
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
-from rsdt_beam.common.names import RSDTLIB_METADATA_KEYS, WINDOWS_CSV, tile_file_name
+from rsdt_beam.common.names import (
+    BAND_STATS_KEY,
+    MODEL_CARD_KEYS,
+    RECORD_OBSERVED_KEY,
+    RSDTLIB_METADATA_KEYS,
+    WINDOWS_CSV,
+    tile_file_name,
+)
+from rsdt_beam.common.user_code import callable_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
 from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
+from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, windows
+from rsdt_beam.window.sampling import parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 
 _ROWS_PARTS = ".windows_csv_parts"
@@ -54,6 +64,7 @@ class ReadTileStacks(beam.PTransform):
 
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
+        set_total("tiles_read", len(self._tiles))
         read = Counter("tiles_read")
 
         def read_tile(tile):
@@ -75,11 +86,14 @@ class WindowOutput:
     Training records are `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature;
     `window` unpacks as `(cur,)` or `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
     inference records hold the whole current window `[n, ty, tx, bands]`.
+    `spec.sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`);
+    `record_observed` adds the current part's observed mask `[n, ty, tx, 3]` (`Observed`).
     """
 
     spec: WindowSpec
     gzip_level: int = DEFAULT_GZIP_LEVEL
     selection: Callable[[TileStack, WindowParams], Iterable[Window]] = windows
+    record_observed: bool = False
 
     @property
     def output_dir(self) -> str:
@@ -88,31 +102,38 @@ class WindowOutput:
     def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
         spec = self.spec
-        for window in self.selection(stack, spec.params):
-            if spec.window_filter is not None and not spec.window_filter(*window):
-                continue
+        gen_label = spec.gen_label if spec.mode == TRAINING else None
+        if self.record_observed and stack.observed is None:
+            raise UserError(f"tile {stack.tile}: the stacks carry no observed mask; write them with "
+                            f"--record_observed (Stage 2) to record it in the windows")
+        for window, feature, label in window_pairs(self.selection(stack, spec.params), gen_label, spec.label_args,
+                                                   spec.window_filter, spec.sample):
             current = window.current
-            if spec.mode == TRAINING:
-                feature, label = spec.gen_label(window, spec.label_args)
-                feature, label = np.asarray(feature), np.asarray(label)
-            else:
-                feature, label = current.frames, None
-            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps)
+            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps,
+                                        current.observed if self.record_observed else None)
 
     def metadata(self, stack_metadata: dict) -> dict:
         spec, params = self.spec, self.spec.params
         out = {key: stack_metadata[key] for key in RSDTLIB_METADATA_KEYS if key in stack_metadata}
         out.update(mode=spec.mode, layout=spec.layout, Delta=params.delta_size, window_stride=params.window_stride,
                    omega=params.omega, Omega=params.Omega, triple=params.triple, gzip_level=self.gzip_level)
-        for key in ("grid", "num_tiles_y", "num_tiles_x"):
+        for key in ("grid", "num_tiles_y", "num_tiles_x", *MODEL_CARD_KEYS):
             if key in stack_metadata:
                 out[key] = stack_metadata[key]
+        if spec.mode == TRAINING:
+            out["label_fn"] = spec.label_fn or callable_name(spec.gen_label)
+        sample = parse_sample(spec.sample)
+        if not sample.keeps_everything:
+            out["sample"] = sample.spec
+        if self.record_observed:
+            out[RECORD_OBSERVED_KEY] = True
         return out
 
     def folder(self, stack_metadata: dict) -> OutputFolder:
         """The window folder's identity: the window metadata, the stacks' times and the user functions."""
         parameters = dict(self.metadata(stack_metadata), records_per_shard=self.spec.records_per_shard,
                           bytes_per_shard=self.spec.bytes_per_shard, **dict(self.spec.identity))
+        parameters.pop(BAND_STATS_KEY, None)  # what the data hold, not how the folder was made
         for key in ("starttime", "endtime", "delta_step", "modalities"):
             if key in stack_metadata:
                 parameters["stack_" + key] = stack_metadata[key]
@@ -274,9 +295,13 @@ class WriteWindows(beam.PTransform):
                          output.spec.bytes_per_shard))
                      | "Shard names" >> beam.Map(fs.basename))
         metadata = output.metadata(self._stack_metadata)
+        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
+            stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
+        else:  # fused, or rsdtlib's stacks: computed over the same frames
+            stats = stacks | "Statistics" >> BandStatistics(band_counts(self._stack_metadata))
         others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
 
-        def finish(tile_counts: list, names: list, _others) -> str:
+        def finish(tile_counts: list, names: list, band_stats: dict, _others) -> str:
             parts = [folder.file(_rows_part(tile)) for tile, _ in sorted(tile_counts)]
             with fs.atomic_write(folder.file(WINDOWS_CSV), folder.run_id) as f:  # rows in tile order
                 f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
@@ -284,9 +309,11 @@ class WriteWindows(beam.PTransform):
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
             return folder.finish(dict(metadata, windows_written=sum(n for _, n in tile_counts),
-                                      tiles_written=len(tile_counts), **{FILES_KEY: sorted(names)}))
+                                      tiles_written=len(tile_counts),
+                                      **{BAND_STATS_KEY: band_stats, FILES_KEY: sorted(names)}))
 
         return (rows
                 | "Collect window counts" >> beam.combiners.ToList()
                 | "Write windows.csv and metadata.json" >> beam.Map(
-                    finish, beam.pvalue.AsList(files), beam.pvalue.AsSingleton(others)))
+                    finish, beam.pvalue.AsList(files), beam.pvalue.AsSingleton(stats),
+                    beam.pvalue.AsSingleton(others)))
