@@ -34,11 +34,13 @@ from rsdt_beam.inference import (
     WriteMaps,
 )
 from rsdt_beam.numpy_reader import window_metadata
+from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
 from rsdt_beam.stack.plan import StackPlan
 from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.window.sampling import parse_sample
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
 
@@ -54,23 +56,26 @@ def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, 
 def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window: WindowSpec | None,
                        output: OutputSpec, listed_rejections=(), source_rejected=()) -> None:
     """Stage 2 over `refs` (a PCollection of ObservationRef) and its sinks: stacks to `stack.output`,
-    windows of the selected tiles to `window.output`, the rejected list beside the last output."""
+    windows of the selected tiles to `window.output`, the rejected list beside the last output (whose
+    metadata.json waits for it)."""
     selector = window.selects if window is not None and not stack.output else None
     set_total("tiles_stacked", plan.tile_count(selector))
     stacked = refs | "Stage 2" >> Stack(plan, selector=selector)
     stacks = stacked.stacks
+    rejected_dir = window.output if window is not None else stack.output
+    rejected = ((*source_rejected, *stacked.rejected)
+                | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
     if stack.output:
         stacks | "Write stacks" >> WriteStacks(stack.output, plan.metadata, output.gzip_level, stacked.written,
-                                               output.record_observed)
+                                               output.record_observed,
+                                               wait_for=() if window is not None else (rejected,))
         if window is not None:
             stacks = stacks | "Selected tiles" >> beam.Filter(lambda tile_stack: window.selects(*tile_stack.tile))
     if window is not None:
         set_total("tiles_windowed", plan.tile_count(window.selects))
         stacks | "Write windows" >> WriteWindows(
-            WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata)
-    rejected_dir = window.output if window is not None else stack.output
-    ((*source_rejected, *stacked.rejected)
-     | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
+            WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata,
+            wait_for=(rejected,))
 
 
 def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
@@ -111,7 +116,7 @@ def build_convert(pipeline, area: AreaSpec, convert: ConvertSpec, stack: StackSp
     converted) on the convert grid; `stack.output` also writes the stacks; rejected.json of the window
     output lists every observation set aside by convert and by Stage 2.
     """
-    plan = ConvertPlan.from_spec(area, convert)
+    plan = ConvertPlan.from_spec(area, convert, output.overwrite)
     refs, rejected = plan.expand(pipeline)
     lines = [plan.describe()]
     if window is None:
@@ -125,9 +130,12 @@ def build_fetch(pipeline, plan: FetchPlan, stack: StackSpec, window: WindowSpec 
                 output: OutputSpec) -> list[str]:
     """Fetch into the store; with `window` also Stages 2 and 3 on the fetched observations."""
     fetched = pipeline | "Fetch" >> FetchObservations(plan)
+    store_writes = (fetched["grid"], fetched["bands"], fetched["observations"], fetched[FETCH_REJECTED])
     if window is None:
-        (fetched[FETCH_REJECTED],) | "Rejected observations" >> WriteRejections(plan.store)
+        listed = (fetched[FETCH_REJECTED],) | "Rejected observations" >> WriteRejections(plan.store)
+        (*store_writes, listed) | "Finish store" >> FinishFolder(plan.folder)
         return [plan.describe()]
+    store_writes | "Finish store" >> FinishFolder(plan.folder)
     stack_plan = StackPlan.create(stack, plan.grid, plan.bands, band_description=plan.band_description())
     add_stages_2_and_3(pipeline, stack_plan, fetched["observations"], stack, window, output,
                        source_rejected=[fetched[FETCH_REJECTED]])
@@ -139,27 +147,37 @@ def build_infer(pipeline, inference: InferenceSpec, window: WindowSpec, inputs: 
     """Model -> maps: offline over `inference.windows`, online from `window.stack_dir`, or online from
     Stage 2 inputs (stacks built in the pipeline, not written)."""
     grid = Grid.from_json(fs.read_json(inference.map_grid)) if inference.map_grid else None
+    identity = dict(window.identity)
+    choices = (("model", inference.model), ("model_fn", inference.model_fn_name), ("frames", inference.frames),
+               ("pad_value", inference.pad_value), ("tiles", identity.get("tiles")),
+               ("sample", parse_sample(window.sample).spec))
     if inference.windows:
         metadata = window_metadata(inference.windows)
-        maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges)
+        maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
         (pipeline
          | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
          | "Predict" >> PredictWindows(handler)
          | "Maps" >> WriteMaps(maps))
         return [f"windows of {inference.windows} -> {inference.map_output}"]
+    params = window.params
+    choices += (("Delta", params.delta_size), ("window_stride", params.window_stride), ("omega", params.omega),
+                ("Omega", params.Omega), ("triple", params.triple), ("window_filter", identity.get("window_filter")))
     if window.stack_dir:
         read = ReadTileStacks(window.stack_dir, window.selects)
-        maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges)
+        maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
         (pipeline
          | "Read stacks" >> read
          | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample))
         return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
-    maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges)
+    stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
+    maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges,
+                     choices=choices + stack_times)
     handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
     stacked = pipeline | "Observations" >> beam.Create(refs) | "Stage 2" >> Stack(plan, selector=window.selects)
-    stacked.stacks | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample)
-    stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
+    listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
+    stacked.stacks | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample,
+                                               wait_for=[listed])
     return [summary]

@@ -11,6 +11,7 @@ import numpy as np
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.names import METADATA_FILE, RSDTLIB_METADATA_KEYS, TILE_FILE, tile_file_name
+from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import read_records
@@ -33,10 +34,14 @@ def band_counts(metadata: dict) -> BandCounts:
     return BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
 
 
-def list_tiles(stack_dir: str) -> list[tuple[int, int]]:
-    """Tile indices of the `{j}_{i}.tfrecords` files in a stack folder, row-major."""
+def list_tiles(stack_dir: str, metadata: dict | None = None) -> list[tuple[int, int]]:
+    """Tile indices of a stack folder, row-major: the files its `metadata.json` lists (rsdt_beam's), else
+    the `{j}_{i}.tfrecords` files found there (rsdtlib's metadata lists none)."""
+    metadata = read_stack_metadata(stack_dir) if metadata is None else metadata
+    listed = listed_files(stack_dir, metadata)
+    names = [fs.basename(path) for path in listed] if listed is not None else fs.list_children(stack_dir)
     tiles = []
-    for name in fs.list_children(stack_dir):
+    for name in names:
         match = TILE_FILE.match(name)
         if match:
             tiles.append((int(match.group(1)), int(match.group(2))))

@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
-from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, RECORD_OBSERVED_KEY, tile_file_name
+from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
 from rsdt_beam.stack.files import band_counts
@@ -184,8 +184,8 @@ class StackChunks(beam.PTransform):
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None, record_observed: bool = False):
-        self._output_dir = output_dir
+    def __init__(self, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False):
+        self._folder = folder
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self._records = Counter("stack_records_written")
@@ -193,9 +193,8 @@ class _WriteStack(beam.DoFn):
         self._file_bytes = Counter("stack_file_bytes")
 
     def process(self, stack: TileStack, _cleared):
-        path = fs.join(self._output_dir, tile_file_name(stack.tile))
         asc, dsc, opt = (stack.modality(m) for m in MODALITIES)
-        with fs.atomic_write(path) as raw:
+        with fs.atomic_write(self._folder.file(tile_file_name(stack.tile)), self._folder.run_id) as raw:
             writer = TFRecordWriter(raw, self._gzip_level)
             for k, time in enumerate(stack.times):
                 observed = stack.observed[k] if self._record_observed else None
@@ -241,44 +240,54 @@ class BandStatistics(beam.PTransform):
         return stacks | "Band statistics" >> beam.CombineGlobally(_BandStatsFn(self._bands))
 
 
+def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None,
+                 flag: str = "--stack_output") -> OutputFolder:
+    """A stack folder's identity: the Stage 2 metadata (grid, tiling, times, bands) and the GZIP level."""
+    return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
+
+
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
-    `metadata.json` is removed first and written only after every tile file,
-    so a folder with it is complete; tile files are written atomically.
+    `metadata.json` is removed first and written only after every tile file
+    and every PCollection of `wait_for` (e.g. the writing of `rejected.json`),
+    so a folder with it is complete; it lists the tile files written
+    (`files`); tile files are written atomically.
     `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
     def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
-                 record_observed: bool = False):
+                 record_observed: bool = False, wait_for=(), flag: str = "--stack_output"):
         super().__init__()
-        self._output_dir = output_dir
         self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
+        self.output_folder = stack_folder(output_dir, self._metadata, gzip_level, flag)
         self._gzip_level = gzip_level
         self._written = written
         self._record_observed = record_observed
+        self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
-        output_dir, metadata = self._output_dir, self._metadata
-        marker = fs.join(output_dir, METADATA_FILE)
+        folder, metadata = self.output_folder, self._metadata
         cleared = (stacks.pipeline
-                   | "Completion marker" >> beam.Create([marker])
-                   | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
+                   | "Folder" >> beam.Create([folder])
+                   | "Begin folder" >> beam.Map(begin))
         written = stacks | "Write tile files" >> beam.ParDo(
-            _WriteStack(output_dir, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
-
+            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
         stats = stacks | "Statistics" >> BandStatistics(band_counts(metadata))
+        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
 
-        def write_metadata(tiles: Iterable, times: np.ndarray, band_stats: dict) -> dict:
-            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+        def write_metadata(tiles: list, times: np.ndarray, band_stats: dict, _others) -> dict:
+            done = dict(metadata, tiles_written=len(tiles), timestamps=[iso_time(t) for t in times])
             done[BAND_STATS_KEY] = band_stats
-            fs.write_json(marker, done)
+            done[FILES_KEY] = [tile_file_name(tile) for tile in sorted(tiles)]
+            folder.finish(done)
             return done
 
         return (written
                 | beam.combiners.ToList()
                 | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
-                                                    beam.pvalue.AsSingleton(stats)))
+                                                    beam.pvalue.AsSingleton(stats),
+                                                    beam.pvalue.AsSingleton(others)))
 
 
 class Stack(beam.PTransform):
