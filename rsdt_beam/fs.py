@@ -107,6 +107,15 @@ def delete_if_exists(path: str) -> bool:
     return False
 
 
+def delete_tree(path: str) -> None:
+    """Removes a folder and everything under it (on an object store: every object under the prefix)."""
+    if is_remote(path):  # a trailing "/" makes Beam's GCS filesystem delete the whole prefix
+        if folder_exists(path):
+            FileSystems.delete([path.rstrip("/") + "/"])
+    elif os.path.isdir(path):
+        FileSystems.delete([path])
+
+
 def makedirs(path: str) -> None:
     if not is_remote(path):
         os.makedirs(path, exist_ok=True)

@@ -35,10 +35,12 @@ from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import MapKey, stitch, write_geotiff
 from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
 from rsdt_beam.options import InferenceOptions, WindowOptions, window_params
-from rsdt_beam.pipeline import StackPlan, write_rejected
+from rsdt_beam.pipeline import StackPlan, temporary_stack_dir, write_rejected
 from rsdt_beam.progress import Counter
+from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
+from rsdt_beam.stack.files import StackFile
 from rsdt_beam.stack.rules import TileStack
-from rsdt_beam.window.rules import WindowParams, windows
+from rsdt_beam.window.rules import WindowParams, streamed_windows
 from rsdt_beam.window.selection import TileSelector, load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks
 
@@ -59,15 +61,16 @@ class WindowKey(NamedTuple):
         return MapKey(self.window_id, self.window_start, self.window_end)
 
 
-def window_inputs(stack: TileStack, params: WindowParams,
+def window_inputs(stack: TileStack | StackFile, params: WindowParams,
                   window_filter: Callable | None = None) -> Iterator[tuple[WindowKey, np.ndarray]]:
-    """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (views)."""
-    for window in windows(stack, params):
+    """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (copies: the
+    windows are streamed from a bounded buffer, the model batches inputs)."""
+    for window in streamed_windows(stack, params):
         if window_filter is not None and not window_filter(*window):
             continue
         times = window.current.timestamps
         key = WindowKey((int(stack.tile[0]), int(stack.tile[1])), window.window_id, int(times[0]), int(times[-1]))
-        yield key, window.current.frames
+        yield key, window.current.frames.copy()
 
 
 def pad_frames(features: np.ndarray, frames: int, pad_value: float) -> np.ndarray:
@@ -142,7 +145,7 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
 
 class WindowsOfStacks(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
+    """PCollection[StackFile | TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
 
     def __init__(self, params: WindowParams, window_filter: Callable | None = None):
         super().__init__()
@@ -284,7 +287,7 @@ class WriteMaps(beam.PTransform):
 
 
 class InferMaps(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
+    """PCollection[StackFile | TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
 
     def __init__(self, params: WindowParams, handler: KerasWindowModelHandler, output: MapOutput,
                  window_filter: Callable | None = None):
@@ -338,7 +341,12 @@ def build_infer(pipeline, options: PipelineOptions):
         return None
     plan = StackPlan.from_options(options)
     output = MapOutput(opts.map_output, plan.grid, plan.layout, opts.trim_map_edges)
-    stacks, _written, rejected = plan.expand(pipeline, selector=selector)
-    stacks | "Infer maps" >> InferMaps(params, handler, output, window_filter)
+    stack_dir = temporary_stack_dir(opts.map_output)
+    stacks, _written, rejected = plan.expand(pipeline, stack_dir, DEFAULT_GZIP_LEVEL, selector=selector)
+    maps = (stacks
+            | "One work item per tile" >> beam.Reshuffle()
+            | "Infer maps" >> InferMaps(params, handler, output, window_filter))
+    (maps | "Maps done" >> beam.combiners.Count.Globally()
+     | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(stack_dir)))
     write_rejected(rejected, plan.listed_rejections(), opts.map_output, pipeline)
     return plan

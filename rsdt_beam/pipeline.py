@@ -28,13 +28,19 @@ from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 from rsdt_beam.stack.files import RSDTLIB_METADATA_KEYS
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, StackParams
-from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks,
-                                        WriteStacks, WrittenTimes)
+from rsdt_beam.stack.transforms import (REJECTED, FinishStacks, InspectObservations, StackChunks, WrittenTimes,
+                                        clear_output)
 from rsdt_beam.window.selection import load_callable, tile_selector
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
 _LOG = logging.getLogger(__name__)
 REJECTED_FILE = "rejected.json"
+TEMPORARY_STACKS = ".stacks"
+
+
+def temporary_stack_dir(output_dir: str) -> str:
+    """Where a run that keeps no Stage 2 output streams its frames to, beside its own output."""
+    return fs.join(output_dir, TEMPORARY_STACKS)
 
 
 @dataclasses.dataclass
@@ -190,18 +196,21 @@ class StackPlan:
         what = self.observations.summary() if self.observations else f"grid {self.grid.describe()}"
         return f"{what}; {self.layout.num_tiles} tiles ({self.layout.num_tiles_y} x {self.layout.num_tiles_x})"
 
-    def expand(self, pipeline, refs=None, selector=None):
-        """Adds Stage 2: returns (TileStack PCollection, written times singleton, rejected PCollections).
+    def expand(self, pipeline, stack_dir: str, gzip_level: int | None, refs=None, selector=None):
+        """Adds Stage 2, streamed into tile files in `stack_dir`: returns (StackFile PCollection, written
+        times singleton, rejected PCollections).
 
         `refs` defaults to the listed observations; `selector(j, i)` limits
-        the stacked tiles.
+        the stacked tiles. `metadata.json` is not written (FinishStacks).
         """
         if refs is None:
             refs = pipeline | "Observations" >> beam.Create(self.observations.refs)
         inspected = refs | "Inspect observations" >> InspectObservations(self.grid, self.bands)
         written = inspected["valid"] | "Written time stamps" >> WrittenTimes(self.params)
+        cleared = clear_output(pipeline, stack_dir, "Stack folder")
         stacked = inspected["valid"] | "Stack tiles" >> StackChunks(self.layout, self.chunk_size, self.bands,
-                                                                     written, selector)
+                                                                     written, stack_dir, gzip_level, cleared,
+                                                                     selector)
         return stacked["stacks"], written, [inspected[REJECTED], stacked[REJECTED]]
 
     def listed_rejections(self) -> list[Rejection]:
@@ -228,9 +237,8 @@ def build_stack(pipeline, options: PipelineOptions) -> StackPlan:
     if not opts.stack_output:
         raise ValueError("--stack_output is required")
     plan = StackPlan.from_options(options)
-    stacks, written, rejected = plan.expand(pipeline)
-    stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
-                                           options.view_as(OutputOptions).gzip_level, written)
+    stacks, written, rejected = plan.expand(pipeline, opts.stack_output, options.view_as(OutputOptions).gzip_level)
+    stacks | "Finish stacks" >> FinishStacks(opts.stack_output, plan.metadata, written)
     write_rejected(rejected, plan.listed_rejections(), opts.stack_output, pipeline)
     return plan
 
@@ -256,12 +264,17 @@ def add_stages_2_and_3(pipeline, options: PipelineOptions, plan: StackPlan, refs
     opts = options.view_as(StackOptions)
     output = window_output_from_options(options)
     selector = tile_selector(options.view_as(WindowOptions).tiles)
-    stacks, written, rejected = plan.expand(pipeline, refs=refs, selector=None if opts.stack_output else selector)
+    # Without --stack_output the frames still go through files (beside the windows, removed at the end):
+    # Stage 2 streams through time per read chunk, Stage 3 per tile, and neither holds a tile's series.
+    stack_dir = opts.stack_output or temporary_stack_dir(output.output_dir)
+    stacks, written, rejected = plan.expand(pipeline, stack_dir, options.view_as(OutputOptions).gzip_level,
+                                            refs=refs, selector=None if opts.stack_output else selector)
     if opts.stack_output:
-        stacks | "Write stacks" >> WriteStacks(opts.stack_output, plan.metadata,
-                                               options.view_as(OutputOptions).gzip_level, written)
+        stacks | "Finish stacks" >> FinishStacks(opts.stack_output, plan.metadata, written)
         stacks = stacks | "Selected tiles" >> beam.Filter(lambda stack: selector(*stack.tile))
-    stacks | "Write windows" >> WriteWindows(output, plan.metadata)
+    (stacks
+     | "One work item per tile" >> beam.Reshuffle()
+     | "Write windows" >> WriteWindows(output, plan.metadata, None if opts.stack_output else stack_dir))
     write_rejected([*source_rejected, *rejected], plan.listed_rejections(), output.output_dir, pipeline)
     return plan
 

@@ -42,7 +42,6 @@ import time as wallclock
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
@@ -50,10 +49,11 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.observation import iso_time, time_name
 from rsdt_beam.options import (OutputOptions, ScheduleOptions, StackOptions, WindowOptions, parse_duration,
                                parse_time)
-from rsdt_beam.pipeline import StackPlan, summary, window_output_from_options, write_rejected
+from rsdt_beam.pipeline import StackPlan, summary, temporary_stack_dir, window_output_from_options, write_rejected
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import MODALITIES, Piece, TileStack
-from rsdt_beam.stack.transforms import REJECTED, InspectObservations, StackChunks, WriteStacks, WrittenTimes
+from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks, WriteStacks, WrittenTimes,
+                                        clear_output)
 from rsdt_beam.window.rules import Window, WindowParams, WindowSpan, window_spans
 from rsdt_beam.window.selection import tile_selector
 from rsdt_beam.window.transforms import WindowOutput, WriteWindows
@@ -265,11 +265,6 @@ def _write_manifest(output_root: str, manifest: RunManifest) -> None:
     fs.write_json(fs.join(run_dir(output_root, manifest.run_id), MANIFEST_FILE), manifest.to_json())
 
 
-def _delete_tree(path: str) -> None:
-    # A trailing "/" makes Beam's GCS filesystem delete the whole prefix; local folders go recursively.
-    FileSystems.delete([path.rstrip("/") + "/" if fs.is_remote(path) else path])
-
-
 def _utc_now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -376,7 +371,7 @@ def _finish_run(output_root: str, manifest: RunManifest, frames_before: int, car
                     tiles_windowed=windows["tiles_written"], observations_rejected=rejected))
     _write_manifest(output_root, done)
     for run_id in replaced:  # their time is covered by this run now
-        _delete_tree(run_dir(output_root, run_id))
+        fs.delete_tree(run_dir(output_root, run_id))
     return done.run_id
 
 
@@ -398,9 +393,13 @@ def build_scheduled(pipeline, options: PipelineOptions, run: RunPlan, manifest: 
     written = inspected["valid"] | "Written time stamps" >> WrittenTimes(plan.params)
     stacked_at = written | "With carried frames" >> beam.Map(lambda times: run_times(carry, times, end))
     seeds = CarriedFrames(run.previous_state_dir, plan.metadata, carry) if run.previous else None
+    # The extended stacks (carried frames, new frames, fill state at the run's end) stream to files first.
+    extended_dir = temporary_stack_dir(run.directory)
+    cleared = clear_output(pipeline, extended_dir, "Extended stacks")
     stacked = inspected["valid"] | "Stack tiles" >> StackChunks(plan.layout, plan.chunk_size, plan.bands,
-                                                                 stacked_at, seeds=seeds)
-    extended = stacked["stacks"]  # carried frames, new frames, fill state at the run's end
+                                                                 stacked_at, extended_dir, out.gzip_level,
+                                                                 cleared, seeds=seeds)
+    extended = stacked["stacks"] | "Load extended stacks" >> beam.Map(lambda stack: stack.load())
     next_carry = written | "Select windows" >> beam.Map(
         lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry)
     state_times = next_carry | "State times" >> beam.Map(lambda c: np.asarray([*c.times, fill_time(end)]))
@@ -423,7 +422,8 @@ def build_scheduled(pipeline, options: PipelineOptions, run: RunPlan, manifest: 
     (pipeline
      | "Run" >> beam.Create([manifest])
      | "Write manifest.json" >> beam.Map(
-         lambda started, c, n, *_: _finish_run(output_root, started, frames_before, c, n),
+         lambda started, c, n, *_: (fs.delete_tree(extended_dir),
+                                    _finish_run(output_root, started, frames_before, c, n))[1],
          beam.pvalue.AsSingleton(next_carry), beam.pvalue.AsSingleton(rejected),
          *(beam.pvalue.AsList(pcoll) for pcoll in done)))
 

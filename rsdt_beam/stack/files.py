@@ -6,14 +6,16 @@ or by rsdtlib itself.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Iterator
 
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
-from rsdt_beam.stack.rules import BandCounts, TileStack
-from rsdt_beam.tfrecord import read_records
+from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor, stack_record
+from rsdt_beam.stack.rules import MODALITIES, BandCounts, TileStack
+from rsdt_beam.tfrecord import TFRecordWriter, read_records
 
 METADATA_FILE = "metadata.json"
 RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
@@ -54,14 +56,15 @@ def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
                            for payload in read_records(raw, gzip=True, name=path)], np.float64)
 
 
-def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> TileStack:
-    """One tile's stack, checked against the metadata's tile size and band counts."""
+def iter_tile_frames(stack_dir: str, tile: tuple[int, int], metadata: dict) -> Iterator[tuple[float, np.ndarray]]:
+    """One tile's (time, frame `[ty, tx, 2*sar + opt]`) record by record, checked against the metadata's
+    tile size and band counts; only one record is decoded at a time."""
     path = fs.join(stack_dir, tile_file_name(tile))
     bands = BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
     shapes = {"SAR_ascending": (metadata["tile_size_y"], metadata["tile_size_x"], bands.sar),
               "OPT": (metadata["tile_size_y"], metadata["tile_size_x"], bands.opt)}
     shapes["SAR_descending"] = shapes["SAR_ascending"]
-    times, frames = [], []
+    previous = -np.inf
     with fs.open_read(path) as raw:
         for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
             timestamp, asc, dsc, opt = parse_stack_record(payload)
@@ -69,10 +72,71 @@ def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> Ti
                 if array.shape != tuple(shapes[name]):
                     raise ValueError(f"{path} record {n}: {name} has shape {array.shape}, "
                                      f"metadata.json says {tuple(shapes[name])}")
-            if times and timestamp <= times[-1]:
+            if timestamp <= previous:
                 raise ValueError(f"{path} record {n}: time stamps are not increasing")
-            times.append(timestamp)
-            frames.append(np.concatenate([asc, dsc, opt], axis=-1).astype(np.float32, copy=False))
+            previous = timestamp
+            yield timestamp, np.concatenate([asc, dsc, opt], axis=-1).astype(np.float32, copy=False)
+
+
+def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> TileStack:
+    """One tile's whole stack in memory (`iter_tile_frames` collected)."""
+    bands = BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
+    times, frames = [], []
+    for timestamp, frame in iter_tile_frames(stack_dir, tile, metadata):
+        times.append(timestamp)
+        frames.append(frame)
     shape = (0, metadata["tile_size_y"], metadata["tile_size_x"], bands.total)
     return TileStack(tile, np.asarray(times, np.float64),
                      np.stack(frames) if frames else np.zeros(shape, np.float32), bands)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackFile:
+    """A tile's stack file, read frame by frame where it is used (Stage 3 holds no whole series)."""
+
+    stack_dir: str
+    tile: tuple[int, int]
+    metadata: dict  # tile size and band counts (rsdtlib's first four metadata.json keys)
+
+    @classmethod
+    def of(cls, stack_dir: str, tile: tuple[int, int], metadata: dict) -> "StackFile":
+        return cls(stack_dir, (int(tile[0]), int(tile[1])), {k: metadata[k] for k in RSDTLIB_METADATA_KEYS[:4]})
+
+    @property
+    def bands(self) -> BandCounts:
+        return BandCounts(int(self.metadata["bands_sar"]), int(self.metadata["bands_opt"]))
+
+    def iter_frames(self) -> Iterator[tuple[float, np.ndarray]]:
+        return iter_tile_frames(self.stack_dir, self.tile, self.metadata)
+
+    def load(self) -> TileStack:
+        return read_tile_stack(self.stack_dir, self.tile, self.metadata)
+
+
+class TileStackWriter:
+    """One tile's `{j}_{i}.tfrecords`, written frame by frame; it appears complete or not at all.
+
+    Use as a context manager: leaving it by an exception removes the partial file.
+    """
+
+    def __init__(self, output_dir: str, tile: tuple[int, int], bands: BandCounts, gzip_level: int | None):
+        self.tile = tile
+        self._bands = bands
+        self._target = fs.atomic_write(fs.join(output_dir, tile_file_name(tile)))
+        self._gzip_level = gzip_level
+        self.writer: TFRecordWriter | None = None
+
+    def __enter__(self) -> "TileStackWriter":
+        self.writer = TFRecordWriter(self._target.__enter__(), self._gzip_level)
+        return self
+
+    def add(self, time: float, frame: np.ndarray) -> None:
+        bands = self._bands
+        self.writer.write(stack_record(time, *(frame[..., bands.slice_of(m)] for m in MODALITIES), self.tile))
+
+    def __exit__(self, kind, error, trace):
+        if kind is None:
+            self.writer.close()
+        else:
+            self.writer.abort()
+        return self._target.__exit__(kind, error, trace)

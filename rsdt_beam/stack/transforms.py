@@ -2,10 +2,12 @@
 
     ObservationRef --InspectObservations--> valid refs (+ Rejection)
       --WrittenTimes--> the written time stamps (a singleton side input)
-      --StackChunks--> TileStack               fan-out per (read chunk, observation reference),
-                                               GroupByKey per read chunk, read each observation's
-                                               chunk once, cut into tiles, forward fill per tile
-      --WriteStacks--> {j}_{i}.tfrecords + metadata.json (rsdtlib's layout)
+      --StackChunks--> StackFile               fan-out per (read chunk, observation reference),
+                                               GroupByKey per read chunk; per chunk the observations
+                                               are read one by one in time order and folded into the
+                                               fill state; each tile's frame is appended to its
+                                               {j}_{i}.tfrecords as soon as its bin closes
+      --FinishStacks--> metadata.json (rsdtlib's layout), written last
 
 The transforms only wire the pure rules of `rsdt_beam.stack.rules` and the
 readers of `rsdt_beam.acquire`; every decision lives there.
@@ -13,8 +15,10 @@ readers of `rsdt_beam.acquire`; every decision lives there.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -23,11 +27,8 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter
-from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import METADATA_FILE, tile_file_name
-from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
-                                   written_times)
-from rsdt_beam.tfrecord import TFRecordWriter
+from rsdt_beam.stack.files import METADATA_FILE, StackFile, TileStackWriter
+from rsdt_beam.stack.rules import BandCounts, Piece, StackParams, TileStack, fold_frames, written_times
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -92,27 +93,50 @@ class WrittenTimes(beam.PTransform):
                 | beam.Map(lambda times: written_times(times, params)))
 
 
-class _StackChunk(beam.DoFn):
-    """Reads each observation of one read chunk once and forward-fills the chunk's tiles one by one."""
+def clear_output(pipeline, output_dir: str, label: str, also=None):
+    """A singleton side input: `output_dir` exists and its `metadata.json` (written last) is gone.
 
-    def __init__(self, chunks: list[ReadChunk], layout: TileLayout, bands: BandCounts, selector, seeds=None):
+    Every writer of the folder waits for it, so a folder with `metadata.json` is complete. `also(output_dir)`
+    removes further leftovers of an earlier run.
+    """
+    def clear(path):
+        fs.makedirs(output_dir)
+        fs.delete_if_exists(path)
+        if also is not None:
+            also(output_dir)
+        return path
+
+    return (pipeline
+            | f"{label}: completion marker" >> beam.Create([fs.join(output_dir, METADATA_FILE)])
+            | f"{label}: remove old marker" >> beam.Map(clear))
+
+
+class _StackChunk(beam.DoFn):
+    """Streams one read chunk through time: reads its observations one by one in time order, folds
+    each into the chunk's forward-fill state, and writes every tile's frame as soon as its bin closes."""
+
+    def __init__(self, chunks: list[ReadChunk], bands: BandCounts, selector, output_dir: str,
+                 gzip_level: int | None, seeds=None):
         self._chunks = chunks
-        self._tile_shape = (layout.tile_size_y, layout.tile_size_x)
         self._bands = bands
         self._selector = selector
+        self._output_dir = output_dir
+        self._gzip_level = gzip_level
         self._seeds = seeds
         self._read = Counter("chunks_read")
         self._rejected = Counter("chunk_reads_failed")
-        self._pieces = Counter("tile_pieces")
+        self._frames = Counter("stack_frames")
         self._tiles = Counter("tiles_stacked")
+        self._records = Counter("stack_records_written")
+        self._bytes = Counter("stack_raw_bytes")
+        self._file_bytes = Counter("stack_file_bytes")
 
-    def process(self, item, written):
-        index, refs = item
-        chunk = self._chunks[index]
-        tiles = [(tile, window) for tile, window in chunk.tiles()
-                 if self._selector is None or self._selector(*tile)]
-        pieces: dict[tuple[int, int], list[Piece]] = {tile: [] for tile, _ in tiles}
-        last = written[-1] if len(written) else -np.inf
+    def _pieces(self, chunk: ReadChunk, tiles, refs, last: float, rejected: list) -> Iterator[Piece]:
+        """The chunk's pieces in time order, read one at a time: carried seeds, then observations."""
+        if self._seeds is not None:
+            seeds = [dataclasses.replace(piece, at=tuple(window)) for tile, window in tiles
+                     for piece in self._seeds(tile)]
+            yield from sorted(seeds, key=lambda piece: piece.time)
         # Observations after the last written time stamp change no frame: not read at all.
         for ref in sorted((r for r in refs if r is not None and r.time <= last), key=lambda r: r.time):
             try:
@@ -120,47 +144,67 @@ class _StackChunk(beam.DoFn):
             except ObservationError as error:
                 self._rejected.inc()
                 _LOG.warning("set aside %s in %s", error, chunk)
-                yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})"))
+                rejected.append(Rejection.of(ref, f"{error.reason} (in {chunk})"))
                 continue
             self._read.inc()
-            for tile, window in tiles:
-                rows, cols = slice(window.row_start, window.row_stop), slice(window.col_start, window.col_stop)
-                tile_valid = valid[rows, cols]
-                if not tile_valid.any():
-                    continue  # changes nothing in this tile's forward fill
-                self._pieces.inc()
-                pieces[tile].append(Piece(ref.time, ref.modality, data[rows, cols],  # views, no copies
-                                          None if tile_valid.all() else tile_valid))
-        for tile, _ in tiles:
-            seeds = self._seeds(tile) if self._seeds is not None else []
-            stack = stack_tile(tile, seeds + pieces.pop(tile), written, self._tile_shape, self._bands)
+            if valid.any():  # a piece without a valid pixel changes nothing
+                yield Piece(ref.time, ref.modality, data, None if valid.all() else valid)
+
+    def process(self, item, written, _cleared):
+        index, refs = item
+        chunk = self._chunks[index]
+        tiles = [(tile, window) for tile, window in chunk.tiles()
+                 if self._selector is None or self._selector(*tile)]
+        window = chunk.window
+        last = written[-1] if len(written) else -np.inf
+        rejected: list[Rejection] = []
+        with contextlib.ExitStack() as files:
+            writers = [(files.enter_context(TileStackWriter(self._output_dir, tile, self._bands, self._gzip_level)),
+                        (slice(w.row_start, w.row_stop), slice(w.col_start, w.col_stop))) for tile, w in tiles]
+            pieces = self._pieces(chunk, tiles, refs, last, rejected)
+            for _, time, state in fold_frames(pieces, written, (window.height, window.width), self._bands):
+                self._frames.inc()
+                for writer, (rows, cols) in writers:
+                    writer.add(time, state[rows, cols])
+        for writer, _ in writers:
+            self._records.inc(writer.writer.records)
+            self._bytes.inc(writer.writer.raw_bytes)
+            self._file_bytes.inc(writer.writer.file_bytes)
             self._tiles.inc()
-            yield stack
+        for rejection in rejected:
+            yield beam.pvalue.TaggedOutput(REJECTED, rejection)
+        for tile, _ in tiles:
+            yield tile
 
 
 class StackChunks(beam.PTransform):
-    """PCollection[ObservationRef] -> {'stacks': TileStack, 'rejected': Rejection}: Stage 2 without
-    moving pixels through a shuffle.
+    """PCollection[ObservationRef] -> {'stacks': StackFile, 'rejected': Rejection}: Stage 2 streamed
+    through time, without moving pixels through a shuffle.
 
     Only the observation references are grouped, per read chunk (tiles of
-    about `chunk_size` px a side); the worker of a chunk reads each of its
-    observations once and forward-fills the chunk's tiles (those
-    `selector(j, i)` picks; every one, also one without any valid pixel)
-    through the written time stamps `written` (a singleton PCollection
-    from WrittenTimes). Grouping references rather than pixels (per tile)
-    means no pixel is pickled between stages, and a worker holds one chunk's
-    observations and one tile's frames at a time, whatever the area. `seeds(tile)`, if
-    given, returns pieces that precede the observations (a scheduled run's
-    carried frames, rsdt_beam.schedule).
+    about `chunk_size` px a side). The worker of a chunk reads its
+    observations one at a time in time order, folds each into the chunk's
+    forward-fill state and appends each tile's frame to the tile's file in
+    `output_dir` as soon as its `delta_step` bin closes (at the written time
+    stamps `written`, a singleton PCollection from WrittenTimes). It holds the
+    fill state (chunk area x bands), one observation and the tiles' open
+    writers: nothing grows with the number of observations or frames. Tiles
+    are those `selector(j, i)` picks (every one, also one without any valid
+    pixel); `cleared` (a singleton, `clear_output`) is waited for before
+    writing. `seeds(tile)`, if given, returns pieces that precede the
+    observations (a scheduled run's carried frames, rsdt_beam.schedule).
     """
 
-    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, selector=None,
-                 seeds=None):
+    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, output_dir: str,
+                 gzip_level: int | None, cleared, selector=None, seeds=None):
         super().__init__()
         self._layout = layout
         self._chunks = layout.chunks(chunk_size)
         self._bands = bands
         self._written = written
+        self._output_dir = output_dir
+        self._gzip_level = gzip_level
+        self._cleared = cleared
         self._selector = selector
         self._seeds = seeds
 
@@ -173,10 +217,38 @@ class StackChunks(beam.PTransform):
         outputs = ((keyed, every_chunk)
                    | "Merge" >> beam.Flatten()
                    | "Group per chunk" >> beam.GroupByKey()
-                   | "Read and forward fill" >> beam.ParDo(
-                       _StackChunk(self._chunks, self._layout, self._bands, selector, self._seeds),
-                       beam.pvalue.AsSingleton(self._written)).with_outputs(REJECTED, main="stacks"))
-        return {"stacks": outputs.stacks, REJECTED: outputs[REJECTED]}
+                   | "Read, fold and write frames" >> beam.ParDo(
+                       _StackChunk(self._chunks, self._bands, selector, self._output_dir, self._gzip_level,
+                                   self._seeds),
+                       beam.pvalue.AsSingleton(self._written),
+                       beam.pvalue.AsSingleton(self._cleared)).with_outputs(REJECTED, main="tiles"))
+        output_dir = self._output_dir
+        metadata = {"tile_size_y": self._layout.tile_size_y, "tile_size_x": self._layout.tile_size_x,
+                    "bands_sar": self._bands.sar, "bands_opt": self._bands.opt}
+        files = outputs.tiles | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
+        return {"stacks": files, REJECTED: outputs[REJECTED]}
+
+
+class FinishStacks(beam.PTransform):
+    """PCollection[StackFile | TileStack] (all written) -> PCollection[dict]: `metadata.json` last."""
+
+    def __init__(self, output_dir: str, metadata: dict, written):
+        super().__init__()
+        self._output_dir = output_dir
+        self._metadata = metadata
+        self._written = written
+
+    def expand(self, stacks):
+        marker, metadata = fs.join(self._output_dir, METADATA_FILE), self._metadata
+
+        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
+            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+            fs.write_json(marker, done)
+            return done
+
+        return (stacks
+                | beam.combiners.ToList()
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
 
 
 class _WriteStack(beam.DoFn):
@@ -188,23 +260,20 @@ class _WriteStack(beam.DoFn):
         self._file_bytes = Counter("stack_file_bytes")
 
     def process(self, stack: TileStack, _cleared):
-        path = fs.join(self._output_dir, tile_file_name(stack.tile))
-        asc, dsc, opt = (stack.modality(m) for m in MODALITIES)
-        with fs.atomic_write(path) as raw:
-            writer = TFRecordWriter(raw, self._gzip_level)
-            for k, time in enumerate(stack.times):
-                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile))
-            writer.close()
-        self._records.inc(writer.records)
-        self._bytes.inc(writer.raw_bytes)
-        self._file_bytes.inc(writer.file_bytes)
+        with TileStackWriter(self._output_dir, stack.tile, stack.bands, self._gzip_level) as writer:
+            for time, frame in stack.iter_frames():
+                writer.add(time, frame)
+        self._records.inc(writer.writer.records)
+        self._bytes.inc(writer.writer.raw_bytes)
+        self._file_bytes.inc(writer.writer.file_bytes)
         yield stack.tile
 
 
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
-    `metadata.json` is removed first and written only after every tile file,
+    For stacks held whole (a scheduled run's carried frames); Stage 2 itself writes its files as it
+    streams (StackChunks). `metadata.json` is removed first and written only after every tile file,
     so a folder with it is complete; tile files are written atomically.
     """
 
@@ -216,19 +285,8 @@ class WriteStacks(beam.PTransform):
         self._written = written
 
     def expand(self, stacks):
-        output_dir, metadata = self._output_dir, self._metadata
-        marker = fs.join(output_dir, METADATA_FILE)
-        cleared = (stacks.pipeline
-                   | "Completion marker" >> beam.Create([marker])
-                   | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
-        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(output_dir, self._gzip_level),
-                                                            beam.pvalue.AsSingleton(cleared))
-
-        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
-            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
-            fs.write_json(marker, done)
-            return done
-
-        return (written
-                | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
+        cleared = clear_output(stacks.pipeline, self._output_dir, "Stack folder")
+        return (stacks
+                | "Write tile files" >> beam.ParDo(_WriteStack(self._output_dir, self._gzip_level),
+                                                   beam.pvalue.AsSingleton(cleared))
+                | "Finish" >> FinishStacks(self._output_dir, self._metadata, self._written))

@@ -281,6 +281,15 @@ class StreamedWindows:
             yield Window(view, _shifted(span, self._first))
 
 
+def streamed_windows(stack, params: WindowParams) -> Iterator[Window]:
+    """The kept windows of `stack` (a TileStack, or a StackFile read record by record: anything with
+    `tile`, `bands` and `iter_frames()`), through StreamedWindows: each a view valid until the next."""
+    streamed = StreamedWindows(stack.tile, params, stack.bands)
+    for time, frame in stack.iter_frames():
+        yield from streamed.add(time, frame)
+    yield from streamed.finish()
+
+
 def windows(stack: TileStack, params: WindowParams) -> Iterator[Window]:
     """The tile's kept windows, one at a time, as views into its stack."""
     for span in window_spans(stack.times, params):

@@ -1,11 +1,13 @@
 """Stage 3 as Beam transforms: per-tile stacks -> deep-temporal window records.
 
-    stack folder --ReadTileStacks--> TileStack        (or straight from Stage 2, fused)
+    stack folder --ReadTileStacks--> StackFile        (or straight from Stage 2, fused)
       --WriteWindows--> {j}_{i}.tfrecords per tile, or shards; windows.csv; metadata.json
 
-Windows are generated one at a time as views into the tile's frames
-(`rsdt_beam.window.rules`), encoded without TensorFlow and compressed off the
-main thread (`rsdt_beam.tfrecord`).
+A tile's frames are read record by record and its windows generated as soon
+as they are decided, as views into a bounded buffer of frames
+(`rsdt_beam.window.rules.StreamedWindows`): a worker never holds a tile's
+series. Records are encoded without TensorFlow and compressed off the main
+thread (`rsdt_beam.tfrecord`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from rsdt_beam import fs
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.stack.files import METADATA_FILE, StackFile, list_tiles, read_stack_metadata, tile_file_name
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
-from rsdt_beam.window.rules import Window, WindowParams, windows
+from rsdt_beam.window.rules import Window, WindowParams, streamed_windows
 from rsdt_beam.window.selection import TileSelector
 
 TRAINING = "training"
@@ -40,7 +42,8 @@ _ROWS_PARTS = ".windows_csv_parts"
 
 
 class ReadTileStacks(beam.PTransform):
-    """PBegin -> PCollection[TileStack]: the selected tiles of a Stage 2 folder (rsdt_beam's or rsdtlib's)."""
+    """PBegin -> PCollection[StackFile]: the selected tiles of a Stage 2 folder (rsdt_beam's or rsdtlib's),
+    one work item each; the frames are read where they are used."""
 
     def __init__(self, stack_dir: str, selector: TileSelector):
         super().__init__()
@@ -54,16 +57,9 @@ class ReadTileStacks(beam.PTransform):
 
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
-        read = Counter("tiles_read")
-
-        def read_tile(tile):
-            read.inc()
-            return read_tile_stack(stack_dir, tile, metadata)
-
         return (pbegin
-                | "Tiles" >> beam.Create(self._tiles)
-                | "Spread tiles" >> beam.Reshuffle()
-                | "Read tile stack" >> beam.Map(read_tile))
+                | "Tiles" >> beam.Create([StackFile.of(stack_dir, tile, metadata) for tile in self._tiles])
+                | "Spread tiles" >> beam.Reshuffle())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +92,12 @@ class WindowOutput:
         if self.layout not in (PER_TILE, SHARDED):
             raise ValueError(f"layout must be {PER_TILE!r} or {SHARDED!r}, got {self.layout!r}")
 
-    def windows(self, stack: TileStack) -> Iterable[Window]:
-        """The tile's windows to write: every kept one (scheduled runs write only the newly complete ones)."""
-        return windows(stack, self.params)
+    def windows(self, stack: TileStack | StackFile) -> Iterable[Window]:
+        """The tile's windows to write, streamed from its frames: every kept one (scheduled runs write
+        only the newly complete ones). Each is a view valid until the next one is drawn."""
+        return streamed_windows(stack, self.params)
 
-    def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
+    def records(self, stack: TileStack | StackFile) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
         for window in self.windows(stack):
             if self.window_filter is not None and not self.window_filter(*window):
@@ -125,8 +122,8 @@ class WindowOutput:
         return out
 
 
-def _csv_row(stack: TileStack, window: Window) -> tuple:
-    return WindowRange.of(stack.tile, window.span, stack.times).csv_row()
+def _csv_row(window: Window) -> tuple:
+    return WindowRange.of_window(window).csv_row()
 
 
 def _csv_text(rows) -> str:
@@ -163,14 +160,14 @@ class _WriteTileWindows(beam.DoFn):
         self._file_bytes = Counter("window_file_bytes")
         self._tiles = Counter("tiles_windowed")
 
-    def process(self, stack: TileStack, _cleared):
+    def process(self, stack: TileStack | StackFile, _cleared):
         rows = []
         with fs.atomic_write(fs.join(self._output.output_dir, tile_file_name(stack.tile))) as raw:
             writer = TFRecordWriter(raw, self._output.gzip_level)
             try:
                 for window, record in self._output.records(stack):
                     writer.write(record)
-                    rows.append(_csv_row(stack, window))
+                    rows.append(_csv_row(window))
                     self._windows.inc()
             except BaseException:
                 writer.abort()
@@ -190,11 +187,11 @@ class _EncodeWindows(beam.DoFn):
         self._windows = Counter("windows_written")
         self._tiles = Counter("tiles_windowed")
 
-    def process(self, stack: TileStack, _cleared):
+    def process(self, stack: TileStack | StackFile, _cleared):
         rows = []
         for window, record in self._output.records(stack):
             self._windows.inc()
-            rows.append(_csv_row(stack, window))
+            rows.append(_csv_row(window))
             yield b"".join(record)
         self._tiles.inc()
         yield beam.pvalue.TaggedOutput("rows", _write_rows_part(self._output.output_dir, stack.tile, rows))
@@ -242,17 +239,21 @@ class TFRecordShardSink(FileBasedSink):
 
 
 class WriteWindows(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[str]: window records, `windows.csv`, then `metadata.json`.
+    """PCollection[StackFile | TileStack] -> PCollection[str]: window records, `windows.csv`, then
+    `metadata.json`.
 
-    `metadata.json` is removed first and written last, so an output folder
-    with it is complete; file names are deterministic, so a retry or a
-    re-run overwrites rather than duplicates.
+    Each element is one work item (a tile). `metadata.json` is removed first
+    and written last, so an output folder with it is complete; file names are
+    deterministic, so a retry or a re-run overwrites rather than duplicates.
+    `temporary_stacks`, if given, is a folder of Stage 2 files made only for
+    these windows: removed once every window is written.
     """
 
-    def __init__(self, output: WindowOutput, stack_metadata: dict):
+    def __init__(self, output: WindowOutput, stack_metadata: dict, temporary_stacks: str | None = None):
         super().__init__()
         self._output = output
         self._stack_metadata = stack_metadata
+        self._temporary_stacks = temporary_stacks
 
     def expand(self, stacks):
         output = self._output
@@ -274,6 +275,7 @@ class WriteWindows(beam.PTransform):
                 fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard,
                 output.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
+        temporary_stacks = self._temporary_stacks
 
         def finish(tile_counts: list, _done: list) -> str:
             parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
@@ -282,6 +284,8 @@ class WriteWindows(beam.PTransform):
                 for part in parts:
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
+            if temporary_stacks:
+                fs.delete_tree(temporary_stacks)
             fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n in tile_counts),
                                        tiles_written=len(tile_counts)))
             return marker
