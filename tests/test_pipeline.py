@@ -130,8 +130,9 @@ def test_transforms_with_test_pipeline(tmp_path):
     plan = StackPlan.from_options(options)
     written = written_times(times["optical"], plan.params)
     with BeamTestPipeline() as pipeline:
-        stacks, _, _ = plan.expand(pipeline)
-        summaries = stacks | beam.Map(lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
+        stacks, _, _ = plan.expand(pipeline, str(tmp_path / "stacks"), None)
+        summaries = stacks | "Load" >> beam.Map(lambda f: f.load()) | beam.Map(
+            lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
         expected = [((j, i), len(written),
                      float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0, 3).sum()))
                     for j in range(2) for i in range(2)]
