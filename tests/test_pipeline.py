@@ -130,7 +130,7 @@ def test_transforms_with_test_pipeline(tmp_path):
     plan = StackPlan.from_options(options)
     written = written_times(times["optical"], plan.params)
     with BeamTestPipeline() as pipeline:
-        stacks, _, _ = plan.expand(pipeline, str(tmp_path / "stacks"), None)
+        stacks, _, _ = plan.expand(pipeline, str(tmp_path / "stacks"), 1)
         summaries = stacks | "Load" >> beam.Map(lambda f: f.load()) | beam.Map(
             lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
         expected = [((j, i), len(written),
