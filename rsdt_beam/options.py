@@ -119,6 +119,8 @@ class OutputOptions(PipelineOptions):
         group.add_argument("--gzip_level", type=int, default=DEFAULT_GZIP_LEVEL,
                            help="GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)")
         group.add_argument("--no_progress", action="store_true", help="no progress line on stderr")
+        group.add_argument("--plan_only", action="store_true",
+                           help="list the inputs, print the plan (tiles, work items) and stop without running")
 
 
 class InferenceOptions(PipelineOptions):

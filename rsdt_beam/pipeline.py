@@ -22,7 +22,7 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.acquire.store import list_store, read_grid
-from rsdt_beam.grid import Grid, TileLayout
+from rsdt_beam.grid import Grid, TileLayout, work_items
 from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
                                parse_time, window_params)
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
@@ -194,7 +194,8 @@ class StackPlan:
 
     def describe(self) -> str:
         what = self.observations.summary() if self.observations else f"grid {self.grid.describe()}"
-        return f"{what}; {self.layout.num_tiles} tiles ({self.layout.num_tiles_y} x {self.layout.num_tiles_x})"
+        return (f"{what}; {self.layout.num_tiles} tiles ({self.layout.num_tiles_y} x {self.layout.num_tiles_x}); "
+                f"{work_items(self.layout, self.chunk_size).describe()}")
 
     def expand(self, pipeline, stack_dir: str, gzip_level: int | None, refs=None, selector=None):
         """Adds Stage 2, streamed into tile files in `stack_dir`: returns (StackFile PCollection, written
@@ -304,7 +305,8 @@ def print_help() -> None:
 
 
 def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None = None):
-    """Builds with `build(pipeline, options)`, runs to completion, prints a summary; returns the result."""
+    """Builds with `build(pipeline, options)`, runs to completion, prints a summary; returns the result
+    (None with `--plan_only`: the plan is printed and nothing runs)."""
     if options is None and argv is not None and ("-h" in argv or "--help" in argv):
         print_help()
         raise SystemExit(0)
@@ -316,6 +318,8 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
     plan = build(pipeline, options)
     if isinstance(plan, StackPlan):
         print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
+    if options.view_as(OutputOptions).plan_only:
+        return None
     result = pipeline.run()
     result.wait_until_finish()
     print(summary(result, time.monotonic() - started), file=sys.stderr)
