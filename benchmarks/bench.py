@@ -4,6 +4,7 @@
     python -m benchmarks.bench --preset reference --stages stack,window,fused --kind smooth
     python -m benchmarks.bench --preset small --repeat 1          # a quick look while iterating
     python -m benchmarks.bench --preset small --linearity         # 1x vs 4x area, 1x vs 2x months
+    python -m benchmarks.bench --preset reference --long_series 48   # 6 months vs 4 years, same area
     python -m benchmarks.bench --preset small --levels 1,2,3,6    # GZIP level: speed against size
 
 Inputs are generated into `--work_dir` (kept between runs, keyed by their parameters), as the
@@ -53,7 +54,7 @@ sys.path.insert(0, str(REPO))
 from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402
 from rsdt_beam.acquire.observation import time_name  # noqa: E402
 from rsdt_beam.acquire.store import write_grid, write_observation  # noqa: E402
-from rsdt_beam.grid import Grid  # noqa: E402
+from rsdt_beam.grid import Grid, TileLayout, work_items  # noqa: E402
 from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, StackParams, written_times  # noqa: E402
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, deflate_module  # noqa: E402
 from rsdt_beam.window.rules import WindowParams, window_spans  # noqa: E402
@@ -539,6 +540,9 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the outputs of the last run")
     parser.add_argument("--linearity", action="store_true",
                         help="also run 2x area per side (4x pixels) and 2x months; compare time per output byte")
+    parser.add_argument("--long_series", type=int, metavar="MONTHS",
+                        help="also run the same area over MONTHS (e.g. 48: 4 years, ~850 observations); compare "
+                             "peak RSS and time per output byte with the preset's months in the same run")
     parser.add_argument("--levels", help="only measure zlib levels (e.g. 1,2,6) on the raw output of one run")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -553,7 +557,9 @@ def main(argv=None):
         variants = [(area, months)]
         if args.linearity:
             variants += [(2 * area, months), (area, 2 * months)]
-        per_byte = []
+        if args.long_series:
+            variants.append((area, args.long_series))
+        per_byte, peak_rss, walls = [], [], []
         for var_area, var_months in variants:
             inputs = Inputs(kind, var_area, var_area, var_months, seed, args.format)
             case = Case(inputs, args.tile_size, args.delta_step, args.Delta, args.window_stride, args.omega,
@@ -568,8 +574,16 @@ def main(argv=None):
                                    args.preset == "reference" and (var_area, var_months) == (area, months)
                                    and kind == "noisy")))
             per_byte.append(_median([r.wall / r.compressed for r in runs[stages[-1]]]))
+            peak_rss.append(max(max(r.launcher_rss, r.worker_rss) for r in runs[stages[-1]]))
+            walls.append(_median([r.wall for r in runs[stages[-1]]]))
+            print(f"work items: {work_items(TileLayout(var_area, var_area, args.tile_size, args.tile_size), 256).describe()}")
         print(f"load at end: {os.getloadavg()[0]:.2f}")
-        if args.linearity and len(per_byte) == 3:
+        if args.long_series:
+            print(f"\nlong series ({stages[-1]}, {months} vs {args.long_series} months, {area} x {area} px): "
+                  f"wall {walls[0]:.1f} s vs {walls[-1]:.1f} s; peak RSS of the largest process "
+                  f"{peak_rss[0] / 2**20:.0f} vs {peak_rss[-1] / 2**20:.0f} MiB = {peak_rss[-1] / peak_rss[0]:.2f}x; "
+                  f"seconds per output byte {per_byte[-1] / per_byte[0]:.3f}x")
+        if args.linearity:
             print(f"\nlinearity ({stages[-1]}, seconds per output byte relative to 1x): "
                   f"4x area {per_byte[1] / per_byte[0]:.3f}, 2x months {per_byte[2] / per_byte[0]:.3f}")
 
