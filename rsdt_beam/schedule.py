@@ -2,6 +2,7 @@
 
 A fixed command line (`--end today --lookback 30d`) can run from cron, Cloud Scheduler or Airflow:
 
+    <output_root>/runs/index.json                     every run's id, status, start, end (rsdt_beam.run_index)
     <output_root>/runs/<start>-<end>/manifest.json   time range, inputs, counts, outputs, status, carry
     <output_root>/runs/<start>-<end>/windows/        the windows that became complete in this run
     <output_root>/runs/<start>-<end>/stack/          the run's new Stage 2 frames (--write_stacks)
@@ -50,6 +51,7 @@ from rsdt_beam.acquire.observation import iso_time, time_name
 from rsdt_beam.options import (OutputOptions, ScheduleOptions, StackOptions, WindowOptions, parse_duration,
                                parse_time)
 from rsdt_beam.pipeline import StackPlan, summary, temporary_stack_dir, window_output_from_options, write_rejected
+from rsdt_beam.run_index import RunEntry, read_index, update_index
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import MODALITIES, Piece, TileStack
 from rsdt_beam.stack.transforms import (REJECTED, InspectObservations, StackChunks, WriteStacks, WrittenTimes,
@@ -254,15 +256,33 @@ def run_dir(output_root: str, run_id: str) -> str:
     return fs.join(output_root, RUNS_DIR, run_id)
 
 
+def read_manifest(output_root: str, run_id: str) -> RunManifest:
+    return RunManifest.from_json(fs.read_json(fs.join(run_dir(output_root, run_id), MANIFEST_FILE)))
+
+
+def _entry(manifest: RunManifest) -> RunEntry:
+    return RunEntry(manifest.run_id, manifest.status, manifest.start, manifest.end, manifest.end_time)
+
+
+def _entries_from_manifests(output_root: str):
+    """For an output root from before runs/index.json: every manifest, read once."""
+    return lambda: [_entry(RunManifest.from_json(fs.read_json(path)))
+                    for path in fs.glob(fs.join(output_root, RUNS_DIR, "*", MANIFEST_FILE))]
+
+
+def run_entries(output_root: str) -> list[RunEntry]:
+    """Every run under `output_root` by end time, from runs/index.json (no manifest is read)."""
+    return read_index(fs.join(output_root, RUNS_DIR), _entries_from_manifests(output_root))
+
+
 def list_runs(output_root: str) -> list[RunManifest]:
-    """Every run under `output_root` with a manifest, by end time."""
-    manifests = [RunManifest.from_json(fs.read_json(path))
-                 for path in fs.glob(fs.join(output_root, RUNS_DIR, "*", MANIFEST_FILE))]
-    return sorted(manifests, key=lambda m: (m.end_time, m.run_id))
+    """Every run's manifest, by end time (for tools and tests; a launch reads only the one it needs)."""
+    return [read_manifest(output_root, entry.run_id) for entry in run_entries(output_root)]
 
 
 def _write_manifest(output_root: str, manifest: RunManifest) -> None:
     fs.write_json(fs.join(run_dir(output_root, manifest.run_id), MANIFEST_FILE), manifest.to_json())
+    update_index(fs.join(output_root, RUNS_DIR), _entry(manifest), rebuild=_entries_from_manifests(output_root))
 
 
 def _utc_now_iso() -> str:
@@ -319,14 +339,13 @@ def plan_run(options: PipelineOptions, now: float) -> RunPlan:
         raise ValueError("scheduled runs write under --output_root; drop --stack_output/--window_output")
     step, origin = parse_duration(sopts.delta_step), parse_time(sched.bin_origin)
     end = align_down(resolve_end(sched.end, now), origin, step)
-    runs = list_runs(sched.output_root)
-    succeeded = [m for m in runs if m.status == SUCCEEDED]
-    later = [m for m in succeeded if m.end_time > end]
+    succeeded = [e for e in run_entries(sched.output_root) if e.status == SUCCEEDED]
+    later = [e for e in succeeded if e.end_time > end]
     if later:
         raise ValueError(f"run {later[-1].run_id} already covers time up to {later[-1].end}, after this run's "
                          f"end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
-    earlier = [m for m in succeeded if m.end_time < end]
-    previous = earlier[-1] if earlier else None
+    earlier = [e for e in succeeded if e.end_time < end]
+    previous = read_manifest(sched.output_root, earlier[-1].run_id) if earlier else None
     start = previous.end_time if previous else align_down(end - parse_duration(sched.lookback), origin, step)
     if start >= end:
         raise ValueError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "
@@ -364,7 +383,7 @@ def _outputs(run: RunPlan, write_stacks: bool) -> dict:
 def _finish_run(output_root: str, manifest: RunManifest, frames_before: int, carry: Carry, rejected: int) -> str:
     """The pipeline's last step: manifest `succeeded`, then the superseded incomplete runs go."""
     windows = fs.read_json(fs.join(manifest.outputs["windows"], "metadata.json"))
-    replaced = [m.run_id for m in list_runs(output_root) if m.status != SUCCEEDED and m.run_id != manifest.run_id]
+    replaced = [e.run_id for e in run_entries(output_root) if e.status != SUCCEEDED and e.run_id != manifest.run_id]
     done = dataclasses.replace(
         manifest, status=SUCCEEDED, carry=carry.to_json(), replaced_runs=replaced, finished_at=_utc_now_iso(),
         counts=dict(frames_written=carry.frames_total - frames_before, windows_written=windows["windows_written"],
@@ -372,6 +391,7 @@ def _finish_run(output_root: str, manifest: RunManifest, frames_before: int, car
     _write_manifest(output_root, done)
     for run_id in replaced:  # their time is covered by this run now
         fs.delete_tree(run_dir(output_root, run_id))
+    update_index(fs.join(output_root, RUNS_DIR), removed=replaced)
     return done.run_id
 
 

@@ -137,6 +137,18 @@ def _rows_part(output_dir: str, tile: tuple[int, int]) -> str:
     return fs.join(output_dir, _ROWS_PARTS, f"{tile[0]}_{tile[1]}.csv")
 
 
+def _row_part(output_dir: str, row: int) -> str:
+    return fs.join(output_dir, _ROWS_PARTS, f"row_{row}.csv")
+
+
+def _join_row_parts(output_dir: str, row: int, tile_counts) -> tuple[int, int, int]:
+    """Joins tile row `row`'s parts in tile order; returns (row, windows, tiles)."""
+    tile_counts = sorted(tile_counts)
+    fs.write_bytes(_row_part(output_dir, row),
+                   b"".join(fs.read_bytes(_rows_part(output_dir, tile)) for tile, _ in tile_counts))
+    return row, sum(n for _, n in tile_counts), len(tile_counts)
+
+
 def _delete_parts(parts_dir: str) -> None:
     """Removes the rows parts of this or an earlier (failed) run."""
     leftovers = fs.glob(fs.join(parts_dir, "*.csv"))
@@ -277,20 +289,24 @@ class WriteWindows(beam.PTransform):
         metadata = output.metadata(self._stack_metadata)
         temporary_stacks = self._temporary_stacks
 
-        def finish(tile_counts: list, _done: list) -> str:
-            parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
+        def finish(row_counts: list, _done: list) -> str:
             with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
                 f.write(_csv_text([WINDOWS_CSV_HEADER]).encode())
-                for part in parts:
-                    f.write(fs.read_bytes(part))
+                for row, _, _ in sorted(row_counts):
+                    f.write(fs.read_bytes(_row_part(output.output_dir, row)))
             _delete_parts(parts_dir)
             if temporary_stacks:
                 fs.delete_tree(temporary_stacks)
-            fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n in tile_counts),
-                                       tiles_written=len(tile_counts)))
+            fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n, _ in row_counts),
+                                       tiles_written=sum(t for _, _, t in row_counts)))
             return marker
 
+        # windows.csv in two levels: each tile row's parts are joined in parallel, then the rows in order.
         return (rows
+                | "Key by tile row" >> beam.Map(lambda tile_count: (tile_count[0][0], tile_count))
+                | "Group per tile row" >> beam.GroupByKey()
+                | "Join a row's parts" >> beam.MapTuple(lambda row, counts: _join_row_parts(output.output_dir, row,
+                                                                                             counts))
                 | "Collect window counts" >> beam.combiners.ToList()
                 | "Write windows.csv and metadata.json" >> beam.Map(
                     finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally())))
