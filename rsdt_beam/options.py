@@ -79,8 +79,8 @@ class StackOptions(PipelineOptions):
         group.add_argument("--tile_size", default="32", help="tile size N or YxX pixels")
         group.add_argument("--deadzone", default="0", help="deadzone N or YxX pixels (tiles overlap by 2x)")
         group.add_argument("--chunk_size", type=int, default=256,
-                           help="pixels per side of one stacking work item (whole tiles); a worker holds "
-                                "one chunk's observations, so memory grows with it, not with the area")
+                           help="pixels per side of one Stage 2 read chunk (whole tiles), streamed through "
+                                "time by one work item; memory grows with neither the area nor the series")
         group.add_argument("--stack_output", help="write Stage 2 records ({j}_{i}.tfrecords, metadata.json) here")
 
 
