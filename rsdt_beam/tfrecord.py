@@ -133,7 +133,10 @@ class ParallelGzipStream:
         else:
             self._previous_tail = (self._previous_tail + bytes(block))[-_DICT_SIZE:]
         self._pending.append(_compression_pool().submit(_deflate_block, block, zdict, self._level, final))
-        while len(self._pending) > (0 if final else self._max_pending):
+        # Blocks already deflated go out now: many streams open at once (Stage 2 writes a whole read
+        # chunk's tiles together) must not each keep their finished blocks.
+        limit = 0 if final else self._max_pending
+        while self._pending and (self._pending[0].done() or len(self._pending) > limit):
             self._write_raw(self._pending.popleft().result())
 
     def close(self) -> None:
