@@ -576,7 +576,8 @@ def main(argv=None):
             per_byte.append(_median([r.wall / r.compressed for r in runs[stages[-1]]]))
             peak_rss.append(max(max(r.launcher_rss, r.worker_rss) for r in runs[stages[-1]]))
             walls.append(_median([r.wall for r in runs[stages[-1]]]))
-            print(f"work items: {work_items(TileLayout(var_area, var_area, args.tile_size, args.tile_size), 256).describe()}")
+            layout = TileLayout(var_area, var_area, args.tile_size, args.tile_size)
+            print(f"work items: {work_items(layout, 256).describe()}")
         print(f"load at end: {os.getloadavg()[0]:.2f}")
         if args.long_series:
             print(f"\nlong series ({stages[-1]}, {months} vs {args.long_series} months, {area} x {area} px): "
