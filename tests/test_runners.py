@@ -70,13 +70,14 @@ def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_pa
     transforms = proto.components.transforms
     top_level = {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms} \
         if len(proto.root_transform_ids) == 1 else {transforms[t].unique_name for t in proto.root_transform_ids}
-    assert {"Observations", "Inspect observations", "Written time stamps", "Stack tiles", "Write stacks",
-            "Write windows", "Write rejected.json"} <= top_level
+    assert {"Observations", "Inspect observations", "Written time stamps", "Stack tiles", "Finish stacks",
+            "One work item per tile", "Write windows", "Write rejected.json"} <= top_level
     urns = [t.spec.urn for t in transforms.values()]
     assert "beam:transform:group_by_key:v1" in urns
-    # Stage 2 groups observation references per read chunk; the chunk's worker reads and fills its tiles.
+    # Stage 2 groups observation references per read chunk; the chunk's worker streams it through time
+    # into its tiles' files; then each tile is a work item of its own for the windows.
     names = {t.unique_name for t in transforms.values()}
-    assert {"Stack tiles/Group per chunk", "Stack tiles/Read and forward fill"} <= names
+    assert {"Stack tiles/Group per chunk", "Stack tiles/Read, fold and write frames"} <= names
 
     (environment,) = proto.components.environments.values()
     assert environment.urn == "beam:env:docker:v1"
@@ -202,7 +203,7 @@ def test_dataflow_dry_run_translates_a_scheduled_run(sample_eopatches, tmp_path)
     build_scheduled(pipeline, options, run_plan, manifest)
     proto = pipeline.run().job.proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"With carried frames", "Stack tiles/Read and forward fill", "Write state", "Write stacks",
+    assert {"With carried frames", "Stack tiles/Read, fold and write frames", "Write state", "Write stacks",
             "Write windows", "Write manifest.json"} <= names
     assert manifest.status == "running"
 
