@@ -111,6 +111,20 @@ def clear_output(pipeline, output_dir: str, label: str, also=None):
             | f"{label}: remove old marker" >> beam.Map(clear))
 
 
+class _WrittenCounters:
+    """The counters of written stack files."""
+
+    def __init__(self):
+        self._records = Counter("stack_records_written")
+        self._bytes = Counter("stack_raw_bytes")
+        self._file_bytes = Counter("stack_file_bytes")
+
+    def count(self, written: TileStackWriter) -> None:
+        self._records.inc(written.writer.records)
+        self._bytes.inc(written.writer.raw_bytes)
+        self._file_bytes.inc(written.writer.file_bytes)
+
+
 class _StackChunk(beam.DoFn):
     """Streams one read chunk through time: reads its observations one by one in time order, folds
     each into the chunk's forward-fill state, and writes every tile's frame as soon as its bin closes."""
@@ -127,9 +141,7 @@ class _StackChunk(beam.DoFn):
         self._rejected = Counter("chunk_reads_failed")
         self._frames = Counter("stack_frames")
         self._tiles = Counter("tiles_stacked")
-        self._records = Counter("stack_records_written")
-        self._bytes = Counter("stack_raw_bytes")
-        self._file_bytes = Counter("stack_file_bytes")
+        self._written = _WrittenCounters()
 
     def _pieces(self, chunk: ReadChunk, tiles, refs, last: float, rejected: list) -> Iterator[Piece]:
         """The chunk's pieces in time order, read one at a time: carried seeds, then observations."""
@@ -167,9 +179,7 @@ class _StackChunk(beam.DoFn):
                 for writer, (rows, cols) in writers:
                     writer.add(time, state[rows, cols])
         for writer, _ in writers:
-            self._records.inc(writer.writer.records)
-            self._bytes.inc(writer.writer.raw_bytes)
-            self._file_bytes.inc(writer.writer.file_bytes)
+            self._written.count(writer)
             self._tiles.inc()
         for rejection in rejected:
             yield beam.pvalue.TaggedOutput(REJECTED, rejection)
@@ -255,17 +265,13 @@ class _WriteStack(beam.DoFn):
     def __init__(self, output_dir: str, gzip_level: int | None):
         self._output_dir = output_dir
         self._gzip_level = gzip_level
-        self._records = Counter("stack_records_written")
-        self._bytes = Counter("stack_raw_bytes")
-        self._file_bytes = Counter("stack_file_bytes")
+        self._written = _WrittenCounters()
 
     def process(self, stack: TileStack, _cleared):
         with TileStackWriter(self._output_dir, stack.tile, stack.bands, self._gzip_level) as writer:
             for time, frame in stack.iter_frames():
                 writer.add(time, frame)
-        self._records.inc(writer.writer.records)
-        self._bytes.inc(writer.writer.raw_bytes)
-        self._file_bytes.inc(writer.writer.file_bytes)
+        self._written.count(writer)
         yield stack.tile
 
 
