@@ -6,7 +6,7 @@
 #
 # then run pipelines with --sdk_container_image=<that image> (no --setup_file needed), or build the
 # Flex Template from it (flex_template/README section in README.md, "Dataflow and the Flex Template").
-# EXTRAS=tensorflow adds TensorFlow for online inference (pipelines/infer.py).
+# EXTRAS=tensorflow adds TensorFlow for online inference (rsdt_beam/pipelines/infer.py).
 
 # Python 3.11 and Beam 2.77.0 as in requirements.txt: workers and launcher must match the submitting SDK.
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS template_launcher
@@ -18,14 +18,13 @@ COPY --from=template_launcher /opt/google/dataflow/python_template_launcher /opt
 
 COPY requirements.txt setup.py ./
 COPY rsdt_beam rsdt_beam
-COPY pipelines pipelines
 # requirements.txt pins the versions that resolve together; setup.py says which of them workers need.
 RUN pip install --no-cache-dir --constraint requirements.txt ".${EXTRAS:+[$EXTRAS]}" \
     && python -c "import rasterio, apache_beam, rsdt_beam.schedule; print(rasterio.__gdal_version__)"
 
 # The Flex Template launcher runs this file with the template's parameters as --name=value flags;
 # dependencies are in the image already, so the launcher must not stage or reinstall them.
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/pipelines/scheduled.py
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/rsdt_beam/pipelines/scheduled.py
 ENV PIP_NO_DEPS=True
 ENV PYTHONPATH=/template
 

@@ -11,7 +11,7 @@ setup(
     description="Remote sensing deep-temporal data (rsdtlib's Stages 1-3) as Apache Beam pipelines",
     license="GPL-3.0-or-later",
     python_requires=">=3.10",
-    packages=find_packages(include=["rsdt_beam", "rsdt_beam.*", "pipelines", "pipelines.*"]),
+    packages=find_packages(include=["rsdt_beam", "rsdt_beam.*"]),
     install_requires=[
         "apache-beam[gcp]>=2.60,<3",
         "numpy>=1.26,<2.5",
@@ -23,5 +23,5 @@ setup(
         "shapely>=2.0",
         "pyogrio>=0.7",
     ],
-    extras_require={"tensorflow": ["tensorflow-cpu>=2.15"]},
+    extras_require={"tensorflow": ["tensorflow-cpu>=2.15"], "torch": ["torch>=2.1"]},
 )

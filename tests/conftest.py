@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402
-from rsdt_beam.acquire.observation import parse_time_name, time_name  # noqa: E402
+from rsdt_beam.common.times import parse_time_name, time_name
 
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "sample_data", "eolearn_TestEOPatch")
@@ -18,7 +18,7 @@ SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 @pytest.fixture(scope="session")
 def sample_eopatches(tmp_path_factory):
     """The real eo-learn TestEOPatch split into one EOPatch folder per date (NDVI + IS_VALID)."""
-    from pipelines.sample import split_sample
+    from rsdt_beam.sample import split_sample
 
     root = str(tmp_path_factory.mktemp("sample") / "optical")
     split_sample(root)
@@ -27,11 +27,12 @@ def sample_eopatches(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
-    """The README's main job (`pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`, `<dir>/windows`.
+    """The README's main job (`rsdt_beam.pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`,
+    `<dir>/windows`.
 
     Read-only for tests; a test adding outputs puts them in its own sub-folder.
     """
-    from pipelines.sample import main
+    from rsdt_beam.pipelines.sample import main
 
     out = str(tmp_path_factory.mktemp("sample_run"))
     main(["--output", out, "--no_progress"])

@@ -10,21 +10,23 @@ import json
 import os
 
 import apache_beam as beam
+import fake_sentinelhub as fake
 import numpy as np
 import pytest
 import rasterio
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-import fake_sentinelhub as fake
-from pipelines import fetch as fetch_command
 from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import time_name
 from rsdt_beam.acquire.store import list_store, write_grid
+from rsdt_beam.cli.commands import FETCH
+from rsdt_beam.cli.run import counters
+from rsdt_beam.common.names import REJECTED_FILE
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import REJECTED_FILE, counters, write_rejected
+from rsdt_beam.pipelines import fetch as fetch_command
+from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 
 S2_SCENES = fake.s2_scenes()
@@ -184,8 +186,11 @@ def test_credentials_from_options_env_or_profile(monkeypatch, tmp_path):
 
 
 def test_credentials_are_kept_out_of_the_jobs_options():
-    argv = ["--store", "s", "--sh_client_secret", "s3cret", "--sh_client_id=me", "--resolution", "10"]
-    assert fetch_command.without_credentials(argv) == ["--store", "s", "--resolution", "10"]
+    argv = ["--store", "s", "--sh_client_secret", "s3cret", "--sh_client_id=me", "--resolution", "10",
+            "--runner", "DirectRunner"]
+    args, beam_argv = FETCH.parser().parse_known_args(argv)
+    assert (args.sh_client_secret, args.sh_client_id) == ("s3cret", "me")
+    assert beam_argv == ["--runner", "DirectRunner"]  # only these become the job's options
 
 
 # --- against the fake server -------------------------------------------------------------------------
@@ -215,7 +220,7 @@ def run_fetch(plan):
     """Runs FetchObservations alone; returns (counters, this run's rejections from <store>/rejected.json)."""
     pipeline = beam.Pipeline()
     out = pipeline | fetch.FetchObservations(plan)
-    write_rejected([out["rejected"]], [], plan.store, pipeline)
+    (out["rejected"],) | WriteRejections(plan.store)
     result = pipeline.run()
     result.wait_until_finish()
     with open(os.path.join(plan.store, REJECTED_FILE)) as f:
@@ -386,10 +391,10 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
 
 
 @pytest.mark.e2e
-def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
-    argv = ["--dry_run", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
+    argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
             "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
             "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--maxcc", "0.5"]
@@ -403,7 +408,7 @@ def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys, monk
 
 @pytest.mark.e2e
 def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
-    """`python -m pipelines.fetch` killed (SIGKILL) mid-run; the re-run sends only the missing requests."""
+    """`python -m rsdt_beam.pipelines.fetch` killed (SIGKILL) mid-run; the re-run sends only the missing requests."""
     import signal
     import subprocess
     import sys
@@ -411,7 +416,7 @@ def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
     store = tmp_path / "obs"
     write_grid(str(store), S2_GRID)
     hub.add_fault("slow", times=None, delay=0.4)
-    argv = [sys.executable, "-m", "pipelines.fetch", "--store", str(store), "--collections", "optical",
+    argv = [sys.executable, "-m", "rsdt_beam.pipelines.fetch", "--store", str(store), "--collections", "optical",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url, "--starttime", "2015-07-01",
             "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64",
             "--max_requests_in_flight", "1", "--no_progress"]

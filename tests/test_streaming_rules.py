@@ -5,7 +5,8 @@ buffer)."""
 import numpy as np
 import pytest
 
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, Piece, fold_frames, stack_tile
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.stack.rules import Piece, fold_frames, stack_tile
 from rsdt_beam.window.rules import StreamedWindows, WindowParams, WindowSpan, WindowSpanStream, window_spans, windows
 
 BANDS = BandCounts(sar=1, opt=2)
@@ -74,7 +75,7 @@ def test_fold_draws_pieces_lazily_and_emits_each_frame_when_its_bin_closes():
 
     written = np.array([2.0, 5.0, 6.0])
     seen = []
-    for k, time, state in fold_frames(pieces(), written, (1, 1), BANDS):
+    for k, time, state, _ in fold_frames(pieces(), written, (1, 1), BANDS):
         seen.append((k, time, float(state[0, 0, 0]), len(drawn)))
     # frame 0 (t=2) is out when piece 3 is drawn; frame 2 (t=6) when piece 7 is; nothing after that
     assert seen == [(0, 2.0, 2.0, 4), (1, 5.0, 5.0, 7), (2, 6.0, 6.0, 8)]
@@ -87,8 +88,10 @@ def test_fold_refuses_pieces_out_of_time_order_and_places_pieces_at_their_window
     with pytest.raises(ValueError, match="out of time order"):
         list(fold_frames(backwards, np.array([5.0]), (1, 1), BANDS))
     placed = Piece(0.0, SAR_DESCENDING, np.full((1, 2, 1), 7, np.float32), None, at=(1, 2, 2, 4))
-    (_, _, state), = fold_frames([placed], np.array([0.0]), (2, 4), BANDS)
+    (state, observed), = [(state.copy(), seen.copy())  # the fold reuses its arrays: copies are kept
+                          for _, _, state, seen in fold_frames([placed], np.array([0.0]), (2, 4), BANDS)]
     assert state[..., 1].tolist() == [[0, 0, 0, 0], [0, 0, 7, 7]]
+    assert observed[..., 1].tolist() == [[False] * 4, [False, False, True, True]] and not observed[..., 0].any()
 
 
 PARAMS = [WindowParams(5.0, 1, 2, 4), WindowParams(5.0, 2, 1, 3), WindowParams(3.0, 1, 2, 8),
@@ -123,19 +126,23 @@ def test_streamed_windows_equal_windows_of_the_whole_stack_with_a_bounded_buffer
     frames = rng.random((len(times), 2, 3, BANDS.total), np.float32)
     stack = stack_tile((1, 2), [Piece(t, m, f[..., BANDS.slice_of(m)], None)
                                 for t, f in zip(times, frames) for m in MODALITY_CYCLE], times, (2, 3), BANDS)
-    expected = [(w.window_id, [(p.timestamps.tolist(), p.frames.copy()) for p in w.parts])
-                for w in windows(stack, params)]
+    def parts(window):
+        return [(p.timestamps.tolist(), p.frames.copy(), p.observed.copy()) for p in window.parts]
+
+    expected = [(w.window_id, parts(w)) for w in windows(stack, params)]
     streamed = StreamedWindows((1, 2), params, BANDS)
     got, held = [], 0
-    for time, frame in stack.iter_frames():
-        for window in streamed.add(time, frame):
-            got.append((window.window_id, [(p.timestamps.tolist(), p.frames.copy()) for p in window.parts]))
+    for time, frame, observed in stack.iter_frames():
+        for window in streamed.add(time, frame, observed):
+            got.append((window.window_id, parts(window)))
         held = max(held, streamed.held)
-    got += [(w.window_id, [(p.timestamps.tolist(), p.frames.copy()) for p in w.parts]) for w in streamed.finish()]
+    got += [(w.window_id, parts(w)) for w in streamed.finish()]
     assert [g[0] for g in got] == [e[0] for e in expected] and len(got) == len(expected)
     for (_, got_parts), (_, expected_parts) in zip(got, expected):
-        for (got_times, got_frames), (expected_times, expected_frames) in zip(got_parts, expected_parts):
+        for (got_times, got_frames, got_seen), (expected_times, expected_frames, expected_seen) in zip(
+                got_parts, expected_parts):
             assert got_times == expected_times
             np.testing.assert_array_equal(got_frames, expected_frames)
+            np.testing.assert_array_equal(got_seen, expected_seen)
     span = params.Omega + int(3 * params.delta_size / 0.2) + 2  # Omega back, (2) Delta ahead at 0.2 s steps
     assert held <= 2 * span < len(times)  # the buffer at most doubles past what is needed

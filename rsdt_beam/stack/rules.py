@@ -1,7 +1,7 @@
 """Stage 2 rules: which time stamps are written, forward fill, assembling.
 
 Pure numpy, no Beam, no I/O. These are rsdtlib's `Stack` rules (see
-RSDTLIB_SEMANTICS.md): all observations on one time line; per modality and
+docs/semantics.md): all observations on one time line; per modality and
 pixel the last valid value carried forward (zeros before the first valid
 one); a frame written at the last time stamp of every non-empty `delta_step`
 bin in `[starttime, endtime)`; SAR ascending, SAR descending and optical
@@ -11,14 +11,11 @@ assembled per frame as `[asc | dsc | opt]` on the band axis.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-SAR_ASCENDING = "sar_ascending"
-SAR_DESCENDING = "sar_descending"
-OPTICAL = "optical"
-MODALITIES = (SAR_ASCENDING, SAR_DESCENDING, OPTICAL)
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,26 +49,6 @@ def written_times(times: Iterable[float], params: StackParams) -> np.ndarray:
     return ts[last_of_bin]
 
 
-@dataclasses.dataclass(frozen=True)
-class BandCounts:
-    """Bands per modality; SAR ascending and descending share `sar` as in rsdtlib."""
-
-    sar: int
-    opt: int
-
-    @property
-    def total(self) -> int:
-        return 2 * self.sar + self.opt
-
-    def slice_of(self, modality: str) -> slice:
-        return {SAR_ASCENDING: slice(0, self.sar),
-                SAR_DESCENDING: slice(self.sar, 2 * self.sar),
-                OPTICAL: slice(2 * self.sar, self.total)}[modality]
-
-    def bands_of(self, modality: str) -> int:
-        return self.opt if modality == OPTICAL else self.sar
-
-
 @dataclasses.dataclass
 class Piece:
     """One observation over (part of) a fill area: bands `[h, w, b]` and validity `[h, w]` (None: all valid).
@@ -94,6 +71,9 @@ class TileStack:
     times: np.ndarray
     frames: np.ndarray
     bands: BandCounts
+    # bool [n, ty, tx, 3]: a valid observation of SAR ascending / descending / optical arrived since the
+    # previous frame (False: forward-filled); None for stacks read from files that do not record it.
+    observed: np.ndarray | None = None
 
     def modality(self, name: str) -> np.ndarray:
         """A view of one modality's bands of every frame."""
@@ -102,24 +82,29 @@ class TileStack:
     def __len__(self) -> int:
         return len(self.times)
 
-    def iter_frames(self) -> Iterator[tuple[float, np.ndarray]]:
-        """(time, frame `[ty, tx, bands]`) in time order, as a streamed stack gives them."""
-        return zip((float(t) for t in self.times), self.frames)
+    def iter_frames(self) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
+        """(time, frame `[ty, tx, bands]`, observed `[ty, tx, 3]` or None) in time order, as a streamed
+        stack gives them."""
+        for k, time in enumerate(self.times):
+            yield float(time), self.frames[k], None if self.observed is None else self.observed[k]
 
 
 def fold_frames(pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, int],
-                bands: BandCounts) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Forward-fills time-ordered pieces over an area of `shape` px; yields `(k, written[k], state)`.
+                bands: BandCounts) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
+    """Forward-fills time-ordered pieces over an area of `shape` px; yields `(k, written[k], state, observed)`.
 
     Lazy in both directions: pieces are drawn one at a time and frame k is
     yielded as soon as a piece after `written[k]` is drawn (or the pieces
     end), so the caller holds the fill state `[h, w, 2*sar + opt]` and one
-    piece, never the series. `state` is the same array every time (copy what
-    you keep). Pieces after the last written time are never drawn. Pieces
-    out of time order raise ValueError: the fold cannot go back.
+    piece, never the series. `observed` (bool `[h, w, 3]`) says which
+    modality had a valid observation since the previous frame. Both arrays
+    are reused for the next frame: copy what you keep. Pieces after the last
+    written time are never drawn. Pieces out of time order raise ValueError:
+    the fold cannot go back.
     """
     written = np.asarray(written, np.float64)
     state = np.zeros((*shape, bands.total), np.float32)
+    observed = np.zeros((*shape, len(MODALITIES)), bool)
     if not len(written):
         return
     k, last = 0, -np.inf
@@ -128,18 +113,24 @@ def fold_frames(pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, 
             raise ValueError(f"pieces out of time order: {piece.time} after {last}")
         last = piece.time
         while piece.time > written[k]:
-            yield k, float(written[k]), state
+            yield k, float(written[k]), state, observed
+            observed[...] = False
             k += 1
             if k == len(written):
                 return
-        at = piece.at or (0, shape[0], 0, shape[1])
-        target = state[at[0]:at[1], at[2]:at[3], bands.slice_of(piece.modality)]
+        rows, cols = (slice(piece.at[0], piece.at[1]), slice(piece.at[2], piece.at[3])) if piece.at \
+            else (slice(None), slice(None))
+        target = state[rows, cols, bands.slice_of(piece.modality)]
+        seen = observed[rows, cols, MODALITIES.index(piece.modality)]
         if piece.mask is None:
             target[...] = piece.data
+            seen[...] = True
         else:
             np.copyto(target, piece.data, where=piece.mask[..., None])
+            seen |= piece.mask
     for k in range(k, len(written)):
-        yield k, float(written[k]), state
+        yield k, float(written[k]), state, observed
+        observed[...] = False
 
 
 def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarray,
@@ -151,6 +142,9 @@ def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarr
     written time cannot be written and are ignored.
     """
     frames = np.empty((len(written), *tile_shape, bands.total), np.float32)
-    for k, _, state in fold_frames(sorted(pieces, key=lambda piece: piece.time), written, tile_shape, bands):
+    observed = np.zeros((len(written), *tile_shape, len(MODALITIES)), bool)
+    for k, _, state, seen in fold_frames(sorted(pieces, key=lambda piece: piece.time), written, tile_shape,
+                                         bands):
         frames[k] = state
-    return TileStack(tile, np.asarray(written, np.float64), frames, bands)
+        observed[k] = seen
+    return TileStack(tile, np.asarray(written, np.float64), frames, bands, observed)

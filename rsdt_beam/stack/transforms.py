@@ -18,20 +18,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, RECORD_OBSERVED_KEY
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.files import METADATA_FILE, StackFile, TileStackWriter
-from rsdt_beam.stack.rules import BandCounts, Piece, StackParams, TileStack, fold_frames, written_times
+from rsdt_beam.stack.files import StackFile, TileStackWriter, band_counts
+from rsdt_beam.stack.rules import Piece, StackParams, TileStack, fold_frames, written_times
+from rsdt_beam.stack.stats import BandMoments
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
+STATS = "stats"
 
 
 class _Inspect(beam.DoFn):
@@ -93,17 +98,14 @@ class WrittenTimes(beam.PTransform):
                 | beam.Map(lambda times: written_times(times, params)))
 
 
-def clear_output(pipeline, output_dir: str, label: str, also=None):
+def clear_output(pipeline, output_dir: str, label: str):
     """A singleton side input: `output_dir` exists and its `metadata.json` (written last) is gone.
 
-    Every writer of the folder waits for it, so a folder with `metadata.json` is complete. `also(output_dir)`
-    removes further leftovers of an earlier run.
+    Every writer of the folder waits for it, so a folder with `metadata.json` is complete.
     """
     def clear(path):
         fs.makedirs(output_dir)
         fs.delete_if_exists(path)
-        if also is not None:
-            also(output_dir)
         return path
 
     return (pipeline
@@ -125,17 +127,27 @@ class _WrittenCounters:
         self._file_bytes.inc(written.writer.file_bytes)
 
 
+def frame_moments(stack) -> BandMoments:
+    """Band statistics of a tile's frames (a TileStack or a StackFile), taken frame by frame in time
+    order, so a stack file is never held whole; the rule Stage 2 applies as it streams."""
+    moments = BandMoments.empty(stack.bands.total)
+    for _, frame, _ in stack.iter_frames():
+        moments = moments.merge(BandMoments.of(frame))
+    return moments
+
+
 class _StackChunk(beam.DoFn):
     """Streams one read chunk through time: reads its observations one by one in time order, folds
     each into the chunk's forward-fill state, and writes every tile's frame as soon as its bin closes."""
 
     def __init__(self, chunks: list[ReadChunk], bands: BandCounts, selector, output_dir: str,
-                 gzip_level: int | None, seeds=None):
+                 gzip_level: int | None, record_observed: bool, seeds=None):
         self._chunks = chunks
         self._bands = bands
         self._selector = selector
         self._output_dir = output_dir
         self._gzip_level = gzip_level
+        self._record_observed = record_observed
         self._seeds = seeds
         self._read = Counter("chunks_read")
         self._rejected = Counter("chunk_reads_failed")
@@ -170,43 +182,50 @@ class _StackChunk(beam.DoFn):
         window = chunk.window
         last = written[-1] if len(written) else -np.inf
         rejected: list[Rejection] = []
+        moments = {tile: BandMoments.empty(self._bands.total) for tile, _ in tiles}
         with contextlib.ExitStack() as files:
-            writers = [(files.enter_context(TileStackWriter(self._output_dir, tile, self._bands, self._gzip_level)),
+            writers = [(files.enter_context(TileStackWriter(self._output_dir, tile, self._bands, self._gzip_level,
+                                                            self._record_observed)),
                         (slice(w.row_start, w.row_stop), slice(w.col_start, w.col_stop))) for tile, w in tiles]
             pieces = self._pieces(chunk, tiles, refs, last, rejected)
-            for _, time, state in fold_frames(pieces, written, (window.height, window.width), self._bands):
+            for _, time, state, observed in fold_frames(pieces, written, (window.height, window.width),
+                                                        self._bands):
                 self._frames.inc()
                 for writer, (rows, cols) in writers:
-                    writer.add(time, state[rows, cols])
+                    frame = state[rows, cols]
+                    writer.add(time, frame, observed[rows, cols])
+                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(frame))
         for writer, _ in writers:
             self._written.count(writer)
             self._tiles.inc()
         for rejection in rejected:
             yield beam.pvalue.TaggedOutput(REJECTED, rejection)
         for tile, _ in tiles:
+            yield beam.pvalue.TaggedOutput(STATS, moments[tile])
             yield tile
 
 
 class StackChunks(beam.PTransform):
-    """PCollection[ObservationRef] -> {'stacks': StackFile, 'rejected': Rejection}: Stage 2 streamed
-    through time, without moving pixels through a shuffle.
+    """PCollection[ObservationRef] -> {'stacks': StackFile, 'stats': BandMoments, 'rejected': Rejection}:
+    Stage 2 streamed through time, without moving pixels through a shuffle.
 
     Only the observation references are grouped, per read chunk (tiles of
     about `chunk_size` px a side). The worker of a chunk reads its
     observations one at a time in time order, folds each into the chunk's
     forward-fill state and appends each tile's frame to the tile's file in
-    `output_dir` as soon as its `delta_step` bin closes (at the written time
-    stamps `written`, a singleton PCollection from WrittenTimes). It holds the
-    fill state (chunk area x bands), one observation and the tiles' open
-    writers: nothing grows with the number of observations or frames. Tiles
-    are those `selector(j, i)` picks (every one, also one without any valid
-    pixel); `cleared` (a singleton, `clear_output`) is waited for before
-    writing. `seeds(tile)`, if given, returns pieces that precede the
-    observations (a scheduled run's carried frames, rsdt_beam.schedule).
+    `output_dir` as soon as its `delta_step` bin closes (at the time stamps
+    `written`, a singleton PCollection). It holds the fill state (chunk area
+    x bands), one observation and the tiles' open writers: nothing grows
+    with the number of observations or frames. Tiles are those
+    `selector(j, i)` picks (every one, also one without any valid pixel);
+    `cleared` (a singleton, `clear_output`) is waited for before writing.
+    `seeds(tile)`, if given, returns pieces that precede the observations (a
+    scheduled run's carried frames). Each tile's band statistics come out
+    as `stats` (`frame_moments`' rule).
     """
 
     def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, output_dir: str,
-                 gzip_level: int | None, cleared, selector=None, seeds=None):
+                 gzip_level: int | None, cleared, selector=None, seeds=None, record_observed: bool = False):
         super().__init__()
         self._layout = layout
         self._chunks = layout.chunks(chunk_size)
@@ -217,6 +236,7 @@ class StackChunks(beam.PTransform):
         self._cleared = cleared
         self._selector = selector
         self._seeds = seeds
+        self._record_observed = record_observed
 
     def expand(self, refs):
         selector = self._selector
@@ -229,50 +249,103 @@ class StackChunks(beam.PTransform):
                    | "Group per chunk" >> beam.GroupByKey()
                    | "Read, fold and write frames" >> beam.ParDo(
                        _StackChunk(self._chunks, self._bands, selector, self._output_dir, self._gzip_level,
-                                   self._seeds),
+                                   self._record_observed, self._seeds),
                        beam.pvalue.AsSingleton(self._written),
-                       beam.pvalue.AsSingleton(self._cleared)).with_outputs(REJECTED, main="tiles"))
+                       beam.pvalue.AsSingleton(self._cleared)).with_outputs(REJECTED, STATS, main="tiles"))
         output_dir = self._output_dir
         metadata = {"tile_size_y": self._layout.tile_size_y, "tile_size_x": self._layout.tile_size_x,
                     "bands_sar": self._bands.sar, "bands_opt": self._bands.opt}
         files = outputs.tiles | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
-        return {"stacks": files, REJECTED: outputs[REJECTED]}
+        return {"stacks": files, STATS: outputs[STATS], REJECTED: outputs[REJECTED]}
+
+
+class _WriteStack(beam.DoFn):
+    def __init__(self, output_dir: str, gzip_level: int | None, record_observed: bool = False):
+        self._output_dir = output_dir
+        self._gzip_level = gzip_level
+        self._record_observed = record_observed
+        self._written = _WrittenCounters()
+
+    def process(self, stack: TileStack, _cleared):
+        with TileStackWriter(self._output_dir, stack.tile, stack.bands, self._gzip_level,
+                             self._record_observed) as writer:
+            for time, frame, observed in stack.iter_frames():
+                writer.add(time, frame, observed)
+        self._written.count(writer)
+        yield stack.tile
+
+
+class _MergeMomentsFn(beam.CombineFn):
+    """BandMoments of tiles -> `band_stats` of metadata.json (`rsdt_beam.stack.stats`)."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def create_accumulator(self) -> BandMoments:
+        return BandMoments.empty(self._bands.total)
+
+    def add_input(self, accumulator: BandMoments, moments: BandMoments) -> BandMoments:
+        return accumulator.merge(moments)
+
+    def merge_accumulators(self, accumulators) -> BandMoments:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: BandMoments) -> dict:
+        return accumulator.to_json(self._bands)
+
+
+class MergeBandStatistics(beam.PTransform):
+    """PCollection[BandMoments] (per tile) -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def expand(self, moments):
+        return moments | "Merge band statistics" >> beam.CombineGlobally(_MergeMomentsFn(self._bands))
+
+
+class BandStatistics(beam.PTransform):
+    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def expand(self, stacks):
+        return (stacks
+                | "Band statistics of a tile" >> beam.Map(frame_moments)
+                | "Over tiles" >> MergeBandStatistics(self._bands))
 
 
 class FinishStacks(beam.PTransform):
-    """PCollection[StackFile | TileStack] (all written) -> PCollection[dict]: `metadata.json` last."""
+    """PCollection[StackFile | tile] (all written) -> PCollection[dict]: `metadata.json`, written last,
+    with the written time stamps and `band_stats` (singletons)."""
 
-    def __init__(self, output_dir: str, metadata: dict, written):
+    def __init__(self, output_dir: str, metadata: dict, written, stats, record_observed: bool = False):
         super().__init__()
         self._output_dir = output_dir
-        self._metadata = metadata
+        self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
         self._written = written
+        self._stats = stats
 
     def expand(self, stacks):
         marker, metadata = fs.join(self._output_dir, METADATA_FILE), self._metadata
 
-        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
+        def write_metadata(tiles: Iterable, times: np.ndarray, band_stats: dict) -> dict:
             done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+            done[BAND_STATS_KEY] = band_stats
             fs.write_json(marker, done)
             return done
 
         return (stacks
                 | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
-
-
-class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None):
-        self._output_dir = output_dir
-        self._gzip_level = gzip_level
-        self._written = _WrittenCounters()
-
-    def process(self, stack: TileStack, _cleared):
-        with TileStackWriter(self._output_dir, stack.tile, stack.bands, self._gzip_level) as writer:
-            for time, frame in stack.iter_frames():
-                writer.add(time, frame)
-        self._written.count(writer)
-        yield stack.tile
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
+                                                    beam.pvalue.AsSingleton(self._stats)))
 
 
 class WriteStacks(beam.PTransform):
@@ -281,18 +354,69 @@ class WriteStacks(beam.PTransform):
     For stacks held whole (a scheduled run's carried frames); Stage 2 itself writes its files as it
     streams (StackChunks). `metadata.json` is removed first and written only after every tile file,
     so a folder with it is complete; tile files are written atomically.
+    `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
-    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written):
+    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
+                 record_observed: bool = False):
         super().__init__()
         self._output_dir = output_dir
         self._metadata = metadata
         self._gzip_level = gzip_level
         self._written = written
+        self._record_observed = record_observed
 
     def expand(self, stacks):
         cleared = clear_output(stacks.pipeline, self._output_dir, "Stack folder")
-        return (stacks
-                | "Write tile files" >> beam.ParDo(_WriteStack(self._output_dir, self._gzip_level),
-                                                   beam.pvalue.AsSingleton(cleared))
-                | "Finish" >> FinishStacks(self._output_dir, self._metadata, self._written))
+        written = stacks | "Write tile files" >> beam.ParDo(
+            _WriteStack(self._output_dir, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
+        return written | "Finish" >> FinishStacks(self._output_dir, self._metadata, self._written, stats,
+                                                  self._record_observed)
+
+
+class Stack(beam.PTransform):
+    """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stack files.
+
+    Inspects the observations' headers, fixes the written time stamps and streams every tile (those
+    `selector(j, i)` picks) through them into `{j}_{i}.tfrecords` in `stack_dir` (StackChunks;
+    `metadata.json` is FinishStacks'). Hooks for runs that continue earlier ones (scheduled runs):
+    `stack_times(written)` gives the time stamps to stack at from the written ones (default: the written
+    ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
+    """
+
+    def __init__(self, plan, stack_dir: str, gzip_level: int | None, record_observed: bool = False,
+                 selector=None, stack_times=None, seeds=None):
+        super().__init__()
+        self._plan = plan
+        self._stack_dir = stack_dir
+        self._gzip_level = gzip_level
+        self._record_observed = record_observed
+        self._selector = selector
+        self._stack_times = stack_times
+        self._seeds = seeds
+
+    def expand(self, refs) -> StackOutputs:
+        plan = self._plan
+        inspected = refs | "Inspect observations" >> InspectObservations(plan.grid, plan.bands)
+        written = inspected["valid"] | "Written time stamps" >> WrittenTimes(plan.params)
+        stacked_at = written
+        if self._stack_times is not None:
+            stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
+        cleared = clear_output(refs.pipeline, self._stack_dir, "Stack folder")
+        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(
+            plan.layout, plan.chunk_size, plan.bands, stacked_at, self._stack_dir, self._gzip_level, cleared,
+            self._selector, self._seeds, self._record_observed)
+        stats = stacked[STATS] | "Band statistics" >> MergeBandStatistics(plan.bands)
+        return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]), stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackOutputs:
+    """What `Stack` gives: the tile stack files (StackFile), the written time stamps (a singleton), the
+    rejections and the band statistics (a singleton dict, metadata.json's `band_stats`)."""
+
+    stacks: beam.PCollection
+    written: beam.PCollection
+    rejected: tuple
+    stats: beam.PCollection

@@ -12,17 +12,18 @@ A window is kept when each of its parts has at least `omega` frames; kept
 windows are numbered 0, 1, ... per tile (rsdtlib's window ids). For mono
 windows this is exactly rsdtlib; for triples it is rsdtlib's intent (its
 current part may grow to 2*Omega and its previous part drifts for strides
-above 1; see RSDTLIB_SEMANTICS.md).
+above 1; see docs/semantics.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, TileStack
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.stack.rules import TileStack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,14 +154,16 @@ class WindowPart:
     """Frames of one window part; unpacks as rsdtlib's `(timestamps, asc, dsc, opt)`.
 
     `frames` is the assembled `[n, ty, tx, 2*sar + opt]` view into the tile's
-    stack (no copy); the per-modality arrays are views of it.
+    stack (no copy); the per-modality arrays are views of it. `observed` is the
+    stack's bool `[n, ty, tx, 3]` observed mask of these frames (None if not known).
     """
 
-    __slots__ = ("timestamps", "frames", "_stack")
+    __slots__ = ("timestamps", "frames", "observed", "_stack")
 
     def __init__(self, stack: TileStack, span: tuple[int, int]):
         self.timestamps = stack.times[span[0]:span[1]]
         self.frames = stack.frames[span[0]:span[1]]
+        self.observed = stack.observed[span[0]:span[1]] if stack.observed is not None else None
         self._stack = stack
 
     @property
@@ -239,6 +242,7 @@ class StreamedWindows:
         self._spans = WindowSpanStream(params)
         self._times = np.empty(0, np.float64)
         self._frames: np.ndarray | None = None
+        self._observed: np.ndarray | None = None  # kept only when the frames come with it
         self._first = 0    # global index of the buffer's first frame
         self._count = 0
 
@@ -247,36 +251,44 @@ class StreamedWindows:
         """Frames in the buffer now."""
         return self._count
 
-    def add(self, time: float, frame: np.ndarray) -> Iterator[Window]:
-        """Copies the next frame in; returns the windows it decides (views, use them before the next call)."""
-        self._store(float(time), frame)
+    def add(self, time: float, frame: np.ndarray, observed: np.ndarray | None = None) -> Iterator[Window]:
+        """Copies the next frame (and its observed mask) in; returns the windows it decides (views, use them
+        before the next call)."""
+        self._store(float(time), frame, observed)
         return self._windows(self._spans.push(time))
 
     def finish(self) -> Iterator[Window]:
         return self._windows(self._spans.finish())
 
-    def _store(self, time: float, frame: np.ndarray) -> None:
+    def _store(self, time: float, frame: np.ndarray, observed: np.ndarray | None) -> None:
         if self._frames is None:
             self._frames = np.empty((8, *frame.shape), np.float32)
             self._times = np.empty(8, np.float64)
+            if observed is not None:
+                self._observed = np.empty((8, *observed.shape), bool)
+        buffers = [b for b in (self._frames, self._times, self._observed) if b is not None]
         if self._count == len(self._frames):
             drop = self._spans.needed_from - self._first
             if drop > 0:
-                self._frames[:self._count - drop] = self._frames[drop:self._count]
-                self._times[:self._count - drop] = self._times[drop:self._count]
+                for buffer in buffers:
+                    buffer[:self._count - drop] = buffer[drop:self._count]
                 self._first += drop
                 self._count -= drop
             if self._count == len(self._frames):
-                self._frames = np.concatenate([self._frames, np.empty_like(self._frames)])
-                self._times = np.concatenate([self._times, np.empty_like(self._times)])
+                buffers = [np.concatenate([b, np.empty_like(b)]) for b in buffers]
+                self._frames, self._times = buffers[:2]
+                self._observed = buffers[2] if len(buffers) > 2 else None
         self._frames[self._count] = frame
         self._times[self._count] = time
+        if self._observed is not None:
+            self._observed[self._count] = observed
         self._count += 1
 
     def _windows(self, spans: list[WindowSpan]) -> Iterator[Window]:
         if not spans:
             return
-        view = TileStack(self._tile, self._times[:self._count], self._frames[:self._count], self._bands)
+        view = TileStack(self._tile, self._times[:self._count], self._frames[:self._count], self._bands,
+                         None if self._observed is None else self._observed[:self._count])
         for span in spans:
             yield Window(view, _shifted(span, self._first))
 
@@ -285,8 +297,8 @@ def streamed_windows(stack, params: WindowParams) -> Iterator[Window]:
     """The kept windows of `stack` (a TileStack, or a StackFile read record by record: anything with
     `tile`, `bands` and `iter_frames()`), through StreamedWindows: each a view valid until the next."""
     streamed = StreamedWindows(stack.tile, params, stack.bands)
-    for time, frame in stack.iter_frames():
-        yield from streamed.add(time, frame)
+    for time, frame, observed in stack.iter_frames():
+        yield from streamed.add(time, frame, observed)
     yield from streamed.finish()
 
 
