@@ -3,6 +3,9 @@
 Writes are atomic: data goes to a hidden temporary name beside the target and
 is renamed into place only when complete, so a reader never sees a
 half-written file under a final name and a retry simply overwrites.
+Temporary names carry the writing run's id (`.NAME.tmp-RUNID-RANDOM`), so a
+run can tell its own from those a killed attempt left (`rsdt_beam.outputs`
+sweeps them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import contextlib
 import json
 import os
 import posixpath
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -88,11 +93,29 @@ def read_json(path: str):
     return json.loads(read_bytes(path))
 
 
+# `.NAME.tmp-RUNID-RANDOM` (RUNID may be empty: a write outside any run); Beam's file sinks stage under beam-temp-*.
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?:(?P<run>[0-9A-Za-z]*)-)?[0-9a-f]{12}$")
+_BEAM_TEMPORARY = re.compile(r"(^|/)beam-temp-[^/]+/")
+
+
+def temporary_name(name: str, run_id: str = "") -> str:
+    return f".{name}.tmp-{run_id}-{uuid.uuid4().hex[:12]}"
+
+
+def temporary_run(relative: str) -> str | None:
+    """The run id of a temporary file (a path relative to a folder), "" for one of no known run, None for no
+    temporary at all."""
+    if _BEAM_TEMPORARY.search(relative):
+        return ""
+    match = _TEMPORARY.match(posixpath.basename(relative))
+    return (match.group("run") or "") if match else None
+
+
 @contextlib.contextmanager
-def atomic_write(path: str) -> Iterator[BinaryIO]:
+def atomic_write(path: str, run_id: str = "") -> Iterator[BinaryIO]:
     """A binary file object whose content appears at `path` only if the block succeeds."""
     directory, name = posixpath.split(path) if is_remote(path) else _local_split(path)
-    temporary = join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    temporary = join(directory, temporary_name(name, run_id))
     handle = FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED)
     try:
         yield handle
@@ -108,13 +131,13 @@ def _local_split(path: str) -> tuple[str, str]:
     return os.path.split(os.path.abspath(path))
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    with atomic_write(path) as f:
+def write_bytes(path: str, data: bytes, run_id: str = "") -> None:
+    with atomic_write(path, run_id) as f:
         f.write(data)
 
 
-def write_json(path: str, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+def write_json(path: str, obj, run_id: str = "") -> None:
+    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode(), run_id)
 
 
 def delete_if_exists(path: str) -> bool:
@@ -136,3 +159,47 @@ def delete_tree(path: str) -> None:
 def makedirs(path: str) -> None:
     if not is_remote(path):
         os.makedirs(path, exist_ok=True)
+
+
+def list_files(root: str) -> list[str]:
+    """Every file under `root` (recursively), as paths relative to it, sorted."""
+    if not is_remote(root):
+        out = []
+        for folder, _, names in os.walk(root):
+            out += [os.path.relpath(os.path.join(folder, n), root).replace(os.sep, "/") for n in names]
+        return sorted(out)
+    prefix = root.rstrip("/") + "/"
+    return sorted(meta.path[len(prefix):] for match in FileSystems.match([prefix + "**"])
+                  for meta in match.metadata_list)
+
+
+def delete_files(root: str, relative: list[str]) -> None:
+    """Deletes files under `root` given relative to it (missing ones are no error)."""
+    paths = [join(root, name) for name in relative]
+    for start in range(0, len(paths), 1000):
+        batch = [path for path in paths[start:start + 1000] if is_remote(path) or os.path.lexists(path)]
+        if batch:
+            FileSystems.delete(batch)
+
+
+def remove_empty_folders(root: str) -> None:
+    """Removes empty sub-folders of a local `root` (object stores have no folders)."""
+    if is_remote(root) or not os.path.isdir(root):
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        if folder != root:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def delete_tree_contents(root: str) -> None:
+    """Deletes everything under `root`, keeping `root` itself (a local folder) or nothing (a prefix)."""
+    if not is_remote(root):
+        for name in list_children(root):
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        return
+    delete_files(root, list_files(root))

@@ -25,6 +25,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
+from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import OBSERVED, parse_example, parse_tensor
 from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.stats import normalization
@@ -57,11 +58,15 @@ class WindowRecord:
 
 
 def window_files(source: str | Sequence[str]) -> list[str]:
-    """The window files of a Stage 3 folder (per-tile files row-major, or shards), a glob, or a list."""
+    """The window files of a Stage 3 folder (per-tile files row-major, or shards), a glob, or a list.
+
+    A folder's files are those its `metadata.json` lists; only folders without (rsdtlib's) are listed."""
     if not isinstance(source, str):
         return list(source)
     if any(c in source for c in "*?["):
         files = fs.glob(source)
+    elif (listed := listed_files(source, window_metadata(source))) is not None:
+        files = listed  # a complete rsdt_beam folder: its metadata.json says which files it holds
     else:
         names = fs.list_children(source)
         tiles = sorted((int(m.group(1)), int(m.group(2)), n) for n in names if (m := TILE_FILE.match(n)))

@@ -259,11 +259,13 @@ def test_failed_run_leaves_no_output_looking_complete(tmp_path, sample_eopatches
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     with pytest.raises(Exception, match="label function failed on purpose"):
         execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS,
-                           "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress"])
+                         "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress",
+                         "--overwrite"])
     assert not os.path.exists(os.path.join(window_dir, "metadata.json"))
     hidden = [n for n in os.listdir(window_dir) if n.startswith(".")]
     assert hidden in ([], [".windows_csv_parts"])  # no temporary record files; rows parts go with the next run
-    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress",
+                     "--overwrite"])
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     assert not [n for n in os.listdir(window_dir) if n.startswith(".")]
 

@@ -19,6 +19,7 @@ from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.times import parse_time, parse_time_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.records import parse_example
 from rsdt_beam.schedule.manifest import FAILED, SUCCEEDED, list_runs
 from rsdt_beam.schedule.rules import (
@@ -256,11 +257,12 @@ def test_late_observations_are_counted_and_changes_refused(sample_eopatches, tmp
     launch_on(DAYS[1], inputs, root, grow=False)
     shutil.move(str(tmp_path / "delayed"), late)
     assert launch_on(DAYS[2], inputs, root).late_observations == 1
-    with pytest.raises(ValueError, match="Delta differ"):
+    with pytest.raises(UserError, match="--output_root .* parameters differ from run .*Delta 5184000.0 there, "
+                                        "2592000.0 now"):
         launch_on(DAYS[2], inputs, root, "--Delta", "30d")
-    with pytest.raises(ValueError, match="already covers"):
+    with pytest.raises(UserError, match="--end .* already covers"):
         launch_on(DAYS[0], inputs, root)
-    with pytest.raises(ValueError, match="empty time range"):
+    with pytest.raises(UserError, match="empty time range"):
         launch_on(DAYS[0], inputs, str(tmp_path / "other"), "--lookback", "0d")
 
 

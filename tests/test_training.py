@@ -80,6 +80,7 @@ def test_balanced_shards_cover_every_tile_once():
 def test_online_windows_known_length_sharded_exactly_once(stacks):
     windows = StackTrainingWindows(stacks, PARAMS)
     assert len(windows) == 270
+    assert StackTrainingWindows(stacks, PARAMS, tiles=[(0, 0), (2, 2)]).tiles == [(0, 0), (2, 2)]
     seen = []
     for host in range(2):
         for worker in range(2):

@@ -40,14 +40,14 @@ _FUSED_OUTPUTS = ("stack_output", "window_output", "window_layout", "observed", 
 class Command:
     """One entry point: its flag groups, and either `launch(args)` (a pipeline) or `action(args)` (a tool).
 
-    `report(outcome)` prints what a finished pipeline produced, for a person.
+    `report(outcome)` prints what a finished pipeline produced, for a person; it may return an exit status.
     """
 
     name: str
     groups: tuple[str, ...]
     launch: Callable[[argparse.Namespace], Launch] | None = None
     action: Callable[[argparse.Namespace], None] | None = None
-    report: Callable[[Outcome], None] | None = None
+    report: Callable[[Outcome], int | None] | None = None
     positional: tuple[Flag, ...] = ()
 
     def parser(self, description: str | None = None) -> argparse.ArgumentParser:
@@ -132,12 +132,23 @@ def _fetch(args) -> Launch:
     stack, window = _fused_on(args)
     stack = stack or specs.stack_spec(args)
     try:
-        plan = FetchPlan.from_spec(area, stack, fetch)
+        plan = FetchPlan.from_spec(area, stack, fetch, output.overwrite)
     except CredentialsError as error:
         raise UserError(str(error)) from None
     if fetch.plan_only:
         return Launch(build=lambda pipeline: [plan.describe()], listing=plan.item_lines())
-    return _output_launch(output, lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output))
+    return Launch(build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
+                  progress=output.progress, finished=lambda: plan)
+
+
+def _report_fetch(outcome: Outcome) -> int:
+    """Exit 1, with a summary line, when every request of the run failed."""
+    plan, counts = outcome.record, outcome.counters
+    if plan is None or not plan.items or counts.get("fetch_chunks", 0) or not counts.get("fetch_chunks_failed", 0):
+        return 0
+    print(f"rsdt_beam fetch: all {counts['fetch_chunks_failed']} request(s) failed, nothing fetched (reasons in "
+          f"the warnings above and in rejected.json); is {plan.settings.base_url} reachable?", file=sys.stderr)
+    return 1
 
 
 def _infer(args) -> Launch:
@@ -212,7 +223,8 @@ WINDOW = Command("window", ("stack_input", *_STAGE_3, "window_output", "window_l
 RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fused)
 CONVERT = Command("convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3,
                               *_FUSED_OUTPUTS), launch=_convert)
-FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch)
+FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch,
+                report=_report_fetch)
 INFER = Command("infer", ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"),
                 launch=_infer)
 SAMPLE = Command("sample", ("sample", "output"), launch=_sample, report=_report_sample)

@@ -87,10 +87,12 @@ GROUPS: dict[str, Group] = {
     "fetch": Group("Stage 1 fetch: Sentinel Hub", (
         Flag("collections", "modalities to fetch: S1 IW GRD ascending/descending, S2 L1C",
              "sar_ascending,sar_descending,optical"),
-        Flag("maxcc", "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %)", 1.0, float),
+        Flag("maxcc", "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %), or none: no "
+                      "cloud filter (fully cloudy scenes are listed, then set aside as fully masked)", "1.0"),
         Flag("time_difference", "seconds: acquisitions closer than this are one; request time range +- this",
              1.0, float),
-        Flag("fetch_chunk_size", "pixels per side of one Process request (whole tiles, at most 2500)", 2500, int),
+        Flag("fetch_chunk_size", "pixels per side of one Process request (blocks of the whole grid, at most 2500)",
+             2500, int),
         Flag("max_requests_in_flight", "Process requests in flight across the whole job, whatever the worker count",
              4, int),
         Flag("sh_base_url", "Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL",
@@ -198,6 +200,8 @@ GROUPS: dict[str, Group] = {
         Flag("gzip_level", "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
              DEFAULT_GZIP_LEVEL, int),
         Flag("no_progress", "no progress line on stderr", boolean=True),
+        Flag("overwrite", "replace the whole contents of output folders made with other parameters (without "
+                          "it such a folder is refused)", boolean=True),
         Flag("debug", "show the full traceback of an error", boolean=True),
     )),
     "tile": Group("tile", (

@@ -23,6 +23,7 @@ from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import progress
 from rsdt_beam.errors import UserError
+from rsdt_beam.outputs import claim_outputs, pipeline_outputs
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 
 
@@ -116,6 +117,8 @@ def execute(command, argv: list[str]) -> Outcome:
         result = pipeline.run() if is_dataflow else None  # the Dataflow runner translates and stops
         print("\n".join(_translation(pipeline, options)))
         return Outcome(result, {}, dry_run=True)
+    # Every output folder checked, then claimed, before anything runs: a refused run touches nothing.
+    claim_outputs(pipeline_outputs(pipeline), bool(getattr(args, "overwrite", False)))
     enable_progress_line((progress.TTY if sys.stderr.isatty() else progress.LOG) if launch.progress else None)
     if launch.start is not None:
         launch.start()
@@ -158,6 +161,6 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
         print(f"rsdt_beam {command.name}: {error}", file=sys.stderr)
         return 2
     if command.report is not None and not outcome.dry_run:
-        command.report(outcome)
+        return command.report(outcome) or 0  # a report may judge the outcome a failure (exit 1)
     return 0
 

@@ -25,7 +25,7 @@ from rsdt_beam.schedule.rules import (
 from rsdt_beam.specs import OutputSpec, WindowSpec
 from rsdt_beam.stack.files import read_tile_stack, temporary_stack_dir
 from rsdt_beam.stack.rules import Piece
-from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.stack.transforms import Stack, WriteStacks, stack_folder
 from rsdt_beam.window.transforms import WindowOutput, WriteWindows
 
 
@@ -71,9 +71,10 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     # The extended stacks (carried frames, new frames, fill state at the run's end) stream to files first;
     # they span the run and the carry, not the history.
     extended_dir = temporary_stack_dir(run.directory)
+    extended_folder = stack_folder(extended_dir, plan.metadata, output.gzip_level, "the run's temporary stacks")
     stacked = (pipeline
                | "Observations" >> beam.Create(run.refs)
-               | "Stage 2" >> Stack(plan, extended_dir, output.gzip_level,
+               | "Stage 2" >> Stack(plan, extended_folder, output.gzip_level,
                                     stack_times=lambda times: run_times(carry, times, end), seeds=seeds))
     extended = stacked.stacks | "Load extended stacks" >> beam.Map(lambda stack: stack.load())
     written = stacked.written

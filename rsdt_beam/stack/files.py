@@ -14,6 +14,7 @@ import numpy as np
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
 from rsdt_beam.common.names import METADATA_FILE, RSDTLIB_METADATA_KEYS, TILE_FILE, tile_file_name
+from rsdt_beam.outputs import OutputFolder, listed_files
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor, stack_record
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import TFRecordWriter, read_records
@@ -44,10 +45,14 @@ def band_counts(metadata: dict) -> BandCounts:
     return BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
 
 
-def list_tiles(stack_dir: str) -> list[tuple[int, int]]:
-    """Tile indices of the `{j}_{i}.tfrecords` files in a stack folder, row-major."""
+def list_tiles(stack_dir: str, metadata: dict | None = None) -> list[tuple[int, int]]:
+    """Tile indices of a stack folder, row-major: the files its `metadata.json` lists (rsdt_beam's), else
+    the `{j}_{i}.tfrecords` files found there (rsdtlib's metadata lists none)."""
+    metadata = read_stack_metadata(stack_dir) if metadata is None else metadata
+    listed = listed_files(stack_dir, metadata)
+    names = [fs.basename(path) for path in listed] if listed is not None else fs.list_children(stack_dir)
     tiles = []
-    for name in fs.list_children(stack_dir):
+    for name in names:
         match = TILE_FILE.match(name)
         if match:
             tiles.append((int(match.group(1)), int(match.group(2))))
@@ -130,11 +135,11 @@ class TileStackWriter:
     `record_observed` adds each frame's observed mask (`Observed`).
     """
 
-    def __init__(self, output_dir: str, tile: tuple[int, int], bands: BandCounts, gzip_level: int | None,
+    def __init__(self, folder: OutputFolder, tile: tuple[int, int], bands: BandCounts, gzip_level: int | None,
                  record_observed: bool = False):
         self.tile = tile
         self._bands = bands
-        self._target = fs.atomic_write(fs.join(output_dir, tile_file_name(tile)))
+        self._target = fs.atomic_write(folder.file(tile_file_name(tile)), folder.run_id)
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self.writer: TFRecordWriter | None = None

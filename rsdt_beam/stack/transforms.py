@@ -18,17 +18,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import BandCounts
-from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, RECORD_OBSERVED_KEY
+from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.files import StackFile, TileStackWriter, band_counts
 from rsdt_beam.stack.rules import Piece, StackParams, TileStack, fold_frames, written_times
@@ -98,21 +99,6 @@ class WrittenTimes(beam.PTransform):
                 | beam.Map(lambda times: written_times(times, params)))
 
 
-def clear_output(pipeline, output_dir: str, label: str):
-    """A singleton side input: `output_dir` exists and its `metadata.json` (written last) is gone.
-
-    Every writer of the folder waits for it, so a folder with `metadata.json` is complete.
-    """
-    def clear(path):
-        fs.makedirs(output_dir)
-        fs.delete_if_exists(path)
-        return path
-
-    return (pipeline
-            | f"{label}: completion marker" >> beam.Create([fs.join(output_dir, METADATA_FILE)])
-            | f"{label}: remove old marker" >> beam.Map(clear))
-
-
 class _WrittenCounters:
     """The counters of written stack files."""
 
@@ -140,12 +126,12 @@ class _StackChunk(beam.DoFn):
     """Streams one read chunk through time: reads its observations one by one in time order, folds
     each into the chunk's forward-fill state, and writes every tile's frame as soon as its bin closes."""
 
-    def __init__(self, chunks: list[ReadChunk], bands: BandCounts, selector, output_dir: str,
+    def __init__(self, chunks: list[ReadChunk], bands: BandCounts, selector, folder: OutputFolder,
                  gzip_level: int | None, record_observed: bool, seeds=None):
         self._chunks = chunks
         self._bands = bands
         self._selector = selector
-        self._output_dir = output_dir
+        self._folder = folder
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self._seeds = seeds
@@ -184,7 +170,7 @@ class _StackChunk(beam.DoFn):
         rejected: list[Rejection] = []
         moments = {tile: BandMoments.empty(self._bands.total) for tile, _ in tiles}
         with contextlib.ExitStack() as files:
-            writers = [(files.enter_context(TileStackWriter(self._output_dir, tile, self._bands, self._gzip_level,
+            writers = [(files.enter_context(TileStackWriter(self._folder, tile, self._bands, self._gzip_level,
                                                             self._record_observed)),
                         (slice(w.row_start, w.row_stop), slice(w.col_start, w.col_stop))) for tile, w in tiles]
             pieces = self._pieces(chunk, tiles, refs, last, rejected)
@@ -213,25 +199,25 @@ class StackChunks(beam.PTransform):
     about `chunk_size` px a side). The worker of a chunk reads its
     observations one at a time in time order, folds each into the chunk's
     forward-fill state and appends each tile's frame to the tile's file in
-    `output_dir` as soon as its `delta_step` bin closes (at the time stamps
+    `folder` as soon as its `delta_step` bin closes (at the time stamps
     `written`, a singleton PCollection). It holds the fill state (chunk area
     x bands), one observation and the tiles' open writers: nothing grows
     with the number of observations or frames. Tiles are those
     `selector(j, i)` picks (every one, also one without any valid pixel);
-    `cleared` (a singleton, `clear_output`) is waited for before writing.
+    `cleared` (a singleton: the folder begun, `rsdt_beam.outputs.begin`) is waited for before writing.
     `seeds(tile)`, if given, returns pieces that precede the observations (a
     scheduled run's carried frames). Each tile's band statistics come out
     as `stats` (`frame_moments`' rule).
     """
 
-    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, output_dir: str,
+    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, folder: OutputFolder,
                  gzip_level: int | None, cleared, selector=None, seeds=None, record_observed: bool = False):
         super().__init__()
         self._layout = layout
         self._chunks = layout.chunks(chunk_size)
         self._bands = bands
         self._written = written
-        self._output_dir = output_dir
+        self._folder = folder
         self._gzip_level = gzip_level
         self._cleared = cleared
         self._selector = selector
@@ -248,11 +234,11 @@ class StackChunks(beam.PTransform):
                    | "Merge" >> beam.Flatten()
                    | "Group per chunk" >> beam.GroupByKey()
                    | "Read, fold and write frames" >> beam.ParDo(
-                       _StackChunk(self._chunks, self._bands, selector, self._output_dir, self._gzip_level,
+                       _StackChunk(self._chunks, self._bands, selector, self._folder, self._gzip_level,
                                    self._record_observed, self._seeds),
                        beam.pvalue.AsSingleton(self._written),
                        beam.pvalue.AsSingleton(self._cleared)).with_outputs(REJECTED, STATS, main="tiles"))
-        output_dir = self._output_dir
+        output_dir = self._folder.path
         metadata = {"tile_size_y": self._layout.tile_size_y, "tile_size_x": self._layout.tile_size_x,
                     "bands_sar": self._bands.sar, "bands_opt": self._bands.opt}
         files = outputs.tiles | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
@@ -260,14 +246,14 @@ class StackChunks(beam.PTransform):
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None, record_observed: bool = False):
-        self._output_dir = output_dir
+    def __init__(self, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False):
+        self._folder = folder
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self._written = _WrittenCounters()
 
     def process(self, stack: TileStack, _cleared):
-        with TileStackWriter(self._output_dir, stack.tile, stack.bands, self._gzip_level,
+        with TileStackWriter(self._folder, stack.tile, stack.bands, self._gzip_level,
                              self._record_observed) as writer:
             for time, frame, observed in stack.iter_frames():
                 writer.add(time, frame, observed)
@@ -322,74 +308,94 @@ class BandStatistics(beam.PTransform):
                 | "Over tiles" >> MergeBandStatistics(self._bands))
 
 
-class FinishStacks(beam.PTransform):
-    """PCollection[StackFile | tile] (all written) -> PCollection[dict]: `metadata.json`, written last,
-    with the written time stamps and `band_stats` (singletons)."""
+def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None,
+                 flag: str = "--stack_output") -> OutputFolder:
+    """A stack folder's identity: the Stage 2 metadata (grid, tiling, times, bands) and the GZIP level."""
+    return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
 
-    def __init__(self, output_dir: str, metadata: dict, written, stats, record_observed: bool = False):
+
+def begun(pipeline, folder: OutputFolder, label: str):
+    """A singleton side input: the folder is begun (`rsdt_beam.outputs.begin`); its writers wait for it."""
+    return pipeline | f"{label}: folder" >> beam.Create([folder]) | f"{label}: begin folder" >> beam.Map(begin)
+
+
+class FinishStacks(beam.PTransform):
+    """PCollection[tile (j, i)] (all written) -> PCollection[dict]: the stack folder's `metadata.json`,
+    written last: after every tile file and every PCollection of `wait_for` (e.g. the writing of
+    `rejected.json`), with the written time stamps and `band_stats` (singletons) and the tile files
+    (`files`)."""
+
+    def __init__(self, folder: OutputFolder, metadata: dict, written, stats, wait_for=()):
         super().__init__()
-        self._output_dir = output_dir
-        self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
+        self.output_folder = folder
+        self._metadata = metadata
         self._written = written
         self._stats = stats
+        self._wait_for = tuple(wait_for)
 
-    def expand(self, stacks):
-        marker, metadata = fs.join(self._output_dir, METADATA_FILE), self._metadata
+    def expand(self, tiles):
+        folder, metadata = self.output_folder, self._metadata
+        others = (self._wait_for or (tiles,)) | "Other writes done" >> AllDone()
 
-        def write_metadata(tiles: Iterable, times: np.ndarray, band_stats: dict) -> dict:
-            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+        def write_metadata(tiles: list, times: np.ndarray, band_stats: dict, _others) -> dict:
+            done = dict(metadata, tiles_written=len(tiles), timestamps=[iso_time(t) for t in times])
             done[BAND_STATS_KEY] = band_stats
-            fs.write_json(marker, done)
+            done[FILES_KEY] = [tile_file_name(tile) for tile in sorted(tiles)]
+            folder.finish(done)
             return done
 
-        return (stacks
+        return (tiles
                 | beam.combiners.ToList()
                 | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
-                                                    beam.pvalue.AsSingleton(self._stats)))
+                                                    beam.pvalue.AsSingleton(self._stats),
+                                                    beam.pvalue.AsSingleton(others)))
 
 
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
     For stacks held whole (a scheduled run's carried frames); Stage 2 itself writes its files as it
-    streams (StackChunks). `metadata.json` is removed first and written only after every tile file,
-    so a folder with it is complete; tile files are written atomically.
+    streams (`Stack`). `metadata.json` is removed first and written only after every tile file and
+    every PCollection of `wait_for` (e.g. the writing of `rejected.json`), so a folder with it is
+    complete; it lists the tile files written (`files`); tile files are written atomically.
     `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
     def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
-                 record_observed: bool = False):
+                 record_observed: bool = False, wait_for=(), flag: str = "--stack_output"):
         super().__init__()
-        self._output_dir = output_dir
-        self._metadata = metadata
+        self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
+        self.output_folder = stack_folder(output_dir, self._metadata, gzip_level, flag)
         self._gzip_level = gzip_level
         self._written = written
         self._record_observed = record_observed
+        self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
-        cleared = clear_output(stacks.pipeline, self._output_dir, "Stack folder")
+        folder = self.output_folder
+        cleared = begun(stacks.pipeline, folder, "Stack folder")
         written = stacks | "Write tile files" >> beam.ParDo(
-            _WriteStack(self._output_dir, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
+            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
         stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
-        return written | "Finish" >> FinishStacks(self._output_dir, self._metadata, self._written, stats,
-                                                  self._record_observed)
+        return written | "Finish" >> FinishStacks(folder, self._metadata, self._written, stats,
+                                                  self._wait_for or (cleared,))
 
 
 class Stack(beam.PTransform):
     """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stack files.
 
     Inspects the observations' headers, fixes the written time stamps and streams every tile (those
-    `selector(j, i)` picks) through them into `{j}_{i}.tfrecords` in `stack_dir` (StackChunks;
+    `selector(j, i)` picks) through them into `{j}_{i}.tfrecords` in `folder` (StackChunks;
     `metadata.json` is FinishStacks'). Hooks for runs that continue earlier ones (scheduled runs):
     `stack_times(written)` gives the time stamps to stack at from the written ones (default: the written
     ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
     """
 
-    def __init__(self, plan, stack_dir: str, gzip_level: int | None, record_observed: bool = False,
+    def __init__(self, plan, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False,
                  selector=None, stack_times=None, seeds=None):
         super().__init__()
         self._plan = plan
-        self._stack_dir = stack_dir
+        self.output_folder = folder
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self._selector = selector
@@ -403,9 +409,9 @@ class Stack(beam.PTransform):
         stacked_at = written
         if self._stack_times is not None:
             stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
-        cleared = clear_output(refs.pipeline, self._stack_dir, "Stack folder")
+        cleared = begun(refs.pipeline, self.output_folder, "Stack folder")
         stacked = inspected["valid"] | "Stack tiles" >> StackChunks(
-            plan.layout, plan.chunk_size, plan.bands, stacked_at, self._stack_dir, self._gzip_level, cleared,
+            plan.layout, plan.chunk_size, plan.bands, stacked_at, self.output_folder, self._gzip_level, cleared,
             self._selector, self._seeds, self._record_observed)
         stats = stacked[STATS] | "Band statistics" >> MergeBandStatistics(plan.bands)
         return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]), stats)
