@@ -32,7 +32,7 @@ from rsdt_beam.common.names import (
 from rsdt_beam.common.user_code import callable_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
 from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
 from rsdt_beam.stack.files import StackFile, band_counts, list_tiles, read_stack_metadata
@@ -67,9 +67,17 @@ class ReadTileStacks(beam.PTransform):
 
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
+        set_total("tiles_read", len(self._tiles))
+        read = Counter("tiles_read")
+
+        def handed_out(stack_file: StackFile) -> StackFile:
+            read.inc()
+            return stack_file
+
         return (pbegin
                 | "Tiles" >> beam.Create([StackFile.of(stack_dir, tile, metadata) for tile in self._tiles])
-                | "Spread tiles" >> beam.Reshuffle())
+                | "Spread tiles" >> beam.Reshuffle()
+                | "Tile stack files" >> beam.Map(handed_out))
 
 
 @dataclasses.dataclass(frozen=True)
