@@ -2,9 +2,13 @@
 
     source                      Stage 2 (Stack)              Stage 3 / sinks
     listed observations  --\\
-    convert (GeoTIFFs)   ---+-> ObservationRef --Stack--> TileStack --+--> WriteStacks   (--stack_output)
+    convert (GeoTIFFs)   ---+-> ObservationRef --Stack--> StackFile --+--> FinishStacks  (--stack_output)
     fetch (Sentinel Hub) --/                                          +--> WriteWindows  (--window_output)
     written stacks (ReadTileStacks) ----------------------------------+--> InferMaps     (--map_output)
+
+Stage 2 streams each read chunk through time into tile stack files (in `--stack_output`, or in a
+temporary folder inside the window or map output); Stage 3 then runs one work item per tile, reading
+its file frame by frame. No worker holds a chunk's observations or a tile's series.
     written windows (ReadInferenceWindows) ----------------------------------> PredictWindows -> WriteMaps
 
 Every builder adds to a Beam pipeline and returns the lines that describe what it will do; the
@@ -39,7 +43,9 @@ from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
 from rsdt_beam.stack.plan import StackPlan
-from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.stack.files import temporary_stack_dir
+from rsdt_beam.stack.transforms import FinishStacks, Stack, stack_folder
+from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
 from rsdt_beam.window.sampling import parse_sample
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
@@ -60,22 +66,30 @@ def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window
     metadata.json waits for it)."""
     selector = window.selects if window is not None and not stack.output else None
     set_total("tiles_stacked", plan.tile_count(selector))
-    stacked = refs | "Stage 2" >> Stack(plan, selector=selector)
+    stack_metadata = dict(plan.metadata, **({RECORD_OBSERVED_KEY: True} if output.record_observed else {}))
+    # Without --stack_output the frames still go through files, inside the window folder, removed at the end.
+    folder = (stack_folder(stack.output, stack_metadata, output.gzip_level) if stack.output else
+              stack_folder(temporary_stack_dir(window.output), stack_metadata, output.gzip_level,
+                           "--window_output's temporary stacks"))
+    stacked = refs | "Stage 2" >> Stack(plan, folder, output.gzip_level, output.record_observed, selector=selector)
     stacks = stacked.stacks
     rejected_dir = window.output if window is not None else stack.output
     rejected = ((*source_rejected, *stacked.rejected)
                 | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
     if stack.output:
-        stacks | "Write stacks" >> WriteStacks(stack.output, plan.metadata, output.gzip_level, stacked.written,
-                                               output.record_observed,
-                                               wait_for=() if window is not None else (rejected,))
+        (stacks
+         | "Stacked tiles" >> beam.Map(lambda stack_file: stack_file.tile)
+         | "Finish stacks" >> FinishStacks(folder, stack_metadata, stacked.written, stacked.stats,
+                                           wait_for=() if window is not None else (rejected,)))
         if window is not None:
             stacks = stacks | "Selected tiles" >> beam.Filter(lambda tile_stack: window.selects(*tile_stack.tile))
     if window is not None:
         set_total("tiles_windowed", plan.tile_count(window.selects))
-        stacks | "Write windows" >> WriteWindows(
-            WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata,
-            wait_for=(rejected,))
+        (stacks
+         | "One work item per tile" >> beam.Reshuffle()
+         | "Write windows" >> WriteWindows(
+             WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata,
+             wait_for=(rejected,), stats=stacked.stats, temporary_stacks=None if stack.output else folder.path))
 
 
 def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
@@ -176,8 +190,16 @@ def build_infer(pipeline, inference: InferenceSpec, window: WindowSpec, inputs: 
     maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges,
                      choices=choices + stack_times)
     handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
-    stacked = pipeline | "Observations" >> beam.Create(refs) | "Stage 2" >> Stack(plan, selector=window.selects)
+    folder = stack_folder(temporary_stack_dir(inference.map_output), plan.metadata, DEFAULT_GZIP_LEVEL,
+                          "--map_output's temporary stacks")
+    stacked = (pipeline
+               | "Observations" >> beam.Create(refs)
+               | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects))
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
-    stacked.stacks | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample,
-                                               wait_for=[listed])
+    (stacked.stacks
+     | "One work item per tile" >> beam.Reshuffle()
+     | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample,
+                                 wait_for=[listed])
+     | "Maps done" >> beam.combiners.Count.Globally()
+     | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path)))
     return [summary]

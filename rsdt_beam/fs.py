@@ -52,10 +52,26 @@ def list_children(root: str) -> list[str]:
     if not is_remote(root):
         return sorted(os.listdir(root)) if os.path.isdir(root) else []
     prefix = root.rstrip("/") + "/"
+    if prefix.startswith("gs://"):
+        return _gcs_children(prefix)
+    # Other object stores: Beam's FileSystems can only list every object under the prefix.
     names = set()
     for match in FileSystems.match([prefix + "**"]):
         for meta in match.metadata_list:
             names.add(meta.path[len(prefix):].split("/", 1)[0])
+    return sorted(names)
+
+
+def _gcs_children(prefix: str) -> list[str]:
+    """One listing with delimiter "/": the objects and "folders" right under `prefix`, never the objects
+    inside those folders (an EOPatch folder's files), so the cost grows with the folders, not the files."""
+    from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path  # only for gs://
+    bucket, path = parse_gcs_path(prefix, object_optional=True)
+    client = GcsIO().client
+    listing = client.list_blobs(client.bucket(bucket), prefix=path, delimiter="/")
+    names = {blob.name[len(path):] for blob in listing}  # iterating the pages also fills `prefixes`
+    names |= {folder[len(path):].rstrip("/") for folder in listing.prefixes}
+    names.discard("")
     return sorted(names)
 
 
@@ -129,6 +145,15 @@ def delete_if_exists(path: str) -> bool:
         FileSystems.delete([path])
         return True
     return False
+
+
+def delete_tree(path: str) -> None:
+    """Removes a folder and everything under it (on an object store: every object under the prefix)."""
+    if is_remote(path):  # a trailing "/" makes Beam's GCS filesystem delete the whole prefix
+        if folder_exists(path):
+            FileSystems.delete([path.rstrip("/") + "/"])
+    elif os.path.isdir(path):
+        FileSystems.delete([path])
 
 
 def makedirs(path: str) -> None:

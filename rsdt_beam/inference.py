@@ -1,6 +1,6 @@
 """Online inference in the pipeline: windows -> Keras model (RunInference) -> georeferenced maps.
 
-    TileStack --WindowsOfStacks--> (WindowKey, features [n, ty, tx, bands])   built on the fly, not written
+    StackFile --WindowsOfStacks--> (WindowKey, features [n, ty, tx, bands])   built on the fly, not written
     (or written inference windows --ReadInferenceWindows--> the same)
       --PredictWindows--> (WindowKey, prediction [ty, tx(, c)])               RunInference, batched
       --WriteMaps--> <map_output>/<start>_<end>.tif per window time + maps.csv
@@ -39,9 +39,10 @@ from rsdt_beam.numpy_reader import read_window_file, window_files
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.specs import InferenceSpec
+from rsdt_beam.stack.files import StackFile
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, pad_frames, resolve_frames
-from rsdt_beam.window.rules import WindowParams, windows
+from rsdt_beam.window.rules import WindowParams, streamed_windows
 from rsdt_beam.window.sampling import Sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 
@@ -61,13 +62,14 @@ class WindowKey(NamedTuple):
         return MapKey(self.window_id, self.window_start, self.window_end)
 
 
-def window_inputs(stack: TileStack, params: WindowParams, window_filter: Callable | None = None,
+def window_inputs(stack: TileStack | StackFile, params: WindowParams, window_filter: Callable | None = None,
                   sample: Sample | None = None) -> Iterator[tuple[WindowKey, np.ndarray]]:
-    """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (views)."""
-    for window, frames, _ in window_pairs(windows(stack, params), win_filter=window_filter, sample=sample):
+    """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (copies: the
+    windows are streamed from a bounded buffer of the tile's frames, and the model batches inputs)."""
+    for window, frames, _ in window_pairs(streamed_windows(stack, params), win_filter=window_filter, sample=sample):
         times = window.current.timestamps
         key = WindowKey((int(stack.tile[0]), int(stack.tile[1])), window.window_id, int(times[0]), int(times[-1]))
-        yield key, frames
+        yield key, np.array(frames)
 
 
 def _local_model_file(uri: str) -> str:
@@ -168,7 +170,7 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
 
 class WindowsOfStacks(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
+    """PCollection[StackFile | TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
 
     def __init__(self, params: WindowParams, window_filter: Callable | None = None, sample: Sample | None = None):
         super().__init__()
@@ -326,7 +328,7 @@ class WriteMaps(beam.PTransform):
 
 
 class InferMaps(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
+    """PCollection[StackFile | TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
 
     def __init__(self, params: WindowParams, handler: KerasWindowModelHandler, output: MapOutput,
                  window_filter: Callable | None = None, sample: Sample | None = None, wait_for=()):

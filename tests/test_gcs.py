@@ -171,3 +171,19 @@ def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
             assert gs_manifest["outputs"]["windows"].startswith("gs://")
         elif not name.endswith("rejected.json"):
             assert remote[name] == local[name], name
+
+
+def test_children_of_a_gs_folder_are_listed_per_folder(gcs, tmp_path):
+    """One delimiter listing: the folders and files right under the root, not the files inside the folders."""
+    local = tmp_path / "tree"
+    for name in ("20160101T000000/data/NDVI.npy", "20160101T000000/mask/IS_VALID.npy", "20160111T000000/bbox.pkl",
+                 "notes.txt"):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(b"x")
+    gcs.upload_tree(str(local), gcs.url("listing", "root"))
+    gcs.upload_tree(str(local), gcs.url("listing", "root_other"))  # a sibling sharing the name's prefix
+    expected = ["20160101T000000", "20160111T000000", "notes.txt"]
+    assert fs.list_children(gcs.url("listing", "root")) == expected
+    assert fs.list_children(gcs.url("listing", "root") + "/") == expected
+    assert fs.list_children(gcs.url("listing", "root", "20160101T000000")) == ["data", "mask"]
+    assert fs.list_children(gcs.url("listing", "missing")) == []

@@ -264,3 +264,25 @@ def test_late_observations_are_counted_and_changes_refused(sample_eopatches, tmp
         launch_on(DAYS[0], inputs, root)
     with pytest.raises(UserError, match="empty time range"):
         launch_on(DAYS[0], inputs, str(tmp_path / "other"), "--lookback", "0d")
+
+
+@pytest.mark.e2e
+def test_a_launch_reads_the_index_and_one_manifest_not_the_history(sample_eopatches, tmp_path):
+    inputs = Inputs(sample_eopatches, str(tmp_path / "optical"))
+    root = str(tmp_path / "scheduled")
+    first = launch_on(DAYS[0], inputs, root)
+    second = launch_on(DAYS[1], inputs, root)
+    index = os.path.join(root, "runs", "index.json")
+    assert [(e["run_id"], e["status"]) for e in json.load(open(index))["runs"]] == [
+        (first.run_id, SUCCEEDED), (second.run_id, SUCCEEDED)]
+    old_manifest = os.path.join(root, "runs", first.run_id, "manifest.json")
+    kept = open(old_manifest).read()
+    with open(old_manifest, "w") as f:
+        f.write("an old manifest no launch should read")
+    third = launch_on(DAYS[2], inputs, root)  # reads index.json and the second run's manifest only
+    assert third.status == SUCCEEDED and third.previous_run == second.run_id
+    with open(old_manifest, "w") as f:
+        f.write(kept)
+    os.remove(index)  # an output root from before the index: rebuilt once from the manifests
+    assert [m.run_id for m in list_runs(root)] == [first.run_id, second.run_id, third.run_id]
+    assert len(json.load(open(index))["runs"]) == 3

@@ -84,9 +84,17 @@ def _output_launch(output, build) -> Launch:
     return Launch(build=build, progress=output.progress)
 
 
+def _plan_only(inputs, stack) -> Launch:
+    """`--plan_only` of stack and run: the inputs listed, the plan line printed (tiles, work items), nothing run."""
+    lines = [builders.listed_stack_plan(inputs, stack)[3]]
+    return Launch(build=lambda pipeline: lines, listing=lines)
+
+
 def _stack(args) -> Launch:
     inputs, output = specs.inputs_spec(args), specs.output_spec(args)
     stack = specs.stack_spec(args, output_required=True)
+    if args.plan_only:
+        return _plan_only(inputs, stack)
     return _output_launch(output, lambda pipeline: builders.build_stack(pipeline, inputs, stack, output))
 
 
@@ -100,6 +108,8 @@ def _window(args) -> Launch:
 def _fused(args) -> Launch:
     window = specs.window_spec(args)  # window flags are checked before any listing
     inputs, stack, output = specs.inputs_spec(args), specs.stack_spec(args), specs.output_spec(args)
+    if args.plan_only:
+        return _plan_only(inputs, stack)
     return _output_launch(output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output))
 
 
@@ -207,13 +217,13 @@ def _inspect(args) -> None:
         print(line)
 
 
-STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output"), launch=_stack)
+STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output", "plan"), launch=_stack)
 WINDOW = Command("window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"),
                  launch=_window)
-RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS), launch=_fused)
+RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fused)
 CONVERT = Command("convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3,
                               *_FUSED_OUTPUTS), launch=_convert)
-FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS), launch=_fetch,
+FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch,
                 report=_report_fetch)
 INFER = Command("infer", ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"),
                 launch=_infer)

@@ -106,7 +106,10 @@ GROUPS: dict[str, Group] = {
         Flag("sh_timeout", "seconds per HTTP request", 120.0, float),
         Flag("sh_max_throttle_retries", "429 answers honoured per request (each waits the server's Retry-After)",
              100, int),
-        Flag("plan_only", "list the requests and estimated processing units, fetch nothing", boolean=True),
+    )),
+    "plan": Group("planning", (
+        Flag("plan_only", "print the plan and run nothing (fetch: the requests and estimated processing units; "
+                          "stack, run: observations, tiles and work items)", boolean=True),
     )),
     "inputs": Group("Stage 2: inputs (any subset of the three modalities)", (
         Flag("observations", "the project's observation store (from convert/fetch)"),
@@ -128,8 +131,8 @@ GROUPS: dict[str, Group] = {
     )),
     "stack": Group("Stage 2: parameters", (
         Flag("delta_step", "bin length: one frame per non-empty bin", "2d"),
-        Flag("chunk_size", "pixels per side of one stacking work item (whole tiles); a worker holds one chunk's "
-                           "observations, so memory grows with it, not with the area", 256, int),
+        Flag("chunk_size", "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
+                           "work item; memory grows with neither the area nor the series", 256, int),
     )),
     "stack_output": Group("Stage 2: output", (
         Flag("stack_output", "write Stage 2 records ({j}_{i}.tfrecords, metadata.json) here"),

@@ -22,7 +22,8 @@ from rsdt_beam.schedule.manifest import (
     RUNNING,
     SUCCEEDED,
     RunManifest,
-    list_runs,
+    read_manifest,
+    run_entries,
     run_dir,
     write_manifest,
 )
@@ -93,13 +94,13 @@ def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, windo
         end = align_down(resolve_end(schedule.end, now), origin, step)
     except ValueError as error:
         raise UserError(f"--end: {error}") from None
-    succeeded = [m for m in list_runs(schedule.output_root) if m.status == SUCCEEDED]
-    later = [m for m in succeeded if m.end_time > end]
+    succeeded = [e for e in run_entries(schedule.output_root) if e.status == SUCCEEDED]
+    later = [e for e in succeeded if e.end_time > end]
     if later:
         raise UserError(f"--end {schedule.end}: run {later[-1].run_id} already covers time up to {later[-1].end}, "
                         f"after this run's end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
-    earlier = [m for m in succeeded if m.end_time < end]
-    previous = earlier[-1] if earlier else None
+    earlier = [e for e in succeeded if e.end_time < end]
+    previous = read_manifest(schedule.output_root, earlier[-1].run_id) if earlier else None
     start = previous.end_time if previous else align_down(end - schedule.lookback, origin, step)
     if start >= end:
         raise UserError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "

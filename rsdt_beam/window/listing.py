@@ -38,6 +38,12 @@ class WindowRange:
         first, stop = span.current
         return cls(tile, span.window_id, float(times[first]), float(times[stop - 1]), stop - first)
 
+    @classmethod
+    def of_window(cls, window) -> WindowRange:
+        """The range of a `rsdt_beam.window.rules.Window`'s current part."""
+        times = window.current.timestamps
+        return cls(window.tile, window.window_id, float(times[0]), float(times[-1]), len(times))
+
     def csv_row(self) -> tuple:
         """A row of `windows.csv` (columns `WINDOWS_CSV_HEADER`)."""
         return (self.tile[0], self.tile[1], self.window_id, iso_time(self.start), iso_time(self.end),
