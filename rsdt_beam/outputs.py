@@ -108,12 +108,12 @@ class OutputFolder:
 
 def differences(recorded: dict, wanted: dict) -> list[str]:
     """`name: recorded there, wanted now` for each parameter that differs (missing ones included)."""
-    out = []
-    for key in sorted(set(recorded) | set(wanted)):
-        there, now = recorded.get(key, "(not set)"), wanted.get(key, "(not set)")
-        if there != now:
-            out.append(f"{key} {json.dumps(there)} there, {json.dumps(now)} now")
-    return out
+    def shown(values: dict, key: str) -> str:
+        return json.dumps(values[key]) if key in values else "(not set)"
+
+    return [f"{key} {shown(recorded, key)} there, {shown(wanted, key)} now"
+            for key in sorted(set(recorded) | set(wanted))
+            if key not in recorded or key not in wanted or recorded[key] != wanted[key]]
 
 
 def _recorded(path: str) -> dict | None:
