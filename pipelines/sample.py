@@ -19,9 +19,8 @@ import numpy as np
 from rsdt_beam.acquire.eopatch import write_eopatch
 from rsdt_beam.acquire.observation import parse_time_name
 from rsdt_beam.pipeline import build_fused, run
+from rsdt_beam.sample_data import EOLEARN_TEST_EOPATCH as SAMPLE
 
-SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "sample_data", "eolearn_TestEOPatch")
 
 
 def split_sample(out_root: str, mask_name: str = "IS_VALID") -> int:

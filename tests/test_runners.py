@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -34,9 +33,10 @@ from rsdt_beam.schedule import build_scheduled, start_run
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.transforms import TFRecordShardSink
 
+from project import REPO, project_copy, read_tree
+
 pytestmark = pytest.mark.e2e
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUSED_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
                "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
                "--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training", "--no_progress"]
@@ -50,18 +50,9 @@ def fused_flags(observations: str, out: str) -> list[str]:
             "--window_output", os.path.join(out, "windows"), *FUSED_FLAGS]
 
 
-def project_copy(tmp_path) -> str:
-    """setup.py and the packages in tmp_path, so building the sdist writes nothing into the repository."""
-    target = tmp_path / "project"
-    for name in ("rsdt_beam", "pipelines"):
-        shutil.copytree(os.path.join(REPO, name), target / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(os.path.join(REPO, "setup.py"), target / "setup.py")
-    return str(target / "setup.py")
-
-
 def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_path):
-    options = PipelineOptions(DATAFLOW_FLAGS + ["--setup_file", project_copy(tmp_path)]
+    setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
+    options = PipelineOptions(DATAFLOW_FLAGS + ["--setup_file", setup_file]
                               + fused_flags(sample_eopatches, "gs://rsdt-test/out"))
     pipeline = beam.Pipeline(options=options)
     build_fused(pipeline, options)
@@ -158,11 +149,6 @@ def worker_pool(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=20)
-
-
-def read_tree(root) -> dict[str, bytes]:
-    return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
-            for folder, _, names in os.walk(root) for name in names}
 
 
 def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopatches, job_service, tmp_path):
