@@ -2,7 +2,7 @@
 
 rsdtlib's `Retrieve` ("download" example) as a Beam pipeline, into the observation store:
 
-    export SH_CLIENT_ID=... SH_CLIENT_SECRET=...          # or --sh_profile NAME
+    export SH_CLIENT_ID=... SH_CLIENT_SECRET=...   # or --sh_credentials_file F, --sh_secret NAME, --sh_profile P
     python -m pipelines.fetch --aoi ostrava.shp --resolution 10 --store obs \
         --starttime 2017-01-01 --endtime 2017-07-01 --maxcc 0.8 --tile_size 32 [--dry_run]
 
@@ -43,22 +43,6 @@ def build_fetch(pipeline, options: PipelineOptions, plan: FetchPlan):
                               source_rejected=[fetched[REJECTED]])
 
 
-CREDENTIAL_FLAGS = ("--sh_client_id", "--sh_client_secret")
-
-
-def without_credentials(argv: list[str]) -> list[str]:
-    """argv minus the credential flags: the pipeline's options are shown in job UIs and worker logs."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in CREDENTIAL_FLAGS:
-            skip = True
-        elif not arg.startswith(tuple(flag + "=" for flag in CREDENTIAL_FLAGS)):
-            kept.append(arg)
-    return kept
-
-
 def main(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print_help()
@@ -78,8 +62,7 @@ def main(argv: list[str]) -> int:
         for line in plan.item_lines():
             print(line)
         return 0
-    # The plan holds the credentials; the job's options must not (workers log unparsed flags).
-    run(lambda pipeline, opts: build_fetch(pipeline, opts, plan), options=PipelineOptions(without_credentials(rest)))
+    run(lambda pipeline, opts: build_fetch(pipeline, opts, plan), options=options)
     return 0
 
 

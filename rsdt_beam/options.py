@@ -204,10 +204,13 @@ class FetchOptions(PipelineOptions):
         group.add_argument("--sh_base_url", default="https://services.sentinel-hub.com",
                            help="Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL")
         group.add_argument("--sh_token_url", default=None, help="OAuth token URL (default: the base URL's)")
-        group.add_argument("--sh_profile", default=None, help="sentinelhub config profile with the credentials")
-        group.add_argument("--sh_client_id", default=None, help="OAuth client id (default: SH_CLIENT_ID)")
-        group.add_argument("--sh_client_secret", default=None,
-                           help="OAuth client secret (default: SH_CLIENT_SECRET; visible in job options)")
+        group.add_argument("--sh_credentials_file", default=None,
+                           help="local or gs:// JSON {client_id, client_secret}, read by the launcher and workers "
+                                "(default: SH_CLIENT_ID/SH_CLIENT_SECRET in their environment)")
+        group.add_argument("--sh_secret", default=None,
+                           help="Secret Manager version projects/P/secrets/S/versions/V holding that JSON")
+        group.add_argument("--sh_profile", default=None,
+                           help="sentinelhub config profile with the credentials (on every machine of the run)")
         group.add_argument("--sh_max_attempts", type=int, default=4, help="tries per request on 5xx/connection errors")
         group.add_argument("--sh_retry_sleep", type=float, default=5.0, help="first back-off in s (x3 per retry)")
         group.add_argument("--sh_timeout", type=float, default=120.0, help="seconds per HTTP request")

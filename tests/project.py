@@ -1,9 +1,13 @@
-"""The checkout as a build sees it, and output trees compared byte for byte."""
+"""The project as tests build and deploy it: the checkout a build sees, the Dataflow dry run, output trees."""
 
 import os
 import shutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The Dataflow runner translating offline: no network, no credentials (see ENVIRONMENT notes).
+DATAFLOW_FLAGS = ["--runner", "DataflowRunner", "--project", "rsdt-test-project", "--region", "europe-west1",
+                  "--temp_location", "gs://rsdt-test/tmp", "--dry_run=True",
+                  "--sdk_container_image", "europe-docker.pkg.dev/rsdt-test-project/rsdt/rsdt-beam:test"]
 # What a build reads from a checkout; anything else (tests, benchmarks, .git, outputs) stays out.
 PROJECT_FILES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "rsdt_beam")
 

@@ -33,16 +33,13 @@ from rsdt_beam.schedule import build_scheduled, start_run
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.transforms import TFRecordShardSink
 
-from project import REPO, project_copy, read_tree
+from project import DATAFLOW_FLAGS, REPO, project_copy, read_tree
 
 pytestmark = pytest.mark.e2e
 
 FUSED_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
                "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
                "--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training", "--no_progress"]
-DATAFLOW_FLAGS = ["--runner", "DataflowRunner", "--project", "rsdt-test-project", "--region", "europe-west1",
-                  "--temp_location", "gs://rsdt-test/tmp", "--dry_run=True",
-                  "--sdk_container_image", "europe-docker.pkg.dev/rsdt-test-project/rsdt/rsdt-beam:test"]
 
 
 def fused_flags(observations: str, out: str) -> list[str]:

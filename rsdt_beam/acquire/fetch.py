@@ -1,6 +1,6 @@
 """Stage 1 fetch as Beam work: Sentinel Hub acquisitions -> the observation store.
 
-    launcher: credentials checked (one OAuth token), Catalog search per collection,
+    launcher: credentials checked (its own OAuth token), Catalog search per collection,
               store listed (resume) -> FetchItem per (collection, timestamp, chunk) still missing
     FetchChunks          FetchItem -> ChunkOutcome   keyed into `max_requests_in_flight` lanes,
                          GroupByKey, each lane sends its requests one after another; the chunk is
@@ -20,6 +20,10 @@ run, or a failure in another chunk of the same observation). Files appear
 under their final name only when complete (fs.atomic_write), so a half-written
 file is never taken as done. Failed chunks leave no trace but the Rejection
 and the counter, so the next run retries them.
+
+Credentials: the plan carries `sh.Credentials`, the place they are read, never
+the secret nor the launcher's token; each worker process reads them and gets
+its own token (sentinelhub.open_session), so nothing secret is in the job graph.
 
 Chunks are the tile layout's read chunks (rsdt_beam.grid.TileLayout.chunks)
 of at most 2500 px a side; pixels right/below the last whole tile belong to
@@ -133,7 +137,6 @@ class FetchPlan:
     """Everything the fetch needs, resolved on the launcher before the pipeline runs."""
 
     settings: sh.SentinelHubSettings
-    token: dict = dataclasses.field(repr=False)
     grid: Grid
     layout: TileLayout
     store: str
@@ -154,7 +157,7 @@ class FetchPlan:
             raise ValueError(f"unknown collections {unknown}; choose from {', '.join(sh.COLLECTIONS)}")
         chunks = fetch_chunks(layout, chunk_size)
         store = store if fs.is_remote(store) else os.path.abspath(store)  # staged paths compare as listed
-        session = sh.open_session(settings)
+        sh.open_session(settings)  # rejected or missing credentials stop the run here
         stored_grid = read_grid(store)
         if stored_grid is not None and not stored_grid.matches(grid):
             raise ValueError(f"store {store} holds observations on grid {stored_grid.describe()}, "
@@ -164,7 +167,7 @@ class FetchPlan:
         stored, done = stored_keys(store)
         stored = [ref for ref in stored if ref.modality in modalities and start <= ref.time < end]
         items, staged = plan_items(acquisitions, chunks, done, staged_paths(store), store, lanes)
-        return cls(settings, dict(session.token), grid, layout, store, chunks, acquisitions, items, staged,
+        return cls(settings, grid, layout, store, chunks, acquisitions, items, staged,
                    stored, lanes)
 
     @classmethod
@@ -220,12 +223,11 @@ class FetchPlan:
 
 
 def settings_from_options(fetch) -> sh.SentinelHubSettings:
-    """Settings from FetchOptions; credentials from the options, env or profile (CredentialsError if none)."""
-    client_id, client_secret = sh.resolve_credentials(fetch.sh_client_id, fetch.sh_client_secret,
-                                                      fetch.sh_profile)
+    """Settings from FetchOptions; the credentials' place (file, Secret Manager, profile or environment)."""
+    credentials = sh.Credentials(file=fetch.sh_credentials_file, secret=fetch.sh_secret, profile=fetch.sh_profile)
     return sh.SentinelHubSettings(
         base_url=fetch.sh_base_url, token_url=fetch.sh_token_url or sh.default_token_url(fetch.sh_base_url),
-        client_id=client_id, client_secret=client_secret, maxcc=fetch.maxcc,
+        credentials=credentials, maxcc=fetch.maxcc,
         time_difference=fetch.time_difference, max_download_attempts=fetch.sh_max_attempts,
         retry_sleep=fetch.sh_retry_sleep, request_timeout=fetch.sh_timeout,
         max_throttle_retries=fetch.sh_max_throttle_retries)
@@ -243,9 +245,8 @@ def _decode_chunk(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _FetchLane(beam.DoFn):
-    def __init__(self, settings: sh.SentinelHubSettings, token: dict, grid: Grid, store: str):
+    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str):
         self._settings = settings
-        self._token = token
         self._grid = grid
         self._store = store
         self._chunks = Counter("fetch_chunks")
@@ -269,8 +270,7 @@ class _FetchLane(beam.DoFn):
                 continue
             collection = sh.COLLECTIONS[item.modality]
             try:
-                data, valid, stats = sh.fetch_chunk(self._settings, collection, self._grid, item.chunk,
-                                                    item.time, self._token)
+                data, valid, stats = sh.fetch_chunk(self._settings, collection, self._grid, item.chunk, item.time)
             except sh.FetchError as error:
                 self._count(error.stats)
                 self._failed.inc()
@@ -292,9 +292,9 @@ class FetchChunks(beam.PTransform):
     flight in the whole job.
     """
 
-    def __init__(self, settings: sh.SentinelHubSettings, token: dict, grid: Grid, store: str):
+    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str):
         super().__init__()
-        self._args = (settings, token, grid, store)
+        self._args = (settings, grid, store)
 
     def expand(self, items):
         return (items
@@ -393,7 +393,7 @@ class FetchObservations(beam.PTransform):
         write_grid(plan.store, plan.grid)
         fetched = (pbegin
                    | "Work items" >> beam.Create(plan.items)
-                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.token, plan.grid, plan.store))
+                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store))
         staged = pbegin | "Staged chunks" >> beam.Create(plan.staged)
         assembled = ((fetched, staged) | "All chunks" >> beam.Flatten()
                      | "Assemble" >> AssembleObservations(plan.grid, plan.store))
