@@ -167,9 +167,11 @@ class Credentials:
 
     def _read_json(self) -> tuple[str, str]:
         if self.file:
+            if not fs.exists(self.file):
+                raise CredentialsError(f"cannot read --sh_credentials_file {self.file}: it does not exist")
             try:
                 text = fs.read_bytes(self.file).decode()
-            except (OSError, FileNotFoundError) as error:
+            except Exception as error:  # OSError, or the object store's (e.g. 403 Forbidden on a worker)
                 raise CredentialsError(f"cannot read --sh_credentials_file {self.file}: "
                                        f"{type(error).__name__}") from None
         else:
