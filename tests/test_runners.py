@@ -10,6 +10,7 @@
 * The Flex Template's parameters, the image, and the `--bytes_per_shard` sizing knob.
 """
 
+import importlib.util
 import io
 import json
 import os
@@ -214,8 +215,11 @@ def test_the_image_matches_the_sdk_that_submits_jobs():
     with open(os.path.join(REPO, "Dockerfile")) as f:
         dockerfile = f.read()
     assert f"apache/beam_python{sys.version_info.major}.{sys.version_info.minor}_sdk:{beam.__version__}" in dockerfile
-    entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/template/(\S+)", dockerfile).group(1)
-    assert os.path.exists(os.path.join(REPO, entry))
+    entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", dockerfile).group(1)
+    source = re.search(rf"COPY (\S+) {entry}\n", dockerfile).group(1)
+    with open(os.path.join(REPO, source)) as f:
+        module = re.search(r"^from (\S+) import main$", f.read(), re.MULTILINE).group(1)
+    assert importlib.util.find_spec(module) is not None, module
 
 
 def test_window_shards_end_after_bytes_per_shard(tmp_path):

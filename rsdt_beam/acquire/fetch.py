@@ -41,6 +41,7 @@ import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.branches import split
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
@@ -52,6 +53,7 @@ from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = ".fetch_chunks"
 REJECTED = "rejected"
+OBSERVATIONS = "observations"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +324,7 @@ class _Assemble(beam.DoFn):
             reason = (f"fetch failed for {len(failed)} of {expected} chunk(s): {failed[0].reason}" if failed
                       else f"only {len(outcomes)} of {expected} chunks arrived")
             # The staged chunks stay for the next run.
-            return [beam.pvalue.TaggedOutput(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
+            return [(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
         return [self._write(modality, time, uri, outcomes)]
 
     def _write(self, modality: str, time: float, uri: str, outcomes: list[ChunkOutcome]):
@@ -338,13 +340,13 @@ class _Assemble(beam.DoFn):
             tags = {"RSDT_SOURCE": "sentinelhub", "RSDT_COLLECTION": collection.stock_name}
             write_observation(self._store, self._grid, data, valid, modality, time, collection.bands, tags)
             self._written.inc()
-            result = ObservationRef(modality, time, uri, GeoTiffObservationReader())
+            result = OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
         else:
             rejection = Rejection(uri, "no valid pixel (dataMask" + (" and not cloud)" if "CLM" in collection.masks
                                                                     else ")"), modality, iso_time(time))
             write_rejection(self._store, rejection, modality, time)
             self._empty.inc()
-            result = beam.pvalue.TaggedOutput(REJECTED, rejection)
+            result = REJECTED, rejection
         for outcome in outcomes:
             fs.delete_if_exists(outcome.path)
         _remove_empty_dir(os.path.dirname(outcomes[0].path))
@@ -373,12 +375,11 @@ class AssembleObservations(beam.PTransform):
         self._store = store
 
     def expand(self, outcomes):
-        assembled = (outcomes
+        return split(outcomes
                      | "By observation" >> beam.Map(lambda o: ((o.modality, o.time), o))
                      | "Group chunks" >> beam.GroupByKey()
-                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store)).with_outputs(
-                         REJECTED, main="observations"))
-        return {"observations": assembled.observations, REJECTED: assembled[REJECTED]}
+                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store)),
+                     (OBSERVATIONS, REJECTED))
 
 
 class FetchObservations(beam.PTransform):
@@ -398,5 +399,5 @@ class FetchObservations(beam.PTransform):
         assembled = ((fetched, staged) | "All chunks" >> beam.Flatten()
                      | "Assemble" >> AssembleObservations(plan.grid, plan.store))
         stored = pbegin | "Stored before" >> beam.Create(plan.stored)
-        observations = (assembled["observations"], stored) | "All observations" >> beam.Flatten()
-        return {"observations": observations, REJECTED: assembled[REJECTED]}
+        observations = (assembled[OBSERVATIONS], stored) | "All observations" >> beam.Flatten()
+        return {OBSERVATIONS: observations, REJECTED: assembled[REJECTED]}

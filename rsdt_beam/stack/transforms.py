@@ -20,6 +20,7 @@ import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.branches import split
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter
@@ -31,6 +32,8 @@ from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
+VALID = "valid"
+STACKS = "stacks"
 
 
 class _Inspect(beam.DoFn):
@@ -54,9 +57,9 @@ class _Inspect(beam.DoFn):
         except ObservationError as error:
             self._rejected.inc()
             _LOG.warning("set aside %s", error)
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, error.reason))
+            yield REJECTED, Rejection.of(ref, error.reason)
             return
-        yield ref
+        yield VALID, ref
 
 
 class InspectObservations(beam.PTransform):
@@ -73,8 +76,7 @@ class InspectObservations(beam.PTransform):
         self._bands = bands
 
     def expand(self, refs):
-        outputs = refs | beam.ParDo(_Inspect(self._grid, self._bands)).with_outputs(REJECTED, main="valid")
-        return {"valid": outputs.valid, REJECTED: outputs[REJECTED]}
+        return split(refs | "Inspect" >> beam.ParDo(_Inspect(self._grid, self._bands)), (VALID, REJECTED))
 
 
 class WrittenTimes(beam.PTransform):
@@ -120,7 +122,7 @@ class _StackChunk(beam.DoFn):
             except ObservationError as error:
                 self._rejected.inc()
                 _LOG.warning("set aside %s in %s", error, chunk)
-                yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})"))
+                yield REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})")
                 continue
             self._read.inc()
             for tile, window in tiles:
@@ -135,7 +137,7 @@ class _StackChunk(beam.DoFn):
             seeds = self._seeds(tile) if self._seeds is not None else []
             stack = stack_tile(tile, seeds + pieces.pop(tile), written, self._tile_shape, self._bands)
             self._tiles.inc()
-            yield stack
+            yield STACKS, stack
 
 
 class StackChunks(beam.PTransform):
@@ -175,8 +177,8 @@ class StackChunks(beam.PTransform):
                    | "Group per chunk" >> beam.GroupByKey()
                    | "Read and forward fill" >> beam.ParDo(
                        _StackChunk(self._chunks, self._layout, self._bands, selector, self._seeds),
-                       beam.pvalue.AsSingleton(self._written)).with_outputs(REJECTED, main="stacks"))
-        return {"stacks": outputs.stacks, REJECTED: outputs[REJECTED]}
+                       beam.pvalue.AsSingleton(self._written)))
+        return split(outputs, (STACKS, REJECTED))
 
 
 class _WriteStack(beam.DoFn):

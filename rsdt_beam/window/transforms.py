@@ -22,6 +22,7 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
+from rsdt_beam.branches import split
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
 from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
@@ -37,6 +38,7 @@ PER_TILE = "per_tile"
 SHARDED = "sharded"
 WINDOWS_CSV = "windows.csv"
 _ROWS_PARTS = ".windows_csv_parts"
+RECORDS, ROWS = "records", "rows"  # the outputs of encoding a tile's windows (sharded layout)
 
 
 class ReadTileStacks(beam.PTransform):
@@ -183,7 +185,7 @@ class _WriteTileWindows(beam.DoFn):
 
 
 class _EncodeWindows(beam.DoFn):
-    """Sharded layout: yields each window record's bytes (main) and (tile, windows) (tagged)."""
+    """Sharded layout: yields (RECORDS, each window record's bytes) and (ROWS, (tile, windows))."""
 
     def __init__(self, output: WindowOutput):
         self._output = output
@@ -195,9 +197,9 @@ class _EncodeWindows(beam.DoFn):
         for window, record in self._output.records(stack):
             self._windows.inc()
             rows.append(_csv_row(stack, window))
-            yield b"".join(record)
+            yield RECORDS, b"".join(record)
         self._tiles.inc()
-        yield beam.pvalue.TaggedOutput("rows", _write_rows_part(self._output.output_dir, stack.tile, rows))
+        yield ROWS, _write_rows_part(self._output.output_dir, stack.tile, rows)
 
 
 class _ShardHandle:
@@ -267,10 +269,11 @@ class WriteWindows(beam.PTransform):
                                                                beam.pvalue.AsSingleton(cleared))
             done = rows
         else:
-            encoded = stacks | "Encode windows" >> beam.ParDo(
-                _EncodeWindows(output), beam.pvalue.AsSingleton(cleared)).with_outputs("rows", main="records")
-            rows = encoded.rows
-            done = encoded.records | "Write shards" >> beam.io.Write(TFRecordShardSink(
+            encoded = split(stacks | "Encode windows" >> beam.ParDo(_EncodeWindows(output),
+                                                                     beam.pvalue.AsSingleton(cleared)),
+                            (RECORDS, ROWS))
+            rows = encoded[ROWS]
+            done = encoded[RECORDS] | "Write shards" >> beam.io.Write(TFRecordShardSink(
                 fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard,
                 output.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
