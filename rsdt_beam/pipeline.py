@@ -22,6 +22,7 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.acquire.store import list_store, read_grid
+from rsdt_beam.graph import join_ends
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.options import (OutputOptions, StackOptions, WindowOptions, parse_duration, parse_size_pair,
                                parse_time, window_params)
@@ -303,6 +304,7 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
     plan = build(pipeline, options)
     if isinstance(plan, StackPlan):
         print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
+    join_ends(pipeline)
     result = pipeline.run()
     result.wait_until_finish()
     print(summary(result, time.monotonic() - started), file=sys.stderr)
@@ -310,8 +312,13 @@ def run(build, argv: list[str] | None = None, *, options: PipelineOptions | None
 
 
 def counters(result) -> dict[str, int]:
+    """rsdt_beam's counters of a finished run; none from a runner that collects no metrics (DaskRunner)."""
     totals: dict[str, int] = {}
-    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    try:
+        metrics = result.metrics()
+    except NotImplementedError:
+        return totals
+    for counter in metrics.query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
     return totals
 

@@ -28,7 +28,7 @@ import numpy as np
 import rasterio.errors
 
 from rsdt_beam import fs
-from rsdt_beam.branches import split
+from rsdt_beam.graph import split
 from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParams, ConvertSource, Listing,
                                        assemble, block_windows, drop_duplicates, file_header, fingerprint,
                                        glob_sources, inspect_source, open_raster, parse_band_selection,

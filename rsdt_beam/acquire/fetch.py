@@ -41,7 +41,7 @@ import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.branches import split
+from rsdt_beam.graph import split
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,

@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.branches import split
+from rsdt_beam.graph import split
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter

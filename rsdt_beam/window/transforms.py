@@ -22,7 +22,7 @@ from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
-from rsdt_beam.branches import split
+from rsdt_beam.graph import split
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import window_record
 from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
