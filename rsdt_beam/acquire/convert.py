@@ -35,7 +35,7 @@ from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParam
                                        read_manifest, read_source_window)
 from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
-                                     write_grid, write_observation)
+                                     rejection_path, write_grid, write_observation)
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
@@ -88,10 +88,6 @@ def _stored_fingerprint(path: str) -> str | None:
         return None  # unreadable leftovers are converted again
 
 
-def rejection_path(store: str, source: ConvertSource) -> str:
-    return fs.join(store, REJECTED_DIR, f"{source.modality}_{time_name(source.time)}.json")
-
-
 def _rejection(source: ConvertSource, where: str, reason: str) -> Rejection:
     return Rejection(where, reason, source.modality, iso_time(source.time))
 
@@ -111,7 +107,7 @@ class _Inspect(beam.DoFn):
             self._skipped.inc()
             yield CONVERTED, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
             return
-        recorded = rejection_path(self._job.store, source)
+        recorded = rejection_path(self._job.store, source.modality, source.time)
         if fs.exists(recorded):
             entry = fs.read_json(recorded)
             if entry.pop("fingerprint", None) == stamp:
@@ -211,7 +207,7 @@ class _WriteObservation(beam.DoFn):
             _LOG.warning("set aside %s: no valid pixel inside the area of interest", source.name)
             rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
             # With the fingerprint, a re-run with the same inputs skips it without reading again.
-            fs.write_json(rejection_path(self._job.store, source),
+            fs.write_json(rejection_path(self._job.store, source.modality, source.time),
                           {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)})
             fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
             yield RECORDED, rejection
@@ -220,7 +216,7 @@ class _WriteObservation(beam.DoFn):
         path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
                                  names, tags, self._job.params.dtype)
         # A success replaces the rejection an earlier run may have recorded for this observation.
-        fs.delete_if_exists(rejection_path(self._job.store, source))
+        fs.delete_if_exists(rejection_path(self._job.store, source.modality, source.time))
         self._written.inc()
         self._bytes.inc(data.nbytes)
         yield WRITTEN, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
@@ -258,7 +254,7 @@ class _RecordRejection(beam.DoFn):
             yield item
             return
         source, rejection = item
-        fs.write_json(rejection_path(self._store, source), rejection.to_json())
+        fs.write_json(rejection_path(self._store, source.modality, source.time), rejection.to_json())
         fs.delete_if_exists(observation_path(self._store, source.modality, source.time))
         yield rejection
 

@@ -45,7 +45,8 @@ from rsdt_beam.graph import split
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
 from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
-                                     read_grid, write_grid, write_observation, write_rejection)
+                                     read_grid, rejection_path, write_grid, write_observation,
+                                     write_rejection)
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
@@ -270,6 +271,9 @@ class _FetchLane(beam.DoFn):
             if fs.exists(path):  # a retried bundle: this chunk was staged already
                 yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path)
                 continue
+            if _assembled(self._store, item.modality, item.time):  # ... and even assembled: nothing to send
+                yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks)
+                continue
             collection = sh.COLLECTIONS[item.modality]
             try:
                 data, valid, stats = sh.fetch_chunk(self._settings, collection, self._grid, item.chunk, item.time)
@@ -317,6 +321,9 @@ class _Assemble(beam.DoFn):
         (modality, time), outcomes = group
         outcomes = list(outcomes)
         uri = observation_path(self._store, modality, time)
+        done = _assembled(self._store, modality, time)
+        if done is not None:
+            return [done]
         failed = [o for o in outcomes if o.reason is not None]
         expected = outcomes[0].chunks
         if failed or len(outcomes) != expected:
@@ -325,7 +332,15 @@ class _Assemble(beam.DoFn):
                       else f"only {len(outcomes)} of {expected} chunks arrived")
             # The staged chunks stay for the next run.
             return [(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
-        return [self._write(modality, time, uri, outcomes)]
+        try:
+            return [self._write(modality, time, uri, outcomes)]
+        except OSError:  # FileNotFoundError, Beam's BeamIOError
+            # Another attempt of this step stored the observation and removed the staged chunks while this
+            # one was reading them.
+            done = _assembled(self._store, modality, time)
+            if done is None:
+                raise
+            return [done]
 
     def _write(self, modality: str, time: float, uri: str, outcomes: list[ChunkOutcome]):
         collection = sh.COLLECTIONS[modality]
@@ -348,9 +363,23 @@ class _Assemble(beam.DoFn):
             self._empty.inc()
             result = REJECTED, rejection
         for outcome in outcomes:
-            fs.delete_if_exists(outcome.path)
+            try:
+                fs.delete_if_exists(outcome.path)
+            except OSError:  # removed by another attempt of this step in the meantime
+                pass
         _remove_empty_dir(os.path.dirname(outcomes[0].path))
         return result
+
+
+def _assembled(store: str, modality: str, time: float):
+    """(OBSERVATIONS, ref) or (REJECTED, rejection) of an observation another attempt of this job assembled
+    already, else None. Runners may run a step twice: a retried bundle, or the DaskRunner, which runs again
+    what a side input depends on (tests/test_dask.py); the second attempt must send no request again."""
+    uri = observation_path(store, modality, time)
+    if fs.exists(uri):
+        return OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
+    recorded = rejection_path(store, modality, time)
+    return (REJECTED, Rejection(**fs.read_json(recorded))) if fs.exists(recorded) else None
 
 
 def _remove_empty_dir(path: str) -> None:

@@ -96,8 +96,13 @@ def read_grid(root: str) -> Grid | None:
     return Grid.from_json(fs.read_json(path)) if fs.exists(path) else None
 
 
+def rejection_path(root: str, modality: str, time: float) -> str:
+    """Where the store records an observation set aside for good (no valid pixel)."""
+    return fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json")
+
+
 def write_rejection(root: str, rejection: Rejection, modality: str, time: float) -> None:
-    fs.write_json(fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json"), rejection.to_json())
+    fs.write_json(rejection_path(root, modality, time), rejection.to_json())
 
 
 def _open_beam_file(path: str, mode: str = "rb"):
