@@ -3,8 +3,9 @@ scheduler and 2 worker processes on 127.0.0.1 (TCP), each output byte-identical 
 
 Also the defects of Beam's DaskRunner (2.77) met on the way, as minimal reproductions that fail while Beam has
 them (`xfail(strict=True)`: when Beam fixes one, its test passes, fails the suite, and the workaround can go):
-two shaped this project's graphs (rsdt_beam.graph: tagged outputs, only the last output computed); the third
-(outputs of finish_bundle lost) rules out inference (RunInference batches there) and `--layout sharded`
+two shaped this project's graphs (rsdt_beam.graph: tagged outputs, only the last output computed); side inputs
+run their upstream again (so fetch's steps tolerate a second run and send nothing twice); outputs of
+finish_bundle are lost, which rules out inference (RunInference batches there) and `--layout sharded`
 (beam.io.Write reports its files there) on Dask.
 """
 
@@ -14,7 +15,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from dask_cluster import dask_cluster
+from benchmarks.dask_cluster import dask_cluster
 from project import read_tree
 from rsdt_beam.graph import join_ends, split
 
@@ -77,6 +78,29 @@ def test_beam_dask_runner_bug_only_the_last_output_is_written(cluster, tmp_path)
 
     run_on(cluster, build)
     assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="Beam's DaskRunner (2.77, DaskBagWindowedIterator) evaluates a side input by "
+                                       "computing its whole upstream again inside each task that reads it")
+def test_beam_dask_runner_bug_side_inputs_run_their_upstream_again(cluster, tmp_path):
+    runs = tmp_path / "runs"
+
+    def count_run(n):
+        with open(runs, "a") as f:
+            f.write(".")
+        return n
+
+    def build(pipeline):
+        counted = pipeline | "One" >> beam.Create([1]) | "Count runs" >> beam.Map(count_run)
+        counted | "Write it" >> beam.Map(write_list(str(tmp_path / "counted")))
+        (pipeline | "Numbers" >> beam.Create(range(3)) | "Add" >> beam.Map(lambda n, one: n + one,
+                                                                            beam.pvalue.AsSingleton(counted))
+         | beam.combiners.ToList() | "Write sums" >> beam.Map(write_list(str(tmp_path / "sums"))))
+        join_ends(pipeline)
+
+    run_on(cluster, build)
+    assert (tmp_path / "sums").read_text() == "[1, 2, 3]"
+    assert runs.read_text() == "."
 
 
 class _EmitsAtFinishBundle(beam.DoFn):
