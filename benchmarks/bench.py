@@ -16,7 +16,7 @@ project's observation store (`--observations`) or as rsdtlib EOPatch folders (`-
   masked out) and backscatter-like SAR fields (smooth sigma0 times gamma speckle), irregular
   revisits with missed passes, partial swath masks.
 
-Each stage runs as its own `python -m pipelines.<stage>` process, so wall time includes start-up and
+Each stage runs as its own `python -m rsdt_beam.pipelines.<stage>` process, so wall time includes start-up and
 peak RSS is read per process (VmHWM of the launcher and of every DirectRunner worker, sampled from
 /proc). After each run the written TFRecords are decompressed and the same raw bytes are compressed
 again with zlib at the level used, spread over the same number of cores: that time is the floor, and
@@ -47,17 +47,17 @@ try:
 except ImportError:
     _isal_zlib = None
 
+from rsdt_beam.acquire.eopatch import write_eopatch
+from rsdt_beam.acquire.store import write_grid, write_observation
+from rsdt_beam.cli.flags import GROUPS
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.common.times import parse_duration, time_name
+from rsdt_beam.grid import Grid
+from rsdt_beam.stack.rules import StackParams, written_times
+from rsdt_beam.tfrecord import deflate_module
+from rsdt_beam.window.rules import WindowParams, window_spans
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402
-from rsdt_beam.acquire.observation import time_name  # noqa: E402
-from rsdt_beam.acquire.store import write_grid, write_observation  # noqa: E402
-from rsdt_beam.grid import Grid  # noqa: E402
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, StackParams, written_times  # noqa: E402
-from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, deflate_module  # noqa: E402
-from rsdt_beam.window.rules import WindowParams, window_spans  # noqa: E402
-
 DAY = 86400.0
 START = datetime.datetime(2017, 1, 1, tzinfo=datetime.timezone.utc)
 SAR_BANDS, OPT_BANDS = 2, 13
@@ -297,7 +297,7 @@ class StageRun:
 
 
 def run_stage(stage: str, args: list[str], output_dirs: list[Path]) -> StageRun:
-    module = {"stack": "pipelines.stack", "window": "pipelines.window", "fused": "pipelines.run"}[stage]
+    module = f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage)}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", module, *args, "--no_progress"], cwd=REPO, env=env,
@@ -421,7 +421,6 @@ class Case:
 
 
 def _duration(text: str) -> float:
-    from rsdt_beam.options import parse_duration
     return parse_duration(text)
 
 
@@ -469,9 +468,9 @@ def _median(values):
 
 def report(case: Case, runs: dict[str, list[StageRun]], observations: int, reference: bool) -> list[str]:
     pixels = case.inputs.height * case.inputs.width * observations
-    lines = [f"| stage | wall s | obs/s | Mpx/s | raw MB | GZIP MB | ratio | raw MB/s | GZIP MB/s "
-             f"| size / zlib 6 | zlib floor s | wall/zlib floor | deflate floor s | wall/deflate floor "
-             f"| launcher RSS MiB | worker RSS MiB (max) |",
+    lines = ["| stage | wall s | obs/s | Mpx/s | raw MB | GZIP MB | ratio | raw MB/s | GZIP MB/s "
+             "| size / zlib 6 | zlib floor s | wall/zlib floor | deflate floor s | wall/deflate floor "
+             "| launcher RSS MiB | worker RSS MiB (max) |",
              "|---|" + "---|" * 15]
     for stage, stage_runs in runs.items():
         wall = _median([r.wall for r in stage_runs])
@@ -521,15 +520,13 @@ def main(argv=None):
     parser.add_argument("--format", choices=("store", "eopatch"), default="store")
     parser.add_argument("--tile_size", type=int, default=32)
     parser.add_argument("--delta_step", default="2d")
-    parser.add_argument("--Delta", default="30d")
-    parser.add_argument("--window_stride", type=int, default=1)
-    parser.add_argument("--omega", type=int, default=10)
-    parser.add_argument("--Omega", type=int, default=16)
+    for flag in GROUPS["window_parameters"].flags:  # the pipelines' own window flags and defaults
+        flag.add_to(parser)
     parser.add_argument("--mode", choices=("training", "inference"), default="training")
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers")
     parser.add_argument("--running_mode", default="multi_processing",
                         choices=("in_memory", "multi_threading", "multi_processing"))
-    parser.add_argument("--gzip_level", type=int, default=DEFAULT_GZIP_LEVEL)
+    GROUPS["output"].flags[0].add_to(parser)  # --gzip_level
     parser.add_argument("--stages", default="fused", help="comma-separated: stack, window, fused")
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage; the report gives medians")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores of the floor measurement")

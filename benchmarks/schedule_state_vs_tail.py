@@ -30,13 +30,13 @@ import time
 
 import numpy as np
 
-from pipelines.sample import SAMPLE
-from rsdt_beam.acquire.observation import time_name
 from rsdt_beam.acquire.store import write_grid, write_observation
+from rsdt_beam.cli.commands import RUN, STACK, scheduled_command
+from rsdt_beam.cli.run import execute
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import build_fused, build_stack, run
-from rsdt_beam.schedule import launch, list_runs
+from rsdt_beam.sample import SAMPLE
+from rsdt_beam.schedule.manifest import list_runs
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 
 FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--delta_step", "10d", "--tile_size",
@@ -98,10 +98,10 @@ def main(argv):
     shutil.rmtree(root, ignore_errors=True)
     common = ["--observations", store, "--output_root", root, *FLAGS]
     with contextlib.redirect_stderr(io.StringIO()):
-        first = launch(common + ["--end", args.previous_end, "--lookback", "120d"], now=0)
+        first = execute(scheduled_command(0), common + ["--end", args.previous_end, "--lookback", "120d"]).record
     carry = first.carry
     end = parse_time(args.end)
-    state = timed(lambda: launch(common + ["--end", args.end], now=0), args.repeat)
+    state = timed(lambda: execute(scheduled_command(0), common + ["--end", args.end]), args.repeat)
     measured = list_runs(root)[-1]
 
     tail_start = carry["times"][0] if carry["times"] else carry["end"]
@@ -116,11 +116,11 @@ def main(argv):
     tail_flags = ["--observations", tail_store, "--starttime", time_name(tail_start), "--endtime", args.end, *FLAGS]
     whole_flags = ["--observations", store, "--starttime", first.start, "--endtime", args.end, *FLAGS]
     out = {name: os.path.join(args.work_dir, f"{name}_out") for name in ("tail", "whole")}
-    tail = timed(lambda: run(build_fused, tail_flags + ["--window_output", f"{out['tail']}/windows"]), args.repeat)
-    whole = timed(lambda: run(build_fused, whole_flags + ["--window_output", f"{out['whole']}/windows"]),
+    tail = timed(lambda: execute(RUN, tail_flags + ["--window_output", f"{out['tail']}/windows"]), args.repeat)
+    whole = timed(lambda: execute(RUN, whole_flags + ["--window_output", f"{out['whole']}/windows"]),
                   args.repeat)
-    timed(lambda: run(build_stack, tail_flags + ["--stack_output", f"{out['tail']}/stack"]), 1)
-    timed(lambda: run(build_stack, whole_flags + ["--stack_output", f"{out['whole']}/stack"]), 1)
+    timed(lambda: execute(STACK, tail_flags + ["--stack_output", f"{out['tail']}/stack"]), 1)
+    timed(lambda: execute(STACK, whole_flags + ["--stack_output", f"{out['whole']}/stack"]), 1)
     wrong = tail_values_wrong(f"{out['tail']}/stack", f"{out['whole']}/stack")
     history = [t for t in times if t < end]
     print(f"store: {len(times)} observations of {args.scale * 101} x {args.scale * 100} px (NDVI, the bundled "

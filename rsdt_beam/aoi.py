@@ -27,7 +27,9 @@ from pyproj import CRS, Transformer
 from rasterio.features import geometry_mask
 
 from rsdt_beam import fs
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid
+from rsdt_beam.specs import AreaSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,7 @@ class AreaOfInterest:
         """(minx, miny, maxx, maxy) in the AOI's CRS."""
         return tuple(float(v) for v in self.geometry.bounds)
 
-    def to_crs(self, crs: str) -> "AreaOfInterest":
+    def to_crs(self, crs: str) -> AreaOfInterest:
         target = crs_string(crs)
         if CRS.from_user_input(target) == CRS.from_user_input(self.crs):
             return AreaOfInterest(self.geometry, target)
@@ -178,12 +180,9 @@ def mask_for_grid(aoi: AreaOfInterest, grid: Grid) -> np.ndarray:
                          transform=rasterio.Affine(*grid.transform), invert=True)
 
 
-def area_from_options(options, anchor: tuple[float, float] = (0.0, 0.0)) -> tuple[AreaOfInterest, Grid]:
-    """The AOI and grid of `AreaOptions` flags (`--aoi`, `--aoi_crs`, `--aoi_union`, `--resolution`, `--crs`)."""
-    from rsdt_beam.options import AreaOptions
-
-    opts = options.view_as(AreaOptions)
-    if not opts.aoi or not opts.resolution:
-        raise ValueError("--aoi and --resolution are required to make the grid")
-    aoi = load_aoi(opts.aoi, union=opts.aoi_union, bbox_crs=opts.aoi_crs)
-    return aoi, grid_for_aoi(aoi, opts.resolution, opts.crs, anchor)
+def area_of(spec: AreaSpec, anchor: tuple[float, float] = (0.0, 0.0)) -> tuple[AreaOfInterest, Grid]:
+    """The AOI and grid of an AreaSpec (`--aoi`, `--aoi_crs`, `--aoi_union`, `--resolution`, `--crs`)."""
+    if not spec.aoi or not spec.resolution:
+        raise UserError("--aoi and --resolution are required to make the grid")
+    aoi = load_aoi(spec.aoi, union=spec.aoi_union, bbox_crs=spec.aoi_crs)
+    return aoi, grid_for_aoi(aoi, spec.resolution, spec.crs, anchor)

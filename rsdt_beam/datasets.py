@@ -3,38 +3,41 @@
     train = training_dataset("tf_window/train", batch_size=32, seed=1)   # (feature, label), static shapes
     model.fit(train, validation_data=training_dataset("tf_window/val", batch_size=32, shuffle_buffer=0))
 
-    for window in inference_dataset("tf_window/infer", tile=(5, 10)):   # time order
-        window["Feature"], window["window_start"], window["tile"]
+    for window in inference_dataset("tf_window/infer", tile=(5, 10)).batch(8):   # time order
+        window["Feature"], window["frame_mask"], window["window_start"], window["Timestamps"], window["tile"]
 
     online = OnlineWindows("tf_stack", WindowParams(30 * 86400, 1, 10, 16))   # rsdtlib's interactive mode
     result = model.predict(online.get_infer_dataset((5, 10)).map(lambda cur: cur[3]).batch(8))
 
-TensorFlow is imported inside the functions that build datasets, so
-importing this module costs nothing. Features with a time axis are padded
-at its end to `frames` (default: the windows' `Omega`) with `pad_value`
-(-1.0, as in rsdtlib's inference example), which gives static shapes.
+Training windows built from the stacks without window files: `rsdt_beam.training`.
+
+TensorFlow is imported inside the functions that build datasets, so importing this module costs
+nothing. One padding rule (`rsdt_beam.window.padding`): features with a time axis are padded at its
+end to `frames` (default: the windows' `Omega`; 0: no padding) with `pad_value` (-1.0, as in
+rsdtlib's inference example), time stamps with 0, and a boolean `frame_mask` `[frames]` says which
+frames are real. `rsdt_beam.numpy_reader` yields the same arrays without TensorFlow.
 """
 
 from __future__ import annotations
 
 import posixpath
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from rsdt_beam.numpy_reader import (WindowRecord, online_windows, read_window_file, read_windows,
-                                    window_files, window_metadata)
-from rsdt_beam.stack.files import TILE_FILE, list_tiles, read_stack_metadata, tile_file_name, tile_timestamps
+from rsdt_beam.common.names import TILE_FILE, tile_file_name
+from rsdt_beam.numpy_reader import (
+    WindowRecord,
+    inference_elements,
+    online_windows,
+    read_window_file,
+    source_metadata,
+    window_files,
+)
+from rsdt_beam.records import OBSERVED
+from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, tile_timestamps
+from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.listing import window_ranges
+from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames, resolve_frames
 from rsdt_beam.window.rules import WindowParams
-
-DEFAULT_PAD_VALUE = -1.0
-
-
-def _source_metadata(source: str | Sequence[str], files: list[str]) -> dict:
-    if isinstance(source, str) and not any(c in source for c in "*?["):
-        return window_metadata(source)
-    return window_metadata(posixpath.dirname(files[0].replace("\\", "/")))
 
 
 def _first_record(files: list[str]) -> WindowRecord:
@@ -42,18 +45,6 @@ def _first_record(files: list[str]) -> WindowRecord:
         for record in read_window_file(path):
             return record
     raise ValueError(f"no window records in {len(files)} files ({files[0]} ...)")
-
-
-def _frames_for(feature: np.ndarray, frames: int | None, metadata: dict, source) -> int | None:
-    """How many frames a `[n, ty, tx, bands]` feature is padded to; None for other shapes."""
-    if feature.ndim != 4:
-        return None
-    if frames is None:
-        frames = metadata.get("Omega")
-    if frames is None:
-        raise ValueError(f"{source}: no metadata.json with Omega (rsdtlib's windows?): pass frames= "
-                         f"to pad the time axis of features {feature.shape} to a static length")
-    return int(frames)
 
 
 def _pad_time(tensor, frames: int | None, pad_value: float, what: str):
@@ -68,10 +59,19 @@ def _pad_time(tensor, frames: int | None, pad_value: float, what: str):
     return tf.pad(tensor, padding, constant_values=tf.cast(pad_value, tensor.dtype))
 
 
+def _frame_mask(tensor, frames: int | None):
+    """Boolean `[frames]` (`[n]` unpadded): True for the frames `tensor` holds."""
+    import tensorflow as tf
+
+    count = tf.shape(tensor)[0]
+    return tf.range(count if frames is None else frames) < count
+
+
 def training_dataset(source: str | Sequence[str], *, batch_size: int | None = None,
                      shuffle_buffer: int = 1024, seed: int | None = None, frames: int | None = None,
                      pad_value: float = DEFAULT_PAD_VALUE, cycle_length: int = 4, repeat: bool = False,
-                     drop_remainder: bool = False):
+                     drop_remainder: bool = False, masks: bool = False, normalize: bool = False,
+                     observed: bool = False):
     """`(feature, label)` pairs of training windows with static shapes, shuffled across files.
 
     `source` is a Stage 3 folder (per-tile files or shards), a glob or a
@@ -80,7 +80,13 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     buffer of `shuffle_buffer` (0: no shuffling, the same interleaved order
     every pass, e.g. for validation).
     Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega
-    from the folder's metadata.json); labels keep their shape.
+    from the folder's metadata.json; 0: not padded); labels keep their
+    shape. `masks=True` gives `({"Feature", "frame_mask"}, label)`. A
+    whole Stage 3 folder has a known cardinality (its `windows_written`).
+    `normalize=True` scales features band by band with the folder's
+    `band_stats` (`(x - mean) / std`; padding untouched). `observed=True`
+    adds the per-pixel `observed_mask` `[frames, ty, tx, 3]` (windows
+    written with `--record_observed`).
     """
     import tensorflow as tf
 
@@ -89,16 +95,33 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     if first.label is None:
         raise ValueError(f"{source}: windows have no Label; these are inference windows "
                          f"(use inference_dataset)")
-    frames = _frames_for(first.feature, frames, _source_metadata(source, files), source)
-    feature_shape = (frames, *first.feature.shape[1:]) if frames else first.feature.shape
+    timed = first.feature.ndim == 4
+    metadata = source_metadata(source, files)
+    frames = resolve_frames(frames, metadata.get("Omega"), str(source)) if timed else None
+    scale = normalization(metadata, band_counts(metadata).total) if normalize else None
+    feature_shape = (frames, *first.feature.shape[1:]) if timed else first.feature.shape
     feature_dtype, label_dtype = tf.as_dtype(first.feature.dtype), tf.as_dtype(first.label.dtype)
     schema = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string)}
+    if observed:
+        if first.observed is None:
+            raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
+        schema[OBSERVED] = tf.io.FixedLenFeature([], tf.string)
 
     def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, schema)
-        feature = _pad_time(tf.io.parse_tensor(parsed["Feature"], feature_dtype), frames, pad_value, "Feature")
-        label = tf.io.parse_tensor(parsed["Label"], label_dtype)
-        return tf.ensure_shape(feature, feature_shape), tf.ensure_shape(label, first.label.shape)
+        feature = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
+        if scale is not None:
+            feature = (feature - scale[0]) / scale[1]
+        padded = tf.ensure_shape(_pad_time(feature, frames, pad_value, "Feature"), feature_shape)
+        label = tf.ensure_shape(tf.io.parse_tensor(parsed["Label"], label_dtype), first.label.shape)
+        if not masks and not observed:
+            return padded, label
+        inputs = {"Feature": padded, "frame_mask": _frame_mask(feature, frames) if timed else tf.ones([1], tf.bool)}
+        if observed:
+            seen = tf.cast(tf.io.parse_tensor(parsed[OBSERVED], tf.uint8), tf.bool)
+            inputs["observed_mask"] = tf.ensure_shape(_pad_time(seen, frames, False, "Observed"),
+                                                      (frames, *first.observed.shape[1:]))
+        return inputs, label
 
     deterministic = seed is not None or shuffle_buffer == 0
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -110,6 +133,9 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if isinstance(source, str) and not any(c in source for c in "*?[") and "windows_written" in metadata:
+        # A whole Stage 3 folder: its length is known, so Keras knows the steps per epoch.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(metadata["windows_written"])))
     if repeat:
         dataset = dataset.repeat()
     if batch_size:
@@ -121,10 +147,12 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE):
     """Inference windows of one tile (or all, tile by tile) in time order, as dicts.
 
-    Each element: `Feature` `[n, ty, tx, bands]` (padded to `frames` when
-    given), `tile` int64 `[2]`, `window_id`, `window_start`, `window_end`
-    (int64 epoch seconds) and `Timestamps` float64 `[n]`. Per-tile files
-    are streamed; windows spread over shards are gathered and sorted first.
+    Each element: `Feature` `[frames, ty, tx, bands]` and `Timestamps`
+    float64 `[frames]` padded to `frames` (default: Omega of the folder's
+    metadata.json; 0: not padded), `frame_mask` bool `[frames]`, `tile`
+    int64 `[2]`, `window_id`, `window_start`, `window_end` (int64 epoch
+    seconds). Per-tile files are streamed; windows spread over shards are
+    gathered and sorted first.
     """
     import tensorflow as tf
 
@@ -133,71 +161,74 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
     if first.tile is None:
         raise ValueError(f"{source}: records carry no tile/window_id (written by rsdtlib?); read them with "
                          f"tf.data.TFRecordDataset or use OnlineWindows on the stack")
-    feature_shape = ((frames if frames else None), *first.feature.shape[1:])
-    per_tile = all(TILE_FILE.match(posixpath.basename(path)) for path in files)
-
-    def pad(element):
-        element["Feature"] = tf.ensure_shape(_pad_time(element["Feature"], frames, pad_value, "Feature"),
-                                             feature_shape)
-        return element
-
-    if per_tile:
-        if tile is not None:
-            files = [path for path in files if posixpath.basename(path) == tile_file_name(tile)]
-            if not files:
-                raise FileNotFoundError(f"{source}: no window file of tile {tuple(tile)}")
-        schema = {"Feature": tf.io.FixedLenFeature([], tf.string),
-                  "tile": tf.io.FixedLenFeature([2], tf.int64),
-                  "window_id": tf.io.FixedLenFeature([], tf.int64),
-                  "window_start": tf.io.FixedLenFeature([], tf.int64),
-                  "window_end": tf.io.FixedLenFeature([], tf.int64),
-                  "Timestamps": tf.io.FixedLenFeature([], tf.string)}
-        feature_dtype = tf.as_dtype(first.feature.dtype)
-
-        def parse(serialized):
-            parsed = tf.io.parse_single_example(serialized, schema)
-            parsed["Feature"] = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
-            parsed["Timestamps"] = tf.ensure_shape(tf.io.parse_tensor(parsed["Timestamps"], tf.float64), [None])
-            return pad(parsed)
-
-        return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse)
-
-    def generate():
-        records = read_windows(files, tile) if tile is not None else sorted(
-            read_windows(files), key=lambda r: (r.tile, r.window_id))
-        for record in records:
-            yield {"Feature": record.feature, "tile": np.asarray(record.tile, np.int64),
-                   "window_id": record.window_id, "window_start": record.window_start,
-                   "window_end": record.window_end, "Timestamps": record.timestamps}
-
-    signature = {"Feature": tf.TensorSpec((None, *first.feature.shape[1:]), tf.as_dtype(first.feature.dtype)),
+    frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
+    feature_dtype = tf.as_dtype(first.feature.dtype)
+    signature = {"Feature": tf.TensorSpec((frames, *first.feature.shape[1:]), feature_dtype),
+                 "frame_mask": tf.TensorSpec([frames], tf.bool),
                  "tile": tf.TensorSpec([2], tf.int64), "window_id": tf.TensorSpec([], tf.int64),
                  "window_start": tf.TensorSpec([], tf.int64), "window_end": tf.TensorSpec([], tf.int64),
-                 "Timestamps": tf.TensorSpec([None], tf.float64)}
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).map(pad)
+                 "Timestamps": tf.TensorSpec([frames], tf.float64)}
+    per_tile = all(TILE_FILE.match(posixpath.basename(path)) for path in files)
+    if not per_tile:
+        return tf.data.Dataset.from_generator(lambda: inference_elements(files, tile, frames or 0, pad_value),
+                                              output_signature=signature)
+    if tile is not None:
+        files = [path for path in files if posixpath.basename(path) == tile_file_name(tile)]
+        if not files:
+            raise FileNotFoundError(f"{source}: no window file of tile {tuple(tile)}")
+    schema = {"Feature": tf.io.FixedLenFeature([], tf.string),
+              "tile": tf.io.FixedLenFeature([2], tf.int64),
+              "window_id": tf.io.FixedLenFeature([], tf.int64),
+              "window_start": tf.io.FixedLenFeature([], tf.int64),
+              "window_end": tf.io.FixedLenFeature([], tf.int64),
+              "Timestamps": tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(serialized):
+        parsed = tf.io.parse_single_example(serialized, schema)
+        feature = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
+        times = tf.io.parse_tensor(parsed["Timestamps"], tf.float64)
+        parsed["Feature"] = tf.ensure_shape(_pad_time(feature, frames, pad_value, "Feature"),
+                                            signature["Feature"].shape)
+        parsed["Timestamps"] = tf.ensure_shape(_pad_time(times, frames, TIMESTAMP_PAD_VALUE, "Timestamps"),
+                                               [frames])
+        parsed["frame_mask"] = _frame_mask(feature, frames)
+        return parsed
+
+    return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse)
 
 
 def online_dataset(stack_dir: str, tile: tuple[int, int], params: WindowParams,
-                   win_filter: Callable | None = None, metadata: dict | None = None):
+                   win_filter: Callable | None = None, metadata: dict | None = None, frames: int | None = None,
+                   pad_value: float = DEFAULT_PAD_VALUE):
     """A tile's windows built on the fly from a Stage 2 stack (rsdtlib's `get_infer_dataset`).
 
     Elements are rsdtlib's: `(cur,)` for mono and `(prev, cur, next)` for
-    triple windows, each part `(timestamps float64 [n], asc [n, ty, tx, bs],
-    dsc [...], opt [n, ty, tx, bo])`, so `dataset.map(lambda cur: ...)`
-    receives `cur`. `win_filter(*window)` drops windows (numpy or TF ops).
+    triple windows, each part `(timestamps float64, asc [frames, ty, tx, bs],
+    dsc [...], opt [frames, ty, tx, bo], frame_mask bool [frames])`, padded to
+    `frames` (default Omega; 0: rsdtlib's unpadded parts), so
+    `dataset.map(lambda cur: cur[3]).batch(8)` works. `win_filter(*window)`
+    drops windows (numpy or TF ops) and sees them unpadded, as in rsdtlib.
     """
     import tensorflow as tf
 
     metadata = metadata or read_stack_metadata(stack_dir)
+    frames = resolve_frames(frames, params.Omega, stack_dir)
     ty, tx = int(metadata["tile_size_y"]), int(metadata["tile_size_x"])
     sar, opt = int(metadata["bands_sar"]), int(metadata["bands_opt"])
-    part = (tf.TensorSpec([None], tf.float64), tf.TensorSpec([None, ty, tx, sar], tf.float32),
-            tf.TensorSpec([None, ty, tx, sar], tf.float32), tf.TensorSpec([None, ty, tx, opt], tf.float32))
+    part = (tf.TensorSpec([frames], tf.float64), tf.TensorSpec([frames, ty, tx, sar], tf.float32),
+            tf.TensorSpec([frames, ty, tx, sar], tf.float32), tf.TensorSpec([frames, ty, tx, opt], tf.float32),
+            tf.TensorSpec([frames], tf.bool))
     signature = (part, part, part) if params.triple else (part,)
+
+    def padded(window_part) -> tuple:
+        times, asc, dsc, opt_frames = window_part
+        return (pad_frames(times, frames, TIMESTAMP_PAD_VALUE), *(pad_frames(a, frames, pad_value)
+                                                                  for a in (asc, dsc, opt_frames)),
+                frame_mask(len(times), frames))
 
     def generate():
         for window in online_windows(stack_dir, tile, params, win_filter, metadata):
-            yield tuple(tuple(p) for p in window)
+            yield tuple(padded(p) for p in window)
 
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
@@ -207,12 +238,16 @@ class OnlineWindows:
 
     `get_infer_dataset(tile, win_filter)`, `get_num_tiles()` and
     `windows_list(tile)` behave as rsdtlib's, with rsdt_beam's window rules
-    (any tile for `windows_list`, working triple windows).
+    (any tile for `windows_list`, working triple windows) and padding
+    (`frames`, default Omega, as `online_dataset`).
     """
 
-    def __init__(self, stack_dir: str, params: WindowParams):
+    def __init__(self, stack_dir: str, params: WindowParams, frames: int | None = None,
+                 pad_value: float = DEFAULT_PAD_VALUE):
         self.stack_dir = stack_dir
         self.params = params
+        self.frames = frames
+        self.pad_value = pad_value
         self.metadata = read_stack_metadata(stack_dir)
 
     def get_num_tiles(self) -> tuple[int, int]:
@@ -230,4 +265,5 @@ class OnlineWindows:
         """The tile's windows as `online_dataset`; None when the tile has no stack file (as rsdtlib)."""
         if (int(tile[0]), int(tile[1])) not in set(list_tiles(self.stack_dir)):
             return None
-        return online_dataset(self.stack_dir, tile, self.params, win_filter, self.metadata)
+        return online_dataset(self.stack_dir, tile, self.params, win_filter, self.metadata, self.frames,
+                              self.pad_value)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import tomllib
-from typing import Sequence
+from collections.abc import Sequence
 
+import tomllib
 from packaging.requirements import Requirement
 
 from rsdt_beam.errors import UserError

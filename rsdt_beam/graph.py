@@ -46,12 +46,14 @@ class _Ends(PipelineVisitor):
         return [pcoll for pcoll in self.made if id(pcoll) not in self.read]
 
 
-def join_ends(pipeline: beam.Pipeline) -> beam.PCollection:
-    """Adds one last step whose inputs are all the pipeline's ends (what no step reads); returns its output.
+def join_ends(pipeline: beam.Pipeline) -> beam.PCollection | None:
+    """Adds one last step whose inputs are all the pipeline's ends (what no step reads); returns its output
+    (None for a pipeline without any).
 
     Call it once, after the graph is built. Elsewhere than on the DaskRunner the step only passes its
     inputs' few elements (file names, counts) on to nothing.
     """
     visitor = _Ends()
     pipeline.visit(visitor)
-    return tuple(visitor.ends()) | END >> beam.Flatten()
+    ends = visitor.ends()
+    return tuple(ends) | END >> beam.Flatten() if ends else None

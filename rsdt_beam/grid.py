@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 
 class PixelWindow(NamedTuple):
@@ -52,7 +53,7 @@ class Grid:
 
     @classmethod
     def from_bounds(cls, crs: str, left: float, bottom: float, right: float, top: float,
-                    height: int, width: int) -> "Grid":
+                    height: int, width: int) -> Grid:
         return cls(crs, ((right - left) / width, 0.0, left, 0.0, -(top - bottom) / height, top),
                    height, width)
 
@@ -70,7 +71,7 @@ class Grid:
         return (a, b, c + a * window.col_start + b * window.row_start,
                 d, e, f + d * window.col_start + e * window.row_start)
 
-    def matches(self, other: "Grid", tolerance: float = 1e-6) -> bool:
+    def matches(self, other: Grid, tolerance: float = 1e-6) -> bool:
         """Same shape, same CRS and the same transform up to `tolerance` of a pixel."""
         if (self.height, self.width) != (other.height, other.width) or self.crs != other.crs:
             return False
@@ -86,7 +87,7 @@ class Grid:
                 "height": self.height, "width": self.width}
 
     @classmethod
-    def from_json(cls, obj: dict | str) -> "Grid":
+    def from_json(cls, obj: dict | str) -> Grid:
         if isinstance(obj, (str, bytes)):
             obj = json.loads(obj)
         return cls(obj["crs"], tuple(obj["transform"]), int(obj["height"]), int(obj["width"]))
@@ -155,7 +156,7 @@ class TileLayout:
         row, col = j * self.stride_y, i * self.stride_x
         return PixelWindow(row, row + self.tile_size_y, col, col + self.tile_size_x)
 
-    def chunks(self, chunk_size: int) -> list["ReadChunk"]:
+    def chunks(self, chunk_size: int) -> list[ReadChunk]:
         """Blocks of whole tiles whose pixel window is about `chunk_size` px on a side.
 
         A chunk of `ny x nx` tiles reads `(ny-1)*stride + tile_size` rows (and

@@ -22,27 +22,28 @@ import dataclasses
 import io
 import os
 import tempfile
-from typing import Any, Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.names import MAPS_CSV
+from rsdt_beam.common.times import iso_time
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, TileLayout
-from rsdt_beam.maps import MapKey, stitch, write_geotiff
-from rsdt_beam.numpy_reader import read_window_file, window_files, window_metadata
-from rsdt_beam.options import InferenceOptions, WindowOptions, window_params
-from rsdt_beam.pipeline import StackPlan, write_rejected
+from rsdt_beam.maps import MapKey, prediction_shapes, stitch, write_geotiff
+from rsdt_beam.numpy_reader import read_window_file, window_files
 from rsdt_beam.progress import Counter
+from rsdt_beam.specs import InferenceSpec
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, pad_frames, resolve_frames
 from rsdt_beam.window.rules import WindowParams, windows
-from rsdt_beam.window.selection import TileSelector, load_callable, tile_selector
-from rsdt_beam.window.transforms import ReadTileStacks
+from rsdt_beam.window.sampling import Sample, window_pairs
+from rsdt_beam.window.selection import TileSelector
 
-MAPS_CSV = "maps.csv"
 _MAPS_CSV_HEADER = ("window_id", "start", "end", "tiles", "file", "start_epoch", "end_epoch")
 
 
@@ -59,24 +60,13 @@ class WindowKey(NamedTuple):
         return MapKey(self.window_id, self.window_start, self.window_end)
 
 
-def window_inputs(stack: TileStack, params: WindowParams,
-                  window_filter: Callable | None = None) -> Iterator[tuple[WindowKey, np.ndarray]]:
+def window_inputs(stack: TileStack, params: WindowParams, window_filter: Callable | None = None,
+                  sample: Sample | None = None) -> Iterator[tuple[WindowKey, np.ndarray]]:
     """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (views)."""
-    for window in windows(stack, params):
-        if window_filter is not None and not window_filter(*window):
-            continue
+    for window, frames, _ in window_pairs(windows(stack, params), win_filter=window_filter, sample=sample):
         times = window.current.timestamps
         key = WindowKey((int(stack.tile[0]), int(stack.tile[1])), window.window_id, int(times[0]), int(times[-1]))
-        yield key, window.current.frames
-
-
-def pad_frames(features: np.ndarray, frames: int, pad_value: float) -> np.ndarray:
-    """`[n, ...]` -> `[frames, ...]`, the added frames filled with `pad_value`."""
-    if features.shape[0] > frames:
-        raise ValueError(f"window has {features.shape[0]} frames, more than frames={frames}")
-    padded = np.full((frames, *features.shape[1:]), pad_value, features.dtype)
-    padded[:features.shape[0]] = features
-    return padded
+        yield key, frames
 
 
 def _local_model_file(uri: str) -> str:
@@ -94,14 +84,16 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
     The model is `keras.models.load_model(model_uri)`, or
     `create_model_fn()` with weights from `model_uri` when given (local or
-    gs://). With `frames`, each window is padded to that many frames (for
-    models with a fixed time axis, as rsdtlib's `padded_batch` example);
-    otherwise windows of equal length are stacked and run together.
+    gs://). With `frames`, each window is padded to that many frames as
+    every reader pads (`rsdt_beam.window.padding`; the pipeline's default is
+    Omega); otherwise windows of equal length are stacked and run together.
+    With `layout`, the first batch's predictions are checked against the
+    tile (or centre) shape, so a wrong model fails at once, not at stitching.
     """
 
     def __init__(self, model_uri: str | None = None, create_model_fn: Callable | None = None, *,
-                 frames: int | None = None, pad_value: float = -1.0, min_batch_size: int = 1,
-                 max_batch_size: int = 16):
+                 frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, min_batch_size: int = 1,
+                 max_batch_size: int = 16, layout: TileLayout | None = None):
         if model_uri is None and create_model_fn is None:
             raise ValueError("give a model file (model_uri) or a function that builds the model")
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
@@ -109,6 +101,15 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         self._create_model_fn = create_model_fn
         self._frames = frames
         self._pad_value = pad_value
+        self._layout = layout
+        self._checked = False
+
+    @classmethod
+    def from_spec(cls, spec: InferenceSpec, layout: TileLayout | None = None,
+                  omega_max: int | None = None) -> KerasWindowModelHandler:
+        """The handler of `--model/--model_fn`; `--frames` defaults to `omega_max` (the windows' Omega)."""
+        return cls(spec.model, spec.model_fn, frames=resolve_frames(spec.frames, omega_max, "--frames"),
+                   pad_value=spec.pad_value, max_batch_size=spec.batch_size, layout=layout)
 
     def load_model(self):
         if self._create_model_fn is not None:
@@ -121,19 +122,43 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         return keras.models.load_model(_local_model_file(self._model_uri), compile=False)
 
     def run_inference(self, batch, model, inference_args: dict | None = None) -> list[PredictionResult]:
-        inputs = [np.asarray(x) if self._frames is None else pad_frames(np.asarray(x), self._frames, self._pad_value)
-                  for x in batch]
+        inputs = [pad_frames(np.asarray(x), self._frames, self._pad_value) for x in batch]
         by_shape: dict[tuple, list[int]] = collections.defaultdict(list)
         for index, array in enumerate(inputs):
             by_shape[array.shape].append(index)
         outputs: list[Any] = [None] * len(inputs)
         for indices in by_shape.values():
-            predicted = np.asarray(model(np.stack([inputs[k] for k in indices]), training=False,
-                                         **(inference_args or {})))
+            stacked = np.stack([inputs[k] for k in indices])
+            predicted = self._call(model, stacked, inference_args)
             for k, prediction in zip(indices, predicted):
                 outputs[k] = prediction
         return [PredictionResult(example, prediction, self._model_uri) for example, prediction in zip(batch, outputs)]
 
+    def _frames_hint(self) -> str:
+        return (f"windows are padded to --frames {self._frames} (default: Omega; --frames 0 for no padding)"
+                if self._frames else "windows are not padded (--frames 0); --frames N pads them to N frames")
+
+    def _call(self, model, stacked: np.ndarray, inference_args: dict | None) -> np.ndarray:
+        """The model's predictions of one batch; the first batch's are checked against the tile shape."""
+        if self._checked:
+            return np.asarray(model(stacked, training=False, **(inference_args or {})))
+        try:
+            predicted = np.asarray(model(stacked, training=False, **(inference_args or {})))
+        except Exception as error:
+            expects = getattr(model, "input_shape", None)
+            raise UserError(f"the model fails on the first batch of windows {stacked.shape} [batch, frames, y, x, "
+                            f"bands]{f' (model input {expects})' if expects else ''}: {_first_line(error)}; "
+                            f"{self._frames_hint()}") from error
+        if self._layout is not None:
+            full, centre = prediction_shapes(self._layout)
+            if predicted.ndim not in (3, 4) or len(predicted) != len(stacked) or \
+                    predicted.shape[1:3] not in (full, centre):
+                raise UserError(f"the model returns {predicted.shape} for windows {stacked.shape}; expected "
+                                f"[batch, {full[0]}, {full[1]}] or [batch, {full[0]}, {full[1]}, channels] (the "
+                                f"tile), or the centre [batch, {centre[0]}, {centre[1]}(, channels)]: change the "
+                                f"model, or --tile_size/--deadzone of the stacks; {self._frames_hint()}")
+        self._checked = True
+        return predicted
     def get_num_bytes(self, batch) -> int:
         return sum(np.asarray(x).nbytes for x in batch)
 
@@ -144,17 +169,18 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 class WindowsOfStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
 
-    def __init__(self, params: WindowParams, window_filter: Callable | None = None):
+    def __init__(self, params: WindowParams, window_filter: Callable | None = None, sample: Sample | None = None):
         super().__init__()
         self._params = params
         self._filter = window_filter
+        self._sample = sample
 
     def expand(self, stacks):
-        params, window_filter = self._params, self._filter
+        params, window_filter, sample = self._params, self._filter, self._sample
         built = Counter("windows_built")
 
         def inputs(stack):
-            for item in window_inputs(stack, params, window_filter):
+            for item in window_inputs(stack, params, window_filter, sample):
                 built.inc()
                 yield item
 
@@ -164,10 +190,11 @@ class WindowsOfStacks(beam.PTransform):
 class ReadInferenceWindows(beam.PTransform):
     """PBegin -> PCollection[(WindowKey, features)]: written windows (per-tile files or shards)."""
 
-    def __init__(self, window_dir: str, selector: TileSelector | None = None):
+    def __init__(self, window_dir: str, selector: TileSelector | None = None, sample: Sample | None = None):
         super().__init__()
         self._files = window_files(window_dir)
         self._selector = selector
+        self._sample = sample
         first = next((r for path in self._files for r in read_window_file(path)), None)
         if first is None:
             raise ValueError(f"{window_dir}: no window records")
@@ -176,12 +203,13 @@ class ReadInferenceWindows(beam.PTransform):
                              f"run inference online from the stack (--stack_dir) instead")
 
     def expand(self, pbegin):
-        selector = self._selector
+        selector, sample = self._selector, self._sample or Sample()
         read = Counter("windows_read")
 
         def records(path):
             for record in read_window_file(path):
-                if selector is None or selector(*record.tile):
+                if (selector is None or selector(*record.tile)) and sample.keeps_id(record.tile, record.window_id) \
+                        and sample.keeps_pair(record.tile, record.window_id, record.feature, None):
                     read.inc()
                     yield (WindowKey(record.tile, record.window_id, record.window_start, record.window_end),
                            record.feature)
@@ -224,7 +252,7 @@ class MapOutput:
 
     @classmethod
     def from_metadata(cls, output_dir: str, metadata: dict, grid: Grid | None = None,
-                      trim_edges: bool = False) -> "MapOutput":
+                      trim_edges: bool = False) -> MapOutput:
         """From Stage 2/3 metadata.json (tile size, deadzone, grid; `grid` overrides the latter)."""
         if grid is None:
             if "grid" not in metadata:
@@ -287,58 +315,21 @@ class InferMaps(beam.PTransform):
     """PCollection[TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
 
     def __init__(self, params: WindowParams, handler: KerasWindowModelHandler, output: MapOutput,
-                 window_filter: Callable | None = None):
+                 window_filter: Callable | None = None, sample: Sample | None = None):
         super().__init__()
         self._params = params
         self._handler = handler
         self._output = output
         self._filter = window_filter
+        self._sample = sample
 
     def expand(self, stacks):
         return (stacks
-                | "Windows" >> WindowsOfStacks(self._params, self._filter)
+                | "Windows" >> WindowsOfStacks(self._params, self._filter, self._sample)
                 | "Predict" >> PredictWindows(self._handler)
                 | "Maps" >> WriteMaps(self._output))
 
 
-def handler_from_options(options: PipelineOptions) -> KerasWindowModelHandler:
-    opts = options.view_as(InferenceOptions)
-    if not opts.model and not opts.model_fn:
-        raise ValueError("give --model (Keras model file) and/or --model_fn (module:function)")
-    return KerasWindowModelHandler(opts.model, load_callable(opts.model_fn) if opts.model_fn else None,
-                                   frames=opts.frames, pad_value=opts.pad_value, max_batch_size=opts.batch_size)
-
-
-def build_infer(pipeline, options: PipelineOptions):
-    """Model -> maps: offline over `--windows`, online from `--stack_dir`, or online from Stage 2 inputs.
-
-    Returns the StackPlan when Stage 2 runs in the pipeline (for the run summary).
-    """
-    opts = options.view_as(InferenceOptions)
-    window_opts = options.view_as(WindowOptions)
-    if not opts.map_output:
-        raise ValueError("--map_output is required")
-    handler = handler_from_options(options)
-    grid = Grid.from_json(fs.read_json(opts.map_grid)) if opts.map_grid else None
-    selector = tile_selector(window_opts.tiles)
-    if opts.windows:
-        metadata = window_metadata(opts.windows)
-        output = MapOutput.from_metadata(opts.map_output, metadata, grid, opts.trim_map_edges)
-        (pipeline
-         | "Read windows" >> ReadInferenceWindows(opts.windows, selector)
-         | "Predict" >> PredictWindows(handler)
-         | "Maps" >> WriteMaps(output))
-        return None
-    params = window_params(window_opts)
-    window_filter = load_callable(window_opts.window_filter) if window_opts.window_filter else None
-    if window_opts.stack_dir:
-        read = ReadTileStacks(window_opts.stack_dir, selector)
-        output = MapOutput.from_metadata(opts.map_output, read.metadata, grid, opts.trim_map_edges)
-        pipeline | "Read stacks" >> read | "Infer maps" >> InferMaps(params, handler, output, window_filter)
-        return None
-    plan = StackPlan.from_options(options)
-    output = MapOutput(opts.map_output, plan.grid, plan.layout, opts.trim_map_edges)
-    stacks, _written, rejected = plan.expand(pipeline, selector=selector)
-    stacks | "Infer maps" >> InferMaps(params, handler, output, window_filter)
-    write_rejected(rejected, plan.listed_rejections(), opts.map_output, pipeline)
-    return plan
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"

@@ -2,7 +2,7 @@
 
 * `describe_stack` / `describe_windows` / `describe_maps`: metadata, tile count, the time stamps
   written per tile, window ranges (rsdtlib's `windows_list`, for any tile).
-* `window_ranges` + `write_ranges_csv`: window ranges as CSV (the columns of Stage 3's windows.csv).
+* `inspect_output`: all of the above for a stack, window or map folder (the `inspect` command).
 * `render_tile_stack`: a tile's frames over time (optical true colour B04/B03/B02 when there are
   at least 4 optical bands, else the first band; SAR VV and VH per orbit direction).
 * `render_window_timeline`: written frames and the windows over them, like rsdtlib's
@@ -19,18 +19,21 @@ import datetime
 import io
 import json
 import posixpath
-from typing import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.common.names import MAPS_CSV, METADATA_FILE
+from rsdt_beam.common.times import iso_time
+from rsdt_beam.errors import UserError
 from rsdt_beam.maps import read_geotiff
 from rsdt_beam.numpy_reader import read_windows, window_metadata
-from rsdt_beam.stack.files import list_tiles, read_stack_metadata, tile_timestamps
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
-from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, window_ranges
-from rsdt_beam.window.rules import WindowParams, WindowSpan
+from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
+from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.window.listing import WindowRange, window_ranges, write_ranges_csv
+from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
 
 _PART_COLOURS = {"previous": "#9e9e9e", "current": "#1f77b4", "next": "#ff7f0e"}
 
@@ -41,15 +44,6 @@ def ranges_from_csv(window_dir: str) -> list[WindowRange]:
     return [WindowRange((int(row["tile_j"]), int(row["tile_i"])), int(row["window_id"]),
                         float(row["start_epoch"]), float(row["end_epoch"]), int(row["frames"]))
             for row in csv.DictReader(io.StringIO(text))]
-
-
-def write_ranges_csv(path: str, ranges: Iterable[WindowRange]) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(WINDOWS_CSV_HEADER)
-    writer.writerows(sorted(r.csv_row() for r in ranges))
-    fs.write_bytes(path, text.getvalue().encode())
-    return path
 
 
 def format_ranges(ranges: Sequence[WindowRange]) -> list[str]:
@@ -251,3 +245,73 @@ def render_map(tif_path: str, path: str, title: str | None = None) -> str:
     ax.set_title(title or f"{posixpath.basename(tif_path)}\n{tags.get('RSDT_WINDOW_START', '')} .. "
                           f"{tags.get('RSDT_WINDOW_END', '')}", fontsize=9)
     return _save(figure, path)
+
+
+def output_kind(path: str) -> str:
+    """`map` (a .tif), `maps` (a map folder), `windows` or `stack` (by their metadata.json)."""
+    if path.lower().endswith((".tif", ".tiff")):
+        return "map"
+    if fs.exists(fs.join(path, MAPS_CSV)):
+        return "maps"
+    metadata_path = fs.join(path, METADATA_FILE)
+    if not fs.exists(metadata_path):
+        raise UserError(f"{path}: no metadata.json or maps.csv: not a stack, window or map folder")
+    return "windows" if "mode" in fs.read_json(metadata_path) else "stack"
+
+
+def inspect_output(path: str, tile: tuple[int, int], params: WindowParams | None, *, all_timestamps: bool = False,
+                   csv_path: str | None = None, png_dir: str | None = None, max_frames: int = 12,
+                   maps: int = 1) -> list[str]:
+    """The `inspect` command: lines describing a stack, window or map folder; writes the CSV and PNGs asked for.
+
+    A stack lists the windows `params` give (all tiles' ranges to `csv_path`); a window folder lists
+    its windows.csv; maps print their georeference and values. `png_dir` gets the pictures.
+    """
+    kind = output_kind(path)
+    lines: list[str] = []
+    pictures: list[str] = []
+    name = f"{tile[0]}_{tile[1]}"
+    if png_dir:
+        fs.makedirs(png_dir)
+    if kind == "stack":
+        described, per_tile = describe_stack(path, params, tile, all_timestamps)
+        lines += described
+        if tile not in per_tile:
+            raise UserError(f"{path}: no tile {name}")
+        if csv_path:
+            if params is None:
+                raise UserError("--csv of a stack needs the window parameters (--Delta ...)")
+            write_ranges_csv(csv_path, [r for t, times in per_tile.items() for r in window_ranges(times, params, t)])
+            lines.append(f"window ranges of {len(per_tile)} tiles -> {csv_path}")
+        if png_dir:
+            stack = read_tile_stack(path, tile, read_stack_metadata(path))
+            pictures.append(render_tile_stack(stack, fs.join(png_dir, f"stack_{name}.png"), max_frames))
+            if params is not None:
+                pictures.append(render_window_timeline(
+                    stack.times, list(window_spans(stack.times, params)), fs.join(png_dir, f"timeline_{name}.png"),
+                    f"tile {name}: Delta {params.delta_size:g} s, stride {params.window_stride}, "
+                    f"omega {params.omega}, Omega {params.Omega}{', triple' if params.triple else ''}"))
+    elif kind == "windows":
+        described, ranges = describe_windows(path, tile)
+        lines += described
+        if csv_path:
+            write_ranges_csv(csv_path, ranges)
+            lines.append(f"window ranges of {len({r.tile for r in ranges})} tiles -> {csv_path}")
+        if png_dir:
+            times = window_frame_times(path, tile)
+            own = [r for r in ranges if r.tile == tile]
+            pictures.append(render_window_timeline(times, spans_of_ranges(times, own),
+                                                   fs.join(png_dir, f"timeline_{name}.png"),
+                                                   f"{path}, tile {name}: {len(own)} windows"))
+    else:
+        paths = [path]
+        if kind == "maps":
+            described, paths = describe_maps(path)
+            lines += described
+            paths = paths[-maps:] if maps > 0 else []
+        for map_path in paths:
+            lines += describe_map(map_path)
+            if png_dir:
+                stem = map_path.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+                pictures.append(render_map(map_path, fs.join(png_dir, f"map_{stem}.png")))
+    return lines + [f"picture: {picture}" for picture in pictures]

@@ -17,12 +17,12 @@ Stitching is pure numpy; the GeoTIFF functions use rasterio and
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import iso_time, time_name
+from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 
 
@@ -54,11 +54,16 @@ def core_window(layout: TileLayout, j: int, i: int, trim_edges: bool = False) ->
         tile.col_stop - (dx if i < layout.num_tiles_x - 1 or trim_edges else 0))
 
 
+def prediction_shapes(layout: TileLayout) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The `[y, x]` a tile's prediction may have: the whole tile, or its centre without the deadzone."""
+    return ((layout.tile_size_y, layout.tile_size_x),
+            (layout.tile_size_y - 2 * layout.deadzone_y, layout.tile_size_x - 2 * layout.deadzone_x))
+
+
 def _tile_origin(layout: TileLayout, j: int, i: int, prediction: np.ndarray) -> tuple[int, int]:
     """Grid (row, col) of a prediction's first pixel: the tile's corner, or its centre's."""
     tile = layout.tile_window(j, i)
-    full = (layout.tile_size_y, layout.tile_size_x)
-    centre = (layout.tile_size_y - 2 * layout.deadzone_y, layout.tile_size_x - 2 * layout.deadzone_x)
+    full, centre = prediction_shapes(layout)
     if prediction.shape[:2] == full:
         return tile.row_start, tile.col_start
     if prediction.shape[:2] == centre:

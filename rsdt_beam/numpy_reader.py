@@ -3,6 +3,10 @@
     for record in read_windows("tf_window/infer", tile=(0, 1)):
         record.feature          # float32 [n, tile_y, tile_x, 2*bands_sar + bands_opt]
         record.window_start     # int epoch seconds, as rsdtlib's windows list
+    for feature, label in batches(training_elements("tf_window/train", seed=1), 32):
+        feature                 # [32, Omega, ty, tx, bands], the same arrays as datasets.training_dataset
+    for batch in batches(inference_elements("tf_window/infer", tile=(0, 1)), 8):
+        batch["Feature"], batch["frame_mask"], batch["Timestamps"]   # padded to Omega
 
 Reads both layouts Stage 3 writes (`{j}_{i}.tfrecords` per tile and
 `windows-SSSSS-of-NNNNN.tfrecords` shards) and rsdtlib's own window files
@@ -15,14 +19,24 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.records import parse_example, parse_tensor
-from rsdt_beam.stack.files import METADATA_FILE, TILE_FILE, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
+from rsdt_beam.records import OBSERVED, parse_example, parse_tensor
+from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
+from rsdt_beam.stack.stats import normalization
 from rsdt_beam.tfrecord import read_records
+from rsdt_beam.window.padding import (
+    DEFAULT_PAD_VALUE,
+    TIMESTAMP_PAD_VALUE,
+    frame_mask,
+    pad_frames,
+    resolve_frames,
+    training_element,
+)
 from rsdt_beam.window.rules import Window, WindowParams, windows
 
 _SHARD_FILE = re.compile(r"^windows-\d+-of-\d+\.tfrecords$")
@@ -39,6 +53,7 @@ class WindowRecord:
     window_start: int | None
     window_end: int | None
     timestamps: np.ndarray | None
+    observed: np.ndarray | None = None  # bool [n, ty, tx, 3], only when written with --record_observed
 
 
 def window_files(source: str | Sequence[str]) -> list[str]:
@@ -77,7 +92,8 @@ def parse_window_record(payload: bytes, name: str = "<record>") -> WindowRecord:
         label=parse_tensor(features["Label"]) if "Label" in features else None,
         tile=tile, window_id=scalar("window_id"), window_start=scalar("window_start"),
         window_end=scalar("window_end"),
-        timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None)
+        timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None,
+        observed=parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None)
 
 
 def read_window_file(path: str) -> Iterator[WindowRecord]:
@@ -131,3 +147,115 @@ def online_windows(stack_dir: str, tile: tuple[int, int], params: WindowParams,
     for window in windows(stack, params):
         if win_filter is None or bool(win_filter(*window)):
             yield window
+
+
+def _shuffled(items: Iterator, buffer_size: int, rng: np.random.Generator) -> Iterator:
+    """A shuffle buffer as tf.data's: each item out is drawn at random from the next `buffer_size`."""
+    buffer: list = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        k = int(rng.integers(len(buffer)))
+        yield buffer[k]
+        buffer[k] = item
+    while buffer:
+        yield buffer.pop(int(rng.integers(len(buffer))))
+
+
+def _interleaved(files: list[str], cycle_length: int) -> Iterator[WindowRecord]:
+    """Records of `cycle_length` files at a time, one from each in turn (tf.data's interleave)."""
+    open_files = [read_window_file(path) for path in files[:cycle_length]]
+    waiting = list(files[cycle_length:])
+    while open_files:
+        for reader in list(open_files):
+            record = next(reader, None)
+            if record is not None:
+                yield record
+                continue
+            index = open_files.index(reader)
+            if waiting:
+                open_files[index] = read_window_file(waiting.pop(0))
+            else:
+                open_files.pop(index)
+
+
+def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024, seed: int | None = None,
+                      frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
+                      cycle_length: int = 4, normalize: bool = False, observed: bool = False) -> Iterator:
+    """`(feature, label)` of training windows as `datasets.training_dataset` yields them, without TensorFlow.
+
+    Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega of the folder's metadata.json;
+    0: not padded); `masks=True` gives `({"Feature", "frame_mask"}, label)`. Files are shuffled and read
+    `cycle_length` at a time, then records go through a `shuffle_buffer` (0: file order), both
+    seeded by `seed`. `normalize=True` scales features band by band with the folder's `band_stats`;
+    `observed=True` adds the per-pixel `observed_mask` (windows written with `--record_observed`).
+    """
+    files = window_files(source)
+    metadata = source_metadata(source, files)
+    frames = resolve_frames(frames, metadata.get("Omega"), str(source))
+    scale = normalization(metadata, band_counts(metadata).total) if normalize else None
+    rng = np.random.default_rng(seed)
+    if shuffle_buffer:
+        files = [files[k] for k in rng.permutation(len(files))]
+    records: Iterator = _interleaved(files, max(1, cycle_length))
+    if shuffle_buffer:
+        records = _shuffled(records, shuffle_buffer, rng)
+    for record in records:
+        if record.label is None:
+            raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label "
+                             f"(inference windows?)")
+        if observed and record.observed is None:
+            raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
+        yield training_element(record.feature, record.label, frames, pad_value, masks, scale,
+                               record.observed if observed else None)
+
+
+def inference_element(record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE) -> dict:
+    """An inference window as a dict of arrays, padded to `frames` (None: as it is) with its frame mask."""
+    return {"Feature": pad_frames(record.feature, frames, pad_value),
+            "frame_mask": frame_mask(len(record.feature), frames),
+            "tile": np.asarray(record.tile, np.int64), "window_id": np.int64(record.window_id),
+            "window_start": np.int64(record.window_start), "window_end": np.int64(record.window_end),
+            "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE)}
+
+
+def inference_elements(source: str | Sequence[str], tile: tuple[int, int] | None = None,
+                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE) -> Iterator[dict]:
+    """Inference windows as `datasets.inference_dataset` yields them (one tile or all, time order)."""
+    files = window_files(source)
+    frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
+    records = read_windows(files, tile) if tile is not None else sorted(
+        read_windows(files), key=lambda r: (r.tile, r.window_id))
+    for record in records:
+        if record.tile is None:
+            raise ValueError(f"{source}: records carry no tile/window_id (written by rsdtlib?)")
+        yield inference_element(record, frames, pad_value)
+
+
+def batches(elements: Iterable, batch_size: int, drop_remainder: bool = False) -> Iterator:
+    """Elements (arrays, tuples or dicts of arrays) stacked `batch_size` at a time."""
+    batch: list = []
+    for element in elements:
+        batch.append(element)
+        if len(batch) == batch_size:
+            yield _stack(batch)
+            batch = []
+    if batch and not drop_remainder:
+        yield _stack(batch)
+
+
+def _stack(items: list):
+    first = items[0]
+    if isinstance(first, dict):
+        return {key: _stack([item[key] for item in items]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(_stack(list(parts)) for parts in zip(*items))
+    return np.stack(items)
+
+
+def source_metadata(source: str | Sequence[str], files: list[str]) -> dict:
+    """The metadata.json next to the window files (the folder's, or the first file's)."""
+    if isinstance(source, str) and not any(c in source for c in "*?["):
+        return window_metadata(source)
+    return window_metadata(files[0].replace("\\", "/").rsplit("/", 1)[0])

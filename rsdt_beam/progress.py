@@ -1,8 +1,19 @@
-"""Progress: Beam metrics counters everywhere, plus a throttled progress line on local runs."""
+"""Progress: Beam metrics counters everywhere, plus a progress line on local runs.
+
+The launcher declares the totals it knows up front (`set_total("tiles_windowed", 64)`); the line then
+shows done/total, a percentage and an ETA for them, and for counters without a total (windows) an
+estimate from the tiles' progress:
+
+    [rsdt_beam] tiles windowed 16/64 (25%)  windows written 992 (~3968)  elapsed 0:04 ETA 0:12
+
+On a terminal it is one line, overwritten every 2 s; in a log (stderr not a TTY) a line every 30 s.
+Counts are this process's: with several DirectRunner worker processes each prints its own share.
+"""
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import sys
 import threading
@@ -12,18 +23,47 @@ from apache_beam.metrics import Metrics
 
 NAMESPACE = "rsdt_beam"
 _ENV_FLAG = "RSDT_BEAM_PROGRESS"
+_ENV_TOTALS = "RSDT_BEAM_PROGRESS_TOTALS"
+TTY = "tty"
+LOG = "log"
+_INTERVAL = {TTY: 2.0, LOG: 30.0}
 
 _lock = threading.Lock()
-_totals: dict[str, int] = collections.defaultdict(int)
-_last_print = [0.0]
+_counts: dict[str, int] = collections.defaultdict(int)
+_state = {"started": None, "last_print": 0.0}
 
 
-def enable_progress_line(enabled: bool = True) -> None:
-    """Turns the stderr progress line on for this process and the worker processes it starts."""
-    if enabled:
-        os.environ[_ENV_FLAG] = "1"
+def clear_totals() -> None:
+    """Forgets the totals of an earlier run (before a new one is built)."""
+    os.environ.pop(_ENV_TOTALS, None)
+
+
+def enable_progress_line(mode: str | None = TTY) -> None:
+    """Turns the stderr progress line on (`tty`: overwritten; `log`: periodic lines) or off (None),
+    for this process and the worker processes it starts."""
+    if mode:
+        os.environ[_ENV_FLAG] = mode
     else:
         os.environ.pop(_ENV_FLAG, None)
+
+
+def set_total(name: str, total: int) -> None:
+    """The total a counter will reach, known on the launcher (e.g. the selected tiles)."""
+    totals = json.loads(os.environ.get(_ENV_TOTALS, "{}"))
+    totals[name] = int(total)
+    os.environ[_ENV_TOTALS] = json.dumps(totals)
+
+
+def finish_progress_line() -> None:
+    """Prints the final state of this process's progress (ending an overwritten line) and resets it."""
+    mode = os.environ.get(_ENV_FLAG)
+    with _lock:
+        if mode in _INTERVAL and _counts:
+            line = progress_line(dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")),
+                                 time.monotonic() - _state["started"])
+            print(f"\r{line}" if mode == TTY else line, file=sys.stderr, flush=True)
+        _counts.clear()
+        _state.update(started=None, last_print=0.0)
 
 
 class Counter:
@@ -35,18 +75,44 @@ class Counter:
 
     def inc(self, n: int = 1) -> None:
         self._counter.inc(n)
-        if os.environ.get(_ENV_FLAG) != "1":
+        mode = os.environ.get(_ENV_FLAG)
+        if mode not in _INTERVAL:
             return
         with _lock:
-            _totals[self.name] += n
             now = time.monotonic()
-            if now - _last_print[0] < 2.0:
+            if _state["started"] is None:
+                _state["started"] = now
+            _counts[self.name] += n
+            if now - _state["last_print"] < _INTERVAL[mode]:
                 return
-            _last_print[0] = now
-            line = "  ".join(f"{key.replace('_', ' ')} {_format(key, value)}"
-                             for key, value in sorted(_totals.items()))
-        print(f"\r[rsdt_beam pid {os.getpid()}] {line}", file=sys.stderr, flush=True)
+            _state["last_print"] = now
+            line = progress_line(dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")),
+                                 now - _state["started"])
+        print(f"\r{line}" if mode == TTY else line, end="" if mode == TTY else "\n", file=sys.stderr, flush=True)
 
 
-def _format(name: str, value: int) -> str:
-    return f"{value / 1e6:.1f} MB" if name.endswith("bytes") else str(value)
+def progress_line(counts: dict[str, int], totals: dict[str, int], elapsed: float) -> str:
+    """`name done/total (p%)` for counters with a total, an estimate for the others, elapsed and ETA."""
+    fractions = [min(1.0, counts[name] / totals[name]) for name in counts if totals.get(name)]
+    fraction = min(fractions) if fractions else None
+    parts = []
+    for name, value in sorted(counts.items()):
+        label = name.replace("_", " ")
+        if totals.get(name):
+            parts.append(f"{label} {value}/{totals[name]} ({100 * value / totals[name]:.0f}%)")
+        elif name.endswith("bytes"):
+            parts.append(f"{label} {value / 1e6:.1f} MB")
+        elif fraction and name.startswith("windows"):
+            parts.append(f"{label} {value} (~{round(value / fraction)})")
+        else:
+            parts.append(f"{label} {value}")
+    timing = f"elapsed {_clock(elapsed)}"
+    if fraction:
+        timing += f" ETA {_clock(elapsed * (1 - fraction) / fraction)}"
+    return f"[rsdt_beam] {'  '.join(parts)}  {timing}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -9,23 +9,28 @@ to the compressor without a copy and without TensorFlow's per-call overhead.
 Stack records (Stage 2, one per written time stamp and tile):
   `Timestamp` float64 scalar, `SAR_ascending`/`SAR_descending` float32
   `[tile_y, tile_x, bands_sar]`, `OPT` float32 `[tile_y, tile_x, bands_opt]`;
-  added: `tile` int64 `[j, i]`.
+  added: `tile` int64 `[j, i]`; with `--record_observed` also `Observed` uint8 `[tile_y, tile_x, 3]`.
 Window records (Stage 3):
   `Feature` (and `Label` for training); added: `tile` int64 `[j, i]`,
   `window_id`, `window_start`, `window_end` (int64 seconds, as rsdtlib's
-  windows list), `Timestamps` float64 `[n]` of the current window's frames.
+  windows list), `Timestamps` float64 `[n]` of the current window's frames; with `--record_observed`
+  also `Observed` uint8 `[n, tile_y, tile_x, 3]` of the current window.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from rsdt_beam.tfrecord import Buffer
 
 STACK_FEATURES = ("Timestamp", "SAR_ascending", "SAR_descending", "OPT")
+# Added only when asked for (`--record_observed`): uint8 `[ty, tx, 3]` per stack record and `[n, ty, tx, 3]`
+# per window record, 1 where a valid observation of the modality (SAR ascending, descending, optical)
+# arrived since the previous frame, 0 where the value is forward-filled (or never observed).
+OBSERVED = "Observed"
 
 _DTYPE_CODES = {
     np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3,
@@ -101,18 +106,21 @@ def example(features: Mapping[str, Sequence[Buffer] | np.ndarray | list[int]]) -
 
 
 def stack_record(timestamp: float, sar_ascending: np.ndarray, sar_descending: np.ndarray,
-                 optical: np.ndarray, tile: tuple[int, int]) -> list[Buffer]:
-    return example({
+                 optical: np.ndarray, tile: tuple[int, int], observed: np.ndarray | None = None) -> list[Buffer]:
+    features: dict = {
         "Timestamp": np.float64(timestamp),
         "SAR_ascending": np.asarray(sar_ascending, np.float32),
         "SAR_descending": np.asarray(sar_descending, np.float32),
         "OPT": np.asarray(optical, np.float32),
         "tile": [int(tile[0]), int(tile[1])],
-    })
+    }
+    if observed is not None:
+        features[OBSERVED] = np.asarray(observed, np.uint8)
+    return example(features)
 
 
 def window_record(feature: np.ndarray, label: np.ndarray | None, tile: tuple[int, int],
-                  window_id: int, timestamps: np.ndarray) -> list[Buffer]:
+                  window_id: int, timestamps: np.ndarray, observed: np.ndarray | None = None) -> list[Buffer]:
     features: dict = {"Feature": np.asarray(feature)}
     if label is not None:
         features["Label"] = np.asarray(label)
@@ -123,6 +131,8 @@ def window_record(feature: np.ndarray, label: np.ndarray | None, tile: tuple[int
         "window_end": [int(timestamps[-1])],
         "Timestamps": np.asarray(timestamps, np.float64),
     })
+    if observed is not None:
+        features[OBSERVED] = np.asarray(observed, np.uint8)
     return example(features)
 
 
@@ -194,7 +204,7 @@ def parse_example(data: bytes) -> dict[str, bytes | list[int]]:
                     out[name] = next((v for f, v in _fields(values) if f == 1), b"")
                 elif kind == 3:  # int64_list, packed or not
                     ints: list[int] = []
-                    for f, v in _fields(values):
+                    for _f, v in _fields(values):
                         if isinstance(v, int):
                             ints.append(v)
                         else:
@@ -206,11 +216,12 @@ def parse_example(data: bytes) -> dict[str, bytes | list[int]]:
     return out
 
 
-def parse_stack_record(data: bytes) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """(timestamp, SAR ascending, SAR descending, optical) of a Stage 2 record."""
+def parse_stack_record(data: bytes) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(timestamp, SAR ascending, SAR descending, optical, observed or None) of a Stage 2 record."""
     features = parse_example(data)
     missing = [name for name in STACK_FEATURES if name not in features]
     if missing:
         raise ValueError(f"not a stack record: missing features {missing}")
     timestamp = float(parse_tensor(features["Timestamp"]))
-    return (timestamp, *(parse_tensor(features[name]) for name in STACK_FEATURES[1:]))
+    observed = parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None
+    return (timestamp, *(parse_tensor(features[name]) for name in STACK_FEATURES[1:]), observed)

@@ -22,7 +22,8 @@ import os
 import struct
 import threading
 import zlib
-from typing import BinaryIO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import google_crc32c
 

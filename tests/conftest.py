@@ -9,14 +9,14 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402
-from rsdt_beam.acquire.observation import parse_time_name, time_name  # noqa: E402
+from rsdt_beam.common.times import parse_time_name, time_name  # noqa: E402
 from rsdt_beam.sample_data import EOLEARN_TEST_EOPATCH as SAMPLE_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def sample_eopatches(tmp_path_factory):
     """The real eo-learn TestEOPatch split into one EOPatch folder per date (NDVI + IS_VALID)."""
-    from pipelines.sample import split_sample
+    from rsdt_beam.sample import split_sample
 
     root = str(tmp_path_factory.mktemp("sample") / "optical")
     split_sample(root)
@@ -25,11 +25,12 @@ def sample_eopatches(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
-    """The README's main job (`pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`, `<dir>/windows`.
+    """The README's main job (`rsdt_beam.pipelines.sample`) once per session: `<dir>/obs`, `<dir>/stack`,
+    `<dir>/windows`.
 
     Read-only for tests; a test adding outputs puts them in its own sub-folder.
     """
-    from pipelines.sample import main
+    from rsdt_beam.pipelines.sample import main
 
     out = str(tmp_path_factory.mktemp("sample_run"))
     main(["--output", out, "--no_progress"])

@@ -231,7 +231,7 @@ class FakeSentinelHub:
     def token_url(self) -> str:
         return self.url + "/oauth/token"
 
-    def start(self) -> "FakeSentinelHub":
+    def start(self) -> FakeSentinelHub:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-sentinelhub", daemon=True)
         self._thread.start()
         return self

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 EMULATOR = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
 PROJECT = "rsdt-test-project"

@@ -16,16 +16,30 @@ import shapely
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from rsdt_beam.acquire.convert import ConvertPlan, build_convert
-from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, ConvertParams, ConvertSource, MaskRule, Listing,
-                                       assemble, block_windows, glob_sources, inspect_source, parse_divisor,
-                                       read_manifest, read_source_window, time_from_path, time_pattern_regex)
-from rsdt_beam.acquire.observation import ObservationError, parse_time_name, time_name
+from rsdt_beam.acquire.convert import ConvertPlan
+from rsdt_beam.acquire.geotiff import (
+    FINGERPRINT_TAG,
+    ConvertParams,
+    ConvertSource,
+    Listing,
+    MaskRule,
+    assemble,
+    block_windows,
+    glob_sources,
+    inspect_source,
+    parse_divisor,
+    read_manifest,
+    read_source_window,
+    time_from_path,
+    time_pattern_regex,
+)
 from rsdt_beam.acquire.store import GeoTiffObservationReader, encode_observation, list_store, read_grid
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, grid_for_aoi, load_aoi, mask_for_grid
+from rsdt_beam.cli.commands import CONVERT, RUN
+from rsdt_beam.cli.run import execute
+from rsdt_beam.common.observations import ObservationError
+from rsdt_beam.common.times import parse_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import build_fused, run
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "convert")
 LANDSAT = os.path.join(DATA, "landsat7")
@@ -178,7 +192,7 @@ def test_landsat_on_its_own_grid_equals_direct_reads():
         with rasterio.open(source.mask) as m:
             fmask = m.read(1)
         expected_valid = np.isin(fmask, (0, 1))
-        for k, path in enumerate(source.bands):
+        for path in source.bands:
             with rasterio.open(path) as dataset:
                 raw = dataset.read(1)
                 expected_valid &= raw != dataset.nodata
@@ -424,7 +438,7 @@ STACK_WINDOW_FLAGS = ["--starttime", "2008-04-01", "--endtime", "2008-09-01", "-
 def test_landsat_series_fused_to_windows_equals_convert_then_stack_and_window(tmp_path):
     store = str(tmp_path / "store")
     fused, separate = tmp_path / "fused", tmp_path / "separate"
-    run(build_convert, ["--store", store, *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS,
+    execute(CONVERT, ["--store", store, *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS,
                         "--stack_output", str(fused / "stack"), "--window_output", str(fused / "windows")])
     refs, _ = list_store(store)
     assert len(refs) == 10
@@ -436,7 +450,7 @@ def test_landsat_series_fused_to_windows_equals_convert_then_stack_and_window(tm
     assert len((fused / "windows" / "windows.csv").read_text().splitlines()) > 10
 
     # The store alone through the existing Stage 2+3 pipeline gives the same stacks and windows.
-    run(build_fused, ["--observations", store, *STACK_WINDOW_FLAGS, "--stack_output", str(separate / "stack"),
+    execute(RUN, ["--observations", store, *STACK_WINDOW_FLAGS, "--stack_output", str(separate / "stack"),
                       "--window_output", str(separate / "windows"), "--no_progress"])
     for folder in ("stack", "windows"):
         names = sorted(n for n in os.listdir(fused / folder) if n.endswith((".tfrecords", ".csv")))
@@ -455,7 +469,7 @@ def test_sentinel1_manifest_command_warps_and_sets_aside_the_far_file(tmp_path):
     store = str(tmp_path / "store")
     with rasterio.open(S1_ASC) as dataset:
         bounds = ",".join(str(v) for v in dataset.bounds)
-    run(build_convert, ["--store", store, "--manifest", str(manifest), "--aoi", bounds, "--aoi_crs", "EPSG:32631",
+    execute(CONVERT, ["--store", store, "--manifest", str(manifest), "--aoi", bounds, "--aoi_crs", "EPSG:32631",
                         "--resolution", "20", "--divisor", "sar=1", "--db_to_linear", "--no_progress"])
     refs, _ = list_store(store)
     assert sorted(r.modality for r in refs) == ["sar_ascending", "sar_descending"]
@@ -483,14 +497,17 @@ def test_archive_and_store_on_gcs(tmp_path):
     archive.mkdir()
     for path in (S1_DSC, S1_OTHER):
         shutil.copy(path, archive)
-    run(build_convert, ["--store", local, "--band_files", f"{archive}/*_D_*.tif", *flags])
+    execute(CONVERT, ["--store", local, "--band_files", f"{archive}/*_D_*.tif", *flags])
     with gcs_emulator(str(tmp_path / "gcs")) as gcs:
         gcs.upload_tree(str(archive), gcs.url("archive"))
         store = gcs.url("store")
-        run(build_convert, ["--store", store, "--band_files", gcs.url("archive") + "/*_D_*.tif", *flags])
+        execute(CONVERT, ["--store", store, "--band_files", gcs.url("archive") + "/*_D_*.tif", *flags])
         files = gcs.download_tree(store)
-    assert sorted(files) == ["grid.json", "rejected/sar_descending_20171210T054359.json",
+    assert sorted(files) == ["bands.json", "grid.json", "rejected/sar_descending_20171210T054359.json",
                              "sar_descending/20170309T054356.tif"]
+    described = json.loads(files["bands.json"])["sar_descending"]  # the store's model card, for Stage 2
+    assert described["preprocessing"]["divisor"] == 1.0 and described["names"] == [
+        "S1A__IW___D_20170309T054356_VV_grd_mli_geo_norm_db.tif:1"]  # no band description: file:band
     with rasterio.MemoryFile(files["sar_descending/20170309T054356.tif"]) as memory, memory.open() as remote:
         with rasterio.open(os.path.join(local, "sar_descending", "20170309T054356.tif")) as here:
             np.testing.assert_array_equal(remote.read(), here.read())

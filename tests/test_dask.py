@@ -14,9 +14,9 @@ import os
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from project import read_tree
 
 from benchmarks.dask_cluster import dask_cluster
-from project import read_tree
 from rsdt_beam.graph import join_ends, split
 
 pytestmark = pytest.mark.e2e
@@ -154,9 +154,9 @@ def assert_same_trees(dask_root, direct_root, parts=("stack", "windows")):
 
 
 def test_fused_sample_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
-    from pipelines.sample import main
+    from rsdt_beam.pipelines.sample import main
 
-    main(["--output", str(tmp_path), "--no_progress", *cluster.flags])
+    assert main(["--output", str(tmp_path), "--no_progress", *cluster.flags]) == 0
     assert_same_trees(tmp_path, sample_run)
     tasks = [executed for executed, _ in cluster.stats().values()]
     assert len(tasks) == 2 and all(tasks)  # both workers took part
@@ -165,27 +165,27 @@ def test_fused_sample_on_dask_equals_direct_runner(cluster, sample_run, tmp_path
 def test_stack_then_window_on_dask_equals_direct_runner(cluster, sample_eopatches, tmp_path):
     from test_pipeline import SAMPLE_FLAGS, WINDOW_FLAGS
 
-    from rsdt_beam.pipeline import build_stack, build_window, run
+    from rsdt_beam.pipelines import stack, window
 
     for name, runner in (("direct", []), ("dask", cluster.flags)):
         out = tmp_path / name
-        run(build_stack, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", str(out / "stack"),
-                          *runner])
-        run(build_window, ["--stack_dir", str(out / "stack"), "--window_output", str(out / "windows"),
-                           *WINDOW_FLAGS, "--no_progress", *runner])
+        assert stack.main(["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", str(out / "stack"),
+                           *runner]) == 0
+        assert window.main(["--stack_dir", str(out / "stack"), "--window_output", str(out / "windows"),
+                            *WINDOW_FLAGS, "--no_progress", *runner]) == 0
     assert_same_trees(tmp_path / "dask", tmp_path / "direct")
 
 
 def test_convert_to_windows_on_dask_equals_direct_runner(cluster, tmp_path):
     from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
-    from rsdt_beam.acquire.convert import build_convert
-    from rsdt_beam.pipeline import run
+    from rsdt_beam.pipelines import convert
 
     for name, runner in (("direct", []), ("dask", cluster.flags)):
         out = tmp_path / name
-        run(build_convert, ["--store", str(out / "store"), *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS, "--no_progress",
-                            "--stack_output", str(out / "stack"), "--window_output", str(out / "windows"), *runner])
+        assert convert.main(["--store", str(out / "store"), *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS, "--no_progress",
+                             "--stack_output", str(out / "stack"), "--window_output", str(out / "windows"),
+                             *runner]) == 0
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("store", "stack", "windows"))
 
 
@@ -196,8 +196,8 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
     import fake_sentinelhub as fake
     from test_fetch import S2_GRID
 
-    from pipelines import fetch as fetch_command
     from rsdt_beam.acquire.store import write_grid
+    from rsdt_beam.pipelines import fetch as fetch_command
 
     credentials = tmp_path / "sh.json"
     credentials.write_text(json.dumps({"client_id": fake.CLIENT_ID, "client_secret": fake.CLIENT_SECRET}))
@@ -228,12 +228,11 @@ def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
     pytest.importorskip("tensorflow")
     from test_inference import SAMPLE_FLAGS, WINDOW_FLAGS, mean_model
 
-    from rsdt_beam.inference import build_infer
-    from rsdt_beam.pipeline import run
+    from rsdt_beam.pipelines import infer
 
     model_file = str(tmp_path / "mean.keras")
     mean_model().save(model_file)
     for name, runner in (("direct", []), ("dask", cluster.flags)):
-        run(build_infer, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
-                          "--model", model_file, "--map_output", str(tmp_path / name / "maps"), *runner])
+        assert infer.main(["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
+                           "--model", model_file, "--map_output", str(tmp_path / name / "maps"), *runner]) == 0
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("maps",))

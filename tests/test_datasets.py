@@ -7,26 +7,27 @@ import os
 import numpy as np
 import pytest
 
+from rsdt_beam.cli.commands import WINDOW
+from rsdt_beam.cli.run import execute
 from rsdt_beam.numpy_reader import online_windows, read_windows, training_pairs, window_files
-from rsdt_beam.pipeline import build_window, run
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.window.rules import WindowParams, windows
 
 DAY = 86400
-# pipelines.sample's window parameters (training windows, label = ones [ty, tx]).
+# rsdt_beam.pipelines.sample's window parameters (training windows, label = ones [ty, tx]).
 PARAMS = WindowParams(60 * DAY, 1, 3, 6)
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
 
 
 @pytest.fixture(scope="module")
 def sample(sample_run):
-    """The bundled sample through pipelines.sample (stacks + per-tile training windows), plus
+    """The bundled sample through rsdt_beam.pipelines.sample (stacks + per-tile training windows), plus
     sharded training windows and per-tile inference windows from the same stacks."""
     out = sample_run
     stack = os.path.join(out, "stack")
-    run(build_window, ["--stack_dir", stack, "--window_output", os.path.join(out, "sharded"), "--mode",
+    execute(WINDOW, ["--stack_dir", stack, "--window_output", os.path.join(out, "sharded"), "--mode",
                        "training", "--layout", "sharded", "--records_per_shard", "40", *WINDOW_FLAGS])
-    run(build_window, ["--stack_dir", stack, "--window_output", os.path.join(out, "infer"), "--mode",
+    execute(WINDOW, ["--stack_dir", stack, "--window_output", os.path.join(out, "infer"), "--mode",
                        "inference", *WINDOW_FLAGS])
     return {name: os.path.join(out, name) for name in ("stack", "windows", "sharded", "infer")}
 
@@ -43,7 +44,7 @@ def digest(array):
 
 
 def padded(frames, length=6, value=-1.0):
-    out = np.full((length, *frames.shape[1:]), value, np.float32)
+    out = np.full((length, *frames.shape[1:]), value, frames.dtype)
     out[:len(frames)] = frames
     return out
 
@@ -89,6 +90,7 @@ def test_training_dataset_static_shapes_shuffled_across_files(sample):
         feature_spec, label_spec = dataset.element_spec
         assert feature_spec.shape.as_list() == [None, 6, 32, 32, 1] and feature_spec.dtype == tf.float32
         assert label_spec.shape.as_list() == [None, 32, 32]
+        assert int(dataset.cardinality()) == 34  # a whole folder: known length, Keras knows the steps
         features = [f for batch, _labels in dataset for f in batch.numpy()]
         assert len(features) == 270
         assert sorted(digest(f) for f in features) == sorted(expected)
@@ -111,19 +113,34 @@ def test_inference_dataset_in_time_order_with_tile_and_times(sample):
     assert [int(e["window_id"]) for e in elements] == list(range(30))
     starts = [int(e["window_start"]) for e in elements]
     assert starts == sorted(starts)
-    for element in elements:
+    for element in elements:  # padded to Omega=6 by default, with the frame mask
         window = expected[((2, 1), int(element["window_id"]))]
+        count = len(window.current.timestamps)
         assert tuple(element["tile"]) == (2, 1)
+        np.testing.assert_array_equal(element["Feature"], padded(window.current.frames))
+        np.testing.assert_array_equal(element["Timestamps"], padded(window.current.timestamps, value=0.0)
+                                      .astype(np.float64))
+        np.testing.assert_array_equal(element["frame_mask"], np.arange(6) < count)
+        assert int(element["window_end"]) == int(window.current.timestamps[-1])
+    assert any(not e["frame_mask"].all() for e in elements), "some windows are shorter than Omega"
+    unpadded = list(inference_dataset(sample["infer"], tile=(2, 1), frames=0).as_numpy_iterator())
+    for element in unpadded:
+        window = expected[((2, 1), int(element["window_id"]))]
         np.testing.assert_array_equal(element["Feature"], window.current.frames)
         np.testing.assert_array_equal(element["Timestamps"], window.current.timestamps)
-        assert int(element["window_end"]) == int(window.current.timestamps[-1])
-    padded_ds = inference_dataset(sample["infer"], frames=6)
-    assert padded_ds.element_spec["Feature"].shape.as_list() == [6, 32, 32, 1]
+        assert element["frame_mask"].all()
+    padded_ds = inference_dataset(sample["infer"], frames=8)
+    assert padded_ds.element_spec["Feature"].shape.as_list() == [8, 32, 32, 1]
     everything = list(padded_ds.as_numpy_iterator())
     assert [(tuple(e["tile"]), int(e["window_id"])) for e in everything] == sorted(expected)
     for element in everything[:40]:
         window = expected[(tuple(element["tile"]), int(element["window_id"]))]
-        np.testing.assert_array_equal(element["Feature"], padded(window.current.frames))
+        np.testing.assert_array_equal(element["Feature"], padded(window.current.frames, 8))
+    # The batching the docs show: every field batches, Timestamps included, for per-tile files and shards.
+    for source in (sample["infer"], sample["sharded"]):
+        batch = next(iter(inference_dataset(source, tile=(0, 2)).batch(4)))
+        assert batch["Feature"].shape == (4, 6, 32, 32, 1) and batch["Timestamps"].shape == (4, 6)
+        assert batch["frame_mask"].shape == (4, 6)
     from_shards = list(inference_dataset(sample["sharded"], tile=(0, 2)).as_numpy_iterator())
     assert [int(e["window_id"]) for e in from_shards] == list(range(30))
 
@@ -160,6 +177,14 @@ def test_online_dataset_is_rsdtlib_get_infer_dataset(sample):
     assert len(elements) == len(rules) > 0
     for element, window in zip(elements, rules):
         assert len(element) == 3
-        for part, expected_part in zip(element, window):
-            np.testing.assert_array_equal(part[0], expected_part.timestamps)
-            np.testing.assert_array_equal(part[3], expected_part.optical)
+        for part, expected_part in zip(element, window):  # padded to Omega, with the frame mask
+            count = len(expected_part.timestamps)
+            np.testing.assert_array_equal(part[0][:count], expected_part.timestamps)
+            np.testing.assert_array_equal(part[3], padded(expected_part.optical))
+            np.testing.assert_array_equal(part[4], np.arange(6) < count)
+    raw = next(iter(online_dataset(sample["stack"], (0, 0), triple, frames=0)))  # rsdtlib's unpadded parts
+    np.testing.assert_array_equal(raw[0][0], rules[0].parts[0].timestamps)
+
+    # The module docstring's example: the current part's optical frames, batched.
+    batch = next(iter(online.get_infer_dataset((0, 0)).map(lambda cur: cur[3]).batch(8)))
+    assert batch.shape == (8, 6, 32, 32, 1)

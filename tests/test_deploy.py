@@ -7,19 +7,18 @@ import shutil
 import subprocess
 import sys
 
-import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from packaging.requirements import Requirement
-
 from project import DATAFLOW_FLAGS, REPO, project_copy
+
 from rsdt_beam import deploy
-from rsdt_beam.pipeline import build_fused
+from rsdt_beam.cli.commands import RUN
+from rsdt_beam.cli.run import execute
 
 WITHOUT_IMAGE = [flag for flag in DATAFLOW_FLAGS if flag != "--sdk_container_image" and "rsdt-beam:test" not in flag]
 
 
-def tested_versions() -> dict[str, str]:
+def pinned_in_requirements_txt() -> dict[str, str]:
     """requirements.txt: name -> pinned version."""
     with open(os.path.join(REPO, "requirements.txt")) as f:
         requirements = [Requirement(line) for line in f.read().splitlines() if line.strip() and line[0] != "#"]
@@ -27,7 +26,7 @@ def tested_versions() -> dict[str, str]:
 
 
 def test_workers_get_every_declared_dependency_at_the_version_requirements_txt_pins():
-    tested = tested_versions()
+    tested = pinned_in_requirements_txt()
     for extras in ((), ("tensorflow",)):
         pins = [Requirement(pin) for pin in deploy.pinned_requirements(extras)]
         assert {p.name for p in pins} == {r.name for r in deploy.declared_requirements(extras)}
@@ -41,7 +40,7 @@ def test_tensorflow_goes_to_the_workers_of_inference_only(tmp_path):
         flags = deploy.worker_flags(entry_point, WITHOUT_IMAGE, str(tmp_path))
         return open(flags[flags.index("--requirements_file") + 1]).read()
 
-    assert f"tensorflow-cpu=={tested_versions()['tensorflow-cpu']}\n" in requirements("infer")
+    assert f"tensorflow-cpu=={pinned_in_requirements_txt()['tensorflow-cpu']}\n" in requirements("infer")
     assert "tensorflow" not in requirements("run") and "sentinelhub==" in requirements("fetch")
     assert deploy.worker_flags("infer", ["--runner", "DirectRunner"], str(tmp_path)) == []
     assert deploy.worker_flags("infer", DATAFLOW_FLAGS, str(tmp_path)) == []  # the image holds them
@@ -51,16 +50,13 @@ def test_tensorflow_goes_to_the_workers_of_inference_only(tmp_path):
 
 @pytest.mark.e2e
 def test_dataflow_stages_the_pinned_requirements_and_the_package(sample_eopatches, tmp_path):
+    """The `run` command adds the worker flags itself (cli.run.execute)."""
     setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
-    flags = WITHOUT_IMAGE + ["--setup_file", setup_file]
-    flags += deploy.worker_flags("run", flags, str(tmp_path))
-    options = PipelineOptions(flags + ["--optical", sample_eopatches, "--opt_bands_feature", "NDVI",
-                                       "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
-                                       "--endtime", "2016-05-01", "--mode", "training",
-                                       "--window_output", "gs://rsdt-test/windows"])
-    pipeline = beam.Pipeline(options=options)
-    build_fused(pipeline, options)
-    (environment,) = pipeline.run().job.proto_pipeline.components.environments.values()
+    outcome = execute(RUN, WITHOUT_IMAGE + ["--setup_file", setup_file, "--optical", sample_eopatches,
+                                            "--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID",
+                                            "--starttime", "2015-09-01", "--endtime", "2016-05-01",
+                                            "--mode", "training", "--window_output", "gs://rsdt-test/windows"])
+    (environment,) = outcome.result.job.proto_pipeline.components.environments.values()
     staged = b" ".join(dependency.role_payload for dependency in environment.dependencies)
     assert b"requirements.txt" in staged and b"workflow.tar.gz" in staged
 
@@ -98,7 +94,7 @@ def test_the_dockerfile_pip_line_resolves_in_a_clean_venv(tmp_path):
     (would_install,) = re.findall(r"^Would install (.*)$", done.stdout, re.MULTILINE)
     versions = dict(item.rsplit("-", 1) for item in would_install.split())
     versions = {name.lower().replace("_", "-"): version for name, version in versions.items()}
-    tested = tested_versions()
+    tested = pinned_in_requirements_txt()
     assert {name: versions[name] for name in tested if name in versions} == \
         {name: tested[name] for name in tested if name in versions}
     assert {"apache-beam", "tensorflow-cpu", "rasterio", "rsdt-beam"} <= set(versions)

@@ -17,24 +17,25 @@ import uuid
 import zlib
 
 import apache_beam as beam
+import fake_sentinelhub as fake
 import numpy as np
 import pytest
 import rasterio
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
-import fake_sentinelhub as fake
 from project import DATAFLOW_FLAGS, project_copy
-from pipelines import fetch as fetch_command
+
 from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import time_name
 from rsdt_beam.acquire.store import list_store, write_grid
+from rsdt_beam.cli.commands import FETCH
+from rsdt_beam.cli.run import counters, execute
+from rsdt_beam.common.names import REJECTED_FILE
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import REJECTED_FILE, counters, write_rejected
+from rsdt_beam.pipelines import fetch as fetch_command
+from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
 
 S2_SCENES = fake.s2_scenes()
@@ -251,7 +252,7 @@ def run_fetch(plan):
     """Runs FetchObservations alone; returns (counters, this run's rejections from <store>/rejected.json)."""
     pipeline = beam.Pipeline()
     out = pipeline | fetch.FetchObservations(plan)
-    write_rejected([out["rejected"]], [], plan.store, pipeline)
+    (out["rejected"],) | WriteRejections(plan.store)
     result = pipeline.run()
     result.wait_until_finish()
     with open(os.path.join(plan.store, REJECTED_FILE)) as f:
@@ -420,8 +421,8 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
 
 
 @pytest.mark.e2e
-def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys):
-    argv = ["--dry_run", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
+    argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
             "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
             "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--maxcc", "0.5"]
@@ -435,7 +436,7 @@ def test_dry_run_lists_requests_and_processing_units(hub, tmp_path, capsys):
 
 @pytest.mark.e2e
 def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
-    """`python -m pipelines.fetch` killed (SIGKILL) mid-run; the re-run sends only the missing requests."""
+    """`python -m rsdt_beam.pipelines.fetch` killed (SIGKILL) mid-run; the re-run sends only the missing requests."""
     import signal
     import subprocess
     import sys
@@ -443,7 +444,7 @@ def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
     store = tmp_path / "obs"
     write_grid(str(store), S2_GRID)
     hub.add_fault("slow", times=None, delay=0.4)
-    argv = [sys.executable, "-m", "pipelines.fetch", "--store", str(store), "--collections", "optical",
+    argv = [sys.executable, "-m", "rsdt_beam.pipelines.fetch", "--store", str(store), "--collections", "optical",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url, "--starttime", "2015-07-01",
             "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64",
             "--max_requests_in_flight", "1", "--no_progress"]
@@ -516,19 +517,19 @@ def test_no_secret_or_token_in_the_translated_dataflow_job(tmp_path):
     hub = fake.FakeSentinelHub(client_id="rsdt-client", client_secret=secret).start()
     try:
         path = credentials_file(tmp_path / "sh.json", "rsdt-client", secret)
-        store = tmp_path / "obs"
-        plan = plan_for(hub, store, credentials=sh.Credentials(file=path))
-        tokens = list(hub.tokens_issued)  # the launcher's: checking the credentials, searching the catalog
+        store = str(tmp_path / "obs")
+        write_grid(store, S2_GRID)
         setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
-        options = PipelineOptions(DATAFLOW_FLAGS + ["--setup_file", setup_file, "--store", str(store),
-                                                    "--sh_credentials_file", path])
-        pipeline = beam.Pipeline(options=options)
-        fetch_command.build_fetch(pipeline, options, plan)
-        job = pipeline.run().job
+        outcome = execute(FETCH, DATAFLOW_FLAGS + [
+            "--setup_file", setup_file, "--store", store, "--collections", "optical", "--sh_base_url", hub.url,
+            "--sh_token_url", hub.token_url, "--sh_credentials_file", path, "--starttime", "2015-07-01",
+            "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64"])
+        tokens = list(hub.tokens_issued)  # the launcher's: checking the credentials, searching the catalog
     finally:
         hub.stop()
+    job = outcome.result.job
     graph = decoded(job.proto_pipeline.SerializeToString()) + decoded(job.json().encode())
-    assert b"_FetchLane" in graph and plan.store.encode() in graph  # the pickled DoFns, unpacked
+    assert b"_FetchLane" in graph and store.encode() in graph  # the pickled DoFns, unpacked
     assert path.encode() in graph  # the credentials' place travels ...
     (environment,) = job.proto_pipeline.components.environments.values()
     staged = [beam_runner_api_pb2.ArtifactFilePayload.FromString(d.type_payload).path

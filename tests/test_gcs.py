@@ -13,14 +13,15 @@ import os
 import numpy as np
 import pytest
 
-from pipelines.sample import split_sample
 from rsdt_beam import fs
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
 from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, write_grid, write_observation
+from rsdt_beam.cli.commands import RUN, STACK, WINDOW, scheduled_command
+from rsdt_beam.cli.run import execute
 from rsdt_beam.grid import PixelWindow
-from rsdt_beam.pipeline import build_fused, build_stack, build_window, counters, run
-from rsdt_beam.schedule import launch, list_runs
+from rsdt_beam.sample import split_sample
+from rsdt_beam.schedule.manifest import list_runs
 from rsdt_beam.tfrecord import read_records
 from tests.gcs_emulator import gcs_emulator
 
@@ -100,9 +101,9 @@ def test_rasterio_reads_a_window_of_a_gs_observation(gcs, inputs):
 def test_stack_then_window_on_gs_equals_local(gcs, inputs):
     for where in ("local", "gs"):
         paths = inputs[where]
-        run(build_stack, ["--optical", paths["eopatches"], "--stack_output", fs.join(paths["out"], "stack"),
+        execute(STACK, ["--optical", paths["eopatches"], "--stack_output", fs.join(paths["out"], "stack"),
                           *STACK_FLAGS])
-        run(build_window, ["--stack_dir", fs.join(paths["out"], "stack"),
+        execute(WINDOW, ["--stack_dir", fs.join(paths["out"], "stack"),
                            "--window_output", fs.join(paths["out"], "windows"), *WINDOW_FLAGS, "--no_progress"])
     for part in ("stack", "windows"):
         remote = gcs.download_tree(fs.join(inputs["gs"]["out"], part))
@@ -118,14 +119,14 @@ def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
     results = {}
     for where in ("local", "gs"):
         paths = inputs[where]
-        results[where] = run(build_fused, [
+        results[where] = execute(RUN, [
             "--observations", paths["store"], "--stack_output", fs.join(paths["out"], "fused_stack"),
             "--window_output", fs.join(paths["out"], "fused_windows"), "--layout", "sharded",
             "--records_per_shard", "4", *STACK_FLAGS, *WINDOW_FLAGS,
             # worker processes reach the emulator through the environment they inherit
             *(["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"] if where == "gs" else [])])
-    assert counters(results["gs"]) == counters(results["local"])
-    assert counters(results["gs"])["observations_rejected"] == 1
+    assert results["gs"].counters == results["local"].counters
+    assert results["gs"].counters["observations_rejected"] == 1
     for part in ("fused_stack", "fused_windows"):
         remote = gcs.download_tree(fs.join(inputs["gs"]["out"], part))
         local = local_tree(os.path.join(inputs["local"]["out"], part))
@@ -150,10 +151,11 @@ def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
         paths = inputs[where]
         root = fs.join(paths["out"], "scheduled")
         common = flags + ["--optical", paths["eopatches"], "--output_root", root]
-        first = launch(common + ["--end", "2016-01-01"], now=0)
+        first = execute(scheduled_command(0), common + ["--end", "2016-01-01"]).record
         with pytest.raises(Exception, match="worker lost"):
-            launch(common + ["--end", "2016-04-01", "--window_filter", "tests.test_schedule:explode"], now=0)
-        third = launch(common + ["--end", "2016-05-01"], now=0)
+            execute(scheduled_command(0), common + ["--end", "2016-04-01", "--window_filter",
+                                                    "tests.test_schedule:explode"])
+        third = execute(scheduled_command(0), common + ["--end", "2016-05-01"]).record
         assert third.replaced_runs and third.previous_run == first.run_id
         assert [m.run_id for m in list_runs(root)] == [first.run_id, third.run_id]
         manifests[where] = third

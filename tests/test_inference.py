@@ -11,6 +11,7 @@ from rsdt_beam.maps import core_window, read_geotiff, stitch, write_geotiff
 
 DAY = 86400
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
+UNPADDED = ["--frames", "0"]  # mean_model averages over time: windows keep their lengths
 SAMPLE_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
                 "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2"]
 
@@ -169,25 +170,25 @@ def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_run, tmp_
 @pytest.mark.e2e
 def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
     pytest.importorskip("tensorflow")
-    from rsdt_beam.inference import build_infer
-    from rsdt_beam.pipeline import build_window, run
+    from rsdt_beam.cli.commands import INFER, WINDOW
+    from rsdt_beam.cli.run import execute
 
     stack_dir = os.path.join(sample_run, "stack")
     model_file = str(tmp_path / "mean.keras")
     mean_model().save(model_file)
     infer_windows = str(tmp_path / "infer_windows")
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference",
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference",
                        *WINDOW_FLAGS])
     grid, maps = expected_maps(stack_dir)
 
     offline = str(tmp_path / "offline")
-    run(build_infer, ["--windows", infer_windows, "--model", model_file, "--map_output", offline,
-                      "--batch_size", "4", "--no_progress"])
+    execute(INFER, ["--windows", infer_windows, "--model", model_file, "--map_output", offline,
+                    "--batch_size", "4", "--no_progress", *UNPADDED])
     check_maps(offline, grid, maps)
 
     from_observations = str(tmp_path / "from_obs")
-    run(build_infer, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
-                      "--model", model_file, "--map_output", from_observations, "--tiles", "expr:j != 1"])
+    execute(INFER, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
+                    *UNPADDED, "--model", model_file, "--map_output", from_observations, "--tiles", "expr:j != 1"])
     with open(os.path.join(from_observations, "maps.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 30 and {r["tiles"] for r in rows} == {"6"}
@@ -198,17 +199,16 @@ def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
     assert os.path.exists(os.path.join(from_observations, "rejected.json"))
 
     with pytest.raises(ValueError, match="--model"):
-        run(build_infer, ["--windows", infer_windows, "--map_output", offline])
+        execute(INFER, ["--windows", infer_windows, "--map_output", offline])
 
 
 @pytest.mark.e2e
 def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_path):
     """Stacks, model file and maps on gs:// (a local GCS emulator); the maps equal the expected ones."""
     pytest.importorskip("tensorflow")
+    from rsdt_beam.cli.commands import INFER
+    from rsdt_beam.cli.run import execute
     from tests.gcs_emulator import gcs_emulator
-
-    from rsdt_beam.inference import build_infer
-    from rsdt_beam.pipeline import run
 
     stack_dir = os.path.join(sample_run, "stack")
     model_dir = tmp_path / "model"
@@ -218,10 +218,68 @@ def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_pa
     with gcs_emulator(tmp_path / "gcs") as gcs:
         gcs.upload_tree(stack_dir, gcs.url("stack"))
         gcs.upload_tree(str(model_dir), gcs.url("model"))
-        run(build_infer, ["--stack_dir", gcs.url("stack"), "--model", gcs.url("model", "mean.keras"),
-                          "--map_output", gcs.url("maps"), *WINDOW_FLAGS])
+        execute(INFER, ["--stack_dir", gcs.url("stack"), "--model", gcs.url("model", "mean.keras"),
+                        "--map_output", gcs.url("maps"), *WINDOW_FLAGS, *UNPADDED])
         local = tmp_path / "downloaded"
         local.mkdir()
         for name, content in gcs.download_tree(gcs.url("maps")).items():
             (local / name).write_bytes(content)
     check_maps(str(local), grid, maps)
+
+
+def fixed_frames_model(frames=6, output=(32, 32)):
+    """A model with a fixed time axis, as one trained on `training_dataset` (padded to Omega) has."""
+    import keras
+
+    inputs = keras.Input((frames, 32, 32, 1))
+    x = keras.layers.Reshape((frames, 32 * 32))(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)  # [1024]: the mean over time
+    if output != (32, 32):
+        x = keras.layers.Dense(output[0] * output[1])(x)
+    x = keras.layers.Reshape(output)(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.e2e
+def test_model_trained_on_training_dataset_runs_in_infer_without_flags_and_wrong_models_fail_fast(
+        sample_run, tmp_path):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.cli.commands import INFER
+    from rsdt_beam.cli.run import execute
+    from rsdt_beam.datasets import training_dataset
+    from rsdt_beam.errors import UserError
+
+    stack_dir = os.path.join(sample_run, "stack")
+    model = fixed_frames_model()
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(training_dataset(os.path.join(sample_run, "windows"), batch_size=32, seed=1), epochs=1, verbose=0)
+    model_file = str(tmp_path / "fixed.keras")
+    model.save(model_file)
+    maps_dir = str(tmp_path / "maps")
+    execute(INFER, ["--stack_dir", stack_dir, "--model", model_file, "--map_output", maps_dir, *WINDOW_FLAGS])
+    grid, maps = expected_maps(stack_dir)
+    with open(os.path.join(maps_dir, "maps.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30
+    # Padded like the training windows: the mean over Omega=6 frames, -1.0 for the missing ones.
+    from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
+    from rsdt_beam.window.rules import WindowParams, window_spans
+
+    stack = read_tile_stack(stack_dir, (0, 0), read_stack_metadata(stack_dir))
+    span = next(window_spans(stack.times, WindowParams(60 * DAY, 1, 3, 6)))
+    count = span.current[1] - span.current[0]
+    want = (stack.frames[span.current[0]:span.current[1], ..., 0].sum(axis=0) - (6 - count)) / 6
+    array, _, _ = read_geotiff(os.path.join(maps_dir, rows[0]["file"]))
+    np.testing.assert_allclose(array[2:30, 2:30], want[2:30, 2:30], rtol=1e-5, atol=1e-6)
+
+    wrong_output = str(tmp_path / "wrong_output.keras")
+    fixed_frames_model(output=(5, 2)).save(wrong_output)
+    with pytest.raises(Exception, match=r"expected \[batch, 32, 32\].*--tile_size") as raised:
+        execute(INFER, ["--stack_dir", stack_dir, "--model", wrong_output, "--map_output", str(tmp_path / "w"),
+                          *WINDOW_FLAGS])
+    wrong_frames = str(tmp_path / "wrong_frames.keras")
+    fixed_frames_model(frames=8).save(wrong_frames)
+    with pytest.raises(Exception, match=r"first batch of windows \(\d+, 6, 32, 32, 1\).*--frames 6") as raised:
+        execute(INFER, ["--stack_dir", stack_dir, "--model", wrong_frames, "--map_output", str(tmp_path / "f"),
+                          *WINDOW_FLAGS])
+    assert isinstance(raised.value, UserError), type(raised.value)

@@ -4,13 +4,20 @@ import csv
 import os
 
 import numpy as np
-import pytest
 
+from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.grid import Grid
-from rsdt_beam.inspect import (stack_picture_rows, describe_map, describe_stack, render_map, render_tile_stack,
-                               render_window_timeline, window_ranges)
+from rsdt_beam.inspect import (
+    describe_map,
+    describe_stack,
+    render_map,
+    render_tile_stack,
+    render_window_timeline,
+    stack_picture_rows,
+    window_ranges,
+)
 from rsdt_beam.maps import write_geotiff
-from rsdt_beam.stack.rules import BandCounts, TileStack
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.rules import WindowParams, window_spans
 
 DAY = 86400
@@ -30,7 +37,7 @@ def csv_rows(path):
 
 
 def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tmp_path, capsys):
-    from pipelines.inspect import main
+    from rsdt_beam.pipelines.inspect import main
 
     stack = os.path.join(sample_run, "stack")
     lines, per_tile = describe_stack(stack, WindowParams(60 * DAY, 1, 3, 6), (1, 1))
@@ -43,7 +50,7 @@ def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tm
     printed = capsys.readouterr().out
     assert "window   29: 2017-05-31T10:05:36Z .. 2017-06-20T10:04:53Z    3 frames" in printed
     assert "    33  2017-06-20T10:04:53Z  (1497953093)" in printed
-    # The ranges equal what Stage 3 wrote for the same parameters (pipelines.sample's windows.csv).
+    # The ranges equal what Stage 3 wrote for the same parameters (rsdt_beam.pipelines.sample's windows.csv).
     assert csv_rows(tmp_path / "ranges.csv") == csv_rows(os.path.join(sample_run, "windows", "windows.csv"))
     width, height = png_size(tmp_path / "png" / "stack_1_1.png")
     assert width > 4 * height  # 12 frames in one row (one optical band)
@@ -51,7 +58,7 @@ def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tm
 
 
 def test_inspect_windows_folder(sample_run, tmp_path, capsys):
-    from pipelines.inspect import main
+    from rsdt_beam.pipelines.inspect import main
 
     windows_dir = os.path.join(sample_run, "windows")
     main([windows_dir, "--tile", "2_0", "--csv", str(tmp_path / "w.csv"), "--png", str(tmp_path)])
@@ -62,7 +69,7 @@ def test_inspect_windows_folder(sample_run, tmp_path, capsys):
 
 
 def test_map_description_and_picture(tmp_path, capsys):
-    from pipelines.inspect import main
+    from rsdt_beam.pipelines.inspect import main
 
     grid = Grid("EPSG:32633", (10.0, 0.0, 465180.0, 0.0, -10.0, 5080250.0), 40, 50)
     array = np.linspace(0, 1, 2000, dtype=np.float32).reshape(40, 50)
@@ -80,7 +87,6 @@ def test_map_description_and_picture(tmp_path, capsys):
 
 def test_pictures_of_real_sar_and_13_band_stacks_and_triple_windows(tmp_path):
     import rasterio
-
     from conftest import SAMPLE_DIR
 
     scenes = np.load(os.path.join(SAMPLE_DIR, "REFERENCE_SCENES.npy"))[:, :32, :32]  # 5 dates of S2 L1C

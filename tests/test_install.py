@@ -15,7 +15,6 @@ import sysconfig
 import time
 
 import pytest
-
 from project import REPO, project_copy, read_tree
 
 pytestmark = pytest.mark.e2e

@@ -5,15 +5,16 @@ import os
 import numpy as np
 import pytest
 import rasterio
-
 from conftest import BBOX, write_synthetic_eopatches
-from pipelines.windows_list import windows_list
+
 from rsdt_beam.acquire import store
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches, write_eopatch
-from rsdt_beam.acquire.observation import ObservationError, time_name
+from rsdt_beam.cli.commands import STACK
+from rsdt_beam.cli.run import execute
+from rsdt_beam.common.observations import ObservationError
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import build_stack, run
+from rsdt_beam.window.listing import tile_windows_list
 from rsdt_beam.window.rules import WindowParams
 
 DAY = 86400.0
@@ -81,10 +82,11 @@ def test_store_and_eopatch_inputs_stack_identically(tmp_path):
             store.write_observation(root, GRID, data[k], valid[k], modality, time)
     common = ["--starttime", "2020-01-01", "--endtime", "2020-01-15", "--delta_step", "2d", "--tile_size", "20",
               "--no_progress"]
-    run(build_stack, ["--observations", root, "--stack_output", str(tmp_path / "a"), *common])
-    run(build_stack, ["--sar_ascending", str(tmp_path / "eop/sar_ascending"), "--optical",
+    execute(STACK, ["--observations", root, "--stack_output", str(tmp_path / "a"), *common])
+    execute(STACK, ["--sar_ascending", str(tmp_path / "eop/sar_ascending"), "--optical",
                       str(tmp_path / "eop/optical"), "--stack_output", str(tmp_path / "b"), *common])
     for name in ("0_0.tfrecords", "1_1.tfrecords"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    rows = windows_list(str(tmp_path / "a"), (1, 1), WindowParams(4 * DAY, 1, 2, 3))
-    assert rows[0] == (0, start + 1 * DAY, start + 4 * DAY, 3)  # written days 1, 2, 4 within 4 days of day 1
+    first = tile_windows_list(str(tmp_path / "a"), (1, 1), WindowParams(4 * DAY, 1, 2, 3))[0]
+    # written days 1, 2, 4 within 4 days of day 1
+    assert (first.window_id, first.start, first.end, first.frames) == (0, start + 1 * DAY, start + 4 * DAY, 3)

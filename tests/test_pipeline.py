@@ -7,17 +7,20 @@ import os
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
 from conftest import BBOX, reference_stack, write_synthetic_eopatches
+
 from rsdt_beam.acquire.eopatch import write_eopatch
-from rsdt_beam.acquire.observation import time_name
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import StackPlan, build_fused, build_stack, build_window, run
+from rsdt_beam.builders import listed_stack_plan
+from rsdt_beam.cli.commands import RUN, STACK, WINDOW
+from rsdt_beam.cli.run import execute
+from rsdt_beam.common.times import parse_time, time_name
+from rsdt_beam.errors import UserError
+from rsdt_beam.specs import InputsSpec, StackSpec
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import StackParams, written_times
+from rsdt_beam.stack.transforms import Stack
 from rsdt_beam.window.rules import WindowParams, window_spans
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +54,7 @@ def file_bytes(folder):
 
 def test_real_sentinel2_sample_stacks_and_windows(tmp_path, sample_eopatches, sample_arrays):
     stack_dir, window_dir = str(tmp_path / "stack"), str(tmp_path / "windows")
-    run(build_stack, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
+    execute(STACK, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
 
     times, ndvi, valid = sample_arrays
     written = written_times(times, StackParams(parse_time("2016-01-01"), parse_time("2017-07-01"), 10 * DAY))
@@ -71,7 +74,7 @@ def test_real_sentinel2_sample_stacks_and_windows(tmp_path, sample_eopatches, sa
         window = (j * 28, j * 28 + 32, i * 28, i * 28 + 32)
         np.testing.assert_array_equal(opt, reference_stack(observations, written, window, 0, 1))
 
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
     expected = list(window_spans(written, WindowParams(60 * DAY, 1, 3, 6)))
     stack = read_tile_stack(stack_dir, (1, 1), metadata)
     parsed = tfrecords(os.path.join(window_dir, "1_1.tfrecords"), WINDOW_SPEC)
@@ -98,11 +101,11 @@ def test_three_modalities_fused_equals_separate_stages_and_multiprocessing(tmp_p
               "--starttime", "2020-01-01", "--endtime", "2020-02-01", "--delta_step", "3d",
               "--tile_size", "16", "--deadzone", "1", "--chunk_size", "20", "--no_progress"]
     windows = ["--Delta", "10d", "--omega", "2", "--Omega", "4", "--mode", "training"]
-    run(build_stack, inputs + ["--stack_output", str(tmp_path / "stack")])
-    run(build_window, ["--stack_dir", str(tmp_path / "stack"), "--window_output", str(tmp_path / "w_sep"),
+    execute(STACK, inputs + ["--stack_output", str(tmp_path / "stack")])
+    execute(WINDOW, ["--stack_dir", str(tmp_path / "stack"), "--window_output", str(tmp_path / "w_sep"),
                        *windows, "--no_progress"])
-    run(build_fused, inputs + windows + ["--window_output", str(tmp_path / "w_fused")])
-    run(build_fused, inputs + windows + ["--window_output", str(tmp_path / "w_mp"),
+    execute(RUN, inputs + windows + ["--window_output", str(tmp_path / "w_fused")])
+    execute(RUN, inputs + windows + ["--window_output", str(tmp_path / "w_mp"),
                                          "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
     separate, fused, multi = (file_bytes(str(tmp_path / d)) for d in ("w_sep", "w_fused", "w_mp"))
     assert len(separate) == 4 and separate == fused == multi  # 2 x 2 tiles, byte-identical
@@ -124,16 +127,16 @@ def test_transforms_with_test_pipeline(tmp_path):
     start = parse_time("2021-06-01")
     times = {"optical": [start + d * DAY for d in range(0, 20, 2)]}
     source = write_synthetic_eopatches(str(tmp_path / "obs"), {"optical": 3}, times, shape=(24, 24))
-    options = PipelineOptions(["--optical", str(tmp_path / "obs/optical"), "--opt_bands_feature", "L1C_data",
-                               "--starttime", "2021-06-01", "--endtime", "2021-07-01", "--delta_step", "4d",
-                               "--tile_size", "12"])
-    plan = StackPlan.from_options(options)
+    plan, refs, _rejected, _summary = listed_stack_plan(
+        InputsSpec(optical=str(tmp_path / "obs/optical"), opt_bands_feature="L1C_data"),
+        StackSpec(parse_time("2021-06-01"), parse_time("2021-07-01"), 4 * DAY, (12, 12), (0, 0), 256))
     written = written_times(times["optical"], plan.params)
     with BeamTestPipeline() as pipeline:
-        stacks, _, _ = plan.expand(pipeline)
+        stacks = (pipeline | beam.Create(refs) | Stack(plan)).stacks
         summaries = stacks | beam.Map(lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
         expected = [((j, i), len(written),
-                     float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0, 3).sum()))
+                     float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0,
+                                           3).sum()))
                     for j in range(2) for i in range(2)]
         assert_that(summaries, equal_to(expected))
 
@@ -142,7 +145,7 @@ def test_triple_windows_sharded_inference_records(tmp_path):
     start = parse_time("2020-01-01")
     times = {"sar_ascending": [start + d * DAY for d in range(0, 60, 2)]}
     write_synthetic_eopatches(str(tmp_path / "obs"), {"sar_ascending": 2}, times, shape=(20, 20))
-    run(build_fused, ["--sar_ascending", str(tmp_path / "obs/sar_ascending"), "--starttime", "2020-01-01",
+    execute(RUN, ["--sar_ascending", str(tmp_path / "obs/sar_ascending"), "--starttime", "2020-01-01",
                       "--endtime", "2020-03-01", "--delta_step", "2d", "--tile_size", "10",
                       "--Delta", "8d", "--omega", "2", "--Omega", "4", "--triple", "--window_stride", "2",
                       "--layout", "sharded", "--records_per_shard", "10",
@@ -162,10 +165,10 @@ def test_triple_windows_sharded_inference_records(tmp_path):
 
 def test_tile_selection_and_window_filter(tmp_path, sample_eopatches):
     stack_dir = str(tmp_path / "stack")
-    run(build_stack, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", str(tmp_path / "train"), *WINDOW_FLAGS,
+    execute(STACK, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", str(tmp_path / "train"), *WINDOW_FLAGS,
                        "--tiles", "rsdtlib-train", "--mode", "training", "--no_progress"])
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", str(tmp_path / "few"), *WINDOW_FLAGS,
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", str(tmp_path / "few"), *WINDOW_FLAGS,
                        "--tiles", "list:0_0,2_2", "--window_filter", "window_filters:at_least_five_frames",
                        "--no_progress"])
     train = sorted(n for n in os.listdir(tmp_path / "train") if n.endswith(".tfrecords"))
@@ -208,7 +211,7 @@ def test_bad_observations_are_set_aside_with_reasons(tmp_path):
         f.write(b"not a numpy file")
     os.makedirs(os.path.join(root, "2020-01-20"))
     out = str(tmp_path / "stack")
-    result = run(build_stack, stack_flags(root, out))
+    result = execute(STACK, stack_flags(root, out))
     rejected = json.load(open(os.path.join(out, "rejected.json")))
     reasons = {os.path.basename(r["observation"]): r["reason"] for r in rejected}
     assert "has 2 bands but optical observations of this run have 3" in reasons[time_name(start + 10 * DAY)]
@@ -218,8 +221,7 @@ def test_bad_observations_are_set_aside_with_reasons(tmp_path):
     assert "not a %Y%m%dT%H%M%S time stamp" in reasons["2020-01-20"]
     metadata = json.load(open(os.path.join(out, "metadata.json")))
     assert len(metadata["timestamps"]) == len(times)  # the rest went through
-    from rsdt_beam.pipeline import counters
-    assert counters(result)["observations_rejected"] == 4
+    assert result.counters["observations_rejected"] == 4
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -231,7 +233,7 @@ def test_invalid_stack_parameters_fail_before_anything_is_written(tmp_path, extr
     _good_inputs(str(tmp_path / "obs"))
     out = str(tmp_path / "stack")
     with pytest.raises(ValueError, match=message):
-        run(build_stack, stack_flags(str(tmp_path / "obs/optical"), out) + extra)
+        execute(STACK, stack_flags(str(tmp_path / "obs/optical"), out) + extra)
     assert not os.path.exists(out)
 
 
@@ -239,28 +241,28 @@ def test_invalid_window_parameters_and_empty_input(tmp_path):
     _good_inputs(str(tmp_path / "obs"))
     flags = stack_flags(str(tmp_path / "obs/optical"), str(tmp_path / "stack"))
     with pytest.raises(ValueError, match="omega must be in"):
-        run(build_fused, flags + ["--omega", "9", "--Omega", "4", "--window_output", str(tmp_path / "w")])
+        execute(RUN, flags + ["--omega", "9", "--Omega", "4", "--window_output", str(tmp_path / "w")])
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ValueError, match="no observations before endtime .* in .*empty"):
-        run(build_stack, stack_flags(str(tmp_path / "empty"), str(tmp_path / "stack")))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        run(build_stack, stack_flags(str(tmp_path / "missing"), str(tmp_path / "stack")))
-    with pytest.raises(FileNotFoundError, match="no complete Stage 2 output"):
-        run(build_window, ["--stack_dir", str(tmp_path / "empty"), "--window_output", str(tmp_path / "w")])
+        execute(STACK, stack_flags(str(tmp_path / "empty"), str(tmp_path / "stack")))
+    with pytest.raises(UserError, match="does not exist"):
+        execute(STACK, stack_flags(str(tmp_path / "missing"), str(tmp_path / "stack")))
+    with pytest.raises(UserError, match="no complete Stage 2 output"):
+        execute(WINDOW, ["--stack_dir", str(tmp_path / "empty"), "--window_output", str(tmp_path / "w")])
 
 
 def test_failed_run_leaves_no_output_looking_complete(tmp_path, sample_eopatches):
     stack_dir, window_dir = str(tmp_path / "stack"), str(tmp_path / "w")
-    run(build_stack, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
+    execute(STACK, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     with pytest.raises(Exception, match="label function failed on purpose"):
-        run(build_window, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS,
+        execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS,
                            "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress"])
     assert not os.path.exists(os.path.join(window_dir, "metadata.json"))
     hidden = [n for n in os.listdir(window_dir) if n.startswith(".")]
     assert hidden in ([], [".windows_csv_parts"])  # no temporary record files; rows parts go with the next run
-    run(build_window, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     assert not [n for n in os.listdir(window_dir) if n.startswith(".")]
 
@@ -277,7 +279,7 @@ def test_real_13_band_scenes_with_the_cloud_mask(tmp_path):
     root = str(tmp_path / "S2")
     for k, time in enumerate(times):
         write_eopatch(os.path.join(root, time_name(time)), scenes[k], valid[k], bbox, time, "L1C_data", "dataMask")
-    run(build_fused, ["--optical", root, "--starttime", "2015-07-01", "--endtime", "2015-10-01",
+    execute(RUN, ["--optical", root, "--starttime", "2015-07-01", "--endtime", "2015-10-01",
                       "--delta_step", "2d", "--tile_size", "50", "--stack_output", str(tmp_path / "stack"),
                       "--Delta", "30d", "--omega", "2", "--Omega", "3",
                       "--window_output", str(tmp_path / "w"), "--no_progress"])

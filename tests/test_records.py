@@ -37,10 +37,16 @@ def test_stack_record_parses_with_rsdtlib_feature_spec():
     assert tf.io.parse_tensor(parsed["Timestamp"], tf.float64).numpy() == 1483262000.0
     np.testing.assert_array_equal(tf.io.parse_tensor(parsed["OPT"], tf.float32).numpy(), opt)
     assert list(parsed["tile"].numpy()) == [3, 4]
-    timestamp, *arrays = records.parse_stack_record(payload)
-    assert timestamp == 1483262000.0
+    timestamp, *arrays, observed = records.parse_stack_record(payload)
+    assert timestamp == 1483262000.0 and observed is None
     for ours, original in zip(arrays, (asc, dsc, opt)):
         np.testing.assert_array_equal(ours, original)
+    seen = rng.random((4, 5, 3)) < 0.5  # --record_observed: one more feature, the others unchanged
+    with_mask = b"".join(records.stack_record(1483262000.0, asc, dsc, opt, (3, 4), seen))
+    parsed = tf.io.parse_single_example(with_mask, dict(spec, Observed=tf.io.FixedLenFeature([], tf.string)))
+    np.testing.assert_array_equal(tf.io.parse_tensor(parsed["Observed"], tf.uint8).numpy(), seen.astype(np.uint8))
+    np.testing.assert_array_equal(tf.io.parse_tensor(parsed["OPT"], tf.float32).numpy(), opt)
+    np.testing.assert_array_equal(records.parse_stack_record(with_mask)[4], seen)
 
 
 @pytest.mark.parametrize("level", [None, 0, 1, 6, 9])

@@ -24,17 +24,14 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.internal import pickler
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.testing import test_pipeline
+from project import DATAFLOW_FLAGS, REPO, project_copy, read_tree
 
-from rsdt_beam.options import ScheduleOptions
-from rsdt_beam.pipeline import build_fused, run
-from rsdt_beam.schedule import build_scheduled, start_run
+from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
+from rsdt_beam.cli.run import execute
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.transforms import TFRecordShardSink
-
-from project import DATAFLOW_FLAGS, REPO, project_copy, read_tree
 
 pytestmark = pytest.mark.e2e
 
@@ -50,22 +47,19 @@ def fused_flags(observations: str, out: str) -> list[str]:
 
 def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_path):
     setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
-    options = PipelineOptions(DATAFLOW_FLAGS + ["--setup_file", setup_file]
-                              + fused_flags(sample_eopatches, "gs://rsdt-test/out"))
-    pipeline = beam.Pipeline(options=options)
-    build_fused(pipeline, options)
-    proto = pipeline.run().job.proto_pipeline
+    outcome = execute(RUN, DATAFLOW_FLAGS + ["--setup_file", setup_file]
+                      + fused_flags(sample_eopatches, "gs://rsdt-test/out"))
+    proto = outcome.result.job.proto_pipeline
 
     transforms = proto.components.transforms
     top_level = {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms} \
         if len(proto.root_transform_ids) == 1 else {transforms[t].unique_name for t in proto.root_transform_ids}
-    assert {"Observations", "Inspect observations", "Written time stamps", "Stack tiles", "Write stacks",
-            "Write windows", "Write rejected.json"} <= top_level
+    assert {"Observations", "Stage 2", "Write stacks", "Write windows", "Rejected observations"} <= top_level
     urns = [t.spec.urn for t in transforms.values()]
     assert "beam:transform:group_by_key:v1" in urns
     # Stage 2 groups observation references per read chunk; the chunk's worker reads and fills its tiles.
     names = {t.unique_name for t in transforms.values()}
-    assert {"Stack tiles/Group per chunk", "Stack tiles/Read and forward fill"} <= names
+    assert {"Stage 2/Stack tiles/Group per chunk", "Stage 2/Stack tiles/Read and forward fill"} <= names
 
     (environment,) = proto.components.environments.values()
     assert environment.urn == "beam:env:docker:v1"
@@ -84,13 +78,14 @@ class _DoFns(PipelineVisitor):
 
 
 def test_every_dofn_pickles_and_loads_in_a_fresh_interpreter(sample_eopatches, tmp_path):
-    options = PipelineOptions(fused_flags(sample_eopatches, str(tmp_path / "out")) + ["--layout", "sharded"])
-    pipeline = beam.Pipeline(options=options)
-    build_fused(pipeline, options)
+    args, _beam_flags = RUN.parser().parse_known_args(fused_flags(sample_eopatches, str(tmp_path / "out"))
+                                                      + ["--layout", "sharded"])
+    pipeline = beam.Pipeline()
+    RUN.launch(args).build(pipeline)
     visitor = _DoFns()
     pipeline.visit(visitor)
     assert len(visitor.fns) > 10
-    for n, (label, fn) in enumerate(visitor.fns):
+    for n, (_label, fn) in enumerate(visitor.fns):
         (tmp_path / f"{n}.pickle").write_bytes(pickler.dumps(fn))
     check = ("import sys, glob\nfrom apache_beam.internal import pickler\n"
              "for path in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"
@@ -112,15 +107,25 @@ def job_service(tmp_path):
          "--port_file", str(port_file), "--staging_dir", str(tmp_path / "staging")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert process.poll() is None, "job service exited"
-            assert time.monotonic() < deadline, "job service did not start"
-            time.sleep(0.1)
+        _wait_for(process, lambda: port_file.exists() and port_file.read_text().strip(), "job service")
         yield f"localhost:{port_file.read_text().strip()}"
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_for(process, ready, what: str, seconds: float = 60) -> None:
+    """Until `ready()`, while `process` runs, for at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert process.poll() is None, f"{what} exited"
+        assert time.monotonic() < deadline, f"{what} did not start"
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -135,14 +140,7 @@ def worker_pool(tmp_path):
                                 "--service_port", str(port)], env=environment, cwd=str(tmp_path),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, "worker pool exited"
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "worker pool did not start"
-            time.sleep(0.1)
+        _wait_for(process, lambda: _listening(port), "worker pool")
         yield f"localhost:{port}"
     finally:
         process.terminate()
@@ -151,8 +149,8 @@ def worker_pool(tmp_path):
 
 def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopatches, job_service, tmp_path):
     direct, portable = str(tmp_path / "direct"), str(tmp_path / "portable")
-    run(build_fused, fused_flags(sample_eopatches, direct))
-    run(build_fused, fused_flags(sample_eopatches, portable)
+    execute(RUN, fused_flags(sample_eopatches, direct))
+    execute(RUN, fused_flags(sample_eopatches, portable)
         + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "LOOPBACK"])
     for part in ("stack", "windows"):
         produced = read_tree(os.path.join(portable, part))
@@ -162,8 +160,8 @@ def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopat
 
 def test_portable_runner_with_external_worker_processes(sample_eopatches, job_service, worker_pool, tmp_path):
     direct, portable = str(tmp_path / "direct"), str(tmp_path / "external")
-    run(build_fused, fused_flags(sample_eopatches, direct) + ["--layout", "sharded"])
-    run(build_fused, fused_flags(sample_eopatches, portable) + ["--layout", "sharded"]
+    execute(RUN, fused_flags(sample_eopatches, direct) + ["--layout", "sharded"])
+    execute(RUN, fused_flags(sample_eopatches, portable) + ["--layout", "sharded"]
         + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "EXTERNAL",
            "--environment_config", worker_pool])
     produced, expected = (read_tree(os.path.join(root, "windows")) for root in (portable, direct))
@@ -177,27 +175,23 @@ def test_portable_runner_with_external_worker_processes(sample_eopatches, job_se
     assert records(produced) == records(expected) != []
 
 
-def test_dataflow_dry_run_translates_a_scheduled_run(sample_eopatches, tmp_path):
-    options = PipelineOptions(DATAFLOW_FLAGS + [
-        "--optical", sample_eopatches, "--output_root", str(tmp_path / "scheduled"), "--end", "2016-04-01",
+def test_dataflow_dry_run_translates_a_scheduled_run_and_writes_nothing(sample_eopatches, tmp_path):
+    root = tmp_path / "scheduled"
+    outcome = execute(scheduled_command(0), DATAFLOW_FLAGS + [
+        "--optical", sample_eopatches, "--output_root", str(root), "--end", "2016-04-01",
         "--lookback", "120d", "--write_stacks", *FUSED_FLAGS[:4], *FUSED_FLAGS[8:]])  # the run sets start/end
-    run_plan, manifest = start_run(options, now=0)
-    pipeline = beam.Pipeline(options=options)
-    build_scheduled(pipeline, options, run_plan, manifest)
-    proto = pipeline.run().job.proto_pipeline
+    proto = outcome.result.job.proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"With carried frames", "Stack tiles/Read and forward fill", "Write state", "Write stacks",
-            "Write windows", "Write manifest.json"} <= names
-    assert manifest.status == "running"
+    assert {"Stage 2/Time stamps to stack at", "Stage 2/Stack tiles/Read and forward fill", "Write state",
+            "Write stacks", "Write windows", "Write manifest.json"} <= names
+    assert outcome.dry_run and not root.exists()  # no manifest, no output
 
 
-def test_flex_template_parameters_are_pipeline_options_that_validate_the_scheduled_launch():
+def test_flex_template_parameters_are_flags_that_validate_the_scheduled_launch():
     with open(os.path.join(REPO, "flex_template", "metadata.json")) as f:
         parameters = {p["name"]: p for p in json.load(f)["parameters"]}
     with open(os.path.join(REPO, "schedules", "flex_template_launch.json")) as f:
         body = json.load(f)["launchParameter"]["parameters"]
-    known = set(PipelineOptions([]).get_all_options())
-    assert set(parameters) <= known
     assert {name for name, p in parameters.items() if not p["isOptional"]} <= set(body)
 
     def valid(name: str, value: str) -> bool:
@@ -207,8 +201,8 @@ def test_flex_template_parameters_are_pipeline_options_that_validate_the_schedul
     for name, bad in [("output_root", "/data/rsdt"), ("observations", "s3://b/store"), ("end", "tomorow"),
                       ("lookback", "30 days"), ("tile_size", "32px"), ("mode", "train"), ("gzip_level", "10")]:
         assert not valid(name, bad), (name, bad)
-    options = PipelineOptions([f"--{name}={value}" for name, value in body.items()])
-    assert (options.view_as(ScheduleOptions).end, options.view_as(ScheduleOptions).lookback) == ("today", "30d")
+    args, beam_flags = SCHEDULED.parser().parse_known_args([f"--{name}={value}" for name, value in body.items()])
+    assert (args.end, args.lookback, beam_flags) == ("today", "30d", [])
 
 
 def test_the_image_matches_the_sdk_that_submits_jobs():

@@ -14,15 +14,23 @@ import shutil
 
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from rsdt_beam.acquire.observation import parse_time_name
-from rsdt_beam.options import parse_time
-from rsdt_beam.pipeline import build_fused, run
+from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
+from rsdt_beam.cli.run import execute
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.times import parse_time, parse_time_name
 from rsdt_beam.records import parse_example
-from rsdt_beam.schedule import (FAILED, SUCCEEDED, Carry, align_down, fill_time, launch, list_runs, resolve_end,
-                                run_times, seed_pieces, select_windows)
-from rsdt_beam.stack.rules import BandCounts, Piece, stack_tile
+from rsdt_beam.schedule.manifest import FAILED, SUCCEEDED, list_runs
+from rsdt_beam.schedule.rules import (
+    Carry,
+    align_down,
+    fill_time,
+    resolve_end,
+    run_times,
+    seed_pieces,
+    select_windows,
+)
+from rsdt_beam.stack.rules import Piece, stack_tile
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.rules import WindowParams, window_spans
 
@@ -100,8 +108,8 @@ def crontab_flags() -> list[str]:
     """The flags of the example crontab line (schedules/crontab), minus its cloud locations and runner."""
     with open(os.path.join(REPO, "schedules", "crontab")) as f:
         line = next(line for line in f if line.strip() and not line.startswith(("#", "CRON_TZ")))
-    words = shlex.split(line.split("-m pipelines.scheduled", 1)[1].split(">>")[0])
-    PipelineOptions(words).get_all_options(retain_unknown_options=False)  # every flag is a known option
+    words = shlex.split(line.split("-m rsdt_beam.pipelines.scheduled", 1)[1].split(">>")[0])
+    SCHEDULED.parser().parse_known_args(words)  # every rsdt_beam flag is one of the scheduled command's
     assert words[words.index("--end") + 1] == "today" and "--lookback" in words
     dropped = {"--observations", "--output_root", "--runner", "--project", "--region", "--temp_location",
                "--sdk_container_image"}
@@ -135,7 +143,7 @@ def launch_on(day: str, inputs: Inputs, output_root: str, *extra: str, grow: boo
     if grow:
         inputs.until(day)
     flags = crontab_flags() + ["--optical", inputs.folder, "--output_root", output_root, *SAMPLE_FLAGS, *extra]
-    return launch(flags, now=parse_time(day))
+    return execute(scheduled_command(parse_time(day)), flags).record
 
 
 def tree(root: str) -> dict[str, bytes]:
@@ -166,9 +174,10 @@ def assert_union_is_one_launch(output_root: str, manifests, inputs: Inputs, tmp_
     keeps them short), which the last run carries on: the next run writes them.
     """
     reference = str(tmp_path / "one_launch")
-    run(build_fused, ["--optical", inputs.folder, "--starttime", manifests[0].start, "--endtime", manifests[-1].end,
-                      "--stack_output", f"{reference}/stack", "--window_output", f"{reference}/windows",
-                      *SAMPLE_FLAGS])
+    lookback = SAMPLE_FLAGS.index("--lookback")
+    execute(RUN, ["--optical", inputs.folder, "--starttime", manifests[0].start, "--endtime", manifests[-1].end,
+                  "--stack_output", f"{reference}/stack", "--window_output", f"{reference}/windows",
+                  *SAMPLE_FLAGS[:lookback], *SAMPLE_FLAGS[lookback + 2:]])
     pending_from = manifests[-1].carry["windows_written"]
     runs = [os.path.join(output_root, "runs", m.run_id) for m in manifests]
     tiles = [name for name in sorted(os.listdir(f"{reference}/windows")) if name.endswith(".tfrecords")]

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from conftest import reference_stack
 
 from benchmarks.bench import Inputs, generate
-from conftest import reference_stack
 from rsdt_beam.acquire.store import list_store
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
+from rsdt_beam.common.times import parse_time
 from rsdt_beam.grid import PixelWindow, TileLayout
-from rsdt_beam.options import parse_time
-from rsdt_beam.stack.rules import MODALITIES, BandCounts, StackParams, written_times
+from rsdt_beam.stack.rules import StackParams, written_times
 from rsdt_beam.stack.transforms import StackChunks, WrittenTimes
 
 pytestmark = pytest.mark.e2e

@@ -1,11 +1,11 @@
-"""Stage 2 rules against RSDTLIB_SEMANTICS.md's worked examples and edge cases."""
+"""Stage 2 rules against docs/semantics.md's worked examples and edge cases."""
 
 import numpy as np
 import pytest
 
-from rsdt_beam.options import parse_time
-from rsdt_beam.stack.rules import (OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts, Piece, StackParams,
-                                   stack_tile, written_times)
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.common.times import parse_time
+from rsdt_beam.stack.rules import Piece, StackParams, stack_tile, written_times
 
 DAY = 86400.0
 

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from rsdt_beam.stack.rules import BandCounts, TileStack
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.rules import WindowParams, window_spans, windows
 
 

@@ -21,27 +21,48 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import sys
 
 import apache_beam as beam
 import numpy as np
 import rasterio.errors
 
 from rsdt_beam import fs
+from rsdt_beam.acquire.geotiff import (
+    FINGERPRINT_TAG,
+    SOURCE_TAG,
+    ConvertParams,
+    ConvertSource,
+    Listing,
+    assemble,
+    block_windows,
+    drop_duplicates,
+    file_header,
+    fingerprint,
+    glob_sources,
+    inspect_source,
+    open_raster,
+    read_manifest,
+    read_source_window,
+)
+from rsdt_beam.acquire.store import (
+    REJECTED_DIR,
+    GeoTiffObservationReader,
+    observation_path,
+    read_grid,
+    rejection_path,
+    write_band_description,
+    write_grid,
+    write_observation,
+)
+from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_of, mask_for_grid
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time
+from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
-from rsdt_beam.acquire.geotiff import (FINGERPRINT_TAG, SOURCE_TAG, ConvertParams, ConvertSource, Listing,
-                                       assemble, block_windows, drop_duplicates, file_header, fingerprint,
-                                       glob_sources, inspect_source, open_raster, parse_band_selection,
-                                       read_manifest, read_source_window)
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time, time_name
-from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, observation_path, read_grid,
-                                     rejection_path, write_grid, write_observation)
-from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_from_options, mask_for_grid
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import AreaOptions, ConvertOptions, WindowOptions
-from rsdt_beam.pipeline import StackPlan, add_stages_2_and_3
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, SAR_ASCENDING, SAR_DESCENDING, BandCounts
+from rsdt_beam.specs import AreaSpec, ConvertSpec
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -293,10 +314,11 @@ class ConvertPlan:
     job: ConvertJob
     sources: list[ConvertSource]
     rejected: list[Rejection]
+    band_names: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
-               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> "ConvertPlan":
+               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
         first readable source; a store that already holds another grid is an error."""
         existing = read_grid(store)
@@ -306,57 +328,62 @@ class ConvertPlan:
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
+        names: dict[str, tuple[str, ...]] = {}
         for source in unique.sources:
             if source.modality in bands:
                 continue
             try:
-                bands[source.modality] = inspect_source(source, grid).bands
+                header = inspect_source(source, grid)
+                bands[source.modality], names[source.modality] = header.bands, header.band_names
             except ObservationError as error:
                 _LOG.warning("cannot take the %s band count from %s, trying the next one",
                              source.modality, error)
         for item in rejected:
             _LOG.warning("set aside %s: %s", item.observation, item.reason)
         job = ConvertJob(store, grid, params, tuple(sorted(bands.items())), aoi, block_size)
-        return cls(job, unique.sources, rejected)
+        return cls(job, unique.sources, rejected, names)
 
     @classmethod
-    def from_options(cls, options) -> "ConvertPlan":
-        """From `AreaOptions` and `ConvertOptions` flags."""
-        area, opts = options.view_as(AreaOptions), options.view_as(ConvertOptions)
+    def from_spec(cls, area: AreaSpec, spec: ConvertSpec) -> ConvertPlan:
+        """Lists the archive and fixes the grid: the AOI's, or the store's when adding to it."""
         if not area.store:
-            raise ValueError("--store is required (the observation store to write)")
-        selection = parse_band_selection(opts.band_selection)
-        if opts.manifest:
-            listing = read_manifest(opts.manifest, selection)
-        elif opts.band_files:
-            listing = glob_sources([p.strip() for p in opts.band_files.split(",") if p.strip()],
-                                   opts.archive_modality, opts.time_pattern, opts.mask_files, selection)
+            raise UserError("--store is required (the observation store to write)")
+        if spec.manifest:
+            listing = read_manifest(spec.manifest, spec.band_selection)
         else:
-            raise ValueError("no archive: give --manifest or --band_files (with --time_pattern)")
+            listing = glob_sources(list(spec.band_files), spec.archive_modality, spec.time_pattern,
+                                   spec.mask_files, spec.band_selection)
         anchor = (0.0, 0.0)
-        if opts.align_to:
+        if spec.align_to:
             if not area.resolution:
-                raise ValueError("--align_to needs --resolution")
-            anchor = anchor_of(file_header(opts.align_to, "--align_to raster").transform, area.resolution)
+                raise UserError("--align_to needs --resolution")
+            anchor = anchor_of(file_header(spec.align_to, "--align_to raster").transform, area.resolution)
         if area.aoi:
-            aoi, grid = area_from_options(options, anchor)
+            aoi, grid = area_of(area, anchor)
         elif read_grid(area.store) is not None:
             aoi, grid = None, read_grid(area.store)  # adding observations to an existing store
         else:
-            raise ValueError("--aoi and --resolution are required (the store has no grid.json yet)")
-        params = ConvertParams.create(opts.divisor, opts.resampling, opts.mask_rule, opts.db_to_linear,
-                                      opts.clip_to_aoi, opts.output_dtype)
-        return cls.create(area.store, grid, listing, params, aoi, opts.convert_block_size)
+            raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+        return cls.create(area.store, grid, listing, spec.params, aoi, spec.block_size)
 
     @property
     def band_counts(self) -> BandCounts:
         """Stage 2's band counts; SAR ascending and descending must agree."""
-        bands = dict(self.job.bands)
-        sar = {bands[m] for m in (SAR_ASCENDING, SAR_DESCENDING) if m in bands}
-        if len(sar) > 1:
-            raise ValueError(f"SAR ascending has {bands[SAR_ASCENDING]} bands but SAR descending has "
-                             f"{bands[SAR_DESCENDING]}; rsdtlib's record schema needs one bands_sar")
-        return BandCounts(sar.pop() if sar else 0, bands.get(OPTICAL, 0))
+        return BandCounts.of_modalities(dict(self.job.bands))
+
+    def band_description(self) -> dict:
+        """`{modality: {"names", "units", "preprocessing"}}` of this run's modalities (store's bands.json)."""
+        params = self.job.params
+        out = {}
+        for modality, _ in self.job.bands:
+            sar_db = params.db_to_linear and modality != OPTICAL
+            divisor = params.divisor(modality)
+            preprocessing = {"divisor": divisor, "db_to_linear": sar_db, "mask_rule": params.mask_rule.describe(),
+                             "resampling": params.resampling, "dtype": params.dtype}
+            units = "linear power (from dB)" if sar_db else f"source value / {divisor:g}"
+            out[modality] = {"names": list(self.band_names.get(modality, ())), "units": units,
+                             "preprocessing": preprocessing}
+        return out
 
     def describe(self) -> str:
         per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
@@ -369,22 +396,7 @@ class ConvertPlan:
         grid, store = self.job.grid, self.job.store
         (pipeline | "Grid" >> beam.Create([grid])
          | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g)))
+        (pipeline | "Band description" >> beam.Create([self.band_description()])
+         | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description)))
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         return sources | "Convert" >> ConvertObservations(self.job, self.rejected)
-
-
-def build_convert(pipeline, options):
-    """`pipelines.convert`: convert alone, or with `--window_output` fused on through Stages 2 and 3.
-
-    Fused, Stage 2 stacks the refs of the store's observations for this run
-    (new and already converted) on the convert grid; `--stack_output` also
-    writes the stacks; rejected.json of the window output lists every
-    observation set aside by convert and by Stage 2.
-    """
-    plan = ConvertPlan.from_options(options)
-    print(f"rsdt_beam: {plan.describe()}", file=sys.stderr)
-    refs, rejected = plan.expand(pipeline)
-    if not options.view_as(WindowOptions).window_output:
-        return plan
-    stack_plan = StackPlan.from_options(options, grid=plan.job.grid, bands=plan.band_counts)
-    return add_stages_2_and_3(pipeline, options, stack_plan, refs=refs, source_rejected=[rejected])

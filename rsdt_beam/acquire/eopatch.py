@@ -19,8 +19,8 @@ import re
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import (ObservationError, ObservationHeader, ObservationRef,
-                                           Rejection, iso_time, parse_time_name)
+from rsdt_beam.common.observations import ObservationError, ObservationHeader, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, parse_time_name
 from rsdt_beam.grid import Grid, PixelWindow
 
 

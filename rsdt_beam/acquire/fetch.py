@@ -41,15 +41,28 @@ import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.graph import split
 from rsdt_beam.acquire import sentinelhub as sh
-from rsdt_beam.acquire.observation import ObservationRef, Rejection, iso_time, time_name
-from rsdt_beam.acquire.store import (REJECTED_DIR, GeoTiffObservationReader, list_store, observation_path,
-                                     read_grid, rejection_path, write_grid, write_observation,
-                                     write_rejection)
+from rsdt_beam.acquire.store import (
+    REJECTED_DIR,
+    GeoTiffObservationReader,
+    list_store,
+    observation_path,
+    read_grid,
+    rejection_path,
+    write_band_description,
+    write_grid,
+    write_observation,
+    write_rejection,
+)
+from rsdt_beam.aoi import area_of
+from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
+from rsdt_beam.common.observations import ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, time_name
+from rsdt_beam.errors import UserError
+from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.progress import Counter
-from rsdt_beam.stack.rules import MODALITIES, OPTICAL, BandCounts
+from rsdt_beam.specs import AreaSpec, FetchSpec, StackSpec
 
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = ".fetch_chunks"
@@ -153,7 +166,7 @@ class FetchPlan:
     @classmethod
     def create(cls, settings: sh.SentinelHubSettings, grid: Grid, layout: TileLayout, store: str,
                modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
-               lanes: int = 4) -> "FetchPlan":
+               lanes: int = 4) -> FetchPlan:
         """Checks credentials (raises CredentialsError before anything else), searches, lists the store."""
         unknown = [m for m in modalities if m not in sh.COLLECTIONS]
         if unknown or not modalities:
@@ -174,38 +187,42 @@ class FetchPlan:
                    stored, lanes)
 
     @classmethod
-    def from_options(cls, options) -> "FetchPlan":
-        """From AreaOptions (--store, --aoi ...), StackOptions (times, tiles) and FetchOptions."""
-        from rsdt_beam.aoi import grid_for_aoi, load_aoi
-        from rsdt_beam.options import (AreaOptions, FetchOptions, StackOptions, parse_size_pair,
-                                       parse_time)
-        area, stack, fetch = (options.view_as(AreaOptions), options.view_as(StackOptions),
-                              options.view_as(FetchOptions))
+    def from_spec(cls, area: AreaSpec, stack: StackSpec, spec: FetchSpec) -> FetchPlan:
+        """The grid (the store's, or the AOI's), the tiling and the time range of a fetch run."""
         if not area.store:
-            raise ValueError("--store is required (the observation store to fetch into)")
-        settings = settings_from_options(fetch)
+            raise UserError("--store is required (the observation store to fetch into)")
+        settings = settings_of(spec)
         grid = read_grid(area.store)
         if area.aoi:
             if not area.resolution:
-                raise ValueError("--aoi needs --resolution (e.g. 10)")
-            aoi_grid = grid_for_aoi(load_aoi(area.aoi, area.aoi_union, area.aoi_crs), area.resolution, area.crs)
+                raise UserError("--aoi needs --resolution (e.g. 10)")
+            _aoi, aoi_grid = area_of(area)
             grid = grid or aoi_grid
             if not grid.matches(aoi_grid):
-                raise ValueError(f"store {area.store} holds grid {grid.describe()} but --aoi gives "
-                                 f"{aoi_grid.describe()}; use another store")
+                raise UserError(f"store {area.store} holds grid {grid.describe()} but --aoi gives "
+                                f"{aoi_grid.describe()}; use another store")
         if grid is None:
-            raise ValueError("no grid: give --aoi and --resolution, or a --store with grid.json")
-        layout = TileLayout(grid.height, grid.width, *parse_size_pair(stack.tile_size),
-                            *parse_size_pair(stack.deadzone))
-        modalities = [m.strip() for m in fetch.collections.split(",") if m.strip()]
-        return cls.create(settings, grid, layout, area.store, modalities, parse_time(stack.starttime),
-                          parse_time(stack.endtime), fetch.fetch_chunk_size, fetch.max_requests_in_flight)
+            raise UserError("no grid: give --aoi and --resolution, or a --store with grid.json")
+        layout = TileLayout(grid.height, grid.width, *stack.tile_size, *stack.deadzone)
+        params = stack.params
+        return cls.create(settings, grid, layout, area.store, list(spec.collections), params.starttime,
+                          params.endtime, spec.chunk_size, spec.max_requests_in_flight)
 
     @property
     def bands(self) -> BandCounts:
         sar = any(m != OPTICAL for m in self.acquisitions)
         return BandCounts(len(sh.S1_BANDS) if sar else 0,
                           len(sh.S2_BANDS) if OPTICAL in self.acquisitions else 0)
+
+    def band_description(self) -> dict:
+        """`{modality: {"names", "units", "preprocessing"}}` of the fetched collections (store's bands.json)."""
+        out = {}
+        for modality in self.acquisitions:
+            collection = sh.COLLECTIONS[modality]
+            out[modality] = {"names": list(collection.bands), "units": collection.units,
+                             "preprocessing": {"source": f"Sentinel Hub {collection.stock_name}",
+                                               "valid": " and ".join(collection.masks)}}
+        return out
 
     def estimated_units(self) -> float:
         return sum(sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width)
@@ -225,15 +242,15 @@ class FetchPlan:
                 for i in self.items]
 
 
-def settings_from_options(fetch) -> sh.SentinelHubSettings:
-    """Settings from FetchOptions; the credentials' place (file, Secret Manager, profile or environment)."""
-    credentials = sh.Credentials(file=fetch.sh_credentials_file, secret=fetch.sh_secret, profile=fetch.sh_profile)
+def settings_of(spec: FetchSpec) -> sh.SentinelHubSettings:
+    """Settings of a FetchSpec; the credentials' place (file, Secret Manager, profile or environment)."""
+    credentials = sh.Credentials(file=spec.credentials_file, secret=spec.secret, profile=spec.profile)
     return sh.SentinelHubSettings(
-        base_url=fetch.sh_base_url, token_url=fetch.sh_token_url or sh.default_token_url(fetch.sh_base_url),
-        credentials=credentials, maxcc=fetch.maxcc,
-        time_difference=fetch.time_difference, max_download_attempts=fetch.sh_max_attempts,
-        retry_sleep=fetch.sh_retry_sleep, request_timeout=fetch.sh_timeout,
-        max_throttle_retries=fetch.sh_max_throttle_retries)
+        base_url=spec.base_url, token_url=spec.token_url or sh.default_token_url(spec.base_url),
+        credentials=credentials, maxcc=spec.maxcc,
+        time_difference=spec.time_difference, max_download_attempts=spec.max_attempts,
+        retry_sleep=spec.retry_sleep, request_timeout=spec.timeout,
+        max_throttle_retries=spec.max_throttle_retries)
 
 
 def _encode_chunk(data: np.ndarray, valid: np.ndarray) -> bytes:
@@ -421,6 +438,7 @@ class FetchObservations(beam.PTransform):
     def expand(self, pbegin):
         plan = self._plan
         write_grid(plan.store, plan.grid)
+        write_band_description(plan.store, plan.band_description())
         fetched = (pbegin
                    | "Work items" >> beam.Create(plan.items)
                    | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store))

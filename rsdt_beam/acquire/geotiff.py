@@ -24,7 +24,7 @@ import io
 import json
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -35,11 +35,12 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import ObservationError, Rejection, iso_time
 from rsdt_beam.acquire.store import BAND_DTYPES, open_raster
+from rsdt_beam.common.modalities import MODALITIES
+from rsdt_beam.common.observations import ObservationError, Rejection
+from rsdt_beam.common.times import iso_time, parse_time
+from rsdt_beam.common.user_code import load_callable
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.options import parse_time
-from rsdt_beam.stack.rules import MODALITIES
 
 FINGERPRINT_TAG = "RSDT_CONVERT_FINGERPRINT"
 SOURCE_TAG = "RSDT_CONVERT_SOURCE"
@@ -69,7 +70,7 @@ class MaskRule:
             raise ValueError("mask rule 'function' needs module:function")
 
     @classmethod
-    def parse(cls, spec: str) -> "MaskRule":
+    def parse(cls, spec: str) -> MaskRule:
         """`nonzero`, `values:0,1`, `bits:0,3,4`, `function:module:fn` or a preset name (see MASK_PRESETS)."""
         spec = spec.strip()
         if spec in MASK_PRESETS:
@@ -99,7 +100,6 @@ class MaskRule:
         if self.kind == "bits":
             flags = sum(1 << bit for bit in self.values)
             return (raw.astype(np.int64) & flags) == 0
-        from rsdt_beam.window.selection import load_callable  # imports user code only when asked to
         valid = np.asarray(load_callable(self.function)(raw))
         if valid.shape != raw.shape:
             raise ValueError(f"mask function {self.function} returned shape {valid.shape} for {raw.shape}")
@@ -156,7 +156,7 @@ class ConvertParams:
     @classmethod
     def create(cls, divisor: str | float = 255.0, resampling: str = "bilinear",
                mask_rule: MaskRule | str = "nonzero", db_to_linear: bool = False,
-               clip_to_aoi: bool = False, dtype: str = "float32") -> "ConvertParams":
+               clip_to_aoi: bool = False, dtype: str = "float32") -> ConvertParams:
         rule = MaskRule.parse(mask_rule) if isinstance(mask_rule, str) else mask_rule
         return cls(tuple(sorted(parse_divisor(divisor).items())), resampling, rule, db_to_linear, clip_to_aoi,
                    dtype)

@@ -43,8 +43,8 @@ import numpy as np
 import requests
 
 from rsdt_beam import fs
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
 
 _LOG = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class CredentialsError(RuntimeError):
 class FetchError(Exception):
     """One request that failed for good (after the retries), with the reason and what it cost."""
 
-    def __init__(self, reason: str, stats: "RequestStats | None" = None):
+    def __init__(self, reason: str, stats: RequestStats | None = None):
         super().__init__(reason)
         self.stats = stats or RequestStats()
 
@@ -289,7 +289,7 @@ def _utc(seconds: float) -> datetime.datetime:
 
 
 def _bbox(grid: Grid, window: PixelWindow):
-    from sentinelhub import BBox, CRS
+    from sentinelhub import CRS, BBox
     a, b, c, d, e, f = grid.window_transform(window)
     if b or d:
         raise ValueError(f"grid {grid.describe()} is rotated; Sentinel Hub needs a north-up grid")
@@ -396,9 +396,9 @@ def open_session(settings: SentinelHubSettings):
     The session refreshes its token 2 minutes before expiry. Missing or
     rejected credentials raise CredentialsError.
     """
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
     from sentinelhub import SentinelHubSession
     from sentinelhub.exceptions import DownloadFailedException
-    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
     key = _session_key(settings)
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)

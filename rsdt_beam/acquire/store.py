@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import rasterio
@@ -25,12 +25,12 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.observation import (ObservationError, ObservationHeader, ObservationRef,
-                                           Rejection, iso_time, parse_time_name, time_name)
+from rsdt_beam.common.modalities import MODALITIES
+from rsdt_beam.common.names import BANDS_FILE, GRID_FILE
+from rsdt_beam.common.observations import ObservationError, ObservationHeader, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.stack.rules import MODALITIES
 
-GRID_FILE = "grid.json"
 REJECTED_DIR = "rejected"
 
 
@@ -99,6 +99,20 @@ def read_grid(root: str) -> Grid | None:
 def rejection_path(root: str, modality: str, time: float) -> str:
     """Where the store records an observation set aside for good (no valid pixel)."""
     return fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json")
+
+
+def write_band_description(root: str, description: dict) -> None:
+    """Records `{modality: {"names", "units", "preprocessing"}}` of this run's modalities in `bands.json`
+    (the store's other modalities keep theirs); Stage 2 copies it into metadata.json."""
+    path = fs.join(root, BANDS_FILE)
+    recorded = fs.read_json(path) if fs.exists(path) else {}
+    fs.write_json(path, dict(recorded, **description))
+
+
+def read_band_description(root: str) -> dict:
+    """The store's `bands.json`, or {} (a store written before it was recorded)."""
+    path = fs.join(root, BANDS_FILE)
+    return fs.read_json(path) if fs.exists(path) else {}
 
 
 def write_rejection(root: str, rejection: Rejection, modality: str, time: float) -> None:

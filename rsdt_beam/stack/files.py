@@ -6,22 +6,14 @@ or by rsdtlib itself.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.names import METADATA_FILE, RSDTLIB_METADATA_KEYS, TILE_FILE, tile_file_name
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor
-from rsdt_beam.stack.rules import BandCounts, TileStack
+from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import read_records
-
-METADATA_FILE = "metadata.json"
-RSDTLIB_METADATA_KEYS = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-TILE_FILE = re.compile(r"^(\d+)_(\d+)\.tfrecords$")
-
-
-def tile_file_name(tile: tuple[int, int]) -> str:
-    return f"{tile[0]}_{tile[1]}.tfrecords"
 
 
 def read_stack_metadata(stack_dir: str) -> dict:
@@ -34,6 +26,11 @@ def read_stack_metadata(stack_dir: str) -> dict:
     if missing:
         raise ValueError(f"{path} lacks {missing}")
     return metadata
+
+
+def band_counts(metadata: dict) -> BandCounts:
+    """The band counts metadata.json gives (rsdtlib's `bands_sar`, `bands_opt`)."""
+    return BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
 
 
 def list_tiles(stack_dir: str) -> list[tuple[int, int]]:
@@ -57,14 +54,14 @@ def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
 def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> TileStack:
     """One tile's stack, checked against the metadata's tile size and band counts."""
     path = fs.join(stack_dir, tile_file_name(tile))
-    bands = BandCounts(int(metadata["bands_sar"]), int(metadata["bands_opt"]))
+    bands = band_counts(metadata)
     shapes = {"SAR_ascending": (metadata["tile_size_y"], metadata["tile_size_x"], bands.sar),
               "OPT": (metadata["tile_size_y"], metadata["tile_size_x"], bands.opt)}
     shapes["SAR_descending"] = shapes["SAR_ascending"]
-    times, frames = [], []
+    times, frames, observed = [], [], []
     with fs.open_read(path) as raw:
         for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
-            timestamp, asc, dsc, opt = parse_stack_record(payload)
+            timestamp, asc, dsc, opt, seen = parse_stack_record(payload)
             for name, array in zip(("SAR_ascending", "SAR_descending", "OPT"), (asc, dsc, opt)):
                 if array.shape != tuple(shapes[name]):
                     raise ValueError(f"{path} record {n}: {name} has shape {array.shape}, "
@@ -73,6 +70,9 @@ def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> Ti
                 raise ValueError(f"{path} record {n}: time stamps are not increasing")
             times.append(timestamp)
             frames.append(np.concatenate([asc, dsc, opt], axis=-1).astype(np.float32, copy=False))
+            observed.append(seen)
     shape = (0, metadata["tile_size_y"], metadata["tile_size_x"], bands.total)
+    recorded = bool(observed) and all(seen is not None for seen in observed)
     return TileStack(tile, np.asarray(times, np.float64),
-                     np.stack(frames) if frames else np.zeros(shape, np.float32), bands)
+                     np.stack(frames) if frames else np.zeros(shape, np.float32), bands,
+                     np.stack(observed) if recorded else None)

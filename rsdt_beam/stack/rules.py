@@ -1,7 +1,7 @@
 """Stage 2 rules: which time stamps are written, forward fill, assembling.
 
 Pure numpy, no Beam, no I/O. These are rsdtlib's `Stack` rules (see
-RSDTLIB_SEMANTICS.md): all observations on one time line; per modality and
+docs/semantics.md): all observations on one time line; per modality and
 pixel the last valid value carried forward (zeros before the first valid
 one); a frame written at the last time stamp of every non-empty `delta_step`
 bin in `[starttime, endtime)`; SAR ascending, SAR descending and optical
@@ -11,14 +11,11 @@ assembled per frame as `[asc | dsc | opt]` on the band axis.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-SAR_ASCENDING = "sar_ascending"
-SAR_DESCENDING = "sar_descending"
-OPTICAL = "optical"
-MODALITIES = (SAR_ASCENDING, SAR_DESCENDING, OPTICAL)
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,26 +49,6 @@ def written_times(times: Iterable[float], params: StackParams) -> np.ndarray:
     return ts[last_of_bin]
 
 
-@dataclasses.dataclass(frozen=True)
-class BandCounts:
-    """Bands per modality; SAR ascending and descending share `sar` as in rsdtlib."""
-
-    sar: int
-    opt: int
-
-    @property
-    def total(self) -> int:
-        return 2 * self.sar + self.opt
-
-    def slice_of(self, modality: str) -> slice:
-        return {SAR_ASCENDING: slice(0, self.sar),
-                SAR_DESCENDING: slice(self.sar, 2 * self.sar),
-                OPTICAL: slice(2 * self.sar, self.total)}[modality]
-
-    def bands_of(self, modality: str) -> int:
-        return self.opt if modality == OPTICAL else self.sar
-
-
 @dataclasses.dataclass
 class Piece:
     """One observation cut to one tile: bands `[ty, tx, b]` and validity `[ty, tx]` (None: all valid)."""
@@ -90,6 +67,9 @@ class TileStack:
     times: np.ndarray
     frames: np.ndarray
     bands: BandCounts
+    # bool [n, ty, tx, 3]: a valid observation of SAR ascending / descending / optical arrived since the
+    # previous frame (False: forward-filled); None for stacks read from files that do not record it.
+    observed: np.ndarray | None = None
 
     def modality(self, name: str) -> np.ndarray:
         """A view of one modality's bands of every frame."""
@@ -110,15 +90,19 @@ def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarr
     ordered = sorted(pieces, key=lambda piece: piece.time)
     state = np.zeros((*tile_shape, bands.total), np.float32)
     frames = np.empty((len(written), *tile_shape, bands.total), np.float32)
+    observed = np.zeros((len(written), *tile_shape, len(MODALITIES)), bool)
     next_piece = 0
     for k, time in enumerate(written):
         while next_piece < len(ordered) and ordered[next_piece].time <= time:
             piece = ordered[next_piece]
             target = state[..., bands.slice_of(piece.modality)]
+            seen = observed[k, ..., MODALITIES.index(piece.modality)]
             if piece.mask is None:
                 target[...] = piece.data
+                seen[...] = True
             else:
                 np.copyto(target, piece.data, where=piece.mask[..., None])
+                seen |= piece.mask
             next_piece += 1
         frames[k] = state
-    return TileStack(tile, np.asarray(written, np.float64), frames, bands)
+    return TileStack(tile, np.asarray(written, np.float64), frames, bands, observed)

@@ -13,21 +13,25 @@ readers of `rsdt_beam.acquire`; every decision lives there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.modalities import MODALITIES, BandCounts
+from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, RECORD_OBSERVED_KEY, tile_file_name
+from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.graph import split
-from rsdt_beam.acquire.observation import ObservationError, ObservationRef, Rejection, iso_time
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.progress import Counter
 from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import METADATA_FILE, tile_file_name
-from rsdt_beam.stack.rules import (MODALITIES, BandCounts, Piece, StackParams, TileStack, stack_tile,
-                                   written_times)
+from rsdt_beam.stack.files import band_counts
+from rsdt_beam.stack.rules import Piece, StackParams, TileStack, stack_tile, written_times
+from rsdt_beam.stack.stats import BandMoments
 from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)
@@ -182,9 +186,10 @@ class StackChunks(beam.PTransform):
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None):
+    def __init__(self, output_dir: str, gzip_level: int | None, record_observed: bool = False):
         self._output_dir = output_dir
         self._gzip_level = gzip_level
+        self._record_observed = record_observed
         self._records = Counter("stack_records_written")
         self._bytes = Counter("stack_raw_bytes")
         self._file_bytes = Counter("stack_file_bytes")
@@ -195,7 +200,8 @@ class _WriteStack(beam.DoFn):
         with fs.atomic_write(path) as raw:
             writer = TFRecordWriter(raw, self._gzip_level)
             for k, time in enumerate(stack.times):
-                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile))
+                observed = stack.observed[k] if self._record_observed else None
+                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile, observed))
             writer.close()
         self._records.inc(writer.records)
         self._bytes.inc(writer.raw_bytes)
@@ -203,19 +209,56 @@ class _WriteStack(beam.DoFn):
         yield stack.tile
 
 
+class _BandStatsFn(beam.CombineFn):
+    """TileStack -> per-band statistics of all its frames, merged over tiles (`rsdt_beam.stack.stats`)."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def create_accumulator(self) -> BandMoments:
+        return BandMoments.empty(self._bands.total)
+
+    def add_input(self, accumulator: BandMoments, stack: TileStack) -> BandMoments:
+        return accumulator.merge(BandMoments.of(stack.frames))
+
+    def merge_accumulators(self, accumulators) -> BandMoments:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged = merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: BandMoments) -> dict:
+        return accumulator.to_json(self._bands)
+
+
+class BandStatistics(beam.PTransform):
+    """PCollection[TileStack] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def expand(self, stacks):
+        return stacks | "Band statistics" >> beam.CombineGlobally(_BandStatsFn(self._bands))
+
+
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
     `metadata.json` is removed first and written only after every tile file,
     so a folder with it is complete; tile files are written atomically.
+    `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
-    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written):
+    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
+                 record_observed: bool = False):
         super().__init__()
         self._output_dir = output_dir
-        self._metadata = metadata
+        self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
         self._gzip_level = gzip_level
         self._written = written
+        self._record_observed = record_observed
 
     def expand(self, stacks):
         output_dir, metadata = self._output_dir, self._metadata
@@ -223,14 +266,55 @@ class WriteStacks(beam.PTransform):
         cleared = (stacks.pipeline
                    | "Completion marker" >> beam.Create([marker])
                    | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
-        written = stacks | "Write tile files" >> beam.ParDo(_WriteStack(output_dir, self._gzip_level),
-                                                            beam.pvalue.AsSingleton(cleared))
+        written = stacks | "Write tile files" >> beam.ParDo(
+            _WriteStack(output_dir, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
 
-        def write_metadata(tiles: Iterable, times: np.ndarray) -> dict:
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(metadata))
+
+        def write_metadata(tiles: Iterable, times: np.ndarray, band_stats: dict) -> dict:
             done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
+            done[BAND_STATS_KEY] = band_stats
             fs.write_json(marker, done)
             return done
 
         return (written
                 | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written)))
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
+                                                    beam.pvalue.AsSingleton(stats)))
+
+
+class Stack(beam.PTransform):
+    """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stacks.
+
+    Inspects the observations' headers, fixes the written time stamps and forward-fills every tile
+    (those `selector(j, i)` picks) through them. Hooks for runs that continue earlier ones (scheduled
+    runs): `stack_times(written)` gives the time stamps to stack at from the written ones (default: the
+    written ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
+    """
+
+    def __init__(self, plan, selector=None, stack_times=None, seeds=None):
+        super().__init__()
+        self._plan = plan
+        self._selector = selector
+        self._stack_times = stack_times
+        self._seeds = seeds
+
+    def expand(self, refs) -> StackOutputs:
+        plan = self._plan
+        inspected = refs | "Inspect observations" >> InspectObservations(plan.grid, plan.bands)
+        written = inspected["valid"] | "Written time stamps" >> WrittenTimes(plan.params)
+        stacked_at = written
+        if self._stack_times is not None:
+            stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
+        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(plan.layout, plan.chunk_size, plan.bands,
+                                                                     stacked_at, self._selector, self._seeds)
+        return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]))
+
+
+@dataclasses.dataclass(frozen=True)
+class StackOutputs:
+    """What `Stack` gives: the tile stacks, the written time stamps (a singleton) and the rejections."""
+
+    stacks: beam.PCollection
+    written: beam.PCollection
+    rejected: tuple

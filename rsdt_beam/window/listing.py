@@ -1,16 +1,21 @@
 """rsdtlib's windows list: each kept window's current part as (id, first time, last time, frames).
 
-One definition for `windows.csv` (Stage 3), `pipelines.windows_list`, `pipelines.inspect` and
-`OnlineWindows.windows_list`.
+One definition for `windows.csv` (Stage 3), the `windows_list` and `inspect` commands and
+`OnlineWindows.windows_list`; one CSV writer for all of them.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+from collections.abc import Iterable
 
 import numpy as np
 
-from rsdt_beam.acquire.observation import iso_time
+from rsdt_beam import fs
+from rsdt_beam.common.times import iso_time
+from rsdt_beam.stack.files import tile_timestamps
 from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
 
 WINDOWS_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
@@ -27,7 +32,7 @@ class WindowRange:
     frames: int
 
     @classmethod
-    def of(cls, tile: tuple[int, int], span: WindowSpan, times: np.ndarray) -> "WindowRange":
+    def of(cls, tile: tuple[int, int], span: WindowSpan, times: np.ndarray) -> WindowRange:
         first, stop = span.current
         return cls(tile, span.window_id, float(times[first]), float(times[stop - 1]), stop - first)
 
@@ -40,3 +45,26 @@ class WindowRange:
 def window_ranges(times: np.ndarray, params: WindowParams, tile: tuple[int, int]) -> list[WindowRange]:
     """The windows list of a tile with frame times `times`."""
     return [WindowRange.of(tile, span, times) for span in window_spans(times, params)]
+
+
+def tile_windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParams) -> list[WindowRange]:
+    """rsdtlib's `windows_list()` of any tile of a stack folder, from its time stamps alone."""
+    return window_ranges(tile_timestamps(stack_dir, tile), params, tile)
+
+
+def format_windows_list(ranges: Iterable[WindowRange]) -> list[str]:
+    """rsdtlib's printout of the windows list: id, first and last time (UTC) and frames per window."""
+    return ["List of window ranges (current):",
+            *(f"{r.window_id:5d}  {iso_time(r.start)}  {iso_time(r.end)}  {r.frames:3d}" for r in ranges)]
+
+
+def csv_text(rows: Iterable[tuple]) -> str:
+    text = io.StringIO()
+    csv.writer(text).writerows(rows)
+    return text.getvalue()
+
+
+def write_ranges_csv(path: str, ranges: Iterable[WindowRange]) -> str:
+    """The ranges as a CSV file with the columns of `windows.csv`, sorted by tile and window id."""
+    fs.write_bytes(path, csv_text([WINDOWS_CSV_HEADER, *sorted(r.csv_row() for r in ranges)]).encode())
+    return path

@@ -12,17 +12,18 @@ A window is kept when each of its parts has at least `omega` frames; kept
 windows are numbered 0, 1, ... per tile (rsdtlib's window ids). For mono
 windows this is exactly rsdtlib; for triples it is rsdtlib's intent (its
 current part may grow to 2*Omega and its previous part drifts for strides
-above 1; see RSDTLIB_SEMANTICS.md).
+above 1; see docs/semantics.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
-from rsdt_beam.stack.rules import OPTICAL, SAR_ASCENDING, SAR_DESCENDING, TileStack
+from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.stack.rules import TileStack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +90,16 @@ class WindowPart:
     """Frames of one window part; unpacks as rsdtlib's `(timestamps, asc, dsc, opt)`.
 
     `frames` is the assembled `[n, ty, tx, 2*sar + opt]` view into the tile's
-    stack (no copy); the per-modality arrays are views of it.
+    stack (no copy); the per-modality arrays are views of it. `observed` is the
+    stack's bool `[n, ty, tx, 3]` observed mask of these frames (None if not known).
     """
 
-    __slots__ = ("timestamps", "frames", "_stack")
+    __slots__ = ("timestamps", "frames", "observed", "_stack")
 
     def __init__(self, stack: TileStack, span: tuple[int, int]):
         self.timestamps = stack.times[span[0]:span[1]]
         self.frames = stack.frames[span[0]:span[1]]
+        self.observed = stack.observed[span[0]:span[1]] if stack.observed is not None else None
         self._stack = stack
 
     @property

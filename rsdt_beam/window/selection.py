@@ -15,38 +15,15 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib
-import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import parse_tile
+from rsdt_beam.common.user_code import load_callable
 
 TileSelector = Callable[[int, int], bool]
-
-
-def load_callable(spec: str) -> Callable:
-    """`package.module:function` -> the function."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"expected 'module:function', got {spec!r}")
-    try:
-        target = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot load {spec!r}: {error}") from error
-    if not callable(target):
-        raise ValueError(f"{spec!r} is not callable")
-    return target
-
-
-def parse_tile(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*[_,]\s*(\d+)\s*", text)
-    if not match:
-        raise ValueError(f"not a tile index 'j_i': {text!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,33 +10,39 @@ main thread (`rsdt_beam.tfrecord`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.coders import BytesCoder
 from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import (
+    BAND_STATS_KEY,
+    METADATA_FILE,
+    MODEL_CARD_KEYS,
+    RECORD_OBSERVED_KEY,
+    RSDTLIB_METADATA_KEYS,
+    WINDOWS_CSV,
+    tile_file_name,
+)
+from rsdt_beam.common.user_code import callable_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
-from rsdt_beam.stack.files import METADATA_FILE, list_tiles, read_stack_metadata, read_tile_stack, tile_file_name
+from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
+from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
-from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange
+from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, windows
+from rsdt_beam.window.sampling import parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 
-TRAINING = "training"
-INFERENCE = "inference"
-PER_TILE = "per_tile"
-SHARDED = "sharded"
-WINDOWS_CSV = "windows.csv"
 _ROWS_PARTS = ".windows_csv_parts"
 RECORDS, ROWS = "records", "rows"  # the outputs of encoding a tile's windows (sharded layout)
 
@@ -54,8 +60,13 @@ class ReadTileStacks(beam.PTransform):
     def metadata(self) -> dict:
         return self._metadata
 
+    @property
+    def tiles(self) -> list[tuple[int, int]]:
+        return self._tiles
+
     def expand(self, pbegin):
         stack_dir, metadata = self._stack_dir, self._metadata
+        set_total("tiles_read", len(self._tiles))
         read = Counter("tiles_read")
 
         def read_tile(tile):
@@ -70,71 +81,59 @@ class ReadTileStacks(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class WindowOutput:
-    """What Stage 3 writes and how.
+    """How Stage 3 turns a tile stack into records: the window spec, the GZIP level and the selection.
 
-    `gen_label(window, label_args) -> (feature, label)` makes training
-    records (rsdtlib's signature; `window` unpacks as `(cur,)` or
-    `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
+    `selection(stack, params)` gives the windows to write: every kept one by default (rsdtlib's
+    rules); scheduled runs pass one that gives only the windows that became complete in the run.
+    Training records are `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature;
+    `window` unpacks as `(cur,)` or `(prev, cur, next)`, each part as `(timestamps, asc, dsc, opt)`);
     inference records hold the whole current window `[n, ty, tx, bands]`.
-    `window_filter(*window) -> bool` drops windows, as rsdtlib's `win_filter`.
+    `spec.sample` keeps every k-th or a seeded fraction of the rest (`rsdt_beam.window.sampling`);
+    `record_observed` adds the current part's observed mask `[n, ty, tx, 3]` (`Observed`).
     """
 
-    output_dir: str
-    params: WindowParams
-    mode: str = INFERENCE
-    gen_label: Callable | None = None
-    label_args: Any = None
-    window_filter: Callable | None = None
-    layout: str = PER_TILE
-    gzip_level: int | None = DEFAULT_GZIP_LEVEL
-    records_per_shard: int | None = None
-    bytes_per_shard: int | None = None
+    spec: WindowSpec
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+    selection: Callable[[TileStack, WindowParams], Iterable[Window]] = windows
+    record_observed: bool = False
 
-    def __post_init__(self):
-        if self.mode not in (TRAINING, INFERENCE):
-            raise ValueError(f"mode must be {TRAINING!r} or {INFERENCE!r}, got {self.mode!r}")
-        if self.mode == TRAINING and self.gen_label is None:
-            raise ValueError("training windows need a label function (gen_label)")
-        if self.layout not in (PER_TILE, SHARDED):
-            raise ValueError(f"layout must be {PER_TILE!r} or {SHARDED!r}, got {self.layout!r}")
-
-    def windows(self, stack: TileStack) -> Iterable[Window]:
-        """The tile's windows to write: every kept one (scheduled runs write only the newly complete ones)."""
-        return windows(stack, self.params)
+    @property
+    def output_dir(self) -> str:
+        return self.spec.output
 
     def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
-        for window in self.windows(stack):
-            if self.window_filter is not None and not self.window_filter(*window):
-                continue
+        spec = self.spec
+        gen_label = spec.gen_label if spec.mode == TRAINING else None
+        if self.record_observed and stack.observed is None:
+            raise UserError(f"tile {stack.tile}: the stacks carry no observed mask; write them with "
+                            f"--record_observed (Stage 2) to record it in the windows")
+        for window, feature, label in window_pairs(self.selection(stack, spec.params), gen_label, spec.label_args,
+                                                   spec.window_filter, spec.sample):
             current = window.current
-            if self.mode == TRAINING:
-                feature, label = self.gen_label(window, self.label_args)
-                feature, label = np.asarray(feature), np.asarray(label)
-            else:
-                feature, label = current.frames, None
-            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps)
+            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps,
+                                        current.observed if self.record_observed else None)
 
     def metadata(self, stack_metadata: dict) -> dict:
-        keys = ("tile_size_y", "tile_size_x", "bands_sar", "bands_opt", "deadzone_y", "deadzone_x")
-        out = {key: stack_metadata[key] for key in keys if key in stack_metadata}
-        out.update(mode=self.mode, layout=self.layout, Delta=self.params.delta_size,
-                   window_stride=self.params.window_stride, omega=self.params.omega,
-                   Omega=self.params.Omega, triple=self.params.triple, gzip_level=self.gzip_level)
-        for key in ("grid", "num_tiles_y", "num_tiles_x"):
+        spec, params = self.spec, self.spec.params
+        out = {key: stack_metadata[key] for key in RSDTLIB_METADATA_KEYS if key in stack_metadata}
+        out.update(mode=spec.mode, layout=spec.layout, Delta=params.delta_size, window_stride=params.window_stride,
+                   omega=params.omega, Omega=params.Omega, triple=params.triple, gzip_level=self.gzip_level)
+        for key in ("grid", "num_tiles_y", "num_tiles_x", *MODEL_CARD_KEYS):
             if key in stack_metadata:
                 out[key] = stack_metadata[key]
+        if spec.mode == TRAINING:
+            out["label_fn"] = spec.label_fn or callable_name(spec.gen_label)
+        sample = parse_sample(spec.sample)
+        if not sample.keeps_everything:
+            out["sample"] = sample.spec
+        if self.record_observed:
+            out[RECORD_OBSERVED_KEY] = True
         return out
 
 
 def _csv_row(stack: TileStack, window: Window) -> tuple:
     return WindowRange.of(stack.tile, window.span, stack.times).csv_row()
-
-
-def _csv_text(rows) -> str:
-    text = io.StringIO()
-    csv.writer(text).writerows(rows)
-    return text.getvalue()
 
 
 def _rows_part(output_dir: str, tile: tuple[int, int]) -> str:
@@ -151,7 +150,7 @@ def _delete_parts(parts_dir: str) -> None:
 
 
 def _write_rows_part(output_dir: str, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
-    fs.write_bytes(_rows_part(output_dir, tile), _csv_text(rows).encode())
+    fs.write_bytes(_rows_part(output_dir, tile), csv_text(rows).encode())
     return tile, len(rows)
 
 
@@ -264,7 +263,7 @@ class WriteWindows(beam.PTransform):
                    | "Completion marker" >> beam.Create([marker])
                    | "Remove old marker" >> beam.Map(lambda path: (
                        fs.makedirs(output.output_dir), fs.delete_if_exists(path), _delete_parts(parts_dir))))
-        if output.layout == PER_TILE:
+        if output.spec.layout == PER_TILE:
             rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output),
                                                                beam.pvalue.AsSingleton(cleared))
             done = rows
@@ -274,22 +273,27 @@ class WriteWindows(beam.PTransform):
                             (RECORDS, ROWS))
             rows = encoded[ROWS]
             done = encoded[RECORDS] | "Write shards" >> beam.io.Write(TFRecordShardSink(
-                fs.join(output.output_dir, "windows"), output.gzip_level, output.records_per_shard,
-                output.bytes_per_shard))
+                fs.join(output.output_dir, "windows"), output.gzip_level, output.spec.records_per_shard,
+                output.spec.bytes_per_shard))
         metadata = output.metadata(self._stack_metadata)
+        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
+            stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
+        else:  # fused, or rsdtlib's stacks: computed over the same frames
+            stats = stacks | "Statistics" >> BandStatistics(band_counts(self._stack_metadata))
 
-        def finish(tile_counts: list, _done: list) -> str:
+        def finish(tile_counts: list, _done: list, band_stats: dict) -> str:
             parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
             with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
-                f.write(_csv_text([WINDOWS_CSV_HEADER]).encode())
+                f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
                 for part in parts:
                     f.write(fs.read_bytes(part))
             _delete_parts(parts_dir)
             fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n in tile_counts),
-                                       tiles_written=len(tile_counts)))
+                                       tiles_written=len(tile_counts), **{BAND_STATS_KEY: band_stats}))
             return marker
 
         return (rows
                 | "Collect window counts" >> beam.combiners.ToList()
                 | "Write windows.csv and metadata.json" >> beam.Map(
-                    finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally())))
+                    finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally()),
+                    beam.pvalue.AsSingleton(stats)))

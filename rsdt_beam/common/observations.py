@@ -9,31 +9,13 @@ observation's header (grid, band count) and any pixel window of it as
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Protocol
 
 import numpy as np
 
+from rsdt_beam.common.modalities import MODALITIES
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.stack.rules import MODALITIES
-
-TIME_FORMAT = "%Y%m%dT%H%M%S"
-
-
-def parse_time_name(name: str) -> float:
-    """UTC epoch seconds of a `%Y%m%dT%H%M%S` name (rsdtlib's folder names); ValueError otherwise."""
-    parsed = datetime.datetime.strptime(name, TIME_FORMAT)
-    if parsed.strftime(TIME_FORMAT) != name:
-        raise ValueError(f"{name!r} does not round-trip through {TIME_FORMAT}")
-    return parsed.replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-def time_name(time: float) -> str:
-    return datetime.datetime.fromtimestamp(time, datetime.timezone.utc).strftime(TIME_FORMAT)
-
-
-def iso_time(time: float) -> str:
-    return datetime.datetime.fromtimestamp(time, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ObservationError(Exception):
@@ -88,5 +70,5 @@ class Rejection:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
     @classmethod
-    def of(cls, ref: ObservationRef, reason: str) -> "Rejection":
+    def of(cls, ref: ObservationRef, reason: str) -> Rejection:
         return cls(ref.uri, reason, ref.modality, iso_time(ref.time))

@@ -1,0 +1,160 @@
+"""The runnable pipelines, each composed as Source -> Stage 2 -> Stage 3 -> sinks from typed specs.
+
+    source                      Stage 2 (Stack)              Stage 3 / sinks
+    listed observations  --\\
+    convert (GeoTIFFs)   ---+-> ObservationRef --Stack--> TileStack --+--> WriteStacks   (--stack_output)
+    fetch (Sentinel Hub) --/                                          +--> WriteWindows  (--window_output)
+    written stacks (ReadTileStacks) ----------------------------------+--> InferMaps     (--map_output)
+    written windows (ReadInferenceWindows) ----------------------------------> PredictWindows -> WriteMaps
+
+Every builder adds to a Beam pipeline and returns the lines that describe what it will do; the
+command-line layer (`rsdt_beam.cli`) makes the specs and runs the pipeline. Scheduled runs compose
+the same `Stack` with hooks (`rsdt_beam.schedule.transforms`).
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.convert import ConvertPlan
+from rsdt_beam.acquire.fetch import REJECTED as FETCH_REJECTED
+from rsdt_beam.acquire.fetch import FetchObservations, FetchPlan
+from rsdt_beam.acquire.listing import discover_observations
+from rsdt_beam.common.observations import Rejection
+from rsdt_beam.grid import Grid
+from rsdt_beam.inference import (
+    InferMaps,
+    KerasWindowModelHandler,
+    MapOutput,
+    PredictWindows,
+    ReadInferenceWindows,
+    WriteMaps,
+)
+from rsdt_beam.numpy_reader import window_metadata
+from rsdt_beam.progress import set_total
+from rsdt_beam.rejections import WriteRejections
+from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
+from rsdt_beam.stack.plan import StackPlan
+from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
+
+
+def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, list, list[Rejection], str]:
+    """Lists the Stage 2 inputs: (plan, observation refs, rejections at listing, a summary line)."""
+    observations = discover_observations(inputs, stack.params.endtime)
+    plan = StackPlan.create(stack, observations.grid, observations.bands,
+                            modalities=[ref.modality for ref in observations.refs],
+                            band_description=observations.band_description)
+    return plan, observations.refs, observations.rejected, f"{observations.summary()}; {plan.describe()}"
+
+
+def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window: WindowSpec | None,
+                       output: OutputSpec, listed_rejections=(), source_rejected=()) -> None:
+    """Stage 2 over `refs` (a PCollection of ObservationRef) and its sinks: stacks to `stack.output`,
+    windows of the selected tiles to `window.output`, the rejected list beside the last output."""
+    selector = window.selects if window is not None and not stack.output else None
+    set_total("tiles_stacked", plan.tile_count(selector))
+    stacked = refs | "Stage 2" >> Stack(plan, selector=selector)
+    stacks = stacked.stacks
+    if stack.output:
+        stacks | "Write stacks" >> WriteStacks(stack.output, plan.metadata, output.gzip_level, stacked.written,
+                                               output.record_observed)
+        if window is not None:
+            stacks = stacks | "Selected tiles" >> beam.Filter(lambda tile_stack: window.selects(*tile_stack.tile))
+    if window is not None:
+        set_total("tiles_windowed", plan.tile_count(window.selects))
+        stacks | "Write windows" >> WriteWindows(
+            WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata)
+    rejected_dir = window.output if window is not None else stack.output
+    ((*source_rejected, *stacked.rejected)
+     | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
+
+
+def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
+    """Stage 2 alone: observations -> `stack.output`."""
+    plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    refs = pipeline | "Observations" >> beam.Create(refs)
+    add_stages_2_and_3(pipeline, plan, refs, stack, None, output, rejected)
+    return [summary]
+
+
+def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
+    """Stage 3 alone: `window.stack_dir` (rsdt_beam's or rsdtlib's stacks) -> `window.output`."""
+    read = ReadTileStacks(window.stack_dir, window.selects)
+    set_total("tiles_windowed", len(read.tiles))
+    (pipeline
+     | "Read stacks" >> read
+     | "Write windows" >> WriteWindows(WindowOutput(window, output.gzip_level, record_observed=output.record_observed),
+                                      read.metadata))
+    return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {window.output}"]
+
+
+def build_fused(pipeline, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, output: OutputSpec) -> list[str]:
+    """Stages 2 and 3 in one pipeline; Stage 2 records are written only with `stack.output`."""
+    plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    refs = pipeline | "Observations" >> beam.Create(refs)
+    add_stages_2_and_3(pipeline, plan, refs, stack, window, output, rejected)
+    return [summary]
+
+
+def build_convert(pipeline, area: AreaSpec, convert: ConvertSpec, stack: StackSpec | None,
+                  window: WindowSpec | None, output: OutputSpec) -> list[str]:
+    """Convert into the store; with `window` fused on through Stages 2 and 3.
+
+    Fused, Stage 2 stacks the refs of the store's observations for this run (new and already
+    converted) on the convert grid; `stack.output` also writes the stacks; rejected.json of the window
+    output lists every observation set aside by convert and by Stage 2.
+    """
+    plan = ConvertPlan.from_spec(area, convert)
+    refs, rejected = plan.expand(pipeline)
+    lines = [plan.describe()]
+    if window is None:
+        return lines
+    stack_plan = StackPlan.create(stack, plan.job.grid, plan.band_counts, band_description=plan.band_description())
+    add_stages_2_and_3(pipeline, stack_plan, refs, stack, window, output, source_rejected=[rejected])
+    return [*lines, stack_plan.describe()]
+
+
+def build_fetch(pipeline, plan: FetchPlan, stack: StackSpec, window: WindowSpec | None,
+                output: OutputSpec) -> list[str]:
+    """Fetch into the store; with `window` also Stages 2 and 3 on the fetched observations."""
+    fetched = pipeline | "Fetch" >> FetchObservations(plan)
+    if window is None:
+        (fetched[FETCH_REJECTED],) | "Rejected observations" >> WriteRejections(plan.store)
+        return [plan.describe()]
+    stack_plan = StackPlan.create(stack, plan.grid, plan.bands, band_description=plan.band_description())
+    add_stages_2_and_3(pipeline, stack_plan, fetched["observations"], stack, window, output,
+                       source_rejected=[fetched[FETCH_REJECTED]])
+    return [plan.describe(), stack_plan.describe()]
+
+
+def build_infer(pipeline, inference: InferenceSpec, window: WindowSpec, inputs: InputsSpec | None,
+                stack: StackSpec | None) -> list[str]:
+    """Model -> maps: offline over `inference.windows`, online from `window.stack_dir`, or online from
+    Stage 2 inputs (stacks built in the pipeline, not written)."""
+    grid = Grid.from_json(fs.read_json(inference.map_grid)) if inference.map_grid else None
+    if inference.windows:
+        metadata = window_metadata(inference.windows)
+        maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges)
+        handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
+        (pipeline
+         | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
+         | "Predict" >> PredictWindows(handler)
+         | "Maps" >> WriteMaps(maps))
+        return [f"windows of {inference.windows} -> {inference.map_output}"]
+    if window.stack_dir:
+        read = ReadTileStacks(window.stack_dir, window.selects)
+        maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges)
+        handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
+        (pipeline
+         | "Read stacks" >> read
+         | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample))
+        return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
+    plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges)
+    handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
+    stacked = pipeline | "Observations" >> beam.Create(refs) | "Stage 2" >> Stack(plan, selector=window.selects)
+    stacked.stacks | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample)
+    stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
+    return [summary]

@@ -1,0 +1,174 @@
+"""Launching one scheduled run: plan it against earlier runs, record it, build it, record how it ended.
+
+`ScheduledRun.plan(...)` derives the run's specs (its time range, its output folders) from the
+command's specs; nothing is mutated. The command-line layer calls `start()` just before the job runs
+(never on a dry run), `failed(error)` if it fails, and `finished()` once it is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from rsdt_beam import fs
+from rsdt_beam.acquire.listing import discover_observations
+from rsdt_beam.common.names import MANIFEST_FILE, REJECTED_FILE
+from rsdt_beam.common.observations import ObservationRef, Rejection
+from rsdt_beam.common.times import iso_time, time_name, utc_now_iso
+from rsdt_beam.errors import UserError
+from rsdt_beam.schedule.manifest import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    RunManifest,
+    list_runs,
+    run_dir,
+    write_manifest,
+)
+from rsdt_beam.schedule.rules import Carry, align_down, resolve_end
+from rsdt_beam.schedule.transforms import build_scheduled
+from rsdt_beam.specs import InputsSpec, OutputSpec, ScheduleSpec, StackSpec, WindowSpec
+from rsdt_beam.stack.plan import StackPlan
+
+_LOG = logging.getLogger(__name__)
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
+def run_parameters(schedule: ScheduleSpec, stack: StackSpec, window: WindowSpec, plan: StackPlan) -> dict:
+    """What every run of one output root must share: a carry is only valid under the same rules."""
+    params = window.params
+    return dict(delta_step=stack.delta_step, bin_origin=iso_time(schedule.bin_origin),
+                tile_size=_size_text(stack.tile_size), deadzone=_size_text(stack.deadzone), Delta=params.delta_size,
+                window_stride=params.window_stride, omega=params.omega, Omega=params.Omega, triple=params.triple,
+                grid=plan.grid.to_json(), bands_sar=plan.bands.sar, bands_opt=plan.bands.opt)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """One launch resolved on the launcher: time range, previous run, observations to read."""
+
+    output_root: str
+    run_id: str
+    start: float
+    end: float
+    stack: StackPlan
+    refs: tuple[ObservationRef, ...]
+    listed_rejections: tuple[Rejection, ...]
+    listed_before_end: int
+    carry: Carry
+    previous: RunManifest | None
+    parameters: dict
+    late_observations: int
+
+    @property
+    def directory(self) -> str:
+        return run_dir(self.output_root, self.run_id)
+
+    @property
+    def state_dir(self) -> str:
+        return fs.join(self.directory, "state")
+
+    @property
+    def previous_state_dir(self) -> str | None:
+        return fs.join(run_dir(self.output_root, self.previous.run_id), "state") if self.previous else None
+
+    def outputs(self, write_stacks: bool) -> dict:
+        outputs = {"windows": fs.join(self.directory, "windows"), "state": self.state_dir,
+                   "rejected": fs.join(self.directory, REJECTED_FILE)}
+        if write_stacks:
+            outputs["stack"] = fs.join(self.directory, "stack")
+        return outputs
+
+
+def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec,
+             now: float) -> tuple[RunPlan, StackSpec]:
+    """Resolves the time range against earlier runs and lists the observations; returns the run and the
+    stack spec of its time range."""
+    step, origin = stack.delta_step, schedule.bin_origin
+    try:
+        end = align_down(resolve_end(schedule.end, now), origin, step)
+    except ValueError as error:
+        raise UserError(f"--end: {error}") from None
+    succeeded = [m for m in list_runs(schedule.output_root) if m.status == SUCCEEDED]
+    later = [m for m in succeeded if m.end_time > end]
+    if later:
+        raise UserError(f"run {later[-1].run_id} already covers time up to {later[-1].end}, after this run's "
+                        f"end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
+    earlier = [m for m in succeeded if m.end_time < end]
+    previous = earlier[-1] if earlier else None
+    start = previous.end_time if previous else align_down(end - schedule.lookback, origin, step)
+    if start >= end:
+        raise UserError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "
+                        f"--lookback must be positive, got {schedule.lookback:g} s")
+    stack = stack.between(start, end)
+    observations = discover_observations(inputs, end)
+    plan = StackPlan.create(stack, observations.grid, observations.bands,
+                            modalities=[ref.modality for ref in observations.refs])
+    parameters = run_parameters(schedule, stack, window, plan)
+    if previous is not None and previous.parameters != parameters:
+        changed = sorted(k for k in parameters if previous.parameters.get(k) != parameters[k])
+        raise UserError(f"{', '.join(changed)} differ from run {previous.run_id}'s; windows cannot continue "
+                        f"across a change: use a new --output_root")
+    refs = observations.refs
+    late = 0
+    if previous is not None:
+        # The first run read the whole history (it seeds the forward fill); later runs read only new times.
+        late = sum(ref.time < start for ref in refs) - previous.inputs["listed_before_end"]
+        refs = [ref for ref in refs if ref.time >= start]
+        if late > 0:
+            _LOG.warning("%d observations before %s appeared after the run that covered their time; they are "
+                         "in no window (delete the runs from their time on to re-process them)", late,
+                         iso_time(start))
+    carry = Carry.from_json(previous.carry) if previous else Carry(start)
+    run_id = f"{time_name(start)}-{time_name(end)}"
+    run = RunPlan(schedule.output_root, run_id, start, end, plan, tuple(refs), tuple(observations.rejected),
+                  len(observations.refs), carry, previous, parameters, max(late, 0))
+    return run, stack
+
+
+@dataclasses.dataclass
+class ScheduledRun:
+    """One scheduled launch: its plan and manifest, the graph it adds, and the manifest's life cycle."""
+
+    run: RunPlan
+    manifest: RunManifest
+    window: WindowSpec
+
+    @classmethod
+    def plan(cls, schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec,
+             now: float) -> ScheduledRun:
+        run, _stack = plan_run(schedule, inputs, stack, window, now)
+        outputs = run.outputs(schedule.write_stacks)
+        observed = [ref.time for ref in run.refs]
+        manifest_inputs = {"sources": inputs.sources(), "observations": len(run.refs),
+                           "listed_before_end": run.listed_before_end,
+                           "first": iso_time(min(observed)) if observed else None,
+                           "last": iso_time(max(observed)) if observed else None}
+        manifest = RunManifest(run.run_id, RUNNING, iso_time(run.start), iso_time(run.end), run.parameters,
+                               manifest_inputs, outputs,
+                               previous_run=run.previous.run_id if run.previous else None,
+                               late_observations=run.late_observations, launched_at=utc_now_iso())
+        return cls(run, manifest, dataclasses.replace(window, output=outputs["windows"]))
+
+    def describe(self) -> str:
+        return (f"run {self.run.run_id} [{self.manifest.start}, {self.manifest.end}) after "
+                f"{self.manifest.previous_run or 'no earlier run'}; {len(self.run.refs)} observations, "
+                f"{self.run.stack.describe()}")
+
+    def build(self, pipeline, output: OutputSpec) -> None:
+        build_scheduled(pipeline, self.run, self.manifest, self.window, output)
+
+    def start(self) -> None:
+        """Records the run as `running` (just before the job starts)."""
+        write_manifest(self.run.output_root, self.manifest)
+
+    def failed(self, error: BaseException) -> None:
+        write_manifest(self.run.output_root, dataclasses.replace(
+            self.manifest, status=FAILED, error=f"{type(error).__name__}: {error}", finished_at=utc_now_iso()))
+
+    def finished(self) -> RunManifest:
+        """The manifest as the job left it (`succeeded`)."""
+        return RunManifest.from_json(fs.read_json(fs.join(self.run.directory, MANIFEST_FILE)))

@@ -1,0 +1,100 @@
+"""A scheduled run as a Beam graph: Stage 2 continued from the carried state, Stage 3's newly complete
+windows, the state handed on, and the manifest marked `succeeded` as the job's last step."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+import numpy as np
+
+from rsdt_beam import fs
+from rsdt_beam.common.names import METADATA_FILE
+from rsdt_beam.common.times import utc_now_iso
+from rsdt_beam.rejections import WriteRejections
+from rsdt_beam.schedule.manifest import SUCCEEDED, RunManifest, delete_tree, list_runs, run_dir, write_manifest
+from rsdt_beam.schedule.rules import (
+    Carry,
+    CompleteWindows,
+    fill_time,
+    frames_between,
+    run_times,
+    seed_pieces,
+    select_windows,
+)
+from rsdt_beam.specs import OutputSpec, WindowSpec
+from rsdt_beam.stack.files import read_tile_stack
+from rsdt_beam.stack.rules import Piece
+from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.window.transforms import WindowOutput, WriteWindows
+
+
+@dataclasses.dataclass(frozen=True)
+class CarriedFrames:
+    """`seeds(tile)` of Stack: a tile's frames from the previous run's state folder, as pieces."""
+
+    state_dir: str
+    metadata: dict
+    carry: Carry
+
+    def __call__(self, tile: tuple[int, int]) -> list[Piece]:
+        carried = read_tile_stack(self.state_dir, tile, self.metadata)
+        expected = (*self.carry.times, fill_time(self.carry.end))
+        if tuple(carried.times) != expected:
+            raise ValueError(f"{self.state_dir} tile {tile}: carried frame times {list(carried.times)} differ "
+                             f"from its run's manifest {list(expected)}")
+        return seed_pieces(carried)
+
+
+def finish_run(output_root: str, manifest: RunManifest, frames_before: int, carry: Carry, rejected: int) -> str:
+    """The pipeline's last step: manifest `succeeded`, then the superseded incomplete runs go."""
+    windows = fs.read_json(fs.join(manifest.outputs["windows"], METADATA_FILE))
+    replaced = [m.run_id for m in list_runs(output_root) if m.status != SUCCEEDED and m.run_id != manifest.run_id]
+    done = dataclasses.replace(
+        manifest, status=SUCCEEDED, carry=carry.to_json(), replaced_runs=replaced, finished_at=utc_now_iso(),
+        counts=dict(frames_written=carry.frames_total - frames_before, windows_written=windows["windows_written"],
+                    tiles_windowed=windows["tiles_written"], observations_rejected=rejected))
+    write_manifest(output_root, done)
+    for run_id in replaced:  # their time is covered by this run now
+        delete_tree(run_dir(output_root, run_id))
+    return done.run_id
+
+
+def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, output: OutputSpec) -> None:
+    """Stage 2 (continued from the carry) and Stage 3 for one run (a `launch.RunPlan`), into
+    `runs/<id>/`; its manifest last.
+
+    The pipeline itself marks the run `succeeded`, so a launcher that does not wait for the job
+    (a Flex Template, an Airflow operator) still leaves a complete record.
+    """
+    plan, carry, end, params = run.stack, run.carry, run.end, window.params
+    seeds = CarriedFrames(run.previous_state_dir, plan.metadata, carry) if run.previous else None
+    stacked = (pipeline
+               | "Observations" >> beam.Create(run.refs)
+               | "Stage 2" >> Stack(plan, stack_times=lambda times: run_times(carry, times, end), seeds=seeds))
+    extended, written = stacked.stacks, stacked.written  # extended: carried frames, new frames, fill state
+    next_carry = written | "Select windows" >> beam.Map(
+        lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry)
+    state_times = next_carry | "State times" >> beam.Map(lambda c: np.asarray([*c.times, fill_time(end)]))
+    done = [extended
+            | "Frames still needed" >> beam.Map(
+                lambda stack, c: frames_between(stack, c.first_frame - carry.first_frame, None),
+                beam.pvalue.AsSingleton(next_carry))
+            | "Write state" >> WriteStacks(run.state_dir, plan.metadata, output.gzip_level, state_times)]
+    if "stack" in manifest.outputs:
+        done.append(extended
+                    | "New frames" >> beam.Map(lambda stack: frames_between(stack, len(carry.times), -1))
+                    | "Write stacks" >> WriteStacks(manifest.outputs["stack"], plan.metadata, output.gzip_level,
+                                                    written))
+    windows = WindowOutput(window, output.gzip_level, CompleteWindows(carry, end))
+    done.append(extended
+                | "Selected tiles" >> beam.Filter(lambda stack: window.selects(*stack.tile))
+                | "Write windows" >> WriteWindows(windows, plan.metadata))
+    rejected = stacked.rejected | "Rejected observations" >> WriteRejections(run.directory, run.listed_rejections)
+    output_root, frames_before = run.output_root, carry.frames_total
+    (pipeline
+     | "Run" >> beam.Create([manifest])
+     | "Write manifest.json" >> beam.Map(
+         lambda started, c, n, *_: finish_run(output_root, started, frames_before, c, n),
+         beam.pvalue.AsSingleton(next_carry), beam.pvalue.AsSingleton(rejected),
+         *(beam.pvalue.AsList(pcoll) for pcoll in done)))

@@ -1,0 +1,319 @@
+"""Training without window files: windows built online from the sample's stacks (tf.data and PyTorch),
+sampling shared with Stage 3's --sample, and the numpy reader against the tf.data reader."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from rsdt_beam.cli.commands import WINDOW
+from rsdt_beam.cli.run import execute
+from rsdt_beam.numpy_reader import batches, inference_elements, online_windows, training_elements
+from rsdt_beam.training import StackTrainingWindows, balanced_shards
+from rsdt_beam.window.rules import WindowParams, windows
+from rsdt_beam.window.sampling import Sample, parse_sample
+
+DAY = 86400
+PARAMS = WindowParams(60 * DAY, 1, 3, 6)  # pipelines.sample's windows (label = ones [ty, tx])
+WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress", "--mode", "training"]
+
+
+def digest(*arrays):
+    return hashlib.sha1(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+def late_windows(cur):
+    """A window filter: windows starting in 2017."""
+    return cur[0][0] >= 1483228800
+
+
+def mean_weight(feature, label):
+    """A weight function: keeps windows with a high mean value more often."""
+    return float(np.clip(feature.mean() + 0.5, 0.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def stacks(sample_run):
+    return os.path.join(sample_run, "stack")
+
+
+@pytest.fixture(scope="module")
+def sampled(sample_run, stacks):
+    """Stage 3 with --sample every:4 and --sample fraction:0.3:5 (per-tile training windows)."""
+    out = {}
+    for name, spec in (("every", "every:4"), ("fraction", "fraction:0.3:5")):
+        out[name] = os.path.join(sample_run, "training_test", name)
+        execute(WINDOW, ["--stack_dir", stacks, "--window_output", out[name], "--sample", spec, *WINDOW_FLAGS])
+    return out
+
+
+def test_sample_specs_and_decisions():
+    assert parse_sample(None).keeps_everything and parse_sample("all").keeps_everything
+    every = parse_sample("every:10")
+    assert [k for k in range(35) if every.keeps_id((0, 0), k)] == [0, 10, 20, 30]
+    fraction = parse_sample("fraction:0.25:7")
+    kept = [fraction.keeps_id((1, 2), k) for k in range(4000)]
+    assert 0.22 < np.mean(kept) < 0.28
+    assert kept == [parse_sample("fraction:0.25:7").keeps_id((1, 2), k) for k in range(4000)]  # a function of ids
+    assert kept != [parse_sample("fraction:0.25:8").keeps_id((1, 2), k) for k in range(4000)]
+    weighted = parse_sample("weight:tests.test_training:mean_weight:3")
+    assert weighted.needs_pairs and weighted.weight.__name__ == "mean_weight" and weighted.seed == 3
+    assert weighted.keeps_pair((0, 0), 1, np.ones(3), None)  # probability 1
+    assert not weighted.keeps_pair((0, 0), 1, -np.ones(3), None)  # probability 0
+    for bad in ("every:0", "fraction:1.5:1", "half", "every:x"):
+        with pytest.raises(ValueError, match="--sample|every|fraction"):
+            parse_sample(bad)
+    with pytest.raises(ValueError, match="no fraction"):
+        Sample(fraction=0.5, weight=mean_weight)
+
+
+def test_balanced_shards_cover_every_tile_once():
+    counts = {(j, i): 10 + 7 * j + i for j in range(3) for i in range(4)}
+    shards = balanced_shards(counts, 5)
+    assert sorted(t for shard in shards for t in shard) == sorted(counts)
+    totals = [sum(counts[t] for t in shard) for shard in shards]
+    assert max(totals) - min(totals) <= max(counts.values())
+    assert balanced_shards(counts, 1) == [sorted(counts)]
+
+
+def test_online_windows_known_length_sharded_exactly_once(stacks):
+    windows = StackTrainingWindows(stacks, PARAMS)
+    assert len(windows) == 270
+    seen = []
+    for host in range(2):
+        for worker in range(2):
+            seen += [digest(*e) for e in windows.elements(host, 2, worker, 2, epoch=1, seed=4)]
+    assert len(seen) == 270 and sorted(seen) == sorted(digest(*e) for e in windows.elements(shuffle=False))
+    assert sum(windows.shard_length(host, 2) for host in range(2)) == 270
+    epoch0 = [digest(*e) for e in windows.elements(seed=4, epoch=0)]
+    assert epoch0 == [digest(*e) for e in windows.elements(seed=4, epoch=0)]  # seeded: reproducible
+    assert epoch0 != [digest(*e) for e in windows.elements(seed=4, epoch=1)]  # a new order each epoch
+    tiles_of = {digest(*e): tile for tile in windows.tiles for _, e in windows.tile_elements(tile)}
+    mixed = [tiles_of[digest(*e)] for e in windows.elements(seed=4, epoch=0, cycle_tiles=3)]
+    assert len(set(mixed[:20])) > 1, "consecutive windows come from several tiles"
+    # A filter or weight function needs the windows' contents: the length comes from one pass.
+    filtered = StackTrainingWindows(stacks, PARAMS, win_filter=late_windows, tiles="list:0_0,2_2")
+    expected = sum(late_windows(*w) for tile in ((0, 0), (2, 2)) for w in online_windows(stacks, tile, PARAMS))
+    assert len(filtered) == len(list(filtered.elements())) == expected > 0
+
+
+@pytest.mark.e2e
+def test_online_training_dataset_equals_written_windows_window_by_window(sample_run, stacks, sampled):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.datasets import training_dataset
+    from rsdt_beam.training import training_dataset_from_stacks
+
+    for source, spec in (
+        (os.path.join(sample_run, "windows"), None),
+        (sampled["every"], "every:4"),
+        (sampled["fraction"], "fraction:0.3:5"),
+    ):
+        written = list(training_dataset(source, shuffle_buffer=0, cycle_length=1).as_numpy_iterator())
+        online = training_dataset_from_stacks(stacks, PARAMS, sample=spec, shuffle=False)
+        assert int(online.cardinality()) == len(written) > 0
+        elements = list(online.as_numpy_iterator())
+        assert len(elements) == len(written)
+        for (feature, label), (want_feature, want_label) in zip(elements, written):
+            np.testing.assert_array_equal(feature, want_feature)
+            np.testing.assert_array_equal(label, want_label)
+
+    shuffled = training_dataset_from_stacks(stacks, PARAMS, batch_size=16, seed=2, readers=2, masks=True)
+    assert int(shuffled.cardinality()) == 17  # 270 windows, known length: Keras sees the steps per epoch
+    features, masks = [], []
+    for inputs, _labels in shuffled.as_numpy_iterator():
+        features += list(inputs["Feature"])
+        masks += list(inputs["frame_mask"])
+    written = {digest(f) for f, _ in training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0)}
+    assert len(features) == 270 and {digest(f) for f in features} == written
+    for feature, mask in zip(features, masks):
+        assert mask.sum() >= 3 and (feature[~mask] == -1.0).all()
+
+
+@pytest.mark.e2e
+def test_torch_dataloader_with_two_workers_reads_each_window_once(sample_run, stacks):
+    torch = pytest.importorskip("torch")
+    from rsdt_beam.torch_data import StackWindowsDataset
+
+    written = {digest(f, l) for f, l in training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0)}
+    dataset = StackWindowsDataset(stacks, PARAMS, seed=1, cycle_tiles=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2)
+    assert len(dataset) == 270 and len(loader) == 34
+    for epoch in range(2):
+        dataset.set_epoch(epoch)
+        seen = []
+        for feature, label in loader:
+            assert isinstance(feature, torch.Tensor) and feature.shape[1:] == (6, 32, 32, 1)
+            seen += [digest(f, l) for f, l in zip(feature.numpy(), label.numpy())]
+        assert len(seen) == 270 and set(seen) == written
+    hosts = [StackWindowsDataset(stacks, PARAMS, num_replicas=2, rank=rank, tiles="rsdtlib-train") for rank in (0, 1)]
+    parts = [[digest(f, l) for f, l in torch.utils.data.DataLoader(h, batch_size=None, num_workers=2)] for h in hosts]
+    assert [len(p) for p in parts] == [len(h) for h in hosts] and not set(parts[0]) & set(parts[1])
+    assert len(parts[0]) + len(parts[1]) == len(StackTrainingWindows(stacks, PARAMS, tiles="rsdtlib-train"))
+
+
+@pytest.mark.e2e
+def test_numpy_reader_gives_the_arrays_of_the_tf_reader(sample_run):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.datasets import inference_dataset, training_dataset
+
+    source = os.path.join(sample_run, "windows")
+    for normalize in (False, True):
+        tf_batches = list(
+            training_dataset(
+                source, batch_size=32, shuffle_buffer=0, cycle_length=1, masks=True, normalize=normalize
+            ).as_numpy_iterator()
+        )
+        np_batches = list(
+            batches(training_elements(source, shuffle_buffer=0, cycle_length=1, masks=True, normalize=normalize), 32)
+        )
+        assert len(np_batches) == len(tf_batches) == 9
+        for (np_inputs, np_labels), (tf_inputs, tf_labels) in zip(np_batches, tf_batches):
+            np.testing.assert_allclose(np_inputs["Feature"], tf_inputs["Feature"], rtol=1e-6)
+            np.testing.assert_array_equal(np_inputs["frame_mask"], tf_inputs["frame_mask"])
+            np.testing.assert_array_equal(np_labels, tf_labels)
+        if not normalize:
+            np.testing.assert_array_equal(np_batches[3][0]["Feature"], tf_batches[3][0]["Feature"])
+    # Seeded shuffling: the same seed gives the same order, another seed another; always every window once.
+    orders = [[digest(f) for f, _ in training_elements(source, seed=seed, shuffle_buffer=64)] for seed in (1, 1, 2)]
+    assert orders[0] == orders[1] != orders[2] and sorted(orders[0]) == sorted(orders[2])
+    assert len(set(orders[0])) == 270
+    # Inference windows: the same dicts, batched, Timestamps included.
+    np_infer = next(batches(inference_elements(source, tile=(1, 1)), 8))
+    tf_infer = next(inference_dataset(source, tile=(1, 1)).batch(8).as_numpy_iterator())
+    assert sorted(np_infer) == sorted(tf_infer)
+    for key in tf_infer:
+        np.testing.assert_array_equal(np_infer[key], tf_infer[key])
+
+
+def test_band_moments_merge_in_any_order_equals_one_pass():
+    from rsdt_beam.common.modalities import BandCounts
+    from rsdt_beam.stack.stats import BandMoments, normalization
+
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(5.0, 2.0, (n, 4, 4, 5)).astype(np.float32) for n in (3, 1, 7, 2)]
+    merged = BandMoments.empty(5)
+    for part in reversed(parts):
+        merged = BandMoments.of(part).merge(merged)
+    whole = np.concatenate(parts).reshape(-1, 5).astype(np.float64)
+    stats = merged.to_json(BandCounts(1, 3))
+    assert list(stats) == ["sar_ascending", "sar_descending", "optical"]
+    np.testing.assert_allclose(stats["optical"]["mean"], whole.mean(0)[2:])
+    np.testing.assert_allclose(stats["sar_descending"]["std"], whole.std(0)[1:2])
+    assert stats["optical"]["min"] == whole.min(0)[2:].tolist() and stats["sar_ascending"]["count"] == len(whole)
+    mean, std = normalization({"band_stats": stats}, 5)
+    np.testing.assert_allclose(std, whole.std(0), rtol=1e-6)
+    with pytest.raises(ValueError, match="no band_stats"):
+        normalization({}, 5)
+
+
+def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
+    from rsdt_beam import fs
+    from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
+
+    stack_metadata = read_stack_metadata(stacks)
+    frames = np.concatenate([read_tile_stack(stacks, t, stack_metadata).frames for t in list_tiles(stacks)])
+    stats = stack_metadata["band_stats"]["optical"]
+    np.testing.assert_allclose(stats["mean"], [frames.astype(np.float64).mean()], rtol=1e-9)
+    np.testing.assert_allclose(stats["std"], [frames.astype(np.float64).std()], rtol=1e-9)
+    assert (stats["min"], stats["max"]) == ([float(frames.min())], [float(frames.max())])
+    assert stack_metadata["bands"] == {"optical": {"names": ["NDVI[0]"], "units": "as stored in the EOPatches"}}
+    assert stack_metadata["preprocessing"]["optical"]["eopatch_data_feature"] == "NDVI"
+    window_metadata = fs.read_json(os.path.join(sample_run, "windows", "metadata.json"))
+    for key in ("band_stats", "bands", "preprocessing"):
+        assert window_metadata[key] == stack_metadata[key]
+    assert window_metadata["label_fn"] == "rsdt_beam.window.selection:rsdtlib_example_label"
+
+    mean, std = stats["mean"][0], stats["std"][0]
+    raw = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True))
+    scaled = next(training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0, masks=True, normalize=True))
+    real = raw[0]["frame_mask"]
+    np.testing.assert_allclose(scaled[0]["Feature"][real], (raw[0]["Feature"][real] - mean) / std, rtol=1e-5)
+    assert (scaled[0]["Feature"][~real] == -1.0).all()
+    online = next(StackTrainingWindows(stacks, PARAMS, normalize=True, masks=True).elements(shuffle=False))
+    np.testing.assert_array_equal(online[0]["Feature"], scaled[0]["Feature"])
+
+
+SAMPLE_STACK_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2016-01-01",
+    "--endtime",
+    "2017-07-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+]
+
+
+@pytest.mark.e2e
+def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_run, sample_arrays, stacks, tmp_path):
+    pytest.importorskip("tensorflow")
+    from rsdt_beam import fs
+    from rsdt_beam.cli.commands import RUN
+    from rsdt_beam.datasets import training_dataset
+    from rsdt_beam.errors import UserError
+    from rsdt_beam.records import OBSERVED, parse_example
+    from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
+    from rsdt_beam.tfrecord import read_records
+
+    out = tmp_path / "observed"
+    execute(
+        RUN,
+        [
+            "--optical",
+            os.path.join(sample_run, "obs", "optical"),
+            *SAMPLE_STACK_FLAGS,
+            *WINDOW_FLAGS,
+            "--stack_output",
+            str(out / "stack"),
+            "--window_output",
+            str(out / "windows"),
+            "--record_observed",
+        ],
+    )
+    with open(os.path.join(stacks, "0_0.tfrecords"), "rb") as raw:  # the default run records no mask
+        assert OBSERVED not in parse_example(next(read_records(raw)))
+    metadata = read_stack_metadata(str(out / "stack"))
+    assert metadata["observed_recorded"] is True and "observed_recorded" not in read_stack_metadata(stacks)
+    stack = read_tile_stack(str(out / "stack"), (0, 0), metadata)
+    np.testing.assert_array_equal(stack.frames, read_tile_stack(stacks, (0, 0), metadata).frames)
+    times, ndvi, valid = sample_arrays
+    assert not stack.observed[..., :2].any()  # no SAR in the sample
+    previous = -np.inf
+    for k, time in enumerate(stack.times):  # optical: a valid observation in (previous frame, this frame]
+        arrived = valid[(times > previous) & (times <= time), :32, :32]
+        np.testing.assert_array_equal(stack.observed[k, ..., 2], arrived.any(axis=0))
+        if k:  # where nothing arrived, the value is the previous frame's (forward fill)
+            unseen = ~stack.observed[k, ..., 2]
+            np.testing.assert_array_equal(stack.frames[k][unseen], stack.frames[k - 1][unseen])
+        previous = time
+    assert 0 < stack.observed[..., 2].mean() < 1
+
+    window_dir = str(out / "windows")
+    assert fs.read_json(os.path.join(window_dir, "metadata.json"))["observed_recorded"] is True
+    written = list(training_dataset(window_dir, shuffle_buffer=0, cycle_length=1, observed=True).as_numpy_iterator())
+    numpy = list(training_elements(window_dir, shuffle_buffer=0, cycle_length=1, observed=True))
+    online = list(StackTrainingWindows(str(out / "stack"), PARAMS, observed=True).elements(shuffle=False))
+    assert len(written) == len(numpy) == len(online) == 270
+    spans = {w.window_id: w.current for w in windows(stack, PARAMS)}
+    for k, ((a, _), (b, _), (c, _)) in enumerate(zip(written, numpy, online)):
+        for key in ("Feature", "frame_mask", "observed_mask"):
+            np.testing.assert_array_equal(a[key], b[key])
+            np.testing.assert_array_equal(a[key], c[key])
+        if k < 30:  # tile (0, 0), in time order
+            count = len(spans[k].timestamps)
+            np.testing.assert_array_equal(a["observed_mask"][:count], spans[k].observed)
+            assert not a["observed_mask"][count:].any()
+    with pytest.raises(UserError, match="--record_observed"):
+        execute(
+            WINDOW, ["--stack_dir", stacks, "--window_output", str(out / "bad"), "--record_observed", *WINDOW_FLAGS]
+        )
+    with pytest.raises(ValueError, match="--record_observed"):
+        next(StackTrainingWindows(stacks, PARAMS, observed=True).elements())
