@@ -18,7 +18,6 @@ import importlib.metadata
 import os
 from collections.abc import Sequence
 
-import tomllib
 from packaging.requirements import Requirement
 
 from rsdt_beam.errors import UserError
@@ -36,6 +35,8 @@ def declared_requirements(extras: Sequence[str] = ()) -> list[Requirement]:
     try:
         texts = importlib.metadata.requires(PACKAGE) or []
     except importlib.metadata.PackageNotFoundError:  # run from a checkout through PYTHONPATH
+        import tomllib  # Python 3.11+; an installed package (any Python) has its metadata instead
+
         with open(os.path.join(CHECKOUT, "pyproject.toml"), "rb") as f:
             project = tomllib.load(f)["project"]
         texts = list(project["dependencies"]) + [f'{text}; extra == "{extra}"'

@@ -15,6 +15,7 @@ import sysconfig
 import time
 
 import pytest
+import tomllib
 from project import REPO, project_copy, read_tree
 
 pytestmark = pytest.mark.e2e
@@ -84,6 +85,17 @@ def test_the_wheel_holds_every_subpackage_and_the_sample(venv, tmp_path):
     in_checkout = {os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
                    for path in glob.glob(os.path.join(REPO, "rsdt_beam", "**", "*.py"), recursive=True)}
     assert in_checkout - {"rsdt_beam"} <= set(modules.split())
+
+
+def test_console_scripts_are_the_commands(venv, tmp_path):
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert {target.split(":")[0].rsplit(".", 1)[1] for target in scripts.values()} == {
+        name[:-3] for name in os.listdir(os.path.join(REPO, "rsdt_beam", "pipelines")) if name[0] != "_"}
+    for script in ("rsdt-beam-run", "rsdt-beam-fetch"):
+        done = subprocess.run([os.path.join(venv, "bin", script), "--help"], cwd=str(tmp_path), env=clean_env(venv),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "--window_output" in done.stdout, done.stderr[-2000:]
 
 
 def test_the_sample_job_runs_from_the_installed_package_outside_the_checkout(venv, sample_run, tmp_path):
