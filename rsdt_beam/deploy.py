@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import tempfile
 from collections.abc import Sequence
 
 from packaging.requirements import Requirement
@@ -78,16 +79,16 @@ def _given(flags: Sequence[str], name: str) -> str | None:
     return None
 
 
-def worker_flags(entry_point: str, beam_flags: Sequence[str], directory: str) -> list[str]:
+def worker_flags(entry_point: str, beam_flags: Sequence[str], directory: str | None = None) -> list[str]:
     """Beam flags to add so a remote runner's workers get this package and the launcher's pinned dependencies.
 
     `entry_point` is the pipeline's name (`sample`, `run`, `infer`, ...), `beam_flags` the flags the user gave,
-    `directory` where the requirements file is written (a run's temporary folder). Empty for local runners
-    and when `--sdk_container_image` gives the image.
+    `directory` where the requirements file is written (default: a new temporary folder). Empty for local
+    runners and when `--sdk_container_image` gives the image.
     """
     if _given(beam_flags, "runner") not in REMOTE_RUNNERS or _given(beam_flags, "sdk_container_image"):
         return []
-    path = os.path.join(directory, REQUIREMENTS_FILE)
+    path = os.path.join(directory or tempfile.mkdtemp(prefix="rsdt_beam_"), REQUIREMENTS_FILE)
     with open(path, "w") as f:
         f.write("\n".join(pinned_requirements(EXTRAS_BY_ENTRY_POINT.get(entry_point, ()))) + "\n")
     flags = ["--requirements_file", path, "--requirements_cache", "skip"]

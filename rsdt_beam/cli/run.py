@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -106,7 +105,7 @@ def execute(command, argv: list[str]) -> Outcome:
     """Parses `argv` into the command's specs, builds and runs its pipeline; raises UserError."""
     args, beam_argv = command.parser().parse_known_args(argv)
     # Remote workers get the package and the launcher's pinned dependencies (nothing for local runners).
-    beam_argv += deploy.worker_flags(command.name, beam_argv, tempfile.mkdtemp(prefix="rsdt_beam_"))
+    beam_argv += deploy.worker_flags(command.name, beam_argv)
     options = PipelineOptions(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     started = time.monotonic()
