@@ -4,6 +4,7 @@
     python -m benchmarks.bench --preset reference --stages stack,window,fused --kind smooth
     python -m benchmarks.bench --preset small --repeat 1          # a quick look while iterating
     python -m benchmarks.bench --preset small --linearity         # 1x vs 4x area, 1x vs 2x months
+    python -m benchmarks.bench --preset reference --long_series 48   # 6 months vs 4 years, same area
     python -m benchmarks.bench --preset small --levels 1,2,3,6    # GZIP level: speed against size
 
 Inputs are generated into `--work_dir` (kept between runs, keyed by their parameters), as the
@@ -52,7 +53,7 @@ from rsdt_beam.acquire.store import write_grid, write_observation
 from rsdt_beam.cli.flags import GROUPS
 from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
 from rsdt_beam.common.times import parse_duration, time_name
-from rsdt_beam.grid import Grid
+from rsdt_beam.grid import Grid, TileLayout, work_items
 from rsdt_beam.stack.rules import StackParams, written_times
 from rsdt_beam.tfrecord import deflate_module
 from rsdt_beam.window.rules import WindowParams, window_spans
@@ -296,8 +297,9 @@ class StageRun:
         return max((p.peak_rss for p in self.processes if p.role == "worker"), default=0)
 
 
-def run_stage(stage: str, args: list[str], output_dirs: list[Path]) -> StageRun:
-    module = f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage)}"
+def run_stage(stage: str, args: list[str], output_dirs: list[Path], module: str | None = None) -> StageRun:
+    """Runs one stage's entry point (`module`, default this tree's) from REPO as its own process."""
+    module = module or f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage)}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", module, *args, "--no_progress"], cwd=REPO, env=env,
@@ -536,6 +538,9 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the outputs of the last run")
     parser.add_argument("--linearity", action="store_true",
                         help="also run 2x area per side (4x pixels) and 2x months; compare time per output byte")
+    parser.add_argument("--long_series", type=int, metavar="MONTHS",
+                        help="also run the same area over MONTHS (e.g. 48: 4 years, ~850 observations); compare "
+                             "peak RSS and time per output byte with the preset's months in the same run")
     parser.add_argument("--levels", help="only measure zlib levels (e.g. 1,2,6) on the raw output of one run")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -550,7 +555,9 @@ def main(argv=None):
         variants = [(area, months)]
         if args.linearity:
             variants += [(2 * area, months), (area, 2 * months)]
-        per_byte = []
+        if args.long_series:
+            variants.append((area, args.long_series))
+        per_byte, peak_rss, walls = [], [], []
         for var_area, var_months in variants:
             inputs = Inputs(kind, var_area, var_area, var_months, seed, args.format)
             case = Case(inputs, args.tile_size, args.delta_step, args.Delta, args.window_stride, args.omega,
@@ -565,8 +572,17 @@ def main(argv=None):
                                    args.preset == "reference" and (var_area, var_months) == (area, months)
                                    and kind == "noisy")))
             per_byte.append(_median([r.wall / r.compressed for r in runs[stages[-1]]]))
+            peak_rss.append(max(max(r.launcher_rss, r.worker_rss) for r in runs[stages[-1]]))
+            walls.append(_median([r.wall for r in runs[stages[-1]]]))
+            layout = TileLayout(var_area, var_area, args.tile_size, args.tile_size)
+            print(f"work items: {work_items(layout, 256).describe()}")
         print(f"load at end: {os.getloadavg()[0]:.2f}")
-        if args.linearity and len(per_byte) == 3:
+        if args.long_series:
+            print(f"\nlong series ({stages[-1]}, {months} vs {args.long_series} months, {area} x {area} px): "
+                  f"wall {walls[0]:.1f} s vs {walls[-1]:.1f} s; peak RSS of the largest process "
+                  f"{peak_rss[0] / 2**20:.0f} vs {peak_rss[-1] / 2**20:.0f} MiB = {peak_rss[-1] / peak_rss[0]:.2f}x; "
+                  f"seconds per output byte {per_byte[-1] / per_byte[0]:.3f}x")
+        if args.linearity:
             print(f"\nlinearity ({stages[-1]}, seconds per output byte relative to 1x): "
                   f"4x area {per_byte[1] / per_byte[0]:.3f}, 2x months {per_byte[2] / per_byte[0]:.3f}")
 

@@ -5,10 +5,11 @@ The public API, what a user composes (everything else is internal and may change
     specs          AreaSpec ConvertSpec FetchSpec InputsSpec StackSpec WindowSpec OutputSpec InferenceSpec
                    ScheduleSpec
     vocabulary     Grid TileLayout PixelWindow BandCounts MODALITIES ObservationRef Rejection
-    pure rules     StackParams TileStack stack_tile written_times WindowParams Window WindowPart window_spans windows
+    pure rules     StackParams TileStack fold_frames stack_tile written_times WindowParams Window WindowPart
+                   window_spans windows StreamedWindows work_items
     Stage 1        ConvertPlan ConvertObservations FetchPlan FetchObservations discover_observations
                    EOPatchReader GeoTiffObservationReader
-    Stage 2        StackPlan Stack WriteStacks read_tile_stack
+    Stage 2        StackPlan Stack FinishStacks WriteStacks StackFile read_tile_stack
     Stage 3        ReadTileStacks WindowOutput WriteWindows
     inference      KerasWindowModelHandler InferMaps PredictWindows ReadInferenceWindows WriteMaps MapOutput
     readers        training_dataset inference_dataset online_dataset OnlineWindows (tf.data);
@@ -26,19 +27,19 @@ import importlib
 _EXPORTS = {
     "rsdt_beam.specs": ("AreaSpec", "ConvertSpec", "FetchSpec", "InputsSpec", "StackSpec", "WindowSpec",
                         "OutputSpec", "InferenceSpec", "ScheduleSpec"),
-    "rsdt_beam.grid": ("Grid", "TileLayout", "PixelWindow"),
+    "rsdt_beam.grid": ("Grid", "TileLayout", "PixelWindow", "work_items"),
     "rsdt_beam.common.modalities": ("BandCounts", "MODALITIES"),
     "rsdt_beam.common.observations": ("ObservationRef", "Rejection"),
-    "rsdt_beam.stack.rules": ("StackParams", "TileStack", "stack_tile", "written_times"),
-    "rsdt_beam.window.rules": ("WindowParams", "Window", "WindowPart", "window_spans", "windows"),
+    "rsdt_beam.stack.rules": ("StackParams", "TileStack", "fold_frames", "stack_tile", "written_times"),
+    "rsdt_beam.window.rules": ("WindowParams", "Window", "WindowPart", "window_spans", "windows", "StreamedWindows"),
     "rsdt_beam.acquire.convert": ("ConvertPlan", "ConvertObservations"),
     "rsdt_beam.acquire.fetch": ("FetchPlan", "FetchObservations"),
     "rsdt_beam.acquire.listing": ("discover_observations",),
     "rsdt_beam.acquire.eopatch": ("EOPatchReader",),
     "rsdt_beam.acquire.store": ("GeoTiffObservationReader",),
     "rsdt_beam.stack.plan": ("StackPlan",),
-    "rsdt_beam.stack.transforms": ("Stack", "WriteStacks"),
-    "rsdt_beam.stack.files": ("read_tile_stack",),
+    "rsdt_beam.stack.transforms": ("Stack", "FinishStacks", "WriteStacks"),
+    "rsdt_beam.stack.files": ("read_tile_stack", "StackFile"),
     "rsdt_beam.window.transforms": ("ReadTileStacks", "WindowOutput", "WriteWindows"),
     "rsdt_beam.inference": ("KerasWindowModelHandler", "InferMaps", "PredictWindows", "ReadInferenceWindows",
                             "WriteMaps", "MapOutput"),

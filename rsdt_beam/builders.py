@@ -2,9 +2,13 @@
 
     source                      Stage 2 (Stack)              Stage 3 / sinks
     listed observations  --\\
-    convert (GeoTIFFs)   ---+-> ObservationRef --Stack--> TileStack --+--> WriteStacks   (--stack_output)
+    convert (GeoTIFFs)   ---+-> ObservationRef --Stack--> StackFile --+--> FinishStacks  (--stack_output)
     fetch (Sentinel Hub) --/                                          +--> WriteWindows  (--window_output)
     written stacks (ReadTileStacks) ----------------------------------+--> InferMaps     (--map_output)
+
+Stage 2 streams each read chunk through time into tile stack files (in `--stack_output`, or in a
+temporary folder inside the window or map output); Stage 3 then runs one work item per tile, reading
+its file frame by frame. No worker holds a chunk's observations or a tile's series.
     written windows (ReadInferenceWindows) ----------------------------------> PredictWindows -> WriteMaps
 
 Every builder adds to a Beam pipeline and returns the lines that describe what it will do; the
@@ -21,7 +25,9 @@ from rsdt_beam.acquire.convert import ConvertPlan
 from rsdt_beam.acquire.fetch import REJECTED as FETCH_REJECTED
 from rsdt_beam.acquire.fetch import FetchObservations, FetchPlan
 from rsdt_beam.acquire.listing import discover_observations
+from rsdt_beam.common.names import RECORD_OBSERVED_KEY
 from rsdt_beam.common.observations import Rejection
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid
 from rsdt_beam.inference import (
     InferMaps,
@@ -32,11 +38,15 @@ from rsdt_beam.inference import (
     WriteMaps,
 )
 from rsdt_beam.numpy_reader import window_metadata
+from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
 from rsdt_beam.stack.plan import StackPlan
-from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.stack.files import temporary_stack_dir
+from rsdt_beam.stack.transforms import FinishStacks, Stack, stack_folder
+from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
+from rsdt_beam.window.sampling import parse_sample
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
 
@@ -52,23 +62,34 @@ def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, 
 def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window: WindowSpec | None,
                        output: OutputSpec, listed_rejections=(), source_rejected=()) -> None:
     """Stage 2 over `refs` (a PCollection of ObservationRef) and its sinks: stacks to `stack.output`,
-    windows of the selected tiles to `window.output`, the rejected list beside the last output."""
+    windows of the selected tiles to `window.output`, the rejected list beside the last output (whose
+    metadata.json waits for it)."""
     selector = window.selects if window is not None and not stack.output else None
     set_total("tiles_stacked", plan.tile_count(selector))
-    stacked = refs | "Stage 2" >> Stack(plan, selector=selector)
+    stack_metadata = dict(plan.metadata, **({RECORD_OBSERVED_KEY: True} if output.record_observed else {}))
+    # Without --stack_output the frames still go through files, inside the window folder, removed at the end.
+    folder = (stack_folder(stack.output, stack_metadata, output.gzip_level) if stack.output else
+              stack_folder(temporary_stack_dir(window.output), stack_metadata, output.gzip_level,
+                           "--window_output's temporary stacks"))
+    stacked = refs | "Stage 2" >> Stack(plan, folder, output.gzip_level, output.record_observed, selector=selector)
     stacks = stacked.stacks
+    rejected_dir = window.output if window is not None else stack.output
+    rejected = ((*source_rejected, *stacked.rejected)
+                | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
     if stack.output:
-        stacks | "Write stacks" >> WriteStacks(stack.output, plan.metadata, output.gzip_level, stacked.written,
-                                               output.record_observed)
+        (stacks
+         | "Stacked tiles" >> beam.Map(lambda stack_file: stack_file.tile)
+         | "Finish stacks" >> FinishStacks(folder, stack_metadata, stacked.written, stacked.stats,
+                                           wait_for=() if window is not None else (rejected,)))
         if window is not None:
             stacks = stacks | "Selected tiles" >> beam.Filter(lambda tile_stack: window.selects(*tile_stack.tile))
     if window is not None:
         set_total("tiles_windowed", plan.tile_count(window.selects))
-        stacks | "Write windows" >> WriteWindows(
-            WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata)
-    rejected_dir = window.output if window is not None else stack.output
-    ((*source_rejected, *stacked.rejected)
-     | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
+        (stacks
+         | "One work item per tile" >> beam.Reshuffle()
+         | "Write windows" >> WriteWindows(
+             WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata,
+             wait_for=(rejected,), stats=stacked.stats, temporary_stacks=None if stack.output else folder.path))
 
 
 def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
@@ -82,6 +103,9 @@ def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSp
 def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
     """Stage 3 alone: `window.stack_dir` (rsdt_beam's or rsdtlib's stacks) -> `window.output`."""
     read = ReadTileStacks(window.stack_dir, window.selects)
+    if output.record_observed and not read.metadata.get(RECORD_OBSERVED_KEY):
+        raise UserError(f"--record_observed: the stacks in {window.stack_dir} carry no observed mask; write them "
+                        f"with --record_observed (Stage 2)")
     set_total("tiles_windowed", len(read.tiles))
     (pipeline
      | "Read stacks" >> read
@@ -106,7 +130,7 @@ def build_convert(pipeline, area: AreaSpec, convert: ConvertSpec, stack: StackSp
     converted) on the convert grid; `stack.output` also writes the stacks; rejected.json of the window
     output lists every observation set aside by convert and by Stage 2.
     """
-    plan = ConvertPlan.from_spec(area, convert)
+    plan = ConvertPlan.from_spec(area, convert, output.overwrite)
     refs, rejected = plan.expand(pipeline)
     lines = [plan.describe()]
     if window is None:
@@ -120,9 +144,12 @@ def build_fetch(pipeline, plan: FetchPlan, stack: StackSpec, window: WindowSpec 
                 output: OutputSpec) -> list[str]:
     """Fetch into the store; with `window` also Stages 2 and 3 on the fetched observations."""
     fetched = pipeline | "Fetch" >> FetchObservations(plan)
+    store_writes = (fetched["grid"], fetched["bands"], fetched["observations"], fetched[FETCH_REJECTED])
     if window is None:
-        (fetched[FETCH_REJECTED],) | "Rejected observations" >> WriteRejections(plan.store)
+        listed = (fetched[FETCH_REJECTED],) | "Rejected observations" >> WriteRejections(plan.store)
+        (*store_writes, listed) | "Finish store" >> FinishFolder(plan.folder)
         return [plan.describe()]
+    store_writes | "Finish store" >> FinishFolder(plan.folder)
     stack_plan = StackPlan.create(stack, plan.grid, plan.bands, band_description=plan.band_description())
     add_stages_2_and_3(pipeline, stack_plan, fetched["observations"], stack, window, output,
                        source_rejected=[fetched[FETCH_REJECTED]])
@@ -134,27 +161,45 @@ def build_infer(pipeline, inference: InferenceSpec, window: WindowSpec, inputs: 
     """Model -> maps: offline over `inference.windows`, online from `window.stack_dir`, or online from
     Stage 2 inputs (stacks built in the pipeline, not written)."""
     grid = Grid.from_json(fs.read_json(inference.map_grid)) if inference.map_grid else None
+    identity = dict(window.identity)
+    choices = (("model", inference.model), ("model_fn", inference.model_fn_name), ("frames", inference.frames),
+               ("pad_value", inference.pad_value), ("tiles", identity.get("tiles")),
+               ("sample", parse_sample(window.sample).spec))
     if inference.windows:
         metadata = window_metadata(inference.windows)
-        maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges)
+        maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
         (pipeline
          | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
          | "Predict" >> PredictWindows(handler)
          | "Maps" >> WriteMaps(maps))
         return [f"windows of {inference.windows} -> {inference.map_output}"]
+    params = window.params
+    choices += (("Delta", params.delta_size), ("window_stride", params.window_stride), ("omega", params.omega),
+                ("Omega", params.Omega), ("triple", params.triple), ("window_filter", identity.get("window_filter")))
     if window.stack_dir:
         read = ReadTileStacks(window.stack_dir, window.selects)
-        maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges)
+        maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
         (pipeline
          | "Read stacks" >> read
          | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample))
         return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
-    maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges)
+    stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
+    maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges,
+                     choices=choices + stack_times)
     handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
-    stacked = pipeline | "Observations" >> beam.Create(refs) | "Stage 2" >> Stack(plan, selector=window.selects)
-    stacked.stacks | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample)
-    stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
+    folder = stack_folder(temporary_stack_dir(inference.map_output), plan.metadata, DEFAULT_GZIP_LEVEL,
+                          "--map_output's temporary stacks")
+    stacked = (pipeline
+               | "Observations" >> beam.Create(refs)
+               | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects))
+    listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
+    (stacked.stacks
+     | "One work item per tile" >> beam.Reshuffle()
+     | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample,
+                                 wait_for=[listed])
+     | "Maps done" >> beam.combiners.Count.Globally()
+     | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path)))
     return [summary]

@@ -144,15 +144,16 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
 
 
 def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None = None,
-                      frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE):
+                      frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, observed: bool = False):
     """Inference windows of one tile (or all, tile by tile) in time order, as dicts.
 
     Each element: `Feature` `[frames, ty, tx, bands]` and `Timestamps`
     float64 `[frames]` padded to `frames` (default: Omega of the folder's
     metadata.json; 0: not padded), `frame_mask` bool `[frames]`, `tile`
     int64 `[2]`, `window_id`, `window_start`, `window_end` (int64 epoch
-    seconds). Per-tile files are streamed; windows spread over shards are
-    gathered and sorted first.
+    seconds); with `observed=True` also `observed_mask` bool `[frames, ty,
+    tx, 3]` (windows written with `--record_observed`). Per-tile files are
+    streamed; windows spread over shards are gathered and sorted first.
     """
     import tensorflow as tf
 
@@ -168,10 +169,14 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
                  "tile": tf.TensorSpec([2], tf.int64), "window_id": tf.TensorSpec([], tf.int64),
                  "window_start": tf.TensorSpec([], tf.int64), "window_end": tf.TensorSpec([], tf.int64),
                  "Timestamps": tf.TensorSpec([frames], tf.float64)}
+    if observed:
+        if first.observed is None:
+            raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
+        signature["observed_mask"] = tf.TensorSpec((frames, *first.observed.shape[1:]), tf.bool)
     per_tile = all(TILE_FILE.match(posixpath.basename(path)) for path in files)
     if not per_tile:
-        return tf.data.Dataset.from_generator(lambda: inference_elements(files, tile, frames or 0, pad_value),
-                                              output_signature=signature)
+        return tf.data.Dataset.from_generator(
+            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), output_signature=signature)
     if tile is not None:
         files = [path for path in files if posixpath.basename(path) == tile_file_name(tile)]
         if not files:
@@ -182,6 +187,8 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
               "window_start": tf.io.FixedLenFeature([], tf.int64),
               "window_end": tf.io.FixedLenFeature([], tf.int64),
               "Timestamps": tf.io.FixedLenFeature([], tf.string)}
+    if observed:
+        schema[OBSERVED] = tf.io.FixedLenFeature([], tf.string)
 
     def parse(serialized):
         parsed = tf.io.parse_single_example(serialized, schema)
@@ -192,6 +199,10 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
         parsed["Timestamps"] = tf.ensure_shape(_pad_time(times, frames, TIMESTAMP_PAD_VALUE, "Timestamps"),
                                                [frames])
         parsed["frame_mask"] = _frame_mask(feature, frames)
+        if observed:
+            seen = tf.cast(tf.io.parse_tensor(parsed.pop(OBSERVED), tf.uint8), tf.bool)
+            parsed["observed_mask"] = tf.ensure_shape(_pad_time(seen, frames, False, "Observed"),
+                                                      signature["observed_mask"].shape)
         return parsed
 
     return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse)

@@ -3,6 +3,9 @@
 Writes are atomic: data goes to a hidden temporary name beside the target and
 is renamed into place only when complete, so a reader never sees a
 half-written file under a final name and a retry simply overwrites.
+Temporary names carry the writing run's id (`.NAME.tmp-RUNID-RANDOM`), so a
+run can tell its own from those a killed attempt left (`rsdt_beam.outputs`
+sweeps them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import contextlib
 import json
 import os
 import posixpath
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -47,10 +52,26 @@ def list_children(root: str) -> list[str]:
     if not is_remote(root):
         return sorted(os.listdir(root)) if os.path.isdir(root) else []
     prefix = root.rstrip("/") + "/"
+    if prefix.startswith("gs://"):
+        return _gcs_children(prefix)
+    # Other object stores: Beam's FileSystems can only list every object under the prefix.
     names = set()
     for match in FileSystems.match([prefix + "**"]):
         for meta in match.metadata_list:
             names.add(meta.path[len(prefix):].split("/", 1)[0])
+    return sorted(names)
+
+
+def _gcs_children(prefix: str) -> list[str]:
+    """One listing with delimiter "/": the objects and "folders" right under `prefix`, never the objects
+    inside those folders (an EOPatch folder's files), so the cost grows with the folders, not the files."""
+    from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path  # only for gs://
+    bucket, path = parse_gcs_path(prefix, object_optional=True)
+    client = GcsIO().client
+    listing = client.list_blobs(client.bucket(bucket), prefix=path, delimiter="/")
+    names = {blob.name[len(path):] for blob in listing}  # iterating the pages also fills `prefixes`
+    names |= {folder[len(path):].rstrip("/") for folder in listing.prefixes}
+    names.discard("")
     return sorted(names)
 
 
@@ -72,11 +93,29 @@ def read_json(path: str):
     return json.loads(read_bytes(path))
 
 
+# `.NAME.tmp-RUNID-RANDOM` (RUNID may be empty: a write outside any run); Beam's file sinks stage under beam-temp-*.
+_TEMPORARY = re.compile(r"^\..+\.tmp-(?:(?P<run>[0-9A-Za-z]*)-)?[0-9a-f]{12}$")
+_BEAM_TEMPORARY = re.compile(r"(^|/)beam-temp-[^/]+/")
+
+
+def temporary_name(name: str, run_id: str = "") -> str:
+    return f".{name}.tmp-{run_id}-{uuid.uuid4().hex[:12]}"
+
+
+def temporary_run(relative: str) -> str | None:
+    """The run id of a temporary file (a path relative to a folder), "" for one of no known run, None for no
+    temporary at all."""
+    if _BEAM_TEMPORARY.search(relative):
+        return ""
+    match = _TEMPORARY.match(posixpath.basename(relative))
+    return (match.group("run") or "") if match else None
+
+
 @contextlib.contextmanager
-def atomic_write(path: str) -> Iterator[BinaryIO]:
+def atomic_write(path: str, run_id: str = "") -> Iterator[BinaryIO]:
     """A binary file object whose content appears at `path` only if the block succeeds."""
     directory, name = posixpath.split(path) if is_remote(path) else _local_split(path)
-    temporary = join(directory, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    temporary = join(directory, temporary_name(name, run_id))
     handle = FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED)
     try:
         yield handle
@@ -92,13 +131,13 @@ def _local_split(path: str) -> tuple[str, str]:
     return os.path.split(os.path.abspath(path))
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    with atomic_write(path) as f:
+def write_bytes(path: str, data: bytes, run_id: str = "") -> None:
+    with atomic_write(path, run_id) as f:
         f.write(data)
 
 
-def write_json(path: str, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+def write_json(path: str, obj, run_id: str = "") -> None:
+    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode(), run_id)
 
 
 def delete_if_exists(path: str) -> bool:
@@ -108,6 +147,59 @@ def delete_if_exists(path: str) -> bool:
     return False
 
 
+def delete_tree(path: str) -> None:
+    """Removes a folder and everything under it (on an object store: every object under the prefix)."""
+    if is_remote(path):  # a trailing "/" makes Beam's GCS filesystem delete the whole prefix
+        if folder_exists(path):
+            FileSystems.delete([path.rstrip("/") + "/"])
+    elif os.path.isdir(path):
+        FileSystems.delete([path])
+
+
 def makedirs(path: str) -> None:
     if not is_remote(path):
         os.makedirs(path, exist_ok=True)
+
+
+def list_files(root: str) -> list[str]:
+    """Every file under `root` (recursively), as paths relative to it, sorted."""
+    if not is_remote(root):
+        out = []
+        for folder, _, names in os.walk(root):
+            out += [os.path.relpath(os.path.join(folder, n), root).replace(os.sep, "/") for n in names]
+        return sorted(out)
+    prefix = root.rstrip("/") + "/"
+    return sorted(meta.path[len(prefix):] for match in FileSystems.match([prefix + "**"])
+                  for meta in match.metadata_list)
+
+
+def delete_files(root: str, relative: list[str]) -> None:
+    """Deletes files under `root` given relative to it (missing ones are no error)."""
+    paths = [join(root, name) for name in relative]
+    for start in range(0, len(paths), 1000):
+        batch = [path for path in paths[start:start + 1000] if is_remote(path) or os.path.lexists(path)]
+        if batch:
+            FileSystems.delete(batch)
+
+
+def remove_empty_folders(root: str) -> None:
+    """Removes empty sub-folders of a local `root` (object stores have no folders)."""
+    if is_remote(root) or not os.path.isdir(root):
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        if folder != root:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def delete_tree_contents(root: str) -> None:
+    """Deletes everything under `root`, keeping `root` itself (a local folder) or nothing (a prefix)."""
+    if not is_remote(root):
+        for name in list_children(root):
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        return
+    delete_files(root, list_files(root))

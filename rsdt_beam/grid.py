@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 
@@ -205,3 +205,28 @@ class ReadChunk:
 
     def __str__(self) -> str:
         return f"tiles j[{self.j_start}:{self.j_stop}] i[{self.i_start}:{self.i_stop}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkItems:
+    """The retryable work items of a Stages 2 + 3 run: one per read chunk (Stage 2 streams each through
+    time), then one per tile (Stage 3 streams each tile's frames into windows)."""
+
+    read_chunks: int
+    tiles: int
+
+    @property
+    def total(self) -> int:
+        return self.read_chunks + self.tiles
+
+    def describe(self) -> str:
+        return (f"{self.total} work items ({self.read_chunks} read chunks for Stage 2, "
+                f"{self.tiles} tiles for Stage 3)")
+
+
+def work_items(layout: TileLayout, chunk_size: int, selector: Callable[[int, int], bool] | None = None) -> WorkItems:
+    """How many work items a run over `layout` has, with only the tiles `selector(j, i)` picks."""
+    tiles = [tile for tile in layout.tiles() if selector is None or selector(*tile)]
+    chunks = [chunk for chunk in layout.chunks(chunk_size)
+              if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())]
+    return WorkItems(len(chunks), len(tiles))

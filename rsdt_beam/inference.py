@@ -1,6 +1,6 @@
 """Online inference in the pipeline: windows -> Keras model (RunInference) -> georeferenced maps.
 
-    TileStack --WindowsOfStacks--> (WindowKey, features [n, ty, tx, bands])   built on the fly, not written
+    StackFile --WindowsOfStacks--> (WindowKey, features [n, ty, tx, bands])   built on the fly, not written
     (or written inference windows --ReadInferenceWindows--> the same)
       --PredictWindows--> (WindowKey, prediction [ty, tx(, c)])               RunInference, batched
       --WriteMaps--> <map_output>/<start>_<end>.tif per window time + maps.csv
@@ -34,13 +34,15 @@ from rsdt_beam.common.names import MAPS_CSV
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, TileLayout
-from rsdt_beam.maps import MapKey, prediction_shapes, stitch, write_geotiff
+from rsdt_beam.maps import MapKey, encode_geotiff, prediction_shapes, stitch
 from rsdt_beam.numpy_reader import read_window_file, window_files
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.specs import InferenceSpec
+from rsdt_beam.stack.files import StackFile
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, pad_frames, resolve_frames
-from rsdt_beam.window.rules import WindowParams, windows
+from rsdt_beam.window.rules import WindowParams, streamed_windows
 from rsdt_beam.window.sampling import Sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 
@@ -60,13 +62,14 @@ class WindowKey(NamedTuple):
         return MapKey(self.window_id, self.window_start, self.window_end)
 
 
-def window_inputs(stack: TileStack, params: WindowParams, window_filter: Callable | None = None,
+def window_inputs(stack: TileStack | StackFile, params: WindowParams, window_filter: Callable | None = None,
                   sample: Sample | None = None) -> Iterator[tuple[WindowKey, np.ndarray]]:
-    """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (views)."""
-    for window, frames, _ in window_pairs(windows(stack, params), win_filter=window_filter, sample=sample):
+    """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (copies: the
+    windows are streamed from a bounded buffer of the tile's frames, and the model batches inputs)."""
+    for window, frames, _ in window_pairs(streamed_windows(stack, params), win_filter=window_filter, sample=sample):
         times = window.current.timestamps
         key = WindowKey((int(stack.tile[0]), int(stack.tile[1])), window.window_id, int(times[0]), int(times[-1]))
-        yield key, frames
+        yield key, np.array(frames)
 
 
 def _local_model_file(uri: str) -> str:
@@ -167,7 +170,7 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
 
 class WindowsOfStacks(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
+    """PCollection[StackFile | TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
 
     def __init__(self, params: WindowParams, window_filter: Callable | None = None, sample: Sample | None = None):
         super().__init__()
@@ -249,10 +252,19 @@ class MapOutput:
     layout: TileLayout
     trim_edges: bool = False
     nodata: float = float("nan")
+    # What else shapes the maps, as given (for the folder's identity): the model, window parameters, ...
+    choices: tuple[tuple[str, Any], ...] = ()
+
+    def folder(self) -> OutputFolder:
+        layout = self.layout
+        parameters = dict(grid=self.grid.to_json(), tile_size_y=layout.tile_size_y, tile_size_x=layout.tile_size_x,
+                          deadzone_y=layout.deadzone_y, deadzone_x=layout.deadzone_x, trim_map_edges=self.trim_edges,
+                          **dict(self.choices))
+        return OutputFolder(self.output_dir, "maps", "--map_output", parameters)
 
     @classmethod
     def from_metadata(cls, output_dir: str, metadata: dict, grid: Grid | None = None,
-                      trim_edges: bool = False) -> MapOutput:
+                      trim_edges: bool = False, choices: tuple = ()) -> MapOutput:
         """From Stage 2/3 metadata.json (tile size, deadzone, grid; `grid` overrides the latter)."""
         if grid is None:
             if "grid" not in metadata:
@@ -261,73 +273,78 @@ class MapOutput:
             grid = Grid.from_json(metadata["grid"])
         layout = TileLayout(grid.height, grid.width, int(metadata["tile_size_y"]), int(metadata["tile_size_x"]),
                             int(metadata.get("deadzone_y", 0)), int(metadata.get("deadzone_x", 0)))
-        return cls(output_dir, grid, layout, trim_edges)
+        return cls(output_dir, grid, layout, trim_edges, choices=choices)
 
 
 class WriteMaps(beam.PTransform):
-    """PCollection[(WindowKey, prediction)] -> PCollection[str]: one GeoTIFF per window time, then maps.csv.
+    """PCollection[(WindowKey, prediction)] -> PCollection[str]: one GeoTIFF per window time, maps.csv,
+    then `metadata.json` (after every PCollection of `wait_for` too, e.g. the writing of `rejected.json`).
 
     Predictions are grouped per window (id, start, end) over all tiles and
     stitched with `rsdt_beam.maps.stitch`; file names are deterministic, so
     a re-run overwrites.
     """
 
-    def __init__(self, output: MapOutput):
+    def __init__(self, output: MapOutput, wait_for=()):
         super().__init__()
         self._output = output
+        self._wait_for = tuple(wait_for)
+        self.output_folder = output.folder()
 
     def expand(self, predictions):
-        output = self._output
+        output, folder = self._output, self.output_folder
         written = Counter("maps_written")
+        cleared = predictions.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(begin)
 
-        def write(item) -> tuple:
+        def write(item, _cleared) -> tuple:
             (window_id, start, end), tile_predictions = item
             key = MapKey(window_id, start, end)
             tiles = dict(tile_predictions)
             array = stitch(output.layout, tiles, output.trim_edges, output.nodata)
-            path = write_geotiff(fs.join(output.output_dir, key.file_name), array, output.grid, output.nodata,
-                                 dict(key.tags(), RSDT_TILES=str(len(tiles))))
+            path = folder.write_bytes(key.file_name, encode_geotiff(
+                array, output.grid, output.nodata, dict(key.tags(), RSDT_TILES=str(len(tiles)))))
             written.inc()
             return (window_id, iso_time(start), iso_time(end), len(tiles), key.file_name, start, end), path
 
-        def write_csv(rows: list) -> str:
+        def write_csv(rows: list, _others) -> str:
             text = io.StringIO()
             writer = csv.writer(text)
             writer.writerow(_MAPS_CSV_HEADER)
             writer.writerows(sorted(rows))
-            path = fs.join(output.output_dir, MAPS_CSV)
-            fs.write_bytes(path, text.getvalue().encode())
-            return path
+            folder.write_bytes(MAPS_CSV, text.getvalue().encode())
+            return folder.finish({"maps_written": len(rows), FILES_KEY: sorted(row[4] for row in rows)})
 
         maps = (predictions
                 | "By window time" >> beam.Map(
                     lambda kv: ((kv[0].window_id, kv[0].window_start, kv[0].window_end), (kv[0].tile, kv[1])))
                 | "Group tiles of a window" >> beam.GroupByKey()
-                | "Stitch and write map" >> beam.Map(write))
+                | "Stitch and write map" >> beam.Map(write, beam.pvalue.AsSingleton(cleared)))
+        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
         (maps
          | "Rows" >> beam.Map(lambda row_path: row_path[0])
          | "Collect rows" >> beam.combiners.ToList()
-         | "Write maps.csv" >> beam.Map(write_csv))
+         | "Write maps.csv and metadata.json" >> beam.Map(write_csv, beam.pvalue.AsSingleton(others)))
         return maps | "Paths" >> beam.Map(lambda row_path: row_path[1])
 
 
 class InferMaps(beam.PTransform):
-    """PCollection[TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
+    """PCollection[StackFile | TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
 
     def __init__(self, params: WindowParams, handler: KerasWindowModelHandler, output: MapOutput,
-                 window_filter: Callable | None = None, sample: Sample | None = None):
+                 window_filter: Callable | None = None, sample: Sample | None = None, wait_for=()):
         super().__init__()
         self._params = params
         self._handler = handler
         self._output = output
         self._filter = window_filter
         self._sample = sample
+        self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
         return (stacks
                 | "Windows" >> WindowsOfStacks(self._params, self._filter, self._sample)
                 | "Predict" >> PredictWindows(self._handler)
-                | "Maps" >> WriteMaps(self._output))
+                | "Maps" >> WriteMaps(self._output, self._wait_for))
 
 
 def _first_line(error: BaseException) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
+from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import OBSERVED, parse_example, parse_tensor
 from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
 from rsdt_beam.stack.stats import normalization
@@ -57,11 +58,15 @@ class WindowRecord:
 
 
 def window_files(source: str | Sequence[str]) -> list[str]:
-    """The window files of a Stage 3 folder (per-tile files row-major, or shards), a glob, or a list."""
+    """The window files of a Stage 3 folder (per-tile files row-major, or shards), a glob, or a list.
+
+    A folder's files are those its `metadata.json` lists; only folders without (rsdtlib's) are listed."""
     if not isinstance(source, str):
         return list(source)
     if any(c in source for c in "*?["):
         files = fs.glob(source)
+    elif (listed := listed_files(source, window_metadata(source))) is not None:
+        files = listed  # a complete rsdt_beam folder: its metadata.json says which files it holds
     else:
         names = fs.list_children(source)
         tiles = sorted((int(m.group(1)), int(m.group(2)), n) for n in names if (m := TILE_FILE.match(n)))
@@ -211,17 +216,27 @@ def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024
                                record.observed if observed else None)
 
 
-def inference_element(record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE) -> dict:
-    """An inference window as a dict of arrays, padded to `frames` (None: as it is) with its frame mask."""
-    return {"Feature": pad_frames(record.feature, frames, pad_value),
-            "frame_mask": frame_mask(len(record.feature), frames),
-            "tile": np.asarray(record.tile, np.int64), "window_id": np.int64(record.window_id),
-            "window_start": np.int64(record.window_start), "window_end": np.int64(record.window_end),
-            "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE)}
+def inference_element(
+    record: WindowRecord, frames: int | None, pad_value: float = DEFAULT_PAD_VALUE, observed: bool = False
+) -> dict:
+    """An inference window as a dict of arrays, padded to `frames` (None: as it is) with its frame mask
+    (and with `observed`, its per-pixel `observed_mask`, padded with False)."""
+    element = {"Feature": pad_frames(record.feature, frames, pad_value),
+               "frame_mask": frame_mask(len(record.feature), frames),
+               "tile": np.asarray(record.tile, np.int64), "window_id": np.int64(record.window_id),
+               "window_start": np.int64(record.window_start), "window_end": np.int64(record.window_end),
+               "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE)}
+    if observed:
+        if record.observed is None:
+            raise ValueError(f"window {record.tile} #{record.window_id} carries no observed mask "
+                             f"(write the windows with --record_observed)")
+        element["observed_mask"] = pad_frames(record.observed, frames, False)
+    return element
 
 
 def inference_elements(source: str | Sequence[str], tile: tuple[int, int] | None = None,
-                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE) -> Iterator[dict]:
+                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE,
+                       observed: bool = False) -> Iterator[dict]:
     """Inference windows as `datasets.inference_dataset` yields them (one tile or all, time order)."""
     files = window_files(source)
     frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
@@ -230,7 +245,7 @@ def inference_elements(source: str | Sequence[str], tile: tuple[int, int] | None
     for record in records:
         if record.tile is None:
             raise ValueError(f"{source}: records carry no tile/window_id (written by rsdtlib?)")
-        yield inference_element(record, frames, pad_value)
+        yield inference_element(record, frames, pad_value, observed)
 
 
 def batches(elements: Iterable, batch_size: int, drop_remainder: bool = False) -> Iterator:

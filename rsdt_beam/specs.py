@@ -150,6 +150,9 @@ class WindowSpec:
     bytes_per_shard: int | None = None
     stack_dir: str | None = None
     output: str | None = None
+    # The user functions and tile selection as given (`--tiles`, `--label_fn`, ...): part of the
+    # output folder's identity, which the callables cannot be.
+    identity: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if self.mode not in (TRAINING, INFERENCE):
@@ -166,9 +169,12 @@ class WindowSpec:
 
 @dataclasses.dataclass(frozen=True)
 class OutputSpec:
+    """How files are written; `overwrite` lets a run replace an output folder made with other parameters."""
+
     gzip_level: int
     progress: bool = True
     record_observed: bool = False  # stack and window records carry the Observed mask
+    overwrite: bool = False
 
     def __post_init__(self):
         if not 0 <= self.gzip_level <= 9:
@@ -186,6 +192,7 @@ class InferenceSpec:
     pad_value: float = -1.0
     trim_map_edges: bool = False
     map_grid: str | None = None
+    model_fn_name: str | None = None  # --model_fn as given (the maps folder's identity)
 
 
 @dataclasses.dataclass(frozen=True)

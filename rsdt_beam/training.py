@@ -17,7 +17,7 @@ from several tiles while only `cycle_tiles` stacks are held in memory. Sharding 
 loader workers (readers) is by tile, balanced by window count: every window is read exactly once per
 epoch, and each host's length does not depend on how many workers it runs.
 
-Pure numpy apart from the tf.data wrapper (TensorFlow imported inside it).
+No TensorFlow apart from the tf.data wrapper (imported inside it), so PyTorch users do not pay for it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, resolve_frames, training_element
 from rsdt_beam.window.rules import Window, WindowParams, window_spans, windows
 from rsdt_beam.window.sampling import Sample, parse_sample, window_pairs
-from rsdt_beam.window.selection import TileSelector, rsdtlib_example_label, tile_selector
+from rsdt_beam.window.selection import TileSelector, TileSet, rsdtlib_example_label, tile_selector
 
 Tile = tuple[int, int]
 
@@ -94,8 +94,7 @@ class StackTrainingWindows:
         self.metadata = metadata or read_stack_metadata(stack_dir)
         self.scale = normalization(self.metadata, band_counts(self.metadata).total) if normalize else None
         if tiles is not None and not isinstance(tiles, str) and not callable(tiles):
-            wanted = {(int(j), int(i)) for j, i in tiles}
-            selector: TileSelector = lambda j, i: (j, i) in wanted  # noqa: E731
+            selector: TileSelector = TileSet(frozenset((int(j), int(i)) for j, i in tiles))
         else:
             selector = tile_selector(tiles)
         self.tiles: list[Tile] = [t for t in list_tiles(stack_dir) if selector(*t)]

@@ -325,9 +325,13 @@ def test_bad_files_are_clear_errors(tmp_path):
     truncated = tmp_path / "truncated_b3.tif"
     truncated.write_bytes(open(os.path.join(LANDSAT, "LE70350322008118EDC00", "LE70350322008118EDC00_b3.tif"),
                                "rb").read()[:200])
-    with pytest.raises(ObservationError, match="unreadable band file"):
+    with pytest.raises(ObservationError, match="band file is truncated or unreadable: .*TIFFReadDirectory"):
         inspect_source(ConvertSource("optical", 0.0, (str(truncated),)), grid)
     source = landsat_listing().sources[0]
+    cut_mask = tmp_path / "cut_fmask.tif"  # opens, but its CRS tags and pixels are gone
+    cut_mask.write_bytes(open(source.mask, "rb").read()[:300])
+    with pytest.raises(ObservationError, match="mask file is truncated or unreadable: .*Read error at scanline"):
+        inspect_source(ConvertSource("optical", 0.0, source.bands, str(cut_mask)), grid)
     missing = ConvertSource("optical", 0.0, source.bands, str(tmp_path / "nothing_fmask.tif"))
     with pytest.raises(ObservationError, match="mask file does not exist"):
         inspect_source(missing, grid)
@@ -361,7 +365,7 @@ def test_convert_transform_writes_store_sets_aside_bad_and_skips_on_rerun(tmp_pa
     plan = ConvertPlan.create(store, grid, listing, params, aoi, block_size=32)
     assert dict(plan.job.bands) == {"optical": 3}
     good = ["2008-04-19", "2008-04-27", "2008-05-29", "2008-06-06", "2008-06-22", "2008-06-30", "2008-07-08"]
-    bad = {"2008-05-05": "unreadable band file", "2008-05-21": "missing mask file",
+    bad = {"2008-05-05": "band file is truncated or unreadable", "2008-05-21": "missing mask file",
            "2008-06-14": "has 4 bands but optical observations of this run have 3",
            FULLY_CLOUDY[:10]: "fully masked"}
 
@@ -503,7 +507,8 @@ def test_archive_and_store_on_gcs(tmp_path):
         store = gcs.url("store")
         execute(CONVERT, ["--store", store, "--band_files", gcs.url("archive") + "/*_D_*.tif", *flags])
         files = gcs.download_tree(store)
-    assert sorted(files) == ["bands.json", "grid.json", "rejected/sar_descending_20171210T054359.json",
+    assert sorted(files) == ["bands.json", "grid.json", "metadata.json",
+                             "rejected/sar_descending_20171210T054359.json", "rsdt_run.json",
                              "sar_descending/20170309T054356.tif"]
     described = json.loads(files["bands.json"])["sar_descending"]  # the store's model card, for Stage 2
     assert described["preprocessing"]["divisor"] == 1.0 and described["names"] == [

@@ -31,9 +31,11 @@ from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.store import list_store, write_grid
 from rsdt_beam.cli.commands import FETCH
 from rsdt_beam.cli.run import counters, execute
+from rsdt_beam.cli.specs import parse_maxcc
 from rsdt_beam.common.names import REJECTED_FILE
 from rsdt_beam.common.times import parse_time, time_name
-from rsdt_beam.grid import Grid, PixelWindow, TileLayout
+from rsdt_beam.errors import UserError
+from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.pipelines import fetch as fetch_command
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.stack.files import read_stack_metadata, read_tile_stack
@@ -124,15 +126,18 @@ def test_processing_unit_estimate_follows_sentinel_hubs_rule():
     assert sh.estimate_processing_units(sh.COLLECTIONS["sar_ascending"], 10, 10) == pytest.approx(0.01 * 2 / 3 * 4)
 
 
-def test_chunks_follow_the_tile_grid_within_the_request_limit():
-    layout = TileLayout(6000, 3000, 32, 32, 2, 2)
-    chunks = fetch.fetch_chunks(layout, 2500)
+def test_chunks_cover_the_whole_grid_within_the_request_limit():
+    grid = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 6000, 3000)
+    chunks = fetch.fetch_chunks(grid, 2500)
     assert max(c.height for c in chunks) <= 2500 and max(c.width for c in chunks) <= 2500
-    starts = {c.row_start for c in chunks} | {c.col_start for c in chunks}
-    assert all(s % layout.stride_y == 0 for s in starts)  # each chunk starts at a tile
-    assert fetch.fetch_chunks(TileLayout(101, 100, 32, 32), 2500) == [PixelWindow(0, 96, 0, 96)]
-    with pytest.raises(ValueError, match="1..2500"):
-        fetch.fetch_chunks(layout, 4000)
+    covered = np.zeros((6000, 3000), int)
+    for c in chunks:
+        covered[c.row_start:c.row_stop, c.col_start:c.col_stop] += 1
+    assert (covered == 1).all()  # every pixel once, also those right of/below the last whole tile
+    small = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 101, 100)
+    assert fetch.fetch_chunks(small, 2500) == [PixelWindow(0, 101, 0, 100)]
+    with pytest.raises(UserError, match="--fetch_chunk_size must be within 1..2500"):
+        fetch.fetch_chunks(grid, 4000)
 
 
 def test_plan_items_skips_stored_and_staged_and_deals_lanes(tmp_path):
@@ -243,8 +248,7 @@ def hub(server):
 
 def plan_for(server, store, grid=S2_GRID, modalities=("optical",), chunk_size=64, lanes=2,
              start="2015-07-01", end="2015-10-01", tile_size=32, **settings):
-    layout = TileLayout(grid.height, grid.width, tile_size, tile_size)
-    return fetch.FetchPlan.create(settings_for(server, **settings), grid, layout, str(store), list(modalities),
+    return fetch.FetchPlan.create(settings_for(server, **settings), grid, str(store), list(modalities),
                                   parse_time(start), parse_time(end), chunk_size, lanes)
 
 
@@ -298,11 +302,10 @@ def test_fetch_stack_windows_pixel_for_pixel(hub, tmp_path):
         with rasterio.open(store / "optical" / (time_name(parse_time(stamp)) + ".tif")) as dataset:
             data = np.moveaxis(dataset.read(), 0, -1)
             valid = dataset.dataset_mask() > 0
-        expected = np.stack([scene.arrays[b] for b in sh.S2_BANDS], -1)[:96, :96]
-        expected_valid = np.zeros((S2_GRID.height, S2_GRID.width), bool)
-        expected_valid[:96, :96] = scene.arrays["CLM"][:96, :96] != 1  # tiles only; dataMask is all 1
+        expected = np.stack([scene.arrays[b] for b in sh.S2_BANDS], -1)
+        expected_valid = scene.arrays["CLM"] != 1  # the whole grid, not only whole tiles; dataMask is all 1
         assert np.array_equal(valid, expected_valid)
-        assert np.array_equal(data[:96, :96][valid[:96, :96]], expected[valid[:96, :96]])
+        assert np.array_equal(data[valid], expected[valid])
     assert sorted(os.listdir(store / "rejected")) == sorted(f"optical_{time_name(parse_time(s))}.json"
                                                             for s in CLOUDY)
     rejected = json.loads((windows / "rejected.json").read_text())
@@ -331,9 +334,7 @@ def test_sentinel1_both_orbits_as_linear_power(hub, tmp_path):
             valid = dataset.dataset_mask() > 0
         with rasterio.open(os.path.join(fake.S1_DIR, sorted(os.listdir(fake.S1_DIR))[S1_SCENES.index(scene)])) as src:
             db = src.read(1)
-        tiled = np.zeros_like(valid)
-        tiled[:192, :256] = True  # 6 x 8 whole tiles of 32 px
-        assert np.array_equal(valid, tiled & (db != -99))
+        assert np.array_equal(valid, db != -99)  # the whole grid, also right of/below whole tiles
         assert np.allclose(vv[valid], 10 ** (db[valid] / 10), rtol=1e-6)
         assert np.allclose(vh[valid], 10 ** ((db[valid] - 7) / 10), rtol=1e-6)
 
@@ -379,7 +380,9 @@ def test_item_that_keeps_failing_is_recorded_and_a_rerun_fetches_only_what_is_mi
         [("20150909T100017", 0, 64), ("20150909T100017", 64, 0), ("20150909T100017", 64, 64)]
         + [("20150830T100547", r, c) for r in (0, 64) for c in (0, 64)])
     counts, rejected = run_fetch(plan)
-    assert rejected == [] and len(hub.requests_to("/api/v1/process")) == 7
+    assert len(hub.requests_to("/api/v1/process")) == 7
+    assert sorted(r["time"] for r in rejected) == sorted(s + "Z" for s in CLOUDY)  # set aside by the first run
+    assert all(r["reason"].startswith("no valid pixel") for r in rejected)
     assert stored_times(tmp_path) == ["20150711T100008", "20150830T100547", "20150909T100017"]
     assert fetch.staged_paths(str(tmp_path)) == set()
     assert len(os.listdir(tmp_path / "optical")) == 4  # 3 observations + the dead temporary file, no duplicates
@@ -486,7 +489,7 @@ def test_requests_in_flight_stay_within_the_lanes_whatever_the_worker_count(hub,
                                                       "--direct_num_workers=6"]))
     pipeline | fetch.FetchObservations(plan)
     pipeline.run().wait_until_finish()
-    assert len(hub.requests_to("/api/v1/process")) == len(plan.items) == 5 * 9
+    assert len(hub.requests_to("/api/v1/process")) == len(plan.items) == 5 * 16
     assert 1 <= hub.peak_process_in_flight <= 2
     assert stored_times(tmp_path) == ["20150711T100008", "20150830T100547", "20150909T100017"]
 
@@ -541,3 +544,63 @@ def test_no_secret_or_token_in_the_translated_dataflow_job(tmp_path):
     assert tokens
     for value in (secret, *tokens, *(token.split(".")[1] for token in tokens)):  # ... never the secret or a token
         assert value.encode() not in graph
+
+
+def test_maxcc_none_means_no_cloud_filter_and_out_of_range_is_refused(hub):
+    assert parse_maxcc("none") is None and parse_maxcc("0.3") == 0.3
+    with pytest.raises(UserError, match="--maxcc must be within 0..1"):
+        parse_maxcc("1.5")
+    with pytest.raises(UserError, match="--maxcc must be a fraction"):
+        parse_maxcc("lots")
+    times = sh.search_acquisitions(settings_for(hub, maxcc=None), OPTICAL, S2_GRID, parse_time("2015-01-01"),
+                                   parse_time("2016-01-01"))
+    assert len(times) == 5  # every scene, the fully cloudy ones too
+    assert all("filter" not in request.body for request in hub.requests_to("/api/v1/catalog/1.0.0/search"))
+
+
+FETCH_AOI = ["--aoi", "465181,5079245,466180,5080254", "--aoi_crs", "EPSG:32633", "--resolution", "10",
+             "--collections", "optical", "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--no_progress"]
+
+
+@pytest.mark.e2e
+def test_run_where_every_request_failed_exits_1_with_a_summary(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    hub.add_fault("500", times=None, when='"from": "2015-')  # every Process request, not the catalog
+    argv = ["--store", str(tmp_path / "obs"), *FETCH_AOI, "--sh_base_url", hub.url, "--sh_token_url",
+            hub.token_url, "--sh_max_attempts", "1", "--sh_retry_sleep", "0.01"]
+    assert fetch_command.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rsdt_beam fetch: all 5 request(s) failed, nothing fetched") and hub.url in err[-1]
+
+
+@pytest.mark.e2e
+def test_server_down_names_the_url_and_the_cause(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    import socket
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    argv = ["--store", str(tmp_path / "obs"), *FETCH_AOI, "--sh_base_url", url, "--sh_token_url",
+            url + "/oauth/token", "--sh_max_attempts", "1"]
+    assert fetch_command.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"rsdt_beam fetch: cannot get a Sentinel Hub token from {url}/oauth/token: " \
+                  f"[Errno 111] Connection refused"
+
+
+@pytest.mark.e2e
+def test_plan_only_counts_observations_set_aside_before_and_staging_folders_go(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    store = tmp_path / "obs"
+    argv = ["--store", str(store), *FETCH_AOI, "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
+            "--fetch_chunk_size", "64"]
+    assert fetch_command.main(argv) == 0
+    assert not os.path.exists(store / fetch.STAGING_DIR)  # emptied chunk folders are removed
+    capsys.readouterr()
+    assert fetch_command.main(["--plan_only", *argv]) == 0
+    err = capsys.readouterr().err
+    assert "3 observation(s) already stored, 2 already set aside" in err and "0 request(s) to send" in err

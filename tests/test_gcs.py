@@ -181,3 +181,19 @@ def test_sentinel_hub_credentials_from_a_gs_file(gcs):
     assert sh.Credentials(file=url).resolve() == ("gs-id", "gs-secret")
     with pytest.raises(sh.CredentialsError, match="cannot read --sh_credentials_file gs://.*/missing.json"):
         sh.Credentials(file=gcs.url("secrets", "missing.json")).resolve()
+
+
+def test_children_of_a_gs_folder_are_listed_per_folder(gcs, tmp_path):
+    """One delimiter listing: the folders and files right under the root, not the files inside the folders."""
+    local = tmp_path / "tree"
+    for name in ("20160101T000000/data/NDVI.npy", "20160101T000000/mask/IS_VALID.npy", "20160111T000000/bbox.pkl",
+                 "notes.txt"):
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(b"x")
+    gcs.upload_tree(str(local), gcs.url("listing", "root"))
+    gcs.upload_tree(str(local), gcs.url("listing", "root_other"))  # a sibling sharing the name's prefix
+    expected = ["20160101T000000", "20160111T000000", "notes.txt"]
+    assert fs.list_children(gcs.url("listing", "root")) == expected
+    assert fs.list_children(gcs.url("listing", "root") + "/") == expected
+    assert fs.list_children(gcs.url("listing", "root", "20160101T000000")) == ["data", "mask"]
+    assert fs.list_children(gcs.url("listing", "missing")) == []

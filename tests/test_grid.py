@@ -2,7 +2,7 @@
 
 import pytest
 
-from rsdt_beam.grid import Grid, PixelWindow, TileLayout
+from rsdt_beam.grid import Grid, PixelWindow, TileLayout, work_items
 
 
 def test_tiles_without_deadzone_drop_leftovers():
@@ -65,3 +65,12 @@ def test_grid_json_round_trip_and_matching():
     left, bottom, right, top = grid.bounds
     assert (round(left, 2), round(top, 2)) == (465181.05, 5080254.63)
     assert grid.window_transform(PixelWindow(10, 20, 5, 9))[2] == pytest.approx(left + 5 * grid.transform[0])
+
+
+def test_a_liege_sized_run_has_thousands_of_work_items(capsys):
+    """2,300 x 2,300 px at 10 m, 32 px tiles, the default 256 px read chunks (issue 14's target: >= 1,000)."""
+    items = work_items(TileLayout(2300, 2300, 32, 32), 256)
+    with capsys.disabled():
+        print(f"\nLiege-sized run: {items.describe()}")
+    assert (items.read_chunks, items.tiles) == (81, 71 * 71) and items.total >= 1000
+    assert work_items(TileLayout(2300, 2300, 32, 32), 256, lambda j, i: j < 8 and i < 8).total == 1 + 64

@@ -13,6 +13,7 @@ from rsdt_beam.cli.commands import STACK
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.observations import ObservationError
 from rsdt_beam.common.times import parse_time, time_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.window.listing import tile_windows_list
 from rsdt_beam.window.rules import WindowParams
@@ -43,6 +44,11 @@ def test_store_files_are_georeferenced_geotiffs_with_an_internal_mask(tmp_path):
     window = PixelWindow(250, 300, 10, 270)
     part, part_valid = reader.read(path, window)
     np.testing.assert_array_equal(part, data[250:300, 10:270])
+    small = Grid.from_bounds("EPSG:32631", 620000, 4825000, 621000, 4826000, 100, 100)
+    small_path = store.write_observation(str(tmp_path / "small"), small, data[:100, :100], valid[:100, :100],
+                                         "optical", time)
+    with rasterio.open(small_path) as dataset:  # as the README says: grids under 256 px are striped
+        assert not dataset.profile.get("tiled") and dataset.block_shapes[0][1] == 100
     np.testing.assert_array_equal(part_valid, valid[250:300, 10:270])
     refs, rejected = store.list_store(str(tmp_path))
     assert [(r.modality, r.time) for r in refs] == [("sar_descending", time)] and not rejected
@@ -90,3 +96,5 @@ def test_store_and_eopatch_inputs_stack_identically(tmp_path):
     first = tile_windows_list(str(tmp_path / "a"), (1, 1), WindowParams(4 * DAY, 1, 2, 3))[0]
     # written days 1, 2, 4 within 4 days of day 1
     assert (first.window_id, first.start, first.end, first.frames) == (0, start + 1 * DAY, start + 4 * DAY, 3)
+    with pytest.raises(UserError, match=r"--tile 5_5: .* has no such tile \(4 tiles, 0_0 to 1_1\)"):
+        tile_windows_list(str(tmp_path / "a"), (5, 5), WindowParams(4 * DAY, 1, 2, 3))

@@ -20,7 +20,7 @@ from rsdt_beam.errors import UserError
 from rsdt_beam.specs import InputsSpec, StackSpec
 from rsdt_beam.stack.files import read_tile_stack
 from rsdt_beam.stack.rules import StackParams, written_times
-from rsdt_beam.stack.transforms import Stack
+from rsdt_beam.stack.transforms import Stack, stack_folder
 from rsdt_beam.window.rules import WindowParams, window_spans
 
 pytestmark = pytest.mark.e2e
@@ -132,8 +132,10 @@ def test_transforms_with_test_pipeline(tmp_path):
         StackSpec(parse_time("2021-06-01"), parse_time("2021-07-01"), 4 * DAY, (12, 12), (0, 0), 256))
     written = written_times(times["optical"], plan.params)
     with BeamTestPipeline() as pipeline:
-        stacks = (pipeline | beam.Create(refs) | Stack(plan)).stacks
-        summaries = stacks | beam.Map(lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
+        folder = stack_folder(str(tmp_path / "stacks"), plan.metadata, 1)
+        stacks = (pipeline | beam.Create(refs) | Stack(plan, folder, 1)).stacks
+        summaries = stacks | "Load" >> beam.Map(lambda f: f.load()) | beam.Map(
+            lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
         expected = [((j, i), len(written),
                      float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0,
                                            3).sum()))
@@ -258,11 +260,13 @@ def test_failed_run_leaves_no_output_looking_complete(tmp_path, sample_eopatches
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     with pytest.raises(Exception, match="label function failed on purpose"):
         execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS,
-                           "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress"])
+                         "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress",
+                         "--overwrite"])
     assert not os.path.exists(os.path.join(window_dir, "metadata.json"))
     hidden = [n for n in os.listdir(window_dir) if n.startswith(".")]
     assert hidden in ([], [".windows_csv_parts"])  # no temporary record files; rows parts go with the next run
-    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress",
+                     "--overwrite"])
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     assert not [n for n in os.listdir(window_dir) if n.startswith(".")]
 

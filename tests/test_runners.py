@@ -54,12 +54,14 @@ def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_pa
     transforms = proto.components.transforms
     top_level = {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms} \
         if len(proto.root_transform_ids) == 1 else {transforms[t].unique_name for t in proto.root_transform_ids}
-    assert {"Observations", "Stage 2", "Write stacks", "Write windows", "Rejected observations"} <= top_level
+    assert {"Observations", "Stage 2", "Finish stacks", "One work item per tile", "Write windows",
+            "Rejected observations"} <= top_level
     urns = [t.spec.urn for t in transforms.values()]
     assert "beam:transform:group_by_key:v1" in urns
-    # Stage 2 groups observation references per read chunk; the chunk's worker reads and fills its tiles.
+    # Stage 2 groups observation references per read chunk; the chunk's worker streams it through time
+    # into its tiles' files; then each tile is a work item of its own for the windows.
     names = {t.unique_name for t in transforms.values()}
-    assert {"Stage 2/Stack tiles/Group per chunk", "Stage 2/Stack tiles/Read and forward fill"} <= names
+    assert {"Stage 2/Stack tiles/Group per chunk", "Stage 2/Stack tiles/Read, fold and write frames"} <= names
 
     (environment,) = proto.components.environments.values()
     assert environment.urn == "beam:env:docker:v1"
@@ -182,7 +184,7 @@ def test_dataflow_dry_run_translates_a_scheduled_run_and_writes_nothing(sample_e
         "--lookback", "120d", "--write_stacks", *FUSED_FLAGS[:4], *FUSED_FLAGS[8:]])  # the run sets start/end
     proto = outcome.result.job.proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Stage 2/Time stamps to stack at", "Stage 2/Stack tiles/Read and forward fill", "Write state",
+    assert {"Stage 2/Time stamps to stack at", "Stage 2/Stack tiles/Read, fold and write frames", "Write state",
             "Write stacks", "Write windows", "Write manifest.json"} <= names
     assert outcome.dry_run and not root.exists()  # no manifest, no output
 

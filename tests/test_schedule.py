@@ -19,6 +19,7 @@ from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.times import parse_time, parse_time_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.records import parse_example
 from rsdt_beam.schedule.manifest import FAILED, SUCCEEDED, list_runs
 from rsdt_beam.schedule.rules import (
@@ -256,9 +257,32 @@ def test_late_observations_are_counted_and_changes_refused(sample_eopatches, tmp
     launch_on(DAYS[1], inputs, root, grow=False)
     shutil.move(str(tmp_path / "delayed"), late)
     assert launch_on(DAYS[2], inputs, root).late_observations == 1
-    with pytest.raises(ValueError, match="Delta differ"):
+    with pytest.raises(UserError, match="--output_root .* parameters differ from run .*Delta 5184000.0 there, "
+                                        "2592000.0 now"):
         launch_on(DAYS[2], inputs, root, "--Delta", "30d")
-    with pytest.raises(ValueError, match="already covers"):
+    with pytest.raises(UserError, match="--end .* already covers"):
         launch_on(DAYS[0], inputs, root)
-    with pytest.raises(ValueError, match="empty time range"):
+    with pytest.raises(UserError, match="empty time range"):
         launch_on(DAYS[0], inputs, str(tmp_path / "other"), "--lookback", "0d")
+
+
+@pytest.mark.e2e
+def test_a_launch_reads_the_index_and_one_manifest_not_the_history(sample_eopatches, tmp_path):
+    inputs = Inputs(sample_eopatches, str(tmp_path / "optical"))
+    root = str(tmp_path / "scheduled")
+    first = launch_on(DAYS[0], inputs, root)
+    second = launch_on(DAYS[1], inputs, root)
+    index = os.path.join(root, "runs", "index.json")
+    assert [(e["run_id"], e["status"]) for e in json.load(open(index))["runs"]] == [
+        (first.run_id, SUCCEEDED), (second.run_id, SUCCEEDED)]
+    old_manifest = os.path.join(root, "runs", first.run_id, "manifest.json")
+    kept = open(old_manifest).read()
+    with open(old_manifest, "w") as f:
+        f.write("an old manifest no launch should read")
+    third = launch_on(DAYS[2], inputs, root)  # reads index.json and the second run's manifest only
+    assert third.status == SUCCEEDED and third.previous_run == second.run_id
+    with open(old_manifest, "w") as f:
+        f.write(kept)
+    os.remove(index)  # an output root from before the index: rebuilt once from the manifests
+    assert [m.run_id for m in list_runs(root)] == [first.run_id, second.run_id, third.run_id]
+    assert len(json.load(open(index))["runs"]) == 3

@@ -1,4 +1,5 @@
-"""StackChunks (references grouped per read chunk) against an independent numpy forward fill."""
+"""StackChunks (references grouped per read chunk, streamed through time into tile files) against an
+independent numpy forward fill."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rsdt_beam.common.modalities import MODALITIES, BandCounts
 from rsdt_beam.common.times import parse_time
 from rsdt_beam.grid import PixelWindow, TileLayout
 from rsdt_beam.stack.rules import StackParams, written_times
-from rsdt_beam.stack.transforms import StackChunks, WrittenTimes
+from rsdt_beam.stack.transforms import StackChunks, WrittenTimes, begun, stack_folder
 
 pytestmark = pytest.mark.e2e
 BANDS = BandCounts(2, 13)
@@ -38,12 +39,16 @@ def test_chunked_stacks_equal_a_whole_area_forward_fill(tmp_path, chunk_size, se
     expected = {tile: reference_stack(observations, written, tuple(layout.tile_window(*tile)), 2, 13)
                 for tile in layout.tiles() if selector is None or selector(*tile)}
 
-    def matches(stack):
+    def matches(stack_file):
+        stack = stack_file.load()
         np.testing.assert_array_equal(stack.times, written)
         np.testing.assert_array_equal(stack.frames, expected[stack.tile])
         return stack.tile
 
     with TestPipeline() as pipeline:
         created = pipeline | beam.Create(refs)
-        stacks = (created | StackChunks(layout, chunk_size, BANDS, created | WrittenTimes(params), selector))["stacks"]
+        folder = stack_folder(str(tmp_path / "stacks"), {}, 1)
+        cleared = begun(pipeline, folder, "Stacks")
+        stacks = (created | StackChunks(layout, chunk_size, BANDS, created | WrittenTimes(params), folder, 1,
+                                        cleared, selector))["stacks"]
         assert_that(stacks | beam.Map(matches), equal_to(list(expected)))

@@ -80,6 +80,7 @@ def test_balanced_shards_cover_every_tile_once():
 def test_online_windows_known_length_sharded_exactly_once(stacks):
     windows = StackTrainingWindows(stacks, PARAMS)
     assert len(windows) == 270
+    assert StackTrainingWindows(stacks, PARAMS, tiles=[(0, 0), (2, 2)]).tiles == [(0, 0), (2, 2)]
     seen = []
     for host in range(2):
         for worker in range(2):
@@ -311,6 +312,32 @@ def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_ru
             count = len(spans[k].timestamps)
             np.testing.assert_array_equal(a["observed_mask"][:count], spans[k].observed)
             assert not a["observed_mask"][count:].any()
+    # Inference windows, per tile and sharded: the tf.data and numpy readers give the same observed masks.
+    from rsdt_beam.datasets import inference_dataset
+
+    for layout in (["--layout", "per_tile"], ["--layout", "sharded", "--records_per_shard", "50"]):
+        infer_dir = str(out / f"infer_{layout[1]}")
+        execute(
+            WINDOW,
+            [
+                "--stack_dir",
+                str(out / "stack"),
+                "--window_output",
+                infer_dir,
+                "--record_observed",
+                *WINDOW_FLAGS,
+                "--mode",
+                "inference",
+                *layout,
+            ],
+        )
+        tf_elements = list(inference_dataset(infer_dir, tile=(0, 0), observed=True).as_numpy_iterator())
+        np_elements = list(inference_elements(infer_dir, tile=(0, 0), observed=True))
+        assert len(tf_elements) == len(np_elements) == 30
+        for a, b in zip(tf_elements, np_elements):
+            count = len(spans[int(a["window_id"])].timestamps)
+            np.testing.assert_array_equal(a["observed_mask"], b["observed_mask"])
+            np.testing.assert_array_equal(a["observed_mask"][:count], spans[int(a["window_id"])].observed)
     with pytest.raises(UserError, match="--record_observed"):
         execute(
             WINDOW, ["--stack_dir", stacks, "--window_output", str(out / "bad"), "--record_observed", *WINDOW_FLAGS]

@@ -49,11 +49,12 @@ from rsdt_beam.acquire.store import (
     GeoTiffObservationReader,
     observation_path,
     read_grid,
-    rejection_path,
+    store_folder,
     write_band_description,
     write_grid,
     write_observation,
 )
+from rsdt_beam.acquire.store import rejection_path as observation_rejection_path
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_of, mask_for_grid
 from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
@@ -61,6 +62,7 @@ from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
 from rsdt_beam.specs import AreaSpec, ConvertSpec
 
@@ -86,6 +88,14 @@ class ConvertJob:
     bands: tuple[tuple[str, int], ...]
     aoi: AreaOfInterest | None = None
     block_size: int = 2048
+    run_id: str = dataclasses.field(default_factory=new_run_id)  # in the names of the run's temporaries
+
+    @property
+    def folder(self) -> OutputFolder:
+        """The store as this run's output: grid and convert parameters (and the AOI, when clipping)."""
+        return store_folder(self.store, self.grid, {"source": "convert", **self.params.to_json(),
+                                                    "aoi": self.aoi_wkt if self.params.clip_to_aoi else None},
+                            self.run_id)
 
     @functools.cached_property
     def aoi_wkt(self) -> str | None:
@@ -109,6 +119,10 @@ def _stored_fingerprint(path: str) -> str | None:
         return None  # unreadable leftovers are converted again
 
 
+def rejection_path(store: str, source: ConvertSource) -> str:
+    return observation_rejection_path(store, source.modality, source.time)
+
+
 def _rejection(source: ConvertSource, where: str, reason: str) -> Rejection:
     return Rejection(where, reason, source.modality, iso_time(source.time))
 
@@ -128,7 +142,7 @@ class _Inspect(beam.DoFn):
             self._skipped.inc()
             yield CONVERTED, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
             return
-        recorded = rejection_path(self._job.store, source.modality, source.time)
+        recorded = rejection_path(self._job.store, source)
         if fs.exists(recorded):
             entry = fs.read_json(recorded)
             if entry.pop("fingerprint", None) == stamp:
@@ -228,16 +242,16 @@ class _WriteObservation(beam.DoFn):
             _LOG.warning("set aside %s: no valid pixel inside the area of interest", source.name)
             rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
             # With the fingerprint, a re-run with the same inputs skips it without reading again.
-            fs.write_json(rejection_path(self._job.store, source.modality, source.time),
-                          {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)})
+            fs.write_json(rejection_path(self._job.store, source),
+                          {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)}, self._job.run_id)
             fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
             yield RECORDED, rejection
             return
         tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
         path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
-                                 names, tags, self._job.params.dtype)
+                                 names, tags, self._job.params.dtype, self._job.run_id)
         # A success replaces the rejection an earlier run may have recorded for this observation.
-        fs.delete_if_exists(rejection_path(self._job.store, source.modality, source.time))
+        fs.delete_if_exists(rejection_path(self._job.store, source))
         self._written.inc()
         self._bytes.inc(data.nbytes)
         yield WRITTEN, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
@@ -263,19 +277,20 @@ class _RecordRejection(beam.DoFn):
     observation's name (and removes an outdated observation file of it), a listing rejection
     under a name of its path (a duplicate must not take the name of the observation kept)."""
 
-    def __init__(self, store: str):
+    def __init__(self, store: str, run_id: str):
         self._store = store
+        self._run_id = run_id
         self._recorded = Counter("sources_set_aside")
 
     def process(self, item):
         self._recorded.inc()
         if isinstance(item, Rejection):
             name = "listing_" + hashlib.sha1(item.observation.encode()).hexdigest()[:12] + ".json"
-            fs.write_json(fs.join(self._store, REJECTED_DIR, name), item.to_json())
+            fs.write_json(fs.join(self._store, REJECTED_DIR, name), item.to_json(), self._run_id)
             yield item
             return
         source, rejection = item
-        fs.write_json(rejection_path(self._store, source.modality, source.time), rejection.to_json())
+        fs.write_json(rejection_path(self._store, source), rejection.to_json(), self._run_id)
         fs.delete_if_exists(observation_path(self._store, source.modality, source.time))
         yield rejection
 
@@ -301,7 +316,7 @@ class ConvertObservations(beam.PTransform):
         listed = sources.pipeline | "Listing rejections" >> beam.Create(self._listed)
         recorded = ((listed, inspected[REJECTED], written[REJECTED])
                     | "All new rejections" >> beam.Flatten()
-                    | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store)))
+                    | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store, self._job.run_id)))
         rejected = ((recorded, inspected[RECORDED], written[RECORDED])
                     | "All convert rejections" >> beam.Flatten())
         return refs, rejected
@@ -318,13 +333,15 @@ class ConvertPlan:
 
     @classmethod
     def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
-               aoi: AreaOfInterest | None = None, block_size: int = 2048) -> ConvertPlan:
+               aoi: AreaOfInterest | None = None, block_size: int = 2048,
+               overwrite: bool = False) -> ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
-        first readable source; a store that already holds another grid is an error."""
-        existing = read_grid(store)
+        first readable source; a store that already holds another grid is an error (unless `overwrite`:
+        the run replaces the store's contents)."""
+        existing = None if overwrite else read_grid(store)
         if existing is not None and not existing.matches(grid):
-            raise ValueError(f"store {store} holds observations on another grid ({existing.describe()}); "
-                             f"this run's grid is {grid.describe()}: use a new store")
+            raise UserError(f"--store {store} holds observations on another grid ({existing.describe()}); "
+                            f"this run's grid is {grid.describe()}: use a new store")
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
@@ -344,8 +361,9 @@ class ConvertPlan:
         return cls(job, unique.sources, rejected, names)
 
     @classmethod
-    def from_spec(cls, area: AreaSpec, spec: ConvertSpec) -> ConvertPlan:
-        """Lists the archive and fixes the grid: the AOI's, or the store's when adding to it."""
+    def from_spec(cls, area: AreaSpec, spec: ConvertSpec, overwrite: bool = False) -> ConvertPlan:
+        """Lists the archive and fixes the grid: the AOI's, or the store's when adding to it (with
+        `overwrite`, the store's grid is not checked: the run replaces the store's contents)."""
         if not area.store:
             raise UserError("--store is required (the observation store to write)")
         if spec.manifest:
@@ -364,7 +382,7 @@ class ConvertPlan:
             aoi, grid = None, read_grid(area.store)  # adding observations to an existing store
         else:
             raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
-        return cls.create(area.store, grid, listing, spec.params, aoi, spec.block_size)
+        return cls.create(area.store, grid, listing, spec.params, aoi, spec.block_size, overwrite)
 
     @property
     def band_counts(self) -> BandCounts:
@@ -392,11 +410,15 @@ class ConvertPlan:
                 f"grid {self.job.grid.describe()} -> {self.job.store}")
 
     def expand(self, pipeline):
-        """Adds convert: returns (ObservationRef PCollection, Rejection PCollection)."""
-        grid, store = self.job.grid, self.job.store
-        (pipeline | "Grid" >> beam.Create([grid])
-         | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g)))
-        (pipeline | "Band description" >> beam.Create([self.band_description()])
-         | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description)))
+        """Adds convert: returns (ObservationRef PCollection, Rejection PCollection); the store's
+        `metadata.json` follows every write of the run."""
+        grid, store, run_id = self.job.grid, self.job.store, self.job.run_id
+        grid_written = (pipeline | "Grid" >> beam.Create([grid])
+                        | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g, run_id)))
+        bands_written = (pipeline | "Band description" >> beam.Create([self.band_description()])
+                         | "Write bands.json" >> beam.Map(
+                             lambda description: write_band_description(store, description, run_id)))
         sources = pipeline | "Sources" >> beam.Create(self.sources)
-        return sources | "Convert" >> ConvertObservations(self.job, self.rejected)
+        refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
+        (grid_written, bands_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
+        return refs, rejected

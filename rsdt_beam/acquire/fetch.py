@@ -25,9 +25,18 @@ Credentials: the plan carries `sh.Credentials`, the place they are read, never
 the secret nor the launcher's token; each worker process reads them and gets
 its own token (sentinelhub.open_session), so nothing secret is in the job graph.
 
-Chunks are the tile layout's read chunks (rsdt_beam.grid.TileLayout.chunks)
-of at most 2500 px a side; pixels right/below the last whole tile belong to
-no tile and are not fetched (invalid in the stored observation).
+A runner may run a step twice (a retried bundle; the DaskRunner runs again what
+a side input depends on): a lane skips chunks of observations assembled
+already and assembling tolerates another attempt's work, so no request is sent
+twice for an observation that is stored.
+
+Chunks are blocks of the whole grid of at most `--fetch_chunk_size` (<= 2500)
+px a side: the store holds the area's data, also the pixels right of or below
+the last whole tile of any tiling.
+
+Every file is written under a temporary name carrying the run's id; the store's
+`metadata.json` is written after every other write of the run
+(rsdt_beam.outputs), and empty staging folders are removed.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.acquire import sentinelhub as sh
+from rsdt_beam.acquire.geotiff import block_windows
 from rsdt_beam.acquire.store import (
     REJECTED_DIR,
     GeoTiffObservationReader,
@@ -49,6 +59,7 @@ from rsdt_beam.acquire.store import (
     observation_path,
     read_grid,
     rejection_path,
+    store_folder,
     write_band_description,
     write_grid,
     write_observation,
@@ -60,7 +71,8 @@ from rsdt_beam.common.observations import ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
-from rsdt_beam.grid import Grid, PixelWindow, TileLayout
+from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.outputs import OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
 from rsdt_beam.specs import AreaSpec, FetchSpec, StackSpec
 
@@ -98,14 +110,11 @@ def staged_chunk_path(store: str, modality: str, time: float, chunk: PixelWindow
                    f"{chunk.row_start}_{chunk.row_stop}_{chunk.col_start}_{chunk.col_stop}.npz")
 
 
-def fetch_chunks(layout: TileLayout, chunk_size: int) -> list[PixelWindow]:
-    """Pixel windows of the layout's read chunks, each within Sentinel Hub's request limit."""
+def fetch_chunks(grid: Grid, chunk_size: int) -> list[PixelWindow]:
+    """The whole grid in blocks within Sentinel Hub's request limit."""
     if not 0 < chunk_size <= sh.MAX_REQUEST_PIXELS:
-        raise ValueError(f"fetch chunk size must be within 1..{sh.MAX_REQUEST_PIXELS}, got {chunk_size}")
-    if max(layout.tile_size_y, layout.tile_size_x) > chunk_size:
-        raise ValueError(f"tile size {layout.tile_size_y} x {layout.tile_size_x} exceeds the fetch chunk size "
-                         f"{chunk_size}")
-    return [chunk.window for chunk in layout.chunks(chunk_size)]
+        raise UserError(f"--fetch_chunk_size must be within 1..{sh.MAX_REQUEST_PIXELS}, got {chunk_size}")
+    return block_windows(grid, chunk_size)
 
 
 def plan_items(acquisitions: dict[str, list[float]], chunks: list[PixelWindow], done: set[tuple[str, str]],
@@ -154,7 +163,6 @@ class FetchPlan:
 
     settings: sh.SentinelHubSettings
     grid: Grid
-    layout: TileLayout
     store: str
     chunks: list[PixelWindow]
     acquisitions: dict[str, list[float]]
@@ -162,51 +170,63 @@ class FetchPlan:
     staged: list[ChunkOutcome]
     stored: list[ObservationRef]
     lanes: int
+    rejected_before: list[Rejection] = dataclasses.field(default_factory=list)  # set aside by earlier runs
+    run_id: str = dataclasses.field(default_factory=new_run_id)  # in the names of the run's temporaries
+
+    @property
+    def folder(self) -> OutputFolder:
+        return store_folder(self.store, self.grid, {"source": "sentinelhub"}, self.run_id)
 
     @classmethod
-    def create(cls, settings: sh.SentinelHubSettings, grid: Grid, layout: TileLayout, store: str,
+    def create(cls, settings: sh.SentinelHubSettings, grid: Grid, store: str,
                modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
-               lanes: int = 4) -> FetchPlan:
-        """Checks credentials (raises CredentialsError before anything else), searches, lists the store."""
+               lanes: int = 4, overwrite: bool = False) -> FetchPlan:
+        """Checks credentials (raises CredentialsError before anything else), searches, lists the store
+        (with `overwrite`, whose contents the run replaces: taken as empty)."""
         unknown = [m for m in modalities if m not in sh.COLLECTIONS]
         if unknown or not modalities:
-            raise ValueError(f"unknown collections {unknown}; choose from {', '.join(sh.COLLECTIONS)}")
-        chunks = fetch_chunks(layout, chunk_size)
+            raise UserError(f"--collections: unknown {unknown}; choose from {', '.join(sh.COLLECTIONS)}")
+        chunks = fetch_chunks(grid, chunk_size)
         store = store if fs.is_remote(store) else os.path.abspath(store)  # staged paths compare as listed
         sh.open_session(settings)  # rejected or missing credentials stop the run here
-        stored_grid = read_grid(store)
+        stored_grid = None if overwrite else read_grid(store)
         if stored_grid is not None and not stored_grid.matches(grid):
-            raise ValueError(f"store {store} holds observations on grid {stored_grid.describe()}, "
-                             f"but this run's grid is {grid.describe()}; use another store")
+            raise UserError(f"--store {store} holds observations on grid {stored_grid.describe()}, "
+                            f"but this run's grid is {grid.describe()}; use another store")
         acquisitions = {m: sh.search_acquisitions(settings, sh.COLLECTIONS[m], grid, start, end)
                         for m in modalities}
-        stored, done = stored_keys(store)
+        stored, done = stored_keys(store) if not overwrite else ([], set())
         stored = [ref for ref in stored if ref.modality in modalities and start <= ref.time < end]
-        items, staged = plan_items(acquisitions, chunks, done, staged_paths(store), store, lanes)
-        return cls(settings, grid, layout, store, chunks, acquisitions, items, staged,
-                   stored, lanes)
+        stored_names = {(ref.modality, time_name(ref.time)) for ref in stored}
+        rejected_before = [Rejection(**fs.read_json(fs.join(store, REJECTED_DIR, f"{m}_{time_name(t)}.json")))
+                           for m, times in sorted(acquisitions.items()) for t in times
+                           if (m, time_name(t)) in done - stored_names]
+        items, staged = plan_items(acquisitions, chunks, done, set() if overwrite else staged_paths(store), store,
+                                   lanes)
+        return cls(settings, grid, store, chunks, acquisitions, items, staged,
+                   stored, lanes, rejected_before)
 
     @classmethod
-    def from_spec(cls, area: AreaSpec, stack: StackSpec, spec: FetchSpec) -> FetchPlan:
-        """The grid (the store's, or the AOI's), the tiling and the time range of a fetch run."""
+    def from_spec(cls, area: AreaSpec, stack: StackSpec, spec: FetchSpec, overwrite: bool = False) -> FetchPlan:
+        """The grid (the store's, or the AOI's) and the time range of a fetch run; with `overwrite` the
+        store's contents are not taken into account (the run replaces them)."""
         if not area.store:
             raise UserError("--store is required (the observation store to fetch into)")
         settings = settings_of(spec)
-        grid = read_grid(area.store)
+        grid = read_grid(area.store) if not (overwrite and area.aoi) else None
         if area.aoi:
             if not area.resolution:
                 raise UserError("--aoi needs --resolution (e.g. 10)")
             _aoi, aoi_grid = area_of(area)
             grid = grid or aoi_grid
             if not grid.matches(aoi_grid):
-                raise UserError(f"store {area.store} holds grid {grid.describe()} but --aoi gives "
-                                f"{aoi_grid.describe()}; use another store")
+                raise UserError(f"--store {area.store} holds grid {grid.describe()} but --aoi gives "
+                                f"{aoi_grid.describe()}; use another store (or --overwrite)")
         if grid is None:
             raise UserError("no grid: give --aoi and --resolution, or a --store with grid.json")
-        layout = TileLayout(grid.height, grid.width, *stack.tile_size, *stack.deadzone)
         params = stack.params
-        return cls.create(settings, grid, layout, area.store, list(spec.collections), params.starttime,
-                          params.endtime, spec.chunk_size, spec.max_requests_in_flight)
+        return cls.create(settings, grid, area.store, list(spec.collections), params.starttime,
+                          params.endtime, spec.chunk_size, spec.max_requests_in_flight, overwrite)
 
     @property
     def bands(self) -> BandCounts:
@@ -231,7 +251,8 @@ class FetchPlan:
     def describe(self) -> str:
         per = ", ".join(f"{m} {len(t)}" for m, t in sorted(self.acquisitions.items()))
         return (f"acquisitions: {per}; {len(self.chunks)} chunk(s) per acquisition; "
-                f"{len(self.stored)} observation(s) already stored, {len(self.staged)} chunk(s) staged; "
+                f"{len(self.stored)} observation(s) already stored, {len(self.rejected_before)} already set aside, "
+                f"{len(self.staged)} chunk(s) staged; "
                 f"{len(self.items)} request(s) to send in {self.lanes} lane(s), "
                 f"about {self.estimated_units():.2f} processing units; grid {self.grid.describe()}")
 
@@ -243,7 +264,7 @@ class FetchPlan:
 
 
 def settings_of(spec: FetchSpec) -> sh.SentinelHubSettings:
-    """Settings of a FetchSpec; the credentials' place (file, Secret Manager, profile or environment)."""
+    """Settings of a FetchSpec; credentials from the spec, env or profile (CredentialsError if none)."""
     credentials = sh.Credentials(file=spec.credentials_file, secret=spec.secret, profile=spec.profile)
     return sh.SentinelHubSettings(
         base_url=spec.base_url, token_url=spec.token_url or sh.default_token_url(spec.base_url),
@@ -265,10 +286,11 @@ def _decode_chunk(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _FetchLane(beam.DoFn):
-    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str):
+    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str, run_id: str):
         self._settings = settings
         self._grid = grid
         self._store = store
+        self._run_id = run_id
         self._chunks = Counter("fetch_chunks")
         self._failed = Counter("fetch_chunks_failed")
         self._requests = Counter("fetch_requests")
@@ -303,7 +325,7 @@ class _FetchLane(beam.DoFn):
                 yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, reason=str(error))
                 continue
             self._count(stats)
-            fs.write_bytes(path, _encode_chunk(data, valid))
+            fs.write_bytes(path, _encode_chunk(data, valid), self._run_id)
             self._chunks.inc()
             yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path)
 
@@ -315,9 +337,9 @@ class FetchChunks(beam.PTransform):
     flight in the whole job.
     """
 
-    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str):
+    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str, run_id: str = ""):
         super().__init__()
-        self._args = (settings, grid, store)
+        self._args = (settings, grid, store, run_id)
 
     def expand(self, items):
         return (items
@@ -327,9 +349,10 @@ class FetchChunks(beam.PTransform):
 
 
 class _Assemble(beam.DoFn):
-    def __init__(self, grid: Grid, store: str):
+    def __init__(self, grid: Grid, store: str, run_id: str):
         self._grid = grid
         self._store = store
+        self._run_id = run_id
         self._written = Counter("observations_fetched")
         self._empty = Counter("observations_empty")
         self._failed = Counter("observations_fetch_failed")
@@ -370,13 +393,14 @@ class _Assemble(beam.DoFn):
             valid[c.row_start:c.row_stop, c.col_start:c.col_stop] = chunk_valid
         if valid.any():
             tags = {"RSDT_SOURCE": "sentinelhub", "RSDT_COLLECTION": collection.stock_name}
-            write_observation(self._store, self._grid, data, valid, modality, time, collection.bands, tags)
+            write_observation(self._store, self._grid, data, valid, modality, time, collection.bands, tags,
+                              run_id=self._run_id)
             self._written.inc()
             result = OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
         else:
             rejection = Rejection(uri, "no valid pixel (dataMask" + (" and not cloud)" if "CLM" in collection.masks
                                                                     else ")"), modality, iso_time(time))
-            write_rejection(self._store, rejection, modality, time)
+            write_rejection(self._store, rejection, modality, time, self._run_id)
             self._empty.inc()
             result = REJECTED, rejection
         for outcome in outcomes:
@@ -384,27 +408,17 @@ class _Assemble(beam.DoFn):
                 fs.delete_if_exists(outcome.path)
             except OSError:  # removed by another attempt of this step in the meantime
                 pass
-        _remove_empty_dir(os.path.dirname(outcomes[0].path))
-        return result
+        return result  # empty staging folders go when the store is finished (rsdt_beam.outputs.sweep)
 
 
 def _assembled(store: str, modality: str, time: float):
     """(OBSERVATIONS, ref) or (REJECTED, rejection) of an observation another attempt of this job assembled
-    already, else None. Runners may run a step twice: a retried bundle, or the DaskRunner, which runs again
-    what a side input depends on (tests/test_dask.py); the second attempt must send no request again."""
+    already, else None."""
     uri = observation_path(store, modality, time)
     if fs.exists(uri):
         return OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
     recorded = rejection_path(store, modality, time)
     return (REJECTED, Rejection(**fs.read_json(recorded))) if fs.exists(recorded) else None
-
-
-def _remove_empty_dir(path: str) -> None:
-    if not fs.is_remote(path):  # object stores have no folders to clean up
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
 
 class AssembleObservations(beam.PTransform):
@@ -415,21 +429,28 @@ class AssembleObservations(beam.PTransform):
     rejected list, one with a failed chunk only in the run's rejections.
     """
 
-    def __init__(self, grid: Grid, store: str):
+    def __init__(self, grid: Grid, store: str, run_id: str = ""):
         super().__init__()
         self._grid = grid
         self._store = store
+        self._run_id = run_id
 
     def expand(self, outcomes):
         return split(outcomes
                      | "By observation" >> beam.Map(lambda o: ((o.modality, o.time), o))
                      | "Group chunks" >> beam.GroupByKey()
-                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store)),
+                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store, self._run_id)),
                      (OBSERVATIONS, REJECTED))
 
 
 class FetchObservations(beam.PTransform):
-    """PBegin -> {'observations': ObservationRef (fetched now and stored before), 'rejected': Rejection}."""
+    """PBegin -> {'observations': ObservationRef (fetched now and stored before), 'rejected': Rejection
+    (set aside now and before, within the run's range), 'grid' and 'bands': the writing of grid.json and
+    bands.json}.
+
+    The store's `metadata.json` is not written here: the caller finishes the store
+    (`rsdt_beam.outputs.FinishFolder(plan.folder)`) after these and any other writes into it.
+    """
 
     def __init__(self, plan: FetchPlan):
         super().__init__()
@@ -437,14 +458,20 @@ class FetchObservations(beam.PTransform):
 
     def expand(self, pbegin):
         plan = self._plan
-        write_grid(plan.store, plan.grid)
-        write_band_description(plan.store, plan.band_description())
+        grid = (pbegin | "Grid" >> beam.Create([plan.grid])
+                | "Write grid.json" >> beam.Map(lambda g: write_grid(plan.store, g, plan.run_id)))
+        bands = (pbegin | "Band description" >> beam.Create([plan.band_description()])
+                 | "Write bands.json" >> beam.Map(
+                     lambda description: write_band_description(plan.store, description, plan.run_id)))
         fetched = (pbegin
                    | "Work items" >> beam.Create(plan.items)
-                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store))
+                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store, plan.run_id))
         staged = pbegin | "Staged chunks" >> beam.Create(plan.staged)
         assembled = ((fetched, staged) | "All chunks" >> beam.Flatten()
-                     | "Assemble" >> AssembleObservations(plan.grid, plan.store))
+                     | "Assemble" >> AssembleObservations(plan.grid, plan.store, plan.run_id))
         stored = pbegin | "Stored before" >> beam.Create(plan.stored)
         observations = (assembled[OBSERVATIONS], stored) | "All observations" >> beam.Flatten()
-        return {OBSERVATIONS: observations, REJECTED: assembled[REJECTED]}
+        rejected_before = pbegin | "Set aside before" >> beam.Create(plan.rejected_before)
+        rejected = (assembled[REJECTED], rejected_before) | "All rejections" >> beam.Flatten()
+        return {OBSERVATIONS: observations, REJECTED: rejected, "grid": grid, "bands": bands}
+

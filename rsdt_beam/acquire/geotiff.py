@@ -215,15 +215,29 @@ class FileHeader:
     descriptions: tuple[str | None, ...]
 
 
+def gdal_reason(error: BaseException) -> str:
+    """GDAL's own words for a failed read: the innermost message of rasterio's exception chain."""
+    reason = str(error)
+    while (error := error.__cause__ or error.__context__) is not None:
+        reason = str(error) or reason
+    return reason
+
+
 def file_header(uri: str, what: str = "band file") -> FileHeader:
+    """The georeference of a file; its last pixel is read too, so a truncated file is told as such (GDAL
+    opens a file cut after its header, and one cut inside it may lose its CRS tags)."""
     try:
         with open_raster(uri) as dataset:
+            try:
+                dataset.read(window=RasterioWindow(dataset.width - 1, dataset.height - 1, 1, 1))
+            except (rasterio.errors.RasterioError, OSError) as error:
+                raise ObservationError(uri, f"{what} is truncated or unreadable: {gdal_reason(error)}") from error
             if dataset.crs is None:
                 raise ObservationError(uri, f"{what} has no CRS")
             return FileHeader(uri, dataset.crs.to_string(), tuple(dataset.transform)[:6], dataset.height,
                               dataset.width, dataset.count, tuple(dataset.descriptions))
     except (rasterio.errors.RasterioError, OSError) as error:
-        raise ObservationError(uri, f"unreadable {what}: {error}") from error
+        raise ObservationError(uri, f"{what} is truncated or unreadable: {gdal_reason(error)}") from error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,7 +328,7 @@ def read_file_window(uri: str, grid: Grid, window: PixelWindow, resampling: str,
                 return _read_direct(dataset, offset, window, indexes)
             return _read_warped(dataset, grid, window, indexes, resampling)
     except (rasterio.errors.RasterioError, OSError) as error:
-        raise ObservationError(uri, f"unreadable {what}: {error}") from error
+        raise ObservationError(uri, f"{what} is truncated or unreadable: {gdal_reason(error)}") from error
 
 
 def read_source_window(source: ConvertSource, grid: Grid, window: PixelWindow, params: ConvertParams,

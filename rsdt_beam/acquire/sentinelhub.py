@@ -44,6 +44,7 @@ import requests
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
+from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
 
 _LOG = logging.getLogger(__name__)
@@ -235,11 +236,11 @@ class SentinelHubSettings:
 
     def __post_init__(self):
         if self.maxcc is not None and not 0.0 <= self.maxcc <= 1.0:
-            raise ValueError(f"maxcc must be within [0, 1], got {self.maxcc}")
+            raise UserError(f"--maxcc must be within [0, 1] (or none), got {self.maxcc}")
         for name in ("base_url", "token_url"):
             url = urllib.parse.urlparse(getattr(self, name))
             if url.scheme not in ("http", "https") or not url.netloc:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not an http(s) URL")
+                raise UserError(f"--sh_{name} {getattr(self, name)!r} is not an http(s) URL")
 
     def config(self, with_credentials: bool = False):
         """A `SHConfig` that reads no config file (everything comes from here); with the credentials (read now)
@@ -364,13 +365,18 @@ def search_acquisitions(settings: SentinelHubSettings, collection: Collection, g
     are one, and so are those of the same second (one observation name).
     """
     from sentinelhub.api.catalog import get_available_timestamps
-    times = get_available_timestamps(
-        bbox=_bbox(grid, PixelWindow(0, grid.height, 0, grid.width)),
-        time_interval=(_utc(start), _utc(end)),
-        data_collection=data_collection(collection, settings.base_url),
-        time_difference=datetime.timedelta(seconds=settings.time_difference),
-        maxcc=settings.maxcc if collection.modality == OPTICAL else None,
-        config=settings.config(with_credentials=True))
+    from sentinelhub.exceptions import DownloadFailedException
+    try:
+        times = get_available_timestamps(
+            bbox=_bbox(grid, PixelWindow(0, grid.height, 0, grid.width)),
+            time_interval=(_utc(start), _utc(end)),
+            data_collection=data_collection(collection, settings.base_url),
+            time_difference=datetime.timedelta(seconds=settings.time_difference),
+            maxcc=settings.maxcc if collection.modality == OPTICAL else None,
+            config=settings.config(with_credentials=True))
+    except (DownloadFailedException, requests.RequestException) as error:
+        raise UserError(f"--sh_base_url: the catalog search at {settings.base_url}/api/v1/catalog failed: "
+                        f"{network_reason(error)}") from None
     by_name: dict[int, float] = {}
     for moment in times:
         seconds = moment.replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -416,7 +422,7 @@ def open_session(settings: SentinelHubSettings):
                 raise CredentialsError(f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
                                        f"at {settings.token_url} (HTTP {status})") from None
             raise CredentialsError(f"cannot get a Sentinel Hub token from {settings.token_url}: "
-                                   f"{type(error).__name__}") from None
+                                   f"{network_reason(error)}") from None
         _SESSIONS[key] = session
         return session
 
@@ -496,8 +502,8 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
                 forget_session(settings)
                 continue
             raise FetchError(f"HTTP {status}: {_first_line(error)}" if status
-                             else f"gave up after {settings.max_download_attempts} attempts: "
-                                  f"{_first_line(error)}", stats) from None
+                             else f"gave up after {settings.max_download_attempts} attempts at "
+                                  f"{request.download_list[0].url}: {network_reason(error)}", stats) from None
         except (FetchError, ImageDecodingError, tarfile.TarError, ValueError, OSError, EOFError) as error:
             # A body that does not decode (truncated TAR/TIFF, wrong members): ask again, then give up.
             if attempt >= settings.max_download_attempts:
@@ -508,6 +514,17 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
         stats.processing_units += (float(spent) if spent is not None
                                    else estimate_processing_units(collection, window.height, window.width))
         return data, valid, stats
+
+
+def network_reason(error: Exception) -> str:
+    """The underlying cause of a failed request in a few words (e.g. `[Errno 111] Connection refused`),
+    not the client's wrapper (`DownloadFailedException`)."""
+    cause = getattr(error, "request_exception", None) or error.__cause__ or error.__context__ or error
+    text = str(cause)
+    errno = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    if errno:
+        return errno.group(0).strip()
+    return f"{type(cause).__name__}: {_first_line(cause)}"
 
 
 def _first_line(error: Exception) -> str:

@@ -5,8 +5,9 @@
     <root>/rejected/<modality>_<%Y%m%dT%H%M%S>.json    an observation set aside, with the reason
 
 Each observation is a georeferenced GeoTIFF on the run's grid: float32
-bands, 256 x 256 internal tiles (windowed reads touch only the blocks they
-need), DEFLATE with the floating-point predictor, and the validity mask as
+bands, 256 x 256 internal tiles when the grid is at least 256 px each way
+(windowed reads touch only the blocks they need; smaller grids are striped),
+DEFLATE with the floating-point predictor, and the validity mask as
 the GDAL internal mask band, so QGIS and rasterio show invalid pixels as
 transparent. Tags record the modality and acquisition time; band
 descriptions the band names. Files are written to a temporary name and
@@ -30,6 +31,7 @@ from rsdt_beam.common.names import BANDS_FILE, GRID_FILE
 from rsdt_beam.common.observations import ObservationError, ObservationHeader, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.outputs import OutputFolder
 
 REJECTED_DIR = "rejected"
 
@@ -81,14 +83,21 @@ def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality
 
 def write_observation(root: str, grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str,
                       time: float, band_names: Sequence[str] | None = None,
-                      tags: dict | None = None, dtype: str = "float32") -> str:
+                      tags: dict | None = None, dtype: str = "float32", run_id: str = "") -> str:
     path = observation_path(root, modality, time)
-    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype))
+    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype), run_id)
     return path
 
 
-def write_grid(root: str, grid: Grid) -> None:
-    fs.write_json(fs.join(root, GRID_FILE), grid.to_json())
+def write_grid(root: str, grid: Grid, run_id: str = "") -> None:
+    fs.write_json(fs.join(root, GRID_FILE), grid.to_json(), run_id)
+
+
+def store_folder(root: str, grid: Grid, source: dict, run_id: str) -> OutputFolder:
+    """The store's identity: its grid and how its observations were made (`source`: convert's parameters,
+    or Sentinel Hub's); the time range and modalities are not part of it (a store grows)."""
+    return OutputFolder(root, "observations", "--store", dict(grid=grid.to_json(), **source), run_id,
+                        seed_files=(GRID_FILE, BANDS_FILE))
 
 
 def read_grid(root: str) -> Grid | None:
@@ -101,12 +110,12 @@ def rejection_path(root: str, modality: str, time: float) -> str:
     return fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json")
 
 
-def write_band_description(root: str, description: dict) -> None:
+def write_band_description(root: str, description: dict, run_id: str = "") -> None:
     """Records `{modality: {"names", "units", "preprocessing"}}` of this run's modalities in `bands.json`
     (the store's other modalities keep theirs); Stage 2 copies it into metadata.json."""
     path = fs.join(root, BANDS_FILE)
     recorded = fs.read_json(path) if fs.exists(path) else {}
-    fs.write_json(path, dict(recorded, **description))
+    fs.write_json(path, dict(recorded, **description), run_id)
 
 
 def read_band_description(root: str) -> dict:
@@ -115,8 +124,8 @@ def read_band_description(root: str) -> dict:
     return fs.read_json(path) if fs.exists(path) else {}
 
 
-def write_rejection(root: str, rejection: Rejection, modality: str, time: float) -> None:
-    fs.write_json(rejection_path(root, modality, time), rejection.to_json())
+def write_rejection(root: str, rejection: Rejection, modality: str, time: float, run_id: str = "") -> None:
+    fs.write_json(rejection_path(root, modality, time), rejection.to_json(), run_id)
 
 
 def _open_beam_file(path: str, mode: str = "rb"):

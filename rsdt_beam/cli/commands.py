@@ -40,14 +40,14 @@ _FUSED_OUTPUTS = ("stack_output", "window_output", "window_layout", "observed", 
 class Command:
     """One entry point: its flag groups, and either `launch(args)` (a pipeline) or `action(args)` (a tool).
 
-    `report(outcome)` prints what a finished pipeline produced, for a person.
+    `report(outcome)` prints what a finished pipeline produced, for a person; it may return an exit status.
     """
 
     name: str
     groups: tuple[str, ...]
     launch: Callable[[argparse.Namespace], Launch] | None = None
     action: Callable[[argparse.Namespace], None] | None = None
-    report: Callable[[Outcome], None] | None = None
+    report: Callable[[Outcome], int | None] | None = None
     positional: tuple[Flag, ...] = ()
 
     def parser(self, description: str | None = None) -> argparse.ArgumentParser:
@@ -84,9 +84,17 @@ def _output_launch(output, build) -> Launch:
     return Launch(build=build, progress=output.progress)
 
 
+def _plan_only(inputs, stack) -> Launch:
+    """`--plan_only` of stack and run: the inputs listed, the plan line printed (tiles, work items), nothing run."""
+    lines = [builders.listed_stack_plan(inputs, stack)[3]]
+    return Launch(build=lambda pipeline: lines, listing=lines)
+
+
 def _stack(args) -> Launch:
     inputs, output = specs.inputs_spec(args), specs.output_spec(args)
     stack = specs.stack_spec(args, output_required=True)
+    if args.plan_only:
+        return _plan_only(inputs, stack)
     return _output_launch(output, lambda pipeline: builders.build_stack(pipeline, inputs, stack, output))
 
 
@@ -100,6 +108,8 @@ def _window(args) -> Launch:
 def _fused(args) -> Launch:
     window = specs.window_spec(args)  # window flags are checked before any listing
     inputs, stack, output = specs.inputs_spec(args), specs.stack_spec(args), specs.output_spec(args)
+    if args.plan_only:
+        return _plan_only(inputs, stack)
     return _output_launch(output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output))
 
 
@@ -122,12 +132,23 @@ def _fetch(args) -> Launch:
     stack, window = _fused_on(args)
     stack = stack or specs.stack_spec(args)
     try:
-        plan = FetchPlan.from_spec(area, stack, fetch)
+        plan = FetchPlan.from_spec(area, stack, fetch, output.overwrite)
     except CredentialsError as error:
         raise UserError(str(error)) from None
     if fetch.plan_only:
         return Launch(build=lambda pipeline: [plan.describe()], listing=plan.item_lines())
-    return _output_launch(output, lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output))
+    return Launch(build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
+                  progress=output.progress, finished=lambda: plan)
+
+
+def _report_fetch(outcome: Outcome) -> int:
+    """Exit 1, with a summary line, when every request of the run failed."""
+    plan, counts = outcome.record, outcome.counters
+    if plan is None or not plan.items or counts.get("fetch_chunks", 0) or not counts.get("fetch_chunks_failed", 0):
+        return 0
+    print(f"rsdt_beam fetch: all {counts['fetch_chunks_failed']} request(s) failed, nothing fetched (reasons in "
+          f"the warnings above and in rejected.json); is {plan.settings.base_url} reachable?", file=sys.stderr)
+    return 1
 
 
 def _infer(args) -> Launch:
@@ -196,13 +217,14 @@ def _inspect(args) -> None:
         print(line)
 
 
-STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output"), launch=_stack)
+STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output", "plan"), launch=_stack)
 WINDOW = Command("window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"),
                  launch=_window)
-RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS), launch=_fused)
+RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fused)
 CONVERT = Command("convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3,
                               *_FUSED_OUTPUTS), launch=_convert)
-FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS), launch=_fetch)
+FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch,
+                report=_report_fetch)
 INFER = Command("infer", ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"),
                 launch=_infer)
 SAMPLE = Command("sample", ("sample", "output"), launch=_sample, report=_report_sample)

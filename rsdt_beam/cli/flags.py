@@ -87,10 +87,12 @@ GROUPS: dict[str, Group] = {
     "fetch": Group("Stage 1 fetch: Sentinel Hub", (
         Flag("collections", "modalities to fetch: S1 IW GRD ascending/descending, S2 L1C",
              "sar_ascending,sar_descending,optical"),
-        Flag("maxcc", "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %)", 1.0, float),
+        Flag("maxcc", "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %), or none: no "
+                      "cloud filter (fully cloudy scenes are listed, then set aside as fully masked)", "1.0"),
         Flag("time_difference", "seconds: acquisitions closer than this are one; request time range +- this",
              1.0, float),
-        Flag("fetch_chunk_size", "pixels per side of one Process request (whole tiles, at most 2500)", 2500, int),
+        Flag("fetch_chunk_size", "pixels per side of one Process request (blocks of the whole grid, at most 2500)",
+             2500, int),
         Flag("max_requests_in_flight", "Process requests in flight across the whole job, whatever the worker count",
              4, int),
         Flag("sh_base_url", "Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL",
@@ -105,7 +107,10 @@ GROUPS: dict[str, Group] = {
         Flag("sh_timeout", "seconds per HTTP request", 120.0, float),
         Flag("sh_max_throttle_retries", "429 answers honoured per request (each waits the server's Retry-After)",
              100, int),
-        Flag("plan_only", "list the requests and estimated processing units, fetch nothing", boolean=True),
+    )),
+    "plan": Group("planning", (
+        Flag("plan_only", "print the plan and run nothing (fetch: the requests and estimated processing units; "
+                          "stack, run: observations, tiles and work items)", boolean=True),
     )),
     "inputs": Group("Stage 2: inputs (any subset of the three modalities)", (
         Flag("observations", "the project's observation store (from convert/fetch)"),
@@ -127,8 +132,8 @@ GROUPS: dict[str, Group] = {
     )),
     "stack": Group("Stage 2: parameters", (
         Flag("delta_step", "bin length: one frame per non-empty bin", "2d"),
-        Flag("chunk_size", "pixels per side of one stacking work item (whole tiles); a worker holds one chunk's "
-                           "observations, so memory grows with it, not with the area", 256, int),
+        Flag("chunk_size", "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
+                           "work item; memory grows with neither the area nor the series", 256, int),
     )),
     "stack_output": Group("Stage 2: output", (
         Flag("stack_output", "write Stage 2 records ({j}_{i}.tfrecords, metadata.json) here"),
@@ -196,6 +201,8 @@ GROUPS: dict[str, Group] = {
         Flag("gzip_level", "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
              DEFAULT_GZIP_LEVEL, int),
         Flag("no_progress", "no progress line on stderr", boolean=True),
+        Flag("overwrite", "replace the whole contents of output folders made with other parameters (without "
+                          "it such a folder is refused)", boolean=True),
         Flag("debug", "show the full traceback of an error", boolean=True),
     )),
     "tile": Group("tile", (

@@ -24,6 +24,7 @@ from apache_beam.runners.runner import PipelineState
 from rsdt_beam import deploy, progress
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import join_ends
+from rsdt_beam.outputs import claim_outputs, pipeline_outputs
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 
 
@@ -125,6 +126,8 @@ def execute(command, argv: list[str]) -> Outcome:
         result = pipeline.run() if is_dataflow else None  # the Dataflow runner translates and stops
         print("\n".join(_translation(pipeline, options)))
         return Outcome(result, {}, dry_run=True)
+    # Every output folder checked, then claimed, before anything runs: a refused run touches nothing.
+    claim_outputs(pipeline_outputs(pipeline), bool(getattr(args, "overwrite", False)))
     enable_progress_line((progress.TTY if sys.stderr.isatty() else progress.LOG) if launch.progress else None)
     if launch.start is not None:
         launch.start()
@@ -155,6 +158,8 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
         command.parser(description).print_help()
         return 0
     debug = "--debug" in argv or any(a.startswith("--debug=") and a.split("=", 1)[1].lower() == "true" for a in argv)
+    if not debug:  # Beam logs a failing DoFn's traceback before raising it: the error is reported below, once
+        logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     try:
         if command.action is not None:
             args, _rest = command.parser().parse_known_args(argv)
@@ -167,6 +172,6 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
         print(f"rsdt_beam {command.name}: {error}", file=sys.stderr)
         return 2
     if command.report is not None and not outcome.dry_run:
-        command.report(outcome)
+        return command.report(outcome) or 0  # a report may judge the outcome a failure (exit 1)
     return 0
 

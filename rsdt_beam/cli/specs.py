@@ -71,9 +71,22 @@ def convert_spec(args: argparse.Namespace) -> ConvertSpec:
                        params, args.convert_block_size)
 
 
+def parse_maxcc(text: str) -> float | None:
+    """`--maxcc`: a cloud cover fraction 0..1, or `none` for no cloud filter at all."""
+    if str(text).strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--maxcc must be a fraction within 0..1 or none, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"--maxcc must be within 0..1 (or none for no cloud filter), got {value}")
+    return value
+
+
 def fetch_spec(args: argparse.Namespace) -> FetchSpec:
     collections = tuple(m.strip() for m in args.collections.split(",") if m.strip())
-    return FetchSpec(collections, args.maxcc, args.time_difference, args.fetch_chunk_size,
+    return FetchSpec(collections, parse_maxcc(args.maxcc), args.time_difference, args.fetch_chunk_size,
                      args.max_requests_in_flight, args.sh_base_url, args.sh_token_url, args.sh_profile,
                      args.sh_credentials_file, args.sh_secret, args.sh_max_attempts, args.sh_retry_sleep,
                      args.sh_timeout, args.sh_max_throttle_retries, args.plan_only)
@@ -131,12 +144,14 @@ def window_spec(args: argparse.Namespace, output_required: bool = True) -> Windo
         sample=_flag_value("sample", parse_sample, getattr(args, "sample", None)),
         layout=getattr(args, "layout", "per_tile"), records_per_shard=getattr(args, "records_per_shard", None),
         bytes_per_shard=getattr(args, "bytes_per_shard", None), stack_dir=getattr(args, "stack_dir", None),
-        output=output)
+        output=output,
+        identity=(("tiles", args.tiles), ("label_fn", getattr(args, "label_fn", None) if mode == "training" else None),
+                  ("label_args", label_args), ("window_filter", args.window_filter)))
 
 
 def output_spec(args: argparse.Namespace) -> OutputSpec:
     return OutputSpec(args.gzip_level, progress=not args.no_progress,
-                      record_observed=getattr(args, "record_observed", False))
+                      record_observed=getattr(args, "record_observed", False), overwrite=args.overwrite)
 
 
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:
@@ -145,7 +160,8 @@ def inference_spec(args: argparse.Namespace) -> InferenceSpec:
     if not args.model and not args.model_fn:
         raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
     return InferenceSpec(args.model, _callable("model_fn", args.model_fn), args.map_output, args.windows,
-                         args.batch_size, args.frames, args.pad_value, args.trim_map_edges, args.map_grid)
+                         args.batch_size, args.frames, args.pad_value, args.trim_map_edges, args.map_grid,
+                         args.model_fn)
 
 
 def schedule_spec(args: argparse.Namespace) -> ScheduleSpec:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 METADATA_FILE = "metadata.json"  # the completion marker of a folder: written last
+RUN_FILE = "rsdt_run.json"  # the run marker of an output folder, with its parameters: written first
+FILES_KEY = "files"  # metadata.json: the data files the folder holds, for readers (no listing)
 REJECTED_FILE = "rejected.json"  # observations set aside, with the reason
 GRID_FILE = "grid.json"  # the observation store's grid
 BANDS_FILE = "bands.json"  # the observation store's band names, units and preprocessing per modality

@@ -16,12 +16,14 @@ from rsdt_beam.common.names import MANIFEST_FILE, REJECTED_FILE
 from rsdt_beam.common.observations import ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time, time_name, utc_now_iso
 from rsdt_beam.errors import UserError
+from rsdt_beam.outputs import differences
 from rsdt_beam.schedule.manifest import (
     FAILED,
     RUNNING,
     SUCCEEDED,
     RunManifest,
-    list_runs,
+    read_manifest,
+    run_entries,
     run_dir,
     write_manifest,
 )
@@ -92,13 +94,13 @@ def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, windo
         end = align_down(resolve_end(schedule.end, now), origin, step)
     except ValueError as error:
         raise UserError(f"--end: {error}") from None
-    succeeded = [m for m in list_runs(schedule.output_root) if m.status == SUCCEEDED]
-    later = [m for m in succeeded if m.end_time > end]
+    succeeded = [e for e in run_entries(schedule.output_root) if e.status == SUCCEEDED]
+    later = [e for e in succeeded if e.end_time > end]
     if later:
-        raise UserError(f"run {later[-1].run_id} already covers time up to {later[-1].end}, after this run's "
-                        f"end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
-    earlier = [m for m in succeeded if m.end_time < end]
-    previous = earlier[-1] if earlier else None
+        raise UserError(f"--end {schedule.end}: run {later[-1].run_id} already covers time up to {later[-1].end}, "
+                        f"after this run's end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
+    earlier = [e for e in succeeded if e.end_time < end]
+    previous = read_manifest(schedule.output_root, earlier[-1].run_id) if earlier else None
     start = previous.end_time if previous else align_down(end - schedule.lookback, origin, step)
     if start >= end:
         raise UserError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "
@@ -109,8 +111,8 @@ def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, windo
                             modalities=[ref.modality for ref in observations.refs])
     parameters = run_parameters(schedule, stack, window, plan)
     if previous is not None and previous.parameters != parameters:
-        changed = sorted(k for k in parameters if previous.parameters.get(k) != parameters[k])
-        raise UserError(f"{', '.join(changed)} differ from run {previous.run_id}'s; windows cannot continue "
+        raise UserError(f"--output_root {schedule.output_root}: parameters differ from run {previous.run_id}'s: "
+                        f"{'; '.join(differences(previous.parameters, parameters))}; windows cannot continue "
                         f"across a change: use a new --output_root")
     refs = observations.refs
     late = 0

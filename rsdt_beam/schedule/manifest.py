@@ -1,14 +1,14 @@
-"""Scheduled runs' records: `runs/<start>-<end>/manifest.json`, listed, written and deleted."""
+"""Scheduled runs' records: `runs/<start>-<end>/manifest.json`, listed, written and deleted, and
+`runs/index.json` (rsdt_beam.run_index), so a launch reads one manifest, not the history."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from apache_beam.io.filesystems import FileSystems
-
 from rsdt_beam import fs
 from rsdt_beam.common.names import MANIFEST_FILE, RUNS_DIR
 from rsdt_beam.common.times import parse_time
+from rsdt_beam.run_index import RunEntry, read_index, update_index
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -49,17 +49,37 @@ def run_dir(output_root: str, run_id: str) -> str:
     return fs.join(output_root, RUNS_DIR, run_id)
 
 
+def read_manifest(output_root: str, run_id: str) -> RunManifest:
+    return RunManifest.from_json(fs.read_json(fs.join(run_dir(output_root, run_id), MANIFEST_FILE)))
+
+
+def _entry(manifest: RunManifest) -> RunEntry:
+    return RunEntry(manifest.run_id, manifest.status, manifest.start, manifest.end, manifest.end_time)
+
+
+def _entries_from_manifests(output_root: str):
+    """For an output root from before runs/index.json: every manifest, read once."""
+    return lambda: [_entry(RunManifest.from_json(fs.read_json(path)))
+                    for path in fs.glob(fs.join(output_root, RUNS_DIR, "*", MANIFEST_FILE))]
+
+
+def run_entries(output_root: str) -> list[RunEntry]:
+    """Every run under `output_root` by end time, from runs/index.json (no manifest is read)."""
+    return read_index(fs.join(output_root, RUNS_DIR), _entries_from_manifests(output_root))
+
+
 def list_runs(output_root: str) -> list[RunManifest]:
-    """Every run under `output_root` with a manifest, by end time."""
-    manifests = [RunManifest.from_json(fs.read_json(path))
-                 for path in fs.glob(fs.join(output_root, RUNS_DIR, "*", MANIFEST_FILE))]
-    return sorted(manifests, key=lambda m: (m.end_time, m.run_id))
+    """Every run's manifest, by end time (for tools and tests; a launch reads only the one it needs)."""
+    return [read_manifest(output_root, entry.run_id) for entry in run_entries(output_root)]
 
 
 def write_manifest(output_root: str, manifest: RunManifest) -> None:
     fs.write_json(fs.join(run_dir(output_root, manifest.run_id), MANIFEST_FILE), manifest.to_json())
+    update_index(fs.join(output_root, RUNS_DIR), _entry(manifest), rebuild=_entries_from_manifests(output_root))
 
 
-def delete_tree(path: str) -> None:
-    # A trailing "/" makes Beam's GCS filesystem delete the whole prefix; local folders go recursively.
-    FileSystems.delete([path.rstrip("/") + "/" if fs.is_remote(path) else path])
+def delete_runs(output_root: str, run_ids: list[str]) -> None:
+    """Removes runs' folders and their index entries."""
+    for run_id in run_ids:
+        fs.delete_tree(run_dir(output_root, run_id))
+    update_index(fs.join(output_root, RUNS_DIR), removed=run_ids, rebuild=_entries_from_manifests(output_root))

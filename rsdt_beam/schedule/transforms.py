@@ -12,7 +12,7 @@ from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE
 from rsdt_beam.common.times import utc_now_iso
 from rsdt_beam.rejections import WriteRejections
-from rsdt_beam.schedule.manifest import SUCCEEDED, RunManifest, delete_tree, list_runs, run_dir, write_manifest
+from rsdt_beam.schedule.manifest import SUCCEEDED, RunManifest, delete_runs, run_entries, write_manifest
 from rsdt_beam.schedule.rules import (
     Carry,
     CompleteWindows,
@@ -23,9 +23,9 @@ from rsdt_beam.schedule.rules import (
     select_windows,
 )
 from rsdt_beam.specs import OutputSpec, WindowSpec
-from rsdt_beam.stack.files import read_tile_stack
+from rsdt_beam.stack.files import read_tile_stack, temporary_stack_dir
 from rsdt_beam.stack.rules import Piece
-from rsdt_beam.stack.transforms import Stack, WriteStacks
+from rsdt_beam.stack.transforms import Stack, WriteStacks, stack_folder
 from rsdt_beam.window.transforms import WindowOutput, WriteWindows
 
 
@@ -49,14 +49,13 @@ class CarriedFrames:
 def finish_run(output_root: str, manifest: RunManifest, frames_before: int, carry: Carry, rejected: int) -> str:
     """The pipeline's last step: manifest `succeeded`, then the superseded incomplete runs go."""
     windows = fs.read_json(fs.join(manifest.outputs["windows"], METADATA_FILE))
-    replaced = [m.run_id for m in list_runs(output_root) if m.status != SUCCEEDED and m.run_id != manifest.run_id]
+    replaced = [e.run_id for e in run_entries(output_root) if e.status != SUCCEEDED and e.run_id != manifest.run_id]
     done = dataclasses.replace(
         manifest, status=SUCCEEDED, carry=carry.to_json(), replaced_runs=replaced, finished_at=utc_now_iso(),
         counts=dict(frames_written=carry.frames_total - frames_before, windows_written=windows["windows_written"],
                     tiles_windowed=windows["tiles_written"], observations_rejected=rejected))
     write_manifest(output_root, done)
-    for run_id in replaced:  # their time is covered by this run now
-        delete_tree(run_dir(output_root, run_id))
+    delete_runs(output_root, replaced)  # their time is covered by this run now
     return done.run_id
 
 
@@ -69,10 +68,16 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     """
     plan, carry, end, params = run.stack, run.carry, run.end, window.params
     seeds = CarriedFrames(run.previous_state_dir, plan.metadata, carry) if run.previous else None
+    # The extended stacks (carried frames, new frames, fill state at the run's end) stream to files first;
+    # they span the run and the carry, not the history.
+    extended_dir = temporary_stack_dir(run.directory)
+    extended_folder = stack_folder(extended_dir, plan.metadata, output.gzip_level, "the run's temporary stacks")
     stacked = (pipeline
                | "Observations" >> beam.Create(run.refs)
-               | "Stage 2" >> Stack(plan, stack_times=lambda times: run_times(carry, times, end), seeds=seeds))
-    extended, written = stacked.stacks, stacked.written  # extended: carried frames, new frames, fill state
+               | "Stage 2" >> Stack(plan, extended_folder, output.gzip_level,
+                                    stack_times=lambda times: run_times(carry, times, end), seeds=seeds))
+    extended = stacked.stacks | "Load extended stacks" >> beam.Map(lambda stack: stack.load())
+    written = stacked.written
     next_carry = written | "Select windows" >> beam.Map(
         lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry)
     state_times = next_carry | "State times" >> beam.Map(lambda c: np.asarray([*c.times, fill_time(end)]))
@@ -95,6 +100,7 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     (pipeline
      | "Run" >> beam.Create([manifest])
      | "Write manifest.json" >> beam.Map(
-         lambda started, c, n, *_: finish_run(output_root, started, frames_before, c, n),
+         lambda started, c, n, *_: (fs.delete_tree(extended_dir),
+                                    finish_run(output_root, started, frames_before, c, n))[1],
          beam.pvalue.AsSingleton(next_carry), beam.pvalue.AsSingleton(rejected),
          *(beam.pvalue.AsList(pcoll) for pcoll in done)))

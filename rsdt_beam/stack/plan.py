@@ -7,7 +7,7 @@ import dataclasses
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
 from rsdt_beam.common.names import BANDS_KEY, PREPROCESSING_KEY, RSDTLIB_METADATA_KEYS
 from rsdt_beam.common.times import iso_time
-from rsdt_beam.grid import Grid, TileLayout
+from rsdt_beam.grid import Grid, TileLayout, work_items
 from rsdt_beam.specs import StackSpec
 from rsdt_beam.stack.rules import StackParams
 
@@ -63,4 +63,5 @@ class StackPlan:
         return sum(1 for tile in self.layout.tiles() if selector is None or selector(*tile))
 
     def describe(self) -> str:
-        return f"{self.layout.num_tiles} tiles ({self.layout.num_tiles_y} x {self.layout.num_tiles_x})"
+        return (f"{self.layout.num_tiles} tiles ({self.layout.num_tiles_y} x {self.layout.num_tiles_x}); "
+                f"{work_items(self.layout, self.chunk_size).describe()}")

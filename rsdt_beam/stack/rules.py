@@ -11,7 +11,7 @@ assembled per frame as `[asc | dsc | opt]` on the band axis.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -51,12 +51,16 @@ def written_times(times: Iterable[float], params: StackParams) -> np.ndarray:
 
 @dataclasses.dataclass
 class Piece:
-    """One observation cut to one tile: bands `[ty, tx, b]` and validity `[ty, tx]` (None: all valid)."""
+    """One observation over (part of) a fill area: bands `[h, w, b]` and validity `[h, w]` (None: all valid).
+
+    `at` is `(row_start, row_stop, col_start, col_stop)` of the area the piece covers; None: all of it.
+    """
 
     time: float
     modality: str
     data: np.ndarray
     mask: np.ndarray | None
+    at: tuple[int, int, int, int] | None = None
 
 
 @dataclasses.dataclass
@@ -78,31 +82,69 @@ class TileStack:
     def __len__(self) -> int:
         return len(self.times)
 
+    def iter_frames(self) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
+        """(time, frame `[ty, tx, bands]`, observed `[ty, tx, 3]` or None) in time order, as a streamed
+        stack gives them."""
+        for k, time in enumerate(self.times):
+            yield float(time), self.frames[k], None if self.observed is None else self.observed[k]
+
+
+def fold_frames(pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, int],
+                bands: BandCounts) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
+    """Forward-fills time-ordered pieces over an area of `shape` px; yields `(k, written[k], state, observed)`.
+
+    Lazy in both directions: pieces are drawn one at a time and frame k is
+    yielded as soon as a piece after `written[k]` is drawn (or the pieces
+    end), so the caller holds the fill state `[h, w, 2*sar + opt]` and one
+    piece, never the series. `observed` (bool `[h, w, 3]`) says which
+    modality had a valid observation since the previous frame. Both arrays
+    are reused for the next frame: copy what you keep. Pieces after the last
+    written time are never drawn. Pieces out of time order raise ValueError:
+    the fold cannot go back.
+    """
+    written = np.asarray(written, np.float64)
+    state = np.zeros((*shape, bands.total), np.float32)
+    observed = np.zeros((*shape, len(MODALITIES)), bool)
+    if not len(written):
+        return
+    k, last = 0, -np.inf
+    for piece in pieces:
+        if piece.time < last:
+            raise ValueError(f"pieces out of time order: {piece.time} after {last}")
+        last = piece.time
+        while piece.time > written[k]:
+            yield k, float(written[k]), state, observed
+            observed[...] = False
+            k += 1
+            if k == len(written):
+                return
+        rows, cols = (slice(piece.at[0], piece.at[1]), slice(piece.at[2], piece.at[3])) if piece.at \
+            else (slice(None), slice(None))
+        target = state[rows, cols, bands.slice_of(piece.modality)]
+        seen = observed[rows, cols, MODALITIES.index(piece.modality)]
+        if piece.mask is None:
+            target[...] = piece.data
+            seen[...] = True
+        else:
+            np.copyto(target, piece.data, where=piece.mask[..., None])
+            seen |= piece.mask
+    for k in range(k, len(written)):
+        yield k, float(written[k]), state, observed
+        observed[...] = False
+
 
 def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarray,
                tile_shape: tuple[int, int], bands: BandCounts) -> TileStack:
-    """Forward-fills a tile's pieces through time and snapshots it at each written time.
+    """A tile's frames at each written time, all in memory (`fold_frames` collected).
 
     `pieces` may come in any order and may leave out observations with no
     valid pixel in this tile (they change nothing). Pieces after the last
     written time cannot be written and are ignored.
     """
-    ordered = sorted(pieces, key=lambda piece: piece.time)
-    state = np.zeros((*tile_shape, bands.total), np.float32)
     frames = np.empty((len(written), *tile_shape, bands.total), np.float32)
     observed = np.zeros((len(written), *tile_shape, len(MODALITIES)), bool)
-    next_piece = 0
-    for k, time in enumerate(written):
-        while next_piece < len(ordered) and ordered[next_piece].time <= time:
-            piece = ordered[next_piece]
-            target = state[..., bands.slice_of(piece.modality)]
-            seen = observed[k, ..., MODALITIES.index(piece.modality)]
-            if piece.mask is None:
-                target[...] = piece.data
-                seen[...] = True
-            else:
-                np.copyto(target, piece.data, where=piece.mask[..., None])
-                seen |= piece.mask
-            next_piece += 1
+    for k, _, state, seen in fold_frames(sorted(pieces, key=lambda piece: piece.time), written, tile_shape,
+                                         bands):
         frames[k] = state
+        observed[k] = seen
     return TileStack(tile, np.asarray(written, np.float64), frames, bands, observed)

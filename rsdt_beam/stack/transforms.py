@@ -2,10 +2,12 @@
 
     ObservationRef --InspectObservations--> valid refs (+ Rejection)
       --WrittenTimes--> the written time stamps (a singleton side input)
-      --StackChunks--> TileStack               fan-out per (read chunk, observation reference),
-                                               GroupByKey per read chunk, read each observation's
-                                               chunk once, cut into tiles, forward fill per tile
-      --WriteStacks--> {j}_{i}.tfrecords + metadata.json (rsdtlib's layout)
+      --StackChunks--> StackFile               fan-out per (read chunk, observation reference),
+                                               GroupByKey per read chunk; per chunk the observations
+                                               are read one by one in time order and folded into the
+                                               fill state; each tile's frame is appended to its
+                                               {j}_{i}.tfrecords as soon as its bin closes
+      --FinishStacks--> metadata.json (rsdtlib's layout), written last
 
 The transforms only wire the pure rules of `rsdt_beam.stack.rules` and the
 readers of `rsdt_beam.acquire`; every decision lives there.
@@ -13,31 +15,32 @@ readers of `rsdt_beam.acquire`; every decision lives there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
 
 from rsdt_beam import fs
-from rsdt_beam.common.modalities import MODALITIES, BandCounts
-from rsdt_beam.common.names import BAND_STATS_KEY, METADATA_FILE, RECORD_OBSERVED_KEY, tile_file_name
+from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
-from rsdt_beam.records import stack_record
-from rsdt_beam.stack.files import band_counts
-from rsdt_beam.stack.rules import Piece, StackParams, TileStack, stack_tile, written_times
+from rsdt_beam.stack.files import StackFile, TileStackWriter, band_counts
+from rsdt_beam.stack.rules import Piece, StackParams, TileStack, fold_frames, written_times
 from rsdt_beam.stack.stats import BandMoments
-from rsdt_beam.tfrecord import TFRecordWriter
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
+STATS = "stats"
 VALID = "valid"
-STACKS = "stacks"
+TILES = "tiles"
 
 
 class _Inspect(beam.DoFn):
@@ -98,27 +101,54 @@ class WrittenTimes(beam.PTransform):
                 | beam.Map(lambda times: written_times(times, params)))
 
 
-class _StackChunk(beam.DoFn):
-    """Reads each observation of one read chunk once and forward-fills the chunk's tiles one by one."""
+class _WrittenCounters:
+    """The counters of written stack files."""
 
-    def __init__(self, chunks: list[ReadChunk], layout: TileLayout, bands: BandCounts, selector, seeds=None):
+    def __init__(self):
+        self._records = Counter("stack_records_written")
+        self._bytes = Counter("stack_raw_bytes")
+        self._file_bytes = Counter("stack_file_bytes")
+
+    def count(self, written: TileStackWriter) -> None:
+        self._records.inc(written.writer.records)
+        self._bytes.inc(written.writer.raw_bytes)
+        self._file_bytes.inc(written.writer.file_bytes)
+
+
+def frame_moments(stack) -> BandMoments:
+    """Band statistics of a tile's frames (a TileStack or a StackFile), taken frame by frame in time
+    order, so a stack file is never held whole; the rule Stage 2 applies as it streams."""
+    moments = BandMoments.empty(stack.bands.total)
+    for _, frame, _ in stack.iter_frames():
+        moments = moments.merge(BandMoments.of(frame))
+    return moments
+
+
+class _StackChunk(beam.DoFn):
+    """Streams one read chunk through time: reads its observations one by one in time order, folds
+    each into the chunk's forward-fill state, and writes every tile's frame as soon as its bin closes."""
+
+    def __init__(self, chunks: list[ReadChunk], bands: BandCounts, selector, folder: OutputFolder,
+                 gzip_level: int | None, record_observed: bool, seeds=None):
         self._chunks = chunks
-        self._tile_shape = (layout.tile_size_y, layout.tile_size_x)
         self._bands = bands
         self._selector = selector
+        self._folder = folder
+        self._gzip_level = gzip_level
+        self._record_observed = record_observed
         self._seeds = seeds
         self._read = Counter("chunks_read")
         self._rejected = Counter("chunk_reads_failed")
-        self._pieces = Counter("tile_pieces")
+        self._frames = Counter("stack_frames")
         self._tiles = Counter("tiles_stacked")
+        self._written = _WrittenCounters()
 
-    def process(self, item, written):
-        index, refs = item
-        chunk = self._chunks[index]
-        tiles = [(tile, window) for tile, window in chunk.tiles()
-                 if self._selector is None or self._selector(*tile)]
-        pieces: dict[tuple[int, int], list[Piece]] = {tile: [] for tile, _ in tiles}
-        last = written[-1] if len(written) else -np.inf
+    def _pieces(self, chunk: ReadChunk, tiles, refs, last: float, rejected: list) -> Iterator[Piece]:
+        """The chunk's pieces in time order, read one at a time: carried seeds, then observations."""
+        if self._seeds is not None:
+            seeds = [dataclasses.replace(piece, at=tuple(window)) for tile, window in tiles
+                     for piece in self._seeds(tile)]
+            yield from sorted(seeds, key=lambda piece: piece.time)
         # Observations after the last written time stamp change no frame: not read at all.
         for ref in sorted((r for r in refs if r is not None and r.time <= last), key=lambda r: r.time):
             try:
@@ -126,49 +156,75 @@ class _StackChunk(beam.DoFn):
             except ObservationError as error:
                 self._rejected.inc()
                 _LOG.warning("set aside %s in %s", error, chunk)
-                yield REJECTED, Rejection.of(ref, f"{error.reason} (in {chunk})")
+                rejected.append(Rejection.of(ref, f"{error.reason} (in {chunk})"))
                 continue
             self._read.inc()
-            for tile, window in tiles:
-                rows, cols = slice(window.row_start, window.row_stop), slice(window.col_start, window.col_stop)
-                tile_valid = valid[rows, cols]
-                if not tile_valid.any():
-                    continue  # changes nothing in this tile's forward fill
-                self._pieces.inc()
-                pieces[tile].append(Piece(ref.time, ref.modality, data[rows, cols],  # views, no copies
-                                          None if tile_valid.all() else tile_valid))
-        for tile, _ in tiles:
-            seeds = self._seeds(tile) if self._seeds is not None else []
-            stack = stack_tile(tile, seeds + pieces.pop(tile), written, self._tile_shape, self._bands)
+            if valid.any():  # a piece without a valid pixel changes nothing
+                yield Piece(ref.time, ref.modality, data, None if valid.all() else valid)
+
+    def process(self, item, written, _cleared):
+        index, refs = item
+        chunk = self._chunks[index]
+        tiles = [(tile, window) for tile, window in chunk.tiles()
+                 if self._selector is None or self._selector(*tile)]
+        window = chunk.window
+        last = written[-1] if len(written) else -np.inf
+        rejected: list[Rejection] = []
+        moments = {tile: BandMoments.empty(self._bands.total) for tile, _ in tiles}
+        with contextlib.ExitStack() as files:
+            writers = [(files.enter_context(TileStackWriter(self._folder, tile, self._bands, self._gzip_level,
+                                                            self._record_observed)),
+                        (slice(w.row_start, w.row_stop), slice(w.col_start, w.col_stop))) for tile, w in tiles]
+            pieces = self._pieces(chunk, tiles, refs, last, rejected)
+            for _, time, state, observed in fold_frames(pieces, written, (window.height, window.width),
+                                                        self._bands):
+                self._frames.inc()
+                for writer, (rows, cols) in writers:
+                    frame = state[rows, cols]
+                    writer.add(time, frame, observed[rows, cols])
+                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(frame))
+        for writer, _ in writers:
+            self._written.count(writer)
             self._tiles.inc()
-            yield STACKS, stack
+        for rejection in rejected:
+            yield REJECTED, rejection
+        for tile, _ in tiles:
+            yield STATS, (tile, moments[tile])
+            yield TILES, tile
 
 
 class StackChunks(beam.PTransform):
-    """PCollection[ObservationRef] -> {'stacks': TileStack, 'rejected': Rejection}: Stage 2 without
-    moving pixels through a shuffle.
+    """PCollection[ObservationRef] -> {'stacks': StackFile, 'stats': (tile, BandMoments), 'rejected': Rejection}:
+    Stage 2 streamed through time, without moving pixels through a shuffle.
 
     Only the observation references are grouped, per read chunk (tiles of
-    about `chunk_size` px a side); the worker of a chunk reads each of its
-    observations once and forward-fills the chunk's tiles (those
-    `selector(j, i)` picks; every one, also one without any valid pixel)
-    through the written time stamps `written` (a singleton PCollection
-    from WrittenTimes). Grouping references rather than pixels (per tile)
-    means no pixel is pickled between stages, and a worker holds one chunk's
-    observations and one tile's frames at a time, whatever the area. `seeds(tile)`, if
-    given, returns pieces that precede the observations (a scheduled run's
-    carried frames, rsdt_beam.schedule).
+    about `chunk_size` px a side). The worker of a chunk reads its
+    observations one at a time in time order, folds each into the chunk's
+    forward-fill state and appends each tile's frame to the tile's file in
+    `folder` as soon as its `delta_step` bin closes (at the time stamps
+    `written`, a singleton PCollection). It holds the fill state (chunk area
+    x bands), one observation and the tiles' open writers: nothing grows
+    with the number of observations or frames. Tiles are those
+    `selector(j, i)` picks (every one, also one without any valid pixel);
+    `cleared` (a singleton: the folder begun, `rsdt_beam.outputs.begin`) is waited for before writing.
+    `seeds(tile)`, if given, returns pieces that precede the observations (a
+    scheduled run's carried frames). Each tile's band statistics come out
+    as `stats` (`frame_moments`' rule).
     """
 
-    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, selector=None,
-                 seeds=None):
+    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, folder: OutputFolder,
+                 gzip_level: int | None, cleared, selector=None, seeds=None, record_observed: bool = False):
         super().__init__()
         self._layout = layout
         self._chunks = layout.chunks(chunk_size)
         self._bands = bands
         self._written = written
+        self._folder = folder
+        self._gzip_level = gzip_level
+        self._cleared = cleared
         self._selector = selector
         self._seeds = seeds
+        self._record_observed = record_observed
 
     def expand(self, refs):
         selector = self._selector
@@ -179,38 +235,37 @@ class StackChunks(beam.PTransform):
         outputs = ((keyed, every_chunk)
                    | "Merge" >> beam.Flatten()
                    | "Group per chunk" >> beam.GroupByKey()
-                   | "Read and forward fill" >> beam.ParDo(
-                       _StackChunk(self._chunks, self._layout, self._bands, selector, self._seeds),
-                       beam.pvalue.AsSingleton(self._written)))
-        return split(outputs, (STACKS, REJECTED))
+                   | "Read, fold and write frames" >> beam.ParDo(
+                       _StackChunk(self._chunks, self._bands, selector, self._folder, self._gzip_level,
+                                   self._record_observed, self._seeds),
+                       beam.pvalue.AsSingleton(self._written),
+                       beam.pvalue.AsSingleton(self._cleared)))
+        outputs = split(outputs, (TILES, STATS, REJECTED))
+        output_dir = self._folder.path
+        metadata = {"tile_size_y": self._layout.tile_size_y, "tile_size_x": self._layout.tile_size_x,
+                    "bands_sar": self._bands.sar, "bands_opt": self._bands.opt}
+        files = outputs[TILES] | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
+        return {"stacks": files, STATS: outputs[STATS], REJECTED: outputs[REJECTED]}
 
 
 class _WriteStack(beam.DoFn):
-    def __init__(self, output_dir: str, gzip_level: int | None, record_observed: bool = False):
-        self._output_dir = output_dir
+    def __init__(self, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False):
+        self._folder = folder
         self._gzip_level = gzip_level
         self._record_observed = record_observed
-        self._records = Counter("stack_records_written")
-        self._bytes = Counter("stack_raw_bytes")
-        self._file_bytes = Counter("stack_file_bytes")
+        self._written = _WrittenCounters()
 
     def process(self, stack: TileStack, _cleared):
-        path = fs.join(self._output_dir, tile_file_name(stack.tile))
-        asc, dsc, opt = (stack.modality(m) for m in MODALITIES)
-        with fs.atomic_write(path) as raw:
-            writer = TFRecordWriter(raw, self._gzip_level)
-            for k, time in enumerate(stack.times):
-                observed = stack.observed[k] if self._record_observed else None
-                writer.write(stack_record(time, asc[k], dsc[k], opt[k], stack.tile, observed))
-            writer.close()
-        self._records.inc(writer.records)
-        self._bytes.inc(writer.raw_bytes)
-        self._file_bytes.inc(writer.file_bytes)
+        with TileStackWriter(self._folder, stack.tile, stack.bands, self._gzip_level,
+                             self._record_observed) as writer:
+            for time, frame, observed in stack.iter_frames():
+                writer.add(time, frame, observed)
+        self._written.count(writer)
         yield stack.tile
 
 
-class _BandStatsFn(beam.CombineFn):
-    """TileStack -> per-band statistics of all its frames, merged over tiles (`rsdt_beam.stack.stats`).
+class _MergeMomentsFn(beam.CombineFn):
+    """(tile, BandMoments) -> `band_stats` of metadata.json (`rsdt_beam.stack.stats`).
 
     The accumulator keeps each tile's moments (a few numbers per band) and the output merges them in tile
     order: floating-point merges in the order a runner happens to combine would differ in the last digits
@@ -224,8 +279,9 @@ class _BandStatsFn(beam.CombineFn):
     def create_accumulator(self) -> dict[tuple[int, int], BandMoments]:
         return {}
 
-    def add_input(self, accumulator: dict, stack: TileStack) -> dict:
-        accumulator[stack.tile] = BandMoments.of(stack.frames)
+    def add_input(self, accumulator: dict, tile_moments: tuple[tuple[int, int], BandMoments]) -> dict:
+        tile, moments = tile_moments
+        accumulator[tile] = moments
         return accumulator
 
     def merge_accumulators(self, accumulators) -> dict:
@@ -241,69 +297,120 @@ class _BandStatsFn(beam.CombineFn):
         return total.to_json(self._bands)
 
 
+class MergeBandStatistics(beam.PTransform):
+    """PCollection[(tile, BandMoments)] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+
+    def __init__(self, bands: BandCounts):
+        super().__init__()
+        self._bands = bands
+
+    def expand(self, moments):
+        return moments | "Merge band statistics" >> beam.CombineGlobally(_MergeMomentsFn(self._bands))
+
+
 class BandStatistics(beam.PTransform):
-    """PCollection[TileStack] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
 
     def __init__(self, bands: BandCounts):
         super().__init__()
         self._bands = bands
 
     def expand(self, stacks):
-        return stacks | "Band statistics" >> beam.CombineGlobally(_BandStatsFn(self._bands))
+        return (stacks
+                | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
+                | "Over tiles" >> MergeBandStatistics(self._bands))
+
+
+def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None,
+                 flag: str = "--stack_output") -> OutputFolder:
+    """A stack folder's identity: the Stage 2 metadata (grid, tiling, times, bands) and the GZIP level."""
+    return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
+
+
+def begun(pipeline, folder: OutputFolder, label: str):
+    """A singleton side input: the folder is begun (`rsdt_beam.outputs.begin`); its writers wait for it."""
+    return pipeline | f"{label}: folder" >> beam.Create([folder]) | f"{label}: begin folder" >> beam.Map(begin)
+
+
+class FinishStacks(beam.PTransform):
+    """PCollection[tile (j, i)] (all written) -> PCollection[dict]: the stack folder's `metadata.json`,
+    written last: after every tile file and every PCollection of `wait_for` (e.g. the writing of
+    `rejected.json`), with the written time stamps and `band_stats` (singletons) and the tile files
+    (`files`)."""
+
+    def __init__(self, folder: OutputFolder, metadata: dict, written, stats, wait_for=()):
+        super().__init__()
+        self.output_folder = folder
+        self._metadata = metadata
+        self._written = written
+        self._stats = stats
+        self._wait_for = tuple(wait_for)
+
+    def expand(self, tiles):
+        folder, metadata = self.output_folder, self._metadata
+        others = (self._wait_for or (tiles,)) | "Other writes done" >> AllDone()
+
+        def write_metadata(tiles: list, times: np.ndarray, band_stats: dict, _others) -> dict:
+            done = dict(metadata, tiles_written=len(tiles), timestamps=[iso_time(t) for t in times])
+            done[BAND_STATS_KEY] = band_stats
+            done[FILES_KEY] = [tile_file_name(tile) for tile in sorted(tiles)]
+            folder.finish(done)
+            return done
+
+        return (tiles
+                | beam.combiners.ToList()
+                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
+                                                    beam.pvalue.AsSingleton(self._stats),
+                                                    beam.pvalue.AsSingleton(others)))
 
 
 class WriteStacks(beam.PTransform):
     """PCollection[TileStack] -> PCollection[dict]: `{j}_{i}.tfrecords` per tile, then `metadata.json`.
 
-    `metadata.json` is removed first and written only after every tile file,
-    so a folder with it is complete; tile files are written atomically.
+    For stacks held whole (a scheduled run's carried frames); Stage 2 itself writes its files as it
+    streams (`Stack`). `metadata.json` is removed first and written only after every tile file and
+    every PCollection of `wait_for` (e.g. the writing of `rejected.json`), so a folder with it is
+    complete; it lists the tile files written (`files`); tile files are written atomically.
     `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
     def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
-                 record_observed: bool = False):
+                 record_observed: bool = False, wait_for=(), flag: str = "--stack_output"):
         super().__init__()
-        self._output_dir = output_dir
         self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
+        self.output_folder = stack_folder(output_dir, self._metadata, gzip_level, flag)
         self._gzip_level = gzip_level
         self._written = written
         self._record_observed = record_observed
+        self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
-        output_dir, metadata = self._output_dir, self._metadata
-        marker = fs.join(output_dir, METADATA_FILE)
-        cleared = (stacks.pipeline
-                   | "Completion marker" >> beam.Create([marker])
-                   | "Remove old marker" >> beam.Map(lambda path: (fs.makedirs(output_dir), fs.delete_if_exists(path))))
+        folder = self.output_folder
+        cleared = begun(stacks.pipeline, folder, "Stack folder")
         written = stacks | "Write tile files" >> beam.ParDo(
-            _WriteStack(output_dir, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
-
-        stats = stacks | "Statistics" >> BandStatistics(band_counts(metadata))
-
-        def write_metadata(tiles: Iterable, times: np.ndarray, band_stats: dict) -> dict:
-            done = dict(metadata, tiles_written=len(list(tiles)), timestamps=[iso_time(t) for t in times])
-            done[BAND_STATS_KEY] = band_stats
-            fs.write_json(marker, done)
-            return done
-
-        return (written
-                | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
-                                                    beam.pvalue.AsSingleton(stats)))
+            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
+        return written | "Finish" >> FinishStacks(folder, self._metadata, self._written, stats,
+                                                  self._wait_for or (cleared,))
 
 
 class Stack(beam.PTransform):
-    """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stacks.
+    """PCollection[ObservationRef] -> StackOutputs: Stage 2 from observation references to tile stack files.
 
-    Inspects the observations' headers, fixes the written time stamps and forward-fills every tile
-    (those `selector(j, i)` picks) through them. Hooks for runs that continue earlier ones (scheduled
-    runs): `stack_times(written)` gives the time stamps to stack at from the written ones (default: the
-    written ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
+    Inspects the observations' headers, fixes the written time stamps and streams every tile (those
+    `selector(j, i)` picks) through them into `{j}_{i}.tfrecords` in `folder` (StackChunks;
+    `metadata.json` is FinishStacks'). Hooks for runs that continue earlier ones (scheduled runs):
+    `stack_times(written)` gives the time stamps to stack at from the written ones (default: the written
+    ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
     """
 
-    def __init__(self, plan, selector=None, stack_times=None, seeds=None):
+    def __init__(self, plan, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False,
+                 selector=None, stack_times=None, seeds=None):
         super().__init__()
         self._plan = plan
+        self.output_folder = folder
+        self._gzip_level = gzip_level
+        self._record_observed = record_observed
         self._selector = selector
         self._stack_times = stack_times
         self._seeds = seeds
@@ -315,15 +422,20 @@ class Stack(beam.PTransform):
         stacked_at = written
         if self._stack_times is not None:
             stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
-        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(plan.layout, plan.chunk_size, plan.bands,
-                                                                     stacked_at, self._selector, self._seeds)
-        return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]))
+        cleared = begun(refs.pipeline, self.output_folder, "Stack folder")
+        stacked = inspected["valid"] | "Stack tiles" >> StackChunks(
+            plan.layout, plan.chunk_size, plan.bands, stacked_at, self.output_folder, self._gzip_level, cleared,
+            self._selector, self._seeds, self._record_observed)
+        stats = stacked[STATS] | "Band statistics" >> MergeBandStatistics(plan.bands)
+        return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]), stats)
 
 
 @dataclasses.dataclass(frozen=True)
 class StackOutputs:
-    """What `Stack` gives: the tile stacks, the written time stamps (a singleton) and the rejections."""
+    """What `Stack` gives: the tile stack files (StackFile), the written time stamps (a singleton), the
+    rejections and the band statistics (a singleton dict, metadata.json's `band_stats`)."""
 
     stacks: beam.PCollection
     written: beam.PCollection
     rejected: tuple
+    stats: beam.PCollection

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from rsdt_beam import fs
+from rsdt_beam.common.names import tile_name
 from rsdt_beam.common.times import iso_time
-from rsdt_beam.stack.files import tile_timestamps
+from rsdt_beam.errors import UserError
+from rsdt_beam.stack.files import list_tiles, tile_timestamps
 from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
 
 WINDOWS_CSV_HEADER = ("tile_j", "tile_i", "window_id", "start", "end", "frames", "start_epoch", "end_epoch")
@@ -36,6 +38,12 @@ class WindowRange:
         first, stop = span.current
         return cls(tile, span.window_id, float(times[first]), float(times[stop - 1]), stop - first)
 
+    @classmethod
+    def of_window(cls, window) -> WindowRange:
+        """The range of a `rsdt_beam.window.rules.Window`'s current part."""
+        times = window.current.timestamps
+        return cls(window.tile, window.window_id, float(times[0]), float(times[-1]), len(times))
+
     def csv_row(self) -> tuple:
         """A row of `windows.csv` (columns `WINDOWS_CSV_HEADER`)."""
         return (self.tile[0], self.tile[1], self.window_id, iso_time(self.start), iso_time(self.end),
@@ -49,6 +57,10 @@ def window_ranges(times: np.ndarray, params: WindowParams, tile: tuple[int, int]
 
 def tile_windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParams) -> list[WindowRange]:
     """rsdtlib's `windows_list()` of any tile of a stack folder, from its time stamps alone."""
+    tiles = list_tiles(stack_dir)
+    if tuple(tile) not in tiles:
+        span = f", {tile_name(tiles[0])} to {tile_name(tiles[-1])}" if tiles else ""
+        raise UserError(f"--tile {tile_name(tile)}: {stack_dir} has no such tile ({len(tiles)} tiles{span})")
     return window_ranges(tile_timestamps(stack_dir, tile), params, tile)
 
 

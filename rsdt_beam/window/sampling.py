@@ -94,8 +94,8 @@ def parse_sample(spec: str | Sample | Callable | None) -> Sample:
             seed = int(parts.pop()) if len(parts) == 3 else 0
             return Sample(weight=load_callable(":".join(parts)), seed=seed, spec=spec)
     except ValueError as error:
-        raise ValueError(f"--sample {spec!r}: {error}") from None
-    raise ValueError(f"--sample {spec!r}: expected all | every:K | fraction:F:SEED | weight:module:function[:SEED]")
+        raise ValueError(f"{spec!r}: {error}") from None
+    raise ValueError(f"{spec!r}: expected all | every:K | fraction:F:SEED | weight:module:function[:SEED]")
 
 
 def window_pairs(

@@ -1,10 +1,12 @@
 """Stage 3 as Beam transforms: per-tile stacks -> deep-temporal window records.
 
-    stack folder --ReadTileStacks--> TileStack        (or straight from Stage 2, fused)
+    stack folder --ReadTileStacks--> StackFile        (or straight from Stage 2, fused)
       --WriteWindows--> {j}_{i}.tfrecords per tile, or shards; windows.csv; metadata.json
 
-Windows are generated one at a time as views into the tile's frames
-(`rsdt_beam.window.rules`), encoded without TensorFlow and compressed off the
+One work item per tile: its frames are read record by record and its windows
+generated as soon as they are decided, as views into a bounded buffer of
+frames (`rsdt_beam.window.rules.StreamedWindows`), so a worker never holds a
+tile's series. Records are encoded without TensorFlow and compressed off the
 main thread (`rsdt_beam.tfrecord`).
 """
 
@@ -21,7 +23,6 @@ from apache_beam.io.filesystem import CompressionTypes
 from rsdt_beam import fs
 from rsdt_beam.common.names import (
     BAND_STATS_KEY,
-    METADATA_FILE,
     MODEL_CARD_KEYS,
     RECORD_OBSERVED_KEY,
     RSDTLIB_METADATA_KEYS,
@@ -31,15 +32,16 @@ from rsdt_beam.common.names import (
 from rsdt_beam.common.user_code import callable_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
+from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
 from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
-from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack
+from rsdt_beam.stack.files import StackFile, band_counts, list_tiles, read_stack_metadata
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
-from rsdt_beam.window.rules import Window, WindowParams, windows
+from rsdt_beam.window.rules import Window, WindowParams, streamed_windows
 from rsdt_beam.window.sampling import parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 
@@ -48,13 +50,14 @@ RECORDS, ROWS = "records", "rows"  # the outputs of encoding a tile's windows (s
 
 
 class ReadTileStacks(beam.PTransform):
-    """PBegin -> PCollection[TileStack]: the selected tiles of a Stage 2 folder (rsdt_beam's or rsdtlib's)."""
+    """PBegin -> PCollection[StackFile]: the selected tiles of a Stage 2 folder (rsdt_beam's or rsdtlib's),
+    one work item each; the frames are read where they are used."""
 
     def __init__(self, stack_dir: str, selector: TileSelector):
         super().__init__()
         self._stack_dir = stack_dir
         self._metadata = read_stack_metadata(stack_dir)
-        self._tiles = [t for t in list_tiles(stack_dir) if selector(*t)]
+        self._tiles = [t for t in list_tiles(stack_dir, self._metadata) if selector(*t)]
 
     @property
     def metadata(self) -> dict:
@@ -69,14 +72,14 @@ class ReadTileStacks(beam.PTransform):
         set_total("tiles_read", len(self._tiles))
         read = Counter("tiles_read")
 
-        def read_tile(tile):
+        def handed_out(stack_file: StackFile) -> StackFile:
             read.inc()
-            return read_tile_stack(stack_dir, tile, metadata)
+            return stack_file
 
         return (pbegin
-                | "Tiles" >> beam.Create(self._tiles)
+                | "Tiles" >> beam.Create([StackFile.of(stack_dir, tile, metadata) for tile in self._tiles])
                 | "Spread tiles" >> beam.Reshuffle()
-                | "Read tile stack" >> beam.Map(read_tile))
+                | "Tile stack files" >> beam.Map(handed_out))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,23 +97,23 @@ class WindowOutput:
 
     spec: WindowSpec
     gzip_level: int = DEFAULT_GZIP_LEVEL
-    selection: Callable[[TileStack, WindowParams], Iterable[Window]] = windows
+    selection: Callable[[TileStack | StackFile, WindowParams], Iterable[Window]] = streamed_windows
     record_observed: bool = False
 
     @property
     def output_dir(self) -> str:
         return self.spec.output
 
-    def records(self, stack: TileStack) -> Iterable[tuple[Window, list]]:
+    def records(self, stack: TileStack | StackFile) -> Iterable[tuple[Window, list]]:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
         spec = self.spec
         gen_label = spec.gen_label if spec.mode == TRAINING else None
-        if self.record_observed and stack.observed is None:
-            raise UserError(f"tile {stack.tile}: the stacks carry no observed mask; write them with "
-                            f"--record_observed (Stage 2) to record it in the windows")
         for window, feature, label in window_pairs(self.selection(stack, spec.params), gen_label, spec.label_args,
                                                    spec.window_filter, spec.sample):
             current = window.current
+            if self.record_observed and current.observed is None:
+                raise UserError(f"tile {stack.tile}: the stacks carry no observed mask; write them with "
+                                f"--record_observed (Stage 2) to record it in the windows")
             yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps,
                                         current.observed if self.record_observed else None)
 
@@ -131,14 +134,36 @@ class WindowOutput:
             out[RECORD_OBSERVED_KEY] = True
         return out
 
+    def folder(self, stack_metadata: dict) -> OutputFolder:
+        """The window folder's identity: the window metadata, the stacks' times and the user functions."""
+        parameters = dict(self.metadata(stack_metadata), records_per_shard=self.spec.records_per_shard,
+                          bytes_per_shard=self.spec.bytes_per_shard, **dict(self.spec.identity))
+        parameters.pop(BAND_STATS_KEY, None)  # what the data hold, not how the folder was made
+        for key in ("starttime", "endtime", "delta_step", "modalities"):
+            if key in stack_metadata:
+                parameters["stack_" + key] = stack_metadata[key]
+        return OutputFolder(self.output_dir, "windows", "--window_output", parameters)
 
-def _csv_row(stack: TileStack, window: Window) -> tuple:
-    return WindowRange.of(stack.tile, window.span, stack.times).csv_row()
+
+def _csv_row(window: Window) -> tuple:
+    return WindowRange.of_window(window).csv_row()
 
 
-def _rows_part(output_dir: str, tile: tuple[int, int]) -> str:
+def _rows_part(tile: tuple[int, int]) -> str:
     """A tile's windows.csv rows, kept until `windows.csv` is assembled (so no worker holds all rows)."""
-    return fs.join(output_dir, _ROWS_PARTS, f"{tile[0]}_{tile[1]}.csv")
+    return f"{_ROWS_PARTS}/{tile[0]}_{tile[1]}.csv"
+
+
+def _row_part(row: int) -> str:
+    return f"{_ROWS_PARTS}/row_{row}.csv"
+
+
+def _join_row_parts(folder: OutputFolder, row: int, tile_counts) -> tuple[int, int, int]:
+    """Joins tile row `row`'s parts in tile order; returns (row, windows, tiles)."""
+    tile_counts = sorted(tile_counts)
+    folder.write_bytes(_row_part(row), b"".join(fs.read_bytes(folder.file(_rows_part(tile)))
+                                                for tile, _ in tile_counts))
+    return row, sum(n for _, n in tile_counts), len(tile_counts)
 
 
 def _delete_parts(parts_dir: str) -> None:
@@ -149,29 +174,30 @@ def _delete_parts(parts_dir: str) -> None:
     fs.delete_if_exists(parts_dir)  # a local folder; object stores have none
 
 
-def _write_rows_part(output_dir: str, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
-    fs.write_bytes(_rows_part(output_dir, tile), csv_text(rows).encode())
+def _write_rows_part(folder: OutputFolder, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
+    folder.write_bytes(_rows_part(tile), csv_text(rows).encode())
     return tile, len(rows)
 
 
 class _WriteTileWindows(beam.DoFn):
     """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields (tile, windows)."""
 
-    def __init__(self, output: WindowOutput):
+    def __init__(self, output: WindowOutput, folder: OutputFolder):
         self._output = output
+        self._folder = folder
         self._windows = Counter("windows_written")
         self._bytes = Counter("window_raw_bytes")
         self._file_bytes = Counter("window_file_bytes")
         self._tiles = Counter("tiles_windowed")
 
-    def process(self, stack: TileStack, _cleared):
+    def process(self, stack: TileStack | StackFile, _cleared):
         rows = []
-        with fs.atomic_write(fs.join(self._output.output_dir, tile_file_name(stack.tile))) as raw:
+        with fs.atomic_write(self._folder.file(tile_file_name(stack.tile)), self._folder.run_id) as raw:
             writer = TFRecordWriter(raw, self._output.gzip_level)
             try:
                 for window, record in self._output.records(stack):
                     writer.write(record)
-                    rows.append(_csv_row(stack, window))
+                    rows.append(_csv_row(window))
                     self._windows.inc()
             except BaseException:
                 writer.abort()
@@ -180,25 +206,26 @@ class _WriteTileWindows(beam.DoFn):
         self._bytes.inc(writer.raw_bytes)
         self._file_bytes.inc(writer.file_bytes)
         self._tiles.inc()
-        yield _write_rows_part(self._output.output_dir, stack.tile, rows)
+        yield _write_rows_part(self._folder, stack.tile, rows)
 
 
 class _EncodeWindows(beam.DoFn):
     """Sharded layout: yields (RECORDS, each window record's bytes) and (ROWS, (tile, windows))."""
 
-    def __init__(self, output: WindowOutput):
+    def __init__(self, output: WindowOutput, folder: OutputFolder):
         self._output = output
+        self._folder = folder
         self._windows = Counter("windows_written")
         self._tiles = Counter("tiles_windowed")
 
-    def process(self, stack: TileStack, _cleared):
+    def process(self, stack: TileStack | StackFile, _cleared):
         rows = []
         for window, record in self._output.records(stack):
             self._windows.inc()
-            rows.append(_csv_row(stack, window))
+            rows.append(_csv_row(window))
             yield RECORDS, b"".join(record)
         self._tiles.inc()
-        yield ROWS, _write_rows_part(self._output.output_dir, stack.tile, rows)
+        yield ROWS, _write_rows_part(self._folder, stack.tile, rows)
 
 
 class _ShardHandle:
@@ -245,55 +272,79 @@ class TFRecordShardSink(FileBasedSink):
 class WriteWindows(beam.PTransform):
     """PCollection[TileStack] -> PCollection[str]: window records, `windows.csv`, then `metadata.json`.
 
-    `metadata.json` is removed first and written last, so an output folder
-    with it is complete; file names are deterministic, so a retry or a
-    re-run overwrites rather than duplicates.
+    `metadata.json` is removed first and written last, after every file and
+    every PCollection of `wait_for` (e.g. the writing of `rejected.json`), so
+    an output folder with it is complete; it lists the record files (`files`).
+    File names are deterministic, so a retry or a re-run overwrites rather
+    than duplicates. Each element is one work item (a tile). `stats` (a
+    singleton `band_stats`, e.g. Stage 2's) saves computing them again;
+    `temporary_stacks`, if given, is a folder of Stage 2 files made only for
+    these windows: removed once every window is written.
     """
 
-    def __init__(self, output: WindowOutput, stack_metadata: dict):
+    def __init__(self, output: WindowOutput, stack_metadata: dict, wait_for=(), stats=None,
+                 temporary_stacks: str | None = None):
         super().__init__()
         self._output = output
         self._stack_metadata = stack_metadata
+        self._wait_for = tuple(wait_for)
+        self._stats = stats
+        self._temporary_stacks = temporary_stacks
+        self.output_folder = output.folder(stack_metadata)
 
     def expand(self, stacks):
-        output = self._output
-        marker = fs.join(output.output_dir, METADATA_FILE)
-        parts_dir = fs.join(output.output_dir, _ROWS_PARTS)
+        output, folder = self._output, self.output_folder
+        parts_dir = folder.file(_ROWS_PARTS)
+
+        def clear(folder_):
+            begin(folder_)
+            _delete_parts(parts_dir)
+
         cleared = (stacks.pipeline
-                   | "Completion marker" >> beam.Create([marker])
-                   | "Remove old marker" >> beam.Map(lambda path: (
-                       fs.makedirs(output.output_dir), fs.delete_if_exists(path), _delete_parts(parts_dir))))
+                   | "Folder" >> beam.Create([folder])
+                   | "Begin folder" >> beam.Map(clear))
         if output.spec.layout == PER_TILE:
-            rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output),
+            rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output, folder),
                                                                beam.pvalue.AsSingleton(cleared))
-            done = rows
+            files = rows | "File names" >> beam.Map(lambda tile_count: tile_file_name(tile_count[0]))
         else:
-            encoded = split(stacks | "Encode windows" >> beam.ParDo(_EncodeWindows(output),
+            encoded = split(stacks | "Encode windows" >> beam.ParDo(_EncodeWindows(output, folder),
                                                                      beam.pvalue.AsSingleton(cleared)),
                             (RECORDS, ROWS))
             rows = encoded[ROWS]
-            done = encoded[RECORDS] | "Write shards" >> beam.io.Write(TFRecordShardSink(
-                fs.join(output.output_dir, "windows"), output.gzip_level, output.spec.records_per_shard,
-                output.spec.bytes_per_shard))
+            files = (encoded[RECORDS]
+                     | "Write shards" >> beam.io.Write(TFRecordShardSink(
+                         folder.file("windows"), output.gzip_level, output.spec.records_per_shard,
+                         output.spec.bytes_per_shard))
+                     | "Shard names" >> beam.Map(fs.basename))
         metadata = output.metadata(self._stack_metadata)
         if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
             stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
-        else:  # fused, or rsdtlib's stacks: computed over the same frames
+        elif self._stats is not None:  # fused: Stage 2's
+            stats = self._stats
+        else:  # rsdtlib's stacks: computed over the same frames
             stats = stacks | "Statistics" >> BandStatistics(band_counts(self._stack_metadata))
+        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
+        temporary_stacks = self._temporary_stacks
 
-        def finish(tile_counts: list, _done: list, band_stats: dict) -> str:
-            parts = [_rows_part(output.output_dir, tile) for tile, _ in sorted(tile_counts)]
-            with fs.atomic_write(fs.join(output.output_dir, WINDOWS_CSV)) as f:  # rows in tile order
+        def finish(row_counts: list, names: list, band_stats: dict, _others) -> str:
+            with fs.atomic_write(folder.file(WINDOWS_CSV), folder.run_id) as f:  # rows in tile order
                 f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
-                for part in parts:
-                    f.write(fs.read_bytes(part))
+                for row, _, _ in sorted(row_counts):
+                    f.write(fs.read_bytes(folder.file(_row_part(row))))
             _delete_parts(parts_dir)
-            fs.write_json(marker, dict(metadata, windows_written=sum(n for _, n in tile_counts),
-                                       tiles_written=len(tile_counts), **{BAND_STATS_KEY: band_stats}))
-            return marker
+            if temporary_stacks:
+                fs.delete_tree(temporary_stacks)
+            return folder.finish(dict(metadata, windows_written=sum(n for _, n, _ in row_counts),
+                                      tiles_written=sum(t for _, _, t in row_counts),
+                                      **{BAND_STATS_KEY: band_stats, FILES_KEY: sorted(names)}))
 
+        # windows.csv in two levels: each tile row's parts are joined in parallel, then the rows in order.
         return (rows
+                | "Key by tile row" >> beam.Map(lambda tile_count: (tile_count[0][0], tile_count))
+                | "Group per tile row" >> beam.GroupByKey()
+                | "Join a row's parts" >> beam.MapTuple(lambda row, counts: _join_row_parts(folder, row, counts))
                 | "Collect window counts" >> beam.combiners.ToList()
                 | "Write windows.csv and metadata.json" >> beam.Map(
-                    finish, beam.pvalue.AsList(done | "Wait for writes" >> beam.combiners.Count.Globally()),
-                    beam.pvalue.AsSingleton(stats)))
+                    finish, beam.pvalue.AsList(files), beam.pvalue.AsSingleton(stats),
+                    beam.pvalue.AsSingleton(others)))
