@@ -5,28 +5,37 @@
 #   gcloud builds submit --tag europe-docker.pkg.dev/PROJECT/rsdt/rsdt-beam:0.1.0 .
 #
 # then run pipelines with --sdk_container_image=<that image> (no --setup_file needed), or build the
-# Flex Template from it (flex_template/README section in README.md, "Dataflow and the Flex Template").
-# EXTRAS=tensorflow adds TensorFlow for online inference (rsdt_beam/pipelines/infer.py).
+# Flex Template from it (README, "Run at scale"). EXTRAS=tensorflow adds TensorFlow for inference
+# (rsdt_beam.pipelines.infer): `--build-arg EXTRAS=tensorflow`.
 
 # Python 3.11 and Beam 2.77.0 as in requirements.txt: workers and launcher must match the submitting SDK.
-FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:latest AS template_launcher
+# The launcher base image is pinned to a dated release (Google's tag list: "Flex Templates base images").
+ARG LAUNCHER_TAG=20260105_RC00
+FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG} AS template_launcher
 FROM apache/beam_python3.11_sdk:2.77.0
 
 ARG EXTRAS=""
-WORKDIR /template
 COPY --from=template_launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
 
-COPY requirements.txt setup.py ./
+WORKDIR /build
+COPY requirements.txt pyproject.toml setup.py README.md LICENSE ./
 COPY rsdt_beam rsdt_beam
-# requirements.txt pins the versions that resolve together; setup.py says which of them workers need.
-RUN pip install --no-cache-dir --constraint requirements.txt ".${EXTRAS:+[$EXTRAS]}" \
-    && python -c "import rasterio, apache_beam, rsdt_beam.schedule; print(rasterio.__gdal_version__)"
+# requirements.txt pins the versions that resolve together (tests/test_deploy.py runs these two lines in a
+# clean venv). pip refuses extras in a constraints file, so they are stripped from the pins; pyproject.toml
+# says which of them (and which extras) the image needs. The package is installed, not put on PYTHONPATH.
+RUN sed 's/\[[^]]*\]//' requirements.txt > constraints.txt
+RUN pip install --no-cache-dir --constraint constraints.txt ".${EXTRAS:+[$EXTRAS]}"
+# The sources go; the import check runs from / so it can only find the installed package.
+WORKDIR /template
+RUN rm -rf /build \
+    && cd / && python -c "import rasterio, rsdt_beam.stack.transforms, rsdt_beam.window.transforms, \
+rsdt_beam.acquire.fetch, rsdt_beam.pipelines.scheduled; print(rsdt_beam.__file__, rasterio.__gdal_version__)"
 
 # The Flex Template launcher runs this file with the template's parameters as --name=value flags;
 # dependencies are in the image already, so the launcher must not stage or reinstall them.
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/rsdt_beam/pipelines/scheduled.py
+COPY flex_template/main.py /template/main.py
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/template/main.py
 ENV PIP_NO_DEPS=True
-ENV PYTHONPATH=/template
 
 # Workers start through the Beam SDK's boot entrypoint; Dataflow starts the template launcher itself.
 ENTRYPOINT ["/opt/apache/beam/boot"]

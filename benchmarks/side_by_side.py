@@ -17,7 +17,6 @@ import argparse
 import resource
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks import bench

@@ -97,6 +97,7 @@ class OutputFolder:
         """Readies the folder for this run (after every folder passed `refusal`)."""
         if overwrite and fs.folder_exists(self.path):
             fs.delete_tree_contents(self.path)
+        fs.delete_if_exists(self.file(METADATA_FILE))  # the earlier run's completion marker
         begin(self)
         sweep(self.path, keep_run=self.run_id)
 
@@ -128,10 +129,14 @@ def _recorded(path: str) -> dict | None:
 
 
 def begin(folder: OutputFolder) -> None:
-    """The folder exists, its earlier completion marker is gone and the run marker is there (idempotent:
-    also run inside the pipeline, for pipelines built without `claim_outputs`)."""
+    """The folder exists and the run marker is there (idempotent: also run inside the pipeline, for
+    pipelines built without `claim_outputs`).
+
+    The earlier completion marker (`metadata.json`) is removed by `OutputFolder.claim` on the launcher,
+    before anything runs, not here: a runner may run this step again after the folder was finished (Beam's
+    DaskRunner computes a side input's whole upstream again where it is read, tests/test_dask.py), and
+    that must not take the finished folder's marker away."""
     fs.makedirs(folder.path)
-    fs.delete_if_exists(folder.file(METADATA_FILE))
     marker = folder.file(RUN_FILE)
     if not fs.exists(marker) or fs.read_json(marker) != folder.marker():
         folder.write_json(RUN_FILE, folder.marker())

@@ -11,11 +11,10 @@ import numpy as np
 from rsdt_beam.acquire.eopatch import write_eopatch
 from rsdt_beam.common.names import METADATA_FILE
 from rsdt_beam.common.times import parse_duration, parse_time, parse_time_name
+from rsdt_beam.sample_data import EOLEARN_TEST_EOPATCH as SAMPLE
 from rsdt_beam.specs import TRAINING, InputsSpec, StackSpec, WindowSpec
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.selection import rsdtlib_example_label
-
-SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_data", "eolearn_TestEOPatch")
 
 
 def split_sample(folder: str, mask_name: str = "IS_VALID") -> int:

@@ -68,8 +68,8 @@ class FetchSpec:
     base_url: str
     token_url: str | None
     profile: str | None
-    client_id: str | None = dataclasses.field(default=None, repr=False)
-    client_secret: str | None = dataclasses.field(default=None, repr=False)
+    credentials_file: str | None = None  # where the credentials are read (never the values: see sentinelhub)
+    secret: str | None = None  # a Secret Manager version name
     max_attempts: int = 4
     retry_sleep: float = 5.0
     timeout: float = 120.0

@@ -9,10 +9,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402
-from rsdt_beam.common.times import parse_time_name, time_name
-
-SAMPLE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "sample_data", "eolearn_TestEOPatch")
+from rsdt_beam.common.times import parse_time_name, time_name  # noqa: E402
+from rsdt_beam.sample_data import EOLEARN_TEST_EOPATCH as SAMPLE_DIR  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,9 @@ import rasterio
 import tifffile
 from pyproj import Transformer
 
+from rsdt_beam.sample_data import EOLEARN_TEST_EOPATCH as SAMPLE
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-SAMPLE = os.path.join(os.path.dirname(HERE), "sample_data", "eolearn_TestEOPatch")
 S1_DIR = os.path.join(HERE, "data", "s1_vv_db")
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 VH_MINUS_VV_DB = -7.0

@@ -6,22 +6,31 @@ port of 127.0.0.1; the real `sentinelhub` client talks to it over HTTP.
 
 from __future__ import annotations
 
+import base64
+import bz2
+import gzip
 import json
 import os
+import pickle
+import re
+import uuid
+import zlib
 
 import apache_beam as beam
 import fake_sentinelhub as fake
 import numpy as np
 import pytest
 import rasterio
+from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from project import DATAFLOW_FLAGS, project_copy
 
 from rsdt_beam.acquire import fetch
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.store import list_store, write_grid
 from rsdt_beam.cli.commands import FETCH
-from rsdt_beam.cli.run import counters
+from rsdt_beam.cli.run import counters, execute
 from rsdt_beam.cli.specs import parse_maxcc
 from rsdt_beam.common.names import REJECTED_FILE
 from rsdt_beam.common.times import parse_time, time_name
@@ -43,9 +52,20 @@ def s2_scene(stamp: str) -> fake.Scene:
     return next(s for s in S2_SCENES if s.time.strftime("%Y-%m-%dT%H:%M:%S") == stamp)
 
 
+@pytest.fixture(autouse=True)
+def credentials_in_the_environment(monkeypatch):
+    """The fake server's credentials where `sh.Credentials()` reads them (launcher and in-process workers)."""
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+
+
+def credentials_file(path, client_id: str = fake.CLIENT_ID, client_secret: str = fake.CLIENT_SECRET) -> str:
+    path.write_text(json.dumps({"client_id": client_id, "client_secret": client_secret}))
+    return str(path)
+
+
 def settings_for(server, **kwargs) -> sh.SentinelHubSettings:
-    values = dict(base_url=server.url, token_url=server.token_url, client_id=fake.CLIENT_ID,
-                  client_secret=fake.CLIENT_SECRET, retry_sleep=0.02, max_download_attempts=3,
+    values = dict(base_url=server.url, token_url=server.token_url, retry_sleep=0.02, max_download_attempts=3,
                   request_timeout=10)
     values.update(kwargs)
     return sh.SentinelHubSettings(**values)
@@ -167,35 +187,47 @@ def _open_for(path):
     return open(path, "wb")
 
 
-def test_credentials_from_options_env_or_profile(monkeypatch, tmp_path):
-    monkeypatch.delenv("SH_CLIENT_ID", raising=False)
-    monkeypatch.delenv("SH_CLIENT_SECRET", raising=False)
+def test_credentials_are_read_where_they_are_named(monkeypatch, tmp_path):
+    monkeypatch.delenv("SH_CLIENT_ID")
+    monkeypatch.delenv("SH_CLIENT_SECRET")
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(sh.CredentialsError, match="SH_CLIENT_ID"):
-        sh.resolve_credentials()
-    with pytest.raises(sh.CredentialsError, match="both"):
-        sh.resolve_credentials(client_id="x")
-    assert sh.resolve_credentials("a", "b") == ("a", "b")
+        sh.Credentials().resolve()
     monkeypatch.setenv("SH_CLIENT_ID", "env-id")
     monkeypatch.setenv("SH_CLIENT_SECRET", "env-secret")
-    assert sh.resolve_credentials() == ("env-id", "env-secret")
-    monkeypatch.delenv("SH_CLIENT_ID")
+    assert sh.Credentials().resolve() == ("env-id", "env-secret")
+    path = credentials_file(tmp_path / "sh.json", "file-id", "file-secret")
+    assert sh.Credentials(file=path).resolve() == ("file-id", "file-secret")
+    (tmp_path / "bad.json").write_text('{"client_id": "x"}')
+    with pytest.raises(sh.CredentialsError, match="bad.json is not JSON with client_id and client_secret"):
+        sh.Credentials(file=str(tmp_path / "bad.json")).resolve()
+    with pytest.raises(sh.CredentialsError, match="cannot read --sh_credentials_file .*missing.json"):
+        sh.Credentials(file=str(tmp_path / "missing.json")).resolve()
+    monkeypatch.delenv("SH_CLIENT_ID")  # sentinelhub's SHConfig lets these override any profile
     monkeypatch.delenv("SH_CLIENT_SECRET")
     config_dir = tmp_path / ".config" / "sentinelhub"
     config_dir.mkdir(parents=True)
     (config_dir / "config.toml").write_text('[rsdt]\nsh_client_id = "p-id"\nsh_client_secret = "p-secret"\n')
-    assert sh.resolve_credentials(profile="rsdt") == ("p-id", "p-secret")
+    assert sh.Credentials(profile="rsdt").resolve() == ("p-id", "p-secret")
     with pytest.raises(sh.CredentialsError, match="'nope'"):
-        sh.resolve_credentials(profile="nope")
-    assert "secret" not in repr(sh.SentinelHubSettings(client_id="p-id", client_secret="p-secret"))
+        sh.Credentials(profile="nope").resolve()
+    with pytest.raises(sh.CredentialsError, match="give one of --sh_credentials_file, --sh_profile"):
+        sh.Credentials(file=path, profile="rsdt")
+    with pytest.raises(sh.CredentialsError, match="not a Secret Manager version name"):
+        sh.Credentials(secret="projects/p/secrets/s")
 
 
-def test_credentials_are_kept_out_of_the_jobs_options():
-    argv = ["--store", "s", "--sh_client_secret", "s3cret", "--sh_client_id=me", "--resolution", "10",
-            "--runner", "DirectRunner"]
-    args, beam_argv = FETCH.parser().parse_known_args(argv)
-    assert (args.sh_client_secret, args.sh_client_id) == ("s3cret", "me")
-    assert beam_argv == ["--runner", "DirectRunner"]  # only these become the job's options
+def test_secret_manager_credentials_are_named_not_read_on_the_launcher(monkeypatch, tmp_path):
+    """Without a Secret Manager to talk to, only this much: the settings that travel to the workers hold the
+    version's name, nothing read; Secret Manager's client library is imported only when a worker reads it,
+    and an unreachable service is a one-line CredentialsError naming the secret (no credentials here)."""
+    name = "projects/rsdt-test-project/secrets/sentinelhub/versions/3"
+    settings = sh.SentinelHubSettings(credentials=sh.Credentials(secret=name))
+    assert pickle.loads(pickle.dumps(settings)).credentials.secret == name
+    assert sh.Credentials(secret=name).describe() == f"Secret Manager {name}"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    with pytest.raises(sh.CredentialsError, match=f"cannot read --sh_secret {name}: DefaultCredentialsError"):
+        sh.Credentials(secret=name).resolve()
 
 
 # --- against the fake server -------------------------------------------------------------------------
@@ -254,17 +286,13 @@ def test_fetch_stack_windows_pixel_for_pixel(hub, tmp_path):
     """The command, fused: catalog -> fetch (4 chunks per date) -> stack -> windows on the fake server."""
     store, stack, windows = tmp_path / "obs", tmp_path / "stack", tmp_path / "windows"
     write_grid(str(store), S2_GRID)  # the run's grid, shared through the store
-    env = {"SH_CLIENT_ID": fake.CLIENT_ID, "SH_CLIENT_SECRET": fake.CLIENT_SECRET}
     argv = ["--store", str(store), "--collections", "optical", "--sh_base_url", hub.url,
             "--sh_token_url", hub.token_url, "--sh_retry_sleep", "0.02",
             "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--tile_size", "32",
             "--fetch_chunk_size", "64", "--max_requests_in_flight", "3", "--delta_step", "5d",
             "--stack_output", str(stack), "--Delta", "40d", "--omega", "1", "--Omega", "4",
             "--window_output", str(windows), "--no_progress"]
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        assert fetch_command.main(argv) == 0
+    assert fetch_command.main(argv) == 0
     assert len(hub.requests_to("/api/v1/process")) == 5 * 4
     assert len(hub.requests_to("/oauth/token")) <= 1  # one token for the launcher and the workers
     clear = sorted(s for s in (s.time.strftime("%Y-%m-%dT%H:%M:%S") for s in S2_SCENES) if s not in CLOUDY)
@@ -376,7 +404,8 @@ def test_rejected_token_gets_one_new_token(hub, tmp_path):
 @pytest.mark.e2e
 def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypatch, capsys):
     with pytest.raises(sh.CredentialsError, match="rejected the credentials") as error:
-        plan_for(hub, tmp_path, client_secret="wrong-secret-123")
+        plan_for(hub, tmp_path, credentials=sh.Credentials(file=credentials_file(tmp_path / "sh.json",
+                                                                                 client_secret="wrong-secret-123")))
     assert "wrong-secret-123" not in str(error.value)
     assert hub.requests_to("/api/v1/catalog/1.0.0/search") == [] and hub.requests_to("/api/v1/process") == []
     monkeypatch.delenv("SH_CLIENT_ID", raising=False)
@@ -388,15 +417,14 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
     assert fetch_command.main(argv) == 2
     assert "no Sentinel Hub credentials" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "obs")
-    assert fetch_command.main(argv + ["--sh_client_id", "cid", "--sh_client_secret", "bad-secret-456"]) == 2
+    bad = credentials_file(tmp_path / "bad.json", client_secret="bad-secret-456")
+    assert fetch_command.main(argv + ["--sh_credentials_file", bad]) == 2
     err = capsys.readouterr().err
     assert "rejected the credentials" in err and "bad-secret-456" not in err
 
 
 @pytest.mark.e2e
-def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
-    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
     argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
             "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
             "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
@@ -464,6 +492,58 @@ def test_requests_in_flight_stay_within_the_lanes_whatever_the_worker_count(hub,
     assert len(hub.requests_to("/api/v1/process")) == len(plan.items) == 5 * 16
     assert 1 <= hub.peak_process_in_flight <= 2
     assert stored_times(tmp_path) == ["20150711T100008", "20150830T100547", "20150909T100017"]
+
+
+def decoded(data: bytes) -> bytes:
+    """`data` and, appended, every base64 run in it decoded and (when it is) decompressed, recursively: Beam
+    ships pickled DoFns as base64(bz2 or zlib(pickle)) inside the pipeline proto."""
+    parts = [data]
+    for run in re.findall(rb"[A-Za-z0-9+/]{40,}={0,2}", data):
+        try:
+            raw = base64.b64decode(run + b"=" * (-len(run) % 4))
+        except ValueError:  # binascii.Error: not base64 after all
+            continue
+        for decompress in (bz2.decompress, zlib.decompress):
+            try:
+                parts.append(decoded(decompress(raw)))
+            except (OSError, ValueError, zlib.error):
+                continue
+    return b"\n".join(parts)
+
+
+@pytest.mark.e2e
+def test_no_secret_or_token_in_the_translated_dataflow_job(tmp_path):
+    """Fetch translated by the Dataflow runner (dry run): the proto with every pickled DoFn unpacked, the job
+    with its options, and the staged files hold the credentials file's path but neither its secret nor
+    the launcher's OAuth token."""
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    hub = fake.FakeSentinelHub(client_id="rsdt-client", client_secret=secret).start()
+    try:
+        path = credentials_file(tmp_path / "sh.json", "rsdt-client", secret)
+        store = str(tmp_path / "obs")
+        write_grid(store, S2_GRID)
+        setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
+        outcome = execute(FETCH, DATAFLOW_FLAGS + [
+            "--setup_file", setup_file, "--store", store, "--collections", "optical", "--sh_base_url", hub.url,
+            "--sh_token_url", hub.token_url, "--sh_credentials_file", path, "--starttime", "2015-07-01",
+            "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64"])
+        tokens = list(hub.tokens_issued)  # the launcher's: checking the credentials, searching the catalog
+    finally:
+        hub.stop()
+    job = outcome.result.job
+    graph = decoded(job.proto_pipeline.SerializeToString()) + decoded(job.json().encode())
+    assert b"_FetchLane" in graph and store.encode() in graph  # the pickled DoFns, unpacked
+    assert path.encode() in graph  # the credentials' place travels ...
+    (environment,) = job.proto_pipeline.components.environments.values()
+    staged = [beam_runner_api_pb2.ArtifactFilePayload.FromString(d.type_payload).path
+              for d in environment.dependencies]
+    assert any(name.endswith(".tar.gz") for name in staged)  # the sdist of setup.py
+    for name in staged:
+        data = open(name, "rb").read()
+        graph += gzip.decompress(data) if name.endswith(".gz") else data
+    assert tokens
+    for value in (secret, *tokens, *(token.split(".")[1] for token in tokens)):  # ... never the secret or a token
+        assert value.encode() not in graph
 
 
 def test_maxcc_none_means_no_cloud_filter_and_out_of_range_is_refused(hub):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from rsdt_beam import fs
+from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
 from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, write_grid, write_observation
 from rsdt_beam.cli.commands import RUN, STACK, WINDOW, scheduled_command
@@ -171,6 +172,15 @@ def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
             assert gs_manifest["outputs"]["windows"].startswith("gs://")
         elif not name.endswith("rejected.json"):
             assert remote[name] == local[name], name
+
+
+def test_sentinel_hub_credentials_from_a_gs_file(gcs):
+    """`--sh_credentials_file gs://...`: read through Beam's filesystem, as a worker reads it."""
+    url = gcs.url("secrets", "sentinelhub.json")
+    fs.write_bytes(url, json.dumps({"client_id": "gs-id", "client_secret": "gs-secret"}).encode())
+    assert sh.Credentials(file=url).resolve() == ("gs-id", "gs-secret")
+    with pytest.raises(sh.CredentialsError, match="cannot read --sh_credentials_file gs://.*/missing.json"):
+        sh.Credentials(file=gcs.url("secrets", "missing.json")).resolve()
 
 
 def test_children_of_a_gs_folder_are_listed_per_folder(gcs, tmp_path):

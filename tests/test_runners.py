@@ -10,11 +10,11 @@
 * The Flex Template's parameters, the image, and the `--bytes_per_shard` sizing knob.
 """
 
+import importlib.util
 import io
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +26,7 @@ import pytest
 from apache_beam.internal import pickler
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.testing import test_pipeline
+from project import DATAFLOW_FLAGS, REPO, project_copy, read_tree
 
 from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
 from rsdt_beam.cli.run import execute
@@ -34,13 +35,9 @@ from rsdt_beam.window.transforms import TFRecordShardSink
 
 pytestmark = pytest.mark.e2e
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUSED_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
                "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
                "--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training", "--no_progress"]
-DATAFLOW_FLAGS = ["--runner", "DataflowRunner", "--project", "rsdt-test-project", "--region", "europe-west1",
-                  "--temp_location", "gs://rsdt-test/tmp", "--dry_run=True",
-                  "--sdk_container_image", "europe-docker.pkg.dev/rsdt-test-project/rsdt/rsdt-beam:test"]
 
 
 def fused_flags(observations: str, out: str) -> list[str]:
@@ -48,18 +45,9 @@ def fused_flags(observations: str, out: str) -> list[str]:
             "--window_output", os.path.join(out, "windows"), *FUSED_FLAGS]
 
 
-def project_copy(tmp_path) -> str:
-    """setup.py and the packages in tmp_path, so building the sdist writes nothing into the repository."""
-    target = tmp_path / "project"
-    for name in ("rsdt_beam",):
-        shutil.copytree(os.path.join(REPO, name), target / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(os.path.join(REPO, "setup.py"), target / "setup.py")
-    return str(target / "setup.py")
-
-
 def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_path):
-    outcome = execute(RUN, DATAFLOW_FLAGS + ["--setup_file", project_copy(tmp_path)]
+    setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
+    outcome = execute(RUN, DATAFLOW_FLAGS + ["--setup_file", setup_file]
                       + fused_flags(sample_eopatches, "gs://rsdt-test/out"))
     proto = outcome.result.job.proto_pipeline
 
@@ -161,11 +149,6 @@ def worker_pool(tmp_path):
         process.wait(timeout=20)
 
 
-def read_tree(root) -> dict[str, bytes]:
-    return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
-            for folder, _, names in os.walk(root) for name in names}
-
-
 def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopatches, job_service, tmp_path):
     direct, portable = str(tmp_path / "direct"), str(tmp_path / "portable")
     execute(RUN, fused_flags(sample_eopatches, direct))
@@ -228,8 +211,11 @@ def test_the_image_matches_the_sdk_that_submits_jobs():
     with open(os.path.join(REPO, "Dockerfile")) as f:
         dockerfile = f.read()
     assert f"apache/beam_python{sys.version_info.major}.{sys.version_info.minor}_sdk:{beam.__version__}" in dockerfile
-    entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/template/(\S+)", dockerfile).group(1)
-    assert os.path.exists(os.path.join(REPO, entry))
+    entry = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", dockerfile).group(1)
+    source = re.search(rf"COPY (\S+) {entry}\n", dockerfile).group(1)
+    with open(os.path.join(REPO, source)) as f:
+        module = re.search(r"^from (\S+) import main$", f.read(), re.MULTILINE).group(1)
+    assert importlib.util.find_spec(module) is not None, module
 
 
 def test_window_shards_end_after_bytes_per_shard(tmp_path):

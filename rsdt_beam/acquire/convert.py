@@ -54,11 +54,13 @@ from rsdt_beam.acquire.store import (
     write_grid,
     write_observation,
 )
+from rsdt_beam.acquire.store import rejection_path as observation_rejection_path
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_of, mask_for_grid
 from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
-from rsdt_beam.common.times import iso_time, time_name
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
@@ -68,6 +70,8 @@ _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
 CONVERTED = "converted"  # already in the store from an earlier run with the same fingerprint
 RECORDED = "recorded"  # rejections already written to the store's rejected/
+VALID = "valid"  # sources to convert
+WRITTEN = "written"  # observations converted now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +120,7 @@ def _stored_fingerprint(path: str) -> str | None:
 
 
 def rejection_path(store: str, source: ConvertSource) -> str:
-    return fs.join(store, REJECTED_DIR, f"{source.modality}_{time_name(source.time)}.json")
+    return observation_rejection_path(store, source.modality, source.time)
 
 
 def _rejection(source: ConvertSource, where: str, reason: str) -> Rejection:
@@ -136,15 +140,14 @@ class _Inspect(beam.DoFn):
         path = observation_path(self._job.store, source.modality, source.time)
         if fs.exists(path) and _stored_fingerprint(path) == stamp:
             self._skipped.inc()
-            yield beam.pvalue.TaggedOutput(CONVERTED, ObservationRef(source.modality, source.time, path,
-                                                                     GeoTiffObservationReader()))
+            yield CONVERTED, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
             return
         recorded = rejection_path(self._job.store, source)
         if fs.exists(recorded):
             entry = fs.read_json(recorded)
             if entry.pop("fingerprint", None) == stamp:
                 self._masked_before.inc()
-                yield beam.pvalue.TaggedOutput(RECORDED, Rejection(**entry))
+                yield RECORDED, Rejection(**entry)
                 return
         try:
             header = inspect_source(source, self._job.grid)
@@ -154,10 +157,9 @@ class _Inspect(beam.DoFn):
                                                         f"observations of this run have {expected}")
         except ObservationError as error:
             _LOG.warning("set aside %s: %s", source.name, error)
-            yield beam.pvalue.TaggedOutput(REJECTED, (source, _rejection(source, error.observation,
-                                                                         error.reason)))
+            yield REJECTED, (source, _rejection(source, error.observation, error.reason))
             return
-        yield source, header.band_names
+        yield VALID, (source, header.band_names)
 
 
 class InspectSources(beam.PTransform):
@@ -170,8 +172,7 @@ class InspectSources(beam.PTransform):
         self._job = job
 
     def expand(self, sources):
-        return sources | beam.ParDo(_Inspect(self._job)).with_outputs(CONVERTED, REJECTED, RECORDED,
-                                                                       main="valid")
+        return split(sources | "Inspect" >> beam.ParDo(_Inspect(self._job)), (VALID, CONVERTED, REJECTED, RECORDED))
 
 
 class _ReadBlock(beam.DoFn):
@@ -232,7 +233,7 @@ class _WriteObservation(beam.DoFn):
         source, names = blocks[0][0], blocks[0][1]
         errors = [entry[4] for entry in blocks if entry[3] is None and entry[4] is not None]
         if errors:
-            yield beam.pvalue.TaggedOutput(REJECTED, (source, _rejection(source, source.bands[0], errors[0])))
+            yield REJECTED, (source, _rejection(source, source.bands[0], errors[0]))
             return
         read = [(window, data, valid) for _, _, window, data, valid in blocks if data is not None]
         data, valid = assemble(self._job.grid, len(names), read)
@@ -244,7 +245,7 @@ class _WriteObservation(beam.DoFn):
             fs.write_json(rejection_path(self._job.store, source),
                           {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)}, self._job.run_id)
             fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
-            yield beam.pvalue.TaggedOutput(RECORDED, rejection)
+            yield RECORDED, rejection
             return
         tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
         path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
@@ -253,7 +254,7 @@ class _WriteObservation(beam.DoFn):
         fs.delete_if_exists(rejection_path(self._job.store, source))
         self._written.inc()
         self._bytes.inc(data.nbytes)
-        yield ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
+        yield WRITTEN, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
 
 
 class WriteConvertedObservations(beam.PTransform):
@@ -266,10 +267,9 @@ class WriteConvertedObservations(beam.PTransform):
         self._job = job
 
     def expand(self, blocks):
-        return (blocks
-                | "Blocks per observation" >> beam.GroupByKey()
-                | "Assemble and write" >> beam.ParDo(_WriteObservation(self._job)).with_outputs(
-                    REJECTED, RECORDED, main="written"))
+        return split(blocks
+                     | "Blocks per observation" >> beam.GroupByKey()
+                     | "Assemble and write" >> beam.ParDo(_WriteObservation(self._job)), (WRITTEN, REJECTED, RECORDED))
 
 
 class _RecordRejection(beam.DoFn):
@@ -310,9 +310,9 @@ class ConvertObservations(beam.PTransform):
 
     def expand(self, sources):
         inspected = sources | "Inspect sources" >> InspectSources(self._job)
-        blocks = inspected["valid"] | "Read blocks" >> ReadSourceBlocks(self._job)
+        blocks = inspected[VALID] | "Read blocks" >> ReadSourceBlocks(self._job)
         written = blocks | "Write observations" >> WriteConvertedObservations(self._job)
-        refs = (written["written"], inspected[CONVERTED]) | "All observations" >> beam.Flatten()
+        refs = (written[WRITTEN], inspected[CONVERTED]) | "All observations" >> beam.Flatten()
         listed = sources.pipeline | "Listing rejections" >> beam.Create(self._listed)
         recorded = ((listed, inspected[REJECTED], written[REJECTED])
                     | "All new rejections" >> beam.Flatten()

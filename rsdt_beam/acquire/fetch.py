@@ -1,6 +1,6 @@
 """Stage 1 fetch as Beam work: Sentinel Hub acquisitions -> the observation store.
 
-    launcher: credentials checked (one OAuth token), Catalog search per collection,
+    launcher: credentials checked (its own OAuth token), Catalog search per collection,
               store listed (resume) -> FetchItem per (collection, timestamp, chunk) still missing
     FetchChunks          FetchItem -> ChunkOutcome   keyed into `max_requests_in_flight` lanes,
                          GroupByKey, each lane sends its requests one after another; the chunk is
@@ -20,6 +20,15 @@ run, or a failure in another chunk of the same observation). Files appear
 under their final name only when complete (fs.atomic_write), so a half-written
 file is never taken as done. Failed chunks leave no trace but the Rejection
 and the counter, so the next run retries them.
+
+Credentials: the plan carries `sh.Credentials`, the place they are read, never
+the secret nor the launcher's token; each worker process reads them and gets
+its own token (sentinelhub.open_session), so nothing secret is in the job graph.
+
+A runner may run a step twice (a retried bundle; the DaskRunner runs again what
+a side input depends on): a lane skips chunks of observations assembled
+already and assembling tolerates another attempt's work, so no request is sent
+twice for an observation that is stored.
 
 Chunks are blocks of the whole grid of at most `--fetch_chunk_size` (<= 2500)
 px a side: the store holds the area's data, also the pixels right of or below
@@ -49,6 +58,7 @@ from rsdt_beam.acquire.store import (
     list_store,
     observation_path,
     read_grid,
+    rejection_path,
     store_folder,
     write_band_description,
     write_grid,
@@ -60,6 +70,7 @@ from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
 from rsdt_beam.common.observations import ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
@@ -68,6 +79,7 @@ from rsdt_beam.specs import AreaSpec, FetchSpec, StackSpec
 _LOG = logging.getLogger(__name__)
 STAGING_DIR = ".fetch_chunks"
 REJECTED = "rejected"
+OBSERVATIONS = "observations"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +162,6 @@ class FetchPlan:
     """Everything the fetch needs, resolved on the launcher before the pipeline runs."""
 
     settings: sh.SentinelHubSettings
-    token: dict = dataclasses.field(repr=False)
     grid: Grid
     store: str
     chunks: list[PixelWindow]
@@ -177,7 +188,7 @@ class FetchPlan:
             raise UserError(f"--collections: unknown {unknown}; choose from {', '.join(sh.COLLECTIONS)}")
         chunks = fetch_chunks(grid, chunk_size)
         store = store if fs.is_remote(store) else os.path.abspath(store)  # staged paths compare as listed
-        session = sh.open_session(settings)
+        sh.open_session(settings)  # rejected or missing credentials stop the run here
         stored_grid = None if overwrite else read_grid(store)
         if stored_grid is not None and not stored_grid.matches(grid):
             raise UserError(f"--store {store} holds observations on grid {stored_grid.describe()}, "
@@ -192,7 +203,7 @@ class FetchPlan:
                            if (m, time_name(t)) in done - stored_names]
         items, staged = plan_items(acquisitions, chunks, done, set() if overwrite else staged_paths(store), store,
                                    lanes)
-        return cls(settings, dict(session.token), grid, store, chunks, acquisitions, items, staged,
+        return cls(settings, grid, store, chunks, acquisitions, items, staged,
                    stored, lanes, rejected_before)
 
     @classmethod
@@ -254,10 +265,10 @@ class FetchPlan:
 
 def settings_of(spec: FetchSpec) -> sh.SentinelHubSettings:
     """Settings of a FetchSpec; credentials from the spec, env or profile (CredentialsError if none)."""
-    client_id, client_secret = sh.resolve_credentials(spec.client_id, spec.client_secret, spec.profile)
+    credentials = sh.Credentials(file=spec.credentials_file, secret=spec.secret, profile=spec.profile)
     return sh.SentinelHubSettings(
         base_url=spec.base_url, token_url=spec.token_url or sh.default_token_url(spec.base_url),
-        client_id=client_id, client_secret=client_secret, maxcc=spec.maxcc,
+        credentials=credentials, maxcc=spec.maxcc,
         time_difference=spec.time_difference, max_download_attempts=spec.max_attempts,
         retry_sleep=spec.retry_sleep, request_timeout=spec.timeout,
         max_throttle_retries=spec.max_throttle_retries)
@@ -275,9 +286,8 @@ def _decode_chunk(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _FetchLane(beam.DoFn):
-    def __init__(self, settings: sh.SentinelHubSettings, token: dict, grid: Grid, store: str, run_id: str):
+    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str, run_id: str):
         self._settings = settings
-        self._token = token
         self._grid = grid
         self._store = store
         self._run_id = run_id
@@ -300,10 +310,12 @@ class _FetchLane(beam.DoFn):
             if fs.exists(path):  # a retried bundle: this chunk was staged already
                 yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path)
                 continue
+            if _assembled(self._store, item.modality, item.time):  # ... and even assembled: nothing to send
+                yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks)
+                continue
             collection = sh.COLLECTIONS[item.modality]
             try:
-                data, valid, stats = sh.fetch_chunk(self._settings, collection, self._grid, item.chunk,
-                                                    item.time, self._token)
+                data, valid, stats = sh.fetch_chunk(self._settings, collection, self._grid, item.chunk, item.time)
             except sh.FetchError as error:
                 self._count(error.stats)
                 self._failed.inc()
@@ -325,9 +337,9 @@ class FetchChunks(beam.PTransform):
     flight in the whole job.
     """
 
-    def __init__(self, settings: sh.SentinelHubSettings, token: dict, grid: Grid, store: str, run_id: str = ""):
+    def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str, run_id: str = ""):
         super().__init__()
-        self._args = (settings, token, grid, store, run_id)
+        self._args = (settings, grid, store, run_id)
 
     def expand(self, items):
         return (items
@@ -349,6 +361,9 @@ class _Assemble(beam.DoFn):
         (modality, time), outcomes = group
         outcomes = list(outcomes)
         uri = observation_path(self._store, modality, time)
+        done = _assembled(self._store, modality, time)
+        if done is not None:
+            return [done]
         failed = [o for o in outcomes if o.reason is not None]
         expected = outcomes[0].chunks
         if failed or len(outcomes) != expected:
@@ -356,8 +371,16 @@ class _Assemble(beam.DoFn):
             reason = (f"fetch failed for {len(failed)} of {expected} chunk(s): {failed[0].reason}" if failed
                       else f"only {len(outcomes)} of {expected} chunks arrived")
             # The staged chunks stay for the next run.
-            return [beam.pvalue.TaggedOutput(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
-        return [self._write(modality, time, uri, outcomes)]
+            return [(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
+        try:
+            return [self._write(modality, time, uri, outcomes)]
+        except OSError:  # FileNotFoundError, Beam's BeamIOError
+            # Another attempt of this step stored the observation and removed the staged chunks while this
+            # one was reading them.
+            done = _assembled(self._store, modality, time)
+            if done is None:
+                raise
+            return [done]
 
     def _write(self, modality: str, time: float, uri: str, outcomes: list[ChunkOutcome]):
         collection = sh.COLLECTIONS[modality]
@@ -373,16 +396,29 @@ class _Assemble(beam.DoFn):
             write_observation(self._store, self._grid, data, valid, modality, time, collection.bands, tags,
                               run_id=self._run_id)
             self._written.inc()
-            result = ObservationRef(modality, time, uri, GeoTiffObservationReader())
+            result = OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
         else:
             rejection = Rejection(uri, "no valid pixel (dataMask" + (" and not cloud)" if "CLM" in collection.masks
                                                                     else ")"), modality, iso_time(time))
             write_rejection(self._store, rejection, modality, time, self._run_id)
             self._empty.inc()
-            result = beam.pvalue.TaggedOutput(REJECTED, rejection)
+            result = REJECTED, rejection
         for outcome in outcomes:
-            fs.delete_if_exists(outcome.path)
+            try:
+                fs.delete_if_exists(outcome.path)
+            except OSError:  # removed by another attempt of this step in the meantime
+                pass
         return result  # empty staging folders go when the store is finished (rsdt_beam.outputs.sweep)
+
+
+def _assembled(store: str, modality: str, time: float):
+    """(OBSERVATIONS, ref) or (REJECTED, rejection) of an observation another attempt of this job assembled
+    already, else None."""
+    uri = observation_path(store, modality, time)
+    if fs.exists(uri):
+        return OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
+    recorded = rejection_path(store, modality, time)
+    return (REJECTED, Rejection(**fs.read_json(recorded))) if fs.exists(recorded) else None
 
 
 class AssembleObservations(beam.PTransform):
@@ -400,12 +436,11 @@ class AssembleObservations(beam.PTransform):
         self._run_id = run_id
 
     def expand(self, outcomes):
-        assembled = (outcomes
+        return split(outcomes
                      | "By observation" >> beam.Map(lambda o: ((o.modality, o.time), o))
                      | "Group chunks" >> beam.GroupByKey()
-                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store, self._run_id)).with_outputs(
-                         REJECTED, main="observations"))
-        return {"observations": assembled.observations, REJECTED: assembled[REJECTED]}
+                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store, self._run_id)),
+                     (OBSERVATIONS, REJECTED))
 
 
 class FetchObservations(beam.PTransform):
@@ -430,13 +465,13 @@ class FetchObservations(beam.PTransform):
                      lambda description: write_band_description(plan.store, description, plan.run_id)))
         fetched = (pbegin
                    | "Work items" >> beam.Create(plan.items)
-                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.token, plan.grid, plan.store, plan.run_id))
+                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store, plan.run_id))
         staged = pbegin | "Staged chunks" >> beam.Create(plan.staged)
         assembled = ((fetched, staged) | "All chunks" >> beam.Flatten()
                      | "Assemble" >> AssembleObservations(plan.grid, plan.store, plan.run_id))
         stored = pbegin | "Stored before" >> beam.Create(plan.stored)
-        observations = (assembled["observations"], stored) | "All observations" >> beam.Flatten()
+        observations = (assembled[OBSERVATIONS], stored) | "All observations" >> beam.Flatten()
         rejected_before = pbegin | "Set aside before" >> beam.Create(plan.rejected_before)
         rejected = (assembled[REJECTED], rejected_before) | "All rejections" >> beam.Flatten()
-        return {"observations": observations, REJECTED: rejected, "grid": grid, "bands": bands}
+        return {OBSERVATIONS: observations, REJECTED: rejected, "grid": grid, "bands": bands}
 

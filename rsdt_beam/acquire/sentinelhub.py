@@ -18,9 +18,11 @@ service URL, which wins over the config's base URL; `data_collection` derives
 them with the configured URL so the same code talks to Sentinel Hub, the
 Copernicus Data Space Ecosystem or a test server.
 
-Credentials (`SH_CLIENT_ID`/`SH_CLIENT_SECRET`, a sentinelhub config
-profile, or explicit values) live only in `SentinelHubSettings`, whose repr
-hides them; nothing here prints or logs them.
+Credentials never travel in the job graph: `Credentials` names where the
+client id and secret are read (environment variables, a local or gs:// file,
+Google Secret Manager, a sentinelhub config profile), and the launcher and
+every worker process read them there and get their own OAuth token. Nothing
+here prints or logs the values.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import json
 import logging
 import os
 import re
@@ -39,6 +42,7 @@ import urllib.parse
 import numpy as np
 import requests
 
+from rsdt_beam import fs
 from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
@@ -101,9 +105,119 @@ class FetchError(Exception):
         self.stats = stats or RequestStats()
 
 
+SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+ENV_CLIENT_ID, ENV_CLIENT_SECRET = "SH_CLIENT_ID", "SH_CLIENT_SECRET"
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Where the Sentinel Hub client id and secret are read: a place, never the values (it is pickled).
+
+    At most one of `file` (local or gs:// JSON `{"client_id": ..., "client_secret": ...}`), `secret`
+    (a Google Secret Manager version, `projects/P/secrets/S/versions/V`, holding that JSON) or `profile`
+    (a sentinelhub config profile on the machine); none: the environment variables SH_CLIENT_ID and
+    SH_CLIENT_SECRET. Read on the launcher (to check them and search the catalog) and again in each worker
+    process, so a worker needs access to the same place (its environment, the file, the secret).
+    """
+
+    file: str | None = None
+    secret: str | None = None
+    profile: str | None = None
+
+    def __post_init__(self):
+        given = [flag for flag, value in (("--sh_credentials_file", self.file), ("--sh_secret", self.secret),
+                                          ("--sh_profile", self.profile)) if value]
+        if len(given) > 1:
+            raise CredentialsError(f"give one of {', '.join(given)}, not several")
+        if self.secret and not SECRET_VERSION.fullmatch(self.secret):
+            raise CredentialsError(f"--sh_secret {self.secret} is not a Secret Manager version name "
+                                   f"(projects/P/secrets/S/versions/V)")
+
+    def describe(self) -> str:
+        if self.file:
+            return f"credentials file {self.file}"
+        if self.secret:
+            return f"Secret Manager {self.secret}"
+        if self.profile:
+            return f"sentinelhub config profile {self.profile!r}"
+        return f"environment variables {ENV_CLIENT_ID}/{ENV_CLIENT_SECRET}"
+
+    def resolve(self) -> tuple[str, str]:
+        """(client id, secret), read now; file and Secret Manager values are kept for the process.
+
+        Raises CredentialsError naming the place and what is wrong, never a value.
+        """
+        if self.file or self.secret:
+            with _RESOLVED_LOCK:
+                if self not in _RESOLVED:
+                    _RESOLVED[self] = self._read_json()
+                return _RESOLVED[self]
+        if self.profile:
+            return self._read_profile()
+        client_id, secret = os.environ.get(ENV_CLIENT_ID, ""), os.environ.get(ENV_CLIENT_SECRET, "")
+        if not (client_id and secret):
+            raise CredentialsError(f"no Sentinel Hub credentials: set {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
+                                   f"(on the workers too), or give --sh_credentials_file, --sh_secret or "
+                                   f"--sh_profile")
+        return client_id, secret
+
+    def forget(self) -> None:
+        """Drops the values kept for the process (after the service rejected them: read them again)."""
+        with _RESOLVED_LOCK:
+            _RESOLVED.pop(self, None)
+
+    def _read_json(self) -> tuple[str, str]:
+        if self.file:
+            if not fs.exists(self.file):
+                raise CredentialsError(f"cannot read --sh_credentials_file {self.file}: it does not exist")
+            try:
+                text = fs.read_bytes(self.file).decode()
+            except Exception as error:  # OSError, or the object store's (e.g. 403 Forbidden on a worker)
+                raise CredentialsError(f"cannot read --sh_credentials_file {self.file}: "
+                                       f"{type(error).__name__}") from None
+        else:
+            text = _access_secret_version(self.secret)
+        try:
+            values = json.loads(text)
+            client_id, secret = values["client_id"], values["client_secret"]
+        except (ValueError, KeyError, TypeError):
+            raise CredentialsError(f"{self.describe()} is not JSON with client_id and client_secret") from None
+        if not (isinstance(client_id, str) and isinstance(secret, str) and client_id and secret):
+            raise CredentialsError(f"{self.describe()} has an empty client_id or client_secret")
+        return client_id, secret
+
+    def _read_profile(self) -> tuple[str, str]:
+        from sentinelhub import SHConfig
+        try:
+            config = SHConfig(self.profile)
+        except KeyError as error:
+            raise CredentialsError(f"sentinelhub config profile {self.profile!r} does not exist "
+                                   f"(see `sentinelhub.config --show`)") from error
+        if config.sh_client_id and config.sh_client_secret:
+            return config.sh_client_id, config.sh_client_secret
+        raise CredentialsError(f"sentinelhub config profile {self.profile!r} has no sh_client_id/sh_client_secret")
+
+
+_RESOLVED: dict[Credentials, tuple[str, str]] = {}
+_RESOLVED_LOCK = threading.Lock()
+
+
+def _access_secret_version(name: str, timeout: float = 60.0) -> str:
+    """The payload of a Secret Manager secret version (google-cloud-secret-manager, imported only here)."""
+    from google.api_core import exceptions
+    from google.auth.exceptions import DefaultCredentialsError
+    from google.cloud import secretmanager
+    try:
+        response = secretmanager.SecretManagerServiceClient().access_secret_version(name=name, timeout=timeout)
+    except (exceptions.GoogleAPIError, DefaultCredentialsError) as error:
+        raise CredentialsError(f"cannot read --sh_secret {name}: {type(error).__name__}: "
+                               f"{_first_line(error)}") from None
+    return response.payload.data.decode()
+
+
 @dataclasses.dataclass(frozen=True)
 class SentinelHubSettings:
-    """Where and how to talk to Sentinel Hub; picklable, travels to the workers.
+    """Where and how to talk to Sentinel Hub; picklable, travels to the workers (without any secret).
 
     `max_download_attempts` and `retry_sleep` bound the retries of 5xx and
     connection errors (back-off `retry_sleep * 3**n`); `max_throttle_retries`
@@ -112,8 +226,7 @@ class SentinelHubSettings:
 
     base_url: str = SENTINEL_HUB_URL
     token_url: str = SENTINEL_HUB_TOKEN_URL
-    client_id: str = dataclasses.field(default="", repr=False)
-    client_secret: str = dataclasses.field(default="", repr=False)
+    credentials: Credentials = Credentials()
     maxcc: float | None = None
     time_difference: float = 1.0
     max_download_attempts: int = 4
@@ -129,46 +242,20 @@ class SentinelHubSettings:
             if url.scheme not in ("http", "https") or not url.netloc:
                 raise UserError(f"--sh_{name} {getattr(self, name)!r} is not an http(s) URL")
 
-    def config(self):
-        """A `SHConfig` that reads no config file (everything comes from here)."""
+    def config(self, with_credentials: bool = False):
+        """A `SHConfig` that reads no config file (everything comes from here); with the credentials (read now)
+        only to get a token or search the catalog: requests of a session need none."""
         from sentinelhub import SHConfig
         if self.token_url.startswith("http://"):
             # oauthlib refuses plain-http token URLs; only a local test server may use one.
             if urllib.parse.urlparse(self.token_url).hostname not in ("127.0.0.1", "localhost", "::1"):
                 raise ValueError(f"token URL {self.token_url} must be https (plain http only on localhost)")
             os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
+        client_id, client_secret = self.credentials.resolve() if with_credentials else ("", "")
         return SHConfig(use_defaults=True, sh_base_url=self.base_url.rstrip("/"), sh_token_url=self.token_url,
-                        sh_client_id=self.client_id, sh_client_secret=self.client_secret,
+                        sh_client_id=client_id, sh_client_secret=client_secret,
                         max_download_attempts=self.max_download_attempts, download_sleep_time=self.retry_sleep,
                         download_timeout_seconds=self.request_timeout, max_retries=self.max_throttle_retries)
-
-
-def resolve_credentials(client_id: str | None = None, client_secret: str | None = None,
-                        profile: str | None = None) -> tuple[str, str]:
-    """(client id, secret) from explicit values, else SH_CLIENT_ID/SH_CLIENT_SECRET, else a config profile.
-
-    Raises CredentialsError naming where it looked; never the values.
-    """
-    if client_id or client_secret:
-        if not (client_id and client_secret):
-            raise CredentialsError("give both --sh_client_id and --sh_client_secret, or neither")
-        return client_id, client_secret
-    env_id, env_secret = os.environ.get("SH_CLIENT_ID", ""), os.environ.get("SH_CLIENT_SECRET", "")
-    if env_id and env_secret:
-        return env_id, env_secret
-    if profile:
-        from sentinelhub import SHConfig
-        try:
-            config = SHConfig(profile)
-        except KeyError as error:
-            raise CredentialsError(f"sentinelhub config profile {profile!r} does not exist "
-                                   f"(see `sentinelhub.config --show`)") from error
-        if config.sh_client_id and config.sh_client_secret:
-            return config.sh_client_id, config.sh_client_secret
-        raise CredentialsError(f"sentinelhub config profile {profile!r} has no sh_client_id/sh_client_secret")
-    raise CredentialsError("no Sentinel Hub credentials: set SH_CLIENT_ID and SH_CLIENT_SECRET, "
-                           "or give --sh_profile (a sentinelhub config profile), "
-                           "or --sh_client_id and --sh_client_secret")
 
 
 def data_collection(collection: Collection, base_url: str):
@@ -286,7 +373,7 @@ def search_acquisitions(settings: SentinelHubSettings, collection: Collection, g
             data_collection=data_collection(collection, settings.base_url),
             time_difference=datetime.timedelta(seconds=settings.time_difference),
             maxcc=settings.maxcc if collection.modality == OPTICAL else None,
-            config=settings.config())
+            config=settings.config(with_credentials=True))
     except (DownloadFailedException, requests.RequestException) as error:
         raise UserError(f"--sh_base_url: the catalog search at {settings.base_url}/api/v1/catalog failed: "
                         f"{network_reason(error)}") from None
@@ -304,15 +391,16 @@ _SESSIONS_LOCK = threading.Lock()
 
 
 def _session_key(settings: SentinelHubSettings) -> tuple:
-    secret = hashlib.sha256(settings.client_secret.encode()).hexdigest()  # other secret, other session
-    return settings.token_url, settings.base_url, settings.client_id, secret
+    client_id, secret = settings.credentials.resolve()
+    secret = hashlib.sha256(secret.encode()).hexdigest()  # other secret, other session
+    return settings.token_url, settings.base_url, client_id, secret
 
 
-def open_session(settings: SentinelHubSettings, token: dict | None = None):
-    """The process's shared `SentinelHubSession`, made from `token` while it is valid, else a new token.
+def open_session(settings: SentinelHubSettings):
+    """The process's shared `SentinelHubSession`: one OAuth token per process and credentials, got here.
 
-    The session refreshes its token 2 minutes before expiry. Rejected
-    credentials raise CredentialsError.
+    The session refreshes its token 2 minutes before expiry. Missing or
+    rejected credentials raise CredentialsError.
     """
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
     from sentinelhub import SentinelHubSession
@@ -322,22 +410,17 @@ def open_session(settings: SentinelHubSettings, token: dict | None = None):
         session = _SESSIONS.get(key)
         if session is not None:
             return session
-        config = settings.config()
-        if not (settings.client_id and settings.client_secret):
-            raise CredentialsError("Sentinel Hub client id and secret are empty")
-        usable = token is not None and token.get("expires_at", 0) - time.time() > \
-            SentinelHubSession.DEFAULT_SECONDS_BEFORE_EXPIRY
         try:
-            session = SentinelHubSession(config, _token=dict(token) if usable else None)
+            session = SentinelHubSession(settings.config(with_credentials=True))
         except OAuth2Error as error:
-            raise CredentialsError(f"Sentinel Hub rejected the credentials at {settings.token_url}: "
-                                   f"{error.error}") from None
+            raise CredentialsError(f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
+                                   f"at {settings.token_url}: {error.error}") from None
         except (DownloadFailedException, requests.RequestException) as error:
             status = getattr(getattr(error, "request_exception", None), "response", None)
             status = getattr(status, "status_code", None)
             if status in (400, 401, 403):
-                raise CredentialsError(f"Sentinel Hub rejected the credentials at {settings.token_url} "
-                                       f"(HTTP {status})") from None
+                raise CredentialsError(f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
+                                       f"at {settings.token_url} (HTTP {status})") from None
             raise CredentialsError(f"cannot get a Sentinel Hub token from {settings.token_url}: "
                                    f"{network_reason(error)}") from None
         _SESSIONS[key] = session
@@ -345,9 +428,10 @@ def open_session(settings: SentinelHubSettings, token: dict | None = None):
 
 
 def forget_session(settings: SentinelHubSettings) -> None:
-    """Drops the process's session (after a 401, so the next request fetches a new token)."""
+    """Drops the process's session and kept credentials (after a 401: read them again, get a new token)."""
     with _SESSIONS_LOCK:
         _SESSIONS.pop(_session_key(settings), None)
+    settings.credentials.forget()
 
 
 @dataclasses.dataclass
@@ -382,13 +466,13 @@ def _counting_client(config, session, stats: RequestStats):
 
 
 def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow,
-                acquired: float, token: dict | None = None,
-                ) -> tuple[np.ndarray, np.ndarray, RequestStats]:
+                acquired: float) -> tuple[np.ndarray, np.ndarray, RequestStats]:
     """Downloads one chunk at one acquisition: `(float32 [h, w, bands], bool valid [h, w], stats)`.
 
     The client retries 5xx/connection errors with back-off and honours 429
     Retry-After; on top of that a reply that cannot be decoded (truncated)
-    is retried `max_download_attempts` times and a 401 gets one new token.
+    is retried `max_download_attempts` times and a 401 gets one new token
+    (the credentials read again).
     Raises FetchError with the reason when the chunk cannot be had.
     """
     from sentinelhub.exceptions import DownloadFailedException, ImageDecodingError, OutOfRequestsException
@@ -399,7 +483,7 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
     attempt = 0
     while True:
         attempt += 1
-        session = open_session(settings, token)
+        session = open_session(settings)
         client = _counting_client(config, session, stats)
         try:
             response = client.download(request.download_list, max_threads=1, decode_data=False)[0]
@@ -416,7 +500,6 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
             if status == 401 and not renewed_token:
                 renewed_token = True  # the shared token was revoked or expired early: one new token
                 forget_session(settings)
-                token = None
                 continue
             raise FetchError(f"HTTP {status}: {_first_line(error)}" if status
                              else f"gave up after {settings.max_download_attempts} attempts at "

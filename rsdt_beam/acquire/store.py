@@ -105,6 +105,11 @@ def read_grid(root: str) -> Grid | None:
     return Grid.from_json(fs.read_json(path)) if fs.exists(path) else None
 
 
+def rejection_path(root: str, modality: str, time: float) -> str:
+    """Where the store records an observation set aside for good (no valid pixel)."""
+    return fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json")
+
+
 def write_band_description(root: str, description: dict, run_id: str = "") -> None:
     """Records `{modality: {"names", "units", "preprocessing"}}` of this run's modalities in `bands.json`
     (the store's other modalities keep theirs); Stage 2 copies it into metadata.json."""
@@ -120,7 +125,7 @@ def read_band_description(root: str) -> dict:
 
 
 def write_rejection(root: str, rejection: Rejection, modality: str, time: float, run_id: str = "") -> None:
-    fs.write_json(fs.join(root, REJECTED_DIR, f"{modality}_{time_name(time)}.json"), rejection.to_json(), run_id)
+    fs.write_json(rejection_path(root, modality, time), rejection.to_json(), run_id)
 
 
 def _open_beam_file(path: str, mode: str = "rb"):

@@ -98,9 +98,10 @@ GROUPS: dict[str, Group] = {
         Flag("sh_base_url", "Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL",
              "https://services.sentinel-hub.com"),
         Flag("sh_token_url", "OAuth token URL (default: the base URL's)"),
-        Flag("sh_profile", "sentinelhub config profile with the credentials"),
-        Flag("sh_client_id", "OAuth client id (default: SH_CLIENT_ID)"),
-        Flag("sh_client_secret", "OAuth client secret (default: SH_CLIENT_SECRET)"),
+        Flag("sh_credentials_file", "local or gs:// JSON {client_id, client_secret}, read by the launcher and "
+             "every worker (default: SH_CLIENT_ID/SH_CLIENT_SECRET in their environment)"),
+        Flag("sh_secret", "Secret Manager version projects/P/secrets/S/versions/V holding that JSON"),
+        Flag("sh_profile", "sentinelhub config profile with the credentials (on every machine of the run)"),
         Flag("sh_max_attempts", "tries per request on 5xx/connection errors", 4, int),
         Flag("sh_retry_sleep", "first back-off in s (x3 per retry)", 5.0, float),
         Flag("sh_timeout", "seconds per HTTP request", 120.0, float),

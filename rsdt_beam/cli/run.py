@@ -21,8 +21,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, TestOptions, WorkerOptions
 from apache_beam.runners.runner import PipelineState
 
-from rsdt_beam import progress
+from rsdt_beam import deploy, progress
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import join_ends
 from rsdt_beam.outputs import claim_outputs, pipeline_outputs
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
 
@@ -55,8 +56,13 @@ class Outcome:
 
 
 def counters(result) -> dict[str, int]:
+    """rsdt_beam's counters of a finished run; none from a runner that collects no metrics (DaskRunner)."""
     totals: dict[str, int] = {}
-    for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    try:
+        metrics = result.metrics()
+    except NotImplementedError:
+        return totals
+    for counter in metrics.query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]:
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
     return totals
 
@@ -99,6 +105,8 @@ def _launch_errors():
 def execute(command, argv: list[str]) -> Outcome:
     """Parses `argv` into the command's specs, builds and runs its pipeline; raises UserError."""
     args, beam_argv = command.parser().parse_known_args(argv)
+    # Remote workers get the package and the launcher's pinned dependencies (nothing for local runners).
+    beam_argv += deploy.worker_flags(command.name, beam_argv)
     options = PipelineOptions(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     started = time.monotonic()
@@ -112,6 +120,7 @@ def execute(command, argv: list[str]) -> Outcome:
     if launch.listing is not None:
         print("\n".join(launch.listing))
         return Outcome(None, {}, dry_run=True)
+    join_ends(pipeline)  # Beam's DaskRunner runs only what the last step depends on (rsdt_beam.graph)
     if dry_run:
         is_dataflow = "Dataflow" in str(options.get_all_options()["runner"])
         result = pipeline.run() if is_dataflow else None  # the Dataflow runner translates and stops

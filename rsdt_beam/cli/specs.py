@@ -88,7 +88,7 @@ def fetch_spec(args: argparse.Namespace) -> FetchSpec:
     collections = tuple(m.strip() for m in args.collections.split(",") if m.strip())
     return FetchSpec(collections, parse_maxcc(args.maxcc), args.time_difference, args.fetch_chunk_size,
                      args.max_requests_in_flight, args.sh_base_url, args.sh_token_url, args.sh_profile,
-                     args.sh_client_id, args.sh_client_secret, args.sh_max_attempts, args.sh_retry_sleep,
+                     args.sh_credentials_file, args.sh_secret, args.sh_max_attempts, args.sh_retry_sleep,
                      args.sh_timeout, args.sh_max_throttle_retries, args.plan_only)
 
 

@@ -2,7 +2,7 @@
 
     python -m rsdt_beam.pipelines.sample --output out/sample [--runner DirectRunner ...]
 
-Splits `sample_data/eolearn_TestEOPatch` into one EOPatch folder per date (rsdtlib's Stage 1
+Splits the bundled `rsdt_beam/sample_data/eolearn_TestEOPatch` into one EOPatch folder per date (rsdtlib's Stage 1
 layout) under `<output>/obs/optical`, then runs Stages 2 and 3 fused on the DirectRunner:
 stacks in `<output>/stack`, training windows in `<output>/windows`. Any further flag
 (e.g. `--direct_num_workers 2 --direct_running_mode multi_processing`) goes to Beam.

@@ -28,6 +28,7 @@ from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
+from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
@@ -38,6 +39,8 @@ from rsdt_beam.stack.stats import BandMoments
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
 STATS = "stats"
+VALID = "valid"
+TILES = "tiles"
 
 
 class _Inspect(beam.DoFn):
@@ -61,9 +64,9 @@ class _Inspect(beam.DoFn):
         except ObservationError as error:
             self._rejected.inc()
             _LOG.warning("set aside %s", error)
-            yield beam.pvalue.TaggedOutput(REJECTED, Rejection.of(ref, error.reason))
+            yield REJECTED, Rejection.of(ref, error.reason)
             return
-        yield ref
+        yield VALID, ref
 
 
 class InspectObservations(beam.PTransform):
@@ -80,8 +83,7 @@ class InspectObservations(beam.PTransform):
         self._bands = bands
 
     def expand(self, refs):
-        outputs = refs | beam.ParDo(_Inspect(self._grid, self._bands)).with_outputs(REJECTED, main="valid")
-        return {"valid": outputs.valid, REJECTED: outputs[REJECTED]}
+        return split(refs | "Inspect" >> beam.ParDo(_Inspect(self._grid, self._bands)), (VALID, REJECTED))
 
 
 class WrittenTimes(beam.PTransform):
@@ -185,14 +187,14 @@ class _StackChunk(beam.DoFn):
             self._written.count(writer)
             self._tiles.inc()
         for rejection in rejected:
-            yield beam.pvalue.TaggedOutput(REJECTED, rejection)
+            yield REJECTED, rejection
         for tile, _ in tiles:
-            yield beam.pvalue.TaggedOutput(STATS, moments[tile])
-            yield tile
+            yield STATS, (tile, moments[tile])
+            yield TILES, tile
 
 
 class StackChunks(beam.PTransform):
-    """PCollection[ObservationRef] -> {'stacks': StackFile, 'stats': BandMoments, 'rejected': Rejection}:
+    """PCollection[ObservationRef] -> {'stacks': StackFile, 'stats': (tile, BandMoments), 'rejected': Rejection}:
     Stage 2 streamed through time, without moving pixels through a shuffle.
 
     Only the observation references are grouped, per read chunk (tiles of
@@ -237,11 +239,12 @@ class StackChunks(beam.PTransform):
                        _StackChunk(self._chunks, self._bands, selector, self._folder, self._gzip_level,
                                    self._record_observed, self._seeds),
                        beam.pvalue.AsSingleton(self._written),
-                       beam.pvalue.AsSingleton(self._cleared)).with_outputs(REJECTED, STATS, main="tiles"))
+                       beam.pvalue.AsSingleton(self._cleared)))
+        outputs = split(outputs, (TILES, STATS, REJECTED))
         output_dir = self._folder.path
         metadata = {"tile_size_y": self._layout.tile_size_y, "tile_size_x": self._layout.tile_size_x,
                     "bands_sar": self._bands.sar, "bands_opt": self._bands.opt}
-        files = outputs.tiles | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
+        files = outputs[TILES] | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
         return {"stacks": files, STATS: outputs[STATS], REJECTED: outputs[REJECTED]}
 
 
@@ -262,30 +265,40 @@ class _WriteStack(beam.DoFn):
 
 
 class _MergeMomentsFn(beam.CombineFn):
-    """BandMoments of tiles -> `band_stats` of metadata.json (`rsdt_beam.stack.stats`)."""
+    """(tile, BandMoments) -> `band_stats` of metadata.json (`rsdt_beam.stack.stats`).
+
+    The accumulator keeps each tile's moments (a few numbers per band) and the output merges them in tile
+    order: floating-point merges in the order a runner happens to combine would differ in the last digits
+    between runners and runs (seen between the DirectRunner and the DaskRunner).
+    """
 
     def __init__(self, bands: BandCounts):
         super().__init__()
         self._bands = bands
 
-    def create_accumulator(self) -> BandMoments:
-        return BandMoments.empty(self._bands.total)
+    def create_accumulator(self) -> dict[tuple[int, int], BandMoments]:
+        return {}
 
-    def add_input(self, accumulator: BandMoments, moments: BandMoments) -> BandMoments:
-        return accumulator.merge(moments)
+    def add_input(self, accumulator: dict, tile_moments: tuple[tuple[int, int], BandMoments]) -> dict:
+        tile, moments = tile_moments
+        accumulator[tile] = moments
+        return accumulator
 
-    def merge_accumulators(self, accumulators) -> BandMoments:
-        merged = self.create_accumulator()
+    def merge_accumulators(self, accumulators) -> dict:
+        merged = {}
         for accumulator in accumulators:
-            merged = merged.merge(accumulator)
+            merged.update(accumulator)
         return merged
 
-    def extract_output(self, accumulator: BandMoments) -> dict:
-        return accumulator.to_json(self._bands)
+    def extract_output(self, accumulator: dict) -> dict:
+        total = BandMoments.empty(self._bands.total)
+        for tile in sorted(accumulator):
+            total = total.merge(accumulator[tile])
+        return total.to_json(self._bands)
 
 
 class MergeBandStatistics(beam.PTransform):
-    """PCollection[BandMoments] (per tile) -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+    """PCollection[(tile, BandMoments)] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
 
     def __init__(self, bands: BandCounts):
         super().__init__()
@@ -304,7 +317,7 @@ class BandStatistics(beam.PTransform):
 
     def expand(self, stacks):
         return (stacks
-                | "Band statistics of a tile" >> beam.Map(frame_moments)
+                | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
                 | "Over tiles" >> MergeBandStatistics(self._bands))
 
 

@@ -31,6 +31,7 @@ from rsdt_beam.common.names import (
 )
 from rsdt_beam.common.user_code import callable_name
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import split
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
@@ -45,6 +46,7 @@ from rsdt_beam.window.sampling import parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 
 _ROWS_PARTS = ".windows_csv_parts"
+RECORDS, ROWS = "records", "rows"  # the outputs of encoding a tile's windows (sharded layout)
 
 
 class ReadTileStacks(beam.PTransform):
@@ -147,33 +149,37 @@ def _csv_row(window: Window) -> tuple:
     return WindowRange.of_window(window).csv_row()
 
 
-def _rows_part(tile: tuple[int, int]) -> str:
-    """A tile's windows.csv rows, kept until `windows.csv` is assembled (so no worker holds all rows)."""
-    return f"{_ROWS_PARTS}/{tile[0]}_{tile[1]}.csv"
+def _rows_part(run_id: str, tile: tuple[int, int]) -> str:
+    """A tile's windows.csv rows, kept until `windows.csv` is assembled (so no worker holds all rows).
+
+    Parts live in a folder of their run: starting a run removes other runs' parts only, so a runner that
+    starts the folder again within the run (the DaskRunner, tests/test_dask.py) loses none of them."""
+    return f"{_ROWS_PARTS}/{run_id}/{tile[0]}_{tile[1]}.csv"
 
 
-def _row_part(row: int) -> str:
-    return f"{_ROWS_PARTS}/row_{row}.csv"
+def _row_part(run_id: str, row: int) -> str:
+    return f"{_ROWS_PARTS}/{run_id}/row_{row}.csv"
 
 
 def _join_row_parts(folder: OutputFolder, row: int, tile_counts) -> tuple[int, int, int]:
     """Joins tile row `row`'s parts in tile order; returns (row, windows, tiles)."""
     tile_counts = sorted(tile_counts)
-    folder.write_bytes(_row_part(row), b"".join(fs.read_bytes(folder.file(_rows_part(tile)))
-                                                for tile, _ in tile_counts))
+    parts = [fs.read_bytes(folder.file(_rows_part(folder.run_id, tile))) for tile, _ in tile_counts]
+    folder.write_bytes(_row_part(folder.run_id, row), b"".join(parts))
     return row, sum(n for _, n in tile_counts), len(tile_counts)
 
 
-def _delete_parts(parts_dir: str) -> None:
-    """Removes the rows parts of this or an earlier (failed) run."""
-    leftovers = fs.glob(fs.join(parts_dir, "*.csv"))
-    if leftovers:
-        beam.io.filesystems.FileSystems.delete(leftovers)
-    fs.delete_if_exists(parts_dir)  # a local folder; object stores have none
+def _delete_parts(parts_dir: str, keep_run: str | None = None) -> None:
+    """Removes the rows parts of earlier (failed) runs and, unless it is `keep_run`, of this one."""
+    fs.delete_files(parts_dir, [name for name in fs.list_files(parts_dir)
+                                if keep_run is None or not name.startswith(f"{keep_run}/")])
+    fs.remove_empty_folders(parts_dir)
+    if keep_run is None:
+        fs.delete_if_exists(parts_dir)  # a local folder; object stores have none
 
 
 def _write_rows_part(folder: OutputFolder, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
-    folder.write_bytes(_rows_part(tile), csv_text(rows).encode())
+    folder.write_bytes(_rows_part(folder.run_id, tile), csv_text(rows).encode())
     return tile, len(rows)
 
 
@@ -208,7 +214,7 @@ class _WriteTileWindows(beam.DoFn):
 
 
 class _EncodeWindows(beam.DoFn):
-    """Sharded layout: yields each window record's bytes (main) and (tile, windows) (tagged)."""
+    """Sharded layout: yields (RECORDS, each window record's bytes) and (ROWS, (tile, windows))."""
 
     def __init__(self, output: WindowOutput, folder: OutputFolder):
         self._output = output
@@ -221,9 +227,9 @@ class _EncodeWindows(beam.DoFn):
         for window, record in self._output.records(stack):
             self._windows.inc()
             rows.append(_csv_row(window))
-            yield b"".join(record)
+            yield RECORDS, b"".join(record)
         self._tiles.inc()
-        yield beam.pvalue.TaggedOutput("rows", _write_rows_part(self._folder, stack.tile, rows))
+        yield ROWS, _write_rows_part(self._folder, stack.tile, rows)
 
 
 class _ShardHandle:
@@ -296,7 +302,7 @@ class WriteWindows(beam.PTransform):
 
         def clear(folder_):
             begin(folder_)
-            _delete_parts(parts_dir)
+            _delete_parts(parts_dir, keep_run=folder_.run_id)
 
         cleared = (stacks.pipeline
                    | "Folder" >> beam.Create([folder])
@@ -306,11 +312,11 @@ class WriteWindows(beam.PTransform):
                                                                beam.pvalue.AsSingleton(cleared))
             files = rows | "File names" >> beam.Map(lambda tile_count: tile_file_name(tile_count[0]))
         else:
-            encoded = stacks | "Encode windows" >> beam.ParDo(
-                _EncodeWindows(output, folder), beam.pvalue.AsSingleton(cleared)).with_outputs("rows",
-                                                                                               main="records")
-            rows = encoded.rows
-            files = (encoded.records
+            encoded = split(stacks | "Encode windows" >> beam.ParDo(_EncodeWindows(output, folder),
+                                                                     beam.pvalue.AsSingleton(cleared)),
+                            (RECORDS, ROWS))
+            rows = encoded[ROWS]
+            files = (encoded[RECORDS]
                      | "Write shards" >> beam.io.Write(TFRecordShardSink(
                          folder.file("windows"), output.gzip_level, output.spec.records_per_shard,
                          output.spec.bytes_per_shard))
@@ -329,7 +335,7 @@ class WriteWindows(beam.PTransform):
             with fs.atomic_write(folder.file(WINDOWS_CSV), folder.run_id) as f:  # rows in tile order
                 f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
                 for row, _, _ in sorted(row_counts):
-                    f.write(fs.read_bytes(folder.file(_row_part(row))))
+                    f.write(fs.read_bytes(folder.file(_row_part(folder.run_id, row))))
             _delete_parts(parts_dir)
             if temporary_stacks:
                 fs.delete_tree(temporary_stacks)
