@@ -73,14 +73,15 @@ RSDTLIB_REFERENCE = {
 
 # --- inputs -------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    kind: str          # noisy | smooth
+    kind: str  # noisy | smooth
     height: int
     width: int
     months: int
     seed: int
-    fmt: str           # store | eopatch
+    fmt: str  # store | eopatch
 
     @property
     def days(self) -> int:
@@ -188,23 +189,42 @@ def generate(inputs: Inputs, work_dir: Path) -> Path:
     done = folder / "DONE.json"
     if done.exists():
         return folder
-    grid = Grid.from_bounds("EPSG:32633", 500000.0, 5000000.0, 500000.0 + inputs.width * PIXEL_METERS,
-                            5000000.0 + inputs.height * PIXEL_METERS, inputs.height, inputs.width)
+    grid = Grid.from_bounds(
+        "EPSG:32633",
+        500000.0,
+        5000000.0,
+        500000.0 + inputs.width * PIXEL_METERS,
+        5000000.0 + inputs.height * PIXEL_METERS,
+        inputs.height,
+        inputs.width,
+    )
     rng = np.random.default_rng(inputs.seed)
     scene = _SmoothScene(inputs.height, inputs.width, inputs.seed) if inputs.kind == "smooth" else None
     acquisitions = acquisition_times(inputs.days, inputs.seed)
-    bbox = {"type": "Polygon", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
-            "coordinates": [[[grid.bounds[0], grid.bounds[1]], [grid.bounds[2], grid.bounds[1]],
-                             [grid.bounds[2], grid.bounds[3]], [grid.bounds[0], grid.bounds[3]],
-                             [grid.bounds[0], grid.bounds[1]]]]}
+    bbox = {
+        "type": "Polygon",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
+        "coordinates": [
+            [
+                [grid.bounds[0], grid.bounds[1]],
+                [grid.bounds[2], grid.bounds[1]],
+                [grid.bounds[2], grid.bounds[3]],
+                [grid.bounds[0], grid.bounds[3]],
+                [grid.bounds[0], grid.bounds[1]],
+            ]
+        ],
+    }
     if inputs.fmt == "store":
         write_grid(str(folder), grid)
     for modality, moment in acquisitions:
         bands = OPT_BANDS if modality == OPTICAL else SAR_BANDS
         if scene is None:  # SAR: uniform floats; optical: random 16-bit digital numbers
             shape = (inputs.height, inputs.width, bands)
-            data = (rng.integers(0, 1 << 16, shape).astype(np.float32) if modality == OPTICAL
-                    else rng.random(shape, np.float32))
+            data = (
+                rng.integers(0, 1 << 16, shape).astype(np.float32)
+                if modality == OPTICAL
+                else rng.random(shape, np.float32)
+            )
             valid = np.ones((inputs.height, inputs.width), bool)
         else:
             data, valid = scene.observation(modality, moment, rng)
@@ -212,13 +232,13 @@ def generate(inputs: Inputs, work_dir: Path) -> Path:
             write_observation(str(folder), grid, data, valid, modality, moment)
         else:
             feature = "L1C_data" if modality == OPTICAL else "L1_GND"
-            write_eopatch(str(folder / modality / time_name(moment)), data, valid, bbox, moment, feature,
-                          "dataMask")
+            write_eopatch(str(folder / modality / time_name(moment)), data, valid, bbox, moment, feature, "dataMask")
     done.write_text(json.dumps({"observations": len(acquisitions)}))
     return folder
 
 
 # --- running and measuring ----------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class ProcessPeak:
@@ -272,8 +292,11 @@ class PeakRssMonitor(threading.Thread):
     def stop(self) -> list[ProcessPeak]:
         self._stop_event.set()
         self.join()
-        return [ProcessPeak(pid, "launcher" if pid == self._root else "worker", peak)
-                for pid, peak in self.peaks.items() if peak]
+        return [
+            ProcessPeak(pid, "launcher" if pid == self._root else "worker", peak)
+            for pid, peak in self.peaks.items()
+            if peak
+        ]
 
 
 @dataclasses.dataclass
@@ -284,7 +307,7 @@ class StageRun:
     files: list[Path]
     compressed: int
     raw: int = 0
-    floor: float = 0.0          # zlib at the level used (issue 7's floor)
+    floor: float = 0.0  # zlib at the level used (issue 7's floor)
     deflate_floor: float = 0.0  # the writer's own deflate (ISA-L for levels 1-3 when installed)
     size_vs_level6: float = 0.0  # output bytes / zlib level 6 on the same raw bytes (first run only)
 
@@ -299,11 +322,17 @@ class StageRun:
 
 def run_stage(stage: str, args: list[str], output_dirs: list[Path], module: str | None = None) -> StageRun:
     """Runs one stage's entry point (`module`, default this tree's) from REPO as its own process."""
-    module = module or f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage)}"
+    module = module or f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage) }"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", module, *args, "--no_progress"], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args, "--no_progress"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     monitor = PeakRssMonitor(process.pid)
     monitor.start()
     out, err = process.communicate()
@@ -334,7 +363,7 @@ def _compress_seconds(job: tuple[str, int, bool]) -> tuple[int, float, float]:
         started = time.perf_counter()
         compressor = module.compressobj(level, module.DEFLATED, 31)
         for offset in range(0, len(raw), 1 << 20):
-            compressor.compress(raw[offset:offset + (1 << 20)])
+            compressor.compress(raw[offset : offset + (1 << 20)])
         compressor.flush()
         seconds.append(time.perf_counter() - started)
     return len(raw), seconds[0], seconds[1]
@@ -373,6 +402,7 @@ def measure_level6(run: StageRun, cores: int, sample_bytes: float = 100e6) -> No
 
 # --- the benchmark ------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Case:
     inputs: Inputs
@@ -397,37 +427,62 @@ class Case:
         if self.inputs.fmt == "store":
             source = ["--observations", str(inputs_dir)]
         else:
-            source = [x for m in (SAR_ASCENDING, SAR_DESCENDING, OPTICAL)
-                      for x in (f"--{m}", str(inputs_dir / m))]
-        return source + ["--starttime", self.inputs.starttime, "--endtime", self.inputs.endtime,
-                         "--delta_step", self.delta_step, "--tile_size", str(self.tile_size)]
+            source = [x for m in (SAR_ASCENDING, SAR_DESCENDING, OPTICAL) for x in (f"--{m}", str(inputs_dir / m))]
+        return source + [
+            "--starttime",
+            self.inputs.starttime,
+            "--endtime",
+            self.inputs.endtime,
+            "--delta_step",
+            self.delta_step,
+            "--tile_size",
+            str(self.tile_size),
+        ]
 
     def window_args(self) -> list[str]:
-        return ["--Delta", self.delta, "--window_stride", str(self.window_stride), "--omega", str(self.omega),
-                "--Omega", str(self.big_omega), "--mode", self.mode]
+        return [
+            "--Delta",
+            self.delta,
+            "--window_stride",
+            str(self.window_stride),
+            "--omega",
+            str(self.omega),
+            "--Omega",
+            str(self.big_omega),
+            "--mode",
+            self.mode,
+        ]
 
     def describe(self, observations: int) -> str:
-        params = StackParams(START.timestamp(), _add_months(START, self.inputs.months).timestamp(),
-                             _duration(self.delta_step))
+        params = StackParams(
+            START.timestamp(), _add_months(START, self.inputs.months).timestamp(), _duration(self.delta_step)
+        )
         times = [t for _, t in acquisition_times(self.inputs.days, self.inputs.seed)]
         frames = written_times(times, params)
-        spans = sum(1 for _ in window_spans(frames, WindowParams(_duration(self.delta), self.window_stride,
-                                                                 self.omega, self.big_omega)))
+        spans = sum(
+            1
+            for _ in window_spans(
+                frames, WindowParams(_duration(self.delta), self.window_stride, self.omega, self.big_omega)
+            )
+        )
         tiles = (self.inputs.height // self.tile_size) * (self.inputs.width // self.tile_size)
-        return (f"{self.inputs.kind} {self.inputs.height} x {self.inputs.width} px, {self.inputs.months} months, "
-                f"{observations} observations -> {len(frames)} frames (delta_step {self.delta_step}), "
-                f"{tiles} tiles of {self.tile_size} px, {spans} windows per tile (Delta {self.delta}, "
-                f"stride {self.window_stride}, omega {self.omega}, Omega {self.big_omega}, {self.mode}); "
-                f"{self.workers} worker(s) {self.running_mode if self.workers > 1 else 'in_memory'}, "
-                f"gzip level {self.gzip_level}")
+        return (
+            f"{self.inputs.kind} {self.inputs.height} x {self.inputs.width} px, {self.inputs.months} months, "
+            f"{observations} observations -> {len(frames)} frames (delta_step {self.delta_step}), "
+            f"{tiles} tiles of {self.tile_size} px, {spans} windows per tile (Delta {self.delta}, "
+            f"stride {self.window_stride}, omega {self.omega}, Omega {self.big_omega}, {self.mode}); "
+            f"{self.workers} worker(s) {self.running_mode if self.workers > 1 else 'in_memory'}, "
+            f"gzip level {self.gzip_level}"
+        )
 
 
 def _duration(text: str) -> float:
     return parse_duration(text)
 
 
-def run_case(case: Case, stages: list[str], repeat: int, work_dir: Path, cores: int,
-             keep: bool, sample_bytes: float = 0) -> dict[str, list[StageRun]]:
+def run_case(
+    case: Case, stages: list[str], repeat: int, work_dir: Path, cores: int, keep: bool, sample_bytes: float = 0
+) -> dict[str, list[StageRun]]:
     inputs_dir = generate(case.inputs, work_dir)
     runs: dict[str, list[StageRun]] = {stage: [] for stage in stages}
     out = work_dir / "out"
@@ -437,23 +492,41 @@ def run_case(case: Case, stages: list[str], repeat: int, work_dir: Path, cores: 
             for folder in (stack_dir, window_dir):
                 subprocess.run(["rm", "-rf", str(folder)], check=True)
             if stage == "stack":
-                run = run_stage(stage, case.runner_args() + case.stack_args(inputs_dir)
-                                + ["--stack_output", str(stack_dir)], [stack_dir])
+                run = run_stage(
+                    stage,
+                    case.runner_args() + case.stack_args(inputs_dir) + ["--stack_output", str(stack_dir)],
+                    [stack_dir],
+                )
             elif stage == "window":
                 source = out / "stack-stack"
                 if not (source / "metadata.json").exists():
                     subprocess.run(["rm", "-rf", str(source)], check=True)
-                    run_stage("stack", case.runner_args() + case.stack_args(inputs_dir)
-                              + ["--stack_output", str(source)], [source])
-                run = run_stage(stage, case.runner_args() + ["--stack_dir", str(source),
-                                                             "--window_output", str(window_dir)]
-                                + case.window_args(), [window_dir])
+                    run_stage(
+                        "stack",
+                        case.runner_args() + case.stack_args(inputs_dir) + ["--stack_output", str(source)],
+                        [source],
+                    )
+                run = run_stage(
+                    stage,
+                    case.runner_args()
+                    + ["--stack_dir", str(source), "--window_output", str(window_dir)]
+                    + case.window_args(),
+                    [window_dir],
+                )
             else:
-                run = run_stage(stage, case.runner_args() + case.stack_args(inputs_dir) + case.window_args()
-                                + ["--stack_output", str(stack_dir), "--window_output", str(window_dir)],
-                                [stack_dir, window_dir])
-            print(f"  {stage}: {run.wall:.1f} s, {run.compressed / 1e6:.0f} MB, launcher RSS "
-                  f"{run.launcher_rss / 2**20:.0f} MiB, worker RSS {run.worker_rss / 2**20:.0f} MiB", file=sys.stderr)
+                run = run_stage(
+                    stage,
+                    case.runner_args()
+                    + case.stack_args(inputs_dir)
+                    + case.window_args()
+                    + ["--stack_output", str(stack_dir), "--window_output", str(window_dir)],
+                    [stack_dir, window_dir],
+                )
+            print(
+                f"  {stage}: {run.wall:.1f} s, {run.compressed / 1e6:.0f} MB, launcher RSS "
+                f"{run.launcher_rss / 2**20:.0f} MiB, worker RSS {run.worker_rss / 2**20:.0f} MiB",
+                file=sys.stderr,
+            )
             measure_floor(run, case.gzip_level, cores, sample_bytes)
             if not runs[stage]:
                 measure_level6(run, cores)
@@ -470,10 +543,12 @@ def _median(values):
 
 def report(case: Case, runs: dict[str, list[StageRun]], observations: int, reference: bool) -> list[str]:
     pixels = case.inputs.height * case.inputs.width * observations
-    lines = ["| stage | wall s | obs/s | Mpx/s | raw MB | GZIP MB | ratio | raw MB/s | GZIP MB/s "
-             "| size / zlib 6 | zlib floor s | wall/zlib floor | deflate floor s | wall/deflate floor "
-             "| launcher RSS MiB | worker RSS MiB (max) |",
-             "|---|" + "---|" * 15]
+    lines = [
+        "| stage | wall s | obs/s | Mpx/s | raw MB | GZIP MB | ratio | raw MB/s | GZIP MB/s "
+        "| size / zlib 6 | zlib floor s | wall/zlib floor | deflate floor s | wall/deflate floor "
+        "| launcher RSS MiB | worker RSS MiB (max) |",
+        "|---|" + "---|" * 15,
+    ]
     for stage, stage_runs in runs.items():
         wall = _median([r.wall for r in stage_runs])
         floor = _median([r.floor for r in stage_runs])
@@ -488,20 +563,28 @@ def report(case: Case, runs: dict[str, list[StageRun]], observations: int, refer
             f"| {_median([r.deflate_floor for r in stage_runs]):.1f} "
             f"| {_median([r.wall / r.deflate_floor for r in stage_runs]):.2f} "
             f"| {max(r.launcher_rss for r in stage_runs) / 2**20:.0f} "
-            f"| {max(r.worker_rss for r in stage_runs) / 2**20:.0f} |")
+            f"| {max(r.worker_rss for r in stage_runs) / 2**20:.0f} |"
+        )
     if len(next(iter(runs.values()))) > 1:
         lines.append("")
-        lines.append("walls per run: " + "; ".join(
-            f"{stage} " + ", ".join(f"{r.wall:.1f}" for r in stage_runs) for stage, stage_runs in runs.items()))
+        lines.append(
+            "walls per run: "
+            + "; ".join(
+                f"{stage} " + ", ".join(f"{r.wall:.1f}" for r in stage_runs) for stage, stage_runs in runs.items()
+            )
+        )
     if reference and "fused" in runs:
         fused = runs["fused"]
         rsdtlib_wall = RSDTLIB_REFERENCE["stack"]["wall"] + RSDTLIB_REFERENCE["window"]["wall"]
         rsdtlib_bytes = RSDTLIB_REFERENCE["stack"]["gzip"] + RSDTLIB_REFERENCE["window"]["gzip"]
         wall = _median([r.wall for r in fused])
-        lines += ["", f"against rsdtlib's figures (issue 7): wall {wall:.1f} s vs {rsdtlib_wall:.0f} s "
-                      f"= 1/{rsdtlib_wall / wall:.1f}; bytes {fused[-1].compressed / 1e9:.3f} GB vs "
-                      f"{rsdtlib_bytes / 1e9:.3f} GB = {fused[-1].compressed / rsdtlib_bytes:.3f}x (other data; on "
-                      f"the same raw bytes: {fused[0].size_vs_level6:.3f}x zlib level 6, rsdtlib's level)"]
+        lines += [
+            "",
+            f"against rsdtlib's figures (issue 7): wall {wall:.1f} s vs {rsdtlib_wall:.0f} s "
+            f"= 1/{rsdtlib_wall / wall:.1f}; bytes {fused[-1].compressed / 1e9:.3f} GB vs "
+            f"{rsdtlib_bytes / 1e9:.3f} GB = {fused[-1].compressed / rsdtlib_bytes:.3f}x (other data; on "
+            f"the same raw bytes: {fused[0].size_vs_level6:.3f}x zlib level 6, rsdtlib's level)",
+        ]
     return lines
 
 
@@ -526,21 +609,33 @@ def main(argv=None):
         flag.add_to(parser)
     parser.add_argument("--mode", choices=("training", "inference"), default="training")
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers")
-    parser.add_argument("--running_mode", default="multi_processing",
-                        choices=("in_memory", "multi_threading", "multi_processing"))
+    parser.add_argument(
+        "--running_mode", default="multi_processing", choices=("in_memory", "multi_threading", "multi_processing")
+    )
     GROUPS["output"].flags[0].add_to(parser)  # --gzip_level
     parser.add_argument("--stages", default="fused", help="comma-separated: stack, window, fused")
     parser.add_argument("--repeat", type=int, default=3, help="runs per stage; the report gives medians")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores of the floor measurement")
-    parser.add_argument("--floor_sample_mb", type=float, default=1500,
-                        help="time the floor on every k-th output file, about this many MB (0: all files)")
+    parser.add_argument(
+        "--floor_sample_mb",
+        type=float,
+        default=1500,
+        help="time the floor on every k-th output file, about this many MB (0: all files)",
+    )
     parser.add_argument("--work_dir", default="/tmp/rsdt_beam_bench")
     parser.add_argument("--keep", action="store_true", help="keep the outputs of the last run")
-    parser.add_argument("--linearity", action="store_true",
-                        help="also run 2x area per side (4x pixels) and 2x months; compare time per output byte")
-    parser.add_argument("--long_series", type=int, metavar="MONTHS",
-                        help="also run the same area over MONTHS (e.g. 48: 4 years, ~850 observations); compare "
-                             "peak RSS and time per output byte with the preset's months in the same run")
+    parser.add_argument(
+        "--linearity",
+        action="store_true",
+        help="also run 2x area per side (4x pixels) and 2x months; compare time per output byte",
+    )
+    parser.add_argument(
+        "--long_series",
+        type=int,
+        metavar="MONTHS",
+        help="also run the same area over MONTHS (e.g. 48: 4 years, ~850 observations); compare "
+        "peak RSS and time per output byte with the preset's months in the same run",
+    )
     parser.add_argument("--levels", help="only measure zlib levels (e.g. 1,2,6) on the raw output of one run")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
@@ -549,8 +644,10 @@ def main(argv=None):
     seed = args.seed if args.seed is not None else preset["seed"]
     work_dir = Path(args.work_dir)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
-          f"{os.getloadavg()[2]:.2f} at start, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(
+        f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+        f"{os.getloadavg()[2]:.2f} at start, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    )
     for kind in args.kind.split(","):
         variants = [(area, months)]
         if args.linearity:
@@ -560,17 +657,35 @@ def main(argv=None):
         per_byte, peak_rss, walls = [], [], []
         for var_area, var_months in variants:
             inputs = Inputs(kind, var_area, var_area, var_months, seed, args.format)
-            case = Case(inputs, args.tile_size, args.delta_step, args.Delta, args.window_stride, args.omega,
-                        args.Omega, args.mode, args.workers, args.running_mode, args.gzip_level)
+            case = Case(
+                inputs,
+                args.tile_size,
+                args.delta_step,
+                args.Delta,
+                args.window_stride,
+                args.omega,
+                args.Omega,
+                args.mode,
+                args.workers,
+                args.running_mode,
+                args.gzip_level,
+            )
             observations = len(acquisition_times(inputs.days, seed))
             print(f"\n## {case.describe(observations)}")
             if args.levels:
                 level_table(case, work_dir, [int(v) for v in args.levels.split(",")], args.cores)
                 continue
             runs = run_case(case, stages, args.repeat, work_dir, args.cores, args.keep, args.floor_sample_mb * 1e6)
-            print("\n".join(report(case, runs, observations,
-                                   args.preset == "reference" and (var_area, var_months) == (area, months)
-                                   and kind == "noisy")))
+            print(
+                "\n".join(
+                    report(
+                        case,
+                        runs,
+                        observations,
+                        args.preset == "reference" and (var_area, var_months) == (area, months) and kind == "noisy",
+                    )
+                )
+            )
             per_byte.append(_median([r.wall / r.compressed for r in runs[stages[-1]]]))
             peak_rss.append(max(max(r.launcher_rss, r.worker_rss) for r in runs[stages[-1]]))
             walls.append(_median([r.wall for r in runs[stages[-1]]]))
@@ -578,13 +693,17 @@ def main(argv=None):
             print(f"work items: {work_items(layout, 256).describe()}")
         print(f"load at end: {os.getloadavg()[0]:.2f}")
         if args.long_series:
-            print(f"\nlong series ({stages[-1]}, {months} vs {args.long_series} months, {area} x {area} px): "
-                  f"wall {walls[0]:.1f} s vs {walls[-1]:.1f} s; peak RSS of the largest process "
-                  f"{peak_rss[0] / 2**20:.0f} vs {peak_rss[-1] / 2**20:.0f} MiB = {peak_rss[-1] / peak_rss[0]:.2f}x; "
-                  f"seconds per output byte {per_byte[-1] / per_byte[0]:.3f}x")
+            print(
+                f"\nlong series ({stages[-1]}, {months} vs {args.long_series} months, {area} x {area} px): "
+                f"wall {walls[0]:.1f} s vs {walls[-1]:.1f} s; peak RSS of the largest process "
+                f"{peak_rss[0] / 2**20:.0f} vs {peak_rss[-1] / 2**20:.0f} MiB = {peak_rss[-1] / peak_rss[0]:.2f}x; "
+                f"seconds per output byte {per_byte[-1] / per_byte[0]:.3f}x"
+            )
         if args.linearity:
-            print(f"\nlinearity ({stages[-1]}, seconds per output byte relative to 1x): "
-                  f"4x area {per_byte[1] / per_byte[0]:.3f}, 2x months {per_byte[2] / per_byte[0]:.3f}")
+            print(
+                f"\nlinearity ({stages[-1]}, seconds per output byte relative to 1x): "
+                f"4x area {per_byte[1] / per_byte[0]:.3f}, 2x months {per_byte[2] / per_byte[0]:.3f}"
+            )
 
 
 def _level_seconds(job: tuple[str, int]) -> list[tuple[int, int, float]]:
@@ -604,8 +723,10 @@ def level_table(case: Case, work_dir: Path, levels: list[int], cores: int) -> No
     """GZIP levels on the raw bytes of one fused run's outputs: speed per core and size, zlib and ISA-L."""
     runs = run_case(dataclasses.replace(case, gzip_level=1), ["fused"], 1, work_dir, cores, keep=True)
     files = runs["fused"][0].files
-    print("| level | zlib MB/s per core | zlib size / raw | writer's deflate | MB/s per core | size / raw |\n"
-          "|---|---|---|---|---|---|")
+    print(
+        "| level | zlib MB/s per core | zlib size / raw | writer's deflate | MB/s per core | size / raw |\n"
+        "|---|---|---|---|---|---|"
+    )
     for level in levels:
         with multiprocessing.get_context("spawn").Pool(cores) as pool:
             results = pool.map(_level_seconds, [(str(f), level) for f in files], chunksize=1)

@@ -37,9 +37,11 @@ class DaskCluster:
     def stats(self) -> dict[str, tuple[int, int]]:
         """Per worker: (tasks executed, bytes sent to other workers), since the worker started."""
         from distributed import Client
+
         with Client(self.address, timeout=30) as client:
-            return client.run(lambda dask_worker: (dask_worker.state.executed_count,
-                                                   dask_worker.transfer_outgoing_bytes_total))
+            return client.run(
+                lambda dask_worker: (dask_worker.state.executed_count, dask_worker.transfer_outgoing_bytes_total)
+            )
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str, log: str, seconds: float = 60) -> None:
@@ -61,21 +63,56 @@ def dask_cluster(workdir: str, workers: int = 2, env: dict[str, str] | None = No
     try:
         log = os.path.join(workdir, "scheduler.log")
         with open(log, "w") as out:
-            processes.append(subprocess.Popen(
-                [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address", ":0",
-                 "--scheduler-file", scheduler_file], cwd=workdir, env=base, stdout=out, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "scheduler",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        "0",
+                        "--dashboard-address",
+                        ":0",
+                        "--scheduler-file",
+                        scheduler_file,
+                    ],
+                    cwd=workdir,
+                    env=base,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         _wait_for(lambda: os.path.exists(scheduler_file), processes[0], "dask scheduler", log)
         with open(scheduler_file) as f:
             address = json.load(f)["address"]
         for n in range(workers):
             log = os.path.join(workdir, f"worker{n}.log")
             with open(log, "w") as out:
-                processes.append(subprocess.Popen(
-                    [DASK, "worker", address, "--nthreads", "1", "--dashboard-address", ":0", "--name", f"w{n}",
-                     "--local-directory", os.path.join(workdir, f"worker{n}")],
-                    cwd=workdir, env=dict(base, **(env or {})), stdout=out, stderr=subprocess.STDOUT))
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            DASK,
+                            "worker",
+                            address,
+                            "--nthreads",
+                            "1",
+                            "--dashboard-address",
+                            ":0",
+                            "--name",
+                            f"w{n}",
+                            "--local-directory",
+                            os.path.join(workdir, f"worker{n}"),
+                        ],
+                        cwd=workdir,
+                        env=dict(base, **(env or {})),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         cluster = DaskCluster(address)
         from distributed import Client
+
         with Client(address, timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
         yield cluster

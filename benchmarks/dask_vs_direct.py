@@ -48,17 +48,24 @@ def main(argv=None):
     walls: dict[str, list[float]] = {"direct": [], "dask": []}
     shuffled, digests = [], {}
     with dask_cluster(str(work_dir / "dask"), workers=2) as cluster:
-        dask_args = cluster.flags + ["--gzip_level", str(case.gzip_level)] + (
-            ["--dask_npartitions", str(args.dask_npartitions)] if args.dask_npartitions else [])
+        dask_args = (
+            cluster.flags
+            + ["--gzip_level", str(case.gzip_level)]
+            + (["--dask_npartitions", str(args.dask_npartitions)] if args.dask_npartitions else [])
+        )
         for n in range(args.repeat):
-            for name in (("direct", "dask") if n % 2 == 0 else ("dask", "direct")):
+            for name in ("direct", "dask") if n % 2 == 0 else ("dask", "direct"):
                 out = work_dir / "out" / f"dask-vs-direct-{name}"
                 subprocess.run(["rm", "-rf", str(out)], check=True)
                 runner = case.runner_args() if name == "direct" else dask_args
                 before = cluster.stats()
-                run = run_stage("fused", runner + pipeline_args + ["--stack_output", str(out / "stack"),
-                                                                   "--window_output", str(out / "windows")],
-                                [out / "stack", out / "windows"])
+                run = run_stage(
+                    "fused",
+                    runner
+                    + pipeline_args
+                    + ["--stack_output", str(out / "stack"), "--window_output", str(out / "windows")],
+                    [out / "stack", out / "windows"],
+                )
                 walls[name].append(run.wall)
                 line = f"  run {n + 1} {name}: {run.wall:.1f} s, {run.compressed / 1e6:.0f} MB written"
                 if name == "dask":
@@ -70,11 +77,13 @@ def main(argv=None):
                 print(line, flush=True)
                 digests[name] = tree_digest(out)
     direct, dask = statistics.median(walls["direct"]), statistics.median(walls["dask"])
-    print(f"fused {args.preset} ({args.kind}), medians of {args.repeat}: DirectRunner 2 workers {direct:.1f} s, "
-          f"DaskRunner 2 workers {dask:.1f} s, wall-time ratio Dask/Direct {dask / direct:.2f}; "
-          f"bytes shuffled between Dask workers {statistics.median(shuffled) / 1e6:.1f} MB; "
-          f"outputs identical: {'yes' if digests['direct'] == digests['dask'] else 'NO'}; "
-          f"load at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"fused {args.preset} ({args.kind}), medians of {args.repeat}: DirectRunner 2 workers {direct:.1f} s, "
+        f"DaskRunner 2 workers {dask:.1f} s, wall-time ratio Dask/Direct {dask / direct:.2f}; "
+        f"bytes shuffled between Dask workers {statistics.median(shuffled) / 1e6:.1f} MB; "
+        f"outputs identical: {'yes' if digests['direct'] == digests['dask'] else 'NO'}; "
+        f"load at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

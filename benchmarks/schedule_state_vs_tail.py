@@ -39,9 +39,27 @@ from rsdt_beam.sample import SAMPLE
 from rsdt_beam.schedule.manifest import list_runs
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 
-FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--delta_step", "10d", "--tile_size",
-         "32", "--deadzone", "2", "--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "inference",
-         "--no_progress"]
+FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+    "--Delta",
+    "60d",
+    "--omega",
+    "3",
+    "--Omega",
+    "6",
+    "--mode",
+    "inference",
+    "--no_progress",
+]
 
 
 def build_store(root: str, scale: int) -> list[float]:
@@ -57,8 +75,15 @@ def build_store(root: str, scale: int) -> list[float]:
         write_grid(root, grid)
         for k, t in enumerate(times):
             if not os.path.exists(os.path.join(root, "optical", time_name(t) + ".tif")):
-                write_observation(root, grid, np.tile(ndvi[k], (scale, scale, 1)),
-                                  np.tile(valid[k], (scale, scale)), "optical", t, ["NDVI"])
+                write_observation(
+                    root,
+                    grid,
+                    np.tile(ndvi[k], (scale, scale, 1)),
+                    np.tile(valid[k], (scale, scale)),
+                    "optical",
+                    t,
+                    ["NDVI"],
+                )
     return sorted(set(times))
 
 
@@ -111,26 +136,31 @@ def main(argv):
     shutil.copy(os.path.join(store, "grid.json"), tail_store)
     tail_times = [t for t in times if tail_start <= t < end]
     for t in tail_times:
-        os.link(os.path.join(store, "optical", time_name(t) + ".tif"),
-                os.path.join(tail_store, "optical", time_name(t) + ".tif"))
+        os.link(
+            os.path.join(store, "optical", time_name(t) + ".tif"),
+            os.path.join(tail_store, "optical", time_name(t) + ".tif"),
+        )
     tail_flags = ["--observations", tail_store, "--starttime", time_name(tail_start), "--endtime", args.end, *FLAGS]
     whole_flags = ["--observations", store, "--starttime", first.start, "--endtime", args.end, *FLAGS]
     out = {name: os.path.join(args.work_dir, f"{name}_out") for name in ("tail", "whole")}
     tail = timed(lambda: execute(RUN, tail_flags + ["--window_output", f"{out['tail']}/windows"]), args.repeat)
-    whole = timed(lambda: execute(RUN, whole_flags + ["--window_output", f"{out['whole']}/windows"]),
-                  args.repeat)
+    whole = timed(lambda: execute(RUN, whole_flags + ["--window_output", f"{out['whole']}/windows"]), args.repeat)
     timed(lambda: execute(STACK, tail_flags + ["--stack_output", f"{out['tail']}/stack"]), 1)
     timed(lambda: execute(STACK, whole_flags + ["--stack_output", f"{out['whole']}/stack"]), 1)
     wrong = tail_values_wrong(f"{out['tail']}/stack", f"{out['whole']}/stack")
     history = [t for t in times if t < end]
-    print(f"store: {len(times)} observations of {args.scale * 101} x {args.scale * 100} px (NDVI, the bundled "
-          f"sample tiled {args.scale} x {args.scale}); run [{measured.start}, {measured.end}); "
-          f"{len(carry['times'])} frames carried per tile; median of {args.repeat}")
+    print(
+        f"store: {len(times)} observations of {args.scale * 101} x {args.scale * 100} px (NDVI, the bundled "
+        f"sample tiled {args.scale} x {args.scale}); run [{measured.start}, {measured.end}); "
+        f"{len(carry['times'])} frames carried per tile; median of {args.repeat}"
+    )
     print("| approach | observations read | wall s |")
     print("|---|---|---|")
     print(f"| carry state (as built) | {measured.inputs['observations']} + carried frames | {state:.2f} |")
-    print(f"| recompute the tail (no fill seed: lower bound; {100 * wrong:.1f} % of its frame values wrong) "
-          f"| {len(tail_times)} | {tail:.2f} |")
+    print(
+        f"| recompute the tail (no fill seed: lower bound; {100 * wrong:.1f} % of its frame values wrong) "
+        f"| {len(tail_times)} | {tail:.2f} |"
+    )
     print(f"| recompute everything since {first.start[:10]} | {len(history)} | {whole:.2f} |")
 
 

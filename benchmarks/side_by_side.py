@@ -52,22 +52,35 @@ def main(argv=None):
             before = _cpu_seconds()
             # Trees from before the rsdt_beam.pipelines entry points have pipelines/run.py.
             module = None if (tree / "rsdt_beam" / "pipelines").is_dir() else "pipelines.run"
-            run = bench.run_stage("fused", case.runner_args() + case.stack_args(folder) + case.window_args()
-                                  + ["--stack_output", str(stack_dir), "--window_output", str(window_dir)],
-                                  [stack_dir, window_dir], module)
+            run = bench.run_stage(
+                "fused",
+                case.runner_args()
+                + case.stack_args(folder)
+                + case.window_args()
+                + ["--stack_output", str(stack_dir), "--window_output", str(window_dir)],
+                [stack_dir, window_dir],
+                module,
+            )
             cpu = _cpu_seconds() - before
             peak = max(run.launcher_rss, run.worker_rss)
             results[text].append((run.wall, cpu, peak, run.compressed))
-            print(f"{text} run {n}: wall {run.wall:.1f} s, CPU {cpu:.1f} s, peak RSS {peak / 2**20:.0f} MiB, "
-                  f"{run.compressed / 1e9:.2f} GB", flush=True)
+            print(
+                f"{text} run {n}: wall {run.wall:.1f} s, CPU {cpu:.1f} s, peak RSS {peak / 2**20:.0f} MiB, "
+                f"{run.compressed / 1e9:.2f} GB",
+                flush=True,
+            )
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    print("\n| variant | wall s (median) | CPU s | peak RSS MiB (max) | GB | wall s/GB | CPU s/GB |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        "\n| variant | wall s (median) | CPU s | peak RSS MiB (max) | GB | wall s/GB | CPU s/GB |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for text, runs in results.items():
         wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
         gigabytes = runs[0][3] / 1e9
-        print(f"| {text} | {wall:.1f} | {cpu:.1f} | {max(r[2] for r in runs) / 2**20:.0f} | {gigabytes:.2f} "
-              f"| {wall / gigabytes:.2f} | {cpu / gigabytes:.2f} |")
+        print(
+            f"| {text} | {wall:.1f} | {cpu:.1f} | {max(r[2] for r in runs) / 2**20:.0f} | {gigabytes:.2f} "
+            f"| {wall / gigabytes:.2f} | {cpu / gigabytes:.2f} |"
+        )
 
 
 if __name__ == "__main__":

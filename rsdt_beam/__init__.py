@@ -25,8 +25,17 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "rsdt_beam.specs": ("AreaSpec", "ConvertSpec", "FetchSpec", "InputsSpec", "StackSpec", "WindowSpec",
-                        "OutputSpec", "InferenceSpec", "ScheduleSpec"),
+    "rsdt_beam.specs": (
+        "AreaSpec",
+        "ConvertSpec",
+        "FetchSpec",
+        "InputsSpec",
+        "StackSpec",
+        "WindowSpec",
+        "OutputSpec",
+        "InferenceSpec",
+        "ScheduleSpec",
+    ),
     "rsdt_beam.grid": ("Grid", "TileLayout", "PixelWindow", "work_items"),
     "rsdt_beam.common.modalities": ("BandCounts", "MODALITIES"),
     "rsdt_beam.common.observations": ("ObservationRef", "Rejection"),
@@ -41,12 +50,17 @@ _EXPORTS = {
     "rsdt_beam.stack.transforms": ("Stack", "FinishStacks", "WriteStacks"),
     "rsdt_beam.stack.files": ("read_tile_stack", "StackFile"),
     "rsdt_beam.window.transforms": ("ReadTileStacks", "WindowOutput", "WriteWindows"),
-    "rsdt_beam.inference": ("KerasWindowModelHandler", "InferMaps", "PredictWindows", "ReadInferenceWindows",
-                            "WriteMaps", "MapOutput"),
+    "rsdt_beam.inference": (
+        "KerasWindowModelHandler",
+        "InferMaps",
+        "PredictWindows",
+        "ReadInferenceWindows",
+        "WriteMaps",
+        "MapOutput",
+    ),
     "rsdt_beam.datasets": ("training_dataset", "inference_dataset", "online_dataset", "OnlineWindows"),
     "rsdt_beam.numpy_reader": ("read_windows", "training_pairs", "online_windows"),
-    "rsdt_beam.builders": ("build_stack", "build_window", "build_fused", "build_convert", "build_fetch",
-                           "build_infer"),
+    "rsdt_beam.builders": ("build_stack", "build_window", "build_fused", "build_convert", "build_fetch", "build_infer"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -145,8 +145,9 @@ def _target_crs(aoi: AreaOfInterest, crs: str | None) -> str:
     return utm_crs(centre.x, centre.y)
 
 
-def grid_for_aoi(aoi: AreaOfInterest, resolution: float, crs: str | None = None,
-                 anchor: tuple[float, float] = (0.0, 0.0)) -> Grid:
+def grid_for_aoi(
+    aoi: AreaOfInterest, resolution: float, crs: str | None = None, anchor: tuple[float, float] = (0.0, 0.0)
+) -> Grid:
     """A north-up grid of square `resolution` pixels covering the AOI bounds.
 
     `crs`: None = the AOI's CRS if projected, else the local UTM zone;
@@ -176,8 +177,12 @@ def anchor_of(transform: tuple[float, ...], resolution: float) -> tuple[float, f
 def mask_for_grid(aoi: AreaOfInterest, grid: Grid) -> np.ndarray:
     """bool `[height, width]`: pixels whose centre lies inside the AOI (rasterio's default rule)."""
     geometry = aoi.to_crs(grid.crs).geometry
-    return geometry_mask([shapely.geometry.mapping(geometry)], out_shape=(grid.height, grid.width),
-                         transform=rasterio.Affine(*grid.transform), invert=True)
+    return geometry_mask(
+        [shapely.geometry.mapping(geometry)],
+        out_shape=(grid.height, grid.width),
+        transform=rasterio.Affine(*grid.transform),
+        invert=True,
+    )
 
 
 def area_of(spec: AreaSpec, anchor: tuple[float, float] = (0.0, 0.0)) -> tuple[AreaOfInterest, Grid]:

@@ -42,8 +42,8 @@ from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
-from rsdt_beam.stack.plan import StackPlan
 from rsdt_beam.stack.files import temporary_stack_dir
+from rsdt_beam.stack.plan import StackPlan
 from rsdt_beam.stack.transforms import FinishStacks, Stack, stack_folder
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
 from rsdt_beam.window.sampling import parse_sample
@@ -53,14 +53,26 @@ from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindo
 def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, list, list[Rejection], str]:
     """Lists the Stage 2 inputs: (plan, observation refs, rejections at listing, a summary line)."""
     observations = discover_observations(inputs, stack.params.endtime)
-    plan = StackPlan.create(stack, observations.grid, observations.bands,
-                            modalities=[ref.modality for ref in observations.refs],
-                            band_description=observations.band_description)
+    plan = StackPlan.create(
+        stack,
+        observations.grid,
+        observations.bands,
+        modalities=[ref.modality for ref in observations.refs],
+        band_description=observations.band_description,
+    )
     return plan, observations.refs, observations.rejected, f"{observations.summary()}; {plan.describe()}"
 
 
-def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window: WindowSpec | None,
-                       output: OutputSpec, listed_rejections=(), source_rejected=()) -> None:
+def add_stages_2_and_3(
+    pipeline,
+    plan: StackPlan,
+    refs,
+    stack: StackSpec,
+    window: WindowSpec | None,
+    output: OutputSpec,
+    listed_rejections=(),
+    source_rejected=(),
+) -> None:
     """Stage 2 over `refs` (a PCollection of ObservationRef) and its sinks: stacks to `stack.output`,
     windows of the selected tiles to `window.output`, the rejected list beside the last output (whose
     metadata.json waits for it)."""
@@ -68,28 +80,48 @@ def add_stages_2_and_3(pipeline, plan: StackPlan, refs, stack: StackSpec, window
     set_total("tiles_stacked", plan.tile_count(selector))
     stack_metadata = dict(plan.metadata, **({RECORD_OBSERVED_KEY: True} if output.record_observed else {}))
     # Without --stack_output the frames still go through files, inside the window folder, removed at the end.
-    folder = (stack_folder(stack.output, stack_metadata, output.gzip_level) if stack.output else
-              stack_folder(temporary_stack_dir(window.output), stack_metadata, output.gzip_level,
-                           "--window_output's temporary stacks"))
+    folder = (
+        stack_folder(stack.output, stack_metadata, output.gzip_level)
+        if stack.output
+        else stack_folder(
+            temporary_stack_dir(window.output), stack_metadata, output.gzip_level, "--window_output's temporary stacks"
+        )
+    )
     stacked = refs | "Stage 2" >> Stack(plan, folder, output.gzip_level, output.record_observed, selector=selector)
     stacks = stacked.stacks
     rejected_dir = window.output if window is not None else stack.output
-    rejected = ((*source_rejected, *stacked.rejected)
-                | "Rejected observations" >> WriteRejections(rejected_dir, listed_rejections))
+    rejected = (*source_rejected, *stacked.rejected) | "Rejected observations" >> WriteRejections(
+        rejected_dir, listed_rejections
+    )
     if stack.output:
-        (stacks
-         | "Stacked tiles" >> beam.Map(lambda stack_file: stack_file.tile)
-         | "Finish stacks" >> FinishStacks(folder, stack_metadata, stacked.written, stacked.stats,
-                                           wait_for=() if window is not None else (rejected,)))
+        (
+            stacks
+            | "Stacked tiles" >> beam.Map(lambda stack_file: stack_file.tile)
+            | "Finish stacks"
+            >> FinishStacks(
+                folder,
+                stack_metadata,
+                stacked.written,
+                stacked.stats,
+                wait_for=() if window is not None else (rejected,),
+            )
+        )
         if window is not None:
             stacks = stacks | "Selected tiles" >> beam.Filter(lambda tile_stack: window.selects(*tile_stack.tile))
     if window is not None:
         set_total("tiles_windowed", plan.tile_count(window.selects))
-        (stacks
-         | "One work item per tile" >> beam.Reshuffle()
-         | "Write windows" >> WriteWindows(
-             WindowOutput(window, output.gzip_level, record_observed=output.record_observed), plan.metadata,
-             wait_for=(rejected,), stats=stacked.stats, temporary_stacks=None if stack.output else folder.path))
+        (
+            stacks
+            | "One work item per tile" >> beam.Reshuffle()
+            | "Write windows"
+            >> WriteWindows(
+                WindowOutput(window, output.gzip_level, record_observed=output.record_observed),
+                plan.metadata,
+                wait_for=(rejected,),
+                stats=stacked.stats,
+                temporary_stacks=None if stack.output else folder.path,
+            )
+        )
 
 
 def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
@@ -104,13 +136,17 @@ def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
     """Stage 3 alone: `window.stack_dir` (rsdt_beam's or rsdtlib's stacks) -> `window.output`."""
     read = ReadTileStacks(window.stack_dir, window.selects)
     if output.record_observed and not read.metadata.get(RECORD_OBSERVED_KEY):
-        raise UserError(f"--record_observed: the stacks in {window.stack_dir} carry no observed mask; write them "
-                        f"with --record_observed (Stage 2)")
+        raise UserError(
+            f"--record_observed: the stacks in {window.stack_dir} carry no observed mask; write them "
+            f"with --record_observed (Stage 2)"
+        )
     set_total("tiles_windowed", len(read.tiles))
-    (pipeline
-     | "Read stacks" >> read
-     | "Write windows" >> WriteWindows(WindowOutput(window, output.gzip_level, record_observed=output.record_observed),
-                                      read.metadata))
+    (
+        pipeline
+        | "Read stacks" >> read
+        | "Write windows"
+        >> WriteWindows(WindowOutput(window, output.gzip_level, record_observed=output.record_observed), read.metadata)
+    )
     return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {window.output}"]
 
 
@@ -122,8 +158,14 @@ def build_fused(pipeline, inputs: InputsSpec, stack: StackSpec, window: WindowSp
     return [summary]
 
 
-def build_convert(pipeline, area: AreaSpec, convert: ConvertSpec, stack: StackSpec | None,
-                  window: WindowSpec | None, output: OutputSpec) -> list[str]:
+def build_convert(
+    pipeline,
+    area: AreaSpec,
+    convert: ConvertSpec,
+    stack: StackSpec | None,
+    window: WindowSpec | None,
+    output: OutputSpec,
+) -> list[str]:
     """Convert into the store; with `window` fused on through Stages 2 and 3.
 
     Fused, Stage 2 stacks the refs of the store's observations for this run (new and already
@@ -140,8 +182,9 @@ def build_convert(pipeline, area: AreaSpec, convert: ConvertSpec, stack: StackSp
     return [*lines, stack_plan.describe()]
 
 
-def build_fetch(pipeline, plan: FetchPlan, stack: StackSpec, window: WindowSpec | None,
-                output: OutputSpec) -> list[str]:
+def build_fetch(
+    pipeline, plan: FetchPlan, stack: StackSpec, window: WindowSpec | None, output: OutputSpec
+) -> list[str]:
     """Fetch into the store; with `window` also Stages 2 and 3 on the fetched observations."""
     fetched = pipeline | "Fetch" >> FetchObservations(plan)
     store_writes = (fetched["grid"], fetched["bands"], fetched["observations"], fetched[FETCH_REJECTED])
@@ -151,55 +194,78 @@ def build_fetch(pipeline, plan: FetchPlan, stack: StackSpec, window: WindowSpec 
         return [plan.describe()]
     store_writes | "Finish store" >> FinishFolder(plan.folder)
     stack_plan = StackPlan.create(stack, plan.grid, plan.bands, band_description=plan.band_description())
-    add_stages_2_and_3(pipeline, stack_plan, fetched["observations"], stack, window, output,
-                       source_rejected=[fetched[FETCH_REJECTED]])
+    add_stages_2_and_3(
+        pipeline, stack_plan, fetched["observations"], stack, window, output, source_rejected=[fetched[FETCH_REJECTED]]
+    )
     return [plan.describe(), stack_plan.describe()]
 
 
-def build_infer(pipeline, inference: InferenceSpec, window: WindowSpec, inputs: InputsSpec | None,
-                stack: StackSpec | None) -> list[str]:
+def build_infer(
+    pipeline, inference: InferenceSpec, window: WindowSpec, inputs: InputsSpec | None, stack: StackSpec | None
+) -> list[str]:
     """Model -> maps: offline over `inference.windows`, online from `window.stack_dir`, or online from
     Stage 2 inputs (stacks built in the pipeline, not written)."""
     grid = Grid.from_json(fs.read_json(inference.map_grid)) if inference.map_grid else None
     identity = dict(window.identity)
-    choices = (("model", inference.model), ("model_fn", inference.model_fn_name), ("frames", inference.frames),
-               ("pad_value", inference.pad_value), ("tiles", identity.get("tiles")),
-               ("sample", parse_sample(window.sample).spec))
+    choices = (
+        ("model", inference.model),
+        ("model_fn", inference.model_fn_name),
+        ("frames", inference.frames),
+        ("pad_value", inference.pad_value),
+        ("tiles", identity.get("tiles")),
+        ("sample", parse_sample(window.sample).spec),
+    )
     if inference.windows:
         metadata = window_metadata(inference.windows)
         maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
-        (pipeline
-         | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
-         | "Predict" >> PredictWindows(handler)
-         | "Maps" >> WriteMaps(maps))
+        (
+            pipeline
+            | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
+            | "Predict" >> PredictWindows(handler)
+            | "Maps" >> WriteMaps(maps)
+        )
         return [f"windows of {inference.windows} -> {inference.map_output}"]
     params = window.params
-    choices += (("Delta", params.delta_size), ("window_stride", params.window_stride), ("omega", params.omega),
-                ("Omega", params.Omega), ("triple", params.triple), ("window_filter", identity.get("window_filter")))
+    choices += (
+        ("Delta", params.delta_size),
+        ("window_stride", params.window_stride),
+        ("omega", params.omega),
+        ("Omega", params.Omega),
+        ("triple", params.triple),
+        ("window_filter", identity.get("window_filter")),
+    )
     if window.stack_dir:
         read = ReadTileStacks(window.stack_dir, window.selects)
         maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
-        (pipeline
-         | "Read stacks" >> read
-         | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample))
+        (
+            pipeline
+            | "Read stacks" >> read
+            | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample)
+        )
         return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
     stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
-    maps = MapOutput(inference.map_output, plan.grid, plan.layout, inference.trim_map_edges,
-                     choices=choices + stack_times)
+    maps = MapOutput(
+        inference.map_output, plan.grid, plan.layout, inference.trim_map_edges, choices=choices + stack_times
+    )
     handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
-    folder = stack_folder(temporary_stack_dir(inference.map_output), plan.metadata, DEFAULT_GZIP_LEVEL,
-                          "--map_output's temporary stacks")
-    stacked = (pipeline
-               | "Observations" >> beam.Create(refs)
-               | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects))
+    folder = stack_folder(
+        temporary_stack_dir(inference.map_output), plan.metadata, DEFAULT_GZIP_LEVEL, "--map_output's temporary stacks"
+    )
+    stacked = (
+        pipeline
+        | "Observations" >> beam.Create(refs)
+        | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects)
+    )
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
-    (stacked.stacks
-     | "One work item per tile" >> beam.Reshuffle()
-     | "Infer maps" >> InferMaps(window.params, handler, maps, window.window_filter, window.sample,
-                                 wait_for=[listed])
-     | "Maps done" >> beam.combiners.Count.Globally()
-     | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path)))
+    (
+        stacked.stacks
+        | "One work item per tile" >> beam.Reshuffle()
+        | "Infer maps"
+        >> InferMaps(window.params, handler, maps, window.window_filter, window.sample, wait_for=[listed])
+        | "Maps done" >> beam.combiners.Count.Globally()
+        | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path))
+    )
     return [summary]

@@ -67,11 +67,21 @@ def _frame_mask(tensor, frames: int | None):
     return tf.range(count if frames is None else frames) < count
 
 
-def training_dataset(source: str | Sequence[str], *, batch_size: int | None = None,
-                     shuffle_buffer: int = 1024, seed: int | None = None, frames: int | None = None,
-                     pad_value: float = DEFAULT_PAD_VALUE, cycle_length: int = 4, repeat: bool = False,
-                     drop_remainder: bool = False, masks: bool = False, normalize: bool = False,
-                     observed: bool = False):
+def training_dataset(
+    source: str | Sequence[str],
+    *,
+    batch_size: int | None = None,
+    shuffle_buffer: int = 1024,
+    seed: int | None = None,
+    frames: int | None = None,
+    pad_value: float = DEFAULT_PAD_VALUE,
+    cycle_length: int = 4,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    masks: bool = False,
+    normalize: bool = False,
+    observed: bool = False,
+):
     """`(feature, label)` pairs of training windows with static shapes, shuffled across files.
 
     `source` is a Stage 3 folder (per-tile files or shards), a glob or a
@@ -93,8 +103,7 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     files = window_files(source)
     first = _first_record(files)
     if first.label is None:
-        raise ValueError(f"{source}: windows have no Label; these are inference windows "
-                         f"(use inference_dataset)")
+        raise ValueError(f"{source}: windows have no Label; these are inference windows (use inference_dataset)")
     timed = first.feature.ndim == 4
     metadata = source_metadata(source, files)
     frames = resolve_frames(frames, metadata.get("Omega"), str(source)) if timed else None
@@ -119,17 +128,21 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
         inputs = {"Feature": padded, "frame_mask": _frame_mask(feature, frames) if timed else tf.ones([1], tf.bool)}
         if observed:
             seen = tf.cast(tf.io.parse_tensor(parsed[OBSERVED], tf.uint8), tf.bool)
-            inputs["observed_mask"] = tf.ensure_shape(_pad_time(seen, frames, False, "Observed"),
-                                                      (frames, *first.observed.shape[1:]))
+            inputs["observed_mask"] = tf.ensure_shape(
+                _pad_time(seen, frames, False, "Observed"), (frames, *first.observed.shape[1:])
+            )
         return inputs, label
 
     deterministic = seed is not None or shuffle_buffer == 0
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_buffer:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
-                                 cycle_length=max(1, min(cycle_length, len(files))),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        cycle_length=max(1, min(cycle_length, len(files))),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -143,8 +156,13 @@ def training_dataset(source: str | Sequence[str], *, batch_size: int | None = No
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None = None,
-                      frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, observed: bool = False):
+def inference_dataset(
+    source: str | Sequence[str],
+    tile: tuple[int, int] | None = None,
+    frames: int | None = None,
+    pad_value: float = DEFAULT_PAD_VALUE,
+    observed: bool = False,
+):
     """Inference windows of one tile (or all, tile by tile) in time order, as dicts.
 
     Each element: `Feature` `[frames, ty, tx, bands]` and `Timestamps`
@@ -160,15 +178,21 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
     files = window_files(source)
     first = _first_record(files)
     if first.tile is None:
-        raise ValueError(f"{source}: records carry no tile/window_id (written by rsdtlib?); read them with "
-                         f"tf.data.TFRecordDataset or use OnlineWindows on the stack")
+        raise ValueError(
+            f"{source}: records carry no tile/window_id (written by rsdtlib?); read them with "
+            f"tf.data.TFRecordDataset or use OnlineWindows on the stack"
+        )
     frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
     feature_dtype = tf.as_dtype(first.feature.dtype)
-    signature = {"Feature": tf.TensorSpec((frames, *first.feature.shape[1:]), feature_dtype),
-                 "frame_mask": tf.TensorSpec([frames], tf.bool),
-                 "tile": tf.TensorSpec([2], tf.int64), "window_id": tf.TensorSpec([], tf.int64),
-                 "window_start": tf.TensorSpec([], tf.int64), "window_end": tf.TensorSpec([], tf.int64),
-                 "Timestamps": tf.TensorSpec([frames], tf.float64)}
+    signature = {
+        "Feature": tf.TensorSpec((frames, *first.feature.shape[1:]), feature_dtype),
+        "frame_mask": tf.TensorSpec([frames], tf.bool),
+        "tile": tf.TensorSpec([2], tf.int64),
+        "window_id": tf.TensorSpec([], tf.int64),
+        "window_start": tf.TensorSpec([], tf.int64),
+        "window_end": tf.TensorSpec([], tf.int64),
+        "Timestamps": tf.TensorSpec([frames], tf.float64),
+    }
     if observed:
         if first.observed is None:
             raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
@@ -176,17 +200,20 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
     per_tile = all(TILE_FILE.match(posixpath.basename(path)) for path in files)
     if not per_tile:
         return tf.data.Dataset.from_generator(
-            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), output_signature=signature)
+            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), output_signature=signature
+        )
     if tile is not None:
         files = [path for path in files if posixpath.basename(path) == tile_file_name(tile)]
         if not files:
             raise FileNotFoundError(f"{source}: no window file of tile {tuple(tile)}")
-    schema = {"Feature": tf.io.FixedLenFeature([], tf.string),
-              "tile": tf.io.FixedLenFeature([2], tf.int64),
-              "window_id": tf.io.FixedLenFeature([], tf.int64),
-              "window_start": tf.io.FixedLenFeature([], tf.int64),
-              "window_end": tf.io.FixedLenFeature([], tf.int64),
-              "Timestamps": tf.io.FixedLenFeature([], tf.string)}
+    schema = {
+        "Feature": tf.io.FixedLenFeature([], tf.string),
+        "tile": tf.io.FixedLenFeature([2], tf.int64),
+        "window_id": tf.io.FixedLenFeature([], tf.int64),
+        "window_start": tf.io.FixedLenFeature([], tf.int64),
+        "window_end": tf.io.FixedLenFeature([], tf.int64),
+        "Timestamps": tf.io.FixedLenFeature([], tf.string),
+    }
     if observed:
         schema[OBSERVED] = tf.io.FixedLenFeature([], tf.string)
 
@@ -194,23 +221,30 @@ def inference_dataset(source: str | Sequence[str], tile: tuple[int, int] | None 
         parsed = tf.io.parse_single_example(serialized, schema)
         feature = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
         times = tf.io.parse_tensor(parsed["Timestamps"], tf.float64)
-        parsed["Feature"] = tf.ensure_shape(_pad_time(feature, frames, pad_value, "Feature"),
-                                            signature["Feature"].shape)
-        parsed["Timestamps"] = tf.ensure_shape(_pad_time(times, frames, TIMESTAMP_PAD_VALUE, "Timestamps"),
-                                               [frames])
+        parsed["Feature"] = tf.ensure_shape(
+            _pad_time(feature, frames, pad_value, "Feature"), signature["Feature"].shape
+        )
+        parsed["Timestamps"] = tf.ensure_shape(_pad_time(times, frames, TIMESTAMP_PAD_VALUE, "Timestamps"), [frames])
         parsed["frame_mask"] = _frame_mask(feature, frames)
         if observed:
             seen = tf.cast(tf.io.parse_tensor(parsed.pop(OBSERVED), tf.uint8), tf.bool)
-            parsed["observed_mask"] = tf.ensure_shape(_pad_time(seen, frames, False, "Observed"),
-                                                      signature["observed_mask"].shape)
+            parsed["observed_mask"] = tf.ensure_shape(
+                _pad_time(seen, frames, False, "Observed"), signature["observed_mask"].shape
+            )
         return parsed
 
     return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse)
 
 
-def online_dataset(stack_dir: str, tile: tuple[int, int], params: WindowParams,
-                   win_filter: Callable | None = None, metadata: dict | None = None, frames: int | None = None,
-                   pad_value: float = DEFAULT_PAD_VALUE):
+def online_dataset(
+    stack_dir: str,
+    tile: tuple[int, int],
+    params: WindowParams,
+    win_filter: Callable | None = None,
+    metadata: dict | None = None,
+    frames: int | None = None,
+    pad_value: float = DEFAULT_PAD_VALUE,
+):
     """A tile's windows built on the fly from a Stage 2 stack (rsdtlib's `get_infer_dataset`).
 
     Elements are rsdtlib's: `(cur,)` for mono and `(prev, cur, next)` for
@@ -226,16 +260,22 @@ def online_dataset(stack_dir: str, tile: tuple[int, int], params: WindowParams,
     frames = resolve_frames(frames, params.Omega, stack_dir)
     ty, tx = int(metadata["tile_size_y"]), int(metadata["tile_size_x"])
     sar, opt = int(metadata["bands_sar"]), int(metadata["bands_opt"])
-    part = (tf.TensorSpec([frames], tf.float64), tf.TensorSpec([frames, ty, tx, sar], tf.float32),
-            tf.TensorSpec([frames, ty, tx, sar], tf.float32), tf.TensorSpec([frames, ty, tx, opt], tf.float32),
-            tf.TensorSpec([frames], tf.bool))
+    part = (
+        tf.TensorSpec([frames], tf.float64),
+        tf.TensorSpec([frames, ty, tx, sar], tf.float32),
+        tf.TensorSpec([frames, ty, tx, sar], tf.float32),
+        tf.TensorSpec([frames, ty, tx, opt], tf.float32),
+        tf.TensorSpec([frames], tf.bool),
+    )
     signature = (part, part, part) if params.triple else (part,)
 
     def padded(window_part) -> tuple:
         times, asc, dsc, opt_frames = window_part
-        return (pad_frames(times, frames, TIMESTAMP_PAD_VALUE), *(pad_frames(a, frames, pad_value)
-                                                                  for a in (asc, dsc, opt_frames)),
-                frame_mask(len(times), frames))
+        return (
+            pad_frames(times, frames, TIMESTAMP_PAD_VALUE),
+            *(pad_frames(a, frames, pad_value) for a in (asc, dsc, opt_frames)),
+            frame_mask(len(times), frames),
+        )
 
     def generate():
         for window in online_windows(stack_dir, tile, params, win_filter, metadata):
@@ -253,8 +293,9 @@ class OnlineWindows:
     (`frames`, default Omega, as `online_dataset`).
     """
 
-    def __init__(self, stack_dir: str, params: WindowParams, frames: int | None = None,
-                 pad_value: float = DEFAULT_PAD_VALUE):
+    def __init__(
+        self, stack_dir: str, params: WindowParams, frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE
+    ):
         self.stack_dir = stack_dir
         self.params = params
         self.frames = frames
@@ -276,5 +317,4 @@ class OnlineWindows:
         """The tile's windows as `online_dataset`; None when the tile has no stack file (as rsdtlib)."""
         if (int(tile[0]), int(tile[1])) not in set(list_tiles(self.stack_dir)):
             return None
-        return online_dataset(self.stack_dir, tile, self.params, win_filter, self.metadata, self.frames,
-                              self.pad_value)
+        return online_dataset(self.stack_dir, tile, self.params, win_filter, self.metadata, self.frames, self.pad_value)

@@ -40,13 +40,12 @@ def declared_requirements(extras: Sequence[str] = ()) -> list[Requirement]:
 
         with open(os.path.join(CHECKOUT, "pyproject.toml"), "rb") as f:
             project = tomllib.load(f)["project"]
-        texts = list(project["dependencies"]) + [f'{text}; extra == "{extra}"'
-                                                 for extra, group in project["optional-dependencies"].items()
-                                                 for text in group]
+        texts = list(project["dependencies"]) + [
+            f'{text}; extra == "{extra}"' for extra, group in project["optional-dependencies"].items() for text in group
+        ]
     wanted = []
     for requirement in map(Requirement, texts):
-        if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
-                                             for extra in ("", *extras)):
+        if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra}) for extra in ("", *extras)):
             requirement.marker = None
             wanted.append(requirement)
     return wanted
@@ -59,9 +58,10 @@ def pinned_requirements(extras: Sequence[str] = ()) -> list[str]:
         try:
             version = importlib.metadata.version(requirement.name)
         except importlib.metadata.PackageNotFoundError:
-            raise UserError(f"{requirement.name} ({requirement}) is not installed here; the workers get the "
-                            f"launcher's versions: install rsdt_beam{'[' + ','.join(extras) + ']' if extras else ''}"
-                            ) from None
+            raise UserError(
+                f"{requirement.name} ({requirement}) is not installed here; the workers get the "
+                f"launcher's versions: install rsdt_beam{'[' + ','.join(extras) + ']' if extras else ''}"
+            ) from None
         if not requirement.specifier.contains(version, prereleases=True):
             raise UserError(f"installed {requirement.name} {version} does not satisfy {requirement}")
         extra = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
@@ -95,8 +95,10 @@ def worker_flags(entry_point: str, beam_flags: Sequence[str], directory: str | N
     if _given(beam_flags, "setup_file") is None and _given(beam_flags, "extra_package") is None:
         setup_file = os.path.join(CHECKOUT, "setup.py")
         if not os.path.exists(setup_file):
-            raise UserError("rsdt_beam is installed without its sources, so its workers' package cannot be built "
-                            "here: give --extra_package dist/rsdt_beam-<version>.whl (`pip wheel --no-deps .` "
-                            "in a checkout) or --sdk_container_image (see the Dockerfile)")
+            raise UserError(
+                "rsdt_beam is installed without its sources, so its workers' package cannot be built "
+                "here: give --extra_package dist/rsdt_beam-<version>.whl (`pip wheel --no-deps .` "
+                "in a checkout) or --sdk_container_image (see the Dockerfile)"
+            )
         flags += ["--setup_file", setup_file]
     return flags

@@ -58,7 +58,7 @@ def list_children(root: str) -> list[str]:
     names = set()
     for match in FileSystems.match([prefix + "**"]):
         for meta in match.metadata_list:
-            names.add(meta.path[len(prefix):].split("/", 1)[0])
+            names.add(meta.path[len(prefix) :].split("/", 1)[0])
     return sorted(names)
 
 
@@ -66,11 +66,12 @@ def _gcs_children(prefix: str) -> list[str]:
     """One listing with delimiter "/": the objects and "folders" right under `prefix`, never the objects
     inside those folders (an EOPatch folder's files), so the cost grows with the folders, not the files."""
     from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path  # only for gs://
+
     bucket, path = parse_gcs_path(prefix, object_optional=True)
     client = GcsIO().client
     listing = client.list_blobs(client.bucket(bucket), prefix=path, delimiter="/")
-    names = {blob.name[len(path):] for blob in listing}  # iterating the pages also fills `prefixes`
-    names |= {folder[len(path):].rstrip("/") for folder in listing.prefixes}
+    names = {blob.name[len(path) :] for blob in listing}  # iterating the pages also fills `prefixes`
+    names |= {folder[len(path) :].rstrip("/") for folder in listing.prefixes}
     names.discard("")
     return sorted(names)
 
@@ -80,8 +81,9 @@ def glob(pattern: str) -> list[str]:
 
 
 def open_read(path: str, decompress: bool = False) -> BinaryIO:
-    return FileSystems.open(path, compression_type=CompressionTypes.AUTO if decompress
-                            else CompressionTypes.UNCOMPRESSED)
+    return FileSystems.open(
+        path, compression_type=CompressionTypes.AUTO if decompress else CompressionTypes.UNCOMPRESSED
+    )
 
 
 def read_bytes(path: str) -> bytes:
@@ -169,15 +171,16 @@ def list_files(root: str) -> list[str]:
             out += [os.path.relpath(os.path.join(folder, n), root).replace(os.sep, "/") for n in names]
         return sorted(out)
     prefix = root.rstrip("/") + "/"
-    return sorted(meta.path[len(prefix):] for match in FileSystems.match([prefix + "**"])
-                  for meta in match.metadata_list)
+    return sorted(
+        meta.path[len(prefix) :] for match in FileSystems.match([prefix + "**"]) for meta in match.metadata_list
+    )
 
 
 def delete_files(root: str, relative: list[str]) -> None:
     """Deletes files under `root` given relative to it (missing ones are no error)."""
     paths = [join(root, name) for name in relative]
     for start in range(0, len(paths), 1000):
-        batch = [path for path in paths[start:start + 1000] if is_remote(path) or os.path.lexists(path)]
+        batch = [path for path in paths[start : start + 1000] if is_remote(path) or os.path.lexists(path)]
         if batch:
             FileSystems.delete(batch)
 

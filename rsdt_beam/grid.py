@@ -52,10 +52,10 @@ class Grid:
         object.__setattr__(self, "transform", tuple(float(v) for v in self.transform))
 
     @classmethod
-    def from_bounds(cls, crs: str, left: float, bottom: float, right: float, top: float,
-                    height: int, width: int) -> Grid:
-        return cls(crs, ((right - left) / width, 0.0, left, 0.0, -(top - bottom) / height, top),
-                   height, width)
+    def from_bounds(
+        cls, crs: str, left: float, bottom: float, right: float, top: float, height: int, width: int
+    ) -> Grid:
+        return cls(crs, ((right - left) / width, 0.0, left, 0.0, -(top - bottom) / height, top), height, width)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -68,23 +68,29 @@ class Grid:
     def window_transform(self, window: PixelWindow) -> tuple[float, ...]:
         """The affine transform of a sub-window's top-left pixel."""
         a, b, c, d, e, f = self.transform
-        return (a, b, c + a * window.col_start + b * window.row_start,
-                d, e, f + d * window.col_start + e * window.row_start)
+        return (
+            a,
+            b,
+            c + a * window.col_start + b * window.row_start,
+            d,
+            e,
+            f + d * window.col_start + e * window.row_start,
+        )
 
     def matches(self, other: Grid, tolerance: float = 1e-6) -> bool:
         """Same shape, same CRS and the same transform up to `tolerance` of a pixel."""
         if (self.height, self.width) != (other.height, other.width) or self.crs != other.crs:
             return False
         pixel = max(abs(self.transform[0]), abs(self.transform[4]))
-        return all(math.isclose(u, v, rel_tol=0, abs_tol=tolerance * pixel)
-                   for u, v in zip(self.transform, other.transform))
+        return all(
+            math.isclose(u, v, rel_tol=0, abs_tol=tolerance * pixel) for u, v in zip(self.transform, other.transform)
+        )
 
     def describe(self) -> str:
         return f"{self.height} x {self.width} px, {self.crs}, transform {self.transform}"
 
     def to_json(self) -> dict:
-        return {"crs": self.crs, "transform": list(self.transform),
-                "height": self.height, "width": self.width}
+        return {"crs": self.crs, "transform": list(self.transform), "height": self.height, "width": self.width}
 
     @classmethod
     def from_json(cls, obj: dict | str) -> Grid:
@@ -117,12 +123,12 @@ class TileLayout:
         for name, tile in (("deadzone_y", self.tile_size_y), ("deadzone_x", self.tile_size_x)):
             dz = getattr(self, name)
             if dz < 0 or 2 * dz >= tile:
-                raise ValueError(
-                    f"{name}={dz} is too large: 2*deadzone must be smaller than the tile size {tile}")
+                raise ValueError(f"{name}={dz} is too large: 2*deadzone must be smaller than the tile size {tile}")
         if self.tile_size_y > self.height or self.tile_size_x > self.width:
             raise ValueError(
                 f"tile size {self.tile_size_y} x {self.tile_size_x} is larger than the area "
-                f"{self.height} x {self.width}")
+                f"{self.height} x {self.width}"
+            )
 
     @property
     def stride_y(self) -> int:
@@ -168,14 +174,20 @@ class TileLayout:
         chunks = []
         for j0 in range(0, self.num_tiles_y, per_y):
             for i0 in range(0, self.num_tiles_x, per_x):
-                chunks.append(ReadChunk(self, j0, min(j0 + per_y, self.num_tiles_y),
-                                        i0, min(i0 + per_x, self.num_tiles_x)))
+                chunks.append(
+                    ReadChunk(self, j0, min(j0 + per_y, self.num_tiles_y), i0, min(i0 + per_x, self.num_tiles_x))
+                )
         return chunks
 
     def to_metadata(self) -> dict:
-        return {"tile_size_y": self.tile_size_y, "tile_size_x": self.tile_size_x,
-                "deadzone_y": self.deadzone_y, "deadzone_x": self.deadzone_x,
-                "num_tiles_y": self.num_tiles_y, "num_tiles_x": self.num_tiles_x}
+        return {
+            "tile_size_y": self.tile_size_y,
+            "tile_size_x": self.tile_size_x,
+            "deadzone_y": self.deadzone_y,
+            "deadzone_x": self.deadzone_x,
+            "num_tiles_y": self.num_tiles_y,
+            "num_tiles_x": self.num_tiles_x,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +212,15 @@ class ReadChunk:
         for j in range(self.j_start, self.j_stop):
             for i in range(self.i_start, self.i_stop):
                 w = self.layout.tile_window(j, i)
-                yield (j, i), PixelWindow(w.row_start - origin.row_start, w.row_stop - origin.row_start,
-                                          w.col_start - origin.col_start, w.col_stop - origin.col_start)
+                yield (
+                    (j, i),
+                    PixelWindow(
+                        w.row_start - origin.row_start,
+                        w.row_stop - origin.row_start,
+                        w.col_start - origin.col_start,
+                        w.col_stop - origin.col_start,
+                    ),
+                )
 
     def __str__(self) -> str:
         return f"tiles j[{self.j_start}:{self.j_stop}] i[{self.i_start}:{self.i_stop}]"
@@ -220,13 +239,15 @@ class WorkItems:
         return self.read_chunks + self.tiles
 
     def describe(self) -> str:
-        return (f"{self.total} work items ({self.read_chunks} read chunks for Stage 2, "
-                f"{self.tiles} tiles for Stage 3)")
+        return f"{self.total} work items ({self.read_chunks} read chunks for Stage 2, {self.tiles} tiles for Stage 3)"
 
 
 def work_items(layout: TileLayout, chunk_size: int, selector: Callable[[int, int], bool] | None = None) -> WorkItems:
     """How many work items a run over `layout` has, with only the tiles `selector(j, i)` picks."""
     tiles = [tile for tile in layout.tiles() if selector is None or selector(*tile)]
-    chunks = [chunk for chunk in layout.chunks(chunk_size)
-              if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())]
+    chunks = [
+        chunk
+        for chunk in layout.chunks(chunk_size)
+        if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())
+    ]
     return WorkItems(len(chunks), len(tiles))

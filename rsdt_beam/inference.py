@@ -62,8 +62,12 @@ class WindowKey(NamedTuple):
         return MapKey(self.window_id, self.window_start, self.window_end)
 
 
-def window_inputs(stack: TileStack | StackFile, params: WindowParams, window_filter: Callable | None = None,
-                  sample: Sample | None = None) -> Iterator[tuple[WindowKey, np.ndarray]]:
+def window_inputs(
+    stack: TileStack | StackFile,
+    params: WindowParams,
+    window_filter: Callable | None = None,
+    sample: Sample | None = None,
+) -> Iterator[tuple[WindowKey, np.ndarray]]:
     """The model inputs of a tile: each kept window's current frames `[n, ty, tx, bands]` (copies: the
     windows are streamed from a bounded buffer of the tile's frames, and the model batches inputs)."""
     for window, frames, _ in window_pairs(streamed_windows(stack, params), win_filter=window_filter, sample=sample):
@@ -94,9 +98,17 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     tile (or centre) shape, so a wrong model fails at once, not at stitching.
     """
 
-    def __init__(self, model_uri: str | None = None, create_model_fn: Callable | None = None, *,
-                 frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, min_batch_size: int = 1,
-                 max_batch_size: int = 16, layout: TileLayout | None = None):
+    def __init__(
+        self,
+        model_uri: str | None = None,
+        create_model_fn: Callable | None = None,
+        *,
+        frames: int | None = None,
+        pad_value: float = DEFAULT_PAD_VALUE,
+        min_batch_size: int = 1,
+        max_batch_size: int = 16,
+        layout: TileLayout | None = None,
+    ):
         if model_uri is None and create_model_fn is None:
             raise ValueError("give a model file (model_uri) or a function that builds the model")
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
@@ -108,11 +120,18 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         self._checked = False
 
     @classmethod
-    def from_spec(cls, spec: InferenceSpec, layout: TileLayout | None = None,
-                  omega_max: int | None = None) -> KerasWindowModelHandler:
+    def from_spec(
+        cls, spec: InferenceSpec, layout: TileLayout | None = None, omega_max: int | None = None
+    ) -> KerasWindowModelHandler:
         """The handler of `--model/--model_fn`; `--frames` defaults to `omega_max` (the windows' Omega)."""
-        return cls(spec.model, spec.model_fn, frames=resolve_frames(spec.frames, omega_max, "--frames"),
-                   pad_value=spec.pad_value, max_batch_size=spec.batch_size, layout=layout)
+        return cls(
+            spec.model,
+            spec.model_fn,
+            frames=resolve_frames(spec.frames, omega_max, "--frames"),
+            pad_value=spec.pad_value,
+            max_batch_size=spec.batch_size,
+            layout=layout,
+        )
 
     def load_model(self):
         if self._create_model_fn is not None:
@@ -138,8 +157,11 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         return [PredictionResult(example, prediction, self._model_uri) for example, prediction in zip(batch, outputs)]
 
     def _frames_hint(self) -> str:
-        return (f"windows are padded to --frames {self._frames} (default: Omega; --frames 0 for no padding)"
-                if self._frames else "windows are not padded (--frames 0); --frames N pads them to N frames")
+        return (
+            f"windows are padded to --frames {self._frames} (default: Omega; --frames 0 for no padding)"
+            if self._frames
+            else "windows are not padded (--frames 0); --frames N pads them to N frames"
+        )
 
     def _call(self, model, stacked: np.ndarray, inference_args: dict | None) -> np.ndarray:
         """The model's predictions of one batch; the first batch's are checked against the tile shape."""
@@ -149,19 +171,27 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
             predicted = np.asarray(model(stacked, training=False, **(inference_args or {})))
         except Exception as error:
             expects = getattr(model, "input_shape", None)
-            raise UserError(f"the model fails on the first batch of windows {stacked.shape} [batch, frames, y, x, "
-                            f"bands]{f' (model input {expects})' if expects else ''}: {_first_line(error)}; "
-                            f"{self._frames_hint()}") from error
+            raise UserError(
+                f"the model fails on the first batch of windows {stacked.shape} [batch, frames, y, x, "
+                f"bands]{f' (model input {expects})' if expects else ''}: {_first_line(error)}; "
+                f"{self._frames_hint()}"
+            ) from error
         if self._layout is not None:
             full, centre = prediction_shapes(self._layout)
-            if predicted.ndim not in (3, 4) or len(predicted) != len(stacked) or \
-                    predicted.shape[1:3] not in (full, centre):
-                raise UserError(f"the model returns {predicted.shape} for windows {stacked.shape}; expected "
-                                f"[batch, {full[0]}, {full[1]}] or [batch, {full[0]}, {full[1]}, channels] (the "
-                                f"tile), or the centre [batch, {centre[0]}, {centre[1]}(, channels)]: change the "
-                                f"model, or --tile_size/--deadzone of the stacks; {self._frames_hint()}")
+            if (
+                predicted.ndim not in (3, 4)
+                or len(predicted) != len(stacked)
+                or predicted.shape[1:3] not in (full, centre)
+            ):
+                raise UserError(
+                    f"the model returns {predicted.shape} for windows {stacked.shape}; expected "
+                    f"[batch, {full[0]}, {full[1]}] or [batch, {full[0]}, {full[1]}, channels] (the "
+                    f"tile), or the centre [batch, {centre[0]}, {centre[1]}(, channels)]: change the "
+                    f"model, or --tile_size/--deadzone of the stacks; {self._frames_hint()}"
+                )
         self._checked = True
         return predicted
+
     def get_num_bytes(self, batch) -> int:
         return sum(np.asarray(x).nbytes for x in batch)
 
@@ -202,8 +232,10 @@ class ReadInferenceWindows(beam.PTransform):
         if first is None:
             raise ValueError(f"{window_dir}: no window records")
         if first.tile is None:
-            raise ValueError(f"{window_dir}: records carry no tile/window_id (written by rsdtlib?); "
-                             f"run inference online from the stack (--stack_dir) instead")
+            raise ValueError(
+                f"{window_dir}: records carry no tile/window_id (written by rsdtlib?); "
+                f"run inference online from the stack (--stack_dir) instead"
+            )
 
     def expand(self, pbegin):
         selector, sample = self._selector, self._sample or Sample()
@@ -211,16 +243,23 @@ class ReadInferenceWindows(beam.PTransform):
 
         def records(path):
             for record in read_window_file(path):
-                if (selector is None or selector(*record.tile)) and sample.keeps_id(record.tile, record.window_id) \
-                        and sample.keeps_pair(record.tile, record.window_id, record.feature, None):
+                if (
+                    (selector is None or selector(*record.tile))
+                    and sample.keeps_id(record.tile, record.window_id)
+                    and sample.keeps_pair(record.tile, record.window_id, record.feature, None)
+                ):
                     read.inc()
-                    yield (WindowKey(record.tile, record.window_id, record.window_start, record.window_end),
-                           record.feature)
+                    yield (
+                        WindowKey(record.tile, record.window_id, record.window_start, record.window_end),
+                        record.feature,
+                    )
 
-        return (pbegin
-                | "Window files" >> beam.Create(self._files)
-                | "Spread files" >> beam.Reshuffle()
-                | "Read windows" >> beam.FlatMap(records))
+        return (
+            pbegin
+            | "Window files" >> beam.Create(self._files)
+            | "Spread files" >> beam.Reshuffle()
+            | "Read windows" >> beam.FlatMap(records)
+        )
 
 
 class PredictWindows(beam.PTransform):
@@ -238,9 +277,11 @@ class PredictWindows(beam.PTransform):
             inferred.inc()
             return key, np.asarray(result.inference)
 
-        return (inputs
-                | "Run model" >> RunInference(KeyedModelHandler(self._handler))
-                | "Prediction" >> beam.Map(prediction))
+        return (
+            inputs
+            | "Run model" >> RunInference(KeyedModelHandler(self._handler))
+            | "Prediction" >> beam.Map(prediction)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,22 +298,37 @@ class MapOutput:
 
     def folder(self) -> OutputFolder:
         layout = self.layout
-        parameters = dict(grid=self.grid.to_json(), tile_size_y=layout.tile_size_y, tile_size_x=layout.tile_size_x,
-                          deadzone_y=layout.deadzone_y, deadzone_x=layout.deadzone_x, trim_map_edges=self.trim_edges,
-                          **dict(self.choices))
+        parameters = dict(
+            grid=self.grid.to_json(),
+            tile_size_y=layout.tile_size_y,
+            tile_size_x=layout.tile_size_x,
+            deadzone_y=layout.deadzone_y,
+            deadzone_x=layout.deadzone_x,
+            trim_map_edges=self.trim_edges,
+            **dict(self.choices),
+        )
         return OutputFolder(self.output_dir, "maps", "--map_output", parameters)
 
     @classmethod
-    def from_metadata(cls, output_dir: str, metadata: dict, grid: Grid | None = None,
-                      trim_edges: bool = False, choices: tuple = ()) -> MapOutput:
+    def from_metadata(
+        cls, output_dir: str, metadata: dict, grid: Grid | None = None, trim_edges: bool = False, choices: tuple = ()
+    ) -> MapOutput:
         """From Stage 2/3 metadata.json (tile size, deadzone, grid; `grid` overrides the latter)."""
         if grid is None:
             if "grid" not in metadata:
-                raise ValueError("metadata.json has no grid (rsdtlib's stacks carry none): give the grid "
-                                 "(--map_grid grid.json, e.g. the observation store's)")
+                raise ValueError(
+                    "metadata.json has no grid (rsdtlib's stacks carry none): give the grid "
+                    "(--map_grid grid.json, e.g. the observation store's)"
+                )
             grid = Grid.from_json(metadata["grid"])
-        layout = TileLayout(grid.height, grid.width, int(metadata["tile_size_y"]), int(metadata["tile_size_x"]),
-                            int(metadata.get("deadzone_y", 0)), int(metadata.get("deadzone_x", 0)))
+        layout = TileLayout(
+            grid.height,
+            grid.width,
+            int(metadata["tile_size_y"]),
+            int(metadata["tile_size_x"]),
+            int(metadata.get("deadzone_y", 0)),
+            int(metadata.get("deadzone_x", 0)),
+        )
         return cls(output_dir, grid, layout, trim_edges, choices=choices)
 
 
@@ -301,8 +357,10 @@ class WriteMaps(beam.PTransform):
             key = MapKey(window_id, start, end)
             tiles = dict(tile_predictions)
             array = stitch(output.layout, tiles, output.trim_edges, output.nodata)
-            path = folder.write_bytes(key.file_name, encode_geotiff(
-                array, output.grid, output.nodata, dict(key.tags(), RSDT_TILES=str(len(tiles)))))
+            path = folder.write_bytes(
+                key.file_name,
+                encode_geotiff(array, output.grid, output.nodata, dict(key.tags(), RSDT_TILES=str(len(tiles)))),
+            )
             written.inc()
             return (window_id, iso_time(start), iso_time(end), len(tiles), key.file_name, start, end), path
 
@@ -314,24 +372,35 @@ class WriteMaps(beam.PTransform):
             folder.write_bytes(MAPS_CSV, text.getvalue().encode())
             return folder.finish({"maps_written": len(rows), FILES_KEY: sorted(row[4] for row in rows)})
 
-        maps = (predictions
-                | "By window time" >> beam.Map(
-                    lambda kv: ((kv[0].window_id, kv[0].window_start, kv[0].window_end), (kv[0].tile, kv[1])))
-                | "Group tiles of a window" >> beam.GroupByKey()
-                | "Stitch and write map" >> beam.Map(write, beam.pvalue.AsSingleton(cleared)))
+        maps = (
+            predictions
+            | "By window time"
+            >> beam.Map(lambda kv: ((kv[0].window_id, kv[0].window_start, kv[0].window_end), (kv[0].tile, kv[1])))
+            | "Group tiles of a window" >> beam.GroupByKey()
+            | "Stitch and write map" >> beam.Map(write, beam.pvalue.AsSingleton(cleared))
+        )
         others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
-        (maps
-         | "Rows" >> beam.Map(lambda row_path: row_path[0])
-         | "Collect rows" >> beam.combiners.ToList()
-         | "Write maps.csv and metadata.json" >> beam.Map(write_csv, beam.pvalue.AsSingleton(others)))
+        (
+            maps
+            | "Rows" >> beam.Map(lambda row_path: row_path[0])
+            | "Collect rows" >> beam.combiners.ToList()
+            | "Write maps.csv and metadata.json" >> beam.Map(write_csv, beam.pvalue.AsSingleton(others))
+        )
         return maps | "Paths" >> beam.Map(lambda row_path: row_path[1])
 
 
 class InferMaps(beam.PTransform):
     """PCollection[StackFile | TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
 
-    def __init__(self, params: WindowParams, handler: KerasWindowModelHandler, output: MapOutput,
-                 window_filter: Callable | None = None, sample: Sample | None = None, wait_for=()):
+    def __init__(
+        self,
+        params: WindowParams,
+        handler: KerasWindowModelHandler,
+        output: MapOutput,
+        window_filter: Callable | None = None,
+        sample: Sample | None = None,
+        wait_for=(),
+    ):
         super().__init__()
         self._params = params
         self._handler = handler
@@ -341,10 +410,12 @@ class InferMaps(beam.PTransform):
         self._wait_for = tuple(wait_for)
 
     def expand(self, stacks):
-        return (stacks
-                | "Windows" >> WindowsOfStacks(self._params, self._filter, self._sample)
-                | "Predict" >> PredictWindows(self._handler)
-                | "Maps" >> WriteMaps(self._output, self._wait_for))
+        return (
+            stacks
+            | "Windows" >> WindowsOfStacks(self._params, self._filter, self._sample)
+            | "Predict" >> PredictWindows(self._handler)
+            | "Maps" >> WriteMaps(self._output, self._wait_for)
+        )
 
 
 def _first_line(error: BaseException) -> str:

@@ -41,15 +41,25 @@ _PART_COLOURS = {"previous": "#9e9e9e", "current": "#1f77b4", "next": "#ff7f0e"}
 def ranges_from_csv(window_dir: str) -> list[WindowRange]:
     """The window ranges Stage 3 listed in `windows.csv`."""
     text = fs.read_bytes(fs.join(window_dir, "windows.csv")).decode()
-    return [WindowRange((int(row["tile_j"]), int(row["tile_i"])), int(row["window_id"]),
-                        float(row["start_epoch"]), float(row["end_epoch"]), int(row["frames"]))
-            for row in csv.DictReader(io.StringIO(text))]
+    return [
+        WindowRange(
+            (int(row["tile_j"]), int(row["tile_i"])),
+            int(row["window_id"]),
+            float(row["start_epoch"]),
+            float(row["end_epoch"]),
+            int(row["frames"]),
+        )
+        for row in csv.DictReader(io.StringIO(text))
+    ]
 
 
 def format_ranges(ranges: Sequence[WindowRange]) -> list[str]:
     """One line per window, as rsdtlib's `windows_list` printout (with readable times)."""
-    return [f"  window {r.window_id:4d}: {iso_time(r.start)} .. {iso_time(r.end)}  {r.frames:3d} frames  "
-            f"({int(r.start)}, {int(r.end)})" for r in ranges]
+    return [
+        f"  window {r.window_id:4d}: {iso_time(r.start)} .. {iso_time(r.end)}  {r.frames:3d} frames  "
+        f"({int(r.start)}, {int(r.end)})"
+        for r in ranges
+    ]
 
 
 def _timestamp_lines(per_tile: dict[tuple[int, int], np.ndarray], show_all: bool) -> list[str]:
@@ -66,15 +76,21 @@ def _timestamp_lines(per_tile: dict[tuple[int, int], np.ndarray], show_all: bool
     return lines
 
 
-def describe_stack(stack_dir: str, params: WindowParams | None = None, tile: tuple[int, int] = (0, 0),
-                   show_all_timestamps: bool = False) -> tuple[list[str], dict[tuple[int, int], np.ndarray]]:
+def describe_stack(
+    stack_dir: str,
+    params: WindowParams | None = None,
+    tile: tuple[int, int] = (0, 0),
+    show_all_timestamps: bool = False,
+) -> tuple[list[str], dict[tuple[int, int], np.ndarray]]:
     """Lines describing a Stage 2 folder, and each tile's written time stamps."""
     metadata = read_stack_metadata(stack_dir)
     tiles = list_tiles(stack_dir)
     lines = [f"Stage 2 stack {stack_dir}", "metadata.json: " + json.dumps(metadata, indent=2)]
     expected = metadata.get("num_tiles_y", 0) * metadata.get("num_tiles_x", 0)
-    lines.append(f"tiles: {len(tiles)} files" + (f" of {expected} ({metadata['num_tiles_y']} x "
-                                                  f"{metadata['num_tiles_x']})" if expected else ""))
+    lines.append(
+        f"tiles: {len(tiles)} files"
+        + (f" of {expected} ({metadata['num_tiles_y']} x {metadata['num_tiles_x']})" if expected else "")
+    )
     per_tile = {t: tile_timestamps(stack_dir, t) for t in tiles}
     lines += _timestamp_lines(per_tile, show_all_timestamps)
     if params is not None and tile in per_tile:
@@ -91,8 +107,11 @@ def describe_windows(window_dir: str, tile: tuple[int, int] = (0, 0)) -> tuple[l
     per_tile: dict[tuple[int, int], int] = {}
     for r in ranges:
         per_tile[r.tile] = per_tile.get(r.tile, 0) + 1
-    lines = [f"Stage 3 windows {window_dir}", "metadata.json: " + json.dumps(metadata, indent=2),
-             f"tiles: {len(per_tile)}, windows: {len(ranges)}"]
+    lines = [
+        f"Stage 3 windows {window_dir}",
+        "metadata.json: " + json.dumps(metadata, indent=2),
+        f"tiles: {len(per_tile)}, windows: {len(ranges)}",
+    ]
     lines += [f"  tile {j}_{i}: {n} windows" for (j, i), n in sorted(per_tile.items())]
     own = [r for r in ranges if r.tile == tile]
     lines.append(f"windows of tile {tile[0]}_{tile[1]}: {len(own)}")
@@ -103,23 +122,32 @@ def describe_windows(window_dir: str, tile: tuple[int, int] = (0, 0)) -> tuple[l
 def describe_map(path: str) -> list[str]:
     array, grid, tags = read_geotiff(path)
     valid = np.isfinite(array)
-    stats = (f"min {np.nanmin(array):.4g}, mean {np.nanmean(array):.4g}, max {np.nanmax(array):.4g}"
-             if valid.any() else "no valid pixel")
-    return [f"map {path}", f"  grid: {grid.describe()}", f"  bounds: {grid.bounds}",
-            f"  shape {array.shape}, {array.dtype}; valid pixels {int(valid.sum())} of {valid.size}; {stats}",
-            *(f"  {key}: {value}" for key, value in sorted(tags.items()) if key.startswith("RSDT_"))]
+    stats = (
+        f"min {np.nanmin(array):.4g}, mean {np.nanmean(array):.4g}, max {np.nanmax(array):.4g}"
+        if valid.any()
+        else "no valid pixel"
+    )
+    return [
+        f"map {path}",
+        f"  grid: {grid.describe()}",
+        f"  bounds: {grid.bounds}",
+        f"  shape {array.shape}, {array.dtype}; valid pixels {int(valid.sum())} of {valid.size}; {stats}",
+        *(f"  {key}: {value}" for key, value in sorted(tags.items()) if key.startswith("RSDT_")),
+    ]
 
 
 def describe_maps(map_dir: str) -> tuple[list[str], list[str]]:
     """Lines describing a map folder (its maps.csv), and the map paths in time order."""
     rows = list(csv.DictReader(io.StringIO(fs.read_bytes(fs.join(map_dir, "maps.csv")).decode())))
     lines = [f"maps {map_dir}: {len(rows)}"]
-    lines += [f"  window {int(r['window_id']):4d}: {r['start']} .. {r['end']}  {r['tiles']} tiles  {r['file']}"
-              for r in rows]
+    lines += [
+        f"  window {int(r['window_id']):4d}: {r['start']} .. {r['end']}  {r['tiles']} tiles  {r['file']}" for r in rows
+    ]
     return lines, [fs.join(map_dir, r["file"]) for r in rows]
 
 
 # --- pictures ---------------------------------------------------------------------------------
+
 
 def _pyplot():
     import matplotlib
@@ -168,18 +196,20 @@ def render_tile_stack(stack: TileStack, path: str, max_frames: int = 12) -> str:
         raise ValueError(f"tile {stack.tile} has no frames to show")
     picked = np.unique(np.linspace(0, len(stack) - 1, min(max_frames, len(stack))).round().astype(int))
     rows = stack_picture_rows(stack)
-    figure, axes = plt.subplots(len(rows), len(picked), squeeze=False,
-                                figsize=(1.6 * len(picked) + 1, 1.7 * len(rows) + 0.6))
+    figure, axes = plt.subplots(
+        len(rows), len(picked), squeeze=False, figsize=(1.6 * len(picked) + 1, 1.7 * len(rows) + 0.6)
+    )
     for r, (label, frames) in enumerate(rows):
         for c, k in enumerate(picked):
             ax = axes[r][c]
-            ax.imshow(frames[k], cmap=None if frames.ndim == 4 else "gray", vmin=0, vmax=1,
-                      interpolation="nearest")
+            ax.imshow(frames[k], cmap=None if frames.ndim == 4 else "gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(datetime.datetime.fromtimestamp(stack.times[k], datetime.timezone.utc)
-                             .strftime("%Y-%m-%d"), fontsize=8)
+                ax.set_title(
+                    datetime.datetime.fromtimestamp(stack.times[k], datetime.timezone.utc).strftime("%Y-%m-%d"),
+                    fontsize=8,
+                )
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
     figure.suptitle(f"tile {stack.tile[0]}_{stack.tile[1]}: {len(picked)} of {len(stack)} frames")
@@ -192,8 +222,9 @@ def render_window_timeline(times: np.ndarray, spans: Sequence[WindowSpan], path:
     import matplotlib.dates as mdates
 
     dates = np.asarray([np.datetime64(int(t), "s") for t in times])
-    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 2 + 0.12 * max(len(spans), 10)),
-                                         gridspec_kw={"height_ratios": [1, 6]})
+    figure, (top, bottom) = plt.subplots(
+        2, 1, sharex=True, figsize=(10, 2 + 0.12 * max(len(spans), 10)), gridspec_kw={"height_ratios": [1, 6]}
+    )
     top.eventplot([mdates.date2num(dates)], colors="black", lineoffsets=0, linelengths=1)
     top.set_yticks([])
     top.set_ylabel("frames", rotation=0, ha="right", va="center")
@@ -204,24 +235,33 @@ def render_window_timeline(times: np.ndarray, spans: Sequence[WindowSpan], path:
             if stop <= start:
                 continue
             left, right = mdates.date2num(dates[start]), mdates.date2num(dates[stop - 1])
-            bottom.plot([left, right], [span.window_id] * 2, color=_PART_COLOURS[name], linewidth=3,
-                        solid_capstyle="butt")
-            bottom.plot(mdates.date2num(dates[start:stop]), [span.window_id] * (stop - start), "|",
-                        color="black", markersize=4)
+            bottom.plot(
+                [left, right], [span.window_id] * 2, color=_PART_COLOURS[name], linewidth=3, solid_capstyle="butt"
+            )
+            bottom.plot(
+                mdates.date2num(dates[start:stop]), [span.window_id] * (stop - start), "|", color="black", markersize=4
+            )
     bottom.invert_yaxis()
     bottom.set_ylabel("window id")
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
     figure.autofmt_xdate()
-    handles = [plt.Line2D([], [], color=c, linewidth=3, label=n) for n, c in _PART_COLOURS.items()
-               if n == "current" or any(s.previous is not None for s in spans)]
+    handles = [
+        plt.Line2D([], [], color=c, linewidth=3, label=n)
+        for n, c in _PART_COLOURS.items()
+        if n == "current" or any(s.previous is not None for s in spans)
+    ]
     bottom.legend(handles=handles, loc="upper right", fontsize=8)
     return _save(figure, path)
 
 
 def spans_of_ranges(times: np.ndarray, ranges: Sequence[WindowRange]) -> list[WindowSpan]:
     """Current-part spans (frame indices into `times`) of listed window ranges."""
-    return [WindowSpan(r.window_id, (int(np.searchsorted(times, r.start)),
-                                     int(np.searchsorted(times, r.end, side="right")))) for r in ranges]
+    return [
+        WindowSpan(
+            r.window_id, (int(np.searchsorted(times, r.start)), int(np.searchsorted(times, r.end, side="right")))
+        )
+        for r in ranges
+    ]
 
 
 def window_frame_times(window_dir: str, tile: tuple[int, int]) -> np.ndarray:
@@ -242,8 +282,11 @@ def render_map(tif_path: str, path: str, title: str | None = None) -> str:
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_xlabel(f"x ({grid.crs})")
     ax.set_ylabel(f"y ({grid.crs})")
-    ax.set_title(title or f"{posixpath.basename(tif_path)}\n{tags.get('RSDT_WINDOW_START', '')} .. "
-                          f"{tags.get('RSDT_WINDOW_END', '')}", fontsize=9)
+    ax.set_title(
+        title
+        or f"{posixpath.basename(tif_path)}\n{tags.get('RSDT_WINDOW_START', '')} .. {tags.get('RSDT_WINDOW_END', '')}",
+        fontsize=9,
+    )
     return _save(figure, path)
 
 
@@ -259,9 +302,17 @@ def output_kind(path: str) -> str:
     return "windows" if "mode" in fs.read_json(metadata_path) else "stack"
 
 
-def inspect_output(path: str, tile: tuple[int, int], params: WindowParams | None, *, all_timestamps: bool = False,
-                   csv_path: str | None = None, png_dir: str | None = None, max_frames: int = 12,
-                   maps: int = 1) -> list[str]:
+def inspect_output(
+    path: str,
+    tile: tuple[int, int],
+    params: WindowParams | None,
+    *,
+    all_timestamps: bool = False,
+    csv_path: str | None = None,
+    png_dir: str | None = None,
+    max_frames: int = 12,
+    maps: int = 1,
+) -> list[str]:
     """The `inspect` command: lines describing a stack, window or map folder; writes the CSV and PNGs asked for.
 
     A stack lists the windows `params` give (all tiles' ranges to `csv_path`); a window folder lists
@@ -287,10 +338,15 @@ def inspect_output(path: str, tile: tuple[int, int], params: WindowParams | None
             stack = read_tile_stack(path, tile, read_stack_metadata(path))
             pictures.append(render_tile_stack(stack, fs.join(png_dir, f"stack_{name}.png"), max_frames))
             if params is not None:
-                pictures.append(render_window_timeline(
-                    stack.times, list(window_spans(stack.times, params)), fs.join(png_dir, f"timeline_{name}.png"),
-                    f"tile {name}: Delta {params.delta_size:g} s, stride {params.window_stride}, "
-                    f"omega {params.omega}, Omega {params.Omega}{', triple' if params.triple else ''}"))
+                pictures.append(
+                    render_window_timeline(
+                        stack.times,
+                        list(window_spans(stack.times, params)),
+                        fs.join(png_dir, f"timeline_{name}.png"),
+                        f"tile {name}: Delta {params.delta_size:g} s, stride {params.window_stride}, "
+                        f"omega {params.omega}, Omega {params.Omega}{', triple' if params.triple else ''}",
+                    )
+                )
     elif kind == "windows":
         described, ranges = describe_windows(path, tile)
         lines += described
@@ -300,9 +356,14 @@ def inspect_output(path: str, tile: tuple[int, int], params: WindowParams | None
         if png_dir:
             times = window_frame_times(path, tile)
             own = [r for r in ranges if r.tile == tile]
-            pictures.append(render_window_timeline(times, spans_of_ranges(times, own),
-                                                   fs.join(png_dir, f"timeline_{name}.png"),
-                                                   f"{path}, tile {name}: {len(own)} windows"))
+            pictures.append(
+                render_window_timeline(
+                    times,
+                    spans_of_ranges(times, own),
+                    fs.join(png_dir, f"timeline_{name}.png"),
+                    f"{path}, tile {name}: {len(own)} windows",
+                )
+            )
     else:
         paths = [path]
         if kind == "maps":

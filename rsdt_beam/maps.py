@@ -39,8 +39,11 @@ class MapKey:
         return f"{time_name(self.window_start)}_{time_name(self.window_end)}.tif"
 
     def tags(self) -> dict:
-        return {"RSDT_WINDOW_ID": str(self.window_id), "RSDT_WINDOW_START": iso_time(self.window_start),
-                "RSDT_WINDOW_END": iso_time(self.window_end)}
+        return {
+            "RSDT_WINDOW_ID": str(self.window_id),
+            "RSDT_WINDOW_START": iso_time(self.window_start),
+            "RSDT_WINDOW_END": iso_time(self.window_end),
+        }
 
 
 def core_window(layout: TileLayout, j: int, i: int, trim_edges: bool = False) -> PixelWindow:
@@ -51,13 +54,16 @@ def core_window(layout: TileLayout, j: int, i: int, trim_edges: bool = False) ->
         tile.row_start + (dy if j > 0 or trim_edges else 0),
         tile.row_stop - (dy if j < layout.num_tiles_y - 1 or trim_edges else 0),
         tile.col_start + (dx if i > 0 or trim_edges else 0),
-        tile.col_stop - (dx if i < layout.num_tiles_x - 1 or trim_edges else 0))
+        tile.col_stop - (dx if i < layout.num_tiles_x - 1 or trim_edges else 0),
+    )
 
 
 def prediction_shapes(layout: TileLayout) -> tuple[tuple[int, int], tuple[int, int]]:
     """The `[y, x]` a tile's prediction may have: the whole tile, or its centre without the deadzone."""
-    return ((layout.tile_size_y, layout.tile_size_x),
-            (layout.tile_size_y - 2 * layout.deadzone_y, layout.tile_size_x - 2 * layout.deadzone_x))
+    return (
+        (layout.tile_size_y, layout.tile_size_x),
+        (layout.tile_size_y - 2 * layout.deadzone_y, layout.tile_size_x - 2 * layout.deadzone_x),
+    )
 
 
 def _tile_origin(layout: TileLayout, j: int, i: int, prediction: np.ndarray) -> tuple[int, int]:
@@ -68,44 +74,63 @@ def _tile_origin(layout: TileLayout, j: int, i: int, prediction: np.ndarray) -> 
         return tile.row_start, tile.col_start
     if prediction.shape[:2] == centre:
         return tile.row_start + layout.deadzone_y, tile.col_start + layout.deadzone_x
-    raise ValueError(f"prediction of tile ({j}, {i}) has shape {prediction.shape}; expected the tile "
-                     f"{full} or its centre without deadzone {centre}, optionally with channels")
+    raise ValueError(
+        f"prediction of tile ({j}, {i}) has shape {prediction.shape}; expected the tile "
+        f"{full} or its centre without deadzone {centre}, optionally with channels"
+    )
 
 
-def stitch(layout: TileLayout, predictions: Mapping[tuple[int, int], np.ndarray], trim_edges: bool = False,
-           nodata: float = np.nan, dtype=np.float32) -> np.ndarray:
+def stitch(
+    layout: TileLayout,
+    predictions: Mapping[tuple[int, int], np.ndarray],
+    trim_edges: bool = False,
+    nodata: float = np.nan,
+    dtype=np.float32,
+) -> np.ndarray:
     """The whole-area map `[height, width]` (or `[height, width, c]`) from per-tile predictions."""
     if not predictions:
         raise ValueError("no tile predictions to stitch")
     arrays = {(int(j), int(i)): np.asarray(p) for (j, i), p in predictions.items()}
     channels = {a.shape[2:] for a in arrays.values()}
     if len(channels) > 1 or any(a.ndim not in (2, 3) for a in arrays.values()):
-        raise ValueError(f"tile predictions must all be [y, x] or all [y, x, c] alike, got shapes "
-                         f"{sorted({a.shape for a in arrays.values()})}")
+        raise ValueError(
+            f"tile predictions must all be [y, x] or all [y, x, c] alike, got shapes "
+            f"{sorted({a.shape for a in arrays.values()})}"
+        )
     out = np.full((layout.height, layout.width, *channels.pop()), nodata, dtype)
     for (j, i), prediction in arrays.items():
         core = core_window(layout, j, i, trim_edges)
         row0, col0 = _tile_origin(layout, j, i, prediction)
         rows = (max(core.row_start, row0), min(core.row_stop, row0 + prediction.shape[0]))
         cols = (max(core.col_start, col0), min(core.col_stop, col0 + prediction.shape[1]))
-        out[rows[0]:rows[1], cols[0]:cols[1]] = prediction[rows[0] - row0:rows[1] - row0,
-                                                           cols[0] - col0:cols[1] - col0]
+        out[rows[0] : rows[1], cols[0] : cols[1]] = prediction[
+            rows[0] - row0 : rows[1] - row0, cols[0] - col0 : cols[1] - col0
+        ]
     return out
 
 
-def encode_geotiff(array: np.ndarray, grid: Grid, nodata: float | None = np.nan,
-                   tags: Mapping[str, str] | None = None) -> bytes:
+def encode_geotiff(
+    array: np.ndarray, grid: Grid, nodata: float | None = np.nan, tags: Mapping[str, str] | None = None
+) -> bytes:
     """GeoTIFF bytes of a map `[height, width]` or `[height, width, bands]` on `grid`."""
     import rasterio
     from rasterio.io import MemoryFile
 
     if array.shape[:2] != (grid.height, grid.width):
-        raise ValueError(f"map is {array.shape[0]} x {array.shape[1]} px but the grid is "
-                         f"{grid.height} x {grid.width}")
+        raise ValueError(f"map is {array.shape[0]} x {array.shape[1]} px but the grid is {grid.height} x {grid.width}")
     bands = array[..., None] if array.ndim == 2 else array
-    profile = dict(driver="GTiff", height=grid.height, width=grid.width, count=bands.shape[2],
-                   dtype=bands.dtype.name, crs=grid.crs, transform=rasterio.Affine(*grid.transform),
-                   nodata=nodata, compress="deflate", interleave="pixel")
+    profile = dict(
+        driver="GTiff",
+        height=grid.height,
+        width=grid.width,
+        count=bands.shape[2],
+        dtype=bands.dtype.name,
+        crs=grid.crs,
+        transform=rasterio.Affine(*grid.transform),
+        nodata=nodata,
+        compress="deflate",
+        interleave="pixel",
+    )
     if grid.height >= 256 and grid.width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     with MemoryFile() as memory:
@@ -115,8 +140,9 @@ def encode_geotiff(array: np.ndarray, grid: Grid, nodata: float | None = np.nan,
         return memory.read()
 
 
-def write_geotiff(path: str, array: np.ndarray, grid: Grid, nodata: float | None = np.nan,
-                  tags: Mapping[str, str] | None = None) -> str:
+def write_geotiff(
+    path: str, array: np.ndarray, grid: Grid, nodata: float | None = np.nan, tags: Mapping[str, str] | None = None
+) -> str:
     """Writes a map atomically (local or gs://); returns the path."""
     fs.write_bytes(path, encode_geotiff(array, grid, nodata, tags))
     return path

@@ -70,8 +70,9 @@ def window_files(source: str | Sequence[str]) -> list[str]:
     else:
         names = fs.list_children(source)
         tiles = sorted((int(m.group(1)), int(m.group(2)), n) for n in names if (m := TILE_FILE.match(n)))
-        files = ([fs.join(source, n) for _, _, n in tiles]
-                 or [fs.join(source, n) for n in sorted(names) if _SHARD_FILE.match(n)])
+        files = [fs.join(source, n) for _, _, n in tiles] or [
+            fs.join(source, n) for n in sorted(names) if _SHARD_FILE.match(n)
+        ]
     if not files:
         raise FileNotFoundError(f"no window files ({{j}}_{{i}}.tfrecords or windows-*-of-*.tfrecords) in {source}")
     return files
@@ -95,10 +96,13 @@ def parse_window_record(payload: bytes, name: str = "<record>") -> WindowRecord:
     return WindowRecord(
         feature=parse_tensor(features["Feature"]),
         label=parse_tensor(features["Label"]) if "Label" in features else None,
-        tile=tile, window_id=scalar("window_id"), window_start=scalar("window_start"),
+        tile=tile,
+        window_id=scalar("window_id"),
+        window_start=scalar("window_start"),
         window_end=scalar("window_end"),
         timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None,
-        observed=parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None)
+        observed=parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None,
+    )
 
 
 def read_window_file(path: str) -> Iterator[WindowRecord]:
@@ -134,13 +138,17 @@ def training_pairs(source: str | Sequence[str]) -> Iterator[tuple[np.ndarray, np
     """(feature, label) of each training window, in file order."""
     for record in read_windows(source):
         if record.label is None:
-            raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label "
-                             f"(inference windows?)")
+            raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label (inference windows?)")
         yield record.feature, record.label
 
 
-def online_windows(stack_dir: str, tile: tuple[int, int], params: WindowParams,
-                   win_filter: Callable | None = None, metadata: dict | None = None) -> Iterator[Window]:
+def online_windows(
+    stack_dir: str,
+    tile: tuple[int, int],
+    params: WindowParams,
+    win_filter: Callable | None = None,
+    metadata: dict | None = None,
+) -> Iterator[Window]:
     """A tile's windows built from its Stage 2 stack, not written anywhere.
 
     `win_filter(*window) -> bool` keeps a window as in rsdtlib's
@@ -185,9 +193,18 @@ def _interleaved(files: list[str], cycle_length: int) -> Iterator[WindowRecord]:
                 open_files.pop(index)
 
 
-def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024, seed: int | None = None,
-                      frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE, masks: bool = False,
-                      cycle_length: int = 4, normalize: bool = False, observed: bool = False) -> Iterator:
+def training_elements(
+    source: str | Sequence[str],
+    *,
+    shuffle_buffer: int = 1024,
+    seed: int | None = None,
+    frames: int | None = None,
+    pad_value: float = DEFAULT_PAD_VALUE,
+    masks: bool = False,
+    cycle_length: int = 4,
+    normalize: bool = False,
+    observed: bool = False,
+) -> Iterator:
     """`(feature, label)` of training windows as `datasets.training_dataset` yields them, without TensorFlow.
 
     Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega of the folder's metadata.json;
@@ -208,12 +225,12 @@ def training_elements(source: str | Sequence[str], *, shuffle_buffer: int = 1024
         records = _shuffled(records, shuffle_buffer, rng)
     for record in records:
         if record.label is None:
-            raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label "
-                             f"(inference windows?)")
+            raise ValueError(f"{source}: window {record.tile} #{record.window_id} has no Label (inference windows?)")
         if observed and record.observed is None:
             raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
-        yield training_element(record.feature, record.label, frames, pad_value, masks, scale,
-                               record.observed if observed else None)
+        yield training_element(
+            record.feature, record.label, frames, pad_value, masks, scale, record.observed if observed else None
+        )
 
 
 def inference_element(
@@ -221,27 +238,40 @@ def inference_element(
 ) -> dict:
     """An inference window as a dict of arrays, padded to `frames` (None: as it is) with its frame mask
     (and with `observed`, its per-pixel `observed_mask`, padded with False)."""
-    element = {"Feature": pad_frames(record.feature, frames, pad_value),
-               "frame_mask": frame_mask(len(record.feature), frames),
-               "tile": np.asarray(record.tile, np.int64), "window_id": np.int64(record.window_id),
-               "window_start": np.int64(record.window_start), "window_end": np.int64(record.window_end),
-               "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE)}
+    element = {
+        "Feature": pad_frames(record.feature, frames, pad_value),
+        "frame_mask": frame_mask(len(record.feature), frames),
+        "tile": np.asarray(record.tile, np.int64),
+        "window_id": np.int64(record.window_id),
+        "window_start": np.int64(record.window_start),
+        "window_end": np.int64(record.window_end),
+        "Timestamps": pad_frames(record.timestamps, frames, TIMESTAMP_PAD_VALUE),
+    }
     if observed:
         if record.observed is None:
-            raise ValueError(f"window {record.tile} #{record.window_id} carries no observed mask "
-                             f"(write the windows with --record_observed)")
+            raise ValueError(
+                f"window {record.tile} #{record.window_id} carries no observed mask "
+                f"(write the windows with --record_observed)"
+            )
         element["observed_mask"] = pad_frames(record.observed, frames, False)
     return element
 
 
-def inference_elements(source: str | Sequence[str], tile: tuple[int, int] | None = None,
-                       frames: int | None = None, pad_value: float = DEFAULT_PAD_VALUE,
-                       observed: bool = False) -> Iterator[dict]:
+def inference_elements(
+    source: str | Sequence[str],
+    tile: tuple[int, int] | None = None,
+    frames: int | None = None,
+    pad_value: float = DEFAULT_PAD_VALUE,
+    observed: bool = False,
+) -> Iterator[dict]:
     """Inference windows as `datasets.inference_dataset` yields them (one tile or all, time order)."""
     files = window_files(source)
     frames = resolve_frames(frames, source_metadata(source, files).get("Omega"), str(source))
-    records = read_windows(files, tile) if tile is not None else sorted(
-        read_windows(files), key=lambda r: (r.tile, r.window_id))
+    records = (
+        read_windows(files, tile)
+        if tile is not None
+        else sorted(read_windows(files), key=lambda r: (r.tile, r.window_id))
+    )
     for record in records:
         if record.tile is None:
             raise ValueError(f"{source}: records carry no tile/window_id (written by rsdtlib?)")

@@ -76,16 +76,21 @@ class OutputFolder:
 
     def refusal(self) -> str | None:
         """Why this run may not write into the folder as it is (None: it may)."""
-        files = [name for name in fs.list_files(self.path) if fs.temporary_run(name) is None] \
-            if fs.folder_exists(self.path) else []
+        files = (
+            [name for name in fs.list_files(self.path) if fs.temporary_run(name) is None]
+            if fs.folder_exists(self.path)
+            else []
+        )
         if not files:
             return None
         recorded = _recorded(self.path)
         if recorded is None:
             if set(files) <= set(self.seed_files):
                 return None
-            return (f"{self.flag} {self.path} holds files but no {RUN_FILE}, so the parameters they were made "
-                    f"with are unknown (another tool, or an rsdt_beam before parameters were recorded)")
+            return (
+                f"{self.flag} {self.path} holds files but no {RUN_FILE}, so the parameters they were made "
+                f"with are unknown (another tool, or an rsdt_beam before parameters were recorded)"
+            )
         if recorded.get("kind") != self.kind:
             return f"{self.flag} {self.path} holds {recorded.get('kind')}, not {self.kind}"
         changed = differences(recorded.get("parameters", {}), self.marker()["parameters"])
@@ -109,12 +114,15 @@ class OutputFolder:
 
 def differences(recorded: dict, wanted: dict) -> list[str]:
     """`name: recorded there, wanted now` for each parameter that differs (missing ones included)."""
+
     def shown(values: dict, key: str) -> str:
         return json.dumps(values[key]) if key in values else "(not set)"
 
-    return [f"{key} {shown(recorded, key)} there, {shown(wanted, key)} now"
-            for key in sorted(set(recorded) | set(wanted))
-            if key not in recorded or key not in wanted or recorded[key] != wanted[key]]
+    return [
+        f"{key} {shown(recorded, key)} there, {shown(wanted, key)} now"
+        for key in sorted(set(recorded) | set(wanted))
+        if key not in recorded or key not in wanted or recorded[key] != wanted[key]
+    ]
 
 
 def _recorded(path: str) -> dict | None:
@@ -146,8 +154,11 @@ def sweep(path: str, keep_run: str | None = None) -> int:
     """Deletes the temporaries under `path` (but those of run `keep_run`) and empty sub-folders; how many."""
     if not fs.folder_exists(path):
         return 0
-    leftovers = [name for name in fs.list_files(path)
-                 if (run := fs.temporary_run(name)) is not None and (keep_run is None or run != keep_run)]
+    leftovers = [
+        name
+        for name in fs.list_files(path)
+        if (run := fs.temporary_run(name)) is not None and (keep_run is None or run != keep_run)
+    ]
     fs.delete_files(path, leftovers)
     fs.remove_empty_folders(path)
     return len(leftovers)

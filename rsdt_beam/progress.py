@@ -59,8 +59,9 @@ def finish_progress_line() -> None:
     mode = os.environ.get(_ENV_FLAG)
     with _lock:
         if mode in _INTERVAL and _counts:
-            line = progress_line(dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")),
-                                 time.monotonic() - _state["started"])
+            line = progress_line(
+                dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")), time.monotonic() - _state["started"]
+            )
             print(f"\r{line}" if mode == TTY else line, file=sys.stderr, flush=True)
         _counts.clear()
         _state.update(started=None, last_print=0.0)
@@ -86,8 +87,7 @@ class Counter:
             if now - _state["last_print"] < _INTERVAL[mode]:
                 return
             _state["last_print"] = now
-            line = progress_line(dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")),
-                                 now - _state["started"])
+            line = progress_line(dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")), now - _state["started"])
         print(f"\r{line}" if mode == TTY else line, end="" if mode == TTY else "\n", file=sys.stderr, flush=True)
 
 

@@ -33,10 +33,18 @@ STACK_FEATURES = ("Timestamp", "SAR_ascending", "SAR_descending", "OPT")
 OBSERVED = "Observed"
 
 _DTYPE_CODES = {
-    np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3,
-    np.dtype(np.uint8): 4, np.dtype(np.int16): 5, np.dtype(np.int8): 6,
-    np.dtype(np.int64): 9, np.dtype(np.bool_): 10, np.dtype(np.uint16): 17,
-    np.dtype(np.float16): 19, np.dtype(np.uint32): 22, np.dtype(np.uint64): 23,
+    np.dtype(np.float32): 1,
+    np.dtype(np.float64): 2,
+    np.dtype(np.int32): 3,
+    np.dtype(np.uint8): 4,
+    np.dtype(np.int16): 5,
+    np.dtype(np.int8): 6,
+    np.dtype(np.int64): 9,
+    np.dtype(np.bool_): 10,
+    np.dtype(np.uint16): 17,
+    np.dtype(np.float16): 19,
+    np.dtype(np.uint32): 22,
+    np.dtype(np.uint64): 23,
 }
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
@@ -65,8 +73,9 @@ def _message(field: int, chunks: Sequence[Buffer]) -> list[Buffer]:
 @functools.lru_cache(maxsize=1024)
 def _tensor_header(code: int, shape: tuple[int, ...]) -> bytes:
     """TensorProto fields `dtype` and `tensor_shape`."""
-    dims = b"".join(_length_delimited(2, len(d)) + d
-                    for d in (_varint(1 << 3) + _varint(n) if n else b"" for n in shape))
+    dims = b"".join(
+        _length_delimited(2, len(d)) + d for d in (_varint(1 << 3) + _varint(n) if n else b"" for n in shape)
+    )
     return _varint(1 << 3) + _varint(code) + _length_delimited(2, len(dims)) + dims
 
 
@@ -105,8 +114,14 @@ def example(features: Mapping[str, Sequence[Buffer] | np.ndarray | list[int]]) -
     return _message(1, entries)
 
 
-def stack_record(timestamp: float, sar_ascending: np.ndarray, sar_descending: np.ndarray,
-                 optical: np.ndarray, tile: tuple[int, int], observed: np.ndarray | None = None) -> list[Buffer]:
+def stack_record(
+    timestamp: float,
+    sar_ascending: np.ndarray,
+    sar_descending: np.ndarray,
+    optical: np.ndarray,
+    tile: tuple[int, int],
+    observed: np.ndarray | None = None,
+) -> list[Buffer]:
     features: dict = {
         "Timestamp": np.float64(timestamp),
         "SAR_ascending": np.asarray(sar_ascending, np.float32),
@@ -119,24 +134,33 @@ def stack_record(timestamp: float, sar_ascending: np.ndarray, sar_descending: np
     return example(features)
 
 
-def window_record(feature: np.ndarray, label: np.ndarray | None, tile: tuple[int, int],
-                  window_id: int, timestamps: np.ndarray, observed: np.ndarray | None = None) -> list[Buffer]:
+def window_record(
+    feature: np.ndarray,
+    label: np.ndarray | None,
+    tile: tuple[int, int],
+    window_id: int,
+    timestamps: np.ndarray,
+    observed: np.ndarray | None = None,
+) -> list[Buffer]:
     features: dict = {"Feature": np.asarray(feature)}
     if label is not None:
         features["Label"] = np.asarray(label)
-    features.update({
-        "tile": [int(tile[0]), int(tile[1])],
-        "window_id": [int(window_id)],
-        "window_start": [int(timestamps[0])],
-        "window_end": [int(timestamps[-1])],
-        "Timestamps": np.asarray(timestamps, np.float64),
-    })
+    features.update(
+        {
+            "tile": [int(tile[0]), int(tile[1])],
+            "window_id": [int(window_id)],
+            "window_start": [int(timestamps[0])],
+            "window_end": [int(timestamps[-1])],
+            "Timestamps": np.asarray(timestamps, np.float64),
+        }
+    )
     if observed is not None:
         features[OBSERVED] = np.asarray(observed, np.uint8)
     return example(features)
 
 
 # --- decoding -------------------------------------------------------------
+
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
@@ -159,11 +183,11 @@ def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
             value, pos = _read_varint(data, pos)
         elif wire == 2:
             length, pos = _read_varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         out.append((field, value))

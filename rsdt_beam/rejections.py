@@ -25,8 +25,9 @@ class WriteRejections(beam.PTransform):
     def expand(self, rejected_pcolls):
         pipeline = beam.pvalue.PBegin(rejected_pcolls[0].pipeline) if rejected_pcolls else None
         listed = pipeline | "Listed rejections" >> beam.Create(self._listed)
-        as_json = [pc | f"Rejection as JSON {n}" >> beam.Map(lambda r: r.to_json())
-                   for n, pc in enumerate(rejected_pcolls)]
+        as_json = [
+            pc | f"Rejection as JSON {n}" >> beam.Map(lambda r: r.to_json()) for n, pc in enumerate(rejected_pcolls)
+        ]
         output_dir = self._output_dir
 
         def write(items):
@@ -34,7 +35,9 @@ class WriteRejections(beam.PTransform):
             fs.write_json(fs.join(output_dir, REJECTED_FILE), items)
             return len(items)
 
-        return ((listed, *as_json)
-                | "All rejections" >> beam.Flatten()
-                | "Collect rejections" >> beam.combiners.ToList()
-                | "Write rejected.json" >> beam.Map(write))
+        return (
+            (listed, *as_json)
+            | "All rejections" >> beam.Flatten()
+            | "Collect rejections" >> beam.combiners.ToList()
+            | "Write rejected.json" >> beam.Map(write)
+        )

@@ -9,7 +9,7 @@ before the index existed gets one, once, from its manifests.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from rsdt_beam import fs
 
@@ -43,8 +43,12 @@ def read_index(runs_dir: str, rebuild: Callable[[], Iterable[RunEntry]]) -> list
     return entries
 
 
-def update_index(runs_dir: str, entry: RunEntry | None = None, removed: Iterable[str] = (),
-                 rebuild: Callable[[], Iterable[RunEntry]] = tuple) -> list[RunEntry]:
+def update_index(
+    runs_dir: str,
+    entry: RunEntry | None = None,
+    removed: Iterable[str] = (),
+    rebuild: Callable[[], Iterable[RunEntry]] = tuple,
+) -> list[RunEntry]:
     """Puts `entry` in (replacing its run's), drops the `removed` run ids; returns the new entries."""
     gone = set(removed) | ({entry.run_id} if entry else set())
     entries = [e for e in read_index(runs_dir, rebuild) if e.run_id not in gone] + ([entry] if entry else [])

@@ -29,25 +29,40 @@ def split_sample(folder: str, mask_name: str = "IS_VALID") -> int:
         mask = mask == 0  # CLM marks clouds; valid = not cloud
     for k, stamp in enumerate(stamps):
         name = stamp.replace("-", "").replace(":", "")
-        write_eopatch(os.path.join(folder, name), ndvi[k], mask[k].astype(bool), bbox,
-                      parse_time_name(name), "NDVI", mask_name)
+        write_eopatch(
+            os.path.join(folder, name), ndvi[k], mask[k].astype(bool), bbox, parse_time_name(name), "NDVI", mask_name
+        )
     return len(stamps)
 
 
 def sample_specs(out_root: str) -> tuple[InputsSpec, StackSpec, WindowSpec]:
     """The sample job: Stages 2 and 3 fused, stacks to `<out_root>/stack`, training windows to `<out_root>/windows`."""
-    inputs = InputsSpec(optical=os.path.join(out_root, "obs", "optical"), opt_bands_feature="NDVI",
-                        opt_mask_feature="IS_VALID")
-    stack = StackSpec(parse_time("2016-01-01"), parse_time("2017-07-01"), parse_duration("10d"), (32, 32), (2, 2),
-                      256, output=os.path.join(out_root, "stack"))
-    window = WindowSpec(WindowParams(parse_duration("60d"), 1, 3, 6, False), mode=TRAINING,
-                        label_fn="rsdt_beam.window.selection:rsdtlib_example_label", gen_label=rsdtlib_example_label,
-                        output=os.path.join(out_root, "windows"))
+    inputs = InputsSpec(
+        optical=os.path.join(out_root, "obs", "optical"), opt_bands_feature="NDVI", opt_mask_feature="IS_VALID"
+    )
+    stack = StackSpec(
+        parse_time("2016-01-01"),
+        parse_time("2017-07-01"),
+        parse_duration("10d"),
+        (32, 32),
+        (2, 2),
+        256,
+        output=os.path.join(out_root, "stack"),
+    )
+    window = WindowSpec(
+        WindowParams(parse_duration("60d"), 1, 3, 6, False),
+        mode=TRAINING,
+        label_fn="rsdt_beam.window.selection:rsdtlib_example_label",
+        gen_label=rsdtlib_example_label,
+        output=os.path.join(out_root, "windows"),
+    )
     return inputs, stack, window
 
 
 def sample_summary(out_root: str) -> str:
     with open(os.path.join(out_root, "windows", METADATA_FILE)) as f:
         meta = json.load(f)
-    return (f"rsdt_beam sample: {meta['tiles_written']} tiles, {meta['windows_written']} training windows "
-            f"in {out_root}/windows; stacks in {out_root}/stack")
+    return (
+        f"rsdt_beam sample: {meta['tiles_written']} tiles, {meta['windows_written']} training windows "
+        f"in {out_root}/windows; stacks in {out_root}/stack"
+    )

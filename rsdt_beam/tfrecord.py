@@ -50,7 +50,8 @@ def _compression_pool() -> concurrent.futures.ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="rsdt-gzip")
+                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="rsdt-gzip"
+            )
         return _pool
 
 
@@ -61,8 +62,10 @@ def _mask(crc: int) -> int:
 def frame_record(payload: bytes) -> tuple[bytes, bytes]:
     """The TFRecord framing (header, footer) around one record's payload."""
     header = struct.pack("<Q", len(payload))
-    return (header + struct.pack("<I", _mask(google_crc32c.value(header))),
-            struct.pack("<I", _mask(google_crc32c.value(payload))))
+    return (
+        header + struct.pack("<I", _mask(google_crc32c.value(header))),
+        struct.pack("<I", _mask(google_crc32c.value(payload))),
+    )
 
 
 def deflate_module(level: int):
@@ -120,7 +123,7 @@ class ParallelGzipStream:
         self._submit_small()
         view = memoryview(data)
         for start in range(0, len(data), _BLOCK_SIZE):
-            self._submit(view[start:start + _BLOCK_SIZE], final=False)
+            self._submit(view[start : start + _BLOCK_SIZE], final=False)
 
     def _submit_small(self) -> None:
         if self._small:
@@ -228,9 +231,9 @@ def read_records(raw: BinaryIO, gzip: bool = True, name: str = "<stream>") -> It
             if len(buffer) < end:
                 break
             (length_crc,) = struct.unpack_from("<I", buffer, position + 8)
-            if _mask(google_crc32c.value(bytes(buffer[position:position + 8]))) != length_crc:
+            if _mask(google_crc32c.value(bytes(buffer[position : position + 8]))) != length_crc:
                 raise CorruptRecordError(f"{name}: corrupt record length at byte {position}")
-            data = bytes(buffer[position + 12:position + 12 + length])
+            data = bytes(buffer[position + 12 : position + 12 + length])
             (data_crc,) = struct.unpack_from("<I", buffer, end - 4)
             if _mask(google_crc32c.value(data)) != data_crc:
                 raise CorruptRecordError(f"{name}: corrupt record data at byte {position}")

@@ -48,13 +48,22 @@ def sample_arrays():
     return times, ndvi, valid
 
 
-BBOX = {"crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}, "type": "Polygon",
-        "coordinates": [[[500000.0, 5000000.0], [500000.0, 5000400.0], [500400.0, 5000400.0],
-                         [500400.0, 5000000.0], [500000.0, 5000000.0]]]}
+BBOX = {
+    "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
+    "type": "Polygon",
+    "coordinates": [
+        [
+            [500000.0, 5000000.0],
+            [500000.0, 5000400.0],
+            [500400.0, 5000400.0],
+            [500400.0, 5000000.0],
+            [500000.0, 5000000.0],
+        ]
+    ],
+}
 
 
-def write_synthetic_eopatches(root, modality_bands, times_by_modality, shape=(40, 40), seed=0,
-                              valid_fraction=0.7):
+def write_synthetic_eopatches(root, modality_bands, times_by_modality, shape=(40, 40), seed=0, valid_fraction=0.7):
     """Writes EOPatch folders per modality with random data and masks; returns {modality: (times, data, valid)}."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -64,8 +73,9 @@ def write_synthetic_eopatches(root, modality_bands, times_by_modality, shape=(40
         valid = rng.random((len(times), *shape)) < valid_fraction
         feature = "L1_GND" if modality.startswith("sar") else "L1C_data"
         for k, time in enumerate(times):
-            write_eopatch(os.path.join(root, modality, time_name(time)), data[k], valid[k], BBOX, time,
-                          feature, "dataMask")
+            write_eopatch(
+                os.path.join(root, modality, time_name(time)), data[k], valid[k], BBOX, time, feature, "dataMask"
+            )
         out[modality] = (np.asarray(times, float), data, valid)
     return out
 
@@ -76,8 +86,7 @@ def reference_stack(observations, written, window, bands_sar, bands_opt):
     frames = []
     for t_written in written:
         parts = []
-        for modality, bands in (("sar_ascending", bands_sar), ("sar_descending", bands_sar),
-                                ("optical", bands_opt)):
+        for modality, bands in (("sar_ascending", bands_sar), ("sar_descending", bands_sar), ("optical", bands_opt)):
             state = np.zeros((r1 - r0, c1 - c0, bands), np.float32)
             if modality in observations:
                 times, data, valid = observations[modality]

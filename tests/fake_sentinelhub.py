@@ -109,8 +109,16 @@ def s2_scenes() -> list[Scene]:
         arrays["dataMask"] = np.ones((height, width), np.uint8)
         # Tile cloud cover is unknown; TestEOPatch was downloaded with maxcc 0.8 (its meta_info), so it
         # was below 80 %: the patch's CLM fraction stands in, capped at 79 %.
-        scenes.append(Scene("sentinel-2-l1c", _utc(stamp + "Z"), "EPSG:32633", transform, arrays,
-                            cloud_cover=min(79.0, float(clm[k].mean() * 100))))
+        scenes.append(
+            Scene(
+                "sentinel-2-l1c",
+                _utc(stamp + "Z"),
+                "EPSG:32633",
+                transform,
+                arrays,
+                cloud_cover=min(79.0, float(clm[k].mean() * 100)),
+            )
+        )
     return scenes
 
 
@@ -130,14 +138,26 @@ def s1_scenes() -> list[Scene]:
         vh = np.where(valid, 10.0 ** ((db + VH_MINUS_VV_DB) / 10.0), 0.0).astype(np.float32)
         stamp = re.search(r"\d{8}T\d{6}", name).group(0)
         orbit = "ascending" if "___A_" in name else "descending"
-        scenes.append(Scene("sentinel-1-grd", datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(
-            tzinfo=datetime.timezone.utc), crs, transform, {"VV": vv, "VH": vh,
-                                                            "dataMask": valid.astype(np.uint8)}, orbit=orbit))
+        scenes.append(
+            Scene(
+                "sentinel-1-grd",
+                datetime.datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=datetime.timezone.utc),
+                crs,
+                transform,
+                {"VV": vv, "VH": vh, "dataMask": valid.astype(np.uint8)},
+                orbit=orbit,
+            )
+        )
     return scenes
 
 
-def sample_scene(scene: Scene, crs: str, bbox: tuple[float, float, float, float], width: int, height: int,
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def sample_scene(
+    scene: Scene,
+    crs: str,
+    bbox: tuple[float, float, float, float],
+    width: int,
+    height: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Nearest-neighbour samples of every array at the centres of a `height x width` grid over `bbox`.
 
     Returns ({identifier: [h, w]}, inside [h, w]) where `inside` marks pixels within the scene.
@@ -207,8 +227,14 @@ class LoggedRequest:
 class FakeSentinelHub:
     """The server: `start()` on a free port of 127.0.0.1, `stop()`; `url`, `token_url`, `log`, `add_fault`."""
 
-    def __init__(self, scenes: list[Scene] | None = None, client_id: str = CLIENT_ID,
-                 client_secret: str = CLIENT_SECRET, page_size: int = PAGE_SIZE, port: int = 0):
+    def __init__(
+        self,
+        scenes: list[Scene] | None = None,
+        client_id: str = CLIENT_ID,
+        client_secret: str = CLIENT_SECRET,
+        page_size: int = PAGE_SIZE,
+        port: int = 0,
+    ):
         self.scenes = scenes if scenes is not None else s2_scenes() + s1_scenes()
         self.client_id, self.client_secret = client_id, client_secret
         self.page_size = page_size
@@ -286,8 +312,7 @@ class FakeSentinelHub:
     # --- routes -------------------------------------------------------------------------------------
 
     def token(self, form: dict) -> tuple[int, dict]:
-        if form.get("client_id", [""])[0] != self.client_id or \
-                form.get("client_secret", [""])[0] != self.client_secret:
+        if form.get("client_id", [""])[0] != self.client_id or form.get("client_secret", [""])[0] != self.client_secret:
             return 401, {"error": "invalid_client", "error_description": "Invalid client or Invalid client credentials"}
         with self._lock:
             token = _token_text(len(self.tokens_issued))
@@ -298,11 +323,25 @@ class FakeSentinelHub:
         with self._lock:
             return bool(header) and header.startswith("Bearer ") and header[7:] in self.tokens_issued
 
-    def _matching(self, collection: str, start: datetime.datetime, end: datetime.datetime, orbit: str | None,
-                  max_cloud: float | None) -> list[Scene]:
-        return sorted((s for s in self.scenes if s.collection == collection and start <= s.time <= end
-                       and (orbit is None or s.orbit == orbit)
-                       and (max_cloud is None or s.cloud_cover < max_cloud)), key=lambda s: s.time)
+    def _matching(
+        self,
+        collection: str,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        orbit: str | None,
+        max_cloud: float | None,
+    ) -> list[Scene]:
+        return sorted(
+            (
+                s
+                for s in self.scenes
+                if s.collection == collection
+                and start <= s.time <= end
+                and (orbit is None or s.orbit == orbit)
+                and (max_cloud is None or s.cloud_cover < max_cloud)
+            ),
+            key=lambda s: s.time,
+        )
 
     def search(self, body: dict) -> tuple[int, dict]:
         start, end = (_utc(t) for t in body["datetime"].split("/"))
@@ -310,18 +349,30 @@ class FakeSentinelHub:
         orbit = "ascending" if "'ascending'" in text else "descending" if "'descending'" in text else None
         max_cloud = float(text.split("eo:cloud_cover <")[1].split()[0]) if "eo:cloud_cover <" in text else None
         lon0, lat0, lon1, lat1 = body["bbox"]
-        found = [s for s in self._matching(body["collections"][0], start, end, orbit, max_cloud)
-                 if not (s.footprint_wgs84()[2] < lon0 or s.footprint_wgs84()[0] > lon1
-                         or s.footprint_wgs84()[3] < lat0 or s.footprint_wgs84()[1] > lat1)]
+        found = [
+            s
+            for s in self._matching(body["collections"][0], start, end, orbit, max_cloud)
+            if not (
+                s.footprint_wgs84()[2] < lon0
+                or s.footprint_wgs84()[0] > lon1
+                or s.footprint_wgs84()[3] < lat0
+                or s.footprint_wgs84()[1] > lat1
+            )
+        ]
         offset = int(body.get("next", 0))
         limit = min(int(body.get("limit", 100)), self.page_size)
-        page = found[offset:offset + limit]
+        page = found[offset : offset + limit]
         context = {"limit": limit, "returned": len(page)}
         if offset + limit < len(found):
             context["next"] = offset + limit
-        features = [{"type": "Feature", "id": f"{s.collection}_{s.time:%Y%m%dT%H%M%S}",
-                     "properties": {"datetime": s.time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                                    "eo:cloud_cover": s.cloud_cover}} for s in page]
+        features = [
+            {
+                "type": "Feature",
+                "id": f"{s.collection}_{s.time:%Y%m%dT%H%M%S}",
+                "properties": {"datetime": s.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "eo:cloud_cover": s.cloud_cover},
+            }
+            for s in page
+        ]
         return 200, {"type": "FeatureCollection", "features": features, "links": [], "context": context}
 
     def process(self, body: dict) -> tuple[int, bytes, str, float]:
@@ -330,8 +381,13 @@ class FakeSentinelHub:
         data_filter = data.get("dataFilter", {})
         time_range = data_filter["timeRange"]
         orbit = data_filter.get("orbitDirection")
-        scenes = self._matching(data["type"], _utc(time_range["from"]), _utc(time_range["to"]),
-                                orbit.lower() if orbit else None, data_filter.get("maxCloudCoverage"))
+        scenes = self._matching(
+            data["type"],
+            _utc(time_range["from"]),
+            _utc(time_range["to"]),
+            orbit.lower() if orbit else None,
+            data_filter.get("maxCloudCoverage"),
+        )
         bounds = body["input"]["bounds"]
         crs = _crs_of(bounds["properties"]["crs"])
         bbox = tuple(bounds["bbox"])
@@ -349,11 +405,17 @@ class FakeSentinelHub:
             elif name in ("dataMask", "CLM"):
                 members[name] = np.zeros((height, width), np.uint8) + (255 if name == "CLM" else 0)
             elif scenes:
-                return 400, json.dumps({"error": {"status": 400, "reason": "Bad Request",
-                                                  "message": f"unknown band {name}"}}).encode(), "application/json", 0
+                return (
+                    400,
+                    json.dumps(
+                        {"error": {"status": 400, "reason": "Bad Request", "message": f"unknown band {name}"}}
+                    ).encode(),
+                    "application/json",
+                    0,
+                )
             else:
                 members[name] = np.zeros((height, width), np.float32)
-        units = max(0.005, max(0.01, width * height / 512 ** 2) * max(1, len(identifiers) - 1) / 3 * 2)
+        units = max(0.005, max(0.01, width * height / 512**2) * max(1, len(identifiers) - 1) / 3 * 2)
         if len(members) == 1:
             return 200, _tiff(next(iter(members.values()))), "image/tiff", units
         return 200, _tar({f"{k}.tif": _tiff(v) for k, v in members.items()}), "application/x-tar", units
@@ -367,8 +429,14 @@ class FakeSentinelHub:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status: int, payload: bytes, content_type: str, headers: dict | None = None,
-                      truncate: str | None = None):
+            def _send(
+                self,
+                status: int,
+                payload: bytes,
+                content_type: str,
+                headers: dict | None = None,
+                truncate: str | None = None,
+            ):
                 try:
                     self._write(status, payload, content_type, headers, truncate)
                 except (BrokenPipeError, ConnectionResetError):
@@ -376,7 +444,7 @@ class FakeSentinelHub:
 
             def _write(self, status, payload, content_type, headers, truncate):
                 if truncate == "corrupt":
-                    payload = payload[:len(payload) // 3]
+                    payload = payload[: len(payload) // 3]
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
@@ -384,7 +452,7 @@ class FakeSentinelHub:
                     self.send_header(key, value)
                 self.end_headers()
                 if truncate == "truncate":
-                    self.wfile.write(payload[:len(payload) // 3])
+                    self.wfile.write(payload[: len(payload) // 3])
                     self.wfile.flush()
                     self.close_connection = True
                     return
@@ -427,8 +495,7 @@ class FakeSentinelHub:
                     return self._send(status, json.dumps(error).encode(), "application/json", headers)
                 if not fake.authorized(self.headers.get("Authorization")):
                     fake._record(path, 401, body)
-                    return self._send(401, b'{"error": {"status": 401, "reason": "Unauthorized"}}',
-                                      "application/json")
+                    return self._send(401, b'{"error": {"status": 401, "reason": "Unauthorized"}}', "application/json")
                 if path == "/api/v1/catalog/1.0.0/search":
                     status, reply = fake.search(body)
                     fake._record(path, status, body)
@@ -437,8 +504,9 @@ class FakeSentinelHub:
                     status, payload, content_type, units = fake.process(body)
                     truncate = fault.kind if fault and fault.kind in ("truncate", "corrupt") else None
                     fake._record(path, status, body, fault.kind if fault else None)
-                    return self._send(status, payload, content_type, {"x-processingunits-spent": f"{units:.6f}"},
-                                      truncate=truncate)
+                    return self._send(
+                        status, payload, content_type, {"x-processingunits-spent": f"{units:.6f}"}, truncate=truncate
+                    )
                 fake._record(path, 404, body)
                 return self._send(404, b'{"error": "no such route"}', "application/json")
 
@@ -447,6 +515,7 @@ class FakeSentinelHub:
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
+
     parser = argparse.ArgumentParser(description="Fake Sentinel Hub on 127.0.0.1 (real sample pixels)")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args(argv)

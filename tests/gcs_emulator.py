@@ -28,9 +28,15 @@ from collections.abc import Iterator
 
 EMULATOR = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
 PROJECT = "rsdt-test-project"
-_CREDENTIALS = {"type": "authorized_user", "client_id": "fake", "client_secret": "fake",
-                "refresh_token": "fake", "token": "fake-token", "expiry": "2099-01-01T00:00:00Z",
-                "quota_project_id": PROJECT}
+_CREDENTIALS = {
+    "type": "authorized_user",
+    "client_id": "fake",
+    "client_secret": "fake",
+    "refresh_token": "fake",
+    "token": "fake-token",
+    "expiry": "2099-01-01T00:00:00Z",
+    "quota_project_id": PROJECT,
+}
 _STARTUP_SECONDS = 30
 
 
@@ -52,12 +58,13 @@ class GcsEmulator:
 
     def client(self):
         from google.cloud import storage
+
         return storage.Client(project=PROJECT)
 
     def upload_tree(self, local_dir: str, url: str) -> int:
         """Copies every file under `local_dir` to `url` with google-cloud-storage; returns how many."""
         bucket = self.client().bucket(self.bucket)
-        prefix = url[len(f"gs://{self.bucket}/"):].rstrip("/")
+        prefix = url[len(f"gs://{self.bucket}/") :].rstrip("/")
         count = 0
         for folder, _, names in os.walk(local_dir):
             for name in names:
@@ -69,9 +76,11 @@ class GcsEmulator:
 
     def download_tree(self, url: str) -> dict[str, bytes]:
         """Every object under `url` as {name relative to url: content}, with google-cloud-storage."""
-        prefix = url[len(f"gs://{self.bucket}/"):].rstrip("/") + "/"
-        return {blob.name[len(prefix):]: blob.download_as_bytes()
-                for blob in self.client().list_blobs(self.bucket, prefix=prefix)}
+        prefix = url[len(f"gs://{self.bucket}/") :].rstrip("/") + "/"
+        return {
+            blob.name[len(prefix) :]: blob.download_as_bytes()
+            for blob in self.client().list_blobs(self.bucket, prefix=prefix)
+        }
 
 
 def _wait_until_up(endpoint: str, process: subprocess.Popen, log_path: str) -> None:
@@ -100,10 +109,17 @@ def gcs_emulator(workdir: str, bucket: str = "rsdt-test") -> Iterator[GcsEmulato
     endpoint = f"http://127.0.0.1:{port}"
     log_path = os.path.join(workdir, "gcs-emulator.log")
     with open(log_path, "w") as log:
-        process = subprocess.Popen([EMULATOR, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    environment = {"STORAGE_EMULATOR_HOST": endpoint, "GOOGLE_APPLICATION_CREDENTIALS": credentials_path,
-                   "GOOGLE_CLOUD_PROJECT": PROJECT}
+        process = subprocess.Popen(
+            [EMULATOR, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    environment = {
+        "STORAGE_EMULATOR_HOST": endpoint,
+        "GOOGLE_APPLICATION_CREDENTIALS": credentials_path,
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+    }
     saved = {key: os.environ.get(key) for key in environment}
     try:
         _wait_until_up(endpoint, process, log_path)

@@ -61,8 +61,17 @@ def test_geojson_first_polygon_or_union(tmp_path):
     first = shapely.box(18.10, 49.80, 18.12, 49.82)
     second = shapely.box(18.20, 49.80, 18.22, 49.82)
     path = tmp_path / "two.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(g)} for g in (first, second)]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(g)}
+                    for g in (first, second)
+                ],
+            }
+        )
+    )
     assert load_aoi(str(path)).geometry.equals(first)
     union = load_aoi(str(path), union=True)
     assert union.geometry.equals(shapely.union(first, second))
@@ -109,9 +118,20 @@ def test_shapefile_and_geojson_on_gcs(tmp_path):
         if name.startswith(("ostrava.", "Liege_3035.")):
             shutil.copy(os.path.join(AOI_DIR, name), folder)
     with open(folder / "area.geojson", "w") as f:
-        json.dump({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
-                   "features": [{"type": "Feature", "properties": {},
-                                 "geometry": shapely.geometry.mapping(shapely.box(0, 0, 100, 50))}]}, f)
+        json.dump(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": shapely.geometry.mapping(shapely.box(0, 0, 100, 50)),
+                    }
+                ],
+            },
+            f,
+        )
     with gcs_emulator(str(tmp_path / "gcs")) as gcs:
         gcs.upload_tree(str(folder), gcs.url("aoi"))
         remote = load_aoi(gcs.url("aoi") + "/Liege_3035.shp")

@@ -26,17 +26,32 @@ pytestmark = pytest.mark.e2e
 
 
 def _case(kind: str, area: int) -> Case:
-    return Case(Inputs(kind, area, area, 1, 338, "store"), tile_size=32, delta_step="2d", delta="6d",
-                window_stride=1, omega=2, big_omega=4, mode="inference", workers=1,
-                running_mode="in_memory", gzip_level=DEFAULT_GZIP_LEVEL)
+    return Case(
+        Inputs(kind, area, area, 1, 338, "store"),
+        tile_size=32,
+        delta_step="2d",
+        delta="6d",
+        window_stride=1,
+        omega=2,
+        big_omega=4,
+        mode="inference",
+        workers=1,
+        running_mode="in_memory",
+        gzip_level=DEFAULT_GZIP_LEVEL,
+    )
 
 
 def _fused(case: Case, work_dir: Path, name: str):
     inputs = generate(case.inputs, work_dir)
     stack_dir, window_dir = work_dir / f"{name}-stack", work_dir / f"{name}-windows"
-    return run_stage("fused", case.runner_args() + case.stack_args(inputs) + case.window_args()
-                     + ["--chunk_size", "128", "--stack_output", str(stack_dir),
-                        "--window_output", str(window_dir)], [stack_dir, window_dir])
+    return run_stage(
+        "fused",
+        case.runner_args()
+        + case.stack_args(inputs)
+        + case.window_args()
+        + ["--chunk_size", "128", "--stack_output", str(stack_dir), "--window_output", str(window_dir)],
+        [stack_dir, window_dir],
+    )
 
 
 def test_peak_rss_does_not_grow_with_the_area(tmp_path):
@@ -55,13 +70,15 @@ def test_default_level_size_is_close_to_zlib_level_6(tmp_path, kind):
 
 def test_writer_costs_little_more_than_deflate_itself():
     rng = np.random.default_rng(0)
-    frames = np.concatenate([rng.random((40, 32, 32, 4), np.float32),
-                             (rng.integers(0, 10000, (40, 32, 32, 13)) / 1e4).astype(np.float32)], -1)
-    records = [window_record(frames[k % 28:k % 28 + 12], None, (0, 0), k, np.arange(12.0)) for k in range(300)]
+    frames = np.concatenate(
+        [rng.random((40, 32, 32, 4), np.float32), (rng.integers(0, 10000, (40, 32, 32, 13)) / 1e4).astype(np.float32)],
+        -1,
+    )
+    records = [window_record(frames[k % 28 : k % 28 + 12], None, (0, 0), k, np.arange(12.0)) for k in range(300)]
     cores = os.cpu_count() or 1
     module = deflate_module(DEFAULT_GZIP_LEVEL)
     payload = b"".join(b"".join(record) for record in records)
-    blocks = [payload[n:n + (1 << 20)] for n in range(0, len(payload), 1 << 20)]
+    blocks = [payload[n : n + (1 << 20)] for n in range(0, len(payload), 1 << 20)]
     best_ratio = np.inf
     for _ in range(3):  # the best of three against the machine's other load
         with concurrent.futures.ThreadPoolExecutor(cores) as pool:  # deflate releases the GIL

@@ -7,8 +7,22 @@ import os
 import pytest
 from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
-SAMPLE_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
-                "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2"]
+SAMPLE_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2016-01-01",
+    "--endtime",
+    "2017-07-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+]
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]
 
 
@@ -21,14 +35,48 @@ def dry_runs(sample_run: str, out: str) -> dict[str, list[str]]:
     return {
         "stack": ["--optical", optical, *SAMPLE_FLAGS, "--stack_output", f"{out}/stack"],
         "window": ["--stack_dir", f"{sample_run}/stack", *WINDOW_FLAGS, "--window_output", f"{out}/windows"],
-        "run": ["--optical", optical, *SAMPLE_FLAGS, *WINDOW_FLAGS, "--window_output", f"{out}/windows",
-                "--stack_output", f"{out}/stack"],
-        "convert": ["--store", f"{out}/store", *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS, "--window_output",
-                    f"{out}/windows"],
-        "infer": ["--stack_dir", f"{sample_run}/stack", *WINDOW_FLAGS, "--model", f"{out}/no_model_needed.keras",
-                  "--map_output", f"{out}/maps"],
-        "scheduled": ["--optical", optical, *SAMPLE_FLAGS[:4], "--delta_step", "10d", "--output_root",
-                      f"{out}/root", "--end", "2016-04-01", "--lookback", "120d", *WINDOW_FLAGS, "--write_stacks"],
+        "run": [
+            "--optical",
+            optical,
+            *SAMPLE_FLAGS,
+            *WINDOW_FLAGS,
+            "--window_output",
+            f"{out}/windows",
+            "--stack_output",
+            f"{out}/stack",
+        ],
+        "convert": [
+            "--store",
+            f"{out}/store",
+            *LANDSAT_FLAGS,
+            *STACK_WINDOW_FLAGS,
+            "--window_output",
+            f"{out}/windows",
+        ],
+        "infer": [
+            "--stack_dir",
+            f"{sample_run}/stack",
+            *WINDOW_FLAGS,
+            "--model",
+            f"{out}/no_model_needed.keras",
+            "--map_output",
+            f"{out}/maps",
+        ],
+        "scheduled": [
+            "--optical",
+            optical,
+            *SAMPLE_FLAGS[:4],
+            "--delta_step",
+            "10d",
+            "--output_root",
+            f"{out}/root",
+            "--end",
+            "2016-04-01",
+            "--lookback",
+            "120d",
+            *WINDOW_FLAGS,
+            "--write_stacks",
+        ],
     }
 
 
@@ -42,17 +90,24 @@ def test_dry_run_translates_and_writes_nothing(command, sample_run, tmp_path, ca
     assert not os.path.exists(out)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--optical", "obs", "--stack_output", "s", "--endtime", "2017-01-01"], "--starttime is required"),
-    (["--optical", "obs", "--stack_output", "s", "--starttime", "2017", "--endtime", "2018"],
-     "--starttime: not an ISO 8601 time: '2017'"),
-    (["--optical", "obs", "--stack_output", "s", "--tile_size", "3x3x3"], "--tile_size: expected N or NxM"),
-    (["--optical", "obs", "--stack_output", "s", "--gzip_level", "12"], "--gzip_level must be 0-9, got 12"),
-    (["--optical", "obs", "--stack_output", "s", "--chunk_size", "many"],
-     "argument --chunk_size: invalid int value: 'many'"),
-    (["--optical", "obs", "--starttime", "2017-01-01", "--endtime", "2018-01-01"], "--stack_output is required"),
-    (["--optical", "obs", "--stack_output", "s", "--Delta", "30d"], "--Delta is not a flag of stack"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--optical", "obs", "--stack_output", "s", "--endtime", "2017-01-01"], "--starttime is required"),
+        (
+            ["--optical", "obs", "--stack_output", "s", "--starttime", "2017", "--endtime", "2018"],
+            "--starttime: not an ISO 8601 time: '2017'",
+        ),
+        (["--optical", "obs", "--stack_output", "s", "--tile_size", "3x3x3"], "--tile_size: expected N or NxM"),
+        (["--optical", "obs", "--stack_output", "s", "--gzip_level", "12"], "--gzip_level must be 0-9, got 12"),
+        (
+            ["--optical", "obs", "--stack_output", "s", "--chunk_size", "many"],
+            "argument --chunk_size: invalid int value: 'many'",
+        ),
+        (["--optical", "obs", "--starttime", "2017-01-01", "--endtime", "2018-01-01"], "--stack_output is required"),
+        (["--optical", "obs", "--stack_output", "s", "--Delta", "30d"], "--Delta is not a flag of stack"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(argv, message, capsys):
     assert main("stack")(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -60,8 +115,16 @@ def test_user_errors_are_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_a_missing_input_folder_is_one_line_naming_it(tmp_path, capsys):
-    argv = ["--optical", str(tmp_path / "nowhere"), "--stack_output", str(tmp_path / "s"),
-            "--starttime", "2017-01-01", "--endtime", "2018-01-01"]
+    argv = [
+        "--optical",
+        str(tmp_path / "nowhere"),
+        "--stack_output",
+        str(tmp_path / "s"),
+        "--starttime",
+        "2017-01-01",
+        "--endtime",
+        "2018-01-01",
+    ]
     assert main("stack")(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"rsdt_beam stack: --optical folder {tmp_path / 'nowhere'} does not exist"
@@ -70,19 +133,31 @@ def test_a_missing_input_folder_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_label_function_that_cannot_be_loaded_fails_at_launch(sample_run, tmp_path, capsys):
-    argv = ["--stack_dir", f"{sample_run}/stack", *WINDOW_FLAGS, "--window_output", str(tmp_path / "w"),
-            "--mode", "training", "--label_fn", "no_such_module:label"]
+    argv = [
+        "--stack_dir",
+        f"{sample_run}/stack",
+        *WINDOW_FLAGS,
+        "--window_output",
+        str(tmp_path / "w"),
+        "--mode",
+        "training",
+        "--label_fn",
+        "no_such_module:label",
+    ]
     assert main("window")(argv) == 2
     assert "--label_fn no_such_module:label: cannot load" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
 
-@pytest.mark.parametrize("command, shown, hidden", [
-    ("run", ["--starttime", "--Delta", "--window_output", "--gzip_level"], ["--output_root", "--store", "--model"]),
-    ("fetch", ["--plan_only", "--sh_base_url", "--starttime", "--window_output"], ["--output_root", "--model"]),
-    ("stack", ["--stack_output", "--chunk_size"], ["--Delta", "--window_output", "--store", "--lookback"]),
-    ("scheduled", ["--output_root", "--lookback", "--write_stacks"], ["--starttime", "--window_output"]),
-])
+@pytest.mark.parametrize(
+    "command, shown, hidden",
+    [
+        ("run", ["--starttime", "--Delta", "--window_output", "--gzip_level"], ["--output_root", "--store", "--model"]),
+        ("fetch", ["--plan_only", "--sh_base_url", "--starttime", "--window_output"], ["--output_root", "--model"]),
+        ("stack", ["--stack_output", "--chunk_size"], ["--Delta", "--window_output", "--store", "--lookback"]),
+        ("scheduled", ["--output_root", "--lookback", "--write_stacks"], ["--starttime", "--window_output"]),
+    ],
+)
 def test_help_lists_the_commands_own_flags_by_stage(command, shown, hidden, capsys):
     assert main(command)(["--help"]) == 0
     text = capsys.readouterr().out

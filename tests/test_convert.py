@@ -54,8 +54,12 @@ FULLY_CLOUDY = "2008-08-17T00:00:00Z"  # LE70350322008230EDC00: Fmask only cloud
 
 
 def landsat_listing(root=LANDSAT, mask=True):
-    return glob_sources([f"{root}/*/*_b3.tif", f"{root}/*/*_b4.tif", f"{root}/*/*_b5.tif"], "optical",
-                        LANDSAT_PATTERN, f"{root}/*/*_fmask.tif" if mask else None)
+    return glob_sources(
+        [f"{root}/*/*_b3.tif", f"{root}/*/*_b4.tif", f"{root}/*/*_b5.tif"],
+        "optical",
+        LANDSAT_PATTERN,
+        f"{root}/*/*_fmask.tif" if mask else None,
+    )
 
 
 def landsat_grid():
@@ -84,11 +88,13 @@ def source_pixel(path, grid, row, col, band=1):
 
 def test_time_patterns_of_real_names():
     landsat = time_pattern_regex(LANDSAT_PATTERN)
-    assert time_from_path(f"{LANDSAT}/LE70350322008118EDC00/LE70350322008118EDC00_b3.tif", landsat) == \
-        parse_time("2008-04-27")
+    assert time_from_path(f"{LANDSAT}/LE70350322008118EDC00/LE70350322008118EDC00_b3.tif", landsat) == parse_time(
+        "2008-04-27"
+    )
     assert time_from_path(S1_ASC, time_pattern_regex("%Y%m%dT%H%M%S")) == parse_time("2015-03-09T17:30:17")
-    assert time_from_path("T33UUU_20170216T102101_B02.jp2", time_pattern_regex("*_%Y%m%dT%H%M%S_*")) == \
-        parse_time("2017-02-16T10:21:01")
+    assert time_from_path("T33UUU_20170216T102101_B02.jp2", time_pattern_regex("*_%Y%m%dT%H%M%S_*")) == parse_time(
+        "2017-02-16T10:21:01"
+    )
     with pytest.raises(ValueError, match="no part of the path"):
         time_from_path("/data/scene_b3.tif", landsat)
     with pytest.raises(ValueError, match="not a valid time"):
@@ -124,34 +130,46 @@ def test_glob_sets_aside_missing_mask_duplicates_and_unparseable_names(tmp_path)
 
 def test_manifest_csv_and_json_lines(tmp_path):
     csv_path = tmp_path / "archive.csv"
-    csv_path.write_text("modality,time,bands,mask,band_selection\n"
-                        f"sar_ascending,2015-03-09T17:30:17,{S1_ASC},,\n"
-                        f"sar_descending,2017-03-09T05:43:56Z,{S1_DSC},,1\n"
-                        "optical,yesterday,x.tif,,\n"
-                        "optical,2017-01-01,,,\n")
+    csv_path.write_text(
+        "modality,time,bands,mask,band_selection\n"
+        f"sar_ascending,2015-03-09T17:30:17,{S1_ASC},,\n"
+        f"sar_descending,2017-03-09T05:43:56Z,{S1_DSC},,1\n"
+        "optical,yesterday,x.tif,,\n"
+        "optical,2017-01-01,,,\n"
+    )
     listing = read_manifest(str(csv_path))
     assert [(s.modality, s.time) for s in listing.sources] == [
-        ("sar_ascending", parse_time("2015-03-09T17:30:17")), ("sar_descending", parse_time("2017-03-09T05:43:56"))]
+        ("sar_ascending", parse_time("2015-03-09T17:30:17")),
+        ("sar_descending", parse_time("2017-03-09T05:43:56")),
+    ]
     assert listing.sources[1].band_selection == (1,)
     assert [r.observation for r in listing.rejected] == [f"{csv_path} line 4", f"{csv_path} line 5"]
     assert "not an ISO 8601 time" in listing.rejected[0].reason and "missing bands" in listing.rejected[1].reason
 
     shutil.copy(S1_ASC, tmp_path / "asc.tif")
     jsonl = tmp_path / "archive.jsonl"
-    jsonl.write_text(json.dumps({"modality": "sar_ascending", "time": "2015-03-09T17:30:17", "bands": ["asc.tif"],
-                                 "band_selection": [1]}) + "\n{broken\n")
+    jsonl.write_text(
+        json.dumps(
+            {"modality": "sar_ascending", "time": "2015-03-09T17:30:17", "bands": ["asc.tif"], "band_selection": [1]}
+        )
+        + "\n{broken\n"
+    )
     listing = read_manifest(str(jsonl))
-    assert listing.sources == [ConvertSource("sar_ascending", parse_time("2015-03-09T17:30:17"),
-                                             (str(tmp_path / "asc.tif"),), None, (1,))]
+    assert listing.sources == [
+        ConvertSource("sar_ascending", parse_time("2015-03-09T17:30:17"), (str(tmp_path / "asc.tif"),), None, (1,))
+    ]
     assert "not JSON" in listing.rejected[0].reason
 
     # Two rows for one modality and time stamp: one is kept, the other set aside naming it.
     twice = tmp_path / "twice.csv"
-    twice.write_text("modality,time,bands\n"
-                     f"sar_descending,2017-03-09T05:43:56,{S1_DSC}\nsar_descending,2017-03-09T05:43:56,{S1_ASC}\n")
+    twice.write_text(
+        "modality,time,bands\n"
+        f"sar_descending,2017-03-09T05:43:56,{S1_DSC}\nsar_descending,2017-03-09T05:43:56,{S1_ASC}\n"
+    )
     aoi = load_aoi(",".join(str(v) for v in rasterio.open(S1_ASC).bounds), bbox_crs="EPSG:32631")
-    plan = ConvertPlan.create(str(tmp_path / "store"), grid_for_aoi(aoi, 20.0), read_manifest(str(twice)),
-                              ConvertParams.create(), aoi)
+    plan = ConvertPlan.create(
+        str(tmp_path / "store"), grid_for_aoi(aoi, 20.0), read_manifest(str(twice)), ConvertParams.create(), aoi
+    )
     assert [s.bands[0] for s in plan.sources] == [S1_ASC]
     assert plan.rejected[0].observation == S1_DSC and f"{S1_ASC} is kept" in plan.rejected[0].reason
 
@@ -175,8 +193,7 @@ def test_mask_rules():
 
 def test_divisors_per_modality():
     assert parse_divisor("255") == {"sar_ascending": 255.0, "sar_descending": 255.0, "optical": 255.0}
-    assert parse_divisor("optical=10000,sar=1") == {"sar_ascending": 1.0, "sar_descending": 1.0,
-                                                     "optical": 10000.0}
+    assert parse_divisor("optical=10000,sar=1") == {"sar_ascending": 1.0, "sar_descending": 1.0, "optical": 10000.0}
     with pytest.raises(ValueError, match="unknown modality"):
         parse_divisor("radar=1")
     with pytest.raises(ValueError, match="non-zero"):
@@ -255,8 +272,7 @@ def bilinear_from_source(path, grid, row, col):
         if (p == dataset.nodata).any():
             return None
     dx, dy = fc - c0, fr - r0
-    return (p[0, 0] * (1 - dx) * (1 - dy) + p[0, 1] * dx * (1 - dy) + p[1, 0] * (1 - dx) * dy
-            + p[1, 1] * dx * dy)
+    return p[0, 0] * (1 - dx) * (1 - dy) + p[0, 1] * dx * (1 - dy) + p[1, 0] * (1 - dx) * dy + p[1, 1] * dx * dy
 
 
 def test_sentinel1_other_grid_warped_onto_common_grid_bilinear():
@@ -288,8 +304,9 @@ def test_sentinel2_bands_at_10_20_60_m_resampled_onto_one_10_m_grid():
     source = ConvertSource("optical", parse_time_name("20170216T102101"), tuple(paths))
     header = inspect_source(source, grid)
     assert header.bands == 4
-    data, valid = read_source_window(source, grid, full(grid), ConvertParams.create(divisor=10000,
-                                                                                     resampling="nearest"))
+    data, valid = read_source_window(
+        source, grid, full(grid), ConvertParams.create(divisor=10000, resampling="nearest")
+    )
     assert data.shape == (300, 400, 4) and valid.all()
     rng = np.random.default_rng(2)
     for row, col in zip(rng.integers(0, 300, 100), rng.integers(0, 400, 100)):
@@ -297,8 +314,9 @@ def test_sentinel2_bands_at_10_20_60_m_resampled_onto_one_10_m_grid():
             assert data[row, col, k] == np.float32(source_pixel(path, grid, row, col)) / np.float32(10000)
     # Band selection: 1-based over the concatenated bands of all files.
     selected = ConvertSource("optical", source.time, tuple(paths), band_selection=(4, 1))
-    picked, _ = read_source_window(selected, grid, PixelWindow(0, 10, 0, 10),
-                                   ConvertParams.create(divisor=10000, resampling="nearest"))
+    picked, _ = read_source_window(
+        selected, grid, PixelWindow(0, 10, 0, 10), ConvertParams.create(divisor=10000, resampling="nearest")
+    )
     np.testing.assert_array_equal(picked, data[:10, :10][..., [3, 0]])
     # Bilinear 20 m -> 10 m stays within the neighbours' range.
     smooth, _ = read_source_window(source, grid, full(grid), ConvertParams.create(divisor=10000))
@@ -323,8 +341,9 @@ def test_aoi_polygon_clips_validity_of_the_bounding_box():
 def test_bad_files_are_clear_errors(tmp_path):
     _, grid = landsat_grid()
     truncated = tmp_path / "truncated_b3.tif"
-    truncated.write_bytes(open(os.path.join(LANDSAT, "LE70350322008118EDC00", "LE70350322008118EDC00_b3.tif"),
-                               "rb").read()[:200])
+    truncated.write_bytes(
+        open(os.path.join(LANDSAT, "LE70350322008118EDC00", "LE70350322008118EDC00_b3.tif"), "rb").read()[:200]
+    )
     with pytest.raises(ObservationError, match="band file is truncated or unreadable: .*TIFFReadDirectory"):
         inspect_source(ConvertSource("optical", 0.0, (str(truncated),)), grid)
     source = landsat_listing().sources[0]
@@ -365,14 +384,20 @@ def test_convert_transform_writes_store_sets_aside_bad_and_skips_on_rerun(tmp_pa
     plan = ConvertPlan.create(store, grid, listing, params, aoi, block_size=32)
     assert dict(plan.job.bands) == {"optical": 3}
     good = ["2008-04-19", "2008-04-27", "2008-05-29", "2008-06-06", "2008-06-22", "2008-06-30", "2008-07-08"]
-    bad = {"2008-05-05": "band file is truncated or unreadable", "2008-05-21": "missing mask file",
-           "2008-06-14": "has 4 bands but optical observations of this run have 3",
-           FULLY_CLOUDY[:10]: "fully masked"}
+    bad = {
+        "2008-05-05": "band file is truncated or unreadable",
+        "2008-05-21": "missing mask file",
+        "2008-06-14": "has 4 bands but optical observations of this run have 3",
+        FULLY_CLOUDY[:10]: "fully masked",
+    }
 
     def check(refs_and_rejections):
         refs, rejections = refs_and_rejections
-        assert_that(refs | beam.Map(lambda r: (r.modality, r.time)),
-                    equal_to([("optical", parse_time(t)) for t in good]), label="refs")
+        assert_that(
+            refs | beam.Map(lambda r: (r.modality, r.time)),
+            equal_to([("optical", parse_time(t)) for t in good]),
+            label="refs",
+        )
         assert_that(rejections | beam.Map(lambda r: r.time[:10]), equal_to(list(bad)), label="rejections")
 
     with BeamTestPipeline() as pipeline:
@@ -382,8 +407,10 @@ def test_convert_transform_writes_store_sets_aside_bad_and_skips_on_rerun(tmp_pa
     assert rejected == [] and len(refs) == len(good)
     assert read_grid(store).matches(grid)
     folder = os.path.join(store, "rejected")
-    recorded = {entry["time"][:10]: entry["reason"]
-                for entry in (json.load(open(os.path.join(folder, n))) for n in os.listdir(folder))}
+    recorded = {
+        entry["time"][:10]: entry["reason"]
+        for entry in (json.load(open(os.path.join(folder, n))) for n in os.listdir(folder))
+    }
     assert set(recorded) == set(bad)
     for name, reason in bad.items():
         assert reason in recorded[name]
@@ -429,21 +456,64 @@ def test_store_with_another_grid_is_refused(tmp_path):
 
 # --- end to end ------------------------------------------------------------------------------------
 
-LANDSAT_FLAGS = ["--aoi", LANDSAT_BBOX, "--aoi_crs", "EPSG:32613", "--resolution", "30",
-                 "--align_to", os.path.join(LANDSAT, "LE70350322008118EDC00", "LE70350322008118EDC00_b3.tif"),
-                 "--band_files", f"{LANDSAT}/*/*_b3.tif,{LANDSAT}/*/*_b4.tif,{LANDSAT}/*/*_b5.tif",
-                 "--mask_files", f"{LANDSAT}/*/*_fmask.tif", "--mask_rule", "fmask",
-                 "--time_pattern", LANDSAT_PATTERN, "--divisor", "10000", "--no_progress"]
-STACK_WINDOW_FLAGS = ["--starttime", "2008-04-01", "--endtime", "2008-09-01", "--delta_step", "8d",
-                      "--tile_size", "24", "--deadzone", "2", "--Delta", "40d", "--omega", "2", "--Omega", "5"]
+LANDSAT_FLAGS = [
+    "--aoi",
+    LANDSAT_BBOX,
+    "--aoi_crs",
+    "EPSG:32613",
+    "--resolution",
+    "30",
+    "--align_to",
+    os.path.join(LANDSAT, "LE70350322008118EDC00", "LE70350322008118EDC00_b3.tif"),
+    "--band_files",
+    f"{LANDSAT}/*/*_b3.tif,{LANDSAT}/*/*_b4.tif,{LANDSAT}/*/*_b5.tif",
+    "--mask_files",
+    f"{LANDSAT}/*/*_fmask.tif",
+    "--mask_rule",
+    "fmask",
+    "--time_pattern",
+    LANDSAT_PATTERN,
+    "--divisor",
+    "10000",
+    "--no_progress",
+]
+STACK_WINDOW_FLAGS = [
+    "--starttime",
+    "2008-04-01",
+    "--endtime",
+    "2008-09-01",
+    "--delta_step",
+    "8d",
+    "--tile_size",
+    "24",
+    "--deadzone",
+    "2",
+    "--Delta",
+    "40d",
+    "--omega",
+    "2",
+    "--Omega",
+    "5",
+]
 
 
 @pytest.mark.e2e
 def test_landsat_series_fused_to_windows_equals_convert_then_stack_and_window(tmp_path):
     store = str(tmp_path / "store")
     fused, separate = tmp_path / "fused", tmp_path / "separate"
-    execute(CONVERT, ["--store", store, *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS,
-                        "--stack_output", str(fused / "stack"), "--window_output", str(fused / "windows")])
+    execute(
+        CONVERT,
+        [
+            "--store",
+            store,
+            *LANDSAT_FLAGS,
+            *STACK_WINDOW_FLAGS,
+            "--stack_output",
+            str(fused / "stack"),
+            "--window_output",
+            str(fused / "windows"),
+        ],
+    )
     refs, _ = list_store(store)
     assert len(refs) == 10
     rejected = json.load(open(fused / "windows" / "rejected.json"))
@@ -454,8 +524,19 @@ def test_landsat_series_fused_to_windows_equals_convert_then_stack_and_window(tm
     assert len((fused / "windows" / "windows.csv").read_text().splitlines()) > 10
 
     # The store alone through the existing Stage 2+3 pipeline gives the same stacks and windows.
-    execute(RUN, ["--observations", store, *STACK_WINDOW_FLAGS, "--stack_output", str(separate / "stack"),
-                      "--window_output", str(separate / "windows"), "--no_progress"])
+    execute(
+        RUN,
+        [
+            "--observations",
+            store,
+            *STACK_WINDOW_FLAGS,
+            "--stack_output",
+            str(separate / "stack"),
+            "--window_output",
+            str(separate / "windows"),
+            "--no_progress",
+        ],
+    )
     for folder in ("stack", "windows"):
         names = sorted(n for n in os.listdir(fused / folder) if n.endswith((".tfrecords", ".csv")))
         assert names and names == sorted(n for n in os.listdir(separate / folder) if n.endswith((".tfrecords", ".csv")))
@@ -466,15 +547,38 @@ def test_landsat_series_fused_to_windows_equals_convert_then_stack_and_window(tm
 @pytest.mark.e2e
 def test_sentinel1_manifest_command_warps_and_sets_aside_the_far_file(tmp_path):
     manifest = tmp_path / "s1.jsonl"
-    manifest.write_text("\n".join(json.dumps(row) for row in [
-        {"modality": "sar_ascending", "time": "2015-03-09T17:30:17", "bands": S1_ASC},
-        {"modality": "sar_descending", "time": "2017-03-09T05:43:56", "bands": S1_DSC},
-        {"modality": "sar_descending", "time": "2017-12-10T05:43:59", "bands": S1_OTHER}]))
+    manifest.write_text(
+        "\n".join(
+            json.dumps(row)
+            for row in [
+                {"modality": "sar_ascending", "time": "2015-03-09T17:30:17", "bands": S1_ASC},
+                {"modality": "sar_descending", "time": "2017-03-09T05:43:56", "bands": S1_DSC},
+                {"modality": "sar_descending", "time": "2017-12-10T05:43:59", "bands": S1_OTHER},
+            ]
+        )
+    )
     store = str(tmp_path / "store")
     with rasterio.open(S1_ASC) as dataset:
         bounds = ",".join(str(v) for v in dataset.bounds)
-    execute(CONVERT, ["--store", store, "--manifest", str(manifest), "--aoi", bounds, "--aoi_crs", "EPSG:32631",
-                        "--resolution", "20", "--divisor", "sar=1", "--db_to_linear", "--no_progress"])
+    execute(
+        CONVERT,
+        [
+            "--store",
+            store,
+            "--manifest",
+            str(manifest),
+            "--aoi",
+            bounds,
+            "--aoi_crs",
+            "EPSG:32631",
+            "--resolution",
+            "20",
+            "--divisor",
+            "sar=1",
+            "--db_to_linear",
+            "--no_progress",
+        ],
+    )
     refs, _ = list_store(store)
     assert sorted(r.modality for r in refs) == ["sar_ascending", "sar_descending"]
     grid = read_grid(store)
@@ -495,8 +599,21 @@ def test_archive_and_store_on_gcs(tmp_path):
 
     with rasterio.open(S1_ASC) as dataset:
         bounds = ",".join(str(v) for v in dataset.bounds)
-    flags = ["--aoi", bounds, "--aoi_crs", "EPSG:32631", "--resolution", "20", "--archive_modality",
-             "sar_descending", "--divisor", "1", "--time_pattern", "*_%Y%m%dT%H%M%S_*", "--no_progress"]
+    flags = [
+        "--aoi",
+        bounds,
+        "--aoi_crs",
+        "EPSG:32631",
+        "--resolution",
+        "20",
+        "--archive_modality",
+        "sar_descending",
+        "--divisor",
+        "1",
+        "--time_pattern",
+        "*_%Y%m%dT%H%M%S_*",
+        "--no_progress",
+    ]
     archive, local = tmp_path / "archive", str(tmp_path / "local")
     archive.mkdir()
     for path in (S1_DSC, S1_OTHER):
@@ -507,12 +624,18 @@ def test_archive_and_store_on_gcs(tmp_path):
         store = gcs.url("store")
         execute(CONVERT, ["--store", store, "--band_files", gcs.url("archive") + "/*_D_*.tif", *flags])
         files = gcs.download_tree(store)
-    assert sorted(files) == ["bands.json", "grid.json", "metadata.json",
-                             "rejected/sar_descending_20171210T054359.json", "rsdt_run.json",
-                             "sar_descending/20170309T054356.tif"]
+    assert sorted(files) == [
+        "bands.json",
+        "grid.json",
+        "metadata.json",
+        "rejected/sar_descending_20171210T054359.json",
+        "rsdt_run.json",
+        "sar_descending/20170309T054356.tif",
+    ]
     described = json.loads(files["bands.json"])["sar_descending"]  # the store's model card, for Stage 2
     assert described["preprocessing"]["divisor"] == 1.0 and described["names"] == [
-        "S1A__IW___D_20170309T054356_VV_grd_mli_geo_norm_db.tif:1"]  # no band description: file:band
+        "S1A__IW___D_20170309T054356_VV_grd_mli_geo_norm_db.tif:1"
+    ]  # no band description: file:band
     with rasterio.MemoryFile(files["sar_descending/20170309T054356.tif"]) as memory, memory.open() as remote:
         with rasterio.open(os.path.join(local, "sar_descending", "20170309T054356.tif")) as here:
             np.testing.assert_array_equal(remote.read(), here.read())
@@ -526,8 +649,13 @@ def test_clip_to_aoi_polygon_in_the_pipeline(tmp_path):
     triangle = AreaOfInterest(shapely.Polygon([(left, bottom), (right, bottom), (left, top)]), "EPSG:32613")
     store = str(tmp_path / "store")
     sources = landsat_listing().sources[:2]
-    plan = ConvertPlan.create(store, grid, Listing(sources, []),
-                              ConvertParams.create(divisor=10000, mask_rule="fmask", clip_to_aoi=True), triangle)
+    plan = ConvertPlan.create(
+        store,
+        grid,
+        Listing(sources, []),
+        ConvertParams.create(divisor=10000, mask_rule="fmask", clip_to_aoi=True),
+        triangle,
+    )
     with BeamTestPipeline() as pipeline:
         plan.expand(pipeline)
     area = mask_for_grid(triangle, grid)
@@ -544,8 +672,9 @@ def test_output_dtype_int16_keeps_raw_landsat_values(tmp_path):
     aoi, grid = landsat_grid()
     listing = landsat_listing()
     listing = Listing(listing.sources[:2], [])
-    plan = ConvertPlan.create(store, grid, listing, ConvertParams.create(divisor=1, mask_rule="fmask",
-                                                                         dtype="int16"), aoi)
+    plan = ConvertPlan.create(
+        store, grid, listing, ConvertParams.create(divisor=1, mask_rule="fmask", dtype="int16"), aoi
+    )
     with BeamTestPipeline() as pipeline:
         plan.expand(pipeline)
     for ref in list_store(store)[0]:
@@ -557,5 +686,11 @@ def test_output_dtype_int16_keeps_raw_landsat_values(tmp_path):
             red = b3.read(1)
         np.testing.assert_array_equal(data[..., 0][valid], red[valid].astype(np.float32))
     with pytest.raises(ValueError, match="do not fit uint8"):
-        encode_observation(grid, np.full((grid.height, grid.width, 1), 300.0), np.ones((grid.height, grid.width), bool),
-                           "optical", 0.0, dtype="uint8")
+        encode_observation(
+            grid,
+            np.full((grid.height, grid.width, 1), 300.0),
+            np.ones((grid.height, grid.width), bool),
+            "optical",
+            0.0,
+            dtype="uint8",
+        )

@@ -21,8 +21,10 @@ from rsdt_beam.graph import join_ends, split
 
 pytestmark = pytest.mark.e2e
 
-BEAM_DASK_BUG = ("Beam's DaskRunner (2.77, apache_beam/runners/dask/dask_runner.py) keys its Dask bags by the "
-                 "producing transform, not by output PCollection, and computes only the last transform's bag")
+BEAM_DASK_BUG = (
+    "Beam's DaskRunner (2.77, apache_beam/runners/dask/dask_runner.py) keys its Dask bags by the "
+    "producing transform, not by output PCollection, and computes only the last transform's bag"
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def write_list(path: str):
     def write(items):
         with open(path, "w") as f:
             f.write(repr(sorted(items)))
+
     return write
 
 
@@ -80,8 +83,11 @@ def test_beam_dask_runner_bug_only_the_last_output_is_written(cluster, tmp_path)
     assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="Beam's DaskRunner (2.77, DaskBagWindowedIterator) evaluates a side input by "
-                                       "computing its whole upstream again inside each task that reads it")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Beam's DaskRunner (2.77, DaskBagWindowedIterator) evaluates a side input by "
+    "computing its whole upstream again inside each task that reads it",
+)
 def test_beam_dask_runner_bug_side_inputs_run_their_upstream_again(cluster, tmp_path):
     runs = tmp_path / "runs"
 
@@ -93,9 +99,13 @@ def test_beam_dask_runner_bug_side_inputs_run_their_upstream_again(cluster, tmp_
     def build(pipeline):
         counted = pipeline | "One" >> beam.Create([1]) | "Count runs" >> beam.Map(count_run)
         counted | "Write it" >> beam.Map(write_list(str(tmp_path / "counted")))
-        (pipeline | "Numbers" >> beam.Create(range(3)) | "Add" >> beam.Map(lambda n, one: n + one,
-                                                                            beam.pvalue.AsSingleton(counted))
-         | beam.combiners.ToList() | "Write sums" >> beam.Map(write_list(str(tmp_path / "sums"))))
+        (
+            pipeline
+            | "Numbers" >> beam.Create(range(3))
+            | "Add" >> beam.Map(lambda n, one: n + one, beam.pvalue.AsSingleton(counted))
+            | beam.combiners.ToList()
+            | "Write sums" >> beam.Map(write_list(str(tmp_path / "sums")))
+        )
         join_ends(pipeline)
 
     run_on(cluster, build)
@@ -115,19 +125,27 @@ class _EmitsAtFinishBundle(beam.DoFn):
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindow
         from apache_beam.utils.windowed_value import WindowedValue
+
         for n in self._buffer:
             yield WindowedValue(n, 0, [GlobalWindow()])
 
 
-FINISH_BUNDLE_BUG = ("Beam's DaskRunner (2.77, transform_evaluator.apply_dofn_to_bundle) collects a bundle's outputs "
-                     "before it calls finish_bundle, so what a DoFn emits there is lost")
+FINISH_BUNDLE_BUG = (
+    "Beam's DaskRunner (2.77, transform_evaluator.apply_dofn_to_bundle) collects a bundle's outputs "
+    "before it calls finish_bundle, so what a DoFn emits there is lost"
+)
 
 
 @pytest.mark.xfail(strict=True, reason=FINISH_BUNDLE_BUG)
 def test_beam_dask_runner_bug_outputs_of_finish_bundle_are_lost(cluster, tmp_path):
     def build(pipeline):
-        (pipeline | beam.Create(range(6)) | beam.ParDo(_EmitsAtFinishBundle()) | beam.combiners.ToList()
-         | beam.Map(write_list(str(tmp_path / "all"))))
+        (
+            pipeline
+            | beam.Create(range(6))
+            | beam.ParDo(_EmitsAtFinishBundle())
+            | beam.combiners.ToList()
+            | beam.Map(write_list(str(tmp_path / "all")))
+        )
 
     run_on(cluster, build)
     assert (tmp_path / "all").read_text() == "[0, 1, 2, 3, 4, 5]"
@@ -135,12 +153,12 @@ def test_beam_dask_runner_bug_outputs_of_finish_bundle_are_lost(cluster, tmp_pat
 
 def test_separate_branches_and_joined_ends_run_right_on_dask(cluster, tmp_path):
     """The same two pipelines in this project's shapes: `split` branches and `join_ends`."""
+
     def build(pipeline):
         tagged = pipeline | beam.Create(range(6)) | beam.Map(lambda n: ("odd" if n % 2 else "even", n))
         parts = split(tagged, ("even", "odd"))
         parts["odd"] | "Odd" >> beam.combiners.ToList() | "Write odd" >> beam.Map(write_list(str(tmp_path / "odd")))
-        parts["even"] | "Even" >> beam.combiners.ToList() | "Write even" >> beam.Map(
-            write_list(str(tmp_path / "even")))
+        parts["even"] | "Even" >> beam.combiners.ToList() | "Write even" >> beam.Map(write_list(str(tmp_path / "even")))
         join_ends(pipeline)
 
     run_on(cluster, build)
@@ -169,10 +187,24 @@ def test_stack_then_window_on_dask_equals_direct_runner(cluster, sample_eopatche
 
     for name, runner in (("direct", []), ("dask", cluster.flags)):
         out = tmp_path / name
-        assert stack.main(["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", str(out / "stack"),
-                           *runner]) == 0
-        assert window.main(["--stack_dir", str(out / "stack"), "--window_output", str(out / "windows"),
-                            *WINDOW_FLAGS, "--no_progress", *runner]) == 0
+        assert (
+            stack.main(["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", str(out / "stack"), *runner])
+            == 0
+        )
+        assert (
+            window.main(
+                [
+                    "--stack_dir",
+                    str(out / "stack"),
+                    "--window_output",
+                    str(out / "windows"),
+                    *WINDOW_FLAGS,
+                    "--no_progress",
+                    *runner,
+                ]
+            )
+            == 0
+        )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct")
 
 
@@ -183,9 +215,23 @@ def test_convert_to_windows_on_dask_equals_direct_runner(cluster, tmp_path):
 
     for name, runner in (("direct", []), ("dask", cluster.flags)):
         out = tmp_path / name
-        assert convert.main(["--store", str(out / "store"), *LANDSAT_FLAGS, *STACK_WINDOW_FLAGS, "--no_progress",
-                             "--stack_output", str(out / "stack"), "--window_output", str(out / "windows"),
-                             *runner]) == 0
+        assert (
+            convert.main(
+                [
+                    "--store",
+                    str(out / "store"),
+                    *LANDSAT_FLAGS,
+                    *STACK_WINDOW_FLAGS,
+                    "--no_progress",
+                    "--stack_output",
+                    str(out / "stack"),
+                    "--window_output",
+                    str(out / "windows"),
+                    *runner,
+                ]
+            )
+            == 0
+        )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("store", "stack", "windows"))
 
 
@@ -207,12 +253,42 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
         requests = []
         for name, runner in (("direct", []), ("dask", cluster.flags)):
             write_grid(str(out / "store"), S2_GRID)
-            argv = ["--store", str(out / "store"), "--collections", "optical", "--sh_base_url", hub.url,
-                    "--sh_token_url", hub.token_url, "--sh_credentials_file", str(credentials),
-                    "--sh_retry_sleep", "0.02", "--starttime", "2015-07-01", "--endtime", "2015-10-01",
-                    "--tile_size", "32", "--fetch_chunk_size", "64", "--delta_step", "5d",
-                    "--stack_output", str(out / "stack"), "--Delta", "40d", "--omega", "1", "--Omega", "4",
-                    "--window_output", str(out / "windows"), "--no_progress", *runner]
+            argv = [
+                "--store",
+                str(out / "store"),
+                "--collections",
+                "optical",
+                "--sh_base_url",
+                hub.url,
+                "--sh_token_url",
+                hub.token_url,
+                "--sh_credentials_file",
+                str(credentials),
+                "--sh_retry_sleep",
+                "0.02",
+                "--starttime",
+                "2015-07-01",
+                "--endtime",
+                "2015-10-01",
+                "--tile_size",
+                "32",
+                "--fetch_chunk_size",
+                "64",
+                "--delta_step",
+                "5d",
+                "--stack_output",
+                str(out / "stack"),
+                "--Delta",
+                "40d",
+                "--omega",
+                "1",
+                "--Omega",
+                "4",
+                "--window_output",
+                str(out / "windows"),
+                "--no_progress",
+                *runner,
+            ]
             assert fetch_command.main(argv) == 0
             os.rename(out, tmp_path / name)
             requests.append(len(hub.requests_to("/api/v1/process")) - sum(requests))
@@ -222,8 +298,11 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
     assert requests == [5 * 4, 5 * 4]  # Dask runs the fetch again for each side input; nothing is sent twice
 
 
-@pytest.mark.xfail(strict=True, reason=FINISH_BUNDLE_BUG + ": RunInference's BatchElements emits its last batch "
-                                     "there, so a map misses a tile's prediction")
+@pytest.mark.xfail(
+    strict=True,
+    reason=FINISH_BUNDLE_BUG + ": RunInference's BatchElements emits its last batch "
+    "there, so a map misses a tile's prediction",
+)
 def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
     pytest.importorskip("tensorflow")
     from test_inference import SAMPLE_FLAGS, WINDOW_FLAGS, mean_model
@@ -233,6 +312,20 @@ def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
     model_file = str(tmp_path / "mean.keras")
     mean_model().save(model_file)
     for name, runner in (("direct", []), ("dask", cluster.flags)):
-        assert infer.main(["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
-                           "--model", model_file, "--map_output", str(tmp_path / name / "maps"), *runner]) == 0
+        assert (
+            infer.main(
+                [
+                    "--optical",
+                    os.path.join(sample_run, "obs", "optical"),
+                    *SAMPLE_FLAGS,
+                    *WINDOW_FLAGS,
+                    "--model",
+                    model_file,
+                    "--map_output",
+                    str(tmp_path / name / "maps"),
+                    *runner,
+                ]
+            )
+            == 0
+        )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("maps",))

@@ -25,18 +25,37 @@ def sample(sample_run):
     sharded training windows and per-tile inference windows from the same stacks."""
     out = sample_run
     stack = os.path.join(out, "stack")
-    execute(WINDOW, ["--stack_dir", stack, "--window_output", os.path.join(out, "sharded"), "--mode",
-                       "training", "--layout", "sharded", "--records_per_shard", "40", *WINDOW_FLAGS])
-    execute(WINDOW, ["--stack_dir", stack, "--window_output", os.path.join(out, "infer"), "--mode",
-                       "inference", *WINDOW_FLAGS])
+    execute(
+        WINDOW,
+        [
+            "--stack_dir",
+            stack,
+            "--window_output",
+            os.path.join(out, "sharded"),
+            "--mode",
+            "training",
+            "--layout",
+            "sharded",
+            "--records_per_shard",
+            "40",
+            *WINDOW_FLAGS,
+        ],
+    )
+    execute(
+        WINDOW,
+        ["--stack_dir", stack, "--window_output", os.path.join(out, "infer"), "--mode", "inference", *WINDOW_FLAGS],
+    )
     return {name: os.path.join(out, name) for name in ("stack", "windows", "sharded", "infer")}
 
 
 def expected_windows(stack_dir):
     """{(tile, window id): Window} built from the stacks with the window rules."""
     metadata = read_stack_metadata(stack_dir)
-    return {(tile, w.window_id): w for tile in list_tiles(stack_dir)
-            for w in windows(read_tile_stack(stack_dir, tile, metadata), PARAMS)}
+    return {
+        (tile, w.window_id): w
+        for tile in list_tiles(stack_dir)
+        for w in windows(read_tile_stack(stack_dir, tile, metadata), PARAMS)
+    }
 
 
 def digest(array):
@@ -45,7 +64,7 @@ def digest(array):
 
 def padded(frames, length=6, value=-1.0):
     out = np.full((length, *frames.shape[1:]), value, frames.dtype)
-    out[:len(frames)] = frames
+    out[: len(frames)] = frames
     return out
 
 
@@ -59,8 +78,10 @@ def test_numpy_reader_gives_the_windows_of_the_stacks(sample):
         np.testing.assert_array_equal(record.feature, window.current.frames)
         np.testing.assert_array_equal(record.label, np.ones((32, 32), np.float32))
         np.testing.assert_array_equal(record.timestamps, window.current.timestamps)
-        assert (record.window_start, record.window_end) == (int(window.current.timestamps[0]),
-                                                            int(window.current.timestamps[-1]))
+        assert (record.window_start, record.window_end) == (
+            int(window.current.timestamps[0]),
+            int(window.current.timestamps[-1]),
+        )
     sharded = list(read_windows(sample["sharded"], tile=(2, 1)))
     assert [r.window_id for r in sharded] == list(range(30))
     assert all(r.tile == (2, 1) for r in sharded)
@@ -118,8 +139,9 @@ def test_inference_dataset_in_time_order_with_tile_and_times(sample):
         count = len(window.current.timestamps)
         assert tuple(element["tile"]) == (2, 1)
         np.testing.assert_array_equal(element["Feature"], padded(window.current.frames))
-        np.testing.assert_array_equal(element["Timestamps"], padded(window.current.timestamps, value=0.0)
-                                      .astype(np.float64))
+        np.testing.assert_array_equal(
+            element["Timestamps"], padded(window.current.timestamps, value=0.0).astype(np.float64)
+        )
         np.testing.assert_array_equal(element["frame_mask"], np.arange(6) < count)
         assert int(element["window_end"]) == int(window.current.timestamps[-1])
     assert any(not e["frame_mask"].all() for e in elements), "some windows are shorter than Omega"
@@ -154,18 +176,25 @@ def test_online_dataset_is_rsdtlib_get_infer_dataset(sample):
     assert online.get_num_tiles() == (3, 3)
     assert online.get_infer_dataset((7, 7)) is None
     with open(os.path.join(sample["windows"], "windows.csv")) as f:
-        listed = [(int(r["window_id"]), int(r["start_epoch"]), int(r["end_epoch"]), int(r["frames"]))
-                  for r in csv.DictReader(f) if (r["tile_j"], r["tile_i"]) == ("0", "0")]
+        listed = [
+            (int(r["window_id"]), int(r["start_epoch"]), int(r["end_epoch"]), int(r["frames"]))
+            for r in csv.DictReader(f)
+            if (r["tile_j"], r["tile_i"]) == ("0", "0")
+        ]
     assert online.windows_list((0, 0)) == listed
 
     # rsdtlib's documented filter and its interactive inference example (concat, padded_batch -1.0).
     later_than = lambda window: tf.math.greater(tf.cast(window[0][0], tf.int64), 1483228800)  # noqa: E731
     dataset = online.get_infer_dataset((1, 2), win_filter=later_than)
     final = dataset.map(lambda x: tf.concat([x[1], x[2], x[3]], axis=-1)).padded_batch(
-        4, padded_shapes=[6, 32, 32, 1], padding_values=-1.0)
+        4, padded_shapes=[6, 32, 32, 1], padding_values=-1.0
+    )
     got = np.concatenate([batch.numpy() for batch in final])
-    want = [w for (tile, _), w in sorted(expected_windows(sample["stack"]).items())
-            if tile == (1, 2) and w.current.timestamps[0] > 1483228800]
+    want = [
+        w
+        for (tile, _), w in sorted(expected_windows(sample["stack"]).items())
+        if tile == (1, 2) and w.current.timestamps[0] > 1483228800
+    ]
     assert len(got) == len(want) > 0
     for array, window in zip(got, want):
         np.testing.assert_array_equal(array, padded(window.current.frames))

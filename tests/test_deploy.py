@@ -30,8 +30,9 @@ def test_workers_get_every_declared_dependency_at_the_version_requirements_txt_p
     for extras in ((), ("tensorflow",)):
         pins = [Requirement(pin) for pin in deploy.pinned_requirements(extras)]
         assert {p.name for p in pins} == {r.name for r in deploy.declared_requirements(extras)}
-        assert {p.name.lower(): str(p.specifier).removeprefix("==") for p in pins} == \
-            {p.name.lower(): tested[p.name.lower()] for p in pins}
+        assert {p.name.lower(): str(p.specifier).removeprefix("==") for p in pins} == {
+            p.name.lower(): tested[p.name.lower()] for p in pins
+        }
     assert "apache-beam[gcp]==2.77.0" in deploy.pinned_requirements()
 
 
@@ -52,10 +53,28 @@ def test_tensorflow_goes_to_the_workers_of_inference_only(tmp_path):
 def test_dataflow_stages_the_pinned_requirements_and_the_package(sample_eopatches, tmp_path):
     """The `run` command adds the worker flags itself (cli.run.execute)."""
     setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
-    outcome = execute(RUN, WITHOUT_IMAGE + ["--setup_file", setup_file, "--optical", sample_eopatches,
-                                            "--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID",
-                                            "--starttime", "2015-09-01", "--endtime", "2016-05-01",
-                                            "--mode", "training", "--window_output", "gs://rsdt-test/windows"])
+    outcome = execute(
+        RUN,
+        WITHOUT_IMAGE
+        + [
+            "--setup_file",
+            setup_file,
+            "--optical",
+            sample_eopatches,
+            "--opt_bands_feature",
+            "NDVI",
+            "--opt_mask_feature",
+            "IS_VALID",
+            "--starttime",
+            "2015-09-01",
+            "--endtime",
+            "2016-05-01",
+            "--mode",
+            "training",
+            "--window_output",
+            "gs://rsdt-test/windows",
+        ],
+    )
     (environment,) = outcome.result.job.proto_pipeline.components.environments.values()
     staged = b" ".join(dependency.role_payload for dependency in environment.dependencies)
     assert b"requirements.txt" in staged and b"workflow.tar.gz" in staged
@@ -86,15 +105,25 @@ def test_the_dockerfile_pip_line_resolves_in_a_clean_venv(tmp_path):
     shim.write_text(f'#!/bin/sh\nexec {venv}/bin/python -m pip "$@" --dry-run --ignore-installed\n')
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(PATH=os.pathsep.join([str(shim.parent), os.path.join(venv, "bin"), env["PATH"]]), EXTRAS="tensorflow",
-               PIP_DISABLE_PIP_VERSION_CHECK="1")
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", " && ".join(lines)], cwd=context, env=env,
-                          capture_output=True, text=True, timeout=900)
+    env.update(
+        PATH=os.pathsep.join([str(shim.parent), os.path.join(venv, "bin"), env["PATH"]]),
+        EXTRAS="tensorflow",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", " && ".join(lines)],
+        cwd=context,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, f"{shlex.join(lines)}\n{done.stderr[-3000:]}"
     (would_install,) = re.findall(r"^Would install (.*)$", done.stdout, re.MULTILINE)
     versions = dict(item.rsplit("-", 1) for item in would_install.split())
     versions = {name.lower().replace("_", "-"): version for name, version in versions.items()}
     tested = pinned_in_requirements_txt()
-    assert {name: versions[name] for name in tested if name in versions} == \
-        {name: tested[name] for name in tested if name in versions}
+    assert {name: versions[name] for name in tested if name in versions} == {
+        name: tested[name] for name in tested if name in versions
+    }
     assert {"apache-beam", "tensorflow-cpu", "rasterio", "rsdt-beam"} <= set(versions)

@@ -18,7 +18,7 @@ def _read(*parts: str) -> str:
 
 def test_readme_flag_reference_is_the_parsers():
     readme = _read("README.md")
-    assert readme[readme.index(BEGIN):readme.index(END) + len(END)] == flags_markdown()
+    assert readme[readme.index(BEGIN) : readme.index(END) + len(END)] == flags_markdown()
 
 
 def test_defaults_stated_in_prose_are_the_parsers():

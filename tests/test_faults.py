@@ -37,8 +37,21 @@ pytestmark = pytest.mark.e2e
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int(os.environ.get("RSDT_FAULT_SEED", "13"))
-STACK_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
-               "--endtime", "2016-05-01", "--delta_step", "10d", "--deadzone", "2", "--no_progress"]
+STACK_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2015-09-01",
+    "--endtime",
+    "2016-05-01",
+    "--delta_step",
+    "10d",
+    "--deadzone",
+    "2",
+    "--no_progress",
+]
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--no_progress"]
 
 
@@ -60,26 +73,98 @@ class Stage:
 
 
 STAGES = [
-    Stage("convert", "--store", CONVERT,
-          ("--aoi", LANDSAT_BBOX, "--aoi_crs", "EPSG:32613", "--resolution", "30",
-           "--band_files", "{landsat}/*/*_b3.tif,{landsat}/*/*_b4.tif,{landsat}/*/*_b5.tif",
-           "--mask_files", "{landsat}/*/*_fmask.tif", "--mask_rule", "fmask", "--time_pattern", LANDSAT_PATTERN,
-           "--archive_modality", "optical", "--divisor", "10000", "--no_progress"),
-          ("--divisor", "255"), "divisors", 2.0),
-    Stage("fetch", "--store", FETCH,
-          ("--aoi", "465181,5079245,466180,5080254", "--aoi_crs", "EPSG:32633", "--resolution", "10",
-           "--collections", "optical", "--sh_base_url", "{hub}", "--sh_token_url", "{hub_token}",
-           "--sh_retry_sleep", "0.02", "--starttime", "2015-07-01", "--endtime", "2015-10-01",
-           "--fetch_chunk_size", "64", "--max_requests_in_flight", "2", "--no_progress"),
-          ("--resolution", "20"), "grid", 1.5),
-    Stage("stack", "--stack_output", STACK, ("--optical", "{eopatches}", "--tile_size", "32", *STACK_FLAGS),
-          ("--tile_size", "48"), "tile_size_y", 1.5),
-    Stage("window", "--window_output", WINDOW,
-          ("--stack_dir", "{stack}", "--mode", "training", "--Omega", "6", *WINDOW_FLAGS),
-          ("--Omega", "3", "--layout", "sharded", "--records_per_shard", "100"), "Omega", 1.5),
-    Stage("infer", "--map_output", INFER,
-          ("--stack_dir", "{stack}", "--model", "{model}", "--Omega", "6", *WINDOW_FLAGS),
-          ("--Omega", "3",), "Omega", 4.0),
+    Stage(
+        "convert",
+        "--store",
+        CONVERT,
+        (
+            "--aoi",
+            LANDSAT_BBOX,
+            "--aoi_crs",
+            "EPSG:32613",
+            "--resolution",
+            "30",
+            "--band_files",
+            "{landsat}/*/*_b3.tif,{landsat}/*/*_b4.tif,{landsat}/*/*_b5.tif",
+            "--mask_files",
+            "{landsat}/*/*_fmask.tif",
+            "--mask_rule",
+            "fmask",
+            "--time_pattern",
+            LANDSAT_PATTERN,
+            "--archive_modality",
+            "optical",
+            "--divisor",
+            "10000",
+            "--no_progress",
+        ),
+        ("--divisor", "255"),
+        "divisors",
+        2.0,
+    ),
+    Stage(
+        "fetch",
+        "--store",
+        FETCH,
+        (
+            "--aoi",
+            "465181,5079245,466180,5080254",
+            "--aoi_crs",
+            "EPSG:32633",
+            "--resolution",
+            "10",
+            "--collections",
+            "optical",
+            "--sh_base_url",
+            "{hub}",
+            "--sh_token_url",
+            "{hub_token}",
+            "--sh_retry_sleep",
+            "0.02",
+            "--starttime",
+            "2015-07-01",
+            "--endtime",
+            "2015-10-01",
+            "--fetch_chunk_size",
+            "64",
+            "--max_requests_in_flight",
+            "2",
+            "--no_progress",
+        ),
+        ("--resolution", "20"),
+        "grid",
+        1.5,
+    ),
+    Stage(
+        "stack",
+        "--stack_output",
+        STACK,
+        ("--optical", "{eopatches}", "--tile_size", "32", *STACK_FLAGS),
+        ("--tile_size", "48"),
+        "tile_size_y",
+        1.5,
+    ),
+    Stage(
+        "window",
+        "--window_output",
+        WINDOW,
+        ("--stack_dir", "{stack}", "--mode", "training", "--Omega", "6", *WINDOW_FLAGS),
+        ("--Omega", "3", "--layout", "sharded", "--records_per_shard", "100"),
+        "Omega",
+        1.5,
+    ),
+    Stage(
+        "infer",
+        "--map_output",
+        INFER,
+        ("--stack_dir", "{stack}", "--model", "{model}", "--Omega", "6", *WINDOW_FLAGS),
+        (
+            "--Omega",
+            "3",
+        ),
+        "Omega",
+        4.0,
+    ),
 ]
 RESULTS: dict[tuple[str, str], list[str]] = {}
 _CLEAN: dict[tuple[str, bool], tuple[str, dict[str, bytes]]] = {}
@@ -106,8 +191,14 @@ def inputs(tmp_path_factory, sample_eopatches, hub):
     execute(STACK, ["--optical", sample_eopatches, "--tile_size", "32", *STACK_FLAGS, "--stack_output", stack])
     model = str(root / "mean.keras")
     mean_model().save(model)
-    return {"landsat": LANDSAT, "eopatches": sample_eopatches, "stack": stack, "model": model,
-            "hub": hub.url, "hub_token": hub.token_url}
+    return {
+        "landsat": LANDSAT,
+        "eopatches": sample_eopatches,
+        "stack": stack,
+        "model": model,
+        "hub": hub.url,
+        "hub_token": hub.token_url,
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -125,8 +216,13 @@ def invoke(stage: Stage, argv: list[str], capsys=None) -> tuple[int, str]:
 def kill_at_random(stage: Stage, argv: list[str], out: str, rng: random.Random) -> bool:
     """Starts the command, SIGKILLs it a random time after it claimed `out`; True if it was still running."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen([sys.executable, "-m", f"rsdt_beam.pipelines.{stage.name}", *argv], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"rsdt_beam.pipelines.{stage.name}", *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not fs.exists(fs.join(out, RUN_FILE)) and process.poll() is None and time.monotonic() < deadline:
@@ -156,10 +252,10 @@ def tree(out: str, gcs) -> tuple[dict[str, bytes], list[str]]:
         files = {name: open(os.path.join(out, name), "rb").read() for name in fs.list_files(out)}
         order = sorted(files, key=lambda name: os.stat(os.path.join(out, name)).st_mtime_ns)
         return files, order
-    prefix = out[len(f"gs://{gcs.bucket}/"):].rstrip("/") + "/"
+    prefix = out[len(f"gs://{gcs.bucket}/") :].rstrip("/") + "/"
     blobs = list(gcs.client().list_blobs(gcs.bucket, prefix=prefix))
-    order = [blob.name[len(prefix):] for blob in sorted(blobs, key=lambda blob: int(blob.generation))]
-    return {blob.name[len(prefix):]: blob.download_as_bytes() for blob in blobs}, order
+    order = [blob.name[len(prefix) :] for blob in sorted(blobs, key=lambda blob: int(blob.generation))]
+    return {blob.name[len(prefix) :]: blob.download_as_bytes() for blob in blobs}, order
 
 
 def assert_complete(out: str, expected: dict[str, bytes], reference: str, gcs) -> None:

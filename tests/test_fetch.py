@@ -65,13 +65,15 @@ def credentials_file(path, client_id: str = fake.CLIENT_ID, client_secret: str =
 
 
 def settings_for(server, **kwargs) -> sh.SentinelHubSettings:
-    values = dict(base_url=server.url, token_url=server.token_url, retry_sleep=0.02, max_download_attempts=3,
-                  request_timeout=10)
+    values = dict(
+        base_url=server.url, token_url=server.token_url, retry_sleep=0.02, max_download_attempts=3, request_timeout=10
+    )
     values.update(kwargs)
     return sh.SentinelHubSettings(**values)
 
 
 # --- pure parts: no server -----------------------------------------------------------------------------
+
 
 def test_evalscript_asks_float32_bands_and_uint8_masks_one_response_each():
     script = sh.evalscript(OPTICAL)
@@ -82,8 +84,7 @@ def test_evalscript_asks_float32_bands_and_uint8_masks_one_response_each():
 
 
 def test_process_request_is_the_chunk_bbox_and_size_at_the_acquisition_plus_minus_1s():
-    settings = sh.SentinelHubSettings(base_url="http://127.0.0.1:9", token_url="http://127.0.0.1:9/t",
-                                      maxcc=0.8)
+    settings = sh.SentinelHubSettings(base_url="http://127.0.0.1:9", token_url="http://127.0.0.1:9/t", maxcc=0.8)
     window = PixelWindow(32, 96, 0, 64)
     request = sh.process_request(settings, OPTICAL, S2_GRID, window, parse_time("2015-07-11T10:00:08"))
     download = request.download_list[0]
@@ -102,8 +103,9 @@ def test_process_request_is_the_chunk_bbox_and_size_at_the_acquisition_plus_minu
     assert s1_data["dataFilter"]["orbitDirection"] == "DESCENDING"
     assert s1_data["processing"] == {"orthorectify": True, "demInstance": "COPERNICUS"}
     with pytest.raises(ValueError, match="at most 2500"):
-        sh.process_request(settings, OPTICAL, Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 3000, 3000),
-                           PixelWindow(0, 2600, 0, 10), 0.0)
+        sh.process_request(
+            settings, OPTICAL, Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 3000, 3000), PixelWindow(0, 2600, 0, 10), 0.0
+        )
 
 
 def test_decode_bands_valid_is_datamask_and_not_cloud():
@@ -132,7 +134,7 @@ def test_chunks_cover_the_whole_grid_within_the_request_limit():
     assert max(c.height for c in chunks) <= 2500 and max(c.width for c in chunks) <= 2500
     covered = np.zeros((6000, 3000), int)
     for c in chunks:
-        covered[c.row_start:c.row_stop, c.col_start:c.col_stop] += 1
+        covered[c.row_start : c.row_stop, c.col_start : c.col_stop] += 1
     assert (covered == 1).all()  # every pixel once, also those right of/below the last whole tile
     small = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 101, 100)
     assert fetch.fetch_chunks(small, 2500) == [PixelWindow(0, 101, 0, 100)]
@@ -171,10 +173,16 @@ def test_assemble_writes_complete_observations_and_rejects_empty_or_failed(tmp_p
             outcomes.append(fetch.ChunkOutcome("optical", t, c, 2, path=path))
     with TestPipeline() as p:
         out = p | beam.Create(outcomes) | fetch.AssembleObservations(grid, store)
-        assert_that(out["observations"] | "uri" >> beam.Map(lambda r: os.path.basename(r.uri)),
-                    equal_to([time_name(t_ok) + ".tif"]), label="written")
-        assert_that(out["rejected"] | "reason" >> beam.Map(lambda r: r.reason.split(" (")[0].split(":")[0]),
-                    equal_to(["no valid pixel", "fetch failed for 1 of 2 chunk(s)"]), label="rejected")
+        assert_that(
+            out["observations"] | "uri" >> beam.Map(lambda r: os.path.basename(r.uri)),
+            equal_to([time_name(t_ok) + ".tif"]),
+            label="written",
+        )
+        assert_that(
+            out["rejected"] | "reason" >> beam.Map(lambda r: r.reason.split(" (")[0].split(":")[0]),
+            equal_to(["no valid pixel", "fetch failed for 1 of 2 chunk(s)"]),
+            label="rejected",
+        )
     with rasterio.open(os.path.join(store, "optical", time_name(t_ok) + ".tif")) as dataset:
         assert dataset.read(1).tolist() == [[1, 1, 1, 2, 2, 2]] * 4
     assert os.listdir(os.path.join(store, "rejected")) == [f"optical_{time_name(t_empty)}.json"]
@@ -232,6 +240,7 @@ def test_secret_manager_credentials_are_named_not_read_on_the_launcher(monkeypat
 
 # --- against the fake server -------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def server():
     instance = fake.FakeSentinelHub().start()
@@ -246,10 +255,28 @@ def hub(server):
     server.reset()
 
 
-def plan_for(server, store, grid=S2_GRID, modalities=("optical",), chunk_size=64, lanes=2,
-             start="2015-07-01", end="2015-10-01", tile_size=32, **settings):
-    return fetch.FetchPlan.create(settings_for(server, **settings), grid, str(store), list(modalities),
-                                  parse_time(start), parse_time(end), chunk_size, lanes)
+def plan_for(
+    server,
+    store,
+    grid=S2_GRID,
+    modalities=("optical",),
+    chunk_size=64,
+    lanes=2,
+    start="2015-07-01",
+    end="2015-10-01",
+    tile_size=32,
+    **settings,
+):
+    return fetch.FetchPlan.create(
+        settings_for(server, **settings),
+        grid,
+        str(store),
+        list(modalities),
+        parse_time(start),
+        parse_time(end),
+        chunk_size,
+        lanes,
+    )
 
 
 def run_fetch(plan):
@@ -286,12 +313,41 @@ def test_fetch_stack_windows_pixel_for_pixel(hub, tmp_path):
     """The command, fused: catalog -> fetch (4 chunks per date) -> stack -> windows on the fake server."""
     store, stack, windows = tmp_path / "obs", tmp_path / "stack", tmp_path / "windows"
     write_grid(str(store), S2_GRID)  # the run's grid, shared through the store
-    argv = ["--store", str(store), "--collections", "optical", "--sh_base_url", hub.url,
-            "--sh_token_url", hub.token_url, "--sh_retry_sleep", "0.02",
-            "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--tile_size", "32",
-            "--fetch_chunk_size", "64", "--max_requests_in_flight", "3", "--delta_step", "5d",
-            "--stack_output", str(stack), "--Delta", "40d", "--omega", "1", "--Omega", "4",
-            "--window_output", str(windows), "--no_progress"]
+    argv = [
+        "--store",
+        str(store),
+        "--collections",
+        "optical",
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--sh_retry_sleep",
+        "0.02",
+        "--starttime",
+        "2015-07-01",
+        "--endtime",
+        "2015-10-01",
+        "--tile_size",
+        "32",
+        "--fetch_chunk_size",
+        "64",
+        "--max_requests_in_flight",
+        "3",
+        "--delta_step",
+        "5d",
+        "--stack_output",
+        str(stack),
+        "--Delta",
+        "40d",
+        "--omega",
+        "1",
+        "--Omega",
+        "4",
+        "--window_output",
+        str(windows),
+        "--no_progress",
+    ]
     assert fetch_command.main(argv) == 0
     assert len(hub.requests_to("/api/v1/process")) == 5 * 4
     assert len(hub.requests_to("/oauth/token")) <= 1  # one token for the launcher and the workers
@@ -306,8 +362,7 @@ def test_fetch_stack_windows_pixel_for_pixel(hub, tmp_path):
         expected_valid = scene.arrays["CLM"] != 1  # the whole grid, not only whole tiles; dataMask is all 1
         assert np.array_equal(valid, expected_valid)
         assert np.array_equal(data[valid], expected[valid])
-    assert sorted(os.listdir(store / "rejected")) == sorted(f"optical_{time_name(parse_time(s))}.json"
-                                                            for s in CLOUDY)
+    assert sorted(os.listdir(store / "rejected")) == sorted(f"optical_{time_name(parse_time(s))}.json" for s in CLOUDY)
     rejected = json.loads((windows / "rejected.json").read_text())
     assert sorted(r["time"] for r in rejected) == sorted(s + "Z" for s in CLOUDY)
     assert all(r["reason"].startswith("no valid pixel") for r in rejected)
@@ -315,16 +370,24 @@ def test_fetch_stack_windows_pixel_for_pixel(hub, tmp_path):
     metadata = read_stack_metadata(str(stack))
     first = read_tile_stack(str(stack), (1, 2), metadata)
     scene = s2_scene(clear[0])  # 2015-07-11: no cloud in the whole scene
-    assert np.array_equal(first.modality("optical")[0],
-                          np.stack([scene.arrays[b] for b in sh.S2_BANDS], -1)[32:64, 64:96])
+    assert np.array_equal(
+        first.modality("optical")[0], np.stack([scene.arrays[b] for b in sh.S2_BANDS], -1)[32:64, 64:96]
+    )
     meta = json.loads((windows / "metadata.json").read_text())
     assert meta["windows_written"] > 0
 
 
 @pytest.mark.e2e
 def test_sentinel1_both_orbits_as_linear_power(hub, tmp_path):
-    plan = plan_for(hub, tmp_path, grid=S1_GRID, modalities=("sar_ascending", "sar_descending"),
-                    chunk_size=2500, start="2015-01-01", end="2018-01-01")
+    plan = plan_for(
+        hub,
+        tmp_path,
+        grid=S1_GRID,
+        modalities=("sar_ascending", "sar_descending"),
+        chunk_size=2500,
+        start="2015-01-01",
+        end="2018-01-01",
+    )
     assert len(plan.items) == 2 and plan.bands.sar == 2 and plan.bands.opt == 0
     counts, rejected = run_fetch(plan)
     assert rejected == [] and counts["observations_fetched"] == 2
@@ -378,7 +441,8 @@ def test_item_that_keeps_failing_is_recorded_and_a_rerun_fetches_only_what_is_mi
     assert len(plan.staged) == 1 and len(plan.stored) == 1
     assert sorted((time_name(i.time), i.chunk.row_start, i.chunk.col_start) for i in plan.items) == sorted(
         [("20150909T100017", 0, 64), ("20150909T100017", 64, 0), ("20150909T100017", 64, 64)]
-        + [("20150830T100547", r, c) for r in (0, 64) for c in (0, 64)])
+        + [("20150830T100547", r, c) for r in (0, 64) for c in (0, 64)]
+    )
     counts, rejected = run_fetch(plan)
     assert len(hub.requests_to("/api/v1/process")) == 7
     assert sorted(r["time"] for r in rejected) == sorted(s + "Z" for s in CLOUDY)  # set aside by the first run
@@ -404,16 +468,34 @@ def test_rejected_token_gets_one_new_token(hub, tmp_path):
 @pytest.mark.e2e
 def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypatch, capsys):
     with pytest.raises(sh.CredentialsError, match="rejected the credentials") as error:
-        plan_for(hub, tmp_path, credentials=sh.Credentials(file=credentials_file(tmp_path / "sh.json",
-                                                                                 client_secret="wrong-secret-123")))
+        plan_for(
+            hub,
+            tmp_path,
+            credentials=sh.Credentials(file=credentials_file(tmp_path / "sh.json", client_secret="wrong-secret-123")),
+        )
     assert "wrong-secret-123" not in str(error.value)
     assert hub.requests_to("/api/v1/catalog/1.0.0/search") == [] and hub.requests_to("/api/v1/process") == []
     monkeypatch.delenv("SH_CLIENT_ID", raising=False)
     monkeypatch.delenv("SH_CLIENT_SECRET", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    argv = ["--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254", "--aoi_crs", "EPSG:32633",
-            "--resolution", "10", "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
-            "--starttime", "2015-07-01", "--endtime", "2015-10-01"]
+    argv = [
+        "--store",
+        str(tmp_path / "obs"),
+        "--aoi",
+        "465181,5079245,466180,5080254",
+        "--aoi_crs",
+        "EPSG:32633",
+        "--resolution",
+        "10",
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--starttime",
+        "2015-07-01",
+        "--endtime",
+        "2015-10-01",
+    ]
     assert fetch_command.main(argv) == 2
     assert "no Sentinel Hub credentials" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "obs")
@@ -425,10 +507,29 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
 
 @pytest.mark.e2e
 def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
-    argv = ["--plan_only", "--store", str(tmp_path / "obs"), "--aoi", "465181,5079245,466180,5080254",
-            "--aoi_crs", "EPSG:32633", "--resolution", "10", "--collections", "optical,sar_ascending",
-            "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
-            "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--maxcc", "0.5"]
+    argv = [
+        "--plan_only",
+        "--store",
+        str(tmp_path / "obs"),
+        "--aoi",
+        "465181,5079245,466180,5080254",
+        "--aoi_crs",
+        "EPSG:32633",
+        "--resolution",
+        "10",
+        "--collections",
+        "optical,sar_ascending",
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--starttime",
+        "2015-07-01",
+        "--endtime",
+        "2015-10-01",
+        "--maxcc",
+        "0.5",
+    ]
     assert fetch_command.main(argv) == 0
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
@@ -444,16 +545,41 @@ def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
     import subprocess
     import sys
     import time
+
     store = tmp_path / "obs"
     write_grid(str(store), S2_GRID)
     hub.add_fault("slow", times=None, delay=0.4)
-    argv = [sys.executable, "-m", "rsdt_beam.pipelines.fetch", "--store", str(store), "--collections", "optical",
-            "--sh_base_url", hub.url, "--sh_token_url", hub.token_url, "--starttime", "2015-07-01",
-            "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64",
-            "--max_requests_in_flight", "1", "--no_progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "rsdt_beam.pipelines.fetch",
+        "--store",
+        str(store),
+        "--collections",
+        "optical",
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--starttime",
+        "2015-07-01",
+        "--endtime",
+        "2015-10-01",
+        "--tile_size",
+        "32",
+        "--fetch_chunk_size",
+        "64",
+        "--max_requests_in_flight",
+        "1",
+        "--no_progress",
+    ]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, SH_CLIENT_ID=fake.CLIENT_ID, SH_CLIENT_SECRET=fake.CLIENT_SECRET,
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        SH_CLIENT_ID=fake.CLIENT_ID,
+        SH_CLIENT_SECRET=fake.CLIENT_SECRET,
+        PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     process = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 90
@@ -483,10 +609,12 @@ def test_killed_run_resumes_without_refetching_finished_chunks(hub, tmp_path):
 @pytest.mark.e2e
 def test_requests_in_flight_stay_within_the_lanes_whatever_the_worker_count(hub, tmp_path):
     from apache_beam.options.pipeline_options import PipelineOptions
+
     hub.add_fault("slow", times=None, delay=0.05)
     plan = plan_for(hub, tmp_path, chunk_size=32, lanes=2)
-    pipeline = beam.Pipeline(options=PipelineOptions(["--direct_running_mode=multi_threading",
-                                                      "--direct_num_workers=6"]))
+    pipeline = beam.Pipeline(
+        options=PipelineOptions(["--direct_running_mode=multi_threading", "--direct_num_workers=6"])
+    )
     pipeline | fetch.FetchObservations(plan)
     pipeline.run().wait_until_finish()
     assert len(hub.requests_to("/api/v1/process")) == len(plan.items) == 5 * 16
@@ -523,10 +651,32 @@ def test_no_secret_or_token_in_the_translated_dataflow_job(tmp_path):
         store = str(tmp_path / "obs")
         write_grid(store, S2_GRID)
         setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
-        outcome = execute(FETCH, DATAFLOW_FLAGS + [
-            "--setup_file", setup_file, "--store", store, "--collections", "optical", "--sh_base_url", hub.url,
-            "--sh_token_url", hub.token_url, "--sh_credentials_file", path, "--starttime", "2015-07-01",
-            "--endtime", "2015-10-01", "--tile_size", "32", "--fetch_chunk_size", "64"])
+        outcome = execute(
+            FETCH,
+            DATAFLOW_FLAGS
+            + [
+                "--setup_file",
+                setup_file,
+                "--store",
+                store,
+                "--collections",
+                "optical",
+                "--sh_base_url",
+                hub.url,
+                "--sh_token_url",
+                hub.token_url,
+                "--sh_credentials_file",
+                path,
+                "--starttime",
+                "2015-07-01",
+                "--endtime",
+                "2015-10-01",
+                "--tile_size",
+                "32",
+                "--fetch_chunk_size",
+                "64",
+            ],
+        )
         tokens = list(hub.tokens_issued)  # the launcher's: checking the credentials, searching the catalog
     finally:
         hub.stop()
@@ -535,8 +685,7 @@ def test_no_secret_or_token_in_the_translated_dataflow_job(tmp_path):
     assert b"_FetchLane" in graph and store.encode() in graph  # the pickled DoFns, unpacked
     assert path.encode() in graph  # the credentials' place travels ...
     (environment,) = job.proto_pipeline.components.environments.values()
-    staged = [beam_runner_api_pb2.ArtifactFilePayload.FromString(d.type_payload).path
-              for d in environment.dependencies]
+    staged = [beam_runner_api_pb2.ArtifactFilePayload.FromString(d.type_payload).path for d in environment.dependencies]
     assert any(name.endswith(".tar.gz") for name in staged)  # the sdist of setup.py
     for name in staged:
         data = open(name, "rb").read()
@@ -552,14 +701,28 @@ def test_maxcc_none_means_no_cloud_filter_and_out_of_range_is_refused(hub):
         parse_maxcc("1.5")
     with pytest.raises(UserError, match="--maxcc must be a fraction"):
         parse_maxcc("lots")
-    times = sh.search_acquisitions(settings_for(hub, maxcc=None), OPTICAL, S2_GRID, parse_time("2015-01-01"),
-                                   parse_time("2016-01-01"))
+    times = sh.search_acquisitions(
+        settings_for(hub, maxcc=None), OPTICAL, S2_GRID, parse_time("2015-01-01"), parse_time("2016-01-01")
+    )
     assert len(times) == 5  # every scene, the fully cloudy ones too
     assert all("filter" not in request.body for request in hub.requests_to("/api/v1/catalog/1.0.0/search"))
 
 
-FETCH_AOI = ["--aoi", "465181,5079245,466180,5080254", "--aoi_crs", "EPSG:32633", "--resolution", "10",
-             "--collections", "optical", "--starttime", "2015-07-01", "--endtime", "2015-10-01", "--no_progress"]
+FETCH_AOI = [
+    "--aoi",
+    "465181,5079245,466180,5080254",
+    "--aoi_crs",
+    "EPSG:32633",
+    "--resolution",
+    "10",
+    "--collections",
+    "optical",
+    "--starttime",
+    "2015-07-01",
+    "--endtime",
+    "2015-10-01",
+    "--no_progress",
+]
 
 
 @pytest.mark.e2e
@@ -567,8 +730,19 @@ def test_run_where_every_request_failed_exits_1_with_a_summary(hub, tmp_path, mo
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
     hub.add_fault("500", times=None, when='"from": "2015-')  # every Process request, not the catalog
-    argv = ["--store", str(tmp_path / "obs"), *FETCH_AOI, "--sh_base_url", hub.url, "--sh_token_url",
-            hub.token_url, "--sh_max_attempts", "1", "--sh_retry_sleep", "0.01"]
+    argv = [
+        "--store",
+        str(tmp_path / "obs"),
+        *FETCH_AOI,
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--sh_max_attempts",
+        "1",
+        "--sh_retry_sleep",
+        "0.01",
+    ]
     assert fetch_command.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("rsdt_beam fetch: all 5 request(s) failed, nothing fetched") and hub.url in err[-1]
@@ -579,16 +753,28 @@ def test_server_down_names_the_url_and_the_cause(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
     import socket
+
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    argv = ["--store", str(tmp_path / "obs"), *FETCH_AOI, "--sh_base_url", url, "--sh_token_url",
-            url + "/oauth/token", "--sh_max_attempts", "1"]
+    argv = [
+        "--store",
+        str(tmp_path / "obs"),
+        *FETCH_AOI,
+        "--sh_base_url",
+        url,
+        "--sh_token_url",
+        url + "/oauth/token",
+        "--sh_max_attempts",
+        "1",
+    ]
     assert fetch_command.main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"rsdt_beam fetch: cannot get a Sentinel Hub token from {url}/oauth/token: " \
-                  f"[Errno 111] Connection refused"
+    assert (
+        err == f"rsdt_beam fetch: cannot get a Sentinel Hub token from {url}/oauth/token: "
+        f"[Errno 111] Connection refused"
+    )
 
 
 @pytest.mark.e2e
@@ -596,8 +782,17 @@ def test_plan_only_counts_observations_set_aside_before_and_staging_folders_go(h
     monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
     monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
     store = tmp_path / "obs"
-    argv = ["--store", str(store), *FETCH_AOI, "--sh_base_url", hub.url, "--sh_token_url", hub.token_url,
-            "--fetch_chunk_size", "64"]
+    argv = [
+        "--store",
+        str(store),
+        *FETCH_AOI,
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--fetch_chunk_size",
+        "64",
+    ]
     assert fetch_command.main(argv) == 0
     assert not os.path.exists(store / fetch.STAGING_DIR)  # emptied chunk folders are removed
     capsys.readouterr()

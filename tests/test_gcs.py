@@ -27,9 +27,23 @@ from tests.gcs_emulator import gcs_emulator
 
 pytestmark = pytest.mark.e2e
 
-STACK_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
-               "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
-               "--no_progress"]
+STACK_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2015-09-01",
+    "--endtime",
+    "2016-05-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+    "--no_progress",
+]
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training"]
 CORRUPT = "optical/20160105T101010.tif"
 
@@ -57,8 +71,10 @@ def inputs(gcs, tmp_path_factory):
             data, valid = ref.reader.read(ref.uri, window)
             write_observation(root, grid, data, valid, "optical", ref.time, ["NDVI"])
         fs.write_bytes(fs.join(root, CORRUPT), b"not a GeoTIFF")
-    return {"local": {"eopatches": eopatches, "store": stores["local"], "out": os.path.join(local, "out")},
-            "gs": {"eopatches": gcs.url("inputs", "eopatches"), "store": stores["gs"], "out": gcs.url("out")}}
+    return {
+        "local": {"eopatches": eopatches, "store": stores["local"], "out": os.path.join(local, "out")},
+        "gs": {"eopatches": gcs.url("inputs", "eopatches"), "store": stores["gs"], "out": gcs.url("out")},
+    }
 
 
 def local_tree(root: str) -> dict[str, bytes]:
@@ -72,8 +88,12 @@ def local_tree(root: str) -> dict[str, bytes]:
 
 
 def records_of(files: dict[str, bytes], suffix=".tfrecords") -> list[bytes]:
-    return sorted(record for name, data in files.items() if name.endswith(suffix)
-                  for record in read_records(io.BytesIO(data), gzip=True, name=name))
+    return sorted(
+        record
+        for name, data in files.items()
+        if name.endswith(suffix)
+        for record in read_records(io.BytesIO(data), gzip=True, name=name)
+    )
 
 
 def without_paths(files: dict[str, bytes], root: str) -> dict[str, bytes]:
@@ -81,8 +101,10 @@ def without_paths(files: dict[str, bytes], root: str) -> dict[str, bytes]:
     out = dict(files)
     if "rejected.json" in out:
         entries = json.loads(out["rejected.json"])
-        out["rejected.json"] = [dict(entry, observation=entry["observation"].replace(root, "<root>"),
-                                     reason=entry["reason"].split(":")[0]) for entry in entries]
+        out["rejected.json"] = [
+            dict(entry, observation=entry["observation"].replace(root, "<root>"), reason=entry["reason"].split(":")[0])
+            for entry in entries
+        ]
     return out
 
 
@@ -101,17 +123,26 @@ def test_rasterio_reads_a_window_of_a_gs_observation(gcs, inputs):
 def test_stack_then_window_on_gs_equals_local(gcs, inputs):
     for where in ("local", "gs"):
         paths = inputs[where]
-        execute(STACK, ["--optical", paths["eopatches"], "--stack_output", fs.join(paths["out"], "stack"),
-                          *STACK_FLAGS])
-        execute(WINDOW, ["--stack_dir", fs.join(paths["out"], "stack"),
-                           "--window_output", fs.join(paths["out"], "windows"), *WINDOW_FLAGS, "--no_progress"])
+        execute(
+            STACK, ["--optical", paths["eopatches"], "--stack_output", fs.join(paths["out"], "stack"), *STACK_FLAGS]
+        )
+        execute(
+            WINDOW,
+            [
+                "--stack_dir",
+                fs.join(paths["out"], "stack"),
+                "--window_output",
+                fs.join(paths["out"], "windows"),
+                *WINDOW_FLAGS,
+                "--no_progress",
+            ],
+        )
     for part in ("stack", "windows"):
         remote = gcs.download_tree(fs.join(inputs["gs"]["out"], part))
         local = local_tree(os.path.join(inputs["local"]["out"], part))
         assert sorted(remote) == sorted(local)
         assert "metadata.json" in remote and any(name.endswith(".tfrecords") for name in remote)
-        assert without_paths(remote, inputs["gs"]["eopatches"]) == \
-            without_paths(local, inputs["local"]["eopatches"])
+        assert without_paths(remote, inputs["gs"]["eopatches"]) == without_paths(local, inputs["local"]["eopatches"])
         assert records_of(remote)
 
 
@@ -119,12 +150,25 @@ def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
     results = {}
     for where in ("local", "gs"):
         paths = inputs[where]
-        results[where] = execute(RUN, [
-            "--observations", paths["store"], "--stack_output", fs.join(paths["out"], "fused_stack"),
-            "--window_output", fs.join(paths["out"], "fused_windows"), "--layout", "sharded",
-            "--records_per_shard", "4", *STACK_FLAGS, *WINDOW_FLAGS,
-            # worker processes reach the emulator through the environment they inherit
-            *(["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"] if where == "gs" else [])])
+        results[where] = execute(
+            RUN,
+            [
+                "--observations",
+                paths["store"],
+                "--stack_output",
+                fs.join(paths["out"], "fused_stack"),
+                "--window_output",
+                fs.join(paths["out"], "fused_windows"),
+                "--layout",
+                "sharded",
+                "--records_per_shard",
+                "4",
+                *STACK_FLAGS,
+                *WINDOW_FLAGS,
+                # worker processes reach the emulator through the environment they inherit
+                *(["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"] if where == "gs" else []),
+            ],
+        )
     assert results["gs"].counters == results["local"].counters
     assert results["gs"].counters["observations_rejected"] == 1
     for part in ("fused_stack", "fused_windows"):
@@ -136,16 +180,31 @@ def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
             shards = {name: data for name, data in remote.items() if name.startswith("windows-")}
             assert len(shards) > 1 and all(len(records_of({n: d})) <= 4 for n, d in shards.items())
         plain = lambda files: {k: v for k, v in files.items() if not k.startswith("windows-")}
-        assert without_paths(plain(remote), inputs["gs"]["store"]) == \
-            without_paths(plain(local), inputs["local"]["store"])
+        assert without_paths(plain(remote), inputs["gs"]["store"]) == without_paths(
+            plain(local), inputs["local"]["store"]
+        )
     rejected = gcs.download_tree(fs.join(inputs["gs"]["out"], "fused_windows"))["rejected.json"]
     assert CORRUPT.encode() in rejected
 
 
 def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
     """Manifests, state and windows on gs://: a failed run is deleted there and the files equal a local root's."""
-    flags = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--delta_step", "10d", "--tile_size",
-             "32", "--deadzone", "2", "--lookback", "120d", *WINDOW_FLAGS, "--no_progress"]
+    flags = [
+        "--opt_bands_feature",
+        "NDVI",
+        "--opt_mask_feature",
+        "IS_VALID",
+        "--delta_step",
+        "10d",
+        "--tile_size",
+        "32",
+        "--deadzone",
+        "2",
+        "--lookback",
+        "120d",
+        *WINDOW_FLAGS,
+        "--no_progress",
+    ]
     manifests = {}
     for where in ("local", "gs"):
         paths = inputs[where]
@@ -153,8 +212,9 @@ def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
         common = flags + ["--optical", paths["eopatches"], "--output_root", root]
         first = execute(scheduled_command(0), common + ["--end", "2016-01-01"]).record
         with pytest.raises(Exception, match="worker lost"):
-            execute(scheduled_command(0), common + ["--end", "2016-04-01", "--window_filter",
-                                                    "tests.test_schedule:explode"])
+            execute(
+                scheduled_command(0), common + ["--end", "2016-04-01", "--window_filter", "tests.test_schedule:explode"]
+            )
         third = execute(scheduled_command(0), common + ["--end", "2016-05-01"]).record
         assert third.replaced_runs and third.previous_run == first.run_id
         assert [m.run_id for m in list_runs(root)] == [first.run_id, third.run_id]
@@ -186,8 +246,12 @@ def test_sentinel_hub_credentials_from_a_gs_file(gcs):
 def test_children_of_a_gs_folder_are_listed_per_folder(gcs, tmp_path):
     """One delimiter listing: the folders and files right under the root, not the files inside the folders."""
     local = tmp_path / "tree"
-    for name in ("20160101T000000/data/NDVI.npy", "20160101T000000/mask/IS_VALID.npy", "20160111T000000/bbox.pkl",
-                 "notes.txt"):
+    for name in (
+        "20160101T000000/data/NDVI.npy",
+        "20160101T000000/mask/IS_VALID.npy",
+        "20160111T000000/bbox.pkl",
+        "notes.txt",
+    ):
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         (local / name).write_bytes(b"x")
     gcs.upload_tree(str(local), gcs.url("listing", "root"))

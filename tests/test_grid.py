@@ -29,12 +29,15 @@ def test_non_square_tiles_and_deadzones():
     assert layout.tile_window(5, 3) == PixelWindow(40, 50, 42, 62)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(tile_size_y=64, tile_size_x=64), "larger than the area"),
-    (dict(tile_size_y=8, tile_size_x=8, deadzone_y=4), "deadzone_y=4 is too large"),
-    (dict(tile_size_y=8, tile_size_x=8, deadzone_x=-1), "deadzone_x=-1"),
-    (dict(tile_size_y=0, tile_size_x=8), "tile_size_y must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(tile_size_y=64, tile_size_x=64), "larger than the area"),
+        (dict(tile_size_y=8, tile_size_x=8, deadzone_y=4), "deadzone_y=4 is too large"),
+        (dict(tile_size_y=8, tile_size_x=8, deadzone_x=-1), "deadzone_x=-1"),
+        (dict(tile_size_y=0, tile_size_x=8), "tile_size_y must be positive"),
+    ],
+)
 def test_invalid_tiling_is_refused_with_the_culprit(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TileLayout(40, 40, **kwargs)
@@ -59,8 +62,9 @@ def test_grid_json_round_trip_and_matching():
     grid = Grid.from_bounds("EPSG:32633", 465181.05, 5079244.89, 466180.53, 5080254.63, 101, 100)
     assert Grid.from_json(grid.to_json()) == grid
     assert grid.matches(Grid.from_json(grid.to_json()))
-    shifted = Grid(grid.crs, (grid.transform[0], 0, grid.transform[2] + 5, 0, grid.transform[4],
-                              grid.transform[5]), 101, 100)
+    shifted = Grid(
+        grid.crs, (grid.transform[0], 0, grid.transform[2] + 5, 0, grid.transform[4], grid.transform[5]), 101, 100
+    )
     assert not grid.matches(shifted)
     left, bottom, right, top = grid.bounds
     assert (round(left, 2), round(top, 2)) == (465181.05, 5080254.63)

@@ -12,8 +12,22 @@ from rsdt_beam.maps import core_window, read_geotiff, stitch, write_geotiff
 DAY = 86400
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
 UNPADDED = ["--frames", "0"]  # mean_model averages over time: windows keep their lengths
-SAMPLE_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
-                "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2"]
+SAMPLE_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2016-01-01",
+    "--endtime",
+    "2017-07-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+]
 
 
 def centre_owner(position, tile_size, stride, count):
@@ -92,8 +106,7 @@ def test_handler_batches_windows_of_different_lengths_and_pads():
     for example, result in zip(batch, results):
         assert result.example is example
         np.testing.assert_allclose(result.inference, example.mean(axis=(0, 3)), rtol=1e-5, atol=1e-6)
-    padded = KerasWindowModelHandler(create_model_fn=mean_model, frames=6, pad_value=-1.0).run_inference(
-        batch, model)
+    padded = KerasWindowModelHandler(create_model_fn=mean_model, frames=6, pad_value=-1.0).run_inference(batch, model)
     for example, result in zip(batch, padded):
         want = (example.sum(axis=(0, 3)) - 2 * (6 - len(example))) / 12
         np.testing.assert_allclose(result.inference, want, rtol=1e-5, atol=1e-6)
@@ -115,8 +128,9 @@ def expected_maps(stack_dir):
     spans = list(window_spans(stacks[(0, 0)].times, params))
     maps = {}
     for span in spans:
-        means = {tile: stack.frames[span.current[0]:span.current[1]].mean(axis=(0, 3))
-                 for tile, stack in stacks.items()}
+        means = {
+            tile: stack.frames[span.current[0] : span.current[1]].mean(axis=(0, 3)) for tile, stack in stacks.items()
+        }
         out = np.full((grid.height, grid.width), np.nan, np.float32)
         for r in range(grid.height):
             j = centre_owner(r, 32, 28, 3)
@@ -160,8 +174,7 @@ def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_run, tmp_
         assert len(paths) == 30 and all(p.endswith(".tif") for p in paths)
 
     with TestPipeline() as pipeline:
-        paths = (pipeline | read
-                 | InferMaps(WindowParams(60 * DAY, 1, 3, 6), handler, output))
+        paths = pipeline | read | InferMaps(WindowParams(60 * DAY, 1, 3, 6), handler, output)
         assert_that(paths, thirty_tifs)
     grid, maps = expected_maps(stack_dir)
     check_maps(map_dir, grid, maps)
@@ -177,18 +190,44 @@ def test_infer_command_offline_and_from_observations(sample_run, tmp_path):
     model_file = str(tmp_path / "mean.keras")
     mean_model().save(model_file)
     infer_windows = str(tmp_path / "infer_windows")
-    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference",
-                       *WINDOW_FLAGS])
+    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", infer_windows, "--mode", "inference", *WINDOW_FLAGS])
     grid, maps = expected_maps(stack_dir)
 
     offline = str(tmp_path / "offline")
-    execute(INFER, ["--windows", infer_windows, "--model", model_file, "--map_output", offline,
-                    "--batch_size", "4", "--no_progress", *UNPADDED])
+    execute(
+        INFER,
+        [
+            "--windows",
+            infer_windows,
+            "--model",
+            model_file,
+            "--map_output",
+            offline,
+            "--batch_size",
+            "4",
+            "--no_progress",
+            *UNPADDED,
+        ],
+    )
     check_maps(offline, grid, maps)
 
     from_observations = str(tmp_path / "from_obs")
-    execute(INFER, ["--optical", os.path.join(sample_run, "obs", "optical"), *SAMPLE_FLAGS, *WINDOW_FLAGS,
-                    *UNPADDED, "--model", model_file, "--map_output", from_observations, "--tiles", "expr:j != 1"])
+    execute(
+        INFER,
+        [
+            "--optical",
+            os.path.join(sample_run, "obs", "optical"),
+            *SAMPLE_FLAGS,
+            *WINDOW_FLAGS,
+            *UNPADDED,
+            "--model",
+            model_file,
+            "--map_output",
+            from_observations,
+            "--tiles",
+            "expr:j != 1",
+        ],
+    )
     with open(os.path.join(from_observations, "maps.csv")) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 30 and {r["tiles"] for r in rows} == {"6"}
@@ -218,8 +257,19 @@ def test_online_inference_from_gs_stacks_and_model_to_gs_maps(sample_run, tmp_pa
     with gcs_emulator(tmp_path / "gcs") as gcs:
         gcs.upload_tree(stack_dir, gcs.url("stack"))
         gcs.upload_tree(str(model_dir), gcs.url("model"))
-        execute(INFER, ["--stack_dir", gcs.url("stack"), "--model", gcs.url("model", "mean.keras"),
-                        "--map_output", gcs.url("maps"), *WINDOW_FLAGS, *UNPADDED])
+        execute(
+            INFER,
+            [
+                "--stack_dir",
+                gcs.url("stack"),
+                "--model",
+                gcs.url("model", "mean.keras"),
+                "--map_output",
+                gcs.url("maps"),
+                *WINDOW_FLAGS,
+                *UNPADDED,
+            ],
+        )
         local = tmp_path / "downloaded"
         local.mkdir()
         for name, content in gcs.download_tree(gcs.url("maps")).items():
@@ -241,8 +291,7 @@ def fixed_frames_model(frames=6, output=(32, 32)):
 
 
 @pytest.mark.e2e
-def test_model_trained_on_training_dataset_runs_in_infer_without_flags_and_wrong_models_fail_fast(
-        sample_run, tmp_path):
+def test_model_trained_on_training_dataset_runs_in_infer_without_flags_and_wrong_models_fail_fast(sample_run, tmp_path):
     pytest.importorskip("tensorflow")
     from rsdt_beam.cli.commands import INFER
     from rsdt_beam.cli.run import execute
@@ -268,18 +317,22 @@ def test_model_trained_on_training_dataset_runs_in_infer_without_flags_and_wrong
     stack = read_tile_stack(stack_dir, (0, 0), read_stack_metadata(stack_dir))
     span = next(window_spans(stack.times, WindowParams(60 * DAY, 1, 3, 6)))
     count = span.current[1] - span.current[0]
-    want = (stack.frames[span.current[0]:span.current[1], ..., 0].sum(axis=0) - (6 - count)) / 6
+    want = (stack.frames[span.current[0] : span.current[1], ..., 0].sum(axis=0) - (6 - count)) / 6
     array, _, _ = read_geotiff(os.path.join(maps_dir, rows[0]["file"]))
     np.testing.assert_allclose(array[2:30, 2:30], want[2:30, 2:30], rtol=1e-5, atol=1e-6)
 
     wrong_output = str(tmp_path / "wrong_output.keras")
     fixed_frames_model(output=(5, 2)).save(wrong_output)
     with pytest.raises(Exception, match=r"expected \[batch, 32, 32\].*--tile_size") as raised:
-        execute(INFER, ["--stack_dir", stack_dir, "--model", wrong_output, "--map_output", str(tmp_path / "w"),
-                          *WINDOW_FLAGS])
+        execute(
+            INFER,
+            ["--stack_dir", stack_dir, "--model", wrong_output, "--map_output", str(tmp_path / "w"), *WINDOW_FLAGS],
+        )
     wrong_frames = str(tmp_path / "wrong_frames.keras")
     fixed_frames_model(frames=8).save(wrong_frames)
     with pytest.raises(Exception, match=r"first batch of windows \(\d+, 6, 32, 32, 1\).*--frames 6") as raised:
-        execute(INFER, ["--stack_dir", stack_dir, "--model", wrong_frames, "--map_output", str(tmp_path / "f"),
-                          *WINDOW_FLAGS])
+        execute(
+            INFER,
+            ["--stack_dir", stack_dir, "--model", wrong_frames, "--map_output", str(tmp_path / "f"), *WINDOW_FLAGS],
+        )
     assert isinstance(raised.value, UserError), type(raised.value)

@@ -45,8 +45,24 @@ def test_inspect_stack_prints_times_and_window_ranges_and_renders(sample_run, tm
     assert any(line.startswith("time stamps written (all tiles): 34, 2016-01-07T10:12:43Z") for line in lines)
     assert "windows of tile 1_1: 30" in lines and len(per_tile) == 9
 
-    main([stack, "--tile", "1_1", "--Delta", "60d", "--omega", "3", "--Omega", "6", "--all_timestamps",
-          "--csv", str(tmp_path / "ranges.csv"), "--png", str(tmp_path / "png")])
+    main(
+        [
+            stack,
+            "--tile",
+            "1_1",
+            "--Delta",
+            "60d",
+            "--omega",
+            "3",
+            "--Omega",
+            "6",
+            "--all_timestamps",
+            "--csv",
+            str(tmp_path / "ranges.csv"),
+            "--png",
+            str(tmp_path / "png"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "window   29: 2017-05-31T10:05:36Z .. 2017-06-20T10:04:53Z    3 frames" in printed
     assert "    33  2017-06-20T10:04:53Z  (1497953093)" in printed
@@ -74,8 +90,12 @@ def test_map_description_and_picture(tmp_path, capsys):
     grid = Grid("EPSG:32633", (10.0, 0.0, 465180.0, 0.0, -10.0, 5080250.0), 40, 50)
     array = np.linspace(0, 1, 2000, dtype=np.float32).reshape(40, 50)
     array[30:] = np.nan
-    path = write_geotiff(str(tmp_path / "20160107T101243_20160206T100203.tif"), array, grid,
-                         tags={"RSDT_WINDOW_START": "2016-01-07T10:12:43Z"})
+    path = write_geotiff(
+        str(tmp_path / "20160107T101243_20160206T100203.tif"),
+        array,
+        grid,
+        tags={"RSDT_WINDOW_START": "2016-01-07T10:12:43Z"},
+    )
     text = "\n".join(describe_map(path))
     assert "EPSG:32633" in text and "valid pixels 1500 of 2000" in text
     assert "(465180.0, 5079850.0, 465680.0, 5080250.0)" in text
@@ -91,8 +111,10 @@ def test_pictures_of_real_sar_and_13_band_stacks_and_triple_windows(tmp_path):
 
     scenes = np.load(os.path.join(SAMPLE_DIR, "REFERENCE_SCENES.npy"))[:, :32, :32]  # 5 dates of S2 L1C
     vv = []
-    for name in ("S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif",
-                 "S1A__IW___D_20170309T054356_VV_grd_mli_geo_norm_db.tif"):
+    for name in (
+        "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif",
+        "S1A__IW___D_20170309T054356_VV_grd_mli_geo_norm_db.tif",
+    ):
         with rasterio.open(os.path.join(os.path.dirname(__file__), "data", "s1_vv_db", name)) as dataset:
             vv.append(dataset.read(1)[100:132, 100:132])
     sar = np.broadcast_to(np.stack(vv, -1), (5, 32, 32, 2))

@@ -24,8 +24,13 @@ SAMPLE_MODULE = "rsdt_beam.pipelines.sample"
 
 
 def pip(*args: str, cwd: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
 
 
@@ -34,8 +39,13 @@ def wheel(tmp_path_factory) -> str:
     """sdist of a clean copy of the project, then the wheel built from that sdist (so the sdist is complete)."""
     root = tmp_path_factory.mktemp("build")
     source = project_copy(str(root / "project"))
-    built = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(root / "sdist")],
-                           cwd=source, capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(root / "sdist")],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     (sdist,) = glob.glob(str(root / "sdist" / "rsdt_beam-*.tar.gz"))
     pip("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(root / "wheel"), sdist, cwd=str(root))
@@ -49,8 +59,12 @@ def venv(wheel, tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("venv"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", root], check=True, timeout=120)
     python = os.path.join(root, "bin", "python")
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     with open(os.path.join(site, "shared_venv.pth"), "w") as f:
         f.write(sysconfig.get_path("purelib") + "\n")
     pip("--python", python, "install", "--no-deps", "--no-index", wheel, cwd=root)
@@ -65,25 +79,35 @@ def clean_env(venv: str) -> dict[str, str]:
 
 
 def run_installed(venv: str, args: list[str], cwd: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([os.path.join(venv, "bin", "python"), *args], cwd=cwd, env=clean_env(venv),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [os.path.join(venv, "bin", "python"), *args],
+        cwd=cwd,
+        env=clean_env(venv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
 
 def test_the_wheel_holds_every_subpackage_and_the_sample(venv, tmp_path):
-    check = ("import importlib, os, pkgutil, rsdt_beam, rsdt_beam.sample_data as s\n"
-             "names = [m.name for m in pkgutil.walk_packages(rsdt_beam.__path__, 'rsdt_beam.')]\n"
-             "for name in names:\n"
-             "    importlib.import_module(name)\n"
-             "print(os.path.dirname(rsdt_beam.__file__))\n"
-             "print(sorted(os.listdir(s.EOLEARN_TEST_EOPATCH)))\n"
-             "print(' '.join(sorted(names)))\n")
+    check = (
+        "import importlib, os, pkgutil, rsdt_beam, rsdt_beam.sample_data as s\n"
+        "names = [m.name for m in pkgutil.walk_packages(rsdt_beam.__path__, 'rsdt_beam.')]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "print(os.path.dirname(rsdt_beam.__file__))\n"
+        "print(sorted(os.listdir(s.EOLEARN_TEST_EOPATCH)))\n"
+        "print(' '.join(sorted(names)))\n"
+    )
     package_dir, data, modules = run_installed(venv, ["-c", check], cwd=str(tmp_path)).stdout.splitlines()
     assert package_dir.startswith(venv), package_dir  # the installed copy, not the checkout
     assert data == str(sorted(os.listdir(os.path.join(REPO, "rsdt_beam", "sample_data", "eolearn_TestEOPatch"))))
-    in_checkout = {os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
-                   for path in glob.glob(os.path.join(REPO, "rsdt_beam", "**", "*.py"), recursive=True)}
+    in_checkout = {
+        os.path.relpath(path, REPO)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+        for path in glob.glob(os.path.join(REPO, "rsdt_beam", "**", "*.py"), recursive=True)
+    }
     assert in_checkout - {"rsdt_beam"} <= set(modules.split())
 
 
@@ -91,10 +115,17 @@ def test_console_scripts_are_the_commands(venv, tmp_path):
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert {target.split(":")[0].rsplit(".", 1)[1] for target in scripts.values()} == {
-        name[:-3] for name in os.listdir(os.path.join(REPO, "rsdt_beam", "pipelines")) if name[0] != "_"}
+        name[:-3] for name in os.listdir(os.path.join(REPO, "rsdt_beam", "pipelines")) if name[0] != "_"
+    }
     for script in ("rsdt-beam-run", "rsdt-beam-fetch"):
-        done = subprocess.run([os.path.join(venv, "bin", script), "--help"], cwd=str(tmp_path), env=clean_env(venv),
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [os.path.join(venv, "bin", script), "--help"],
+            cwd=str(tmp_path),
+            env=clean_env(venv),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0 and "--window_output" in done.stdout, done.stderr[-2000:]
 
 
@@ -128,15 +159,39 @@ def test_portable_runner_workers_whose_only_code_is_the_wheel(venv, sample_run, 
     env, python = clean_env(venv), os.path.join(venv, "bin", "python")
     job_port, pool_port = free_port(), free_port()
     processes = [
-        serve([python, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", str(job_port)],
-              job_port, env, str(tmp_path)),
-        serve([python, "-m", "apache_beam.runners.worker.worker_pool_main", "--service_port", str(pool_port)],
-              pool_port, env, str(tmp_path))]
+        serve(
+            [python, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", str(job_port)],
+            job_port,
+            env,
+            str(tmp_path),
+        ),
+        serve(
+            [python, "-m", "apache_beam.runners.worker.worker_pool_main", "--service_port", str(pool_port)],
+            pool_port,
+            env,
+            str(tmp_path),
+        ),
+    ]
     try:
-        run_installed(venv, ["-m", SAMPLE_MODULE, "--output", "out", "--no_progress",
-                             "--runner", "PortableRunner", "--job_endpoint", f"localhost:{job_port}",
-                             "--environment_type", "EXTERNAL", "--environment_config", f"localhost:{pool_port}"],
-                      cwd=str(tmp_path))
+        run_installed(
+            venv,
+            [
+                "-m",
+                SAMPLE_MODULE,
+                "--output",
+                "out",
+                "--no_progress",
+                "--runner",
+                "PortableRunner",
+                "--job_endpoint",
+                f"localhost:{job_port}",
+                "--environment_type",
+                "EXTERNAL",
+                "--environment_config",
+                f"localhost:{pool_port}",
+            ],
+            cwd=str(tmp_path),
+        )
     finally:
         for process in processes:
             process.terminate()

@@ -10,10 +10,21 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "rsdt_beam")
-PURE = ["rsdt_beam", "rsdt_beam.grid", "rsdt_beam.records", "rsdt_beam.tfrecord", "rsdt_beam.specs",
-        "rsdt_beam.errors", "rsdt_beam.common.modalities", "rsdt_beam.common.times", "rsdt_beam.common.names",
-        "rsdt_beam.common.observations", "rsdt_beam.stack.rules", "rsdt_beam.window.rules",
-        "rsdt_beam.schedule.rules"]
+PURE = [
+    "rsdt_beam",
+    "rsdt_beam.grid",
+    "rsdt_beam.records",
+    "rsdt_beam.tfrecord",
+    "rsdt_beam.specs",
+    "rsdt_beam.errors",
+    "rsdt_beam.common.modalities",
+    "rsdt_beam.common.times",
+    "rsdt_beam.common.names",
+    "rsdt_beam.common.observations",
+    "rsdt_beam.stack.rules",
+    "rsdt_beam.window.rules",
+    "rsdt_beam.schedule.rules",
+]
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -27,15 +38,17 @@ sys.meta_path.insert(0, Block())
 @pytest.mark.parametrize("module", PURE)
 def test_pure_modules_import_neither_beam_nor_tensorflow(module):
     code = BLOCKER + f"import {module}\n"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_the_blocker_blocks():  # the check above can fail
     code = BLOCKER + "import rsdt_beam.stack.transforms\n"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO)
+    )
     assert result.returncode != 0 and "apache_beam is blocked" in result.stderr
 
 

@@ -28,8 +28,9 @@ def test_store_files_are_georeferenced_geotiffs_with_an_internal_mask(tmp_path):
     valid = rng.random((300, 280)) < 0.6
     grid = Grid.from_bounds("EPSG:32631", 620000, 4825000, 622800, 4828000, 300, 280)
     time = parse_time("2017-03-09T05:43:56")
-    path = store.write_observation(str(tmp_path), grid, data, valid, "sar_descending", time,
-                                   band_names=["VV", "VH", "ratio"])
+    path = store.write_observation(
+        str(tmp_path), grid, data, valid, "sar_descending", time, band_names=["VV", "VH", "ratio"]
+    )
     assert path.endswith(os.path.join("sar_descending", "20170309T054356.tif"))
     with rasterio.open(path) as dataset:  # what QGIS/rasterio users see
         assert dataset.crs.to_string() == "EPSG:32631"
@@ -45,8 +46,9 @@ def test_store_files_are_georeferenced_geotiffs_with_an_internal_mask(tmp_path):
     part, part_valid = reader.read(path, window)
     np.testing.assert_array_equal(part, data[250:300, 10:270])
     small = Grid.from_bounds("EPSG:32631", 620000, 4825000, 621000, 4826000, 100, 100)
-    small_path = store.write_observation(str(tmp_path / "small"), small, data[:100, :100], valid[:100, :100],
-                                         "optical", time)
+    small_path = store.write_observation(
+        str(tmp_path / "small"), small, data[:100, :100], valid[:100, :100], "optical", time
+    )
     with rasterio.open(small_path) as dataset:  # as the README says: grids under 256 px are striped
         assert not dataset.profile.get("tiled") and dataset.block_shapes[0][1] == 100
     np.testing.assert_array_equal(part_valid, valid[250:300, 10:270])
@@ -78,19 +80,37 @@ def test_compressed_eopatches_read_like_plain_ones(tmp_path):
 @pytest.mark.e2e
 def test_store_and_eopatch_inputs_stack_identically(tmp_path):
     start = parse_time("2020-01-01")
-    times = {"sar_ascending": [start + d * DAY for d in (0, 4, 9)],
-             "optical": [start + d * DAY for d in (1, 2, 6, 11)]}
+    times = {"sar_ascending": [start + d * DAY for d in (0, 4, 9)], "optical": [start + d * DAY for d in (1, 2, 6, 11)]}
     source = write_synthetic_eopatches(str(tmp_path / "eop"), {"sar_ascending": 2, "optical": 4}, times)
     root = str(tmp_path / "store")
     store.write_grid(root, GRID)
     for modality, (ts, data, valid) in source.items():
         for k, time in enumerate(ts):
             store.write_observation(root, GRID, data[k], valid[k], modality, time)
-    common = ["--starttime", "2020-01-01", "--endtime", "2020-01-15", "--delta_step", "2d", "--tile_size", "20",
-              "--no_progress"]
+    common = [
+        "--starttime",
+        "2020-01-01",
+        "--endtime",
+        "2020-01-15",
+        "--delta_step",
+        "2d",
+        "--tile_size",
+        "20",
+        "--no_progress",
+    ]
     execute(STACK, ["--observations", root, "--stack_output", str(tmp_path / "a"), *common])
-    execute(STACK, ["--sar_ascending", str(tmp_path / "eop/sar_ascending"), "--optical",
-                      str(tmp_path / "eop/optical"), "--stack_output", str(tmp_path / "b"), *common])
+    execute(
+        STACK,
+        [
+            "--sar_ascending",
+            str(tmp_path / "eop/sar_ascending"),
+            "--optical",
+            str(tmp_path / "eop/optical"),
+            "--stack_output",
+            str(tmp_path / "b"),
+            *common,
+        ],
+    )
     for name in ("0_0.tfrecords", "1_1.tfrecords"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     first = tile_windows_list(str(tmp_path / "a"), (1, 1), WindowParams(4 * DAY, 1, 2, 3))[0]

@@ -11,8 +11,14 @@ from rsdt_beam.outputs import OutputFolder, claim_outputs, sweep
 
 
 def folder(path, run_id="run1", **parameters) -> OutputFolder:
-    return OutputFolder(str(path), "stacks", "--stack_output", dict({"tile_size_y": 32}, **parameters), run_id,
-                        seed_files=("grid.json",))
+    return OutputFolder(
+        str(path),
+        "stacks",
+        "--stack_output",
+        dict({"tile_size_y": 32}, **parameters),
+        run_id,
+        seed_files=("grid.json",),
+    )
 
 
 def test_temporary_names_carry_the_run_id():
@@ -44,8 +50,10 @@ def test_other_parameters_or_an_unmarked_folder_are_refused_and_nothing_is_touch
     with pytest.raises(UserError) as refused:
         claim_outputs([folder(out, tile_size_y=48, bands_opt=13), folder(other)], overwrite=False)
     message = str(refused.value)
-    assert f"--stack_output {out} was written with other parameters: bands_opt (not set) there, 13 now; " \
-           "tile_size_y 32 there, 48 now" in message
+    assert (
+        f"--stack_output {out} was written with other parameters: bands_opt (not set) there, 13 now; "
+        "tile_size_y 32 there, 48 now" in message
+    )
     assert f"--stack_output {other} holds files but no {RUN_FILE}" in message and "--overwrite" in message
     assert sorted(os.listdir(out)) == ["0_0.tfrecords", RUN_FILE] and os.listdir(other) == ["0_0.tfrecords"]
     claim_outputs([folder(out, tile_size_y=48)], overwrite=True)  # replaces the contents entirely

@@ -27,9 +27,23 @@ pytestmark = pytest.mark.e2e
 tf = pytest.importorskip("tensorflow")
 
 DAY = 86400.0
-SAMPLE_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2016-01-01",
-                "--endtime", "2017-07-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
-                "--no_progress"]
+SAMPLE_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2016-01-01",
+    "--endtime",
+    "2017-07-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+    "--no_progress",
+]
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]
 
 
@@ -39,17 +53,23 @@ def tfrecords(path, spec):
     return [tf.io.parse_single_example(r, spec) for r in dataset]
 
 
-STACK_SPEC = {name: tf.io.FixedLenFeature([], tf.string)
-              for name in ("Timestamp", "SAR_ascending", "SAR_descending", "OPT")}
-WINDOW_SPEC = {"Feature": tf.io.FixedLenFeature([], tf.string),
-               "window_id": tf.io.FixedLenFeature([], tf.int64),
-               "tile": tf.io.FixedLenFeature([2], tf.int64),
-               "Timestamps": tf.io.FixedLenFeature([], tf.string)}
+STACK_SPEC = {
+    name: tf.io.FixedLenFeature([], tf.string) for name in ("Timestamp", "SAR_ascending", "SAR_descending", "OPT")
+}
+WINDOW_SPEC = {
+    "Feature": tf.io.FixedLenFeature([], tf.string),
+    "window_id": tf.io.FixedLenFeature([], tf.int64),
+    "tile": tf.io.FixedLenFeature([2], tf.int64),
+    "Timestamps": tf.io.FixedLenFeature([], tf.string),
+}
 
 
 def file_bytes(folder):
-    return {name: open(os.path.join(folder, name), "rb").read()
-            for name in sorted(os.listdir(folder)) if name.endswith(".tfrecords")}
+    return {
+        name: open(os.path.join(folder, name), "rb").read()
+        for name in sorted(os.listdir(folder))
+        if name.endswith(".tfrecords")
+    }
 
 
 def test_real_sentinel2_sample_stacks_and_windows(tmp_path, sample_eopatches, sample_arrays):
@@ -81,7 +101,7 @@ def test_real_sentinel2_sample_stacks_and_windows(tmp_path, sample_eopatches, sa
     assert [int(p["window_id"]) for p in parsed] == [s.window_id for s in expected]
     for record, span in zip(parsed, expected):
         feature = tf.io.parse_tensor(record["Feature"], tf.float32).numpy()
-        np.testing.assert_array_equal(feature, stack.frames[span.current[0]:span.current[1]])  # whole window
+        np.testing.assert_array_equal(feature, stack.frames[span.current[0] : span.current[1]])  # whole window
         assert list(record["tile"].numpy()) == [1, 1]
     rows = list(csv.DictReader(open(os.path.join(window_dir, "windows.csv"))))
     assert len(rows) == 9 * len(expected)
@@ -90,30 +110,63 @@ def test_real_sentinel2_sample_stacks_and_windows(tmp_path, sample_eopatches, sa
 
 def test_three_modalities_fused_equals_separate_stages_and_multiprocessing(tmp_path):
     start = parse_time("2020-01-01")
-    times = {"sar_ascending": [start + d * DAY for d in (-3, 1, 7, 13, 19, 25, 31)],
-             "sar_descending": [start + d * DAY for d in (2, 8, 14, 20, 26, 33)],
-             "optical": [start + d * DAY + 3600 for d in (-5, 1, 4, 9, 14, 19, 24, 29, 34)]}
-    source = write_synthetic_eopatches(str(tmp_path / "obs"), {"sar_ascending": 2, "sar_descending": 2,
-                                                               "optical": 5}, times)
-    inputs = ["--sar_ascending", str(tmp_path / "obs/sar_ascending"),
-              "--sar_descending", str(tmp_path / "obs/sar_descending"),
-              "--optical", str(tmp_path / "obs/optical"),
-              "--starttime", "2020-01-01", "--endtime", "2020-02-01", "--delta_step", "3d",
-              "--tile_size", "16", "--deadzone", "1", "--chunk_size", "20", "--no_progress"]
+    times = {
+        "sar_ascending": [start + d * DAY for d in (-3, 1, 7, 13, 19, 25, 31)],
+        "sar_descending": [start + d * DAY for d in (2, 8, 14, 20, 26, 33)],
+        "optical": [start + d * DAY + 3600 for d in (-5, 1, 4, 9, 14, 19, 24, 29, 34)],
+    }
+    source = write_synthetic_eopatches(
+        str(tmp_path / "obs"), {"sar_ascending": 2, "sar_descending": 2, "optical": 5}, times
+    )
+    inputs = [
+        "--sar_ascending",
+        str(tmp_path / "obs/sar_ascending"),
+        "--sar_descending",
+        str(tmp_path / "obs/sar_descending"),
+        "--optical",
+        str(tmp_path / "obs/optical"),
+        "--starttime",
+        "2020-01-01",
+        "--endtime",
+        "2020-02-01",
+        "--delta_step",
+        "3d",
+        "--tile_size",
+        "16",
+        "--deadzone",
+        "1",
+        "--chunk_size",
+        "20",
+        "--no_progress",
+    ]
     windows = ["--Delta", "10d", "--omega", "2", "--Omega", "4", "--mode", "training"]
     execute(STACK, inputs + ["--stack_output", str(tmp_path / "stack")])
-    execute(WINDOW, ["--stack_dir", str(tmp_path / "stack"), "--window_output", str(tmp_path / "w_sep"),
-                       *windows, "--no_progress"])
+    execute(
+        WINDOW,
+        ["--stack_dir", str(tmp_path / "stack"), "--window_output", str(tmp_path / "w_sep"), *windows, "--no_progress"],
+    )
     execute(RUN, inputs + windows + ["--window_output", str(tmp_path / "w_fused")])
-    execute(RUN, inputs + windows + ["--window_output", str(tmp_path / "w_mp"),
-                                         "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+    execute(
+        RUN,
+        inputs
+        + windows
+        + [
+            "--window_output",
+            str(tmp_path / "w_mp"),
+            "--direct_running_mode",
+            "multi_processing",
+            "--direct_num_workers",
+            "2",
+        ],
+    )
     separate, fused, multi = (file_bytes(str(tmp_path / d)) for d in ("w_sep", "w_fused", "w_mp"))
     assert len(separate) == 4 and separate == fused == multi  # 2 x 2 tiles, byte-identical
 
     metadata = json.load(open(tmp_path / "stack" / "metadata.json"))
     assert (metadata["bands_sar"], metadata["bands_opt"]) == (2, 5)
-    written = written_times([t for ts in times.values() for t in ts],
-                            StackParams(start, parse_time("2020-02-01"), 3 * DAY))
+    written = written_times(
+        [t for ts in times.values() for t in ts], StackParams(start, parse_time("2020-02-01"), 3 * DAY)
+    )
     stack = read_tile_stack(str(tmp_path / "stack"), (1, 0), metadata)
     np.testing.assert_array_equal(stack.times, written)
     np.testing.assert_array_equal(stack.frames, reference_stack(source, written, (14, 30, 0, 16), 2, 5))
@@ -129,17 +182,26 @@ def test_transforms_with_test_pipeline(tmp_path):
     source = write_synthetic_eopatches(str(tmp_path / "obs"), {"optical": 3}, times, shape=(24, 24))
     plan, refs, _rejected, _summary = listed_stack_plan(
         InputsSpec(optical=str(tmp_path / "obs/optical"), opt_bands_feature="L1C_data"),
-        StackSpec(parse_time("2021-06-01"), parse_time("2021-07-01"), 4 * DAY, (12, 12), (0, 0), 256))
+        StackSpec(parse_time("2021-06-01"), parse_time("2021-07-01"), 4 * DAY, (12, 12), (0, 0), 256),
+    )
     written = written_times(times["optical"], plan.params)
     with BeamTestPipeline() as pipeline:
         folder = stack_folder(str(tmp_path / "stacks"), plan.metadata, 1)
         stacks = (pipeline | beam.Create(refs) | Stack(plan, folder, 1)).stacks
-        summaries = stacks | "Load" >> beam.Map(lambda f: f.load()) | beam.Map(
-            lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
-        expected = [((j, i), len(written),
-                     float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0,
-                                           3).sum()))
-                    for j in range(2) for i in range(2)]
+        summaries = (
+            stacks
+            | "Load" >> beam.Map(lambda f: f.load())
+            | beam.Map(lambda s: (s.tile, len(s), float(s.frames[-1].sum())))
+        )
+        expected = [
+            (
+                (j, i),
+                len(written),
+                float(reference_stack(source, written[-1:], (12 * j, 12 * j + 12, 12 * i, 12 * i + 12), 0, 3).sum()),
+            )
+            for j in range(2)
+            for i in range(2)
+        ]
         assert_that(summaries, equal_to(expected))
 
 
@@ -147,11 +209,37 @@ def test_triple_windows_sharded_inference_records(tmp_path):
     start = parse_time("2020-01-01")
     times = {"sar_ascending": [start + d * DAY for d in range(0, 60, 2)]}
     write_synthetic_eopatches(str(tmp_path / "obs"), {"sar_ascending": 2}, times, shape=(20, 20))
-    execute(RUN, ["--sar_ascending", str(tmp_path / "obs/sar_ascending"), "--starttime", "2020-01-01",
-                      "--endtime", "2020-03-01", "--delta_step", "2d", "--tile_size", "10",
-                      "--Delta", "8d", "--omega", "2", "--Omega", "4", "--triple", "--window_stride", "2",
-                      "--layout", "sharded", "--records_per_shard", "10",
-                      "--window_output", str(tmp_path / "w"), "--no_progress"])
+    execute(
+        RUN,
+        [
+            "--sar_ascending",
+            str(tmp_path / "obs/sar_ascending"),
+            "--starttime",
+            "2020-01-01",
+            "--endtime",
+            "2020-03-01",
+            "--delta_step",
+            "2d",
+            "--tile_size",
+            "10",
+            "--Delta",
+            "8d",
+            "--omega",
+            "2",
+            "--Omega",
+            "4",
+            "--triple",
+            "--window_stride",
+            "2",
+            "--layout",
+            "sharded",
+            "--records_per_shard",
+            "10",
+            "--window_output",
+            str(tmp_path / "w"),
+            "--no_progress",
+        ],
+    )
     shards = sorted(n for n in os.listdir(tmp_path / "w") if n.startswith("windows-"))
     assert shards and all(n.endswith(".tfrecords") for n in shards)
     parsed = [r for n in shards for r in tfrecords(str(tmp_path / "w" / n), WINDOW_SPEC)]
@@ -168,11 +256,36 @@ def test_triple_windows_sharded_inference_records(tmp_path):
 def test_tile_selection_and_window_filter(tmp_path, sample_eopatches):
     stack_dir = str(tmp_path / "stack")
     execute(STACK, ["--optical", sample_eopatches, *SAMPLE_FLAGS, "--stack_output", stack_dir])
-    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", str(tmp_path / "train"), *WINDOW_FLAGS,
-                       "--tiles", "rsdtlib-train", "--mode", "training", "--no_progress"])
-    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", str(tmp_path / "few"), *WINDOW_FLAGS,
-                       "--tiles", "list:0_0,2_2", "--window_filter", "window_filters:at_least_five_frames",
-                       "--no_progress"])
+    execute(
+        WINDOW,
+        [
+            "--stack_dir",
+            stack_dir,
+            "--window_output",
+            str(tmp_path / "train"),
+            *WINDOW_FLAGS,
+            "--tiles",
+            "rsdtlib-train",
+            "--mode",
+            "training",
+            "--no_progress",
+        ],
+    )
+    execute(
+        WINDOW,
+        [
+            "--stack_dir",
+            stack_dir,
+            "--window_output",
+            str(tmp_path / "few"),
+            *WINDOW_FLAGS,
+            "--tiles",
+            "list:0_0,2_2",
+            "--window_filter",
+            "window_filters:at_least_five_frames",
+            "--no_progress",
+        ],
+    )
     train = sorted(n for n in os.listdir(tmp_path / "train") if n.endswith(".tfrecords"))
     expected = [f"{j}_{i}.tfrecords" for j in range(3) for i in range(3) if (j + i / 2) % 2 == 0]
     assert train == expected
@@ -183,6 +296,7 @@ def test_tile_selection_and_window_filter(tmp_path, sample_eopatches):
 
 # --- bad input ------------------------------------------------------------
 
+
 def _good_inputs(root, count=6):
     start = parse_time("2020-01-01")
     times = {"optical": [start + d * DAY for d in range(count)]}
@@ -191,8 +305,21 @@ def _good_inputs(root, count=6):
 
 
 def stack_flags(root, out):
-    return ["--optical", root, "--starttime", "2020-01-01", "--endtime", "2020-02-01", "--delta_step", "1d",
-            "--tile_size", "10", "--stack_output", out, "--no_progress"]
+    return [
+        "--optical",
+        root,
+        "--starttime",
+        "2020-01-01",
+        "--endtime",
+        "2020-02-01",
+        "--delta_step",
+        "1d",
+        "--tile_size",
+        "10",
+        "--stack_output",
+        out,
+        "--no_progress",
+    ]
 
 
 def test_bad_observations_are_set_aside_with_reasons(tmp_path):
@@ -200,12 +327,26 @@ def test_bad_observations_are_set_aside_with_reasons(tmp_path):
     start, times = _good_inputs(str(tmp_path / "obs"))
     rng = np.random.default_rng(5)
     # one with 2 bands instead of 3, one on another grid, one missing its data, one unreadable, one bad name
-    write_eopatch(os.path.join(root, time_name(start + 10 * DAY)), rng.random((20, 20, 2)), np.ones((20, 20)),
-                  BBOX, start + 10 * DAY, "L1C_data", "dataMask")
+    write_eopatch(
+        os.path.join(root, time_name(start + 10 * DAY)),
+        rng.random((20, 20, 2)),
+        np.ones((20, 20)),
+        BBOX,
+        start + 10 * DAY,
+        "L1C_data",
+        "dataMask",
+    )
     shifted = json.loads(json.dumps(BBOX))
     shifted["coordinates"][0] = [[x + 100, y] for x, y in shifted["coordinates"][0]]
-    write_eopatch(os.path.join(root, time_name(start + 11 * DAY)), rng.random((20, 20, 3)), np.ones((20, 20)),
-                  shifted, start + 11 * DAY, "L1C_data", "dataMask")
+    write_eopatch(
+        os.path.join(root, time_name(start + 11 * DAY)),
+        rng.random((20, 20, 3)),
+        np.ones((20, 20)),
+        shifted,
+        start + 11 * DAY,
+        "L1C_data",
+        "dataMask",
+    )
     os.makedirs(os.path.join(root, time_name(start + 12 * DAY), "mask"))
     broken = os.path.join(root, time_name(start + 13 * DAY))
     write_eopatch(broken, rng.random((20, 20, 3)), np.ones((20, 20)), BBOX, start + 13 * DAY, "L1C_data", "dataMask")
@@ -226,11 +367,14 @@ def test_bad_observations_are_set_aside_with_reasons(tmp_path):
     assert result.counters["observations_rejected"] == 4
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--tile_size", "64"], "larger than the area"),
-    (["--deadzone", "5"], "deadzone_y=5 is too large"),
-    (["--delta_step", "0"], "delta_step must be positive"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--tile_size", "64"], "larger than the area"),
+        (["--deadzone", "5"], "deadzone_y=5 is too large"),
+        (["--delta_step", "0"], "delta_step must be positive"),
+    ],
+)
 def test_invalid_stack_parameters_fail_before_anything_is_written(tmp_path, extra, message):
     _good_inputs(str(tmp_path / "obs"))
     out = str(tmp_path / "stack")
@@ -259,14 +403,28 @@ def test_failed_run_leaves_no_output_looking_complete(tmp_path, sample_eopatches
     execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress"])
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     with pytest.raises(Exception, match="label function failed on purpose"):
-        execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS,
-                         "--mode", "training", "--label_fn", "window_filters:failing_label", "--no_progress",
-                         "--overwrite"])
+        execute(
+            WINDOW,
+            [
+                "--stack_dir",
+                stack_dir,
+                "--window_output",
+                window_dir,
+                *WINDOW_FLAGS,
+                "--mode",
+                "training",
+                "--label_fn",
+                "window_filters:failing_label",
+                "--no_progress",
+                "--overwrite",
+            ],
+        )
     assert not os.path.exists(os.path.join(window_dir, "metadata.json"))
     hidden = [n for n in os.listdir(window_dir) if n.startswith(".")]
     assert hidden in ([], [".windows_csv_parts"])  # no temporary record files; rows parts go with the next run
-    execute(WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress",
-                     "--overwrite"])
+    execute(
+        WINDOW, ["--stack_dir", stack_dir, "--window_output", window_dir, *WINDOW_FLAGS, "--no_progress", "--overwrite"]
+    )
     assert os.path.exists(os.path.join(window_dir, "metadata.json"))
     assert not [n for n in os.listdir(window_dir) if n.startswith(".")]
 
@@ -274,6 +432,7 @@ def test_failed_run_leaves_no_output_looking_complete(tmp_path, sample_eopatches
 def test_real_13_band_scenes_with_the_cloud_mask(tmp_path):
     """The 5 dates of real 13-band S2 L1C reflectance, valid = not CLM, through both stages."""
     from conftest import SAMPLE_DIR
+
     scenes = np.load(os.path.join(SAMPLE_DIR, "REFERENCE_SCENES.npy"))
     index = json.load(open(os.path.join(SAMPLE_DIR, "reference_scenes_index.json")))
     clm = np.load(os.path.join(SAMPLE_DIR, "mask", "CLM.npy"))[..., 0]
@@ -283,10 +442,32 @@ def test_real_13_band_scenes_with_the_cloud_mask(tmp_path):
     root = str(tmp_path / "S2")
     for k, time in enumerate(times):
         write_eopatch(os.path.join(root, time_name(time)), scenes[k], valid[k], bbox, time, "L1C_data", "dataMask")
-    execute(RUN, ["--optical", root, "--starttime", "2015-07-01", "--endtime", "2015-10-01",
-                      "--delta_step", "2d", "--tile_size", "50", "--stack_output", str(tmp_path / "stack"),
-                      "--Delta", "30d", "--omega", "2", "--Omega", "3",
-                      "--window_output", str(tmp_path / "w"), "--no_progress"])
+    execute(
+        RUN,
+        [
+            "--optical",
+            root,
+            "--starttime",
+            "2015-07-01",
+            "--endtime",
+            "2015-10-01",
+            "--delta_step",
+            "2d",
+            "--tile_size",
+            "50",
+            "--stack_output",
+            str(tmp_path / "stack"),
+            "--Delta",
+            "30d",
+            "--omega",
+            "2",
+            "--Omega",
+            "3",
+            "--window_output",
+            str(tmp_path / "w"),
+            "--no_progress",
+        ],
+    )
     metadata = json.load(open(tmp_path / "stack" / "metadata.json"))
     assert (metadata["bands_opt"], metadata["num_tiles_y"], metadata["num_tiles_x"]) == (13, 2, 2)
     stack = read_tile_stack(str(tmp_path / "stack"), (1, 1), metadata)

@@ -13,14 +13,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 tf = pytest.importorskip("tensorflow")
 
 
-@pytest.mark.parametrize("array", [
-    np.arange(24, dtype=np.float32).reshape(2, 3, 4),
-    np.float64(1483262000.5),
-    np.zeros((4, 4, 0), np.float32),
-    np.random.default_rng(0).random((3, 5)),
-    np.array([1, -2, 3], np.int64),
-    np.ones((2, 2), np.uint16),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        np.float64(1483262000.5),
+        np.zeros((4, 4, 0), np.float32),
+        np.random.default_rng(0).random((3, 5)),
+        np.array([1, -2, 3], np.int64),
+        np.ones((2, 2), np.uint16),
+    ],
+)
 def test_tensor_bytes_equal_tf_serialize_tensor(array):
     ours = b"".join(records.tensor_proto(np.asarray(array)))
     assert ours == tf.io.serialize_tensor(array).numpy()
@@ -57,12 +60,19 @@ def test_tfrecord_files_read_back_with_tf_data(tmp_path, level):
     with open(path, "wb") as raw:
         writer = tfrecord.TFRecordWriter(raw, level)
         for k, feature in enumerate(windows):
-            writer.write(records.window_record(feature, np.ones((8, 8), np.float32), (0, k), k,
-                                               np.arange(len(feature), dtype=float)))
+            writer.write(
+                records.window_record(
+                    feature, np.ones((8, 8), np.float32), (0, k), k, np.arange(len(feature), dtype=float)
+                )
+            )
         writer.close()
     dataset = tf.data.TFRecordDataset(path, compression_type="GZIP" if level is not None else "")
-    spec = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string),
-            "window_id": tf.io.FixedLenFeature([], tf.int64), "window_end": tf.io.FixedLenFeature([], tf.int64)}
+    spec = {
+        "Feature": tf.io.FixedLenFeature([], tf.string),
+        "Label": tf.io.FixedLenFeature([], tf.string),
+        "window_id": tf.io.FixedLenFeature([], tf.int64),
+        "window_end": tf.io.FixedLenFeature([], tf.int64),
+    }
     count = 0
     for k, serialized in enumerate(dataset):
         parsed = tf.io.parse_single_example(serialized, spec)

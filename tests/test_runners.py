@@ -35,27 +35,66 @@ from rsdt_beam.window.transforms import TFRecordShardSink
 
 pytestmark = pytest.mark.e2e
 
-FUSED_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--starttime", "2015-09-01",
-               "--endtime", "2016-05-01", "--delta_step", "10d", "--tile_size", "32", "--deadzone", "2",
-               "--Delta", "60d", "--omega", "3", "--Omega", "6", "--mode", "training", "--no_progress"]
+FUSED_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2015-09-01",
+    "--endtime",
+    "2016-05-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+    "--Delta",
+    "60d",
+    "--omega",
+    "3",
+    "--Omega",
+    "6",
+    "--mode",
+    "training",
+    "--no_progress",
+]
 
 
 def fused_flags(observations: str, out: str) -> list[str]:
-    return ["--optical", observations, "--stack_output", os.path.join(out, "stack"),
-            "--window_output", os.path.join(out, "windows"), *FUSED_FLAGS]
+    return [
+        "--optical",
+        observations,
+        "--stack_output",
+        os.path.join(out, "stack"),
+        "--window_output",
+        os.path.join(out, "windows"),
+        *FUSED_FLAGS,
+    ]
 
 
 def test_dataflow_dry_run_translates_the_fused_pipeline(sample_eopatches, tmp_path):
     setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
-    outcome = execute(RUN, DATAFLOW_FLAGS + ["--setup_file", setup_file]
-                      + fused_flags(sample_eopatches, "gs://rsdt-test/out"))
+    outcome = execute(
+        RUN, DATAFLOW_FLAGS + ["--setup_file", setup_file] + fused_flags(sample_eopatches, "gs://rsdt-test/out")
+    )
     proto = outcome.result.job.proto_pipeline
 
     transforms = proto.components.transforms
-    top_level = {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms} \
-        if len(proto.root_transform_ids) == 1 else {transforms[t].unique_name for t in proto.root_transform_ids}
-    assert {"Observations", "Stage 2", "Finish stacks", "One work item per tile", "Write windows",
-            "Rejected observations"} <= top_level
+    top_level = (
+        {transforms[t].unique_name for t in transforms[proto.root_transform_ids[0]].subtransforms}
+        if len(proto.root_transform_ids) == 1
+        else {transforms[t].unique_name for t in proto.root_transform_ids}
+    )
+    assert {
+        "Observations",
+        "Stage 2",
+        "Finish stacks",
+        "One work item per tile",
+        "Write windows",
+        "Rejected observations",
+    } <= top_level
     urns = [t.spec.urn for t in transforms.values()]
     assert "beam:transform:group_by_key:v1" in urns
     # Stage 2 groups observation references per read chunk; the chunk's worker streams it through time
@@ -80,8 +119,9 @@ class _DoFns(PipelineVisitor):
 
 
 def test_every_dofn_pickles_and_loads_in_a_fresh_interpreter(sample_eopatches, tmp_path):
-    args, _beam_flags = RUN.parser().parse_known_args(fused_flags(sample_eopatches, str(tmp_path / "out"))
-                                                      + ["--layout", "sharded"])
+    args, _beam_flags = RUN.parser().parse_known_args(
+        fused_flags(sample_eopatches, str(tmp_path / "out")) + ["--layout", "sharded"]
+    )
     pipeline = beam.Pipeline()
     RUN.launch(args).build(pipeline)
     visitor = _DoFns()
@@ -89,13 +129,16 @@ def test_every_dofn_pickles_and_loads_in_a_fresh_interpreter(sample_eopatches, t
     assert len(visitor.fns) > 10
     for n, (_label, fn) in enumerate(visitor.fns):
         (tmp_path / f"{n}.pickle").write_bytes(pickler.dumps(fn))
-    check = ("import sys, glob\nfrom apache_beam.internal import pickler\n"
-             "for path in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"
-             "    fn = pickler.loads(open(path, 'rb').read())\n"
-             "    assert hasattr(fn, 'process'), path\n"
-             "print('loaded', len(glob.glob(sys.argv[1] + '/*.pickle')))\n")
-    loaded = subprocess.run([sys.executable, "-c", check, str(tmp_path)], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    check = (
+        "import sys, glob\nfrom apache_beam.internal import pickler\n"
+        "for path in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"
+        "    fn = pickler.loads(open(path, 'rb').read())\n"
+        "    assert hasattr(fn, 'process'), path\n"
+        "print('loaded', len(glob.glob(sys.argv[1] + '/*.pickle')))\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", check, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.split() == ["loaded", str(len(visitor.fns))]
 
@@ -105,9 +148,20 @@ def job_service(tmp_path):
     """Beam's Python job service (what Flink's and Spark's job servers speak) on a free port."""
     port_file = tmp_path / "job_service.port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main", "--port", "0",
-         "--port_file", str(port_file), "--staging_dir", str(tmp_path / "staging")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "apache_beam.runners.portability.local_job_service_main",
+            "--port",
+            "0",
+            "--port_file",
+            str(port_file),
+            "--staging_dir",
+            str(tmp_path / "staging"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(process, lambda: port_file.exists() and port_file.read_text().strip(), "job service")
         yield f"localhost:{port_file.read_text().strip()}"
@@ -136,11 +190,16 @@ def worker_pool(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    environment = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-                       PYTHONPATH=REPO)
-    process = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-                                "--service_port", str(port)], env=environment, cwd=str(tmp_path),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    environment = dict(
+        os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], PYTHONPATH=REPO
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", "--service_port", str(port)],
+        env=environment,
+        cwd=str(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(process, lambda: _listening(port), "worker pool")
         yield f"localhost:{port}"
@@ -152,8 +211,11 @@ def worker_pool(tmp_path):
 def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopatches, job_service, tmp_path):
     direct, portable = str(tmp_path / "direct"), str(tmp_path / "portable")
     execute(RUN, fused_flags(sample_eopatches, direct))
-    execute(RUN, fused_flags(sample_eopatches, portable)
-        + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "LOOPBACK"])
+    execute(
+        RUN,
+        fused_flags(sample_eopatches, portable)
+        + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "LOOPBACK"],
+    )
     for part in ("stack", "windows"):
         produced = read_tree(os.path.join(portable, part))
         assert "metadata.json" in produced and len(produced) > 5
@@ -163,29 +225,65 @@ def test_portable_runner_with_loopback_workers_equals_direct_runner(sample_eopat
 def test_portable_runner_with_external_worker_processes(sample_eopatches, job_service, worker_pool, tmp_path):
     direct, portable = str(tmp_path / "direct"), str(tmp_path / "external")
     execute(RUN, fused_flags(sample_eopatches, direct) + ["--layout", "sharded"])
-    execute(RUN, fused_flags(sample_eopatches, portable) + ["--layout", "sharded"]
-        + ["--runner", "PortableRunner", "--job_endpoint", job_service, "--environment_type", "EXTERNAL",
-           "--environment_config", worker_pool])
+    execute(
+        RUN,
+        fused_flags(sample_eopatches, portable)
+        + ["--layout", "sharded"]
+        + [
+            "--runner",
+            "PortableRunner",
+            "--job_endpoint",
+            job_service,
+            "--environment_type",
+            "EXTERNAL",
+            "--environment_config",
+            worker_pool,
+        ],
+    )
     produced, expected = (read_tree(os.path.join(root, "windows")) for root in (portable, direct))
     for name in ("windows.csv", "metadata.json"):
         assert produced[name] == expected[name]
 
     def records(files):  # how Beam cuts records into shards may differ between runners
-        return sorted(r for name, data in files.items() if name.endswith(".tfrecords")
-                      for r in read_records(io.BytesIO(data), gzip=True, name=name))
+        return sorted(
+            r
+            for name, data in files.items()
+            if name.endswith(".tfrecords")
+            for r in read_records(io.BytesIO(data), gzip=True, name=name)
+        )
 
     assert records(produced) == records(expected) != []
 
 
 def test_dataflow_dry_run_translates_a_scheduled_run_and_writes_nothing(sample_eopatches, tmp_path):
     root = tmp_path / "scheduled"
-    outcome = execute(scheduled_command(0), DATAFLOW_FLAGS + [
-        "--optical", sample_eopatches, "--output_root", str(root), "--end", "2016-04-01",
-        "--lookback", "120d", "--write_stacks", *FUSED_FLAGS[:4], *FUSED_FLAGS[8:]])  # the run sets start/end
+    outcome = execute(
+        scheduled_command(0),
+        DATAFLOW_FLAGS
+        + [
+            "--optical",
+            sample_eopatches,
+            "--output_root",
+            str(root),
+            "--end",
+            "2016-04-01",
+            "--lookback",
+            "120d",
+            "--write_stacks",
+            *FUSED_FLAGS[:4],
+            *FUSED_FLAGS[8:],
+        ],
+    )  # the run sets start/end
     proto = outcome.result.job.proto_pipeline
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"Stage 2/Time stamps to stack at", "Stage 2/Stack tiles/Read, fold and write frames", "Write state",
-            "Write stacks", "Write windows", "Write manifest.json"} <= names
+    assert {
+        "Stage 2/Time stamps to stack at",
+        "Stage 2/Stack tiles/Read, fold and write frames",
+        "Write state",
+        "Write stacks",
+        "Write windows",
+        "Write manifest.json",
+    } <= names
     assert outcome.dry_run and not root.exists()  # no manifest, no output
 
 
@@ -200,8 +298,15 @@ def test_flex_template_parameters_are_flags_that_validate_the_scheduled_launch()
         return all(re.match(pattern, value) for pattern in parameters[name].get("regexes", []))
 
     assert all(valid(name, value) for name, value in body.items())
-    for name, bad in [("output_root", "/data/rsdt"), ("observations", "s3://b/store"), ("end", "tomorow"),
-                      ("lookback", "30 days"), ("tile_size", "32px"), ("mode", "train"), ("gzip_level", "10")]:
+    for name, bad in [
+        ("output_root", "/data/rsdt"),
+        ("observations", "s3://b/store"),
+        ("end", "tomorow"),
+        ("lookback", "30 days"),
+        ("tile_size", "32px"),
+        ("mode", "train"),
+        ("gzip_level", "10"),
+    ]:
         assert not valid(name, bad), (name, bad)
     args, beam_flags = SCHEDULED.parser().parse_known_args([f"--{name}={value}" for name, value in body.items()])
     assert (args.end, args.lookback, beam_flags) == ("today", "30d", [])
@@ -221,17 +326,22 @@ def test_the_image_matches_the_sdk_that_submits_jobs():
 def test_window_shards_end_after_bytes_per_shard(tmp_path):
     """--bytes_per_shard (a sizing knob beside --records_per_shard) counts compressed bytes as they
     reach the file, in blocks of about 1 MB, so a shard can pass the limit by the blocks in flight."""
+
     def payload(n: int) -> bytes:  # made in the pipeline: Create would pickle 16 MB into the graph
         return np.random.default_rng(n).bytes(256 * 1024)  # incompressible
 
     limit, in_flight = 2 << 20, (2 * (os.cpu_count() or 1) + 2) << 20  # the writer's pending blocks
     count = 3 * (limit + in_flight) // (256 * 1024)
     with test_pipeline.TestPipeline() as pipeline:
-        _ = (pipeline | beam.Create(range(count)) | beam.Map(payload)
-             | beam.io.Write(TFRecordShardSink(str(tmp_path / "windows"), 1, None, bytes_per_shard=limit)))
+        _ = (
+            pipeline
+            | beam.Create(range(count))
+            | beam.Map(payload)
+            | beam.io.Write(TFRecordShardSink(str(tmp_path / "windows"), 1, None, bytes_per_shard=limit))
+        )
     shards = read_tree(str(tmp_path))
     assert len(shards) >= 2
-    assert sorted(r for name, data in shards.items() for r in read_records(io.BytesIO(data), name=name)) == \
-        sorted(payload(n) for n in range(count))
+    assert sorted(r for name, data in shards.items() for r in read_records(io.BytesIO(data), name=name)) == sorted(
+        payload(n) for n in range(count)
+    )
     assert all(len(data) <= limit + in_flight for data in shards.values())
-

@@ -38,9 +38,29 @@ from rsdt_beam.window.rules import WindowParams, window_spans
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAY = 86400.0
 # The bundled sample's features and a window length its 10-day revisit fills.
-SAMPLE_FLAGS = ["--opt_bands_feature", "NDVI", "--opt_mask_feature", "IS_VALID", "--delta_step", "10d",
-                "--tile_size", "32", "--deadzone", "2", "--lookback", "120d", "--Delta", "60d", "--omega", "3",
-                "--Omega", "6", "--mode", "training", "--no_progress"]
+SAMPLE_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+    "--lookback",
+    "120d",
+    "--Delta",
+    "60d",
+    "--omega",
+    "3",
+    "--Omega",
+    "6",
+    "--mode",
+    "training",
+    "--no_progress",
+]
 DAYS = ["2016-01-01T06:15", "2016-04-01T06:15", "2016-06-20T06:15"]
 
 
@@ -77,8 +97,13 @@ def test_runs_write_each_window_of_one_launch_exactly_once():
     for _ in range(400):
         times = np.sort(rng.choice(200, size=rng.integers(0, 60), replace=False)).astype(float)
         omega = int(rng.integers(1, 4))
-        params = WindowParams(float(rng.integers(1, 30)), int(rng.integers(1, 4)), omega,
-                              int(rng.integers(omega, 8)), bool(rng.integers(0, 2)))
+        params = WindowParams(
+            float(rng.integers(1, 30)),
+            int(rng.integers(1, 4)),
+            omega,
+            int(rng.integers(omega, 8)),
+            bool(rng.integers(0, 2)),
+        )
         cuts = sorted({-1.0, *rng.integers(0, 200, size=rng.integers(1, 8)).astype(float)})
         expected = [(s.window_id, s.parts) for s in window_spans(times, params)]
         assert windows_in_runs(times, cuts, params) == expected, (params, cuts)
@@ -87,23 +112,36 @@ def test_runs_write_each_window_of_one_launch_exactly_once():
 def test_carried_frames_continue_the_forward_fill():
     rng = np.random.default_rng(3)
     bands = BandCounts(sar=2, opt=3)
-    pieces = [Piece(float(t), m, rng.random((4, 5, bands.bands_of(m)), dtype=np.float32),
-                    rng.random((4, 5)) > 0.5 if rng.random() > 0.3 else None)
-              for t, m in zip(range(0, 100, 4), ["optical", "sar_ascending", "sar_descending"] * 10)]
+    pieces = [
+        Piece(
+            float(t),
+            m,
+            rng.random((4, 5, bands.bands_of(m)), dtype=np.float32),
+            rng.random((4, 5)) > 0.5 if rng.random() > 0.3 else None,
+        )
+        for t, m in zip(range(0, 100, 4), ["optical", "sar_ascending", "sar_descending"] * 10)
+    ]
     written = np.arange(2.0, 100.0, 8.0)
     whole = stack_tile((0, 0), pieces, written, (4, 5), bands)
     end, carry = 50.0, Carry(-1.0)
-    first = stack_tile((0, 0), [p for p in pieces if p.time < end], run_times(carry, written[written < end], end),
-                       (4, 5), bands)
+    first = stack_tile(
+        (0, 0), [p for p in pieces if p.time < end], run_times(carry, written[written < end], end), (4, 5), bands
+    )
     carry = Carry(end, first_frame=len(first) - 3, times=tuple(first.times[-3:-1]))  # two frames + fill state
     carried = dataclasses.replace(first, times=first.times[-3:], frames=first.frames[-3:])
-    second = stack_tile((0, 0), seed_pieces(carried) + [p for p in pieces if p.time >= end],
-                        run_times(carry, written[written >= end], 200.0), (4, 5), bands)
+    second = stack_tile(
+        (0, 0),
+        seed_pieces(carried) + [p for p in pieces if p.time >= end],
+        run_times(carry, written[written >= end], 200.0),
+        (4, 5),
+        bands,
+    )
     np.testing.assert_array_equal(second.frames[:2], first.frames[-3:-1])  # carried frames reproduced
     np.testing.assert_array_equal(np.concatenate([first.frames[:-1], second.frames[2:-1]]), whole.frames)
 
 
 # ---------------------------------------------------------------- the pipeline on the sample
+
 
 def crontab_flags() -> list[str]:
     """The flags of the example crontab line (schedules/crontab), minus its cloud locations and runner."""
@@ -112,8 +150,15 @@ def crontab_flags() -> list[str]:
     words = shlex.split(line.split("-m rsdt_beam.pipelines.scheduled", 1)[1].split(">>")[0])
     SCHEDULED.parser().parse_known_args(words)  # every rsdt_beam flag is one of the scheduled command's
     assert words[words.index("--end") + 1] == "today" and "--lookback" in words
-    dropped = {"--observations", "--output_root", "--runner", "--project", "--region", "--temp_location",
-               "--sdk_container_image"}
+    dropped = {
+        "--observations",
+        "--output_root",
+        "--runner",
+        "--project",
+        "--region",
+        "--temp_location",
+        "--sdk_container_image",
+    }
     kept, skip = [], False
     for word in words:
         if skip:
@@ -176,9 +221,23 @@ def assert_union_is_one_launch(output_root: str, manifests, inputs: Inputs, tmp_
     """
     reference = str(tmp_path / "one_launch")
     lookback = SAMPLE_FLAGS.index("--lookback")
-    execute(RUN, ["--optical", inputs.folder, "--starttime", manifests[0].start, "--endtime", manifests[-1].end,
-                  "--stack_output", f"{reference}/stack", "--window_output", f"{reference}/windows",
-                  *SAMPLE_FLAGS[:lookback], *SAMPLE_FLAGS[lookback + 2:]])
+    execute(
+        RUN,
+        [
+            "--optical",
+            inputs.folder,
+            "--starttime",
+            manifests[0].start,
+            "--endtime",
+            manifests[-1].end,
+            "--stack_output",
+            f"{reference}/stack",
+            "--window_output",
+            f"{reference}/windows",
+            *SAMPLE_FLAGS[:lookback],
+            *SAMPLE_FLAGS[lookback + 2 :],
+        ],
+    )
     pending_from = manifests[-1].carry["windows_written"]
     runs = [os.path.join(output_root, "runs", m.run_id) for m in manifests]
     tiles = [name for name in sorted(os.listdir(f"{reference}/windows")) if name.endswith(".tfrecords")]
@@ -187,13 +246,15 @@ def assert_union_is_one_launch(output_root: str, manifests, inputs: Inputs, tmp_
         stacked = [r for folder in runs for r in records(f"{folder}/stack/{tile}")]
         assert stacked == records(f"{reference}/stack/{tile}") != [], tile
         windows = [r for folder in runs for r in records(f"{folder}/windows/{tile}")]
-        complete = [r for r in records(f"{reference}/windows/{tile}")
-                    if parse_example(r)["window_id"][0] < pending_from]
+        complete = [
+            r for r in records(f"{reference}/windows/{tile}") if parse_example(r)["window_id"][0] < pending_from
+        ]
         assert windows == complete != [], tile
         assert [parse_example(r)["window_id"][0] for r in windows] == list(range(pending_from))
     assert all(m.counts["windows_written"] > 0 for m in manifests)
-    assert sorted(row for folder in runs for row in csv_rows(f"{folder}/windows/windows.csv")) == \
-        sorted(row for row in csv_rows(f"{reference}/windows/windows.csv") if int(row.split(",")[2]) < pending_from)
+    assert sorted(row for folder in runs for row in csv_rows(f"{folder}/windows/windows.csv")) == sorted(
+        row for row in csv_rows(f"{reference}/windows/windows.csv") if int(row.split(",")[2]) < pending_from
+    )
 
 
 @pytest.mark.e2e
@@ -204,7 +265,11 @@ def test_consecutive_launches_equal_one_launch_and_reruns_change_nothing(sample_
     second = launch_on(DAYS[1], inputs, root)
     assert (first.status, second.status) == (SUCCEEDED, SUCCEEDED)
     assert (first.start, first.end, second.start, second.end) == (
-        "2015-09-02T00:00:00Z", "2015-12-31T00:00:00Z", "2015-12-31T00:00:00Z", "2016-03-30T00:00:00Z")
+        "2015-09-02T00:00:00Z",
+        "2015-12-31T00:00:00Z",
+        "2015-12-31T00:00:00Z",
+        "2016-03-30T00:00:00Z",
+    )
     assert second.previous_run == first.run_id
     assert first.inputs["observations"] == first.inputs["listed_before_end"]  # the whole history seeds the fill
     assert second.inputs["observations"] == second.inputs["listed_before_end"] - first.inputs["listed_before_end"]
@@ -257,8 +322,9 @@ def test_late_observations_are_counted_and_changes_refused(sample_eopatches, tmp
     launch_on(DAYS[1], inputs, root, grow=False)
     shutil.move(str(tmp_path / "delayed"), late)
     assert launch_on(DAYS[2], inputs, root).late_observations == 1
-    with pytest.raises(UserError, match="--output_root .* parameters differ from run .*Delta 5184000.0 there, "
-                                        "2592000.0 now"):
+    with pytest.raises(
+        UserError, match="--output_root .* parameters differ from run .*Delta 5184000.0 there, 2592000.0 now"
+    ):
         launch_on(DAYS[2], inputs, root, "--Delta", "30d")
     with pytest.raises(UserError, match="--end .* already covers"):
         launch_on(DAYS[0], inputs, root)
@@ -274,7 +340,9 @@ def test_a_launch_reads_the_index_and_one_manifest_not_the_history(sample_eopatc
     second = launch_on(DAYS[1], inputs, root)
     index = os.path.join(root, "runs", "index.json")
     assert [(e["run_id"], e["status"]) for e in json.load(open(index))["runs"]] == [
-        (first.run_id, SUCCEEDED), (second.run_id, SUCCEEDED)]
+        (first.run_id, SUCCEEDED),
+        (second.run_id, SUCCEEDED),
+    ]
     old_manifest = os.path.join(root, "runs", first.run_id, "manifest.json")
     kept = open(old_manifest).read()
     with open(old_manifest, "w") as f:

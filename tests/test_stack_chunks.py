@@ -33,11 +33,17 @@ def test_chunked_stacks_equal_a_whole_area_forward_fill(tmp_path, chunk_size, se
     for modality in MODALITIES:
         mine = [r for r in refs if r.modality == modality]
         reads = [r.reader.read(r.uri, whole) for r in mine]
-        observations[modality] = (np.array([r.time for r in mine]), np.stack([d for d, _ in reads]),
-                                  np.stack([v for _, v in reads]))
+        observations[modality] = (
+            np.array([r.time for r in mine]),
+            np.stack([d for d, _ in reads]),
+            np.stack([v for _, v in reads]),
+        )
     written = written_times([r.time for r in refs], params)
-    expected = {tile: reference_stack(observations, written, tuple(layout.tile_window(*tile)), 2, 13)
-                for tile in layout.tiles() if selector is None or selector(*tile)}
+    expected = {
+        tile: reference_stack(observations, written, tuple(layout.tile_window(*tile)), 2, 13)
+        for tile in layout.tiles()
+        if selector is None or selector(*tile)
+    }
 
     def matches(stack_file):
         stack = stack_file.load()
@@ -49,6 +55,8 @@ def test_chunked_stacks_equal_a_whole_area_forward_fill(tmp_path, chunk_size, se
         created = pipeline | beam.Create(refs)
         folder = stack_folder(str(tmp_path / "stacks"), {}, 1)
         cleared = begun(pipeline, folder, "Stacks")
-        stacks = (created | StackChunks(layout, chunk_size, BANDS, created | WrittenTimes(params), folder, 1,
-                                        cleared, selector))["stacks"]
+        stacks = (
+            created
+            | StackChunks(layout, chunk_size, BANDS, created | WrittenTimes(params), folder, 1, cleared, selector)
+        )["stacks"]
         assert_that(stacks | beam.Map(matches), equal_to(list(expected)))

@@ -18,14 +18,14 @@ def test_written_time_stamps_of_the_small_case():
     """The semantics page's table: delta_step 2 days from 2017-01-01."""
     before = [t(f"2016-12-{d:02d}T10:00:00") for d in (12, 14, 15, 17, 19, 20, 22, 24, 27, 29)]
     in_range = {
-        "2017-01-01T09:32:00": True,   # bin 0
-        "2017-01-03T16:41:00": True,   # bin 1
-        "2017-01-05T05:09:00": True,   # bin 2
-        "2017-01-09T16:53:00": True,   # bin 4
+        "2017-01-01T09:32:00": True,  # bin 0
+        "2017-01-03T16:41:00": True,  # bin 1
+        "2017-01-05T05:09:00": True,  # bin 2
+        "2017-01-09T16:53:00": True,  # bin 4
         "2017-01-11T05:17:00": False,  # bin 5, not the last in it
-        "2017-01-12T10:19:00": True,   # bin 5
+        "2017-01-12T10:19:00": True,  # bin 5
         "2017-01-23T04:41:00": False,  # bin 11
-        "2017-01-23T09:36:00": True,   # bin 11
+        "2017-01-23T09:36:00": True,  # bin 11
     }
     after = [t("2017-07-02T05:00:00"), t("2017-07-03T10:00:00")]
     params = StackParams(t("2017-01-01"), t("2017-07-01"), 2 * DAY)
@@ -41,10 +41,13 @@ def test_equal_time_stamps_count_once_and_bins_are_half_open():
     assert written_times([-1.0, 10 * DAY], params).size == 0
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(starttime=0, endtime=10, delta_step=0), "delta_step must be positive"),
-    (dict(starttime=10, endtime=10, delta_step=1), "endtime"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(starttime=0, endtime=10, delta_step=0), "delta_step must be positive"),
+        (dict(starttime=10, endtime=10, delta_step=1), "endtime"),
+    ],
+)
 def test_invalid_stack_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StackParams(**kwargs)

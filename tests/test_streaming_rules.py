@@ -27,8 +27,10 @@ def reference_spans(times, params):
             yield WindowSpan(window_id, current)
         else:
             previous = (max(int(np.searchsorted(ts, t0 - params.delta_size)), begin - params.Omega), begin)
-            following = (end_current,
-                         min(int(np.searchsorted(ts, t0 + 2 * params.delta_size)), end_current + params.Omega))
+            following = (
+                end_current,
+                min(int(np.searchsorted(ts, t0 + 2 * params.delta_size)), end_current + params.Omega),
+            )
             if min(previous[1] - previous[0], following[1] - following[0]) < params.omega:
                 continue
             yield WindowSpan(window_id, current, previous, following)
@@ -83,20 +85,30 @@ def test_fold_draws_pieces_lazily_and_emits_each_frame_when_its_bin_closes():
 
 
 def test_fold_refuses_pieces_out_of_time_order_and_places_pieces_at_their_window():
-    backwards = [Piece(2.0, OPTICAL, np.ones((1, 1, 2), np.float32), None),
-                 Piece(1.0, OPTICAL, np.ones((1, 1, 2), np.float32), None)]
+    backwards = [
+        Piece(2.0, OPTICAL, np.ones((1, 1, 2), np.float32), None),
+        Piece(1.0, OPTICAL, np.ones((1, 1, 2), np.float32), None),
+    ]
     with pytest.raises(ValueError, match="out of time order"):
         list(fold_frames(backwards, np.array([5.0]), (1, 1), BANDS))
     placed = Piece(0.0, SAR_DESCENDING, np.full((1, 2, 1), 7, np.float32), None, at=(1, 2, 2, 4))
-    (state, observed), = [(state.copy(), seen.copy())  # the fold reuses its arrays: copies are kept
-                          for _, _, state, seen in fold_frames([placed], np.array([0.0]), (2, 4), BANDS)]
+    ((state, observed),) = [
+        (state.copy(), seen.copy())  # the fold reuses its arrays: copies are kept
+        for _, _, state, seen in fold_frames([placed], np.array([0.0]), (2, 4), BANDS)
+    ]
     assert state[..., 1].tolist() == [[0, 0, 0, 0], [0, 0, 7, 7]]
     assert observed[..., 1].tolist() == [[False] * 4, [False, False, True, True]] and not observed[..., 0].any()
 
 
-PARAMS = [WindowParams(5.0, 1, 2, 4), WindowParams(5.0, 2, 1, 3), WindowParams(3.0, 1, 2, 8),
-          WindowParams(5.0, 1, 2, 4, triple=True), WindowParams(4.0, 3, 1, 2, triple=True),
-          WindowParams(9.0, 2, 3, 5, triple=True), WindowParams(0.5, 1, 1, 1)]
+PARAMS = [
+    WindowParams(5.0, 1, 2, 4),
+    WindowParams(5.0, 2, 1, 3),
+    WindowParams(3.0, 1, 2, 8),
+    WindowParams(5.0, 1, 2, 4, triple=True),
+    WindowParams(4.0, 3, 1, 2, triple=True),
+    WindowParams(9.0, 2, 3, 5, triple=True),
+    WindowParams(0.5, 1, 1, 1),
+]
 
 
 @pytest.mark.parametrize("params", PARAMS)
@@ -124,8 +136,14 @@ def test_streamed_windows_equal_windows_of_the_whole_stack_with_a_bounded_buffer
     rng = np.random.default_rng(3)
     times = np.cumsum(rng.uniform(0.2, 3.0, 300))
     frames = rng.random((len(times), 2, 3, BANDS.total), np.float32)
-    stack = stack_tile((1, 2), [Piece(t, m, f[..., BANDS.slice_of(m)], None)
-                                for t, f in zip(times, frames) for m in MODALITY_CYCLE], times, (2, 3), BANDS)
+    stack = stack_tile(
+        (1, 2),
+        [Piece(t, m, f[..., BANDS.slice_of(m)], None) for t, f in zip(times, frames) for m in MODALITY_CYCLE],
+        times,
+        (2, 3),
+        BANDS,
+    )
+
     def parts(window):
         return [(p.timestamps.tolist(), p.frames.copy(), p.observed.copy()) for p in window.parts]
 
@@ -140,7 +158,8 @@ def test_streamed_windows_equal_windows_of_the_whole_stack_with_a_bounded_buffer
     assert [g[0] for g in got] == [e[0] for e in expected] and len(got) == len(expected)
     for (_, got_parts), (_, expected_parts) in zip(got, expected):
         for (got_times, got_frames, got_seen), (expected_times, expected_frames, expected_seen) in zip(
-                got_parts, expected_parts):
+            got_parts, expected_parts
+        ):
             assert got_times == expected_times
             np.testing.assert_array_equal(got_frames, expected_frames)
             np.testing.assert_array_equal(got_seen, expected_seen)

@@ -15,7 +15,7 @@ def rsdtlib_mono(ts, delta, stride, omega, Omega):
     kept = []
     for k in range(math.ceil(len(ts) / stride)):
         b = k * stride
-        batch = ts[b:b + Omega]
+        batch = ts[b : b + Omega]
         cur = [n for n, x in enumerate(batch) if ts[b] <= x < ts[b] + delta]
         if len(cur) >= omega:
             kept.append((b, b + len(cur)))
@@ -75,17 +75,20 @@ def test_triple_parts_hold_at_most_Omega_frames_and_prev_is_right_before_the_sta
     for span in spans:
         b = span.current[0]
         assert span.current == (b, b + 4)
-        assert span.previous == (max(0, b - 4), b)         # last <= Omega frames before b (rsdtlib drifts here)
-        assert span.next == (b + 10, min(b + 14, 40))      # first <= Omega frames in [t0+Delta, t0+2Delta)
+        assert span.previous == (max(0, b - 4), b)  # last <= Omega frames before b (rsdtlib drifts here)
+        assert span.next == (b + 10, min(b + 14, 40))  # first <= Omega frames in [t0+Delta, t0+2Delta)
     assert spans[0].current[0] == 3  # b=0 has no previous frames
     assert spans[-1].next[1] <= 40
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(delta_size=10, window_stride=1, omega=5, Omega=4), "omega must be in"),
-    (dict(delta_size=0, window_stride=1, omega=1, Omega=4), "Delta must be positive"),
-    (dict(delta_size=10, window_stride=0, omega=1, Omega=4), "window_stride"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(delta_size=10, window_stride=1, omega=5, Omega=4), "omega must be in"),
+        (dict(delta_size=0, window_stride=1, omega=1, Omega=4), "Delta must be positive"),
+        (dict(delta_size=10, window_stride=0, omega=1, Omega=4), "window_stride"),
+    ],
+)
 def test_invalid_window_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WindowParams(**kwargs)

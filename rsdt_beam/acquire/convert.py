@@ -93,9 +93,12 @@ class ConvertJob:
     @property
     def folder(self) -> OutputFolder:
         """The store as this run's output: grid and convert parameters (and the AOI, when clipping)."""
-        return store_folder(self.store, self.grid, {"source": "convert", **self.params.to_json(),
-                                                    "aoi": self.aoi_wkt if self.params.clip_to_aoi else None},
-                            self.run_id)
+        return store_folder(
+            self.store,
+            self.grid,
+            {"source": "convert", **self.params.to_json(), "aoi": self.aoi_wkt if self.params.clip_to_aoi else None},
+            self.run_id,
+        )
 
     @functools.cached_property
     def aoi_wkt(self) -> str | None:
@@ -153,8 +156,10 @@ class _Inspect(beam.DoFn):
             header = inspect_source(source, self._job.grid)
             expected = dict(self._job.bands).get(source.modality)
             if header.bands != expected:
-                raise ObservationError(source.bands[0], f"has {header.bands} bands but {source.modality} "
-                                                        f"observations of this run have {expected}")
+                raise ObservationError(
+                    source.bands[0],
+                    f"has {header.bands} bands but {source.modality} observations of this run have {expected}",
+                )
         except ObservationError as error:
             _LOG.warning("set aside %s: %s", source.name, error)
             yield REJECTED, (source, _rejection(source, error.observation, error.reason))
@@ -190,7 +195,7 @@ class _ReadBlock(beam.DoFn):
         key = (source.modality, source.time)
         area = None
         if self._area is not None:
-            area = self._area[window.row_start:window.row_stop, window.col_start:window.col_stop]
+            area = self._area[window.row_start : window.row_stop, window.col_start : window.col_stop]
             if not area.any():  # nothing of the AOI here: no read at all
                 yield key, (source, names, window, None, None)
                 return
@@ -214,10 +219,12 @@ class ReadSourceBlocks(beam.PTransform):
 
     def expand(self, sources):
         windows = block_windows(self._job.grid, self._job.block_size)
-        return (sources
-                | "Fan out blocks" >> beam.FlatMap(lambda item: [(item, w) for w in windows])
-                | "Spread blocks" >> beam.Reshuffle()
-                | "Read block" >> beam.ParDo(_ReadBlock(self._job)))
+        return (
+            sources
+            | "Fan out blocks" >> beam.FlatMap(lambda item: [(item, w) for w in windows])
+            | "Spread blocks" >> beam.Reshuffle()
+            | "Read block" >> beam.ParDo(_ReadBlock(self._job))
+        )
 
 
 class _WriteObservation(beam.DoFn):
@@ -242,14 +249,27 @@ class _WriteObservation(beam.DoFn):
             _LOG.warning("set aside %s: no valid pixel inside the area of interest", source.name)
             rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
             # With the fingerprint, a re-run with the same inputs skips it without reading again.
-            fs.write_json(rejection_path(self._job.store, source),
-                          {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)}, self._job.run_id)
+            fs.write_json(
+                rejection_path(self._job.store, source),
+                {**rejection.to_json(), "fingerprint": self._job.fingerprint(source)},
+                self._job.run_id,
+            )
             fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
             yield RECORDED, rejection
             return
         tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
-        path = write_observation(self._job.store, self._job.grid, data, valid, source.modality, source.time,
-                                 names, tags, self._job.params.dtype, self._job.run_id)
+        path = write_observation(
+            self._job.store,
+            self._job.grid,
+            data,
+            valid,
+            source.modality,
+            source.time,
+            names,
+            tags,
+            self._job.params.dtype,
+            self._job.run_id,
+        )
         # A success replaces the rejection an earlier run may have recorded for this observation.
         fs.delete_if_exists(rejection_path(self._job.store, source))
         self._written.inc()
@@ -267,9 +287,12 @@ class WriteConvertedObservations(beam.PTransform):
         self._job = job
 
     def expand(self, blocks):
-        return split(blocks
-                     | "Blocks per observation" >> beam.GroupByKey()
-                     | "Assemble and write" >> beam.ParDo(_WriteObservation(self._job)), (WRITTEN, REJECTED, RECORDED))
+        return split(
+            blocks
+            | "Blocks per observation" >> beam.GroupByKey()
+            | "Assemble and write" >> beam.ParDo(_WriteObservation(self._job)),
+            (WRITTEN, REJECTED, RECORDED),
+        )
 
 
 class _RecordRejection(beam.DoFn):
@@ -314,11 +337,12 @@ class ConvertObservations(beam.PTransform):
         written = blocks | "Write observations" >> WriteConvertedObservations(self._job)
         refs = (written[WRITTEN], inspected[CONVERTED]) | "All observations" >> beam.Flatten()
         listed = sources.pipeline | "Listing rejections" >> beam.Create(self._listed)
-        recorded = ((listed, inspected[REJECTED], written[REJECTED])
-                    | "All new rejections" >> beam.Flatten()
-                    | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store, self._job.run_id)))
-        rejected = ((recorded, inspected[RECORDED], written[RECORDED])
-                    | "All convert rejections" >> beam.Flatten())
+        recorded = (
+            (listed, inspected[REJECTED], written[REJECTED])
+            | "All new rejections" >> beam.Flatten()
+            | "Record rejections" >> beam.ParDo(_RecordRejection(self._job.store, self._job.run_id))
+        )
+        rejected = (recorded, inspected[RECORDED], written[RECORDED]) | "All convert rejections" >> beam.Flatten()
         return refs, rejected
 
 
@@ -332,16 +356,25 @@ class ConvertPlan:
     band_names: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def create(cls, store: str, grid: Grid, listing: Listing, params: ConvertParams,
-               aoi: AreaOfInterest | None = None, block_size: int = 2048,
-               overwrite: bool = False) -> ConvertPlan:
+    def create(
+        cls,
+        store: str,
+        grid: Grid,
+        listing: Listing,
+        params: ConvertParams,
+        aoi: AreaOfInterest | None = None,
+        block_size: int = 2048,
+        overwrite: bool = False,
+    ) -> ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
         first readable source; a store that already holds another grid is an error (unless `overwrite`:
         the run replaces the store's contents)."""
         existing = None if overwrite else read_grid(store)
         if existing is not None and not existing.matches(grid):
-            raise UserError(f"--store {store} holds observations on another grid ({existing.describe()}); "
-                            f"this run's grid is {grid.describe()}: use a new store")
+            raise UserError(
+                f"--store {store} holds observations on another grid ({existing.describe()}); "
+                f"this run's grid is {grid.describe()}: use a new store"
+            )
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
@@ -353,8 +386,7 @@ class ConvertPlan:
                 header = inspect_source(source, grid)
                 bands[source.modality], names[source.modality] = header.bands, header.band_names
             except ObservationError as error:
-                _LOG.warning("cannot take the %s band count from %s, trying the next one",
-                             source.modality, error)
+                _LOG.warning("cannot take the %s band count from %s, trying the next one", source.modality, error)
         for item in rejected:
             _LOG.warning("set aside %s: %s", item.observation, item.reason)
         job = ConvertJob(store, grid, params, tuple(sorted(bands.items())), aoi, block_size)
@@ -369,8 +401,9 @@ class ConvertPlan:
         if spec.manifest:
             listing = read_manifest(spec.manifest, spec.band_selection)
         else:
-            listing = glob_sources(list(spec.band_files), spec.archive_modality, spec.time_pattern,
-                                   spec.mask_files, spec.band_selection)
+            listing = glob_sources(
+                list(spec.band_files), spec.archive_modality, spec.time_pattern, spec.mask_files, spec.band_selection
+            )
         anchor = (0.0, 0.0)
         if spec.align_to:
             if not area.resolution:
@@ -396,28 +429,43 @@ class ConvertPlan:
         for modality, _ in self.job.bands:
             sar_db = params.db_to_linear and modality != OPTICAL
             divisor = params.divisor(modality)
-            preprocessing = {"divisor": divisor, "db_to_linear": sar_db, "mask_rule": params.mask_rule.describe(),
-                             "resampling": params.resampling, "dtype": params.dtype}
+            preprocessing = {
+                "divisor": divisor,
+                "db_to_linear": sar_db,
+                "mask_rule": params.mask_rule.describe(),
+                "resampling": params.resampling,
+                "dtype": params.dtype,
+            }
             units = "linear power (from dB)" if sar_db else f"source value / {divisor:g}"
-            out[modality] = {"names": list(self.band_names.get(modality, ())), "units": units,
-                             "preprocessing": preprocessing}
+            out[modality] = {
+                "names": list(self.band_names.get(modality, ())),
+                "units": units,
+                "preprocessing": preprocessing,
+            }
         return out
 
     def describe(self) -> str:
         per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
-        return (f"convert {len(self.sources)} sources ({', '.join(f'{m} {n}' for m, n in per.items() if n)}), "
-                f"{len(self.rejected)} set aside at listing, bands {dict(self.job.bands)}, "
-                f"grid {self.job.grid.describe()} -> {self.job.store}")
+        return (
+            f"convert {len(self.sources)} sources ({', '.join(f'{m} {n}' for m, n in per.items() if n)}), "
+            f"{len(self.rejected)} set aside at listing, bands {dict(self.job.bands)}, "
+            f"grid {self.job.grid.describe()} -> {self.job.store}"
+        )
 
     def expand(self, pipeline):
         """Adds convert: returns (ObservationRef PCollection, Rejection PCollection); the store's
         `metadata.json` follows every write of the run."""
         grid, store, run_id = self.job.grid, self.job.store, self.job.run_id
-        grid_written = (pipeline | "Grid" >> beam.Create([grid])
-                        | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g, run_id)))
-        bands_written = (pipeline | "Band description" >> beam.Create([self.band_description()])
-                         | "Write bands.json" >> beam.Map(
-                             lambda description: write_band_description(store, description, run_id)))
+        grid_written = (
+            pipeline
+            | "Grid" >> beam.Create([grid])
+            | "Write grid.json" >> beam.Map(lambda g: write_grid(store, g, run_id))
+        )
+        bands_written = (
+            pipeline
+            | "Band description" >> beam.Create([self.band_description()])
+            | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description, run_id))
+        )
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
         (grid_written, bands_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)

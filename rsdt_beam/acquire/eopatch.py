@@ -68,8 +68,11 @@ class EOPatchReader:
         shape = self._shape(uri, "data", self.bands_feature)
         mask_shape = self._shape(uri, "mask", self.mask_feature)
         if mask_shape[1:3] != shape[1:3]:
-            raise ObservationError(uri, f"mask/{self.mask_feature} is {mask_shape[1]} x {mask_shape[2]} px "
-                                        f"but data/{self.bands_feature} is {shape[1]} x {shape[2]} px")
+            raise ObservationError(
+                uri,
+                f"mask/{self.mask_feature} is {mask_shape[1]} x {mask_shape[2]} px "
+                f"but data/{self.bands_feature} is {shape[1]} x {shape[2]} px",
+            )
         try:
             bbox = json.loads(fs.read_bytes(fs.join(uri, "bbox.geojson")))
             xs, ys = zip(*(point for ring in bbox["coordinates"] for point in ring))
@@ -87,7 +90,7 @@ class EOPatchReader:
                 array = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as error:
             raise ObservationError(uri, f"unreadable {kind}/{feature}: {error}") from error
-        return np.asarray(array[0, window.row_start:window.row_stop, window.col_start:window.col_stop])
+        return np.asarray(array[0, window.row_start : window.row_stop, window.col_start : window.col_stop])
 
     def read(self, uri: str, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         data = self._load(uri, "data", self.bands_feature, window).astype(np.float32, copy=False)
@@ -104,19 +107,28 @@ def list_eopatches(root: str, modality: str, reader: EOPatchReader) -> tuple[lis
         try:
             time = parse_time_name(name)
         except ValueError:
-            rejected.append(Rejection(fs.join(root, name), "folder name is not a %Y%m%dT%H%M%S time stamp",
-                                      modality))
+            rejected.append(Rejection(fs.join(root, name), "folder name is not a %Y%m%dT%H%M%S time stamp", modality))
             continue
         refs.append(ObservationRef(modality, time, fs.join(root, name), reader))
     return refs, rejected
 
 
-def write_eopatch(folder: str, data: np.ndarray, mask: np.ndarray, bbox_geojson: dict, time: float,
-                  bands_feature: str, mask_feature: str, compress: bool = False) -> None:
+def write_eopatch(
+    folder: str,
+    data: np.ndarray,
+    mask: np.ndarray,
+    bbox_geojson: dict,
+    time: float,
+    bands_feature: str,
+    mask_feature: str,
+    compress: bool = False,
+) -> None:
     """Writes one observation as eo-learn/rsdtlib do: `data` `(H, W, C)`, `mask` `(H, W)` or `(H, W, 1)`."""
     suffix = ".npy.gz" if compress else ".npy"
-    for kind, feature, array in (("data", bands_feature, data.reshape(1, *data.shape[:2], -1)),
-                                 ("mask", mask_feature, mask.reshape(1, *mask.shape[:2], 1))):
+    for kind, feature, array in (
+        ("data", bands_feature, data.reshape(1, *data.shape[:2], -1)),
+        ("mask", mask_feature, mask.reshape(1, *mask.shape[:2], 1)),
+    ):
         buffer = io.BytesIO()
         np.save(buffer, array)
         payload = buffer.getvalue()

@@ -106,8 +106,13 @@ class ChunkOutcome:
 
 
 def staged_chunk_path(store: str, modality: str, time: float, chunk: PixelWindow) -> str:
-    return fs.join(store, STAGING_DIR, modality, time_name(time),
-                   f"{chunk.row_start}_{chunk.row_stop}_{chunk.col_start}_{chunk.col_stop}.npz")
+    return fs.join(
+        store,
+        STAGING_DIR,
+        modality,
+        time_name(time),
+        f"{chunk.row_start}_{chunk.row_stop}_{chunk.col_start}_{chunk.col_stop}.npz",
+    )
 
 
 def fetch_chunks(grid: Grid, chunk_size: int) -> list[PixelWindow]:
@@ -117,8 +122,14 @@ def fetch_chunks(grid: Grid, chunk_size: int) -> list[PixelWindow]:
     return block_windows(grid, chunk_size)
 
 
-def plan_items(acquisitions: dict[str, list[float]], chunks: list[PixelWindow], done: set[tuple[str, str]],
-               staged: set[str], store: str, lanes: int) -> tuple[list[FetchItem], list[ChunkOutcome]]:
+def plan_items(
+    acquisitions: dict[str, list[float]],
+    chunks: list[PixelWindow],
+    done: set[tuple[str, str]],
+    staged: set[str],
+    store: str,
+    lanes: int,
+) -> tuple[list[FetchItem], list[ChunkOutcome]]:
     """Work items still to fetch, and chunks staged by an earlier run (pure; no I/O).
 
     `done`: (modality, time name) of observations stored or rejected already;
@@ -153,8 +164,11 @@ def stored_keys(store: str) -> tuple[list[ObservationRef], set[tuple[str, str]]]
 
 
 def staged_paths(store: str) -> set[str]:
-    return {path for path in fs.glob(fs.join(store, STAGING_DIR, "*", "*", "*.npz"))
-            if not fs.basename(path).startswith(".")}
+    return {
+        path
+        for path in fs.glob(fs.join(store, STAGING_DIR, "*", "*", "*.npz"))
+        if not fs.basename(path).startswith(".")
+    }
 
 
 @dataclasses.dataclass
@@ -178,9 +192,18 @@ class FetchPlan:
         return store_folder(self.store, self.grid, {"source": "sentinelhub"}, self.run_id)
 
     @classmethod
-    def create(cls, settings: sh.SentinelHubSettings, grid: Grid, store: str,
-               modalities: list[str], start: float, end: float, chunk_size: int = sh.MAX_REQUEST_PIXELS,
-               lanes: int = 4, overwrite: bool = False) -> FetchPlan:
+    def create(
+        cls,
+        settings: sh.SentinelHubSettings,
+        grid: Grid,
+        store: str,
+        modalities: list[str],
+        start: float,
+        end: float,
+        chunk_size: int = sh.MAX_REQUEST_PIXELS,
+        lanes: int = 4,
+        overwrite: bool = False,
+    ) -> FetchPlan:
         """Checks credentials (raises CredentialsError before anything else), searches, lists the store
         (with `overwrite`, whose contents the run replaces: taken as empty)."""
         unknown = [m for m in modalities if m not in sh.COLLECTIONS]
@@ -191,20 +214,24 @@ class FetchPlan:
         sh.open_session(settings)  # rejected or missing credentials stop the run here
         stored_grid = None if overwrite else read_grid(store)
         if stored_grid is not None and not stored_grid.matches(grid):
-            raise UserError(f"--store {store} holds observations on grid {stored_grid.describe()}, "
-                            f"but this run's grid is {grid.describe()}; use another store")
-        acquisitions = {m: sh.search_acquisitions(settings, sh.COLLECTIONS[m], grid, start, end)
-                        for m in modalities}
+            raise UserError(
+                f"--store {store} holds observations on grid {stored_grid.describe()}, "
+                f"but this run's grid is {grid.describe()}; use another store"
+            )
+        acquisitions = {m: sh.search_acquisitions(settings, sh.COLLECTIONS[m], grid, start, end) for m in modalities}
         stored, done = stored_keys(store) if not overwrite else ([], set())
         stored = [ref for ref in stored if ref.modality in modalities and start <= ref.time < end]
         stored_names = {(ref.modality, time_name(ref.time)) for ref in stored}
-        rejected_before = [Rejection(**fs.read_json(fs.join(store, REJECTED_DIR, f"{m}_{time_name(t)}.json")))
-                           for m, times in sorted(acquisitions.items()) for t in times
-                           if (m, time_name(t)) in done - stored_names]
-        items, staged = plan_items(acquisitions, chunks, done, set() if overwrite else staged_paths(store), store,
-                                   lanes)
-        return cls(settings, grid, store, chunks, acquisitions, items, staged,
-                   stored, lanes, rejected_before)
+        rejected_before = [
+            Rejection(**fs.read_json(fs.join(store, REJECTED_DIR, f"{m}_{time_name(t)}.json")))
+            for m, times in sorted(acquisitions.items())
+            for t in times
+            if (m, time_name(t)) in done - stored_names
+        ]
+        items, staged = plan_items(
+            acquisitions, chunks, done, set() if overwrite else staged_paths(store), store, lanes
+        )
+        return cls(settings, grid, store, chunks, acquisitions, items, staged, stored, lanes, rejected_before)
 
     @classmethod
     def from_spec(cls, area: AreaSpec, stack: StackSpec, spec: FetchSpec, overwrite: bool = False) -> FetchPlan:
@@ -220,58 +247,83 @@ class FetchPlan:
             _aoi, aoi_grid = area_of(area)
             grid = grid or aoi_grid
             if not grid.matches(aoi_grid):
-                raise UserError(f"--store {area.store} holds grid {grid.describe()} but --aoi gives "
-                                f"{aoi_grid.describe()}; use another store (or --overwrite)")
+                raise UserError(
+                    f"--store {area.store} holds grid {grid.describe()} but --aoi gives "
+                    f"{aoi_grid.describe()}; use another store (or --overwrite)"
+                )
         if grid is None:
             raise UserError("no grid: give --aoi and --resolution, or a --store with grid.json")
         params = stack.params
-        return cls.create(settings, grid, area.store, list(spec.collections), params.starttime,
-                          params.endtime, spec.chunk_size, spec.max_requests_in_flight, overwrite)
+        return cls.create(
+            settings,
+            grid,
+            area.store,
+            list(spec.collections),
+            params.starttime,
+            params.endtime,
+            spec.chunk_size,
+            spec.max_requests_in_flight,
+            overwrite,
+        )
 
     @property
     def bands(self) -> BandCounts:
         sar = any(m != OPTICAL for m in self.acquisitions)
-        return BandCounts(len(sh.S1_BANDS) if sar else 0,
-                          len(sh.S2_BANDS) if OPTICAL in self.acquisitions else 0)
+        return BandCounts(len(sh.S1_BANDS) if sar else 0, len(sh.S2_BANDS) if OPTICAL in self.acquisitions else 0)
 
     def band_description(self) -> dict:
         """`{modality: {"names", "units", "preprocessing"}}` of the fetched collections (store's bands.json)."""
         out = {}
         for modality in self.acquisitions:
             collection = sh.COLLECTIONS[modality]
-            out[modality] = {"names": list(collection.bands), "units": collection.units,
-                             "preprocessing": {"source": f"Sentinel Hub {collection.stock_name}",
-                                               "valid": " and ".join(collection.masks)}}
+            out[modality] = {
+                "names": list(collection.bands),
+                "units": collection.units,
+                "preprocessing": {
+                    "source": f"Sentinel Hub {collection.stock_name}",
+                    "valid": " and ".join(collection.masks),
+                },
+            }
         return out
 
     def estimated_units(self) -> float:
-        return sum(sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width)
-                   for i in self.items)
+        return sum(
+            sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width) for i in self.items
+        )
 
     def describe(self) -> str:
         per = ", ".join(f"{m} {len(t)}" for m, t in sorted(self.acquisitions.items()))
-        return (f"acquisitions: {per}; {len(self.chunks)} chunk(s) per acquisition; "
-                f"{len(self.stored)} observation(s) already stored, {len(self.rejected_before)} already set aside, "
-                f"{len(self.staged)} chunk(s) staged; "
-                f"{len(self.items)} request(s) to send in {self.lanes} lane(s), "
-                f"about {self.estimated_units():.2f} processing units; grid {self.grid.describe()}")
+        return (
+            f"acquisitions: {per}; {len(self.chunks)} chunk(s) per acquisition; "
+            f"{len(self.stored)} observation(s) already stored, {len(self.rejected_before)} already set aside, "
+            f"{len(self.staged)} chunk(s) staged; "
+            f"{len(self.items)} request(s) to send in {self.lanes} lane(s), "
+            f"about {self.estimated_units():.2f} processing units; grid {self.grid.describe()}"
+        )
 
     def item_lines(self) -> list[str]:
-        return [f"{i.modality}\t{iso_time(i.time)}\trows {i.chunk.row_start}:{i.chunk.row_stop}\t"
-                f"cols {i.chunk.col_start}:{i.chunk.col_stop}\t"
-                f"{sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width):.3f} PU"
-                for i in self.items]
+        return [
+            f"{i.modality}\t{iso_time(i.time)}\trows {i.chunk.row_start}:{i.chunk.row_stop}\t"
+            f"cols {i.chunk.col_start}:{i.chunk.col_stop}\t"
+            f"{sh.estimate_processing_units(sh.COLLECTIONS[i.modality], i.chunk.height, i.chunk.width):.3f} PU"
+            for i in self.items
+        ]
 
 
 def settings_of(spec: FetchSpec) -> sh.SentinelHubSettings:
     """Settings of a FetchSpec; credentials from the spec, env or profile (CredentialsError if none)."""
     credentials = sh.Credentials(file=spec.credentials_file, secret=spec.secret, profile=spec.profile)
     return sh.SentinelHubSettings(
-        base_url=spec.base_url, token_url=spec.token_url or sh.default_token_url(spec.base_url),
-        credentials=credentials, maxcc=spec.maxcc,
-        time_difference=spec.time_difference, max_download_attempts=spec.max_attempts,
-        retry_sleep=spec.retry_sleep, request_timeout=spec.timeout,
-        max_throttle_retries=spec.max_throttle_retries)
+        base_url=spec.base_url,
+        token_url=spec.token_url or sh.default_token_url(spec.base_url),
+        credentials=credentials,
+        maxcc=spec.maxcc,
+        time_difference=spec.time_difference,
+        max_download_attempts=spec.max_attempts,
+        retry_sleep=spec.retry_sleep,
+        request_timeout=spec.timeout,
+        max_throttle_retries=spec.max_throttle_retries,
+    )
 
 
 def _encode_chunk(data: np.ndarray, valid: np.ndarray) -> bytes:
@@ -319,9 +371,16 @@ class _FetchLane(beam.DoFn):
             except sh.FetchError as error:
                 self._count(error.stats)
                 self._failed.inc()
-                _LOG.warning("%s %s rows %d:%d cols %d:%d failed: %s", item.modality, iso_time(item.time),
-                             item.chunk.row_start, item.chunk.row_stop, item.chunk.col_start, item.chunk.col_stop,
-                             error)
+                _LOG.warning(
+                    "%s %s rows %d:%d cols %d:%d failed: %s",
+                    item.modality,
+                    iso_time(item.time),
+                    item.chunk.row_start,
+                    item.chunk.row_stop,
+                    item.chunk.col_start,
+                    item.chunk.col_stop,
+                    error,
+                )
                 yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, reason=str(error))
                 continue
             self._count(stats)
@@ -342,10 +401,12 @@ class FetchChunks(beam.PTransform):
         self._args = (settings, grid, store, run_id)
 
     def expand(self, items):
-        return (items
-                | "By lane" >> beam.Map(lambda item: (item.lane, item))
-                | "Group lanes" >> beam.GroupByKey()
-                | "Fetch lane" >> beam.ParDo(_FetchLane(*self._args)))
+        return (
+            items
+            | "By lane" >> beam.Map(lambda item: (item.lane, item))
+            | "Group lanes" >> beam.GroupByKey()
+            | "Fetch lane" >> beam.ParDo(_FetchLane(*self._args))
+        )
 
 
 class _Assemble(beam.DoFn):
@@ -368,8 +429,11 @@ class _Assemble(beam.DoFn):
         expected = outcomes[0].chunks
         if failed or len(outcomes) != expected:
             self._failed.inc()
-            reason = (f"fetch failed for {len(failed)} of {expected} chunk(s): {failed[0].reason}" if failed
-                      else f"only {len(outcomes)} of {expected} chunks arrived")
+            reason = (
+                f"fetch failed for {len(failed)} of {expected} chunk(s): {failed[0].reason}"
+                if failed
+                else f"only {len(outcomes)} of {expected} chunks arrived"
+            )
             # The staged chunks stay for the next run.
             return [(REJECTED, Rejection(uri, reason, modality, iso_time(time)))]
         try:
@@ -389,17 +453,22 @@ class _Assemble(beam.DoFn):
         for outcome in outcomes:
             chunk_data, chunk_valid = _decode_chunk(outcome.path)
             c = outcome.chunk
-            data[c.row_start:c.row_stop, c.col_start:c.col_stop] = chunk_data
-            valid[c.row_start:c.row_stop, c.col_start:c.col_stop] = chunk_valid
+            data[c.row_start : c.row_stop, c.col_start : c.col_stop] = chunk_data
+            valid[c.row_start : c.row_stop, c.col_start : c.col_stop] = chunk_valid
         if valid.any():
             tags = {"RSDT_SOURCE": "sentinelhub", "RSDT_COLLECTION": collection.stock_name}
-            write_observation(self._store, self._grid, data, valid, modality, time, collection.bands, tags,
-                              run_id=self._run_id)
+            write_observation(
+                self._store, self._grid, data, valid, modality, time, collection.bands, tags, run_id=self._run_id
+            )
             self._written.inc()
             result = OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
         else:
-            rejection = Rejection(uri, "no valid pixel (dataMask" + (" and not cloud)" if "CLM" in collection.masks
-                                                                    else ")"), modality, iso_time(time))
+            rejection = Rejection(
+                uri,
+                "no valid pixel (dataMask" + (" and not cloud)" if "CLM" in collection.masks else ")"),
+                modality,
+                iso_time(time),
+            )
             write_rejection(self._store, rejection, modality, time, self._run_id)
             self._empty.inc()
             result = REJECTED, rejection
@@ -436,11 +505,13 @@ class AssembleObservations(beam.PTransform):
         self._run_id = run_id
 
     def expand(self, outcomes):
-        return split(outcomes
-                     | "By observation" >> beam.Map(lambda o: ((o.modality, o.time), o))
-                     | "Group chunks" >> beam.GroupByKey()
-                     | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store, self._run_id)),
-                     (OBSERVATIONS, REJECTED))
+        return split(
+            outcomes
+            | "By observation" >> beam.Map(lambda o: ((o.modality, o.time), o))
+            | "Group chunks" >> beam.GroupByKey()
+            | "Write observation" >> beam.ParDo(_Assemble(self._grid, self._store, self._run_id)),
+            (OBSERVATIONS, REJECTED),
+        )
 
 
 class FetchObservations(beam.PTransform):
@@ -458,20 +529,30 @@ class FetchObservations(beam.PTransform):
 
     def expand(self, pbegin):
         plan = self._plan
-        grid = (pbegin | "Grid" >> beam.Create([plan.grid])
-                | "Write grid.json" >> beam.Map(lambda g: write_grid(plan.store, g, plan.run_id)))
-        bands = (pbegin | "Band description" >> beam.Create([plan.band_description()])
-                 | "Write bands.json" >> beam.Map(
-                     lambda description: write_band_description(plan.store, description, plan.run_id)))
-        fetched = (pbegin
-                   | "Work items" >> beam.Create(plan.items)
-                   | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store, plan.run_id))
+        grid = (
+            pbegin
+            | "Grid" >> beam.Create([plan.grid])
+            | "Write grid.json" >> beam.Map(lambda g: write_grid(plan.store, g, plan.run_id))
+        )
+        bands = (
+            pbegin
+            | "Band description" >> beam.Create([plan.band_description()])
+            | "Write bands.json"
+            >> beam.Map(lambda description: write_band_description(plan.store, description, plan.run_id))
+        )
+        fetched = (
+            pbegin
+            | "Work items" >> beam.Create(plan.items)
+            | "Fetch chunks" >> FetchChunks(plan.settings, plan.grid, plan.store, plan.run_id)
+        )
         staged = pbegin | "Staged chunks" >> beam.Create(plan.staged)
-        assembled = ((fetched, staged) | "All chunks" >> beam.Flatten()
-                     | "Assemble" >> AssembleObservations(plan.grid, plan.store, plan.run_id))
+        assembled = (
+            (fetched, staged)
+            | "All chunks" >> beam.Flatten()
+            | "Assemble" >> AssembleObservations(plan.grid, plan.store, plan.run_id)
+        )
         stored = pbegin | "Stored before" >> beam.Create(plan.stored)
         observations = (assembled[OBSERVATIONS], stored) | "All observations" >> beam.Flatten()
         rejected_before = pbegin | "Set aside before" >> beam.Create(plan.rejected_before)
         rejected = (assembled[REJECTED], rejected_before) | "All rejections" >> beam.Flatten()
         return {OBSERVATIONS: observations, REJECTED: rejected, "grid": grid, "bands": bands}
-

@@ -83,8 +83,10 @@ class MaskRule:
                 return cls(kind, tuple(int(v) for v in rest.replace(";", ",").split(",") if v.strip()))
             except ValueError:
                 raise ValueError(f"mask rule {spec!r}: values must be integers") from None
-        raise ValueError(f"unknown mask rule {spec!r}; use nonzero, values:A,B, bits:N,M, "
-                         f"function:module:fn or one of {sorted(MASK_PRESETS)}")
+        raise ValueError(
+            f"unknown mask rule {spec!r}; use nonzero, values:A,B, bits:N,M, "
+            f"function:module:fn or one of {sorted(MASK_PRESETS)}"
+        )
 
     def describe(self) -> str:
         if self.kind == "function":
@@ -124,8 +126,9 @@ def parse_divisor(spec: str | float) -> dict[str, float]:
     divisors = {}
     for part in str(spec).split(","):
         name, sep, value = part.partition("=")
-        names = (MODALITIES if not sep else ("sar_ascending", "sar_descending") if name.strip() == "sar"
-                 else (name.strip(),))
+        names = (
+            MODALITIES if not sep else ("sar_ascending", "sar_descending") if name.strip() == "sar" else (name.strip(),)
+        )
         for modality in names:
             if modality not in MODALITIES:
                 raise ValueError(f"divisor {spec!r}: unknown modality {modality!r}")
@@ -154,20 +157,30 @@ class ConvertParams:
             raise ValueError(f"output dtype must be one of {BAND_DTYPES}, got {self.dtype!r}")
 
     @classmethod
-    def create(cls, divisor: str | float = 255.0, resampling: str = "bilinear",
-               mask_rule: MaskRule | str = "nonzero", db_to_linear: bool = False,
-               clip_to_aoi: bool = False, dtype: str = "float32") -> ConvertParams:
+    def create(
+        cls,
+        divisor: str | float = 255.0,
+        resampling: str = "bilinear",
+        mask_rule: MaskRule | str = "nonzero",
+        db_to_linear: bool = False,
+        clip_to_aoi: bool = False,
+        dtype: str = "float32",
+    ) -> ConvertParams:
         rule = MaskRule.parse(mask_rule) if isinstance(mask_rule, str) else mask_rule
-        return cls(tuple(sorted(parse_divisor(divisor).items())), resampling, rule, db_to_linear, clip_to_aoi,
-                   dtype)
+        return cls(tuple(sorted(parse_divisor(divisor).items())), resampling, rule, db_to_linear, clip_to_aoi, dtype)
 
     def divisor(self, modality: str) -> float:
         return dict(self.divisors)[modality]
 
     def to_json(self) -> dict:
-        return {"divisors": dict(self.divisors), "resampling": self.resampling,
-                "mask_rule": self.mask_rule.describe(), "db_to_linear": self.db_to_linear,
-                "clip_to_aoi": self.clip_to_aoi, "dtype": self.dtype}
+        return {
+            "divisors": dict(self.divisors),
+            "resampling": self.resampling,
+            "mask_rule": self.mask_rule.describe(),
+            "db_to_linear": self.db_to_linear,
+            "clip_to_aoi": self.clip_to_aoi,
+            "dtype": self.dtype,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,14 +206,26 @@ class ConvertSource:
         return f"{self.modality} {iso_time(self.time)} ({self.bands[0]})"
 
     def to_json(self) -> dict:
-        return {"modality": self.modality, "time": iso_time(self.time), "bands": list(self.bands),
-                "mask": self.mask, "band_selection": list(self.band_selection or ()) or None}
+        return {
+            "modality": self.modality,
+            "time": iso_time(self.time),
+            "bands": list(self.bands),
+            "mask": self.mask,
+            "band_selection": list(self.band_selection or ()) or None,
+        }
 
 
 def fingerprint(source: ConvertSource, grid: Grid, params: ConvertParams, aoi_wkt: str | None) -> str:
     """A hash of everything that decides an observation's pixels: source, grid, parameters, AOI."""
-    text = json.dumps({"source": source.to_json(), "grid": grid.to_json(), "params": params.to_json(),
-                       "aoi": aoi_wkt if params.clip_to_aoi else None}, sort_keys=True)
+    text = json.dumps(
+        {
+            "source": source.to_json(),
+            "grid": grid.to_json(),
+            "params": params.to_json(),
+            "aoi": aoi_wkt if params.clip_to_aoi else None,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -234,8 +259,15 @@ def file_header(uri: str, what: str = "band file") -> FileHeader:
                 raise ObservationError(uri, f"{what} is truncated or unreadable: {gdal_reason(error)}") from error
             if dataset.crs is None:
                 raise ObservationError(uri, f"{what} has no CRS")
-            return FileHeader(uri, dataset.crs.to_string(), tuple(dataset.transform)[:6], dataset.height,
-                              dataset.width, dataset.count, tuple(dataset.descriptions))
+            return FileHeader(
+                uri,
+                dataset.crs.to_string(),
+                tuple(dataset.transform)[:6],
+                dataset.height,
+                dataset.width,
+                dataset.count,
+                tuple(dataset.descriptions),
+            )
     except (rasterio.errors.RasterioError, OSError) as error:
         raise ObservationError(uri, f"{what} is truncated or unreadable: {gdal_reason(error)}") from error
 
@@ -265,14 +297,18 @@ def inspect_source(source: ConvertSource, grid: Grid) -> SourceHeader:
             raise ObservationError(header.uri, f"cannot project its bounds to {grid.crs}: {error}") from error
         if fr <= left or fl >= right or ft <= bottom or fb >= top:
             raise ObservationError(header.uri, f"does not overlap the area ({grid.describe()})")
-    names = tuple(description or f"{fs.basename(h.uri)}:{index}"
-                  for h in headers[:len(source.bands)]
-                  for index, description in enumerate(h.descriptions, start=1))
+    names = tuple(
+        description or f"{fs.basename(h.uri)}:{index}"
+        for h in headers[: len(source.bands)]
+        for index, description in enumerate(h.descriptions, start=1)
+    )
     if source.band_selection is not None:
         outside = [b for b in source.band_selection if b > len(names)]
         if outside:
-            raise ObservationError(source.bands[0], f"band selection {list(source.band_selection)} but the "
-                                                    f"band file(s) have only {len(names)} bands")
+            raise ObservationError(
+                source.bands[0],
+                f"band selection {list(source.band_selection)} but the band file(s) have only {len(names)} bands",
+            )
         names = tuple(names[b - 1] for b in source.band_selection)
     return SourceHeader(len(names), names)
 
@@ -309,16 +345,24 @@ def _read_direct(dataset, offset: tuple[int, int], window: PixelWindow, indexes:
 def _read_warped(dataset, grid: Grid, window: PixelWindow, indexes: list[int], resampling: str):
     """Pixels of `window` warped onto the grid; the VRT's nodata/alpha marks what the source lacks."""
     has_nodata = dataset.nodata is not None
-    with WarpedVRT(dataset, crs=grid.crs, transform=rasterio.Affine(*grid.transform), width=grid.width,
-                   height=grid.height, resampling=Resampling[resampling], add_alpha=not has_nodata) as vrt:
+    with WarpedVRT(
+        dataset,
+        crs=grid.crs,
+        transform=rasterio.Affine(*grid.transform),
+        width=grid.width,
+        height=grid.height,
+        resampling=Resampling[resampling],
+        add_alpha=not has_nodata,
+    ) as vrt:
         rio_window = RasterioWindow(window.col_start, window.row_start, window.width, window.height)
         data = vrt.read(indexes, window=rio_window)
         valid = vrt.read_masks(indexes, window=rio_window) > 0
     return data, valid
 
 
-def read_file_window(uri: str, grid: Grid, window: PixelWindow, resampling: str,
-                     what: str = "band file") -> tuple[np.ndarray, np.ndarray]:
+def read_file_window(
+    uri: str, grid: Grid, window: PixelWindow, resampling: str, what: str = "band file"
+) -> tuple[np.ndarray, np.ndarray]:
     """`(data [bands, h, w] in the file's dtype, valid [bands, h, w])` of one file on the grid."""
     try:
         with open_raster(uri) as dataset:
@@ -331,8 +375,9 @@ def read_file_window(uri: str, grid: Grid, window: PixelWindow, resampling: str,
         raise ObservationError(uri, f"{what} is truncated or unreadable: {gdal_reason(error)}") from error
 
 
-def read_source_window(source: ConvertSource, grid: Grid, window: PixelWindow, params: ConvertParams,
-                       area: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_source_window(
+    source: ConvertSource, grid: Grid, window: PixelWindow, params: ConvertParams, area: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """`(float32 [h, w, bands], bool valid [h, w])` of one source on a grid window.
 
     `area` (bool `[h, w]`, optional) marks the window's pixels inside the AOI;
@@ -346,8 +391,10 @@ def read_source_window(source: ConvertSource, grid: Grid, window: PixelWindow, p
     data = np.concatenate(parts, axis=0)
     if source.band_selection is not None:
         if max(source.band_selection) > data.shape[0]:
-            raise ObservationError(source.bands[0], f"band selection {list(source.band_selection)} but "
-                                                    f"the band file(s) have only {data.shape[0]} bands")
+            raise ObservationError(
+                source.bands[0],
+                f"band selection {list(source.band_selection)} but the band file(s) have only {data.shape[0]} bands",
+            )
         data = data[[b - 1 for b in source.band_selection]]
     if source.mask is not None:
         raw, inside = read_file_window(source.mask, grid, window, "nearest", "mask file")
@@ -370,12 +417,16 @@ def block_windows(grid: Grid, chunk_size: int) -> list[PixelWindow]:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     size = max(256, chunk_size // 256 * 256) if chunk_size >= 256 else chunk_size
-    return [PixelWindow(r, min(r + size, grid.height), c, min(c + size, grid.width))
-            for r in range(0, grid.height, size) for c in range(0, grid.width, size)]
+    return [
+        PixelWindow(r, min(r + size, grid.height), c, min(c + size, grid.width))
+        for r in range(0, grid.height, size)
+        for c in range(0, grid.width, size)
+    ]
 
 
-def assemble(grid: Grid, bands: int, blocks: Sequence[tuple[PixelWindow, np.ndarray, np.ndarray]]
-             ) -> tuple[np.ndarray, np.ndarray]:
+def assemble(
+    grid: Grid, bands: int, blocks: Sequence[tuple[PixelWindow, np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
     """One observation's full `(data [H, W, bands], valid [H, W])` from its block reads."""
     data = np.zeros((grid.height, grid.width, bands), dtype=np.float32)
     valid = np.zeros((grid.height, grid.width), dtype=bool)
@@ -386,11 +437,18 @@ def assemble(grid: Grid, bands: int, blocks: Sequence[tuple[PixelWindow, np.ndar
     return data, valid
 
 
-
 # --- Listing an archive: a manifest, or globs with the time in the file names ------------------
 
-_TIME_FIELDS = {"Y": r"\d{4}", "m": r"\d{2}", "d": r"\d{2}", "H": r"\d{2}", "M": r"\d{2}", "S": r"\d{2}",
-                "j": r"\d{3}", "y": r"\d{2}"}
+_TIME_FIELDS = {
+    "Y": r"\d{4}",
+    "m": r"\d{2}",
+    "d": r"\d{2}",
+    "H": r"\d{2}",
+    "M": r"\d{2}",
+    "S": r"\d{2}",
+    "j": r"\d{3}",
+    "y": r"\d{2}",
+}
 
 
 def time_pattern_regex(pattern: str) -> re.Pattern:
@@ -432,9 +490,14 @@ def time_from_path(path: str, pattern: re.Pattern) -> float:
                 moment = datetime.datetime.strptime(f"{fields['Y']}{fields['j']}", "%Y%j")
             else:
                 year = int(fields["Y"]) if "Y" in fields else 2000 + int(fields["y"])
-                moment = datetime.datetime(year, int(fields.get("m", 1)), int(fields.get("d", 1)),
-                                           int(fields.get("H", 0)), int(fields.get("M", 0)),
-                                           int(fields.get("S", 0)))
+                moment = datetime.datetime(
+                    year,
+                    int(fields.get("m", 1)),
+                    int(fields.get("d", 1)),
+                    int(fields.get("H", 0)),
+                    int(fields.get("M", 0)),
+                    int(fields.get("S", 0)),
+                )
         except (KeyError, ValueError) as error:
             raise ValueError(f"{path}: {match.group(0)!r} is not a valid time ({error})") from None
         return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -495,18 +558,27 @@ def read_manifest(path: str, band_selection: tuple[int, ...] | None = None) -> L
             if missing:
                 raise ValueError(f"missing {', '.join(missing)}")
             bands = row["bands"] if isinstance(row["bands"], list) else str(row["bands"]).split(";")
-            sources.append(ConvertSource(
-                str(row["modality"]).strip(), parse_time(str(row["time"])),
-                tuple(_resolve(base, b.strip()) for b in bands if b.strip()),
-                _resolve(base, str(row["mask"]).strip()) if row.get("mask") else None,
-                parse_band_selection(row.get("band_selection")) or band_selection))
+            sources.append(
+                ConvertSource(
+                    str(row["modality"]).strip(),
+                    parse_time(str(row["time"])),
+                    tuple(_resolve(base, b.strip()) for b in bands if b.strip()),
+                    _resolve(base, str(row["mask"]).strip()) if row.get("mask") else None,
+                    parse_band_selection(row.get("band_selection")) or band_selection,
+                )
+            )
         except ValueError as error:
             rejected.append(Rejection(where, str(error)))
     return Listing(sources, rejected)
 
 
-def glob_sources(bands: Sequence[str], modality: str, time_pattern: str, mask: str | None = None,
-                 band_selection: tuple[int, ...] | None = None) -> Listing:
+def glob_sources(
+    bands: Sequence[str],
+    modality: str,
+    time_pattern: str,
+    mask: str | None = None,
+    band_selection: tuple[int, ...] | None = None,
+) -> Listing:
     """Sources of glob patterns: `bands[k]` lists every observation's k-th band file, `mask` its mask.
 
     Files are matched to observations by the time parsed from their paths;
@@ -528,16 +600,29 @@ def glob_sources(bands: Sequence[str], modality: str, time_pattern: str, mask: s
     sources = []
     for time in sorted(by_time):
         files = by_time[time]
-        problems = [f"two files with the same modality and time stamp for {patterns[k]}: {', '.join(found)}"
-                    for k, found in enumerate(files) if len(found) > 1]
-        problems += [f"missing {'mask' if mask and k == len(bands) else 'band'} file ({patterns[k]})"
-                     for k, found in enumerate(files) if not found]
+        problems = [
+            f"two files with the same modality and time stamp for {patterns[k]}: {', '.join(found)}"
+            for k, found in enumerate(files)
+            if len(found) > 1
+        ]
+        problems += [
+            f"missing {'mask' if mask and k == len(bands) else 'band'} file ({patterns[k]})"
+            for k, found in enumerate(files)
+            if not found
+        ]
         if problems:
             first = next(f[0] for f in files if f)
             rejected.append(Rejection(first, "; ".join(problems), modality, iso_time(time)))
             continue
-        sources.append(ConvertSource(modality, time, tuple(f[0] for f in files[:len(bands)]),
-                                     files[len(bands)][0] if mask else None, band_selection))
+        sources.append(
+            ConvertSource(
+                modality,
+                time,
+                tuple(f[0] for f in files[: len(bands)]),
+                files[len(bands)][0] if mask else None,
+                band_selection,
+            )
+        )
     return Listing(sources, rejected)
 
 
@@ -548,9 +633,14 @@ def drop_duplicates(sources: Sequence[ConvertSource]) -> Listing:
     for source in sorted(sources, key=lambda s: (s.modality, s.time, s.bands)):
         key = (source.modality, source.time)
         if key in kept:
-            rejected.append(Rejection(source.bands[0], f"two files with the same modality and time stamp: "
-                                                       f"{kept[key].bands[0]} is kept", source.modality,
-                                      iso_time(source.time)))
+            rejected.append(
+                Rejection(
+                    source.bands[0],
+                    f"two files with the same modality and time stamp: {kept[key].bands[0]} is kept",
+                    source.modality,
+                    iso_time(source.time),
+                )
+            )
             continue
         kept[key] = source
     return Listing(sorted(kept.values(), key=lambda s: (s.time, s.modality)), rejected)

@@ -35,8 +35,10 @@ class Observations:
 
     def summary(self) -> str:
         per = {m: sum(r.modality == m for r in self.refs) for m in MODALITIES}
-        return (f"{len(self.refs)} observations ({', '.join(f'{m} {n}' for m, n in per.items())}), "
-                f"bands sar {self.bands.sar} opt {self.bands.opt}, grid {self.grid.describe()}")
+        return (
+            f"{len(self.refs)} observations ({', '.join(f'{m} {n}' for m, n in per.items())}), "
+            f"bands sar {self.bands.sar} opt {self.bands.opt}, grid {self.grid.describe()}"
+        )
 
 
 def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
@@ -54,9 +56,10 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
         grid = read_grid(inputs.observations)
         description.update(read_band_description(inputs.observations))
     for modality, folder, reader in (
-            (SAR_ASCENDING, inputs.sar_ascending, EOPatchReader(inputs.sar_bands_feature, inputs.sar_mask_feature)),
-            (SAR_DESCENDING, inputs.sar_descending, EOPatchReader(inputs.sar_bands_feature, inputs.sar_mask_feature)),
-            (OPTICAL, inputs.optical, EOPatchReader(inputs.opt_bands_feature, inputs.opt_mask_feature))):
+        (SAR_ASCENDING, inputs.sar_ascending, EOPatchReader(inputs.sar_bands_feature, inputs.sar_mask_feature)),
+        (SAR_DESCENDING, inputs.sar_descending, EOPatchReader(inputs.sar_bands_feature, inputs.sar_mask_feature)),
+        (OPTICAL, inputs.optical, EOPatchReader(inputs.opt_bands_feature, inputs.opt_mask_feature)),
+    ):
         if folder:
             if not fs.folder_exists(folder):
                 raise UserError(f"--{modality} folder {folder} does not exist")
@@ -64,8 +67,13 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
             found, skipped = list_eopatches(folder, modality, reader)
             refs += found
             rejected += skipped
-            description[modality] = {"units": "as stored in the EOPatches", "preprocessing": {
-                "eopatch_data_feature": reader.bands_feature, "eopatch_mask_feature": reader.mask_feature}}
+            description[modality] = {
+                "units": "as stored in the EOPatches",
+                "preprocessing": {
+                    "eopatch_data_feature": reader.bands_feature,
+                    "eopatch_mask_feature": reader.mask_feature,
+                },
+            }
     if not sources:
         raise UserError("no input: give --observations and/or --sar_ascending/--sar_descending/--optical")
     for item in rejected:
@@ -80,9 +88,14 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
             continue
         unique.append(ref)
     if not unique:
-        raise UserError(f"no observations before endtime {iso_time(endtime)} in {', '.join(sources)}"
-                         + (f" ({len(rejected)} entries set aside: {rejected[0].observation}: "
-                            f"{rejected[0].reason} ...)" if rejected else ""))
+        raise UserError(
+            f"no observations before endtime {iso_time(endtime)} in {', '.join(sources)}"
+            + (
+                f" ({len(rejected)} entries set aside: {rejected[0].observation}: {rejected[0].reason} ...)"
+                if rejected
+                else ""
+            )
+        )
     headers = {}
     for ref in unique:
         if ref.modality in headers:

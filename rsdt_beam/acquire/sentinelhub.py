@@ -125,13 +125,21 @@ class Credentials:
     profile: str | None = None
 
     def __post_init__(self):
-        given = [flag for flag, value in (("--sh_credentials_file", self.file), ("--sh_secret", self.secret),
-                                          ("--sh_profile", self.profile)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--sh_credentials_file", self.file),
+                ("--sh_secret", self.secret),
+                ("--sh_profile", self.profile),
+            )
+            if value
+        ]
         if len(given) > 1:
             raise CredentialsError(f"give one of {', '.join(given)}, not several")
         if self.secret and not SECRET_VERSION.fullmatch(self.secret):
-            raise CredentialsError(f"--sh_secret {self.secret} is not a Secret Manager version name "
-                                   f"(projects/P/secrets/S/versions/V)")
+            raise CredentialsError(
+                f"--sh_secret {self.secret} is not a Secret Manager version name (projects/P/secrets/S/versions/V)"
+            )
 
     def describe(self) -> str:
         if self.file:
@@ -156,9 +164,11 @@ class Credentials:
             return self._read_profile()
         client_id, secret = os.environ.get(ENV_CLIENT_ID, ""), os.environ.get(ENV_CLIENT_SECRET, "")
         if not (client_id and secret):
-            raise CredentialsError(f"no Sentinel Hub credentials: set {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
-                                   f"(on the workers too), or give --sh_credentials_file, --sh_secret or "
-                                   f"--sh_profile")
+            raise CredentialsError(
+                f"no Sentinel Hub credentials: set {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} "
+                f"(on the workers too), or give --sh_credentials_file, --sh_secret or "
+                f"--sh_profile"
+            )
         return client_id, secret
 
     def forget(self) -> None:
@@ -173,8 +183,9 @@ class Credentials:
             try:
                 text = fs.read_bytes(self.file).decode()
             except Exception as error:  # OSError, or the object store's (e.g. 403 Forbidden on a worker)
-                raise CredentialsError(f"cannot read --sh_credentials_file {self.file}: "
-                                       f"{type(error).__name__}") from None
+                raise CredentialsError(
+                    f"cannot read --sh_credentials_file {self.file}: {type(error).__name__}"
+                ) from None
         else:
             text = _access_secret_version(self.secret)
         try:
@@ -188,11 +199,13 @@ class Credentials:
 
     def _read_profile(self) -> tuple[str, str]:
         from sentinelhub import SHConfig
+
         try:
             config = SHConfig(self.profile)
         except KeyError as error:
-            raise CredentialsError(f"sentinelhub config profile {self.profile!r} does not exist "
-                                   f"(see `sentinelhub.config --show`)") from error
+            raise CredentialsError(
+                f"sentinelhub config profile {self.profile!r} does not exist (see `sentinelhub.config --show`)"
+            ) from error
         if config.sh_client_id and config.sh_client_secret:
             return config.sh_client_id, config.sh_client_secret
         raise CredentialsError(f"sentinelhub config profile {self.profile!r} has no sh_client_id/sh_client_secret")
@@ -207,11 +220,13 @@ def _access_secret_version(name: str, timeout: float = 60.0) -> str:
     from google.api_core import exceptions
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import secretmanager
+
     try:
         response = secretmanager.SecretManagerServiceClient().access_secret_version(name=name, timeout=timeout)
     except (exceptions.GoogleAPIError, DefaultCredentialsError) as error:
-        raise CredentialsError(f"cannot read --sh_secret {name}: {type(error).__name__}: "
-                               f"{_first_line(error)}") from None
+        raise CredentialsError(
+            f"cannot read --sh_secret {name}: {type(error).__name__}: {_first_line(error)}"
+        ) from None
     return response.payload.data.decode()
 
 
@@ -246,21 +261,30 @@ class SentinelHubSettings:
         """A `SHConfig` that reads no config file (everything comes from here); with the credentials (read now)
         only to get a token or search the catalog: requests of a session need none."""
         from sentinelhub import SHConfig
+
         if self.token_url.startswith("http://"):
             # oauthlib refuses plain-http token URLs; only a local test server may use one.
             if urllib.parse.urlparse(self.token_url).hostname not in ("127.0.0.1", "localhost", "::1"):
                 raise ValueError(f"token URL {self.token_url} must be https (plain http only on localhost)")
             os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
         client_id, client_secret = self.credentials.resolve() if with_credentials else ("", "")
-        return SHConfig(use_defaults=True, sh_base_url=self.base_url.rstrip("/"), sh_token_url=self.token_url,
-                        sh_client_id=client_id, sh_client_secret=client_secret,
-                        max_download_attempts=self.max_download_attempts, download_sleep_time=self.retry_sleep,
-                        download_timeout_seconds=self.request_timeout, max_retries=self.max_throttle_retries)
+        return SHConfig(
+            use_defaults=True,
+            sh_base_url=self.base_url.rstrip("/"),
+            sh_token_url=self.token_url,
+            sh_client_id=client_id,
+            sh_client_secret=client_secret,
+            max_download_attempts=self.max_download_attempts,
+            download_sleep_time=self.retry_sleep,
+            download_timeout_seconds=self.request_timeout,
+            max_retries=self.max_throttle_retries,
+        )
 
 
 def data_collection(collection: Collection, base_url: str):
     """The stock collection re-derived with `base_url` as its service URL (one name per URL)."""
     from sentinelhub import DataCollection
+
     base_url = base_url.rstrip("/")
     stock = getattr(DataCollection, collection.stock_name)
     if stock.service_url == base_url:
@@ -273,16 +297,20 @@ def evalscript(collection: Collection) -> str:
     """Evalscript V3 returning each band (float32, `collection.units`) and mask (uint8) as its own response."""
     bands = ", ".join(f'"{b}"' for b in collection.bands)
     masks = ", ".join(f'"{m}"' for m in collection.masks)
-    outputs = ", ".join([f'{{id: "{b}", bands: 1, sampleType: "FLOAT32"}}' for b in collection.bands]
-                        + [f'{{id: "{m}", bands: 1, sampleType: "UINT8"}}' for m in collection.masks])
+    outputs = ", ".join(
+        [f'{{id: "{b}", bands: 1, sampleType: "FLOAT32"}}' for b in collection.bands]
+        + [f'{{id: "{m}", bands: 1, sampleType: "UINT8"}}' for m in collection.masks]
+    )
     values = ", ".join(f"{name}: [sample.{name}]" for name in collection.identifiers)
-    return ("//VERSION=3\n"
-            "function setup() {\n"
-            f"  return {{input: [{{bands: [{bands}], units: \"{collection.units}\"}},\n"
-            f"                  {{bands: [{masks}], units: \"DN\"}}],\n"
-            f"          output: [{outputs}]}};\n"
-            "}\n"
-            f"function evaluatePixel(sample) {{\n  return {{{values}}};\n}}\n")
+    return (
+        "//VERSION=3\n"
+        "function setup() {\n"
+        f"  return {{input: [{{bands: [{bands}], units: \"{collection.units}\"}},\n"
+        f"                  {{bands: [{masks}], units: \"DN\"}}],\n"
+        f"          output: [{outputs}]}};\n"
+        "}\n"
+        f"function evaluatePixel(sample) {{\n  return {{{values}}};\n}}\n"
+    )
 
 
 def _utc(seconds: float) -> datetime.datetime:
@@ -291,6 +319,7 @@ def _utc(seconds: float) -> datetime.datetime:
 
 def _bbox(grid: Grid, window: PixelWindow):
     from sentinelhub import CRS, BBox
+
     a, b, c, d, e, f = grid.window_transform(window)
     if b or d:
         raise ValueError(f"grid {grid.describe()} is rotated; Sentinel Hub needs a north-up grid")
@@ -299,34 +328,49 @@ def _bbox(grid: Grid, window: PixelWindow):
     return BBox((min(xs), min(ys), max(xs), max(ys)), crs=CRS(grid.crs))
 
 
-def process_request(settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow,
-                    acquired: float, config=None):
+def process_request(
+    settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow, acquired: float, config=None
+):
     """The Process request for one chunk (`window` of `grid`) at one acquisition (epoch seconds)."""
     from sentinelhub import MimeType, SentinelHubRequest
+
     if window.height > MAX_REQUEST_PIXELS or window.width > MAX_REQUEST_PIXELS:
-        raise ValueError(f"chunk {window} is {window.height} x {window.width} px; Sentinel Hub takes at most "
-                         f"{MAX_REQUEST_PIXELS} x {MAX_REQUEST_PIXELS} per request")
+        raise ValueError(
+            f"chunk {window} is {window.height} x {window.width} px; Sentinel Hub takes at most "
+            f"{MAX_REQUEST_PIXELS} x {MAX_REQUEST_PIXELS} per request"
+        )
     config = config or settings.config()
-    other_args = ({"processing": {"orthorectify": True, "demInstance": "COPERNICUS"}}
-                  if collection.orthorectify else None)
+    other_args = (
+        {"processing": {"orthorectify": True, "demInstance": "COPERNICUS"}} if collection.orthorectify else None
+    )
     input_data = SentinelHubRequest.input_data(
         data_collection=data_collection(collection, settings.base_url),
         time_interval=(_utc(acquired - settings.time_difference), _utc(acquired + settings.time_difference)),
         maxcc=settings.maxcc if collection.modality == OPTICAL else None,
-        other_args=other_args)
+        other_args=other_args,
+    )
     return SentinelHubRequest(
-        evalscript=evalscript(collection), input_data=[input_data],
+        evalscript=evalscript(collection),
+        input_data=[input_data],
         responses=[SentinelHubRequest.output_response(name, MimeType.TIFF) for name in collection.identifiers],
-        bbox=_bbox(grid, window), size=(window.width, window.height), config=config)
+        bbox=_bbox(grid, window),
+        size=(window.width, window.height),
+        config=config,
+    )
 
 
-def decode_bands(collection: Collection, members: dict, height: int, width: int,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def decode_bands(
+    collection: Collection,
+    members: dict,
+    height: int,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """`(float32 [h, w, bands], bool valid [h, w])` of a decoded TAR reply (`{"B01.tif": array, ...}`).
 
     valid = dataMask, and for Sentinel-2 also CLM != 1 (cloud), rsdtlib's rule.
     Raises FetchError for a missing member or a wrong shape.
     """
+
     def member(name: str) -> np.ndarray:
         array = members.get(f"{name}.tif")
         if array is None:
@@ -356,8 +400,9 @@ def estimate_processing_units(collection: Collection, height: int, width: int) -
     return max(0.005, units)
 
 
-def search_acquisitions(settings: SentinelHubSettings, collection: Collection, grid: Grid,
-                        start: float, end: float) -> list[float]:
+def search_acquisitions(
+    settings: SentinelHubSettings, collection: Collection, grid: Grid, start: float, end: float
+) -> list[float]:
     """Acquisition times (epoch seconds, sorted) of `collection` over the grid in `[start, end)`.
 
     Catalog API, paged; `maxcc` filters Sentinel-2, the derived S1 collections
@@ -366,6 +411,7 @@ def search_acquisitions(settings: SentinelHubSettings, collection: Collection, g
     """
     from sentinelhub.api.catalog import get_available_timestamps
     from sentinelhub.exceptions import DownloadFailedException
+
     try:
         times = get_available_timestamps(
             bbox=_bbox(grid, PixelWindow(0, grid.height, 0, grid.width)),
@@ -373,10 +419,12 @@ def search_acquisitions(settings: SentinelHubSettings, collection: Collection, g
             data_collection=data_collection(collection, settings.base_url),
             time_difference=datetime.timedelta(seconds=settings.time_difference),
             maxcc=settings.maxcc if collection.modality == OPTICAL else None,
-            config=settings.config(with_credentials=True))
+            config=settings.config(with_credentials=True),
+        )
     except (DownloadFailedException, requests.RequestException) as error:
-        raise UserError(f"--sh_base_url: the catalog search at {settings.base_url}/api/v1/catalog failed: "
-                        f"{network_reason(error)}") from None
+        raise UserError(
+            f"--sh_base_url: the catalog search at {settings.base_url}/api/v1/catalog failed: {network_reason(error)}"
+        ) from None
     by_name: dict[int, float] = {}
     for moment in times:
         seconds = moment.replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -405,6 +453,7 @@ def open_session(settings: SentinelHubSettings):
     from oauthlib.oauth2.rfc6749.errors import OAuth2Error
     from sentinelhub import SentinelHubSession
     from sentinelhub.exceptions import DownloadFailedException
+
     key = _session_key(settings)
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)
@@ -413,16 +462,21 @@ def open_session(settings: SentinelHubSettings):
         try:
             session = SentinelHubSession(settings.config(with_credentials=True))
         except OAuth2Error as error:
-            raise CredentialsError(f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
-                                   f"at {settings.token_url}: {error.error}") from None
+            raise CredentialsError(
+                f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
+                f"at {settings.token_url}: {error.error}"
+            ) from None
         except (DownloadFailedException, requests.RequestException) as error:
             status = getattr(getattr(error, "request_exception", None), "response", None)
             status = getattr(status, "status_code", None)
             if status in (400, 401, 403):
-                raise CredentialsError(f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
-                                       f"at {settings.token_url} (HTTP {status})") from None
-            raise CredentialsError(f"cannot get a Sentinel Hub token from {settings.token_url}: "
-                                   f"{network_reason(error)}") from None
+                raise CredentialsError(
+                    f"Sentinel Hub rejected the credentials ({settings.credentials.describe()}) "
+                    f"at {settings.token_url} (HTTP {status})"
+                ) from None
+            raise CredentialsError(
+                f"cannot get a Sentinel Hub token from {settings.token_url}: {network_reason(error)}"
+            ) from None
         _SESSIONS[key] = session
         return session
 
@@ -465,8 +519,9 @@ def _counting_client(config, session, stats: RequestStats):
     return CountingClient(config=config, session=session)
 
 
-def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow,
-                acquired: float) -> tuple[np.ndarray, np.ndarray, RequestStats]:
+def fetch_chunk(
+    settings: SentinelHubSettings, collection: Collection, grid: Grid, window: PixelWindow, acquired: float
+) -> tuple[np.ndarray, np.ndarray, RequestStats]:
     """Downloads one chunk at one acquisition: `(float32 [h, w, bands], bool valid [h, w], stats)`.
 
     The client retries 5xx/connection errors with back-off and honours 429
@@ -476,6 +531,7 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
     Raises FetchError with the reason when the chunk cannot be had.
     """
     from sentinelhub.exceptions import DownloadFailedException, ImageDecodingError, OutOfRequestsException
+
     stats = RequestStats()
     config = settings.config()
     request = process_request(settings, collection, grid, window, acquired, config)
@@ -489,21 +545,27 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
             response = client.download(request.download_list, max_threads=1, decode_data=False)[0]
             members = response.decode()
             if not isinstance(members, dict):
-                raise FetchError(f"expected a TAR of {len(collection.identifiers)} members, "
-                                 f"got {type(members).__name__}")
+                raise FetchError(
+                    f"expected a TAR of {len(collection.identifiers)} members, got {type(members).__name__}"
+                )
             data, valid = decode_bands(collection, members, window.height, window.width)
         except OutOfRequestsException:
-            raise FetchError(f"still throttled (HTTP 429) after {settings.max_throttle_retries} retries",
-                             stats) from None
+            raise FetchError(
+                f"still throttled (HTTP 429) after {settings.max_throttle_retries} retries", stats
+            ) from None
         except DownloadFailedException as error:
             status = getattr(getattr(error.request_exception, "response", None), "status_code", None)
             if status == 401 and not renewed_token:
                 renewed_token = True  # the shared token was revoked or expired early: one new token
                 forget_session(settings)
                 continue
-            raise FetchError(f"HTTP {status}: {_first_line(error)}" if status
-                             else f"gave up after {settings.max_download_attempts} attempts at "
-                                  f"{request.download_list[0].url}: {network_reason(error)}", stats) from None
+            raise FetchError(
+                f"HTTP {status}: {_first_line(error)}"
+                if status
+                else f"gave up after {settings.max_download_attempts} attempts at "
+                f"{request.download_list[0].url}: {network_reason(error)}",
+                stats,
+            ) from None
         except (FetchError, ImageDecodingError, tarfile.TarError, ValueError, OSError, EOFError) as error:
             # A body that does not decode (truncated TAR/TIFF, wrong members): ask again, then give up.
             if attempt >= settings.max_download_attempts:
@@ -511,8 +573,9 @@ def fetch_chunk(settings: SentinelHubSettings, collection: Collection, grid: Gri
             time.sleep(settings.retry_sleep * 3 ** (attempt - 1))
             continue
         spent = response.headers.get(PROCESSING_UNITS_HEADER)
-        stats.processing_units += (float(spent) if spent is not None
-                                   else estimate_processing_units(collection, window.height, window.width))
+        stats.processing_units += (
+            float(spent) if spent is not None else estimate_processing_units(collection, window.height, window.width)
+        )
         return data, valid, stats
 
 

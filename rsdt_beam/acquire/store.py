@@ -52,23 +52,41 @@ def _as_band_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
     limits = np.iinfo(dtype)
     rounded = np.rint(data)
     if rounded.size and (rounded.min() < limits.min or rounded.max() > limits.max):
-        raise ValueError(f"band values {rounded.min()}..{rounded.max()} do not fit {dtype} "
-                         f"(use a float dtype or another divisor)")
+        raise ValueError(
+            f"band values {rounded.min()}..{rounded.max()} do not fit {dtype} (use a float dtype or another divisor)"
+        )
     return rounded.astype(dtype)
 
 
-def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str, time: float,
-                       band_names: Sequence[str] | None = None, tags: dict | None = None,
-                       dtype: str = "float32") -> bytes:
+def encode_observation(
+    grid: Grid,
+    data: np.ndarray,
+    valid: np.ndarray,
+    modality: str,
+    time: float,
+    band_names: Sequence[str] | None = None,
+    tags: dict | None = None,
+    dtype: str = "float32",
+) -> bytes:
     """GeoTIFF bytes of one observation: `data` `[h, w, bands]` stored as `dtype`, `valid` `[h, w]`."""
     height, width, bands = data.shape
     if (height, width) != (grid.height, grid.width) or valid.shape != (height, width):
-        raise ValueError(f"observation is {height} x {width} px (mask {valid.shape}) "
-                         f"but the grid is {grid.height} x {grid.width}")
+        raise ValueError(
+            f"observation is {height} x {width} px (mask {valid.shape}) but the grid is {grid.height} x {grid.width}"
+        )
     stored = _as_band_dtype(data, dtype)
-    profile = dict(driver="GTiff", height=height, width=width, count=bands, dtype=dtype,
-                   crs=grid.crs, transform=rasterio.Affine(*grid.transform), compress="deflate",
-                   predictor=3 if stored.dtype.kind == "f" else 2, interleave="pixel")
+    profile = dict(
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=bands,
+        dtype=dtype,
+        crs=grid.crs,
+        transform=rasterio.Affine(*grid.transform),
+        compress="deflate",
+        predictor=3 if stored.dtype.kind == "f" else 2,
+        interleave="pixel",
+    )
     if height >= 256 and width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
@@ -81,9 +99,18 @@ def encode_observation(grid: Grid, data: np.ndarray, valid: np.ndarray, modality
         return memory.read()
 
 
-def write_observation(root: str, grid: Grid, data: np.ndarray, valid: np.ndarray, modality: str,
-                      time: float, band_names: Sequence[str] | None = None,
-                      tags: dict | None = None, dtype: str = "float32", run_id: str = "") -> str:
+def write_observation(
+    root: str,
+    grid: Grid,
+    data: np.ndarray,
+    valid: np.ndarray,
+    modality: str,
+    time: float,
+    band_names: Sequence[str] | None = None,
+    tags: dict | None = None,
+    dtype: str = "float32",
+    run_id: str = "",
+) -> str:
     path = observation_path(root, modality, time)
     fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype), run_id)
     return path
@@ -96,8 +123,9 @@ def write_grid(root: str, grid: Grid, run_id: str = "") -> None:
 def store_folder(root: str, grid: Grid, source: dict, run_id: str) -> OutputFolder:
     """The store's identity: its grid and how its observations were made (`source`: convert's parameters,
     or Sentinel Hub's); the time range and modalities are not part of it (a store grows)."""
-    return OutputFolder(root, "observations", "--store", dict(grid=grid.to_json(), **source), run_id,
-                        seed_files=(GRID_FILE, BANDS_FILE))
+    return OutputFolder(
+        root, "observations", "--store", dict(grid=grid.to_json(), **source), run_id, seed_files=(GRID_FILE, BANDS_FILE)
+    )
 
 
 def read_grid(root: str) -> Grid | None:
@@ -144,8 +172,7 @@ def open_raster(uri: str):
         with rasterio.open(uri) as dataset:
             yield dataset
         return
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
-            rasterio.open(uri, opener=_open_beam_file) as dataset:
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(uri, opener=_open_beam_file) as dataset:
         yield dataset
 
 
@@ -157,8 +184,9 @@ class GeoTiffObservationReader:
         try:
             with open_raster(uri) as dataset:
                 crs = dataset.crs.to_string() if dataset.crs else ""
-                return ObservationHeader(Grid(crs, tuple(dataset.transform)[:6], dataset.height,
-                                              dataset.width), dataset.count)
+                return ObservationHeader(
+                    Grid(crs, tuple(dataset.transform)[:6], dataset.height, dataset.width), dataset.count
+                )
         except (rasterio.errors.RasterioError, OSError) as error:
             raise ObservationError(uri, f"unreadable GeoTIFF: {error}") from error
 
@@ -188,8 +216,7 @@ def list_store(root: str) -> tuple[list[ObservationRef], list[Rejection]]:
                     raise ValueError(name)
                 time = parse_time_name(stem)
             except ValueError:
-                rejected.append(Rejection(fs.join(folder, name),
-                                          "file name is not <%Y%m%dT%H%M%S>.tif", modality))
+                rejected.append(Rejection(fs.join(folder, name), "file name is not <%Y%m%dT%H%M%S>.tif", modality))
                 continue
             refs.append(ObservationRef(modality, time, fs.join(folder, name), reader))
     return refs, rejected

@@ -1,14 +1,14 @@
 """The commands: which flag groups each takes, and how its specs become a pipeline (or a report).
 
-    stack       Stage 2: observations -> stacks
-    window      Stage 3: stacks -> windows
-    run         Stages 2 and 3 fused
-    convert     Stage 1 from GeoTIFF archives (optionally on through Stages 2 and 3)
-    fetch       Stage 1 from Sentinel Hub (optionally on through Stages 2 and 3)
-    infer       a Keras model over windows -> maps
-    scheduled   one incremental run under an output root
-    sample      the bundled sample through Stages 2 and 3
-    windows_list, inspect    read-only tools (no Beam pipeline)
+stack       Stage 2: observations -> stacks
+window      Stage 3: stacks -> windows
+run         Stages 2 and 3 fused
+convert     Stage 1 from GeoTIFF archives (optionally on through Stages 2 and 3)
+fetch       Stage 1 from Sentinel Hub (optionally on through Stages 2 and 3)
+infer       a Keras model over windows -> maps
+scheduled   one incremental run under an output root
+sample      the bundled sample through Stages 2 and 3
+windows_list, inspect    read-only tools (no Beam pipeline)
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ def _fused_on(args):
 def _convert(args) -> Launch:
     area, convert, output = specs.area_spec(args), specs.convert_spec(args), specs.output_spec(args)
     stack, window = _fused_on(args)
-    return _output_launch(output, lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window,
-                                                                          output))
+    return _output_launch(
+        output, lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output)
+    )
 
 
 def _fetch(args) -> Launch:
@@ -137,8 +138,11 @@ def _fetch(args) -> Launch:
         raise UserError(str(error)) from None
     if fetch.plan_only:
         return Launch(build=lambda pipeline: [plan.describe()], listing=plan.item_lines())
-    return Launch(build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
-                  progress=output.progress, finished=lambda: plan)
+    return Launch(
+        build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
+        progress=output.progress,
+        finished=lambda: plan,
+    )
 
 
 def _report_fetch(outcome: Outcome) -> int:
@@ -146,8 +150,11 @@ def _report_fetch(outcome: Outcome) -> int:
     plan, counts = outcome.record, outcome.counters
     if plan is None or not plan.items or counts.get("fetch_chunks", 0) or not counts.get("fetch_chunks_failed", 0):
         return 0
-    print(f"rsdt_beam fetch: all {counts['fetch_chunks_failed']} request(s) failed, nothing fetched (reasons in "
-          f"the warnings above and in rejected.json); is {plan.settings.base_url} reachable?", file=sys.stderr)
+    print(
+        f"rsdt_beam fetch: all {counts['fetch_chunks_failed']} request(s) failed, nothing fetched (reasons in "
+        f"the warnings above and in rejected.json); is {plan.settings.base_url} reachable?",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -165,15 +172,13 @@ def _scheduled_at(now: float | None):
     def launch(args) -> Launch:
         schedule, inputs, output = specs.schedule_spec(args), specs.inputs_spec(args), specs.output_spec(args)
         window = specs.window_spec(args, output_required=False)
-        run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), window,
-                                time.time() if now is None else now)
+        run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), window, time.time() if now is None else now)
 
         def build(pipeline) -> list[str]:
             run.build(pipeline, output)
             return [run.describe()]
 
-        return Launch(build=build, progress=output.progress, start=run.start, failed=run.failed,
-                      finished=run.finished)
+        return Launch(build=build, progress=output.progress, start=run.start, failed=run.failed, finished=run.finished)
 
     return launch
 
@@ -183,8 +188,10 @@ def _report_scheduled(outcome: Outcome) -> None:
     if manifest is None:
         return
     counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.counts.items())
-    print(f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {counts}" if counts else ""),
-          file=sys.stderr)
+    print(
+        f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {counts}" if counts else ""),
+        file=sys.stderr,
+    )
 
 
 def _sample(args) -> Launch:
@@ -192,8 +199,11 @@ def _sample(args) -> Launch:
     inputs, stack, window = sample_specs(args.output)
     count = split_sample(inputs.optical)
     print(f"rsdt_beam sample: {count} EOPatch folders in {inputs.optical}", file=sys.stderr)
-    return Launch(build=lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output),
-                  progress=output.progress, finished=lambda: args.output)
+    return Launch(
+        build=lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output),
+        progress=output.progress,
+        finished=lambda: args.output,
+    )
 
 
 def _report_sample(outcome: Outcome) -> None:
@@ -212,31 +222,51 @@ def _windows_list(args) -> None:
 def _inspect(args) -> None:
     # A stack folder's windows are listed when window parameters are given, not for their defaults.
     params = specs.window_params(args) if args.given & {"Delta", "window_stride", "omega", "Omega", "triple"} else None
-    for line in inspect_output(args.path, specs.tile(args.tile), params, all_timestamps=args.all_timestamps,
-                               csv_path=args.csv, png_dir=args.png, max_frames=args.max_frames, maps=args.maps):
+    for line in inspect_output(
+        args.path,
+        specs.tile(args.tile),
+        params,
+        all_timestamps=args.all_timestamps,
+        csv_path=args.csv,
+        png_dir=args.png,
+        max_frames=args.max_frames,
+        maps=args.maps,
+    ):
         print(line)
 
 
 STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output", "plan"), launch=_stack)
-WINDOW = Command("window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"),
-                 launch=_window)
+WINDOW = Command(
+    "window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"), launch=_window
+)
 RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fused)
-CONVERT = Command("convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3,
-                              *_FUSED_OUTPUTS), launch=_convert)
-FETCH = Command("fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch,
-                report=_report_fetch)
-INFER = Command("infer", ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"),
-                launch=_infer)
+CONVERT = Command(
+    "convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS), launch=_convert
+)
+FETCH = Command(
+    "fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch, report=_report_fetch
+)
+INFER = Command(
+    "infer", ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"), launch=_infer
+)
 SAMPLE = Command("sample", ("sample", "output"), launch=_sample, report=_report_sample)
 WINDOWS_LIST = Command("windows_list", ("stack_input", "tile", "window_parameters", "csv"), action=_windows_list)
-INSPECT = Command("inspect", ("tile", "inspect", "csv", "window_parameters"), action=_inspect,
-                  positional=(Flag("path", "stack folder, window folder, map folder or map .tif (local or gs://)"),))
+INSPECT = Command(
+    "inspect",
+    ("tile", "inspect", "csv", "window_parameters"),
+    action=_inspect,
+    positional=(Flag("path", "stack folder, window folder, map folder or map .tif (local or gs://)"),),
+)
 
 
 def scheduled_command(now: float | None = None) -> Command:
     """The scheduled command; `now` fixes the clock (tests, back-fills)."""
-    return Command("scheduled", ("schedule", "inputs", "tiling", "stack", *_STAGE_3, "window_layout", "output"),
-                   launch=_scheduled_at(now), report=_report_scheduled)
+    return Command(
+        "scheduled",
+        ("schedule", "inputs", "tiling", "stack", *_STAGE_3, "window_layout", "output"),
+        launch=_scheduled_at(now),
+        report=_report_scheduled,
+    )
 
 
 SCHEDULED = scheduled_command()

@@ -38,12 +38,20 @@ class Flag:
     def add_to(self, group, suppress_default: bool = False) -> None:
         default = argparse.SUPPRESS if suppress_default else (False if self.boolean else self.default)
         if self.boolean:
-            group.add_argument(f"--{self.name}", nargs="?", const=True, default=default, type=parse_bool,
-                               metavar="true|false", help=self.help)
+            group.add_argument(
+                f"--{self.name}",
+                nargs="?",
+                const=True,
+                default=default,
+                type=parse_bool,
+                metavar="true|false",
+                help=self.help,
+            )
             return
         help_text = self.help if self.default is None else f"{self.help} (default: {self.default})"
-        group.add_argument(f"--{self.name}", default=default, type=self.type, choices=self.choices,
-                           help=help_text.replace("%", "%%"))
+        group.add_argument(
+            f"--{self.name}", default=default, type=self.type, choices=self.choices, help=help_text.replace("%", "%%")
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,188 +61,341 @@ class Group:
 
 
 GROUPS: dict[str, Group] = {
-    "area": Group("Stage 1: area, grid and observation store", (
-        Flag("store", "observation store to write (stack it with --observations STORE)"),
-        Flag("aoi", "area of interest: .shp, GeoJSON, or bbox minx,miny,maxx,maxy"),
-        Flag("aoi_crs", "CRS of a bbox --aoi, e.g. EPSG:4326"),
-        Flag("aoi_union", "union of all polygons (default: first)", boolean=True),
-        Flag("resolution", "pixel size in grid CRS units, e.g. 10", type=float),
-        Flag("crs", "grid CRS: EPSG:n, or utm (default: the AOI's if projected, else utm)"),
-    )),
-    "convert_archive": Group("Stage 1 convert: archive", (
-        Flag("manifest", "CSV or JSON lines: modality,time,bands,mask,band_selection"),
-        Flag("band_files", "glob(s) of band files, comma-separated: one per band file"),
-        Flag("mask_files", "glob of mask/QA files"),
-        Flag("archive_modality", "modality of --band_files", "optical"),
-        Flag("time_pattern", "time in the path, strftime fields + * ? wildcards, e.g. ?????????%Y%j*",
-             "%Y%m%dT%H%M%S"),
-        Flag("band_selection", "1-based bands to keep, e.g. 1,2,3"),
-        Flag("align_to", "raster whose pixel edges the grid shares (no resampling)"),
-        Flag("clip_to_aoi", "pixels outside the AOI polygon are invalid (default: the whole bbox, as rsdtlib)",
-             boolean=True),
-    )),
-    "convert_values": Group("Stage 1 convert: values", (
-        Flag("mask_rule", "nonzero | values:0,1 | bits:3,4 | function:mod:fn | fmask | scl | landsat_qa_pixel",
-             "nonzero"),
-        Flag("divisor", "normalization divisor, or optical=10000,sar=1", "255"),
-        Flag("resampling", "resampling of bands (masks: nearest)", "bilinear"),
-        Flag("db_to_linear", "SAR bands: dB to linear power", boolean=True),
-        Flag("output_dtype", "stored band dtype: float32 (rsdtlib), float64, or uint16/int16/uint8 "
-                             "(rounded; values must fit, e.g. with --divisor 1)", "float32"),
-        Flag("convert_block_size", "pixels per side of one convert read (fan-out per observation and block)",
-             2048, int),
-    )),
-    "fetch": Group("Stage 1 fetch: Sentinel Hub", (
-        Flag("collections", "modalities to fetch: S1 IW GRD ascending/descending, S2 L1C",
-             "sar_ascending,sar_descending,optical"),
-        Flag("maxcc", "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %), or none: no "
-                      "cloud filter (fully cloudy scenes are listed, then set aside as fully masked)", "1.0"),
-        Flag("time_difference", "seconds: acquisitions closer than this are one; request time range +- this",
-             1.0, float),
-        Flag("fetch_chunk_size", "pixels per side of one Process request (blocks of the whole grid, at most 2500)",
-             2500, int),
-        Flag("max_requests_in_flight", "Process requests in flight across the whole job, whatever the worker count",
-             4, int),
-        Flag("sh_base_url", "Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL",
-             "https://services.sentinel-hub.com"),
-        Flag("sh_token_url", "OAuth token URL (default: the base URL's)"),
-        Flag("sh_credentials_file", "local or gs:// JSON {client_id, client_secret}, read by the launcher and "
-             "every worker (default: SH_CLIENT_ID/SH_CLIENT_SECRET in their environment)"),
-        Flag("sh_secret", "Secret Manager version projects/P/secrets/S/versions/V holding that JSON"),
-        Flag("sh_profile", "sentinelhub config profile with the credentials (on every machine of the run)"),
-        Flag("sh_max_attempts", "tries per request on 5xx/connection errors", 4, int),
-        Flag("sh_retry_sleep", "first back-off in s (x3 per retry)", 5.0, float),
-        Flag("sh_timeout", "seconds per HTTP request", 120.0, float),
-        Flag("sh_max_throttle_retries", "429 answers honoured per request (each waits the server's Retry-After)",
-             100, int),
-    )),
-    "plan": Group("planning", (
-        Flag("plan_only", "print the plan and run nothing (fetch: the requests and estimated processing units; "
-                          "stack, run: observations, tiles and work items)", boolean=True),
-    )),
-    "inputs": Group("Stage 2: inputs (any subset of the three modalities)", (
-        Flag("observations", "the project's observation store (from convert/fetch)"),
-        Flag("sar_ascending", "folder of rsdtlib EOPatches, SAR ascending"),
-        Flag("sar_descending", "folder of rsdtlib EOPatches, SAR descending"),
-        Flag("optical", "folder of rsdtlib EOPatches, optical"),
-        Flag("sar_bands_feature", "EOPatch data feature of SAR bands", "L1_GND"),
-        Flag("sar_mask_feature", "EOPatch mask feature of SAR", "dataMask"),
-        Flag("opt_bands_feature", "EOPatch data feature of optical bands", "L1C_data"),
-        Flag("opt_mask_feature", "EOPatch mask feature of optical", "dataMask"),
-    )),
-    "time_range": Group("Stage 2: time range", (
-        Flag("starttime", "first time of the stack (ISO 8601; required)"),
-        Flag("endtime", "end of the stack, exclusive (ISO 8601; required)"),
-    )),
-    "tiling": Group("Stage 2: tiling", (
-        Flag("tile_size", "tile size N or YxX pixels", "32"),
-        Flag("deadzone", "deadzone N or YxX pixels (tiles overlap by 2x)", "0"),
-    )),
-    "stack": Group("Stage 2: parameters", (
-        Flag("delta_step", "bin length: one frame per non-empty bin", "2d"),
-        Flag("chunk_size", "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
-                           "work item; memory grows with neither the area nor the series", 256, int),
-    )),
-    "stack_output": Group("Stage 2: output", (
-        Flag("stack_output", "write Stage 2 records ({j}_{i}.tfrecords, metadata.json) here"),
-    )),
-    "stack_input": Group("Stage 3: input", (
-        Flag("stack_dir", "Stage 2 output (rsdt_beam's or rsdtlib's) to window"),
-    )),
-    "window_parameters": Group("Stage 3: parameters", (
-        Flag("Delta", "window length in time (Delta)", "30d"),
-        Flag("window_stride", "frames between window starts", 1, int),
-        Flag("omega", "minimum frames per window (part)", 10, int),
-        Flag("Omega", "maximum frames per window (part)", 16, int),
-        Flag("triple", "previous/current/next windows", boolean=True),
-    )),
-    "window_selection": Group("Stage 3: selection", (
-        Flag("window_filter", "module:function win_filter(*window) -> bool"),
-        Flag("tiles", "all | rsdtlib-train | rsdtlib-val | list:0_0,1_2 | file:PATH | expr:EXPR | module:fn", "all"),
-        Flag("sample", "windows to keep: all | every:K | fraction:F:SEED | weight:module:fn[:SEED]", "all"),
-    )),
-    "window_records": Group("Stage 3: records", (
-        Flag("mode", "training (feature + label) or inference (the whole window) records", "inference",
-             choices=("training", "inference")),
-        Flag("label_fn", "module:function gen_label(window, label_args) -> (feature, label)",
-             "rsdt_beam.window.selection:rsdtlib_example_label"),
-        Flag("label_args", "JSON value passed to the label function"),
-    )),
-    "window_output": Group("Stage 3: output", (
-        Flag("window_output", "folder for window records, windows.csv, metadata.json"),
-    )),
-    "window_layout": Group("Stage 3: file layout", (
-        Flag("layout", "per_tile ({j}_{i}.tfrecords) or sharded (windows-NNNNN-of-MMMMM.tfrecords)", "per_tile",
-             choices=("per_tile", "sharded")),
-        Flag("records_per_shard", "sharded layout: records per file", type=int),
-        Flag("bytes_per_shard", "sharded layout: about this many compressed bytes per file (e.g. 268435456)",
-             type=int),
-    )),
-    "observed": Group("Stages 2 and 3: observed mask", (
-        Flag("record_observed", "add each record's observed mask (feature Observed, uint8 [.., ty, tx, 3]: a valid "
-                                "observation of SAR asc./desc./optical since the previous frame) to stacks and "
-                                "windows", boolean=True),
-    )),
-    "inference": Group("inference", (
-        Flag("model", "Keras model file (.keras/.h5; local or gs://); with --model_fn: weights"),
-        Flag("model_fn", "module:function returning the Keras model (weights from --model)"),
-        Flag("windows", "offline: folder of written inference windows (else --stack_dir or Stage 2 inputs give "
-                        "windows online)"),
-        Flag("map_output", "folder (local or gs://) for <start>_<end>.tif maps and maps.csv"),
-        Flag("batch_size", "largest batch of windows per model call", 16, int),
-        Flag("frames", "pad each window's time axis to this many frames, as the readers do (default: the "
-                       "windows' Omega; 0: no padding)", type=int),
-        Flag("pad_value", "value of padded frames", -1.0, float),
-        Flag("trim_map_edges", "drop the deadzone along the area's outer edge too (nodata there)", boolean=True),
-        Flag("map_grid", "grid.json for stacks without a grid in metadata.json (rsdtlib's)"),
-    )),
-    "schedule": Group("scheduled runs", (
-        Flag("output_root", "runs/<start>-<end>/ (manifest, windows, state) go here"),
-        Flag("end", "end of the run, exclusive: today | yesterday | now | ISO 8601 (rounded down to the "
-                    "delta_step bins)", "today"),
-        Flag("lookback", "first run only: start = end - lookback (later runs start where the last successful "
-                         "one ended)", "30d"),
-        Flag("bin_origin", "delta_step bins of every run start at origin + k * delta_step", "1970-01-01"),
-        Flag("write_stacks", "also write each run's new Stage 2 frames to runs/<id>/stack", boolean=True),
-    )),
-    "output": Group("output and reporting", (
-        Flag("gzip_level", "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
-             DEFAULT_GZIP_LEVEL, int),
-        Flag("no_progress", "no progress line on stderr", boolean=True),
-        Flag("overwrite", "replace the whole contents of output folders made with other parameters (without "
-                          "it such a folder is refused)", boolean=True),
-        Flag("debug", "show the full traceback of an error", boolean=True),
-    )),
-    "tile": Group("tile", (
-        Flag("tile", "tile j_i to list, detail and render", "0_0"),
-    )),
-    "csv": Group("CSV", (
-        Flag("csv", "write the window ranges here (CSV)"),
-    )),
-    "inspect": Group("inspect", (
-        Flag("all_timestamps", "list every written time stamp", boolean=True),
-        Flag("png", "folder for the PNG pictures"),
-        Flag("max_frames", "frames shown in the stack picture", 12, int),
-        Flag("maps", "map folder: render this many of the last maps", 1, int),
-    )),
-    "sample": Group("sample", (
-        Flag("output", "folder for the sample's EOPatches, stacks and windows", "out/sample"),
-    )),
+    "area": Group(
+        "Stage 1: area, grid and observation store",
+        (
+            Flag("store", "observation store to write (stack it with --observations STORE)"),
+            Flag("aoi", "area of interest: .shp, GeoJSON, or bbox minx,miny,maxx,maxy"),
+            Flag("aoi_crs", "CRS of a bbox --aoi, e.g. EPSG:4326"),
+            Flag("aoi_union", "union of all polygons (default: first)", boolean=True),
+            Flag("resolution", "pixel size in grid CRS units, e.g. 10", type=float),
+            Flag("crs", "grid CRS: EPSG:n, or utm (default: the AOI's if projected, else utm)"),
+        ),
+    ),
+    "convert_archive": Group(
+        "Stage 1 convert: archive",
+        (
+            Flag("manifest", "CSV or JSON lines: modality,time,bands,mask,band_selection"),
+            Flag("band_files", "glob(s) of band files, comma-separated: one per band file"),
+            Flag("mask_files", "glob of mask/QA files"),
+            Flag("archive_modality", "modality of --band_files", "optical"),
+            Flag(
+                "time_pattern",
+                "time in the path, strftime fields + * ? wildcards, e.g. ?????????%Y%j*",
+                "%Y%m%dT%H%M%S",
+            ),
+            Flag("band_selection", "1-based bands to keep, e.g. 1,2,3"),
+            Flag("align_to", "raster whose pixel edges the grid shares (no resampling)"),
+            Flag(
+                "clip_to_aoi",
+                "pixels outside the AOI polygon are invalid (default: the whole bbox, as rsdtlib)",
+                boolean=True,
+            ),
+        ),
+    ),
+    "convert_values": Group(
+        "Stage 1 convert: values",
+        (
+            Flag(
+                "mask_rule",
+                "nonzero | values:0,1 | bits:3,4 | function:mod:fn | fmask | scl | landsat_qa_pixel",
+                "nonzero",
+            ),
+            Flag("divisor", "normalization divisor, or optical=10000,sar=1", "255"),
+            Flag("resampling", "resampling of bands (masks: nearest)", "bilinear"),
+            Flag("db_to_linear", "SAR bands: dB to linear power", boolean=True),
+            Flag(
+                "output_dtype",
+                "stored band dtype: float32 (rsdtlib), float64, or uint16/int16/uint8 "
+                "(rounded; values must fit, e.g. with --divisor 1)",
+                "float32",
+            ),
+            Flag(
+                "convert_block_size",
+                "pixels per side of one convert read (fan-out per observation and block)",
+                2048,
+                int,
+            ),
+        ),
+    ),
+    "fetch": Group(
+        "Stage 1 fetch: Sentinel Hub",
+        (
+            Flag(
+                "collections",
+                "modalities to fetch: S1 IW GRD ascending/descending, S2 L1C",
+                "sar_ascending,sar_descending,optical",
+            ),
+            Flag(
+                "maxcc",
+                "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %), or none: no "
+                "cloud filter (fully cloudy scenes are listed, then set aside as fully masked)",
+                "1.0",
+            ),
+            Flag(
+                "time_difference",
+                "seconds: acquisitions closer than this are one; request time range +- this",
+                1.0,
+                float,
+            ),
+            Flag(
+                "fetch_chunk_size",
+                "pixels per side of one Process request (blocks of the whole grid, at most 2500)",
+                2500,
+                int,
+            ),
+            Flag(
+                "max_requests_in_flight",
+                "Process requests in flight across the whole job, whatever the worker count",
+                4,
+                int,
+            ),
+            Flag(
+                "sh_base_url",
+                "Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL",
+                "https://services.sentinel-hub.com",
+            ),
+            Flag("sh_token_url", "OAuth token URL (default: the base URL's)"),
+            Flag(
+                "sh_credentials_file",
+                "local or gs:// JSON {client_id, client_secret}, read by the launcher and "
+                "every worker (default: SH_CLIENT_ID/SH_CLIENT_SECRET in their environment)",
+            ),
+            Flag("sh_secret", "Secret Manager version projects/P/secrets/S/versions/V holding that JSON"),
+            Flag("sh_profile", "sentinelhub config profile with the credentials (on every machine of the run)"),
+            Flag("sh_max_attempts", "tries per request on 5xx/connection errors", 4, int),
+            Flag("sh_retry_sleep", "first back-off in s (x3 per retry)", 5.0, float),
+            Flag("sh_timeout", "seconds per HTTP request", 120.0, float),
+            Flag(
+                "sh_max_throttle_retries",
+                "429 answers honoured per request (each waits the server's Retry-After)",
+                100,
+                int,
+            ),
+        ),
+    ),
+    "plan": Group(
+        "planning",
+        (
+            Flag(
+                "plan_only",
+                "print the plan and run nothing (fetch: the requests and estimated processing units; "
+                "stack, run: observations, tiles and work items)",
+                boolean=True,
+            ),
+        ),
+    ),
+    "inputs": Group(
+        "Stage 2: inputs (any subset of the three modalities)",
+        (
+            Flag("observations", "the project's observation store (from convert/fetch)"),
+            Flag("sar_ascending", "folder of rsdtlib EOPatches, SAR ascending"),
+            Flag("sar_descending", "folder of rsdtlib EOPatches, SAR descending"),
+            Flag("optical", "folder of rsdtlib EOPatches, optical"),
+            Flag("sar_bands_feature", "EOPatch data feature of SAR bands", "L1_GND"),
+            Flag("sar_mask_feature", "EOPatch mask feature of SAR", "dataMask"),
+            Flag("opt_bands_feature", "EOPatch data feature of optical bands", "L1C_data"),
+            Flag("opt_mask_feature", "EOPatch mask feature of optical", "dataMask"),
+        ),
+    ),
+    "time_range": Group(
+        "Stage 2: time range",
+        (
+            Flag("starttime", "first time of the stack (ISO 8601; required)"),
+            Flag("endtime", "end of the stack, exclusive (ISO 8601; required)"),
+        ),
+    ),
+    "tiling": Group(
+        "Stage 2: tiling",
+        (
+            Flag("tile_size", "tile size N or YxX pixels", "32"),
+            Flag("deadzone", "deadzone N or YxX pixels (tiles overlap by 2x)", "0"),
+        ),
+    ),
+    "stack": Group(
+        "Stage 2: parameters",
+        (
+            Flag("delta_step", "bin length: one frame per non-empty bin", "2d"),
+            Flag(
+                "chunk_size",
+                "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
+                "work item; memory grows with neither the area nor the series",
+                256,
+                int,
+            ),
+        ),
+    ),
+    "stack_output": Group(
+        "Stage 2: output", (Flag("stack_output", "write Stage 2 records ({j}_{i}.tfrecords, metadata.json) here"),)
+    ),
+    "stack_input": Group("Stage 3: input", (Flag("stack_dir", "Stage 2 output (rsdt_beam's or rsdtlib's) to window"),)),
+    "window_parameters": Group(
+        "Stage 3: parameters",
+        (
+            Flag("Delta", "window length in time (Delta)", "30d"),
+            Flag("window_stride", "frames between window starts", 1, int),
+            Flag("omega", "minimum frames per window (part)", 10, int),
+            Flag("Omega", "maximum frames per window (part)", 16, int),
+            Flag("triple", "previous/current/next windows", boolean=True),
+        ),
+    ),
+    "window_selection": Group(
+        "Stage 3: selection",
+        (
+            Flag("window_filter", "module:function win_filter(*window) -> bool"),
+            Flag(
+                "tiles", "all | rsdtlib-train | rsdtlib-val | list:0_0,1_2 | file:PATH | expr:EXPR | module:fn", "all"
+            ),
+            Flag("sample", "windows to keep: all | every:K | fraction:F:SEED | weight:module:fn[:SEED]", "all"),
+        ),
+    ),
+    "window_records": Group(
+        "Stage 3: records",
+        (
+            Flag(
+                "mode",
+                "training (feature + label) or inference (the whole window) records",
+                "inference",
+                choices=("training", "inference"),
+            ),
+            Flag(
+                "label_fn",
+                "module:function gen_label(window, label_args) -> (feature, label)",
+                "rsdt_beam.window.selection:rsdtlib_example_label",
+            ),
+            Flag("label_args", "JSON value passed to the label function"),
+        ),
+    ),
+    "window_output": Group(
+        "Stage 3: output", (Flag("window_output", "folder for window records, windows.csv, metadata.json"),)
+    ),
+    "window_layout": Group(
+        "Stage 3: file layout",
+        (
+            Flag(
+                "layout",
+                "per_tile ({j}_{i}.tfrecords) or sharded (windows-NNNNN-of-MMMMM.tfrecords)",
+                "per_tile",
+                choices=("per_tile", "sharded"),
+            ),
+            Flag("records_per_shard", "sharded layout: records per file", type=int),
+            Flag(
+                "bytes_per_shard",
+                "sharded layout: about this many compressed bytes per file (e.g. 268435456)",
+                type=int,
+            ),
+        ),
+    ),
+    "observed": Group(
+        "Stages 2 and 3: observed mask",
+        (
+            Flag(
+                "record_observed",
+                "add each record's observed mask (feature Observed, uint8 [.., ty, tx, 3]: a valid "
+                "observation of SAR asc./desc./optical since the previous frame) to stacks and "
+                "windows",
+                boolean=True,
+            ),
+        ),
+    ),
+    "inference": Group(
+        "inference",
+        (
+            Flag("model", "Keras model file (.keras/.h5; local or gs://); with --model_fn: weights"),
+            Flag("model_fn", "module:function returning the Keras model (weights from --model)"),
+            Flag(
+                "windows",
+                "offline: folder of written inference windows (else --stack_dir or Stage 2 inputs give windows online)",
+            ),
+            Flag("map_output", "folder (local or gs://) for <start>_<end>.tif maps and maps.csv"),
+            Flag("batch_size", "largest batch of windows per model call", 16, int),
+            Flag(
+                "frames",
+                "pad each window's time axis to this many frames, as the readers do (default: the "
+                "windows' Omega; 0: no padding)",
+                type=int,
+            ),
+            Flag("pad_value", "value of padded frames", -1.0, float),
+            Flag("trim_map_edges", "drop the deadzone along the area's outer edge too (nodata there)", boolean=True),
+            Flag("map_grid", "grid.json for stacks without a grid in metadata.json (rsdtlib's)"),
+        ),
+    ),
+    "schedule": Group(
+        "scheduled runs",
+        (
+            Flag("output_root", "runs/<start>-<end>/ (manifest, windows, state) go here"),
+            Flag(
+                "end",
+                "end of the run, exclusive: today | yesterday | now | ISO 8601 (rounded down to the delta_step bins)",
+                "today",
+            ),
+            Flag(
+                "lookback",
+                "first run only: start = end - lookback (later runs start where the last successful one ended)",
+                "30d",
+            ),
+            Flag("bin_origin", "delta_step bins of every run start at origin + k * delta_step", "1970-01-01"),
+            Flag("write_stacks", "also write each run's new Stage 2 frames to runs/<id>/stack", boolean=True),
+        ),
+    ),
+    "output": Group(
+        "output and reporting",
+        (
+            Flag(
+                "gzip_level",
+                "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
+                DEFAULT_GZIP_LEVEL,
+                int,
+            ),
+            Flag("no_progress", "no progress line on stderr", boolean=True),
+            Flag(
+                "overwrite",
+                "replace the whole contents of output folders made with other parameters (without "
+                "it such a folder is refused)",
+                boolean=True,
+            ),
+            Flag("debug", "show the full traceback of an error", boolean=True),
+        ),
+    ),
+    "tile": Group("tile", (Flag("tile", "tile j_i to list, detail and render", "0_0"),)),
+    "csv": Group("CSV", (Flag("csv", "write the window ranges here (CSV)"),)),
+    "inspect": Group(
+        "inspect",
+        (
+            Flag("all_timestamps", "list every written time stamp", boolean=True),
+            Flag("png", "folder for the PNG pictures"),
+            Flag("max_frames", "frames shown in the stack picture", 12, int),
+            Flag("maps", "map folder: render this many of the last maps", 1, int),
+        ),
+    ),
+    "sample": Group("sample", (Flag("output", "folder for the sample's EOPatches, stacks and windows", "out/sample"),)),
 }
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (by the run helper), instead of usage + message
         raise UserError(message)
 
 
-def parser(prog: str, description: str | None, groups: tuple[str, ...], positional: tuple[Flag, ...] = (),
-           suppress_defaults: bool = False) -> argparse.ArgumentParser:
+def parser(
+    prog: str,
+    description: str | None,
+    groups: tuple[str, ...],
+    positional: tuple[Flag, ...] = (),
+    suppress_defaults: bool = False,
+) -> argparse.ArgumentParser:
     """The parser of one entry point: its positional arguments, then the named groups in order."""
     usage = " ".join([prog, *(flag.name.upper() for flag in positional), "[flags]"])
-    result = _Parser(prog=prog, usage=usage, description=description,
-                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False, allow_abbrev=False,
-                     epilog="Other flags (--runner, --direct_num_workers, --project, --temp_location, --dry_run, "
-                            "...) are passed to Beam.")
+    result = _Parser(
+        prog=prog,
+        usage=usage,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+        allow_abbrev=False,
+        epilog="Other flags (--runner, --direct_num_workers, --project, --temp_location, --dry_run, "
+        "...) are passed to Beam.",
+    )
     result.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     for flag in positional:
         result.add_argument(flag.name, help=flag.help)

@@ -1,6 +1,6 @@
 """The flag reference of the README, made from the one declaration of every flag (`rsdt_beam.cli.flags`).
 
-    python -m rsdt_beam.cli.reference      # prints the Markdown the README carries between its markers
+python -m rsdt_beam.cli.reference      # prints the Markdown the README carries between its markers
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def flags_markdown() -> str:
     for key, group in GROUPS.items():
         users = [command.name for command in COMMANDS if key in command.groups]
         lines += ["", f"**{group.title}** ({', '.join(users)})", "", "| flag | default | meaning |", "|---|---|---|"]
-        lines += [f"| `--{flag.name}` | {_default(flag)} | {flag.help.replace('|', '&#124;')} |" for flag in group.flags]
+        lines += [
+            f"| `--{flag.name}` | {_default(flag)} | {flag.help.replace('|', '&#124;')} |" for flag in group.flags
+        ]
     lines += ["", END]
     return "\n".join(lines)
 

@@ -68,8 +68,12 @@ def counters(result) -> dict[str, int]:
 
 
 def summary(values: dict[str, int], seconds: float) -> str:
-    parts = [f"{name.replace('_', ' ')} {value / 1e6:.1f} MB" if name.endswith("bytes")
-             else f"{name.replace('_', ' ')} {value}" for name, value in sorted(values.items())]
+    parts = [
+        f"{name.replace('_', ' ')} {value / 1e6:.1f} MB"
+        if name.endswith("bytes")
+        else f"{name.replace('_', ' ')} {value}"
+        for name, value in sorted(values.items())
+    ]
     return f"rsdt_beam: done in {seconds:.1f} s: " + ", ".join(parts)
 
 
@@ -77,18 +81,27 @@ def _translation(pipeline: beam.Pipeline, options: PipelineOptions) -> list[str]
     """What a dry run would launch: runner, top-level steps, leaf transform count, staged code."""
     proto = pipeline.to_runner_api()
     transforms = proto.components.transforms
-    steps = [transforms[t].unique_name for root in proto.root_transform_ids
-             for t in transforms[root].subtransforms] or [transforms[t].unique_name for t in proto.root_transform_ids]
+    steps = [
+        transforms[t].unique_name for root in proto.root_transform_ids for t in transforms[root].subtransforms
+    ] or [transforms[t].unique_name for t in proto.root_transform_ids]
     leaves = sum(1 for t in transforms.values() if not t.subtransforms)
     setup, worker = options.view_as(SetupOptions), options.view_as(WorkerOptions)
-    staged = [f"{name} {value}" for name, value in (
-        ("setup_file", setup.setup_file), ("requirements_file", setup.requirements_file),
-        ("extra_packages", ",".join(setup.extra_packages or []) or None),
-        ("sdk_container_image", worker.sdk_container_image)) if value]
+    staged = [
+        f"{name} {value}"
+        for name, value in (
+            ("setup_file", setup.setup_file),
+            ("requirements_file", setup.requirements_file),
+            ("extra_packages", ",".join(setup.extra_packages or []) or None),
+            ("sdk_container_image", worker.sdk_container_image),
+        )
+        if value
+    ]
     runner = options.get_all_options()["runner"] or "DirectRunner"
-    return [f"dry run: {runner} would run {len(steps)} steps ({leaves} transforms); nothing was written",
-            *(f"  step: {step}" for step in steps),
-            f"  staged: {', '.join(staged) if staged else 'nothing (code must be in the worker image)'}"]
+    return [
+        f"dry run: {runner} would run {len(steps)} steps ({leaves} transforms); nothing was written",
+        *(f"  step: {step}" for step in steps),
+        f"  staged: {', '.join(staged) if staged else 'nothing (code must be in the worker image)'}",
+    ]
 
 
 @contextlib.contextmanager
@@ -174,4 +187,3 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
     if command.report is not None and not outcome.dry_run:
         return command.report(outcome) or 0  # a report may judge the outcome a failure (exit 1)
     return 0
-

@@ -61,14 +61,23 @@ def convert_spec(args: argparse.Namespace) -> ConvertSpec:
     if not args.manifest and not args.band_files:
         raise UserError("no archive: give --manifest or --band_files (with --time_pattern)")
     try:
-        params = ConvertParams.create(args.divisor, args.resampling, args.mask_rule, args.db_to_linear,
-                                      args.clip_to_aoi, args.output_dtype)
+        params = ConvertParams.create(
+            args.divisor, args.resampling, args.mask_rule, args.db_to_linear, args.clip_to_aoi, args.output_dtype
+        )
     except ValueError as error:
         raise UserError(str(error)) from None
     band_files = tuple(p.strip() for p in (args.band_files or "").split(",") if p.strip())
-    return ConvertSpec(args.manifest, band_files, args.mask_files, args.archive_modality, args.time_pattern,
-                       _flag_value("band_selection", parse_band_selection, args.band_selection), args.align_to,
-                       params, args.convert_block_size)
+    return ConvertSpec(
+        args.manifest,
+        band_files,
+        args.mask_files,
+        args.archive_modality,
+        args.time_pattern,
+        _flag_value("band_selection", parse_band_selection, args.band_selection),
+        args.align_to,
+        params,
+        args.convert_block_size,
+    )
 
 
 def parse_maxcc(text: str) -> float | None:
@@ -86,27 +95,51 @@ def parse_maxcc(text: str) -> float | None:
 
 def fetch_spec(args: argparse.Namespace) -> FetchSpec:
     collections = tuple(m.strip() for m in args.collections.split(",") if m.strip())
-    return FetchSpec(collections, parse_maxcc(args.maxcc), args.time_difference, args.fetch_chunk_size,
-                     args.max_requests_in_flight, args.sh_base_url, args.sh_token_url, args.sh_profile,
-                     args.sh_credentials_file, args.sh_secret, args.sh_max_attempts, args.sh_retry_sleep,
-                     args.sh_timeout, args.sh_max_throttle_retries, args.plan_only)
+    return FetchSpec(
+        collections,
+        parse_maxcc(args.maxcc),
+        args.time_difference,
+        args.fetch_chunk_size,
+        args.max_requests_in_flight,
+        args.sh_base_url,
+        args.sh_token_url,
+        args.sh_profile,
+        args.sh_credentials_file,
+        args.sh_secret,
+        args.sh_max_attempts,
+        args.sh_retry_sleep,
+        args.sh_timeout,
+        args.sh_max_throttle_retries,
+        args.plan_only,
+    )
 
 
 def inputs_spec(args: argparse.Namespace) -> InputsSpec:
-    return InputsSpec(args.observations, args.sar_ascending, args.sar_descending, args.optical,
-                      args.sar_bands_feature, args.sar_mask_feature, args.opt_bands_feature, args.opt_mask_feature)
+    return InputsSpec(
+        args.observations,
+        args.sar_ascending,
+        args.sar_descending,
+        args.optical,
+        args.sar_bands_feature,
+        args.sar_mask_feature,
+        args.opt_bands_feature,
+        args.opt_mask_feature,
+    )
 
 
 def stack_spec(args: argparse.Namespace, output_required: bool = False) -> StackSpec:
     output = getattr(args, "stack_output", None)
     if output_required and not output:
         raise UserError("--stack_output is required")
-    return StackSpec(_flag_value("starttime", parse_time, getattr(args, "starttime", None)),
-                     _flag_value("endtime", parse_time, getattr(args, "endtime", None)),
-                     _flag_value("delta_step", parse_duration, args.delta_step),
-                     _flag_value("tile_size", parse_size_pair, args.tile_size),
-                     _flag_value("deadzone", parse_size_pair, args.deadzone),
-                     getattr(args, "chunk_size", 256), output)
+    return StackSpec(
+        _flag_value("starttime", parse_time, getattr(args, "starttime", None)),
+        _flag_value("endtime", parse_time, getattr(args, "endtime", None)),
+        _flag_value("delta_step", parse_duration, args.delta_step),
+        _flag_value("tile_size", parse_size_pair, args.tile_size),
+        _flag_value("deadzone", parse_size_pair, args.deadzone),
+        getattr(args, "chunk_size", 256),
+        output,
+    )
 
 
 def window_params(args: argparse.Namespace) -> WindowParams:
@@ -136,22 +169,35 @@ def window_spec(args: argparse.Namespace, output_required: bool = True) -> Windo
         raise UserError(f"--tiles {args.tiles}: {error}") from None
     label_args = getattr(args, "label_args", None)
     return WindowSpec(
-        params=window_params(args), mode=mode,
+        params=window_params(args),
+        mode=mode,
         label_fn=getattr(args, "label_fn", None) if mode == "training" else None,
         gen_label=_callable("label_fn", getattr(args, "label_fn", None)) if mode == "training" else None,
         label_args=_flag_value("label_args", json.loads, label_args),
-        window_filter=_callable("window_filter", args.window_filter), tiles=tiles,
+        window_filter=_callable("window_filter", args.window_filter),
+        tiles=tiles,
         sample=_flag_value("sample", parse_sample, getattr(args, "sample", None)),
-        layout=getattr(args, "layout", "per_tile"), records_per_shard=getattr(args, "records_per_shard", None),
-        bytes_per_shard=getattr(args, "bytes_per_shard", None), stack_dir=getattr(args, "stack_dir", None),
+        layout=getattr(args, "layout", "per_tile"),
+        records_per_shard=getattr(args, "records_per_shard", None),
+        bytes_per_shard=getattr(args, "bytes_per_shard", None),
+        stack_dir=getattr(args, "stack_dir", None),
         output=output,
-        identity=(("tiles", args.tiles), ("label_fn", getattr(args, "label_fn", None) if mode == "training" else None),
-                  ("label_args", label_args), ("window_filter", args.window_filter)))
+        identity=(
+            ("tiles", args.tiles),
+            ("label_fn", getattr(args, "label_fn", None) if mode == "training" else None),
+            ("label_args", label_args),
+            ("window_filter", args.window_filter),
+        ),
+    )
 
 
 def output_spec(args: argparse.Namespace) -> OutputSpec:
-    return OutputSpec(args.gzip_level, progress=not args.no_progress,
-                      record_observed=getattr(args, "record_observed", False), overwrite=args.overwrite)
+    return OutputSpec(
+        args.gzip_level,
+        progress=not args.no_progress,
+        record_observed=getattr(args, "record_observed", False),
+        overwrite=args.overwrite,
+    )
 
 
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:
@@ -159,15 +205,27 @@ def inference_spec(args: argparse.Namespace) -> InferenceSpec:
         raise UserError("--map_output is required")
     if not args.model and not args.model_fn:
         raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
-    return InferenceSpec(args.model, _callable("model_fn", args.model_fn), args.map_output, args.windows,
-                         args.batch_size, args.frames, args.pad_value, args.trim_map_edges, args.map_grid,
-                         args.model_fn)
+    return InferenceSpec(
+        args.model,
+        _callable("model_fn", args.model_fn),
+        args.map_output,
+        args.windows,
+        args.batch_size,
+        args.frames,
+        args.pad_value,
+        args.trim_map_edges,
+        args.map_grid,
+        args.model_fn,
+    )
 
 
 def schedule_spec(args: argparse.Namespace) -> ScheduleSpec:
     if not args.output_root:
         raise UserError("--output_root is required")
-    return ScheduleSpec(args.output_root, args.end, _flag_value("lookback", parse_duration, args.lookback),
-                        _flag_value("bin_origin", parse_time, args.bin_origin), args.write_stacks)
-
-
+    return ScheduleSpec(
+        args.output_root,
+        args.end,
+        _flag_value("lookback", parse_duration, args.lookback),
+        _flag_value("bin_origin", parse_time, args.bin_origin),
+        args.write_stacks,
+    )

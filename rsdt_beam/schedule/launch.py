@@ -23,8 +23,8 @@ from rsdt_beam.schedule.manifest import (
     SUCCEEDED,
     RunManifest,
     read_manifest,
-    run_entries,
     run_dir,
+    run_entries,
     write_manifest,
 )
 from rsdt_beam.schedule.rules import Carry, align_down, resolve_end
@@ -42,10 +42,20 @@ def _size_text(size: tuple[int, int]) -> str:
 def run_parameters(schedule: ScheduleSpec, stack: StackSpec, window: WindowSpec, plan: StackPlan) -> dict:
     """What every run of one output root must share: a carry is only valid under the same rules."""
     params = window.params
-    return dict(delta_step=stack.delta_step, bin_origin=iso_time(schedule.bin_origin),
-                tile_size=_size_text(stack.tile_size), deadzone=_size_text(stack.deadzone), Delta=params.delta_size,
-                window_stride=params.window_stride, omega=params.omega, Omega=params.Omega, triple=params.triple,
-                grid=plan.grid.to_json(), bands_sar=plan.bands.sar, bands_opt=plan.bands.opt)
+    return dict(
+        delta_step=stack.delta_step,
+        bin_origin=iso_time(schedule.bin_origin),
+        tile_size=_size_text(stack.tile_size),
+        deadzone=_size_text(stack.deadzone),
+        Delta=params.delta_size,
+        window_stride=params.window_stride,
+        omega=params.omega,
+        Omega=params.Omega,
+        triple=params.triple,
+        grid=plan.grid.to_json(),
+        bands_sar=plan.bands.sar,
+        bands_opt=plan.bands.opt,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +88,19 @@ class RunPlan:
         return fs.join(run_dir(self.output_root, self.previous.run_id), "state") if self.previous else None
 
     def outputs(self, write_stacks: bool) -> dict:
-        outputs = {"windows": fs.join(self.directory, "windows"), "state": self.state_dir,
-                   "rejected": fs.join(self.directory, REJECTED_FILE)}
+        outputs = {
+            "windows": fs.join(self.directory, "windows"),
+            "state": self.state_dir,
+            "rejected": fs.join(self.directory, REJECTED_FILE),
+        }
         if write_stacks:
             outputs["stack"] = fs.join(self.directory, "stack")
         return outputs
 
 
-def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec,
-             now: float) -> tuple[RunPlan, StackSpec]:
+def plan_run(
+    schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, now: float
+) -> tuple[RunPlan, StackSpec]:
     """Resolves the time range against earlier runs and lists the observations; returns the run and the
     stack spec of its time range."""
     step, origin = stack.delta_step, schedule.bin_origin
@@ -97,23 +111,30 @@ def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, windo
     succeeded = [e for e in run_entries(schedule.output_root) if e.status == SUCCEEDED]
     later = [e for e in succeeded if e.end_time > end]
     if later:
-        raise UserError(f"--end {schedule.end}: run {later[-1].run_id} already covers time up to {later[-1].end}, "
-                        f"after this run's end {iso_time(end)}: earlier ranges cannot be re-run on top of it")
+        raise UserError(
+            f"--end {schedule.end}: run {later[-1].run_id} already covers time up to {later[-1].end}, "
+            f"after this run's end {iso_time(end)}: earlier ranges cannot be re-run on top of it"
+        )
     earlier = [e for e in succeeded if e.end_time < end]
     previous = read_manifest(schedule.output_root, earlier[-1].run_id) if earlier else None
     start = previous.end_time if previous else align_down(end - schedule.lookback, origin, step)
     if start >= end:
-        raise UserError(f"empty time range [{iso_time(start)}, {iso_time(end)}): "
-                        f"--lookback must be positive, got {schedule.lookback:g} s")
+        raise UserError(
+            f"empty time range [{iso_time(start)}, {iso_time(end)}): "
+            f"--lookback must be positive, got {schedule.lookback:g} s"
+        )
     stack = stack.between(start, end)
     observations = discover_observations(inputs, end)
-    plan = StackPlan.create(stack, observations.grid, observations.bands,
-                            modalities=[ref.modality for ref in observations.refs])
+    plan = StackPlan.create(
+        stack, observations.grid, observations.bands, modalities=[ref.modality for ref in observations.refs]
+    )
     parameters = run_parameters(schedule, stack, window, plan)
     if previous is not None and previous.parameters != parameters:
-        raise UserError(f"--output_root {schedule.output_root}: parameters differ from run {previous.run_id}'s: "
-                        f"{'; '.join(differences(previous.parameters, parameters))}; windows cannot continue "
-                        f"across a change: use a new --output_root")
+        raise UserError(
+            f"--output_root {schedule.output_root}: parameters differ from run {previous.run_id}'s: "
+            f"{'; '.join(differences(previous.parameters, parameters))}; windows cannot continue "
+            f"across a change: use a new --output_root"
+        )
     refs = observations.refs
     late = 0
     if previous is not None:
@@ -121,13 +142,28 @@ def plan_run(schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, windo
         late = sum(ref.time < start for ref in refs) - previous.inputs["listed_before_end"]
         refs = [ref for ref in refs if ref.time >= start]
         if late > 0:
-            _LOG.warning("%d observations before %s appeared after the run that covered their time; they are "
-                         "in no window (delete the runs from their time on to re-process them)", late,
-                         iso_time(start))
+            _LOG.warning(
+                "%d observations before %s appeared after the run that covered their time; they are "
+                "in no window (delete the runs from their time on to re-process them)",
+                late,
+                iso_time(start),
+            )
     carry = Carry.from_json(previous.carry) if previous else Carry(start)
     run_id = f"{time_name(start)}-{time_name(end)}"
-    run = RunPlan(schedule.output_root, run_id, start, end, plan, tuple(refs), tuple(observations.rejected),
-                  len(observations.refs), carry, previous, parameters, max(late, 0))
+    run = RunPlan(
+        schedule.output_root,
+        run_id,
+        start,
+        end,
+        plan,
+        tuple(refs),
+        tuple(observations.rejected),
+        len(observations.refs),
+        carry,
+        previous,
+        parameters,
+        max(late, 0),
+    )
     return run, stack
 
 
@@ -140,25 +176,39 @@ class ScheduledRun:
     window: WindowSpec
 
     @classmethod
-    def plan(cls, schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec,
-             now: float) -> ScheduledRun:
+    def plan(
+        cls, schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, now: float
+    ) -> ScheduledRun:
         run, _stack = plan_run(schedule, inputs, stack, window, now)
         outputs = run.outputs(schedule.write_stacks)
         observed = [ref.time for ref in run.refs]
-        manifest_inputs = {"sources": inputs.sources(), "observations": len(run.refs),
-                           "listed_before_end": run.listed_before_end,
-                           "first": iso_time(min(observed)) if observed else None,
-                           "last": iso_time(max(observed)) if observed else None}
-        manifest = RunManifest(run.run_id, RUNNING, iso_time(run.start), iso_time(run.end), run.parameters,
-                               manifest_inputs, outputs,
-                               previous_run=run.previous.run_id if run.previous else None,
-                               late_observations=run.late_observations, launched_at=utc_now_iso())
+        manifest_inputs = {
+            "sources": inputs.sources(),
+            "observations": len(run.refs),
+            "listed_before_end": run.listed_before_end,
+            "first": iso_time(min(observed)) if observed else None,
+            "last": iso_time(max(observed)) if observed else None,
+        }
+        manifest = RunManifest(
+            run.run_id,
+            RUNNING,
+            iso_time(run.start),
+            iso_time(run.end),
+            run.parameters,
+            manifest_inputs,
+            outputs,
+            previous_run=run.previous.run_id if run.previous else None,
+            late_observations=run.late_observations,
+            launched_at=utc_now_iso(),
+        )
         return cls(run, manifest, dataclasses.replace(window, output=outputs["windows"]))
 
     def describe(self) -> str:
-        return (f"run {self.run.run_id} [{self.manifest.start}, {self.manifest.end}) after "
-                f"{self.manifest.previous_run or 'no earlier run'}; {len(self.run.refs)} observations, "
-                f"{self.run.stack.describe()}")
+        return (
+            f"run {self.run.run_id} [{self.manifest.start}, {self.manifest.end}) after "
+            f"{self.manifest.previous_run or 'no earlier run'}; {len(self.run.refs)} observations, "
+            f"{self.run.stack.describe()}"
+        )
 
     def build(self, pipeline, output: OutputSpec) -> None:
         build_scheduled(pipeline, self.run, self.manifest, self.window, output)
@@ -168,8 +218,12 @@ class ScheduledRun:
         write_manifest(self.run.output_root, self.manifest)
 
     def failed(self, error: BaseException) -> None:
-        write_manifest(self.run.output_root, dataclasses.replace(
-            self.manifest, status=FAILED, error=f"{type(error).__name__}: {error}", finished_at=utc_now_iso()))
+        write_manifest(
+            self.run.output_root,
+            dataclasses.replace(
+                self.manifest, status=FAILED, error=f"{type(error).__name__}: {error}", finished_at=utc_now_iso()
+            ),
+        )
 
     def finished(self) -> RunManifest:
         """The manifest as the job left it (`succeeded`)."""

@@ -59,8 +59,10 @@ def _entry(manifest: RunManifest) -> RunEntry:
 
 def _entries_from_manifests(output_root: str):
     """For an output root from before runs/index.json: every manifest, read once."""
-    return lambda: [_entry(RunManifest.from_json(fs.read_json(path)))
-                    for path in fs.glob(fs.join(output_root, RUNS_DIR, "*", MANIFEST_FILE))]
+    return lambda: [
+        _entry(RunManifest.from_json(fs.read_json(path)))
+        for path in fs.glob(fs.join(output_root, RUNS_DIR, "*", MANIFEST_FILE))
+    ]
 
 
 def run_entries(output_root: str) -> list[RunEntry]:

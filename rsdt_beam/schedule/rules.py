@@ -111,7 +111,7 @@ def select_windows(times: np.ndarray, carry: Carry, end: float, params: WindowPa
     # A pending window's previous part reaches at most Omega frames back.
     keep = min(max(pending - (params.Omega if params.triple else 0), 0), offset + len(times))
     keep -= keep % stride
-    carried = tuple(float(t) for t in times[keep - offset:])
+    carried = tuple(float(t) for t in times[keep - offset :])
     return Selection(tuple(spans), Carry(end, keep, pending, next_id, carried))
 
 
@@ -124,8 +124,12 @@ def seed_pieces(carried: TileStack) -> list[Piece]:
     """A tile's carried frames (its fill state last) as all-valid pieces: stacking them at their own
     times reproduces them exactly, and the last one seeds the forward fill of the new observations."""
     bands = carried.bands
-    return [Piece(float(time), m, frame[..., bands.slice_of(m)], None)
-            for time, frame in zip(carried.times, carried.frames) for m in MODALITIES if bands.bands_of(m)]
+    return [
+        Piece(float(time), m, frame[..., bands.slice_of(m)], None)
+        for time, frame in zip(carried.times, carried.frames)
+        for m in MODALITIES
+        if bands.bands_of(m)
+    ]
 
 
 def frames_between(stack: TileStack, start: int, stop: int | None) -> TileStack:

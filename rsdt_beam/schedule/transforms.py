@@ -41,8 +41,10 @@ class CarriedFrames:
         carried = read_tile_stack(self.state_dir, tile, self.metadata)
         expected = (*self.carry.times, fill_time(self.carry.end))
         if tuple(carried.times) != expected:
-            raise ValueError(f"{self.state_dir} tile {tile}: carried frame times {list(carried.times)} differ "
-                             f"from its run's manifest {list(expected)}")
+            raise ValueError(
+                f"{self.state_dir} tile {tile}: carried frame times {list(carried.times)} differ "
+                f"from its run's manifest {list(expected)}"
+            )
         return seed_pieces(carried)
 
 
@@ -51,9 +53,18 @@ def finish_run(output_root: str, manifest: RunManifest, frames_before: int, carr
     windows = fs.read_json(fs.join(manifest.outputs["windows"], METADATA_FILE))
     replaced = [e.run_id for e in run_entries(output_root) if e.status != SUCCEEDED and e.run_id != manifest.run_id]
     done = dataclasses.replace(
-        manifest, status=SUCCEEDED, carry=carry.to_json(), replaced_runs=replaced, finished_at=utc_now_iso(),
-        counts=dict(frames_written=carry.frames_total - frames_before, windows_written=windows["windows_written"],
-                    tiles_windowed=windows["tiles_written"], observations_rejected=rejected))
+        manifest,
+        status=SUCCEEDED,
+        carry=carry.to_json(),
+        replaced_runs=replaced,
+        finished_at=utc_now_iso(),
+        counts=dict(
+            frames_written=carry.frames_total - frames_before,
+            windows_written=windows["windows_written"],
+            tiles_windowed=windows["tiles_written"],
+            observations_rejected=rejected,
+        ),
+    )
     write_manifest(output_root, done)
     delete_runs(output_root, replaced)  # their time is covered by this run now
     return done.run_id
@@ -72,35 +83,58 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     # they span the run and the carry, not the history.
     extended_dir = temporary_stack_dir(run.directory)
     extended_folder = stack_folder(extended_dir, plan.metadata, output.gzip_level, "the run's temporary stacks")
-    stacked = (pipeline
-               | "Observations" >> beam.Create(run.refs)
-               | "Stage 2" >> Stack(plan, extended_folder, output.gzip_level,
-                                    stack_times=lambda times: run_times(carry, times, end), seeds=seeds))
+    stacked = (
+        pipeline
+        | "Observations" >> beam.Create(run.refs)
+        | "Stage 2"
+        >> Stack(
+            plan,
+            extended_folder,
+            output.gzip_level,
+            stack_times=lambda times: run_times(carry, times, end),
+            seeds=seeds,
+        )
+    )
     extended = stacked.stacks | "Load extended stacks" >> beam.Map(lambda stack: stack.load())
     written = stacked.written
     next_carry = written | "Select windows" >> beam.Map(
-        lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry)
+        lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry
+    )
     state_times = next_carry | "State times" >> beam.Map(lambda c: np.asarray([*c.times, fill_time(end)]))
-    done = [extended
-            | "Frames still needed" >> beam.Map(
-                lambda stack, c: frames_between(stack, c.first_frame - carry.first_frame, None),
-                beam.pvalue.AsSingleton(next_carry))
-            | "Write state" >> WriteStacks(run.state_dir, plan.metadata, output.gzip_level, state_times)]
+    done = [
+        extended
+        | "Frames still needed"
+        >> beam.Map(
+            lambda stack, c: frames_between(stack, c.first_frame - carry.first_frame, None),
+            beam.pvalue.AsSingleton(next_carry),
+        )
+        | "Write state" >> WriteStacks(run.state_dir, plan.metadata, output.gzip_level, state_times)
+    ]
     if "stack" in manifest.outputs:
-        done.append(extended
-                    | "New frames" >> beam.Map(lambda stack: frames_between(stack, len(carry.times), -1))
-                    | "Write stacks" >> WriteStacks(manifest.outputs["stack"], plan.metadata, output.gzip_level,
-                                                    written))
+        done.append(
+            extended
+            | "New frames" >> beam.Map(lambda stack: frames_between(stack, len(carry.times), -1))
+            | "Write stacks" >> WriteStacks(manifest.outputs["stack"], plan.metadata, output.gzip_level, written)
+        )
     windows = WindowOutput(window, output.gzip_level, CompleteWindows(carry, end))
-    done.append(extended
-                | "Selected tiles" >> beam.Filter(lambda stack: window.selects(*stack.tile))
-                | "Write windows" >> WriteWindows(windows, plan.metadata))
+    done.append(
+        extended
+        | "Selected tiles" >> beam.Filter(lambda stack: window.selects(*stack.tile))
+        | "Write windows" >> WriteWindows(windows, plan.metadata)
+    )
     rejected = stacked.rejected | "Rejected observations" >> WriteRejections(run.directory, run.listed_rejections)
     output_root, frames_before = run.output_root, carry.frames_total
-    (pipeline
-     | "Run" >> beam.Create([manifest])
-     | "Write manifest.json" >> beam.Map(
-         lambda started, c, n, *_: (fs.delete_tree(extended_dir),
-                                    finish_run(output_root, started, frames_before, c, n))[1],
-         beam.pvalue.AsSingleton(next_carry), beam.pvalue.AsSingleton(rejected),
-         *(beam.pvalue.AsList(pcoll) for pcoll in done)))
+    (
+        pipeline
+        | "Run" >> beam.Create([manifest])
+        | "Write manifest.json"
+        >> beam.Map(
+            lambda started, c, n, *_: (
+                fs.delete_tree(extended_dir),
+                finish_run(output_root, started, frames_before, c, n),
+            )[1],
+            beam.pvalue.AsSingleton(next_carry),
+            beam.pvalue.AsSingleton(rejected),
+            *(beam.pvalue.AsList(pcoll) for pcoll in done),
+        )
+    )

@@ -19,7 +19,6 @@ from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor, s
 from rsdt_beam.stack.rules import TileStack
 from rsdt_beam.tfrecord import TFRecordWriter, read_records
 
-
 TEMPORARY_STACKS = ".stacks"
 
 
@@ -31,8 +30,9 @@ def temporary_stack_dir(output_dir: str) -> str:
 def read_stack_metadata(stack_dir: str) -> dict:
     path = fs.join(stack_dir, METADATA_FILE)
     if not fs.exists(path):
-        raise FileNotFoundError(f"{path} not found: {stack_dir} is no complete Stage 2 output "
-                                f"(metadata.json is written last)")
+        raise FileNotFoundError(
+            f"{path} not found: {stack_dir} is no complete Stage 2 output (metadata.json is written last)"
+        )
     metadata = fs.read_json(path)
     missing = [key for key in RSDTLIB_METADATA_KEYS[:4] if key not in metadata]
     if missing:
@@ -63,18 +63,26 @@ def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
     """The time stamps written for one tile, in file order (only `Timestamp` is decoded)."""
     path = fs.join(stack_dir, tile_file_name(tile))
     with fs.open_read(path) as raw:
-        return np.asarray([float(parse_tensor(parse_example(payload)["Timestamp"]))
-                           for payload in read_records(raw, gzip=True, name=path)], np.float64)
+        return np.asarray(
+            [
+                float(parse_tensor(parse_example(payload)["Timestamp"]))
+                for payload in read_records(raw, gzip=True, name=path)
+            ],
+            np.float64,
+        )
 
 
-def iter_tile_frames(stack_dir: str, tile: tuple[int, int], metadata: dict
-                     ) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
+def iter_tile_frames(
+    stack_dir: str, tile: tuple[int, int], metadata: dict
+) -> Iterator[tuple[float, np.ndarray, np.ndarray | None]]:
     """One tile's (time, frame `[ty, tx, 2*sar + opt]`, observed `[ty, tx, 3]` or None) record by record,
     checked against the metadata's tile size and band counts; one record is decoded at a time."""
     path = fs.join(stack_dir, tile_file_name(tile))
     bands = band_counts(metadata)
-    shapes = {"SAR_ascending": (metadata["tile_size_y"], metadata["tile_size_x"], bands.sar),
-              "OPT": (metadata["tile_size_y"], metadata["tile_size_x"], bands.opt)}
+    shapes = {
+        "SAR_ascending": (metadata["tile_size_y"], metadata["tile_size_x"], bands.sar),
+        "OPT": (metadata["tile_size_y"], metadata["tile_size_x"], bands.opt),
+    }
     shapes["SAR_descending"] = shapes["SAR_ascending"]
     previous = -np.inf
     with fs.open_read(path) as raw:
@@ -82,8 +90,9 @@ def iter_tile_frames(stack_dir: str, tile: tuple[int, int], metadata: dict
             timestamp, asc, dsc, opt, seen = parse_stack_record(payload)
             for name, array in zip(("SAR_ascending", "SAR_descending", "OPT"), (asc, dsc, opt)):
                 if array.shape != tuple(shapes[name]):
-                    raise ValueError(f"{path} record {n}: {name} has shape {array.shape}, "
-                                     f"metadata.json says {tuple(shapes[name])}")
+                    raise ValueError(
+                        f"{path} record {n}: {name} has shape {array.shape}, metadata.json says {tuple(shapes[name])}"
+                    )
             if timestamp <= previous:
                 raise ValueError(f"{path} record {n}: time stamps are not increasing")
             previous = timestamp
@@ -100,9 +109,13 @@ def read_tile_stack(stack_dir: str, tile: tuple[int, int], metadata: dict) -> Ti
         observed.append(seen)
     shape = (0, metadata["tile_size_y"], metadata["tile_size_x"], bands.total)
     recorded = bool(observed) and all(seen is not None for seen in observed)
-    return TileStack(tile, np.asarray(times, np.float64),
-                     np.stack(frames) if frames else np.zeros(shape, np.float32), bands,
-                     np.stack(observed) if recorded else None)
+    return TileStack(
+        tile,
+        np.asarray(times, np.float64),
+        np.stack(frames) if frames else np.zeros(shape, np.float32),
+        bands,
+        np.stack(observed) if recorded else None,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +148,14 @@ class TileStackWriter:
     `record_observed` adds each frame's observed mask (`Observed`).
     """
 
-    def __init__(self, folder: OutputFolder, tile: tuple[int, int], bands: BandCounts, gzip_level: int | None,
-                 record_observed: bool = False):
+    def __init__(
+        self,
+        folder: OutputFolder,
+        tile: tuple[int, int],
+        bands: BandCounts,
+        gzip_level: int | None,
+        record_observed: bool = False,
+    ):
         self.tile = tile
         self._bands = bands
         self._target = fs.atomic_write(folder.file(tile_file_name(tile)), folder.run_id)
@@ -150,8 +169,14 @@ class TileStackWriter:
 
     def add(self, time: float, frame: np.ndarray, observed: np.ndarray | None = None) -> None:
         bands = self._bands
-        self.writer.write(stack_record(time, *(frame[..., bands.slice_of(m)] for m in MODALITIES), self.tile,
-                                       observed if self._record_observed else None))
+        self.writer.write(
+            stack_record(
+                time,
+                *(frame[..., bands.slice_of(m)] for m in MODALITIES),
+                self.tile,
+                observed if self._record_observed else None,
+            )
+        )
 
     def __exit__(self, kind, error, trace):
         if kind is None:

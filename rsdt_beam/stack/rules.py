@@ -89,8 +89,9 @@ class TileStack:
             yield float(time), self.frames[k], None if self.observed is None else self.observed[k]
 
 
-def fold_frames(pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, int],
-                bands: BandCounts) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
+def fold_frames(
+    pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, int], bands: BandCounts
+) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
     """Forward-fills time-ordered pieces over an area of `shape` px; yields `(k, written[k], state, observed)`.
 
     Lazy in both directions: pieces are drawn one at a time and frame k is
@@ -118,8 +119,11 @@ def fold_frames(pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, 
             k += 1
             if k == len(written):
                 return
-        rows, cols = (slice(piece.at[0], piece.at[1]), slice(piece.at[2], piece.at[3])) if piece.at \
+        rows, cols = (
+            (slice(piece.at[0], piece.at[1]), slice(piece.at[2], piece.at[3]))
+            if piece.at
             else (slice(None), slice(None))
+        )
         target = state[rows, cols, bands.slice_of(piece.modality)]
         seen = observed[rows, cols, MODALITIES.index(piece.modality)]
         if piece.mask is None:
@@ -128,13 +132,14 @@ def fold_frames(pieces: Iterable[Piece], written: np.ndarray, shape: tuple[int, 
         else:
             np.copyto(target, piece.data, where=piece.mask[..., None])
             seen |= piece.mask
-    for k in range(k, len(written)):
-        yield k, float(written[k]), state, observed
+    for rest in range(k, len(written)):  # bins after the last observation: the state as it stands
+        yield rest, float(written[rest]), state, observed
         observed[...] = False
 
 
-def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarray,
-               tile_shape: tuple[int, int], bands: BandCounts) -> TileStack:
+def stack_tile(
+    tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarray, tile_shape: tuple[int, int], bands: BandCounts
+) -> TileStack:
     """A tile's frames at each written time, all in memory (`fold_frames` collected).
 
     `pieces` may come in any order and may leave out observations with no
@@ -143,8 +148,7 @@ def stack_tile(tile: tuple[int, int], pieces: Iterable[Piece], written: np.ndarr
     """
     frames = np.empty((len(written), *tile_shape, bands.total), np.float32)
     observed = np.zeros((len(written), *tile_shape, len(MODALITIES)), bool)
-    for k, _, state, seen in fold_frames(sorted(pieces, key=lambda piece: piece.time), written, tile_shape,
-                                         bands):
+    for k, _, state, seen in fold_frames(sorted(pieces, key=lambda piece: piece.time), written, tile_shape, bands):
         frames[k] = state
         observed[k] = seen
     return TileStack(tile, np.asarray(written, np.float64), frames, bands, observed)

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 import apache_beam as beam
 import numpy as np
 
-from rsdt_beam import fs
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
@@ -55,12 +54,14 @@ class _Inspect(beam.DoFn):
         try:
             header = ref.reader.header(ref.uri)
             if not header.grid.matches(self._grid):
-                raise ObservationError(ref.uri, f"grid {header.grid.describe()} differs from the run's grid "
-                                                f"{self._grid.describe()}")
+                raise ObservationError(
+                    ref.uri, f"grid {header.grid.describe()} differs from the run's grid {self._grid.describe()}"
+                )
             expected = self._bands.bands_of(ref.modality)
             if header.bands != expected:
-                raise ObservationError(ref.uri, f"has {header.bands} bands but {ref.modality} observations "
-                                                f"of this run have {expected}")
+                raise ObservationError(
+                    ref.uri, f"has {header.bands} bands but {ref.modality} observations of this run have {expected}"
+                )
         except ObservationError as error:
             self._rejected.inc()
             _LOG.warning("set aside %s", error)
@@ -95,10 +96,12 @@ class WrittenTimes(beam.PTransform):
 
     def expand(self, refs):
         params = self._params
-        return (refs
-                | beam.Map(lambda ref: ref.time)
-                | beam.combiners.ToList()
-                | beam.Map(lambda times: written_times(times, params)))
+        return (
+            refs
+            | beam.Map(lambda ref: ref.time)
+            | beam.combiners.ToList()
+            | beam.Map(lambda times: written_times(times, params))
+        )
 
 
 class _WrittenCounters:
@@ -128,8 +131,16 @@ class _StackChunk(beam.DoFn):
     """Streams one read chunk through time: reads its observations one by one in time order, folds
     each into the chunk's forward-fill state, and writes every tile's frame as soon as its bin closes."""
 
-    def __init__(self, chunks: list[ReadChunk], bands: BandCounts, selector, folder: OutputFolder,
-                 gzip_level: int | None, record_observed: bool, seeds=None):
+    def __init__(
+        self,
+        chunks: list[ReadChunk],
+        bands: BandCounts,
+        selector,
+        folder: OutputFolder,
+        gzip_level: int | None,
+        record_observed: bool,
+        seeds=None,
+    ):
         self._chunks = chunks
         self._bands = bands
         self._selector = selector
@@ -146,8 +157,9 @@ class _StackChunk(beam.DoFn):
     def _pieces(self, chunk: ReadChunk, tiles, refs, last: float, rejected: list) -> Iterator[Piece]:
         """The chunk's pieces in time order, read one at a time: carried seeds, then observations."""
         if self._seeds is not None:
-            seeds = [dataclasses.replace(piece, at=tuple(window)) for tile, window in tiles
-                     for piece in self._seeds(tile)]
+            seeds = [
+                dataclasses.replace(piece, at=tuple(window)) for tile, window in tiles for piece in self._seeds(tile)
+            ]
             yield from sorted(seeds, key=lambda piece: piece.time)
         # Observations after the last written time stamp change no frame: not read at all.
         for ref in sorted((r for r in refs if r is not None and r.time <= last), key=lambda r: r.time):
@@ -165,19 +177,23 @@ class _StackChunk(beam.DoFn):
     def process(self, item, written, _cleared):
         index, refs = item
         chunk = self._chunks[index]
-        tiles = [(tile, window) for tile, window in chunk.tiles()
-                 if self._selector is None or self._selector(*tile)]
+        tiles = [(tile, window) for tile, window in chunk.tiles() if self._selector is None or self._selector(*tile)]
         window = chunk.window
         last = written[-1] if len(written) else -np.inf
         rejected: list[Rejection] = []
         moments = {tile: BandMoments.empty(self._bands.total) for tile, _ in tiles}
         with contextlib.ExitStack() as files:
-            writers = [(files.enter_context(TileStackWriter(self._folder, tile, self._bands, self._gzip_level,
-                                                            self._record_observed)),
-                        (slice(w.row_start, w.row_stop), slice(w.col_start, w.col_stop))) for tile, w in tiles]
+            writers = [
+                (
+                    files.enter_context(
+                        TileStackWriter(self._folder, tile, self._bands, self._gzip_level, self._record_observed)
+                    ),
+                    (slice(w.row_start, w.row_stop), slice(w.col_start, w.col_stop)),
+                )
+                for tile, w in tiles
+            ]
             pieces = self._pieces(chunk, tiles, refs, last, rejected)
-            for _, time, state, observed in fold_frames(pieces, written, (window.height, window.width),
-                                                        self._bands):
+            for _, time, state, observed in fold_frames(pieces, written, (window.height, window.width), self._bands):
                 self._frames.inc()
                 for writer, (rows, cols) in writers:
                     frame = state[rows, cols]
@@ -212,8 +228,19 @@ class StackChunks(beam.PTransform):
     as `stats` (`frame_moments`' rule).
     """
 
-    def __init__(self, layout: TileLayout, chunk_size: int, bands: BandCounts, written, folder: OutputFolder,
-                 gzip_level: int | None, cleared, selector=None, seeds=None, record_observed: bool = False):
+    def __init__(
+        self,
+        layout: TileLayout,
+        chunk_size: int,
+        bands: BandCounts,
+        written,
+        folder: OutputFolder,
+        gzip_level: int | None,
+        cleared,
+        selector=None,
+        seeds=None,
+        record_observed: bool = False,
+    ):
         super().__init__()
         self._layout = layout
         self._chunks = layout.chunks(chunk_size)
@@ -228,22 +255,40 @@ class StackChunks(beam.PTransform):
 
     def expand(self, refs):
         selector = self._selector
-        wanted = [n for n, chunk in enumerate(self._chunks)
-                  if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())]
+        wanted = [
+            n
+            for n, chunk in enumerate(self._chunks)
+            if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())
+        ]
         keyed = refs | "Key by chunk" >> beam.FlatMap(lambda ref: [(n, ref) for n in wanted])
         every_chunk = refs.pipeline | "Every chunk" >> beam.Create([(n, None) for n in wanted])
-        outputs = ((keyed, every_chunk)
-                   | "Merge" >> beam.Flatten()
-                   | "Group per chunk" >> beam.GroupByKey()
-                   | "Read, fold and write frames" >> beam.ParDo(
-                       _StackChunk(self._chunks, self._bands, selector, self._folder, self._gzip_level,
-                                   self._record_observed, self._seeds),
-                       beam.pvalue.AsSingleton(self._written),
-                       beam.pvalue.AsSingleton(self._cleared)))
+        outputs = (
+            (keyed, every_chunk)
+            | "Merge" >> beam.Flatten()
+            | "Group per chunk" >> beam.GroupByKey()
+            | "Read, fold and write frames"
+            >> beam.ParDo(
+                _StackChunk(
+                    self._chunks,
+                    self._bands,
+                    selector,
+                    self._folder,
+                    self._gzip_level,
+                    self._record_observed,
+                    self._seeds,
+                ),
+                beam.pvalue.AsSingleton(self._written),
+                beam.pvalue.AsSingleton(self._cleared),
+            )
+        )
         outputs = split(outputs, (TILES, STATS, REJECTED))
         output_dir = self._folder.path
-        metadata = {"tile_size_y": self._layout.tile_size_y, "tile_size_x": self._layout.tile_size_x,
-                    "bands_sar": self._bands.sar, "bands_opt": self._bands.opt}
+        metadata = {
+            "tile_size_y": self._layout.tile_size_y,
+            "tile_size_x": self._layout.tile_size_x,
+            "bands_sar": self._bands.sar,
+            "bands_opt": self._bands.opt,
+        }
         files = outputs[TILES] | "Stack files" >> beam.Map(lambda tile: StackFile.of(output_dir, tile, metadata))
         return {"stacks": files, STATS: outputs[STATS], REJECTED: outputs[REJECTED]}
 
@@ -256,8 +301,7 @@ class _WriteStack(beam.DoFn):
         self._written = _WrittenCounters()
 
     def process(self, stack: TileStack, _cleared):
-        with TileStackWriter(self._folder, stack.tile, stack.bands, self._gzip_level,
-                             self._record_observed) as writer:
+        with TileStackWriter(self._folder, stack.tile, stack.bands, self._gzip_level, self._record_observed) as writer:
             for time, frame, observed in stack.iter_frames():
                 writer.add(time, frame, observed)
         self._written.count(writer)
@@ -316,13 +360,14 @@ class BandStatistics(beam.PTransform):
         self._bands = bands
 
     def expand(self, stacks):
-        return (stacks
-                | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
-                | "Over tiles" >> MergeBandStatistics(self._bands))
+        return (
+            stacks
+            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
+            | "Over tiles" >> MergeBandStatistics(self._bands)
+        )
 
 
-def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None,
-                 flag: str = "--stack_output") -> OutputFolder:
+def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None, flag: str = "--stack_output") -> OutputFolder:
     """A stack folder's identity: the Stage 2 metadata (grid, tiling, times, bands) and the GZIP level."""
     return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
 
@@ -357,11 +402,17 @@ class FinishStacks(beam.PTransform):
             folder.finish(done)
             return done
 
-        return (tiles
-                | beam.combiners.ToList()
-                | "Write metadata.json" >> beam.Map(write_metadata, beam.pvalue.AsSingleton(self._written),
-                                                    beam.pvalue.AsSingleton(self._stats),
-                                                    beam.pvalue.AsSingleton(others)))
+        return (
+            tiles
+            | beam.combiners.ToList()
+            | "Write metadata.json"
+            >> beam.Map(
+                write_metadata,
+                beam.pvalue.AsSingleton(self._written),
+                beam.pvalue.AsSingleton(self._stats),
+                beam.pvalue.AsSingleton(others),
+            )
+        )
 
 
 class WriteStacks(beam.PTransform):
@@ -374,8 +425,16 @@ class WriteStacks(beam.PTransform):
     `record_observed` adds each record's observed mask (`Observed`, see `rsdt_beam.records`).
     """
 
-    def __init__(self, output_dir: str, metadata: dict, gzip_level: int | None, written,
-                 record_observed: bool = False, wait_for=(), flag: str = "--stack_output"):
+    def __init__(
+        self,
+        output_dir: str,
+        metadata: dict,
+        gzip_level: int | None,
+        written,
+        record_observed: bool = False,
+        wait_for=(),
+        flag: str = "--stack_output",
+    ):
         super().__init__()
         self._metadata = dict(metadata, **({RECORD_OBSERVED_KEY: True} if record_observed else {}))
         self.output_folder = stack_folder(output_dir, self._metadata, gzip_level, flag)
@@ -388,10 +447,12 @@ class WriteStacks(beam.PTransform):
         folder = self.output_folder
         cleared = begun(stacks.pipeline, folder, "Stack folder")
         written = stacks | "Write tile files" >> beam.ParDo(
-            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared))
+            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared)
+        )
         stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
-        return written | "Finish" >> FinishStacks(folder, self._metadata, self._written, stats,
-                                                  self._wait_for or (cleared,))
+        return written | "Finish" >> FinishStacks(
+            folder, self._metadata, self._written, stats, self._wait_for or (cleared,)
+        )
 
 
 class Stack(beam.PTransform):
@@ -404,8 +465,16 @@ class Stack(beam.PTransform):
     ones), and `seeds(tile)` the pieces that precede the observations (carried frames).
     """
 
-    def __init__(self, plan, folder: OutputFolder, gzip_level: int | None, record_observed: bool = False,
-                 selector=None, stack_times=None, seeds=None):
+    def __init__(
+        self,
+        plan,
+        folder: OutputFolder,
+        gzip_level: int | None,
+        record_observed: bool = False,
+        selector=None,
+        stack_times=None,
+        seeds=None,
+    ):
         super().__init__()
         self._plan = plan
         self.output_folder = folder
@@ -424,8 +493,17 @@ class Stack(beam.PTransform):
             stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
         cleared = begun(refs.pipeline, self.output_folder, "Stack folder")
         stacked = inspected["valid"] | "Stack tiles" >> StackChunks(
-            plan.layout, plan.chunk_size, plan.bands, stacked_at, self.output_folder, self._gzip_level, cleared,
-            self._selector, self._seeds, self._record_observed)
+            plan.layout,
+            plan.chunk_size,
+            plan.bands,
+            stacked_at,
+            self.output_folder,
+            self._gzip_level,
+            cleared,
+            self._selector,
+            self._seeds,
+            self._record_observed,
+        )
         stats = stacked[STATS] | "Band statistics" >> MergeBandStatistics(plan.bands)
         return StackOutputs(stacked["stacks"], written, (inspected[REJECTED], stacked[REJECTED]), stats)
 

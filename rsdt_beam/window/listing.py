@@ -46,8 +46,16 @@ class WindowRange:
 
     def csv_row(self) -> tuple:
         """A row of `windows.csv` (columns `WINDOWS_CSV_HEADER`)."""
-        return (self.tile[0], self.tile[1], self.window_id, iso_time(self.start), iso_time(self.end),
-                self.frames, int(self.start), int(self.end))
+        return (
+            self.tile[0],
+            self.tile[1],
+            self.window_id,
+            iso_time(self.start),
+            iso_time(self.end),
+            self.frames,
+            int(self.start),
+            int(self.end),
+        )
 
 
 def window_ranges(times: np.ndarray, params: WindowParams, tile: tuple[int, int]) -> list[WindowRange]:
@@ -66,8 +74,10 @@ def tile_windows_list(stack_dir: str, tile: tuple[int, int], params: WindowParam
 
 def format_windows_list(ranges: Iterable[WindowRange]) -> list[str]:
     """rsdtlib's printout of the windows list: id, first and last time (UTC) and frames per window."""
-    return ["List of window ranges (current):",
-            *(f"{r.window_id:5d}  {iso_time(r.start)}  {iso_time(r.end)}  {r.frames:3d}" for r in ranges)]
+    return [
+        "List of window ranges (current):",
+        *(f"{r.window_id:5d}  {iso_time(r.start)}  {iso_time(r.end)}  {r.frames:3d}" for r in ranges),
+    ]
 
 
 def csv_text(rows: Iterable[tuple]) -> str:

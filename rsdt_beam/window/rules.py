@@ -77,8 +77,8 @@ class WindowSpanStream:
     def __init__(self, params: WindowParams):
         self._params = params
         self._times: list[float] = []
-        self._offset = 0           # global index of self._times[0]
-        self._begin = 0            # start frame of the next candidate window
+        self._offset = 0  # global index of self._times[0]
+        self._begin = 0  # start frame of the next candidate window
         self._window_id = 0
 
     @property
@@ -113,8 +113,9 @@ class WindowSpanStream:
             if not (finished or ts[-1] >= t0 + reach):
                 if not params.triple and self.total < self._begin + params.Omega:
                     break
-                if params.triple and (ts[-1] < t0 + params.delta_size
-                                      or self.total < index(t0 + params.delta_size) + params.Omega):
+                if params.triple and (
+                    ts[-1] < t0 + params.delta_size or self.total < index(t0 + params.delta_size) + params.Omega
+                ):
                     break
             span = self._span(self._begin, t0, index)
             if span is not None:
@@ -161,9 +162,9 @@ class WindowPart:
     __slots__ = ("timestamps", "frames", "observed", "_stack")
 
     def __init__(self, stack: TileStack, span: tuple[int, int]):
-        self.timestamps = stack.times[span[0]:span[1]]
-        self.frames = stack.frames[span[0]:span[1]]
-        self.observed = stack.observed[span[0]:span[1]] if stack.observed is not None else None
+        self.timestamps = stack.times[span[0] : span[1]]
+        self.frames = stack.frames[span[0] : span[1]]
+        self.observed = stack.observed[span[0] : span[1]] if stack.observed is not None else None
         self._stack = stack
 
     @property
@@ -222,6 +223,7 @@ class Window:
 def _shifted(span: WindowSpan, by: int) -> WindowSpan:
     def move(part):
         return None if part is None else (part[0] - by, part[1] - by)
+
     return WindowSpan(span.window_id, move(span.current), move(span.previous), move(span.next))
 
 
@@ -243,7 +245,7 @@ class StreamedWindows:
         self._times = np.empty(0, np.float64)
         self._frames: np.ndarray | None = None
         self._observed: np.ndarray | None = None  # kept only when the frames come with it
-        self._first = 0    # global index of the buffer's first frame
+        self._first = 0  # global index of the buffer's first frame
         self._count = 0
 
     @property
@@ -271,7 +273,7 @@ class StreamedWindows:
             drop = self._spans.needed_from - self._first
             if drop > 0:
                 for buffer in buffers:
-                    buffer[:self._count - drop] = buffer[drop:self._count]
+                    buffer[: self._count - drop] = buffer[drop : self._count]
                 self._first += drop
                 self._count -= drop
             if self._count == len(self._frames):
@@ -287,8 +289,13 @@ class StreamedWindows:
     def _windows(self, spans: list[WindowSpan]) -> Iterator[Window]:
         if not spans:
             return
-        view = TileStack(self._tile, self._times[:self._count], self._frames[:self._count], self._bands,
-                         None if self._observed is None else self._observed[:self._count])
+        view = TileStack(
+            self._tile,
+            self._times[: self._count],
+            self._frames[: self._count],
+            self._bands,
+            None if self._observed is None else self._observed[: self._count],
+        )
         for span in spans:
             yield Window(view, _shifted(span, self._first))
 

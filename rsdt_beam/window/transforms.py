@@ -76,10 +76,12 @@ class ReadTileStacks(beam.PTransform):
             read.inc()
             return stack_file
 
-        return (pbegin
-                | "Tiles" >> beam.Create([StackFile.of(stack_dir, tile, metadata) for tile in self._tiles])
-                | "Spread tiles" >> beam.Reshuffle()
-                | "Tile stack files" >> beam.Map(handed_out))
+        return (
+            pbegin
+            | "Tiles" >> beam.Create([StackFile.of(stack_dir, tile, metadata) for tile in self._tiles])
+            | "Spread tiles" >> beam.Reshuffle()
+            | "Tile stack files" >> beam.Map(handed_out)
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,20 +110,40 @@ class WindowOutput:
         """Each kept window of the tile and its encoded record chunks, one at a time."""
         spec = self.spec
         gen_label = spec.gen_label if spec.mode == TRAINING else None
-        for window, feature, label in window_pairs(self.selection(stack, spec.params), gen_label, spec.label_args,
-                                                   spec.window_filter, spec.sample):
+        for window, feature, label in window_pairs(
+            self.selection(stack, spec.params), gen_label, spec.label_args, spec.window_filter, spec.sample
+        ):
             current = window.current
             if self.record_observed and current.observed is None:
-                raise UserError(f"tile {stack.tile}: the stacks carry no observed mask; write them with "
-                                f"--record_observed (Stage 2) to record it in the windows")
-            yield window, window_record(feature, label, stack.tile, window.window_id, current.timestamps,
-                                        current.observed if self.record_observed else None)
+                raise UserError(
+                    f"tile {stack.tile}: the stacks carry no observed mask; write them with "
+                    f"--record_observed (Stage 2) to record it in the windows"
+                )
+            yield (
+                window,
+                window_record(
+                    feature,
+                    label,
+                    stack.tile,
+                    window.window_id,
+                    current.timestamps,
+                    current.observed if self.record_observed else None,
+                ),
+            )
 
     def metadata(self, stack_metadata: dict) -> dict:
         spec, params = self.spec, self.spec.params
         out = {key: stack_metadata[key] for key in RSDTLIB_METADATA_KEYS if key in stack_metadata}
-        out.update(mode=spec.mode, layout=spec.layout, Delta=params.delta_size, window_stride=params.window_stride,
-                   omega=params.omega, Omega=params.Omega, triple=params.triple, gzip_level=self.gzip_level)
+        out.update(
+            mode=spec.mode,
+            layout=spec.layout,
+            Delta=params.delta_size,
+            window_stride=params.window_stride,
+            omega=params.omega,
+            Omega=params.Omega,
+            triple=params.triple,
+            gzip_level=self.gzip_level,
+        )
         for key in ("grid", "num_tiles_y", "num_tiles_x", *MODEL_CARD_KEYS):
             if key in stack_metadata:
                 out[key] = stack_metadata[key]
@@ -136,8 +158,12 @@ class WindowOutput:
 
     def folder(self, stack_metadata: dict) -> OutputFolder:
         """The window folder's identity: the window metadata, the stacks' times and the user functions."""
-        parameters = dict(self.metadata(stack_metadata), records_per_shard=self.spec.records_per_shard,
-                          bytes_per_shard=self.spec.bytes_per_shard, **dict(self.spec.identity))
+        parameters = dict(
+            self.metadata(stack_metadata),
+            records_per_shard=self.spec.records_per_shard,
+            bytes_per_shard=self.spec.bytes_per_shard,
+            **dict(self.spec.identity),
+        )
         parameters.pop(BAND_STATS_KEY, None)  # what the data hold, not how the folder was made
         for key in ("starttime", "endtime", "delta_step", "modalities"):
             if key in stack_metadata:
@@ -171,8 +197,10 @@ def _join_row_parts(folder: OutputFolder, row: int, tile_counts) -> tuple[int, i
 
 def _delete_parts(parts_dir: str, keep_run: str | None = None) -> None:
     """Removes the rows parts of earlier (failed) runs and, unless it is `keep_run`, of this one."""
-    fs.delete_files(parts_dir, [name for name in fs.list_files(parts_dir)
-                                if keep_run is None or not name.startswith(f"{keep_run}/")])
+    fs.delete_files(
+        parts_dir,
+        [name for name in fs.list_files(parts_dir) if keep_run is None or not name.startswith(f"{keep_run}/")],
+    )
     fs.remove_empty_folders(parts_dir)
     if keep_run is None:
         fs.delete_if_exists(parts_dir)  # a local folder; object stores have none
@@ -246,14 +274,20 @@ class TFRecordShardSink(FileBasedSink):
     run with another shard count are removed before the new ones appear.
     """
 
-    def __init__(self, prefix: str, gzip_level: int | None, records_per_shard: int | None,
-                 bytes_per_shard: int | None = None):
+    def __init__(
+        self, prefix: str, gzip_level: int | None, records_per_shard: int | None, bytes_per_shard: int | None = None
+    ):
         # Bytes count as compressed bytes reach the file: a shard may exceed the limit by the
         # blocks still being compressed (a few MB).
-        super().__init__(prefix, coder=BytesCoder(), file_name_suffix=".tfrecords",
-                         mime_type="application/octet-stream",
-                         compression_type=CompressionTypes.UNCOMPRESSED,
-                         max_records_per_shard=records_per_shard, max_bytes_per_shard=bytes_per_shard)
+        super().__init__(
+            prefix,
+            coder=BytesCoder(),
+            file_name_suffix=".tfrecords",
+            mime_type="application/octet-stream",
+            compression_type=CompressionTypes.UNCOMPRESSED,
+            max_records_per_shard=records_per_shard,
+            max_bytes_per_shard=bytes_per_shard,
+        )
         self._gzip_level = gzip_level
 
     def open(self, temp_path):
@@ -286,8 +320,9 @@ class WriteWindows(beam.PTransform):
     these windows: removed once every window is written.
     """
 
-    def __init__(self, output: WindowOutput, stack_metadata: dict, wait_for=(), stats=None,
-                 temporary_stacks: str | None = None):
+    def __init__(
+        self, output: WindowOutput, stack_metadata: dict, wait_for=(), stats=None, temporary_stacks: str | None = None
+    ):
         super().__init__()
         self._output = output
         self._stack_metadata = stack_metadata
@@ -304,23 +339,32 @@ class WriteWindows(beam.PTransform):
             begin(folder_)
             _delete_parts(parts_dir, keep_run=folder_.run_id)
 
-        cleared = (stacks.pipeline
-                   | "Folder" >> beam.Create([folder])
-                   | "Begin folder" >> beam.Map(clear))
+        cleared = stacks.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(clear)
         if output.spec.layout == PER_TILE:
-            rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output, folder),
-                                                               beam.pvalue.AsSingleton(cleared))
+            rows = stacks | "Write tile windows" >> beam.ParDo(
+                _WriteTileWindows(output, folder), beam.pvalue.AsSingleton(cleared)
+            )
             files = rows | "File names" >> beam.Map(lambda tile_count: tile_file_name(tile_count[0]))
         else:
-            encoded = split(stacks | "Encode windows" >> beam.ParDo(_EncodeWindows(output, folder),
-                                                                     beam.pvalue.AsSingleton(cleared)),
-                            (RECORDS, ROWS))
+            encoded = split(
+                stacks
+                | "Encode windows" >> beam.ParDo(_EncodeWindows(output, folder), beam.pvalue.AsSingleton(cleared)),
+                (RECORDS, ROWS),
+            )
             rows = encoded[ROWS]
-            files = (encoded[RECORDS]
-                     | "Write shards" >> beam.io.Write(TFRecordShardSink(
-                         folder.file("windows"), output.gzip_level, output.spec.records_per_shard,
-                         output.spec.bytes_per_shard))
-                     | "Shard names" >> beam.Map(fs.basename))
+            files = (
+                encoded[RECORDS]
+                | "Write shards"
+                >> beam.io.Write(
+                    TFRecordShardSink(
+                        folder.file("windows"),
+                        output.gzip_level,
+                        output.spec.records_per_shard,
+                        output.spec.bytes_per_shard,
+                    )
+                )
+                | "Shard names" >> beam.Map(fs.basename)
+            )
         metadata = output.metadata(self._stack_metadata)
         if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
             stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
@@ -339,16 +383,24 @@ class WriteWindows(beam.PTransform):
             _delete_parts(parts_dir)
             if temporary_stacks:
                 fs.delete_tree(temporary_stacks)
-            return folder.finish(dict(metadata, windows_written=sum(n for _, n, _ in row_counts),
-                                      tiles_written=sum(t for _, _, t in row_counts),
-                                      **{BAND_STATS_KEY: band_stats, FILES_KEY: sorted(names)}))
+            return folder.finish(
+                dict(
+                    metadata,
+                    windows_written=sum(n for _, n, _ in row_counts),
+                    tiles_written=sum(t for _, _, t in row_counts),
+                    **{BAND_STATS_KEY: band_stats, FILES_KEY: sorted(names)},
+                )
+            )
 
         # windows.csv in two levels: each tile row's parts are joined in parallel, then the rows in order.
-        return (rows
-                | "Key by tile row" >> beam.Map(lambda tile_count: (tile_count[0][0], tile_count))
-                | "Group per tile row" >> beam.GroupByKey()
-                | "Join a row's parts" >> beam.MapTuple(lambda row, counts: _join_row_parts(folder, row, counts))
-                | "Collect window counts" >> beam.combiners.ToList()
-                | "Write windows.csv and metadata.json" >> beam.Map(
-                    finish, beam.pvalue.AsList(files), beam.pvalue.AsSingleton(stats),
-                    beam.pvalue.AsSingleton(others)))
+        return (
+            rows
+            | "Key by tile row" >> beam.Map(lambda tile_count: (tile_count[0][0], tile_count))
+            | "Group per tile row" >> beam.GroupByKey()
+            | "Join a row's parts" >> beam.MapTuple(lambda row, counts: _join_row_parts(folder, row, counts))
+            | "Collect window counts" >> beam.combiners.ToList()
+            | "Write windows.csv and metadata.json"
+            >> beam.Map(
+                finish, beam.pvalue.AsList(files), beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(others)
+            )
+        )
