@@ -96,3 +96,23 @@ def reference_stack(observations, written, window, bands_sar, bands_opt):
             parts.append(state)
         frames.append(np.concatenate(parts, -1))
     return np.stack(frames)
+
+
+# The sample job's Stage 2 and Stage 3 flags (rsdt_beam.sample.sample_specs), for tests that run it by hand.
+SAMPLE_STACK_FLAGS = [
+    "--opt_bands_feature",
+    "NDVI",
+    "--opt_mask_feature",
+    "IS_VALID",
+    "--starttime",
+    "2016-01-01",
+    "--endtime",
+    "2017-07-01",
+    "--delta_step",
+    "10d",
+    "--tile_size",
+    "32",
+    "--deadzone",
+    "2",
+]
+SAMPLE_WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]

@@ -5,25 +5,11 @@ import importlib
 import os
 
 import pytest
+from conftest import SAMPLE_STACK_FLAGS, SAMPLE_WINDOW_FLAGS
 from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
-SAMPLE_FLAGS = [
-    "--opt_bands_feature",
-    "NDVI",
-    "--opt_mask_feature",
-    "IS_VALID",
-    "--starttime",
-    "2016-01-01",
-    "--endtime",
-    "2017-07-01",
-    "--delta_step",
-    "10d",
-    "--tile_size",
-    "32",
-    "--deadzone",
-    "2",
-]
-WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]
+SAMPLE_FLAGS = SAMPLE_STACK_FLAGS
+WINDOW_FLAGS = SAMPLE_WINDOW_FLAGS
 
 
 def main(command: str):

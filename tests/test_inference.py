@@ -5,29 +5,15 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_STACK_FLAGS, SAMPLE_WINDOW_FLAGS
 
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import core_window, read_geotiff, stitch, write_geotiff
 
 DAY = 86400
-WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6", "--no_progress"]
+WINDOW_FLAGS = [*SAMPLE_WINDOW_FLAGS, "--no_progress"]
 UNPADDED = ["--frames", "0"]  # mean_model averages over time: windows keep their lengths
-SAMPLE_FLAGS = [
-    "--opt_bands_feature",
-    "NDVI",
-    "--opt_mask_feature",
-    "IS_VALID",
-    "--starttime",
-    "2016-01-01",
-    "--endtime",
-    "2017-07-01",
-    "--delta_step",
-    "10d",
-    "--tile_size",
-    "32",
-    "--deadzone",
-    "2",
-]
+SAMPLE_FLAGS = SAMPLE_STACK_FLAGS
 
 
 def centre_owner(position, tile_size, stride, count):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from conftest import BBOX, reference_stack, write_synthetic_eopatches
+from conftest import BBOX, SAMPLE_STACK_FLAGS, SAMPLE_WINDOW_FLAGS, reference_stack, write_synthetic_eopatches
 
 from rsdt_beam.acquire.eopatch import write_eopatch
 from rsdt_beam.builders import listed_stack_plan
@@ -27,24 +27,8 @@ pytestmark = pytest.mark.e2e
 tf = pytest.importorskip("tensorflow")
 
 DAY = 86400.0
-SAMPLE_FLAGS = [
-    "--opt_bands_feature",
-    "NDVI",
-    "--opt_mask_feature",
-    "IS_VALID",
-    "--starttime",
-    "2016-01-01",
-    "--endtime",
-    "2017-07-01",
-    "--delta_step",
-    "10d",
-    "--tile_size",
-    "32",
-    "--deadzone",
-    "2",
-    "--no_progress",
-]
-WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]
+SAMPLE_FLAGS = [*SAMPLE_STACK_FLAGS, "--no_progress"]
+WINDOW_FLAGS = SAMPLE_WINDOW_FLAGS
 
 
 def tfrecords(path, spec):

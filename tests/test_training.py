@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_STACK_FLAGS
 
 from rsdt_beam.cli.commands import WINDOW
 from rsdt_beam.cli.run import execute
@@ -233,24 +234,6 @@ def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
     assert (scaled[0]["Feature"][~real] == -1.0).all()
     online = next(StackTrainingWindows(stacks, PARAMS, normalize=True, masks=True).elements(shuffle=False))
     np.testing.assert_array_equal(online[0]["Feature"], scaled[0]["Feature"])
-
-
-SAMPLE_STACK_FLAGS = [
-    "--opt_bands_feature",
-    "NDVI",
-    "--opt_mask_feature",
-    "IS_VALID",
-    "--starttime",
-    "2016-01-01",
-    "--endtime",
-    "2017-07-01",
-    "--delta_step",
-    "10d",
-    "--tile_size",
-    "32",
-    "--deadzone",
-    "2",
-]
 
 
 @pytest.mark.e2e
