@@ -10,6 +10,7 @@ module and `rsdt_beam.cli.commands` are the only places that see PipelineOptions
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import logging
@@ -22,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import deploy, progress
+from rsdt_beam.cli.flags import parse_bool
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import join_ends
 from rsdt_beam.outputs import claim_outputs, pipeline_outputs
@@ -163,6 +165,13 @@ def execute(command, argv: list[str]) -> Outcome:
     return Outcome(result, values, record)
 
 
+def _true(text: str) -> bool:
+    try:
+        return parse_bool(text)
+    except argparse.ArgumentTypeError:
+        return False
+
+
 def main(command, argv: list[str] | None = None, description: str | None = None) -> int:
     """The entry point of a command: help, one-line user errors (exit 2), tracebacks for the rest."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -170,7 +179,8 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
     if "-h" in argv or "--help" in argv:
         command.parser(description).print_help()
         return 0
-    debug = "--debug" in argv or any(a.startswith("--debug=") and a.split("=", 1)[1].lower() == "true" for a in argv)
+    # Read before parsing, so a flag error can still show its traceback; the same reading as the parser's.
+    debug = "--debug" in argv or any(a.startswith("--debug=") and _true(a.split("=", 1)[1]) for a in argv)
     if not debug:  # Beam logs a failing DoFn's traceback before raising it: the error is reported below, once
         logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     try:
