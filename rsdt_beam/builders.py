@@ -57,7 +57,7 @@ def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, 
         stack,
         observations.grid,
         observations.bands,
-        modalities=[ref.modality for ref in observations.refs],
+        modalities=observations.modalities,
         band_description=observations.band_description,
     )
     return plan, observations.refs, observations.rejected, f"{observations.summary()}; {plan.describe()}"

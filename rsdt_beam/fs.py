@@ -47,29 +47,37 @@ def basename(path: str) -> str:
     return posixpath.basename(path.rstrip("/"))
 
 
-def list_children(root: str) -> list[str]:
-    """Names of the immediate entries (files and folders) under `root`, sorted."""
+def list_children(root: str, start: str = "") -> list[str]:
+    """Names of the immediate entries (files and folders) under `root`, sorted; with `start`, only the names
+    at or after it (in byte order: on an object store, the listing itself begins there)."""
     if not is_remote(root):
-        return sorted(os.listdir(root)) if os.path.isdir(root) else []
-    prefix = root.rstrip("/") + "/"
-    if prefix.startswith("gs://"):
-        return _gcs_children(prefix)
-    # Other object stores: Beam's FileSystems can only list every object under the prefix.
-    names = set()
-    for match in FileSystems.match([prefix + "**"]):
-        for meta in match.metadata_list:
-            names.add(meta.path[len(prefix) :].split("/", 1)[0])
-    return sorted(names)
+        names = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    else:
+        prefix = root.rstrip("/") + "/"
+        if prefix.startswith("gs://"):
+            names = _gcs_children(prefix, start)
+        else:  # other object stores: Beam's FileSystems can only list every object under the prefix
+            names = sorted(
+                {
+                    meta.path[len(prefix) :].split("/", 1)[0]
+                    for match in FileSystems.match([prefix + "**"])
+                    for meta in match.metadata_list
+                }
+            )
+    return [name for name in names if name >= start]
 
 
-def _gcs_children(prefix: str) -> list[str]:
-    """One listing with delimiter "/": the objects and "folders" right under `prefix`, never the objects
-    inside those folders (an EOPatch folder's files), so the cost grows with the folders, not the files."""
+def _gcs_children(prefix: str, start: str) -> list[str]:
+    """One listing with delimiter "/" from `start` on: the objects and "folders" right under `prefix`, never the
+    objects inside those folders (an EOPatch folder's files), nor any name before `start`, so the cost grows
+    with the folders listed, not with their files nor with the history before `start`."""
     from apache_beam.io.gcp.gcsio import GcsIO, parse_gcs_path  # only for gs://
 
     bucket, path = parse_gcs_path(prefix, object_optional=True)
     client = GcsIO().client
-    listing = client.list_blobs(client.bucket(bucket), prefix=path, delimiter="/")
+    listing = client.list_blobs(
+        client.bucket(bucket), prefix=path, delimiter="/", start_offset=(path + start) if start else None
+    )
     names = {blob.name[len(path) :] for blob in listing}  # iterating the pages also fills `prefixes`
     names |= {folder[len(path) :].rstrip("/") for folder in listing.prefixes}
     names.discard("")

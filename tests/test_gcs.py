@@ -19,6 +19,7 @@ from rsdt_beam.acquire.eopatch import EOPatchReader, list_eopatches
 from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, write_grid, write_observation
 from rsdt_beam.cli.commands import RUN, STACK, WINDOW, scheduled_command
 from rsdt_beam.cli.run import execute
+from rsdt_beam.common.times import parse_time
 from rsdt_beam.grid import PixelWindow
 from rsdt_beam.sample import split_sample
 from rsdt_beam.schedule.manifest import list_runs
@@ -75,6 +76,21 @@ def inputs(gcs, tmp_path_factory):
         "local": {"eopatches": eopatches, "store": stores["local"], "out": os.path.join(local, "out")},
         "gs": {"eopatches": gcs.url("inputs", "eopatches"), "store": stores["gs"], "out": gcs.url("out")},
     }
+
+
+def test_listings_from_a_time_on_are_alike_on_gs_and_local(inputs):
+    """A scheduled launch lists from the previous run's start: the same names on gs:// and on local disk,
+    folders (EOPatches) and files (the store) alike, none before the start."""
+    since = parse_time("2016-01-01")
+    for listing in (
+        lambda place: list_eopatches(inputs[place]["eopatches"], "optical", EOPatchReader("NDVI", "IS_VALID"), since),
+        lambda place: list_store(inputs[place]["store"], since),
+    ):
+        local, remote = listing("local"), listing("gs")
+        times = [ref.time for ref in local[0]]
+        assert times and min(times) >= since
+        assert times == [ref.time for ref in remote[0]]
+        assert [fs.basename(ref.uri) for ref in local[0]] == [fs.basename(ref.uri) for ref in remote[0]]
 
 
 def local_tree(root: str) -> dict[str, bytes]:

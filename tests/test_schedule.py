@@ -271,8 +271,13 @@ def test_consecutive_launches_equal_one_launch_and_reruns_change_nothing(sample_
         "2016-03-30T00:00:00Z",
     )
     assert second.previous_run == first.run_id
-    assert first.inputs["observations"] == first.inputs["listed_before_end"]  # the whole history seeds the fill
-    assert second.inputs["observations"] == second.inputs["listed_before_end"] - first.inputs["listed_before_end"]
+    assert first.inputs["observations"] == first.inputs["listed"]  # the whole history seeds the fill
+    assert first.inputs["listed_from"] is None
+    # The second launch lists from the first run's start on, not the history before it.
+    assert second.inputs["listed_from"] == first.start
+    assert second.inputs["listed"] == first.inputs["listed_in_range"] + second.inputs["observations"]
+    assert 0 < first.inputs["listed_in_range"] < first.inputs["listed"]
+    assert second.inputs["listed_in_range"] == second.inputs["observations"]
     assert_union_is_one_launch(root, [first, second], inputs, tmp_path)
 
     before = tree(root)
@@ -354,3 +359,26 @@ def test_a_launch_reads_the_index_and_one_manifest_not_the_history(sample_eopatc
     os.remove(index)  # an output root from before the index: rebuilt once from the manifests
     assert [m.run_id for m in list_runs(root)] == [first.run_id, second.run_id, third.run_id]
     assert len(json.load(open(index))["runs"]) == 3
+
+
+@pytest.mark.e2e
+def test_a_launch_after_a_manifest_of_the_earlier_version_lists_the_history_once(sample_eopatches, tmp_path):
+    """Manifests written before launches listed from the previous run's start counted the whole history
+    (`listed_before_end`): the next launch lists it all once, and counts late arrivals against that."""
+    inputs = Inputs(sample_eopatches, str(tmp_path / "optical"))
+    root = str(tmp_path / "scheduled")
+    first = launch_on(DAYS[0], inputs, root)
+    path = os.path.join(root, "runs", first.run_id, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    listed = manifest["inputs"].pop("listed")
+    for key in ("listed_from", "listed_in_range", "modalities"):
+        del manifest["inputs"][key]
+    manifest["inputs"]["listed_before_end"] = listed - 1  # one observation reached the archive after it
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    second = launch_on(DAYS[1], inputs, root)
+    assert second.inputs["listed_from"] is None and second.inputs["listed"] > listed
+    assert second.late_observations == 1
+    third = launch_on(DAYS[2], inputs, root)
+    assert third.inputs["listed_from"] == second.start

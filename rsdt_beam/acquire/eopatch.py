@@ -20,7 +20,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.observations import ObservationError, ObservationHeader, ObservationRef, Rejection
-from rsdt_beam.common.times import iso_time, parse_time_name
+from rsdt_beam.common.times import iso_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
 
 
@@ -98,10 +98,13 @@ class EOPatchReader:
         return data, valid
 
 
-def list_eopatches(root: str, modality: str, reader: EOPatchReader) -> tuple[list[ObservationRef], list[Rejection]]:
-    """The EOPatch folders under `root` as observations, and the entries set aside."""
+def list_eopatches(
+    root: str, modality: str, reader: EOPatchReader, since: float | None = None
+) -> tuple[list[ObservationRef], list[Rejection]]:
+    """The EOPatch folders under `root` (those from `since` on, else all) as observations, and the entries set
+    aside. Folder names are time stamps, so a listing from `since` skips the history before it."""
     refs, rejected = [], []
-    for name in fs.list_children(root):
+    for name in fs.list_children(root, time_name(since) if since is not None else ""):
         if name.startswith("."):
             continue
         try:

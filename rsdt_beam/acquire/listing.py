@@ -32,6 +32,11 @@ class Observations:
     bands: BandCounts
     after_end: int = 0
     band_description: dict = dataclasses.field(default_factory=dict)  # {modality: {names, units, preprocessing}}
+    known_modalities: tuple[str, ...] = ()  # seen by an earlier launch (KnownInputs), maybe not listed now
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted({ref.modality for ref in self.refs} | set(self.known_modalities))
 
     def summary(self) -> str:
         per = {m: sum(r.modality == m for r in self.refs) for m in MODALITIES}
@@ -41,8 +46,22 @@ class Observations:
         )
 
 
-def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
-    """Lists the Stage 2 inputs (store and/or EOPatch folders): the observations before `endtime`."""
+@dataclasses.dataclass(frozen=True)
+class KnownInputs:
+    """What an earlier launch established about the inputs, so that a later one lists only from `since` on:
+    the grid, the band counts and the modalities, which the new observations alone may not show."""
+
+    since: float
+    grid: Grid
+    bands: BandCounts
+    modalities: tuple[str, ...]
+
+
+def discover_observations(inputs: InputsSpec, endtime: float, known: KnownInputs | None = None) -> Observations:
+    """Lists the Stage 2 inputs (store and/or EOPatch folders): the observations before `endtime`; with
+    `known`, only those from `known.since` on (the listing itself starts there, so a scheduled launch lists
+    what is new, not the history), and none at all is no error."""
+    since = known.since if known else None
     refs: list[ObservationRef] = []
     rejected: list[Rejection] = []
     sources = []
@@ -50,7 +69,7 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
     description: dict = {}
     if inputs.observations:
         sources.append(inputs.observations)
-        found, skipped = list_store(inputs.observations)
+        found, skipped = list_store(inputs.observations, since)
         refs += found
         rejected += skipped
         grid = read_grid(inputs.observations)
@@ -64,7 +83,7 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
             if not fs.folder_exists(folder):
                 raise UserError(f"--{modality} folder {folder} does not exist")
             sources.append(folder)
-            found, skipped = list_eopatches(folder, modality, reader)
+            found, skipped = list_eopatches(folder, modality, reader, since)
             refs += found
             rejected += skipped
             description[modality] = {
@@ -80,14 +99,17 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
         _LOG.warning("set aside %s: %s", item.observation, item.reason)
     # Observations at or after endtime can never be written: not loaded at all (rsdtlib loads them).
     after_end = sum(ref.time >= endtime for ref in refs)
-    refs = sorted((ref for ref in refs if ref.time < endtime), key=lambda r: (r.time, r.modality))
+    refs = sorted(
+        (ref for ref in refs if ref.time < endtime and (since is None or ref.time >= since)),
+        key=lambda r: (r.time, r.modality),
+    )
     unique: list[ObservationRef] = []
     for ref in refs:
         if unique and (unique[-1].modality, unique[-1].time) == (ref.modality, ref.time):
             rejected.append(Rejection.of(ref, f"same modality and time stamp as {unique[-1].uri}"))
             continue
         unique.append(ref)
-    if not unique:
+    if not unique and not known:
         raise UserError(
             f"no observations before endtime {iso_time(endtime)} in {', '.join(sources)}"
             + (
@@ -96,8 +118,25 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
                 else ""
             )
         )
+    if known:  # a later launch keeps the grid and band counts of the first
+        grid, bands = grid or known.grid, known.bands
+    else:
+        grid, bands = _grid_and_bands(unique, sources, grid)
+    observations = Observations(
+        unique, rejected, grid, bands, after_end, description, known.modalities if known else ()
+    )
+    for modality, entry in description.items():
+        if "names" not in entry and modality in observations.modalities:  # EOPatches name no bands: feature[k]
+            feature = entry["preprocessing"]["eopatch_data_feature"]
+            entry["names"] = [f"{feature}[{k}]" for k in range(bands.opt if modality == OPTICAL else bands.sar)]
+    return observations
+
+
+def _grid_and_bands(refs: list[ObservationRef], sources: list[str], grid: Grid | None) -> tuple[Grid, BandCounts]:
+    """The band counts from the header of the first readable observation of each modality, and the grid
+    (the store's, else that of the headers)."""
     headers = {}
-    for ref in unique:
+    for ref in refs:
         if ref.modality in headers:
             continue
         try:
@@ -105,12 +144,7 @@ def discover_observations(inputs: InputsSpec, endtime: float) -> Observations:
         except ObservationError as error:
             _LOG.warning("cannot take band count from %s, trying the next one", error)
     if not headers:
-        raise UserError(f"none of the {len(unique)} observations in {', '.join(sources)} is readable")
+        raise UserError(f"none of the {len(refs)} observations in {', '.join(sources)} is readable")
     if grid is None:
         grid = next(iter(headers.values())).grid
-    bands = BandCounts.of_modalities({m: header.bands for m, header in headers.items()})
-    for modality, entry in description.items():
-        if "names" not in entry and modality in headers:  # EOPatches name no bands: feature[k]
-            feature = entry["preprocessing"]["eopatch_data_feature"]
-            entry["names"] = [f"{feature}[{k}]" for k in range(headers[modality].bands)]
-    return Observations(unique, rejected, grid, bands, after_end, description)
+    return grid, BandCounts.of_modalities({m: header.bands for m, header in headers.items()})

@@ -201,13 +201,14 @@ class GeoTiffObservationReader:
         return np.moveaxis(data, 0, -1), valid
 
 
-def list_store(root: str) -> tuple[list[ObservationRef], list[Rejection]]:
-    """Every observation file of a store, and entries set aside (names that are no time stamp)."""
+def list_store(root: str, since: float | None = None) -> tuple[list[ObservationRef], list[Rejection]]:
+    """The observation files of a store (those from `since` on, else all), and entries set aside (names that
+    are no time stamp). Names are time stamps, so a listing from `since` skips the history before it."""
     reader = GeoTiffObservationReader()
     refs, rejected = [], []
     for modality in MODALITIES:
         folder = fs.join(root, modality)
-        for name in fs.list_children(folder):
+        for name in fs.list_children(folder, time_name(since) if since is not None else ""):
             if name.startswith("."):
                 continue  # temporary files of writes in progress
             stem = name[:-4] if name.endswith(".tif") else None

@@ -26,7 +26,8 @@ A run is complete when, and only when, its manifest says `succeeded`: the launch
 `running`, the job's last step `succeeded`, and the launcher `failed` (with the error) if the job
 fails. A failed run's files are never used (windows/metadata.json is written last, so its window
 folder never looks complete); the next run covers its time range again and then deletes it.
-Re-running a run (same end, same inputs) rewrites the same files. Observations that appear after
-the run that covered their time are counted in the next manifest (`late_observations`), not
-processed. Launches must not overlap (cron: `flock`; Airflow: `max_active_runs=1`).
+Re-running a run (same end, same inputs) rewrites the same files. A later launch lists the inputs from
+the previous run's start on, never the history: observations of the previous run's range that appear
+after it are counted in the next manifest (`late_observations`), not processed. Launches must not
+overlap (cron: `flock`; Airflow: `max_active_runs=1`).
 """

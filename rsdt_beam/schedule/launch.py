@@ -11,11 +11,13 @@ import dataclasses
 import logging
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.listing import discover_observations
+from rsdt_beam.acquire.listing import KnownInputs, discover_observations
+from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.names import MANIFEST_FILE, REJECTED_FILE
 from rsdt_beam.common.observations import ObservationRef, Rejection
-from rsdt_beam.common.times import iso_time, time_name, utc_now_iso
+from rsdt_beam.common.times import iso_time, parse_time, time_name, utc_now_iso
 from rsdt_beam.errors import UserError
+from rsdt_beam.grid import Grid
 from rsdt_beam.outputs import differences
 from rsdt_beam.schedule.manifest import (
     FAILED,
@@ -33,6 +35,8 @@ from rsdt_beam.specs import InputsSpec, OutputSpec, ScheduleSpec, StackSpec, Win
 from rsdt_beam.stack.plan import StackPlan
 
 _LOG = logging.getLogger(__name__)
+
+LISTED_IN_RANGE = "listed_in_range"  # manifest input: observations of the run's range, as its launch listed them
 
 
 def _size_text(size: tuple[int, int]) -> str:
@@ -69,7 +73,9 @@ class RunPlan:
     stack: StackPlan
     refs: tuple[ObservationRef, ...]
     listed_rejections: tuple[Rejection, ...]
-    listed_before_end: int
+    listed: int  # observations listed, from `listed_from` (None: the whole history) to the end
+    listed_from: float | None
+    listed_in_range: int  # ... of them in [start, end): what the next launch compares its listing with
     carry: Carry
     previous: RunManifest | None
     parameters: dict
@@ -124,10 +130,17 @@ def plan_run(
             f"--lookback must be positive, got {schedule.lookback:g} s"
         )
     stack = stack.between(start, end)
-    observations = discover_observations(inputs, end)
-    plan = StackPlan.create(
-        stack, observations.grid, observations.bands, modalities=[ref.modality for ref in observations.refs]
-    )
+    known = None
+    if previous is not None and LISTED_IN_RANGE in previous.inputs:
+        # Lists from the previous run's start on, not the history: the carried state holds the fill before it.
+        known = KnownInputs(
+            parse_time(previous.start),
+            Grid.from_json(previous.parameters["grid"]),
+            BandCounts(previous.parameters["bands_sar"], previous.parameters["bands_opt"]),
+            tuple(previous.inputs["modalities"]),
+        )
+    observations = discover_observations(inputs, end, known)
+    plan = StackPlan.create(stack, observations.grid, observations.bands, modalities=observations.modalities)
     parameters = run_parameters(schedule, stack, window, plan)
     if previous is not None and previous.parameters != parameters:
         raise UserError(
@@ -139,7 +152,10 @@ def plan_run(
     late = 0
     if previous is not None:
         # The first run read the whole history (it seeds the forward fill); later runs read only new times.
-        late = sum(ref.time < start for ref in refs) - previous.inputs["listed_before_end"]
+        # Observations listed before `start` that the previous run did not count arrived after it: late.
+        # (A manifest of an earlier version counted the whole history it listed.)
+        counted = previous.inputs[LISTED_IN_RANGE] if known else previous.inputs["listed_before_end"]
+        late = sum(ref.time < start for ref in refs) - counted
         refs = [ref for ref in refs if ref.time >= start]
         if late > 0:
             _LOG.warning(
@@ -159,6 +175,8 @@ def plan_run(
         tuple(refs),
         tuple(observations.rejected),
         len(observations.refs),
+        known.since if known else None,
+        sum(start <= ref.time < end for ref in observations.refs),
         carry,
         previous,
         parameters,
@@ -185,7 +203,10 @@ class ScheduledRun:
         manifest_inputs = {
             "sources": inputs.sources(),
             "observations": len(run.refs),
-            "listed_before_end": run.listed_before_end,
+            "listed": run.listed,
+            "listed_from": iso_time(run.listed_from) if run.listed_from is not None else None,
+            LISTED_IN_RANGE: run.listed_in_range,
+            "modalities": run.stack.metadata["modalities"],
             "first": iso_time(min(observed)) if observed else None,
             "last": iso_time(max(observed)) if observed else None,
         }
