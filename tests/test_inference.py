@@ -138,6 +138,7 @@ def stage_parts(output, folder, elements, refs_file):
     return pickle.loads(refs_file.read_bytes())
 
 
+@pytest.mark.e2e
 def test_staged_parts_hold_one_tile_group_each(tmp_path):
     from rsdt_beam.inference import MapOutput
 
@@ -152,6 +153,7 @@ def test_staged_parts_hold_one_tile_group_each(tmp_path):
         assert f"/.parts/{folder.run_id}/" in part.path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "trim_edges, centre, channels", [(False, False, 0), (False, True, 3), (True, True, 0), (True, False, 2)]
 )
@@ -185,6 +187,7 @@ def test_maps_written_from_tile_groups_equal_one_stitch_over_all_tiles(tmp_path,
     )
 
 
+@pytest.mark.e2e
 def test_a_retried_map_writer_leaves_the_map_an_earlier_attempt_wrote(tmp_path):
     from rsdt_beam.inference import MapOutput, write_map
     from rsdt_beam.maps import MapKey
