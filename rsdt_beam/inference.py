@@ -8,6 +8,10 @@
                            staged in <map_output>/.parts/, and a reference to it
           write_map--> <map_output>/<start>_<end>.tif per window time, streamed part by part; maps.csv
 
+No step holds a whole map: a grouping carries one tile group's predictions
+or one window time's part references, and a writer one GeoTIFF block and
+the parts around it.
+
 The model runs through `apache_beam.ml.inference.RunInference` with
 `KerasWindowModelHandler`, a TensorFlow/Keras model handler on Beam's
 `ModelHandler` base. (Beam's own `tensorflow_inference.TFModelHandlerNumpy`
