@@ -5,8 +5,9 @@ its SDK worker (the process the map steps run in).
     git -C /work/main archive 8525fc7 | tar -x -C /tmp/base_m        # the whole-map writer
     python -m benchmarks.map_writes --repeat 3 /tmp/base_m:1024 .:1024 /tmp/base_m:2048 .:2048
 
-Each variant is `TREE:AREA` (AREA px a side; `TREE:AREA:shuffle` runs no map writer: the predictions are
-only grouped and counted, the floor of what the runner and the worker hold for them): 32 px tiles without
+Each variant is `TREE:AREA` (AREA px a side; `TREE:AREA:window` and `TREE:AREA:group` write no map: the
+predictions are only grouped as the whole-map writer or the tile-group writer groups them and counted, the
+floor of what the runner and the worker hold for that grouping): 32 px tiles without
 deadzone, `--windows` window times, each tile's prediction a cheap float32 `[32, 32]` ramp. The pipeline
 runs on the DirectRunner in `multi_processing` mode with one worker, so the runner (which holds the
 shuffled predictions, like a distributed runner's shuffle service) and the worker (which groups, stitches
@@ -27,9 +28,10 @@ from pathlib import Path
 TILE = 32
 
 
-def child(area: int, windows: int, out: str, shuffle_only: bool) -> None:
-    """One run of WriteMaps with whatever rsdt_beam is first on sys.path (`shuffle_only`: the predictions are
-    only grouped by window time and tile and counted, what any consumer of them costs the runner)."""
+def child(area: int, windows: int, out: str, floor: str) -> None:
+    """One run of WriteMaps with whatever rsdt_beam is first on sys.path; with `floor` "window" or "group" no
+    map is written: the predictions are only grouped as the whole-map writer ("window": per window time) or
+    the tile-group writer ("group": per window time and 256 px of tiles) groups them, and counted."""
     import apache_beam as beam
     import numpy as np
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -53,14 +55,21 @@ def child(area: int, windows: int, out: str, shuffle_only: bool) -> None:
     )
     with beam.Pipeline(options=options) as pipeline:
         made = pipeline | beam.Create(list(layout.tiles())) | beam.FlatMap(predictions)
-        if shuffle_only:
-            made | beam.GroupByKey() | beam.combiners.Count.Globally()
+        if floor:
+            per = 256 // TILE if floor == "group" else area
+
+            def key(item):
+                (j, i), window_id = item[0].tile, item[0].window_id
+                return (window_id, j // per, i // per), item[1]
+
+            grouped = made | beam.Map(key) | beam.GroupByKey()
+            grouped | beam.Map(lambda kv: sum(1 for _ in kv[1])) | beam.combiners.Count.Globally()
         else:
             made | WriteMaps(MapOutput(out, grid, layout))
     print(rsdt_beam.__file__)
 
 
-def _run(tree: Path, area: int, windows: int, out: Path, shuffle_only: bool) -> tuple[float, int, int]:
+def _run(tree: Path, area: int, windows: int, out: Path, floor: str) -> tuple[float, int, int]:
     """(wall s, runner peak RSS, worker peak RSS) of one child run from `tree`."""
     from benchmarks.bench import PeakRssMonitor
 
@@ -74,7 +83,7 @@ def _run(tree: Path, area: int, windows: int, out: Path, shuffle_only: bool) -> 
             str(area),
             str(windows),
             str(out),
-            str(shuffle_only),
+            floor,
         ],
         cwd=tree,
         env=dict(os.environ, PYTHONPATH=str(tree)),
@@ -92,7 +101,7 @@ def _run(tree: Path, area: int, windows: int, out: Path, shuffle_only: bool) -> 
     if not printed.strip().startswith(str(tree)):
         raise RuntimeError(f"{tree}:{area} ran {printed.strip()}, not the tree's rsdt_beam")
     tifs = sorted(out.glob("*.tif"))
-    if not shuffle_only and len(tifs) != windows or (out / ".parts").exists():
+    if not floor and len(tifs) != windows or (out / ".parts").exists():
         raise RuntimeError(f"{tree}:{area}: {len(tifs)} maps, .parts left: {(out / '.parts').exists()}")
     runner = max((p.peak_rss for p in peaks if p.role == "launcher"), default=0)
     worker = max((p.peak_rss for p in peaks if p.role == "worker"), default=0)
@@ -101,7 +110,7 @@ def _run(tree: Path, area: int, windows: int, out: Path, shuffle_only: bool) -> 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="+", help="TREE:AREA[:shuffle]")
+    parser.add_argument("variants", nargs="+", help="TREE:AREA[:window|:group]")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--windows", type=int, default=2, help="window times, one map each")
     parser.add_argument("--work_dir", default="/tmp/rsdt_beam_map_bench")
@@ -111,7 +120,7 @@ def main(argv=None):
     results: dict[str, list] = {text: [] for text, *_ in variants}
     for n in range(args.repeat):
         for text, tree, area, *mode in variants:
-            wall, runner, worker = _run(Path(tree).resolve(), int(area), args.windows, out, mode == ["shuffle"])
+            wall, runner, worker = _run(Path(tree).resolve(), int(area), args.windows, out, "".join(mode))
             results[text].append((wall, runner, worker))
             print(
                 f"{text} run {n}: wall {wall:.1f} s, runner peak RSS {runner / 2**20:.0f} MiB, "
@@ -136,6 +145,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "True")
+        child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     else:
         main()
