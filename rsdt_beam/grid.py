@@ -34,8 +34,8 @@ class PixelWindow(NamedTuple):
 
     @property
     def slices(self) -> tuple[slice, slice]:
-        """Index `[rows, cols]` of an array that holds the grid (or of one that starts where this window's
-        origin was given, see `relative_to`)."""
+        """The `[rows, cols]` index of these pixels in an array of the whole grid (after `relative_to`: in an
+        array of that window)."""
         return slice(self.row_start, self.row_stop), slice(self.col_start, self.col_stop)
 
     def relative_to(self, origin: PixelWindow) -> PixelWindow:

@@ -6,7 +6,8 @@
       --WriteMaps:
           StageMapParts--> per window time and tile group (256 px of tiles): the group's stitched part,
                            staged in <map_output>/.parts/, and a reference to it
-          write_map--> <map_output>/<start>_<end>.tif per window time, streamed part by part; maps.csv
+          write_map--> <map_output>/<start>_<end>.tif per window time, streamed from the parts in 256 px
+                       blocks; then maps.csv, metadata.json
 
 No step holds a whole map: a grouping carries one tile group's predictions
 or one window time's part references, and a writer one GeoTIFF block and
