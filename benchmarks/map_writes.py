@@ -8,7 +8,9 @@ its SDK worker (the process the map steps run in).
 Each variant is `TREE:AREA` (AREA px a side; `TREE:AREA:window` and `TREE:AREA:group` write no map: the
 predictions are only grouped as the whole-map writer or the tile-group writer groups them and counted, the
 floor of what the runner and the worker hold for that grouping): 32 px tiles without
-deadzone, `--windows` window times, each tile's prediction a cheap float32 `[32, 32]` ramp. The pipeline
+deadzone, `--windows` window times, each tile's prediction a cheap `[32, 32]` ramp of `--dtype` (default
+uint8, a class map: the maps are float32, so a map is 4x its predictions and the runner's own copies of
+the predictions do not hide what a map writer holds). The pipeline
 runs on the DirectRunner in `multi_processing` mode with one worker, so the runner (which holds the
 shuffled predictions, like a distributed runner's shuffle service) and the worker (which groups, stitches
 and writes) are measured apart. A tree is imported through PYTHONPATH (the child is this file run as a
@@ -28,7 +30,7 @@ from pathlib import Path
 TILE = 32
 
 
-def child(area: int, windows: int, out: str, floor: str) -> None:
+def child(area: int, windows: int, out: str, floor: str, dtype: str) -> None:
     """One run of WriteMaps with whatever rsdt_beam is first on sys.path; with `floor` "window" or "group" no
     map is written: the predictions are only grouped as the whole-map writer ("window": per window time) or
     the tile-group writer ("group": per window time and 256 px of tiles) groups them, and counted."""
@@ -45,10 +47,10 @@ def child(area: int, windows: int, out: str, floor: str) -> None:
     day = 86400
 
     def predictions(tile):  # made on the worker: the launcher's Create holds tile indices only
-        ramp = np.add.outer(np.arange(TILE), np.arange(TILE)).astype(np.float32)
+        ramp = np.add.outer(np.arange(TILE), np.arange(TILE))
         for window_id in range(windows):
             key = WindowKey(tile, window_id, day * (10 + window_id), day * (40 + window_id))
-            yield key, ramp + (tile[0] * 1000 + tile[1] + window_id)
+            yield key, ((ramp + 7 * tile[0] + 3 * tile[1] + window_id) % 251).astype(dtype)
 
     options = PipelineOptions(
         ["--runner", "DirectRunner", "--direct_running_mode", "multi_processing", "--direct_num_workers", "1"]
@@ -69,7 +71,7 @@ def child(area: int, windows: int, out: str, floor: str) -> None:
     print(rsdt_beam.__file__)
 
 
-def _run(tree: Path, area: int, windows: int, out: Path, floor: str) -> tuple[float, int, int]:
+def _run(tree: Path, area: int, windows: int, out: Path, floor: str, dtype: str) -> tuple[float, int, int]:
     """(wall s, runner peak RSS, worker peak RSS) of one child run from `tree`."""
     from benchmarks.bench import PeakRssMonitor
 
@@ -84,6 +86,7 @@ def _run(tree: Path, area: int, windows: int, out: Path, floor: str) -> tuple[fl
             str(windows),
             str(out),
             floor,
+            dtype,
         ],
         cwd=tree,
         env=dict(os.environ, PYTHONPATH=str(tree)),
@@ -112,7 +115,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", help="TREE:AREA[:window|:group]")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--windows", type=int, default=2, help="window times, one map each")
+    parser.add_argument("--windows", type=int, default=1, help="window times, one map each")
+    parser.add_argument("--dtype", default="uint8", help="of the predictions (the maps are float32)")
     parser.add_argument("--work_dir", default="/tmp/rsdt_beam_map_bench")
     args = parser.parse_args(argv)
     out = Path(args.work_dir) / "maps"
@@ -120,7 +124,7 @@ def main(argv=None):
     results: dict[str, list] = {text: [] for text, *_ in variants}
     for n in range(args.repeat):
         for text, tree, area, *mode in variants:
-            wall, runner, worker = _run(Path(tree).resolve(), int(area), args.windows, out, "".join(mode))
+            wall, runner, worker = _run(Path(tree).resolve(), int(area), args.windows, out, "".join(mode), args.dtype)
             results[text].append((wall, runner, worker))
             print(
                 f"{text} run {n}: wall {wall:.1f} s, runner peak RSS {runner / 2**20:.0f} MiB, "
@@ -129,7 +133,7 @@ def main(argv=None):
             )
     subprocess.run(["rm", "-rf", str(out)], check=True)
     print(
-        f"\n{args.windows} maps per run, {TILE} px tiles, float32; median wall, max peak RSS over "
+        f"\n{args.windows} maps per run, {TILE} px tiles, {args.dtype} predictions; median wall, max peak RSS over "
         f"{args.repeat} run(s)\n\n"
         "| variant | px | tiles | map MiB | wall s | runner peak RSS MiB | worker peak RSS MiB |\n"
         "|---|---|---|---|---|---|---|"
@@ -145,6 +149,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+        child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
     else:
         main()
