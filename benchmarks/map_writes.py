@@ -71,8 +71,65 @@ def child(area: int, windows: int, out: str, floor: str, dtype: str) -> None:
     print(rsdt_beam.__file__)
 
 
-def _run(tree: Path, area: int, windows: int, out: Path, floor: str, dtype: str) -> tuple[float, int, int]:
-    """(wall s, runner peak RSS, worker peak RSS) of one child run from `tree`."""
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
+def steps(area: int, windows: int, out: str, dtype: str) -> None:
+    """The map steps of whatever rsdt_beam is first on sys.path, without Beam, fed as a worker is fed; prints
+    the tree's rsdt_beam and the peak RSS (MiB) above the RSS before the first step.
+
+    The step bodies are the trees' `WriteMaps` closures, restated: the whole-map tree (no `write_map`) gets
+    a window time's tile predictions as its GroupByKey hands them, stitches the map and encodes the GeoTIFF
+    in memory; the tile-group tree stitches and stages each group's part, then runs `write_map`."""
+    import io
+
+    import numpy as np
+
+    import rsdt_beam
+    from rsdt_beam import fs, inference, maps
+    from rsdt_beam.grid import Grid, TileLayout
+
+    layout = TileLayout(area, area, TILE, TILE)
+    grid = Grid("EPSG:32633", (10.0, 0.0, 465180.0, 0.0, -10.0, 5080250.0), area, area)
+    output = inference.MapOutput(out, grid, layout)
+    folder = output.folder()
+    ramp = np.add.outer(np.arange(TILE), np.arange(TILE))
+
+    def prediction(tile, window_id):
+        return ((ramp + 7 * tile[0] + 3 * tile[1] + window_id) % 251).astype(dtype)
+
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # VmHWM starts again from the current RSS
+    start = _status_mib("VmRSS")
+    for window_id in range(windows):
+        key = maps.MapKey(window_id, 86400 * (10 + window_id), 86400 * (40 + window_id))
+        if not hasattr(inference, "write_map"):
+            tiles = {tile: prediction(tile, window_id) for tile in layout.tiles()}
+            array = maps.stitch(layout, tiles, output.trim_edges, output.nodata)
+            tags = dict(key.tags(), RSDT_TILES=str(len(tiles)))
+            folder.write_bytes(key.file_name, maps.encode_geotiff(array, grid, output.nodata, tags))
+            del tiles, array
+            continue
+        parts = []
+        for group in layout.chunks(inference.MAP_GROUP_PX):
+            tiles = {tile: prediction(tile, window_id) for tile, _ in group.tiles()}
+            window = maps.group_window(group, output.trim_edges)
+            part = maps.stitch(layout, tiles, output.trim_edges, output.nodata, window=window)
+            data = io.BytesIO()
+            np.save(data, part)
+            path = fs.join(inference.staging_folder(folder, key), f"{group.j_start}_{group.i_start}.npy")
+            fs.write_bytes(path, data.getvalue(), folder.run_id)
+            parts.append(inference.StagedPart(window, path, len(tiles), part.shape[2:]))
+        inference.write_map(output, folder, key, parts)
+    print(rsdt_beam.__file__)
+    print(f"{_status_mib('VmHWM') - start:.1f}")
+
+
+def _run(tree: Path, area: int, windows: int, out: Path, mode: str, dtype: str) -> tuple[float, float, float, float]:
+    """(wall s, runner peak RSS, worker peak RSS, steps' peak above their start) in MiB of one child run from
+    `tree`."""
     from benchmarks.bench import PeakRssMonitor
 
     subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -85,7 +142,7 @@ def _run(tree: Path, area: int, windows: int, out: Path, floor: str, dtype: str)
             str(area),
             str(windows),
             str(out),
-            floor,
+            mode,
             dtype,
         ],
         cwd=tree,
@@ -101,19 +158,23 @@ def _run(tree: Path, area: int, windows: int, out: Path, floor: str, dtype: str)
     peaks = monitor.stop()
     if process.returncode != 0:
         raise RuntimeError(f"{tree}:{area} failed ({process.returncode}):\n{err[-4000:]}")
-    if not printed.strip().startswith(str(tree)):
+    lines = printed.split()
+    if not lines or not lines[0].startswith(str(tree)):
         raise RuntimeError(f"{tree}:{area} ran {printed.strip()}, not the tree's rsdt_beam")
     tifs = sorted(out.glob("*.tif"))
-    if not floor and len(tifs) != windows or (out / ".parts").exists():
-        raise RuntimeError(f"{tree}:{area}: {len(tifs)} maps, .parts left: {(out / '.parts').exists()}")
-    runner = max((p.peak_rss for p in peaks if p.role == "launcher"), default=0)
-    worker = max((p.peak_rss for p in peaks if p.role == "worker"), default=0)
-    return wall, runner, worker
+    parts_left = mode == "" and (out / ".parts").exists()  # the steps alone leave the emptied staging folders
+    if mode in ("", "steps") and len(tifs) != windows or parts_left:
+        raise RuntimeError(f"{tree}:{area}: {len(tifs)} maps, .parts left: {parts_left}")
+    if mode == "steps":  # one process, no Beam: its own figure
+        return wall, 0.0, 0.0, float(lines[1])
+    runner = max((p.peak_rss for p in peaks if p.role == "launcher"), default=0) / 2**20
+    worker = max((p.peak_rss for p in peaks if p.role == "worker"), default=0) / 2**20
+    return wall, runner, worker, 0.0
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("variants", nargs="+", help="TREE:AREA[:window|:group]")
+    parser.add_argument("variants", nargs="+", help="TREE:AREA[:window|:group|:steps]")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--windows", type=int, default=1, help="window times, one map each")
     parser.add_argument("--dtype", default="uint8", help="of the predictions (the maps are float32)")
@@ -124,31 +185,36 @@ def main(argv=None):
     results: dict[str, list] = {text: [] for text, *_ in variants}
     for n in range(args.repeat):
         for text, tree, area, *mode in variants:
-            wall, runner, worker = _run(Path(tree).resolve(), int(area), args.windows, out, "".join(mode), args.dtype)
-            results[text].append((wall, runner, worker))
+            run = _run(Path(tree).resolve(), int(area), args.windows, out, "".join(mode), args.dtype)
+            results[text].append(run)
             print(
-                f"{text} run {n}: wall {wall:.1f} s, runner peak RSS {runner / 2**20:.0f} MiB, "
-                f"worker peak RSS {worker / 2**20:.0f} MiB",
+                f"{text} run {n}: wall {run[0]:.1f} s, runner peak RSS {run[1]:.0f} MiB, worker peak RSS "
+                f"{run[2]:.0f} MiB, steps' peak above their start {run[3]:.0f} MiB",
                 flush=True,
             )
     subprocess.run(["rm", "-rf", str(out)], check=True)
     print(
-        f"\n{args.windows} maps per run, {TILE} px tiles, {args.dtype} predictions; median wall, max peak RSS over "
-        f"{args.repeat} run(s)\n\n"
-        "| variant | px | tiles | map MiB | wall s | runner peak RSS MiB | worker peak RSS MiB |\n"
-        "|---|---|---|---|---|---|---|"
+        f"\n{args.windows} map(s) per run, {TILE} px tiles, {args.dtype} predictions; median wall, max peak RSS "
+        f"over {args.repeat} run(s)\n\n"
+        "| variant | px | tiles | map MiB | wall s | runner peak RSS MiB | worker peak RSS MiB "
+        "| steps' peak above start MiB |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
-    for text, _, area, *_ in variants:
+    for text, _, area, *mode in variants:
         area, runs = int(area), results[text]
+        steps_only = mode == ["steps"]
+        figures = [f"{max(r[k] for r in runs):.0f}" for k in (1, 2, 3)]
+        figures = ["-", "-", figures[2]] if steps_only else [*figures[:2], "-"]
         print(
             f"| {text} | {area} x {area} | {(area // TILE) ** 2} | {area * area * 4 / 2**20:.0f} "
-            f"| {statistics.median(r[0] for r in runs):.1f} | {max(r[1] for r in runs) / 2**20:.0f} "
-            f"| {max(r[2] for r in runs) / 2**20:.0f} |"
+            f"| {statistics.median(r[0] for r in runs):.1f} | {' | '.join(figures)} |"
         )
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
+    if sys.argv[1:2] == ["--child"] and sys.argv[5] == "steps":
+        steps(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[6])
+    elif sys.argv[1:2] == ["--child"]:
         child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
     else:
         main()
