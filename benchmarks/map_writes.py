@@ -3,18 +3,20 @@ elements (no model), one process per run, alternating; wall time and peak RSS of
 its SDK worker (the process the map steps run in).
 
     git -C /work/main archive 8525fc7 | tar -x -C /tmp/base_m        # the whole-map writer
-    python -m benchmarks.map_writes --repeat 3 /tmp/base_m:1024 .:1024 /tmp/base_m:2048 .:2048
+    python -m benchmarks.map_writes --repeat 2 /tmp/base_m:1024 .:1024 .:1024:group /tmp/base_m:2048 .:2048
+    python -m benchmarks.map_writes --repeat 2 /tmp/base_m:1024:steps .:1024:steps /tmp/base_m:8192:steps .:8192:steps
 
-Each variant is `TREE:AREA` (AREA px a side; `TREE:AREA:window` and `TREE:AREA:group` write no map: the
-predictions are only grouped as the whole-map writer or the tile-group writer groups them and counted, the
-floor of what the runner and the worker hold for that grouping): 32 px tiles without
-deadzone, `--windows` window times, each tile's prediction a cheap `[32, 32]` ramp of `--dtype` (default
-uint8, a class map: the maps are float32, so a map is 4x its predictions and the runner's own copies of
-the predictions do not hide what a map writer holds). The pipeline
-runs on the DirectRunner in `multi_processing` mode with one worker, so the runner (which holds the
-shuffled predictions, like a distributed runner's shuffle service) and the worker (which groups, stitches
-and writes) are measured apart. A tree is imported through PYTHONPATH (the child is this file run as a
-script, from the tree's root, so the tree's `rsdt_beam` comes first; the child prints which it ran).
+Each variant is `TREE:AREA[:MODE]`, AREA px a side, 32 px tiles without deadzone, `--windows` window
+times, each tile's prediction a cheap `[32, 32]` ramp of `--dtype` (default uint8, a class map: the maps
+are float32, so a map is 4x its predictions and the runner's own copies of the predictions do not hide
+what a map writer holds). Without MODE the pipeline runs on the DirectRunner in `multi_processing` mode
+with one worker, so the runner (which holds the shuffled predictions, like a distributed runner's shuffle
+service) and the worker (which groups, stitches and writes) are measured apart. MODE `window` or `group`
+writes no map: the predictions are only grouped as the whole-map writer (per window time) or the
+tile-group writer (per window time and 256 px of tiles) groups them, and counted: the floor of that
+runner. MODE `steps` runs the tree's map steps alone, without Beam, in one process (`steps`). A tree is
+imported through PYTHONPATH (the child is this file run as a script, from the tree's root, so the tree's
+`rsdt_beam` comes first; the child prints which it ran).
 """
 
 from __future__ import annotations
