@@ -33,6 +33,7 @@ import numpy as np
 from rsdt_beam import fs
 from rsdt_beam.common.times import iso_time, time_name
 from rsdt_beam.grid import Grid, PixelWindow, ReadChunk, TileLayout
+from rsdt_beam.rasters import geotiff_profile
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -160,8 +161,6 @@ def encode_geotiff(
     """GeoTIFF bytes of a whole map `[height, width]` or `[height, width, bands]` on `grid`, held in memory
     (the pipeline streams its maps instead: `rsdt_beam.inference.WriteMaps`)."""
     from rasterio.io import MemoryFile
-
-    from rsdt_beam.rasters import geotiff_profile
 
     if array.shape[:2] != (grid.height, grid.width):
         raise ValueError(f"map is {array.shape[0]} x {array.shape[1]} px but the grid is {grid.height} x {grid.width}")
