@@ -32,6 +32,27 @@ class PixelWindow(NamedTuple):
     def width(self) -> int:
         return self.col_stop - self.col_start
 
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """The `[rows, cols]` index of these pixels in an array of the whole grid (after `relative_to`: in an
+        array of that window)."""
+        return slice(self.row_start, self.row_stop), slice(self.col_start, self.col_stop)
+
+    def relative_to(self, origin: PixelWindow) -> PixelWindow:
+        """This window in the pixels of an array whose first pixel is `origin`'s."""
+        return PixelWindow(
+            self.row_start - origin.row_start,
+            self.row_stop - origin.row_start,
+            self.col_start - origin.col_start,
+            self.col_stop - origin.col_start,
+        )
+
+    def intersection(self, other: PixelWindow) -> PixelWindow | None:
+        """The pixels both windows hold, or None."""
+        rows = max(self.row_start, other.row_start), min(self.row_stop, other.row_stop)
+        cols = max(self.col_start, other.col_start), min(self.col_stop, other.col_stop)
+        return PixelWindow(*rows, *cols) if rows[0] < rows[1] and cols[0] < cols[1] else None
+
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
@@ -163,21 +184,30 @@ class TileLayout:
         return PixelWindow(row, row + self.tile_size_y, col, col + self.tile_size_x)
 
     def chunks(self, chunk_size: int) -> list[ReadChunk]:
-        """Blocks of whole tiles whose pixel window is about `chunk_size` px on a side.
+        """Blocks of whole tiles whose pixel window is about `chunk_size` px on a side, in row-major order.
 
         A chunk of `ny x nx` tiles reads `(ny-1)*stride + tile_size` rows (and
         likewise columns), so each observation is read once per chunk and the
         deadzone overlap between chunks is the only pixel read twice.
         """
-        per_y = max(1, (chunk_size - 2 * self.deadzone_y) // self.stride_y)
-        per_x = max(1, (chunk_size - 2 * self.deadzone_x) // self.stride_x)
-        chunks = []
-        for j0 in range(0, self.num_tiles_y, per_y):
-            for i0 in range(0, self.num_tiles_x, per_x):
-                chunks.append(
-                    ReadChunk(self, j0, min(j0 + per_y, self.num_tiles_y), i0, min(i0 + per_x, self.num_tiles_x))
-                )
-        return chunks
+        per_y, per_x = self._tiles_per_chunk(chunk_size)
+        return [
+            self.chunk_of(j0, i0, chunk_size)
+            for j0 in range(0, self.num_tiles_y, per_y)
+            for i0 in range(0, self.num_tiles_x, per_x)
+        ]
+
+    def chunk_of(self, j: int, i: int, chunk_size: int) -> ReadChunk:
+        """The chunk of `chunks(chunk_size)` that holds tile `(j, i)`."""
+        per_y, per_x = self._tiles_per_chunk(chunk_size)
+        j0, i0 = j - j % per_y, i - i % per_x
+        return ReadChunk(self, j0, min(j0 + per_y, self.num_tiles_y), i0, min(i0 + per_x, self.num_tiles_x))
+
+    def _tiles_per_chunk(self, chunk_size: int) -> tuple[int, int]:
+        return (
+            max(1, (chunk_size - 2 * self.deadzone_y) // self.stride_y),
+            max(1, (chunk_size - 2 * self.deadzone_x) // self.stride_x),
+        )
 
     def to_metadata(self) -> dict:
         return {

@@ -3,7 +3,15 @@
     StackFile --WindowsOfStacks--> (WindowKey, features [n, ty, tx, bands])   built on the fly, not written
     (or written inference windows --ReadInferenceWindows--> the same)
       --PredictWindows--> (WindowKey, prediction [ty, tx(, c)])               RunInference, batched
-      --WriteMaps--> <map_output>/<start>_<end>.tif per window time + maps.csv
+      --WriteMaps:
+          StageMapParts--> per window time and tile group (256 px of tiles): the group's stitched part,
+                           staged in <map_output>/.parts/, and a reference to it
+          write_map--> <map_output>/<start>_<end>.tif per window time, streamed from the parts in 256 px
+                       blocks; then maps.csv, metadata.json
+
+No step holds a whole map: a grouping carries one tile group's predictions
+or one window time's part references, and a writer one GeoTIFF block and
+the parts around it.
 
 The model runs through `apache_beam.ml.inference.RunInference` with
 `KerasWindowModelHandler`, a TensorFlow/Keras model handler on Beam's
@@ -22,7 +30,7 @@ import dataclasses
 import io
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -33,11 +41,12 @@ from rsdt_beam import fs
 from rsdt_beam.common.names import MAPS_CSV
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
-from rsdt_beam.grid import Grid, TileLayout
-from rsdt_beam.maps import MapKey, encode_geotiff, prediction_shapes, stitch
+from rsdt_beam.grid import Grid, PixelWindow, TileLayout
+from rsdt_beam.maps import MapKey, blocks_of_parts, group_window, prediction_shapes, stitch
 from rsdt_beam.numpy_reader import read_window_file, window_files
 from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
+from rsdt_beam.rasters import TILE_PX, StreamedGeoTiff, geotiff_profile
 from rsdt_beam.specs import InferenceSpec
 from rsdt_beam.stack.files import StackFile
 from rsdt_beam.stack.rules import TileStack
@@ -332,13 +341,126 @@ class MapOutput:
         return cls(output_dir, grid, layout, trim_edges, choices=choices)
 
 
+MAP_GROUP_PX = TILE_PX  # a tile group: the tiles of one 256 px chunk, about one internal tile of the GeoTIFF
+PARTS_FOLDER = ".parts"  # staged parts under the map folder: .parts/<run id>/<map stem>/<j>_<i>.npy
+
+
+class StagedPart(NamedTuple):
+    """A tile group's part of one map (`window` of the grid), staged as a `.npy` file until the map is written."""
+
+    window: PixelWindow
+    path: str
+    tiles: int  # how many tiles of the group predicted
+    channels: tuple[int, ...]  # () for [y, x] predictions, (c,) for [y, x, c]
+
+
+class StageMapParts(beam.PTransform):
+    """PCollection[(WindowKey, prediction)] -> PCollection[((window_id, start, end), StagedPart)].
+
+    Predictions are grouped per window time and tile group (the tiles of one
+    `MAP_GROUP_PX` chunk of the layout, `TileLayout.chunk_of`); each group's
+    core windows are stitched (`rsdt_beam.maps.stitch` over `group_window`)
+    and staged atomically under `<map_output>/.parts/<run id>/<map stem>/`.
+    Only the reference travels on: no step holds more than one group's
+    predictions. Part names are deterministic, so a retried step rewrites
+    the same file.
+    """
+
+    def __init__(self, output: MapOutput, folder: OutputFolder):
+        super().__init__()
+        self._output = output
+        self._folder = folder
+
+    def expand(self, predictions):
+        output, folder = self._output, self._folder
+        cleared = predictions.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(begin)
+
+        def by_group(item):
+            key, prediction = item
+            group = output.layout.chunk_of(*key.tile, MAP_GROUP_PX)
+            where = (key.window_id, key.window_start, key.window_end, group.j_start, group.i_start)
+            return where, (key.tile, prediction)
+
+        def stage(item, _cleared):
+            (window_id, start, end, j, i), tile_predictions = item
+            tiles = dict(tile_predictions)
+            window = group_window(output.layout.chunk_of(j, i, MAP_GROUP_PX), output.trim_edges)
+            part = stitch(output.layout, tiles, output.trim_edges, output.nodata, window=window)
+            data = io.BytesIO()
+            np.save(data, part)
+            path = fs.join(staging_folder(folder, MapKey(window_id, start, end)), f"{j}_{i}.npy")
+            fs.write_bytes(path, data.getvalue(), folder.run_id)
+            return (window_id, start, end), StagedPart(window, path, len(tiles), part.shape[2:])
+
+        return (
+            predictions
+            | "By window time and tile group" >> beam.Map(by_group)
+            | "Group tiles of a tile group" >> beam.GroupByKey()
+            | "Stitch and stage part" >> beam.Map(stage, beam.pvalue.AsSingleton(cleared))
+        )
+
+
+def staging_folder(folder: OutputFolder, key: MapKey) -> str:
+    """Where the parts of the map of `key` are staged: `<map_output>/.parts/<run id>/<map stem>` (the run id
+    keeps a killed earlier run's parts apart; `WriteMaps` removes `.parts` before `metadata.json`)."""
+    return folder.file(f"{PARTS_FOLDER}/{folder.run_id}/{key.stem}")
+
+
+def write_map(output: MapOutput, folder: OutputFolder, key: MapKey, parts: Iterable[StagedPart]) -> tuple[str, int]:
+    """Writes the map of `key` from its staged parts, then removes them; (the map's path, tiles in it).
+
+    The GeoTIFF is streamed (`rsdt_beam.rasters.StreamedGeoTiff`) block by
+    block in row-major order (`rsdt_beam.maps.blocks_of_parts`), each block
+    assembled from the parts that overlap it, `nodata` where none does: a
+    writer holds one block and the few parts around it (a part reaching
+    into the next row of blocks is read again there, not kept). A retried
+    attempt whose parts an earlier attempt already took finds the map
+    published (parts are removed only after that) and leaves it.
+    """
+    by_window = {part.window: part for part in parts}  # a part staged twice (retried step) counts once
+    tiles = sum(part.tiles for part in by_window.values())
+    path, stage = folder.file(key.file_name), staging_folder(folder, key)
+    staged = set(fs.list_files(stage))
+    missing = sorted(part.path for part in by_window.values() if fs.basename(part.path) not in staged)
+    if missing:
+        if fs.exists(path):
+            return path, tiles
+        raise RuntimeError(f"{path}: staged parts are missing and the map was not written: {', '.join(missing)}")
+    channels = {part.channels for part in by_window.values()}
+    if len(channels) > 1:
+        raise ValueError(
+            f"{key.file_name}: tile predictions must all be [y, x] or all [y, x, c] alike, got parts with "
+            f"channels {sorted(channels)}"
+        )
+    (channels,) = channels
+    grid = output.grid
+    profile = geotiff_profile(grid, channels[0] if channels else 1, "float32", output.nodata)
+    block_shape = (profile["blockysize"], profile["blockxsize"]) if profile.get("tiled") else (TILE_PX, grid.width)
+    loaded: dict[PixelWindow, np.ndarray] = {}
+    with StreamedGeoTiff(path, profile, tags=dict(key.tags(), RSDT_TILES=str(tiles)), run_id=folder.run_id) as tif:
+        for block, windows in blocks_of_parts(grid.height, grid.width, block_shape, by_window):
+            array = np.full((block.height, block.width, *channels), output.nodata, np.float32)
+            for window in windows:
+                if window not in loaded:
+                    loaded[window] = np.load(io.BytesIO(fs.read_bytes(by_window[window].path)))
+                overlap = window.intersection(block)
+                array[overlap.relative_to(block).slices] = loaded[window][overlap.relative_to(window).slices]
+            tif.write(block, array)
+            # Only parts that reach into the next block of this row stay (none after the row's last block).
+            loaded = {window: part for window, part in loaded.items() if window.col_stop > block.col_stop}
+    fs.delete_files(stage, [fs.basename(part.path) for part in by_window.values()])
+    return path, tiles
+
+
 class WriteMaps(beam.PTransform):
     """PCollection[(WindowKey, prediction)] -> PCollection[str]: one GeoTIFF per window time, maps.csv,
     then `metadata.json` (after every PCollection of `wait_for` too, e.g. the writing of `rejected.json`).
 
-    Predictions are grouped per window (id, start, end) over all tiles and
-    stitched with `rsdt_beam.maps.stitch`; file names are deterministic, so
-    a re-run overwrites.
+    Predictions are stitched per window time and tile group into staged
+    parts (`StageMapParts`); per window time one writer streams the parts
+    into the map's GeoTIFF (`write_map`), so no step holds a whole map. File
+    names are deterministic, so a re-run overwrites; the `.parts` folder is
+    gone when `metadata.json` is written.
     """
 
     def __init__(self, output: MapOutput, wait_for=()):
@@ -350,19 +472,13 @@ class WriteMaps(beam.PTransform):
     def expand(self, predictions):
         output, folder = self._output, self.output_folder
         written = Counter("maps_written")
-        cleared = predictions.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(begin)
 
-        def write(item, _cleared) -> tuple:
-            (window_id, start, end), tile_predictions = item
+        def write(item) -> tuple:
+            (window_id, start, end), parts = item
             key = MapKey(window_id, start, end)
-            tiles = dict(tile_predictions)
-            array = stitch(output.layout, tiles, output.trim_edges, output.nodata)
-            path = folder.write_bytes(
-                key.file_name,
-                encode_geotiff(array, output.grid, output.nodata, dict(key.tags(), RSDT_TILES=str(len(tiles)))),
-            )
+            path, tiles = write_map(output, folder, key, parts)
             written.inc()
-            return (window_id, iso_time(start), iso_time(end), len(tiles), key.file_name, start, end), path
+            return (window_id, iso_time(start), iso_time(end), tiles, key.file_name, start, end), path
 
         def write_csv(rows: list, _others) -> str:
             text = io.StringIO()
@@ -370,16 +486,16 @@ class WriteMaps(beam.PTransform):
             writer.writerow(_MAPS_CSV_HEADER)
             writer.writerows(sorted(rows))
             folder.write_bytes(MAPS_CSV, text.getvalue().encode())
+            fs.delete_tree(folder.file(PARTS_FOLDER))  # parts a killed earlier run staged and never wrote
             return folder.finish({"maps_written": len(rows), FILES_KEY: sorted(row[4] for row in rows)})
 
         maps = (
             predictions
-            | "By window time"
-            >> beam.Map(lambda kv: ((kv[0].window_id, kv[0].window_start, kv[0].window_end), (kv[0].tile, kv[1])))
-            | "Group tiles of a window" >> beam.GroupByKey()
-            | "Stitch and write map" >> beam.Map(write, beam.pvalue.AsSingleton(cleared))
+            | "Stage parts" >> StageMapParts(output, folder)
+            | "Group parts of a window" >> beam.GroupByKey()
+            | "Write map from parts" >> beam.Map(write)
         )
-        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
+        others = (self._wait_for or (maps,)) | "Other writes done" >> AllDone()
         (
             maps
             | "Rows" >> beam.Map(lambda row_path: row_path[0])

@@ -55,6 +55,7 @@ def test_chunks_cover_every_tile_once_and_windows_are_relative(chunk_size):
             assert window.col_stop + origin.col_start == absolute.col_stop
             assert 0 <= window.row_start and window.row_stop <= origin.height
             seen.append(tile)
+            assert layout.chunk_of(*tile, chunk_size) == chunk
     assert sorted(seen) == list(layout.tiles())
 
 

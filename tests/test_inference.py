@@ -70,6 +70,144 @@ def test_geotiff_map_keeps_the_grid(tmp_path):
         write_geotiff(str(tmp_path / "bad.tif"), array[1:], grid)
 
 
+# 21 x 21 tiles of 16 px (deadzone 1, stride 14) on 300 x 300 px: tile groups of 18 x 18 tiles (252 px) and 3 x 3
+# tiles (43 px with the outer deadzone), a 4 px leftover, internal GeoTIFF blocks of 256 px that cut the groups.
+GROUPED = TileLayout(300, 300, 16, 16, 1, 1)
+GROUPED_GRID = Grid("EPSG:32633", (10.0, 0.0, 465180.0, 0.0, -10.0, 5080250.0), 300, 300)
+MISSING = {(j, i) for j in range(18, 21) for i in range(18, 21)} | {(0, 0), (5, 17), (17, 18)}  # a whole group too
+
+
+def grouped_predictions(centre: bool, channels: int, window_ids=(0, 1)):
+    """(WindowKey, prediction) of every tile but MISSING, per window id; the tile or its centre, [y, x] or [y, x, c]."""
+    from rsdt_beam.inference import WindowKey
+
+    rng = np.random.default_rng(7)
+    shape = (14, 14) if centre else (16, 16)
+    shape += (channels,) if channels else ()
+    return [
+        (WindowKey(tile, window_id, DAY * (10 + window_id), DAY * (40 + window_id)), rng.random(shape, np.float32))
+        for window_id in window_ids
+        for tile in GROUPED.tiles()
+        if tile not in MISSING
+    ]
+
+
+def test_blocks_of_parts_list_each_part_in_every_block_it_overlaps():
+    from rsdt_beam.maps import blocks_of_parts, group_window
+
+    groups = GROUPED.chunks(256)
+    windows = [group_window(group, trim_edges=False) for group in groups]
+    assert len(groups) == 4 and windows[0] == (0, 253, 0, 253) and windows[-1] == (253, 296, 253, 296)
+    trimmed = [group_window(group, trim_edges=True) for group in groups]
+    assert trimmed[0] == (1, 253, 1, 253) and trimmed[-1] == (253, 295, 253, 295)
+    for group, window in zip(groups, trimmed):  # a group's window is the union of its tiles' core windows
+        cores = [core_window(GROUPED, j, i, True) for (j, i), _ in group.tiles()]
+        assert sum(core.height * core.width for core in cores) == window.height * window.width
+        assert all(core.intersection(window) == core for core in cores)
+    blocks = blocks_of_parts(300, 300, (256, 256), windows)
+    assert [block for block, _ in blocks] == [
+        (0, 256, 0, 256),
+        (0, 256, 256, 300),
+        (256, 300, 0, 256),
+        (256, 300, 256, 300),
+    ]
+    for block, overlapping in blocks:
+        assert overlapping == [window for window in windows if window.intersection(block)]
+    assert blocks_of_parts(100, 300, (256, 300), windows[:1])[0] == ((0, 100, 0, 300), [windows[0]])
+
+
+def stage_parts(output, folder, elements, refs_file):
+    """Runs StageMapParts alone; its elements are pickled to `refs_file`."""
+    import pickle
+
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that
+
+    from rsdt_beam.inference import StagedPart, StageMapParts
+
+    def only_references(staged):
+        for key, part in staged:
+            assert isinstance(part, StagedPart) and not any(isinstance(field, np.ndarray) for field in part), part
+            assert len(key) == 3 and 1 <= part.tiles <= 18 * 18, (key, part)
+
+    with TestPipeline() as pipeline:
+        staged = pipeline | beam.Create(elements, reshuffle=False) | StageMapParts(output, folder)
+        assert_that(staged, only_references)
+        staged | beam.combiners.ToList() | beam.Map(lambda refs: refs_file.write_bytes(pickle.dumps(refs)))
+    return pickle.loads(refs_file.read_bytes())
+
+
+@pytest.mark.e2e
+def test_staged_parts_hold_one_tile_group_each(tmp_path):
+    from rsdt_beam.inference import MapOutput
+
+    output = MapOutput(str(tmp_path / "maps"), GROUPED_GRID, GROUPED)
+    folder = output.folder()
+    refs = stage_parts(output, folder, grouped_predictions(centre=False, channels=0), tmp_path / "refs.pkl")
+    # Per window time: 3 parts (the 4th group has no tile), each a group's tiles stitched, from its own file.
+    assert sorted(key for key, _ in refs) == [(0, 10 * DAY, 40 * DAY)] * 3 + [(1, 11 * DAY, 41 * DAY)] * 3
+    assert sorted(part.tiles for _, part in refs) == sorted([18 * 18 - 2, 18 * 3 - 1, 3 * 18] * 2)
+    for _, part in refs:
+        assert np.load(part.path).shape == (part.window.height, part.window.width)
+        assert f"/.parts/{folder.run_id}/" in part.path
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "trim_edges, centre, channels", [(False, False, 0), (False, True, 3), (True, True, 0), (True, False, 2)]
+)
+def test_maps_written_from_tile_groups_equal_one_stitch_over_all_tiles(tmp_path, trim_edges, centre, channels):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from rsdt_beam.inference import MapOutput, WriteMaps
+
+    map_dir = tmp_path / "maps"
+    leftover = map_dir / ".parts" / "killedrun" / "19700111T000000_19700210T000000" / "0_0.npy"
+    leftover.parent.mkdir(parents=True)
+    np.save(leftover, np.zeros(3))  # staged by a killed earlier run
+    output = MapOutput(str(map_dir), GROUPED_GRID, GROUPED, trim_edges)
+    elements = grouped_predictions(centre, channels)
+    with TestPipeline() as pipeline:
+        pipeline | beam.Create(elements, reshuffle=False) | WriteMaps(output)
+    with open(map_dir / "maps.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["window_id"], row["tiles"]) for row in rows] == [("0", "429"), ("1", "429")]
+    for row in rows:
+        tiles = {key.tile: prediction for key, prediction in elements if key.window_id == int(row["window_id"])}
+        want = stitch(GROUPED, tiles, trim_edges)
+        array, grid, tags = read_geotiff(str(map_dir / row["file"]))
+        assert grid == GROUPED_GRID and tags["RSDT_TILES"] == "429" and tags["RSDT_WINDOW_START"] == row["start"]
+        np.testing.assert_array_equal(array, want)
+        assert np.isnan(array[253:, 253:]).all() and np.isnan(array[296:]).all() and np.isnan(array[:, 296:]).all()
+        assert np.isnan(array[:15, :15]).all() and not np.isnan(array[15:29, 15:29]).any()  # tile (0, 0) missing
+    assert sorted(os.listdir(map_dir)) == sorted(
+        ["maps.csv", "metadata.json", "rsdt_run.json", *(r["file"] for r in rows)]
+    )
+
+
+@pytest.mark.e2e
+def test_a_retried_map_writer_leaves_the_map_an_earlier_attempt_wrote(tmp_path):
+    from rsdt_beam.inference import MapOutput, write_map
+    from rsdt_beam.maps import MapKey
+
+    output = MapOutput(str(tmp_path / "maps"), GROUPED_GRID, GROUPED)
+    folder = output.folder()
+    elements = grouped_predictions(centre=False, channels=2, window_ids=(0,))
+    refs = stage_parts(output, folder, elements, tmp_path / "refs.pkl")
+    parts = [part for _, part in refs]
+    key = MapKey(0, 10 * DAY, 40 * DAY)
+    path, tiles = write_map(output, folder, key, parts + parts[:1])  # a part staged twice counts once
+    assert tiles == 429 and not any(os.path.exists(part.path) for part in parts)
+    written = open(path, "rb").read()
+    assert write_map(output, folder, key, parts) == (path, 429)  # the parts were taken: the map stays
+    assert open(path, "rb").read() == written
+    os.remove(path)
+    with pytest.raises(RuntimeError, match="staged parts are missing and the map was not written"):
+        write_map(output, folder, key, parts)
+
+
 def mean_model(tile_y=32, tile_x=32):
     """Mean over time and bands -> [ty, tx], from standard (saveable) Keras layers only."""
     import keras
