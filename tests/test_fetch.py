@@ -26,7 +26,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from project import DATAFLOW_FLAGS, project_copy
 
-from rsdt_beam.acquire import fetch
+from rsdt_beam.acquire import fetch, staging
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.store import list_store, write_grid
 from rsdt_beam.cli.commands import FETCH
@@ -168,8 +168,7 @@ def test_assemble_writes_complete_observations_and_rejects_empty_or_failed(tmp_p
                 continue
             data = np.full((c.height, c.width, 13), k + 1, np.float32)
             valid = np.full((c.height, c.width), t == t_ok)
-            with _open_for(path) as f:
-                f.write(fetch._encode_chunk(data, valid))
+            staging.stage_block(path, data, valid)
             outcomes.append(fetch.ChunkOutcome("optical", t, c, 2, path=path))
     with TestPipeline() as p:
         out = p | beam.Create(outcomes) | fetch.AssembleObservations(grid, store)
@@ -188,11 +187,6 @@ def test_assemble_writes_complete_observations_and_rejects_empty_or_failed(tmp_p
     assert os.listdir(os.path.join(store, "rejected")) == [f"optical_{time_name(t_empty)}.json"]
     # the failed observation keeps its good chunk staged for the next run
     assert fetch.staged_paths(store) == {fetch.staged_chunk_path(store, "optical", t_failed, chunks[0])}
-
-
-def _open_for(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return open(path, "wb")
 
 
 def test_credentials_are_read_where_they_are_named(monkeypatch, tmp_path):

@@ -424,19 +424,6 @@ def block_windows(grid: Grid, chunk_size: int) -> list[PixelWindow]:
     ]
 
 
-def assemble(
-    grid: Grid, bands: int, blocks: Sequence[tuple[PixelWindow, np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One observation's full `(data [H, W, bands], valid [H, W])` from its block reads."""
-    data = np.zeros((grid.height, grid.width, bands), dtype=np.float32)
-    valid = np.zeros((grid.height, grid.width), dtype=bool)
-    for window, block, block_valid in blocks:
-        rows, cols = slice(window.row_start, window.row_stop), slice(window.col_start, window.col_stop)
-        data[rows, cols] = block
-        valid[rows, cols] = block_valid
-    return data, valid
-
-
 # --- Listing an archive: a manifest, or globs with the time in the file names ------------------
 
 _TIME_FIELDS = {
