@@ -189,6 +189,30 @@ def test_assemble_writes_complete_observations_and_rejects_empty_or_failed(tmp_p
     assert fetch.staged_paths(store) == {fetch.staged_chunk_path(store, "optical", t_failed, chunks[0])}
 
 
+def test_assemble_tells_no_valid_pixel_from_the_counts_and_a_lost_chunk_publishes_nothing(tmp_path):
+    """Chunk outcomes carry their valid counts: an observation whose chunks all count 0 is set aside without
+    a chunk file opened (here they are gone); one chunk missing at write time publishes no half file."""
+    store = str(tmp_path)
+    grid = Grid("EPSG:32633", (10, 0, 0, 0, -10, 5120), 512, 512)
+    chunks = fetch.fetch_chunks(grid, 256)
+    t_empty, t_lost = 1e9, 1e9 + 86400
+    gone = [fetch.staged_chunk_path(store, "optical", t_empty, c) for c in chunks]
+    empty = [fetch.ChunkOutcome("optical", t_empty, c, 4, path=p, valid_pixels=0) for c, p in zip(chunks, gone)]
+    lost = []
+    for k, c in enumerate(chunks):
+        path = fetch.staged_chunk_path(store, "optical", t_lost, c)
+        if k < 3:  # the last chunk in row-major order is missing
+            staging.stage_block(path, np.ones((256, 256, 13), np.float32), np.ones((256, 256), bool))
+        lost.append(fetch.ChunkOutcome("optical", t_lost, c, 4, path=path, valid_pixels=256 * 256))
+    assemble = fetch._Assemble(grid, store, "run")
+    [(tag, rejection)] = assemble.process((("optical", t_empty), empty))
+    assert tag == fetch.REJECTED and rejection.reason == "no valid pixel (dataMask and not cloud)"
+    with pytest.raises(OSError):
+        assemble.process((("optical", t_lost), lost))
+    assert os.listdir(tmp_path / "optical") == []  # neither the file nor its temporary
+    assert len(fetch.staged_paths(store)) == 3  # staged chunks stay for the next attempt
+
+
 def test_credentials_are_read_where_they_are_named(monkeypatch, tmp_path):
     monkeypatch.delenv("SH_CLIENT_ID")
     monkeypatch.delenv("SH_CLIENT_SECRET")

@@ -22,9 +22,11 @@ at a time into a `StreamedGeoTiff`, so no worker holds a whole observation
 and no pixels are shuffled. The counts decide a fully masked observation
 without opening a file; blocks with no valid pixel (or outside the AOI,
 never read) are not staged and are written as zeros, invalid. The staged
-blocks are removed once the observation is written (or set aside); a
-retried write whose blocks another attempt removed checks the stored
-file's fingerprint instead.
+blocks are removed once the observation is written (or set aside), and
+the whole staging folder (blocks a killed run left) once every
+observation of the run is; a retried write whose blocks another attempt
+removed checks the stored file's fingerprint instead. Convert does not
+resume from staged blocks (fetch does: they cost requests).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
+from rsdt_beam.outputs import AllDone, FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
 from rsdt_beam.specs import AreaSpec, ConvertSpec
 
@@ -507,5 +509,12 @@ class ConvertPlan:
         )
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
-        (grid_written, bands_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
+        # Each write removes its own staged blocks; this takes those of a killed run's finished observations
+        # (skipped now), once every observation of this run is written.
+        staging_removed = (
+            (refs, rejected)
+            | "Observations done" >> AllDone()
+            | "Remove staged blocks" >> beam.Map(lambda _: fs.delete_tree(fs.join(store, CONVERT_DIR)))
+        )
+        (grid_written, bands_written, refs, rejected, staging_removed) | "Finish store" >> FinishFolder(self.job.folder)
         return refs, rejected
