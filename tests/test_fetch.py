@@ -138,6 +138,9 @@ def test_chunks_cover_the_whole_grid_within_the_request_limit():
     assert (covered == 1).all()  # every pixel once, also those right of/below the last whole tile
     small = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 101, 100)
     assert fetch.fetch_chunks(small, 2500) == [PixelWindow(0, 101, 0, 100)]
+    assert len(fetch.fetch_chunks(small, 64)) == 4
+    tiled = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 600, 520)  # chunks of whole 256 px tiles of the store file
+    assert {(c.row_start % 256, c.col_start % 256) for c in fetch.fetch_chunks(tiled, 100)} == {(0, 0)}
     with pytest.raises(UserError, match="--fetch_chunk_size must be within 1..2500"):
         fetch.fetch_chunks(grid, 4000)
 

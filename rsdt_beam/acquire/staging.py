@@ -4,18 +4,18 @@
     <store>/.fetch_chunks/<modality>/<time>/<row_start>_<row_stop>_<col_start>_<col_stop>.npz     fetch
 
 One worker reads a block of an observation (convert: warps it from the source; fetch: downloads it)
-and stages it as an uncompressed NumPy archive of `data` (float32 `[h, w, bands]`, 0 where invalid)
-and `valid` (bool `[h, w]`), written atomically under a temporary name carrying the run id. Only a
+and stages it as an uncompressed NumPy archive of `data` (float32 `[h, w, bands]`) and `valid`
+(bool `[h, w]`), written atomically under a temporary name carrying the run id. Only a
 reference to the file travels through the GroupByKey that gathers an observation's blocks; the
 observation's writer then streams the staged blocks into its GeoTIFF one at a time in row-major order
 (`write_staged_observation`), so no worker holds a whole observation and no pixels cross the shuffle.
 
-Why whole blocks and not the GDAL tiles: a block is the unit the reading step holds anyway (a
-`--convert_block_size` or `--fetch_chunk_size` block), so the writer's memory is bounded the same way.
-Blocks of at least 256 px a side are whole 256 px tiles of the store's GeoTIFFs
-(`geotiff.block_windows`), so every write completes its tiles and GDAL drops them from its cache;
-smaller blocks on a tiled grid cut tiles, which GDAL keeps until a later block completes them, within
-its cache (`rasters._CACHE_MB`; beyond it, GDAL writes a cut tile and reads it back to complete it).
+Why whole blocks: a block is the unit the reading step holds anyway (a `--convert_block_size` or
+`--fetch_chunk_size` block), so the writer's memory is bounded the same way, whatever the observation's
+size. On a grid the store tiles, blocks are whole 256 px tiles (`geotiff.block_windows`), so every write
+completes its tiles: GDAL compresses each once and drops it. (A tile two blocks shared would be written
+when the first block moves on and again, whole, after the second, leaving the first copy as a hole: 3.5x
+the file size measured with 100 px blocks of convert, 3.3x of fetch.)
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ class ObservationWriter:
     data [h, w, bands], valid [h, w])` stores the bands as `dtype`; the file appears at
     `observation_path(root, modality, time)` when the `with` block ends cleanly, complete or not at all.
 
-    Windows should come in row-major order and, on a tiled grid, cover whole 256 px tiles (GDAL keeps a
-    tile a window cuts in its cache until another window completes it; see rsdt_beam.rasters).
+    Windows should come in row-major order and, on a tiled grid, cover whole 256 px tiles (a tile two
+    windows share is written twice, the file grows; see rsdt_beam.rasters).
     """
 
     def __init__(
