@@ -52,7 +52,8 @@ def make_source(path: Path, size: int) -> None:
         blockysize=256,
         compress="deflate",
     )
-    with rasterio.open(path, "w", **profile) as out:
+    partial = path.with_suffix(".part.tif")  # a killed run leaves no source to take as complete
+    with rasterio.open(partial, "w", **profile) as out:
         for _, window in out.block_windows(1):
             h, w = window.height, window.width
             rows = np.arange(window.row_off, window.row_off + h)[:, None]
@@ -62,6 +63,7 @@ def make_source(path: Path, size: int) -> None:
                 field[(rows[:, 0] % 97) < 3] = 0  # nodata stripes
                 block[b] = field
             out.write(block, window=window)
+    partial.rename(path)
 
 
 def run(tree: Path, module: str, args: list[str], env: dict) -> tuple[float, int]:
