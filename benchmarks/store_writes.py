@@ -8,8 +8,8 @@ For each size N (px a side) and each code tree, alternating: `rsdt_beam.pipeline
 through `--aoi`), then `rsdt_beam.pipelines.fetch` of one Sentinel-2 acquisition from the fake Sentinel Hub
 (tests/fake_sentinelhub.py, in this process) on an N x N grid over its scene. Both read in blocks of
 `--block` px (`--convert_block_size`, `--fetch_chunk_size`), so a 4x area is 4x the blocks of the same
-size. Each run is its own process tree on the DirectRunner (1 worker, in-process); its peak RSS is
-ru_maxrss of the tree (os.wait4: the largest of the process and its descendants). The stored observations
+size. Each run is its own process tree on the DirectRunner (1 worker, in-process); its peak RSS is that
+of the largest process of the tree (VmHWM, sampled as benchmarks.bench does). The stored observations
 of the two trees are compared (pixels, mask, tags) after each size.
 """
 
@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
+
+from benchmarks import bench
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -67,7 +69,11 @@ def make_source(path: Path, size: int) -> None:
 
 
 def run(tree: Path, module: str, args: list[str], env: dict) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes of the process tree) of `python -m module args` from `tree`."""
+    """(wall seconds, peak RSS bytes of the largest process of the tree) of `python -m module args` from `tree`.
+
+    The peak is VmHWM sampled over the tree (bench.PeakRssMonitor), not ru_maxrss: a child's ru_maxrss
+    starts from this process's RSS when it forked (the fake server's threads make that several hundred MB).
+    """
     with tempfile.TemporaryFile() as log:
         started = time.monotonic()
         process = subprocess.Popen(
@@ -77,13 +83,15 @@ def run(tree: Path, module: str, args: list[str], env: dict) -> tuple[float, int
             stdout=log,
             stderr=log,
         )
-        _, status, usage = os.wait4(process.pid, 0)
+        monitor = bench.PeakRssMonitor(process.pid)
+        monitor.start()
+        process.wait()
         wall = time.monotonic() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
+        peaks = monitor.stop()
         if process.returncode != 0:
             log.seek(0)
             raise RuntimeError(f"{tree}: {module} failed:\n{log.read().decode()[-3000:]}")
-    return wall, usage.ru_maxrss * 1024
+    return wall, max(p.peak_rss for p in peaks)
 
 
 def same_store(first: Path, second: Path) -> bool:
