@@ -9,9 +9,11 @@ Why windows in row-major order: GDAL compresses a tile when it is complete
 and drops it from its cache, so the memory of a writer is a few tiles plus
 the window it is given (measured: a 4096 x 4096 px, 13-band float32 raster,
 870 MB, written in 256 px windows peaks at about 100 MiB). A window that cuts
-a tile makes GDAL compress and write the tile at once and again when a later
-window completes it, so the file grows by the rewritten tiles (measured: 3.4x
-for 252 px windows of a 1024 px float32 raster): take whole tiles.
+a tile makes GDAL write the part-filled tile when it moves on and the whole
+tile again later, the first copy left as a hole: the pixels are right, the
+file larger (3.4x for 252 px windows of a 1024 px float32 raster, 4.5x for
+100 px windows of a 600 x 520 px one), so writers give whole tiles
+(`rsdt_beam.acquire.geotiff.block_windows`, `rsdt_beam.maps.blocks_of_parts`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Every value is checked against a direct rasterio read of the source pixel the
 grid pixel lands on; outputs' georeference against the grid.
 """
 
+import dataclasses
 import json
 import os
+import pickle
 import shutil
 
 import apache_beam as beam
@@ -16,14 +18,15 @@ import shapely
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from rsdt_beam.acquire.convert import ConvertPlan
+from rsdt_beam import fs
+from rsdt_beam.acquire import convert
+from rsdt_beam.acquire.convert import BlockRead, ConvertPlan, ReadSourceBlocks, WriteConvertedObservations
 from rsdt_beam.acquire.geotiff import (
     FINGERPRINT_TAG,
     ConvertParams,
     ConvertSource,
     Listing,
     MaskRule,
-    assemble,
     block_windows,
     glob_sources,
     inspect_source,
@@ -33,7 +36,8 @@ from rsdt_beam.acquire.geotiff import (
     time_from_path,
     time_pattern_regex,
 )
-from rsdt_beam.acquire.store import GeoTiffObservationReader, encode_observation, list_store, read_grid
+from rsdt_beam.acquire.staging import CONVERT_DIR, block_path
+from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, read_grid, write_observation
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, grid_for_aoi, load_aoi, mask_for_grid
 from rsdt_beam.cli.commands import CONVERT, RUN
 from rsdt_beam.cli.run import execute
@@ -228,10 +232,10 @@ def test_landsat_window_reads_assemble_to_the_whole():
     whole = read_source_window(source, grid, full(grid), params)
     windows = block_windows(grid, 20)
     assert len(windows) == 16 and windows[-1] == PixelWindow(60, 61, 60, 61)
-    parts = [(w, *read_source_window(source, grid, w, params)) for w in windows]
-    data, valid = assemble(grid, 3, parts)
-    np.testing.assert_array_equal(data, whole[0])
-    np.testing.assert_array_equal(valid, whole[1])
+    for w in windows:
+        data, valid = read_source_window(source, grid, w, params)
+        np.testing.assert_array_equal(data, whole[0][w.row_start : w.row_stop, w.col_start : w.col_stop])
+        np.testing.assert_array_equal(valid, whole[1][w.row_start : w.row_stop, w.col_start : w.col_stop])
 
 
 def test_sentinel1_warped_onto_a_snapped_grid_nearest_and_db_to_linear():
@@ -429,11 +433,17 @@ def test_convert_transform_writes_store_sets_aside_bad_and_skips_on_rerun(tmp_pa
         np.testing.assert_array_equal(valid[expected_valid], True)
         np.testing.assert_array_equal(data[..., 1][valid], nir[valid].astype(np.float32) / np.float32(10000))
     mtimes = {ref.uri: os.stat(ref.uri).st_mtime_ns for ref in refs}
+    assert not os.path.exists(os.path.join(store, CONVERT_DIR))  # every staged block removed
 
-    # Re-run: the same observations come back without being written again.
+    # Re-run: the same observations come back without being written again; a block a killed run staged
+    # for an observation it then finished is removed.
+    leftover = block_path(store, CONVERT_DIR, "optical", refs[0].time, PixelWindow(0, 32, 0, 32))
+    os.makedirs(os.path.dirname(leftover))
+    open(leftover, "wb").close()
     with BeamTestPipeline() as pipeline:
         check(ConvertPlan.create(store, grid, listing, params, aoi, block_size=32).expand(pipeline))
     assert {ref.uri: os.stat(ref.uri).st_mtime_ns for ref in list_store(store)[0]} == mtimes
+    assert not os.path.exists(os.path.join(store, CONVERT_DIR))
     assert not [n for n in os.listdir(os.path.join(store, "optical")) if n.startswith(".")]
 
     # Another divisor is another fingerprint: converted again.
@@ -441,6 +451,80 @@ def test_convert_transform_writes_store_sets_aside_bad_and_skips_on_rerun(tmp_pa
     with BeamTestPipeline() as pipeline:
         other.expand(pipeline)
     assert all(os.stat(uri).st_mtime_ns != t for uri, t in mtimes.items())
+
+
+def one_landsat_job(store, time="2008-04-27", block_size=20):
+    aoi, grid = landsat_grid()
+    source = next(s for s in landsat_listing().sources if s.time == parse_time(time))
+    params = ConvertParams.create(divisor=10000, mask_rule="fmask")
+    plan = ConvertPlan.create(store, grid, Listing([source], []), params, aoi, block_size=block_size)
+    return plan.job, source, plan.band_names["optical"]
+
+
+def test_blocks_cross_the_group_by_key_as_references_and_staged_blocks_go_after_the_write(tmp_path):
+    """What convert shuffles per observation is a BlockRead per block (window, staged path, valid count),
+    no pixels: the staged blocks are the pixels' only route to the writer, and are removed after it."""
+    store = str(tmp_path / "store")
+    job, source, names = one_landsat_job(store)
+
+    def references_only(elements):
+        assert len(elements) == 16  # 61 x 61 px in 20 px blocks
+        for key, read in elements:
+            assert key == ("optical", source.time) and isinstance(read, BlockRead)
+            assert not any(isinstance(getattr(read, f.name), np.ndarray) for f in dataclasses.fields(read))
+            assert len(pickle.dumps(read)) < 2000
+            assert (read.path is not None) == (read.valid_pixels > 0)
+            if read.path is not None:
+                assert read.path == block_path(store, CONVERT_DIR, "optical", source.time, read.window)
+
+    with BeamTestPipeline() as pipeline:
+        blocks = pipeline | beam.Create([(source, names)]) | ReadSourceBlocks(job)
+        assert_that(blocks, references_only)
+        blocks | WriteConvertedObservations(job)
+    assert fs.list_files(os.path.join(store, CONVERT_DIR)) == []  # folders go when the store is finished
+    data, valid = GeoTiffObservationReader().read(list_store(store)[0][0].uri, full(job.grid))
+    whole = read_source_window(source, job.grid, full(job.grid), job.params)
+    np.testing.assert_array_equal(data, whole[0])
+    np.testing.assert_array_equal(valid, whole[1])
+
+
+def read_blocks(job, source, names):
+    reader = convert._ReadBlock(job)
+    reader.setup()
+    return [read for w in block_windows(job.grid, job.block_size) for _, read in reader.process(((source, names), w))]
+
+
+def test_fully_masked_is_told_by_the_counts_with_no_block_staged(tmp_path):
+    store = str(tmp_path / "store")
+    job, source, names = one_landsat_job(store, FULLY_CLOUDY[:10])
+    reads = read_blocks(job, source, names)
+    assert len(reads) == 16 and all(read.path is None and read.valid_pixels == 0 for read in reads)
+    assert not os.path.exists(os.path.join(store, CONVERT_DIR))
+    [(tag, rejection)] = convert._WriteObservation(job).process((("optical", source.time), reads))
+    assert tag == convert.RECORDED and rejection.reason.startswith("fully masked")
+    assert os.listdir(os.path.join(store, "rejected")) == [f"optical_{time_name(source.time)}.json"]
+
+
+def test_a_write_missing_a_block_publishes_nothing_and_a_retry_after_the_write_takes_the_stored_file(tmp_path):
+    store = str(tmp_path / "store")
+    job, source, names = one_landsat_job(store)
+    reads = read_blocks(job, source, names)
+    key = ("optical", source.time)
+    lost = next(read.path for read in reversed(reads) if read.path is not None)
+    kept = open(lost, "rb").read()
+    os.remove(lost)  # the last block to write is gone: the file was half written when it failed
+    with pytest.raises(OSError):
+        list(convert._WriteObservation(job).process((key, reads)))
+    assert os.listdir(os.path.join(store, "optical")) == []  # neither the file nor its temporary
+    with open(lost, "wb") as f:
+        f.write(kept)
+    [(tag, ref)] = convert._WriteObservation(job).process((key, reads))
+    assert tag == convert.WRITTEN and os.listdir(os.path.join(store, "optical")) == [os.path.basename(ref.uri)]
+    assert not [p for p in (read.path for read in reads) if p is not None and os.path.exists(p)]
+    written = os.stat(ref.uri).st_mtime_ns
+    # A retried bundle of the same write, after this attempt removed the staged blocks: the stored file is it.
+    [(tag, again)] = convert._WriteObservation(job).process((key, reads))
+    assert tag == convert.WRITTEN and again.uri == ref.uri and os.stat(ref.uri).st_mtime_ns == written
 
 
 def test_store_with_another_grid_is_refused(tmp_path):
@@ -686,7 +770,8 @@ def test_output_dtype_int16_keeps_raw_landsat_values(tmp_path):
             red = b3.read(1)
         np.testing.assert_array_equal(data[..., 0][valid], red[valid].astype(np.float32))
     with pytest.raises(ValueError, match="do not fit uint8"):
-        encode_observation(
+        write_observation(
+            str(tmp_path / "other"),
             grid,
             np.full((grid.height, grid.width, 1), 300.0),
             np.ones((grid.height, grid.width), bool),
@@ -694,3 +779,4 @@ def test_output_dtype_int16_keeps_raw_landsat_values(tmp_path):
             0.0,
             dtype="uint8",
         )
+    assert os.listdir(tmp_path / "other" / "optical") == []  # neither the file nor its temporary

@@ -26,7 +26,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from project import DATAFLOW_FLAGS, project_copy
 
-from rsdt_beam.acquire import fetch
+from rsdt_beam.acquire import fetch, staging
 from rsdt_beam.acquire import sentinelhub as sh
 from rsdt_beam.acquire.store import list_store, write_grid
 from rsdt_beam.cli.commands import FETCH
@@ -138,6 +138,9 @@ def test_chunks_cover_the_whole_grid_within_the_request_limit():
     assert (covered == 1).all()  # every pixel once, also those right of/below the last whole tile
     small = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 101, 100)
     assert fetch.fetch_chunks(small, 2500) == [PixelWindow(0, 101, 0, 100)]
+    assert len(fetch.fetch_chunks(small, 64)) == 4
+    tiled = Grid("EPSG:32633", (10, 0, 0, 0, -10, 0), 600, 520)  # chunks of whole 256 px tiles of the store file
+    assert {(c.row_start % 256, c.col_start % 256) for c in fetch.fetch_chunks(tiled, 100)} == {(0, 0)}
     with pytest.raises(UserError, match="--fetch_chunk_size must be within 1..2500"):
         fetch.fetch_chunks(grid, 4000)
 
@@ -168,8 +171,7 @@ def test_assemble_writes_complete_observations_and_rejects_empty_or_failed(tmp_p
                 continue
             data = np.full((c.height, c.width, 13), k + 1, np.float32)
             valid = np.full((c.height, c.width), t == t_ok)
-            with _open_for(path) as f:
-                f.write(fetch._encode_chunk(data, valid))
+            staging.stage_block(path, data, valid)
             outcomes.append(fetch.ChunkOutcome("optical", t, c, 2, path=path))
     with TestPipeline() as p:
         out = p | beam.Create(outcomes) | fetch.AssembleObservations(grid, store)
@@ -190,9 +192,28 @@ def test_assemble_writes_complete_observations_and_rejects_empty_or_failed(tmp_p
     assert fetch.staged_paths(store) == {fetch.staged_chunk_path(store, "optical", t_failed, chunks[0])}
 
 
-def _open_for(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return open(path, "wb")
+def test_assemble_tells_no_valid_pixel_from_the_counts_and_a_lost_chunk_publishes_nothing(tmp_path):
+    """Chunk outcomes carry their valid counts: an observation whose chunks all count 0 is set aside without
+    a chunk file opened (here they are gone); one chunk missing at write time publishes no half file."""
+    store = str(tmp_path)
+    grid = Grid("EPSG:32633", (10, 0, 0, 0, -10, 5120), 512, 512)
+    chunks = fetch.fetch_chunks(grid, 256)
+    t_empty, t_lost = 1e9, 1e9 + 86400
+    gone = [fetch.staged_chunk_path(store, "optical", t_empty, c) for c in chunks]
+    empty = [fetch.ChunkOutcome("optical", t_empty, c, 4, path=p, valid_pixels=0) for c, p in zip(chunks, gone)]
+    lost = []
+    for k, c in enumerate(chunks):
+        path = fetch.staged_chunk_path(store, "optical", t_lost, c)
+        if k < 3:  # the last chunk in row-major order is missing
+            staging.stage_block(path, np.ones((256, 256, 13), np.float32), np.ones((256, 256), bool))
+        lost.append(fetch.ChunkOutcome("optical", t_lost, c, 4, path=path, valid_pixels=256 * 256))
+    assemble = fetch._Assemble(grid, store, "run")
+    [(tag, rejection)] = assemble.process((("optical", t_empty), empty))
+    assert tag == fetch.REJECTED and rejection.reason == "no valid pixel (dataMask and not cloud)"
+    with pytest.raises(OSError):
+        assemble.process((("optical", t_lost), lost))
+    assert os.listdir(tmp_path / "optical") == []  # neither the file nor its temporary
+    assert len(fetch.staged_paths(store)) == 3  # staged chunks stay for the next attempt
 
 
 def test_credentials_are_read_where_they_are_named(monkeypatch, tmp_path):

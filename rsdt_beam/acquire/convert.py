@@ -1,9 +1,12 @@
 """Convert as Beam transforms: GeoTIFF archives -> observation store on the run's grid.
 
     ConvertSource --InspectSources--> to convert (+ already converted refs, + Rejection)
-      --ReadSourceBlocks--> ((modality, time), block)    fan-out per (observation, block)
-      --WriteConvertedObservations--> ObservationRef     GroupByKey per observation, one file each
-                                                         (+ Rejection when nothing is valid)
+      --ReadSourceBlocks--> ((modality, time), BlockRead)   fan-out per (observation, block): each block
+                                                            read, warped and staged in the store under
+                                                            <store>/.convert_blocks/ (acquire.staging)
+      --WriteConvertedObservations--> ObservationRef        GroupByKey per observation of the references,
+                                                            the staged blocks streamed into one file each
+                                                            (+ Rejection when nothing is valid)
 
 `ConvertObservations` wires the three and returns the `ObservationRef`s of
 every observation in the store for this run (new and already converted), the
@@ -12,7 +15,18 @@ PCollection Stage 2 takes as `refs` in the fused pipeline.
 Why blocks and a GroupByKey: reading and warping is the expensive part and
 splits by pixel window, so a large area's observation keeps many workers
 busy; the store wants one GeoTIFF per observation, so blocks meet again
-per observation before the single atomic write.
+per observation before the single atomic write. Why staged blocks: the
+GroupByKey carries a small `BlockRead` per block (window, staged path,
+valid pixel count), not its pixels, and the writer reads one staged block
+at a time into a `StreamedGeoTiff`, so no worker holds a whole observation
+and no pixels are shuffled. The counts decide a fully masked observation
+without opening a file; blocks with no valid pixel (or outside the AOI,
+never read) are not staged and are written as zeros, invalid. The staged
+blocks are removed once the observation is written (or set aside), and
+the whole staging folder (blocks a killed run left) once every
+observation of the run is; a retried write whose blocks another attempt
+removed checks the stored file's fingerprint instead. Convert does not
+resume from staged blocks (fetch does: they cost requests).
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
@@ -33,7 +48,6 @@ from rsdt_beam.acquire.geotiff import (
     ConvertParams,
     ConvertSource,
     Listing,
-    assemble,
     block_windows,
     drop_duplicates,
     file_header,
@@ -44,6 +58,7 @@ from rsdt_beam.acquire.geotiff import (
     read_manifest,
     read_source_window,
 )
+from rsdt_beam.acquire.staging import CONVERT_DIR, block_path, remove_blocks, stage_block, write_staged_observation
 from rsdt_beam.acquire.store import (
     REJECTED_DIR,
     GeoTiffObservationReader,
@@ -52,7 +67,6 @@ from rsdt_beam.acquire.store import (
     store_folder,
     write_band_description,
     write_grid,
-    write_observation,
 )
 from rsdt_beam.acquire.store import rejection_path as observation_rejection_path
 from rsdt_beam.aoi import AreaOfInterest, anchor_of, area_of, mask_for_grid
@@ -62,7 +76,7 @@ from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow
-from rsdt_beam.outputs import FinishFolder, OutputFolder, new_run_id
+from rsdt_beam.outputs import AllDone, FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
 from rsdt_beam.specs import AreaSpec, ConvertSpec
 
@@ -180,6 +194,19 @@ class InspectSources(beam.PTransform):
         return split(sources | "Inspect" >> beam.ParDo(_Inspect(self._job)), (VALID, CONVERTED, REJECTED, RECORDED))
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockRead:
+    """What reading one block of an observation left: the block staged at `path` with `valid_pixels`
+    valid pixels (no path: nothing valid there, or outside the AOI and never read), or the `error`."""
+
+    source: ConvertSource
+    band_names: tuple[str, ...]
+    window: PixelWindow
+    path: str | None = None
+    valid_pixels: int = 0
+    error: str | None = None
+
+
 class _ReadBlock(beam.DoFn):
     def __init__(self, job: ConvertJob):
         self._job = job
@@ -197,21 +224,27 @@ class _ReadBlock(beam.DoFn):
         if self._area is not None:
             area = self._area[window.row_start : window.row_stop, window.col_start : window.col_stop]
             if not area.any():  # nothing of the AOI here: no read at all
-                yield key, (source, names, window, None, None)
+                yield key, BlockRead(source, names, window)
                 return
         try:
             data, valid = read_source_window(source, self._job.grid, window, self._job.params, area)
         except ObservationError as error:
             self._failed.inc()
-            yield key, (source, names, window, None, error.observation + ": " + error.reason)
+            yield key, BlockRead(source, names, window, error=error.observation + ": " + error.reason)
             return
         self._pixels.inc(window.height * window.width)
-        yield key, (source, names, window, data, valid)
+        count = int(np.count_nonzero(valid))
+        if not count:  # all zeros and invalid: the writer makes it without a file
+            yield key, BlockRead(source, names, window)
+            return
+        path = block_path(self._job.store, CONVERT_DIR, source.modality, source.time, window)
+        stage_block(path, data, valid, self._job.run_id)
+        yield key, BlockRead(source, names, window, path, count)
 
 
 class ReadSourceBlocks(beam.PTransform):
-    """`(source, band names)` -> `((modality, time), (source, names, window, data|None, valid|error))`,
-    one element per (observation, block of about `job.block_size` px a side)."""
+    """`(source, band names)` -> `((modality, time), BlockRead)`, one element per (observation, block of
+    about `job.block_size` px a side); the block's pixels are staged in the store, not in the element."""
 
     def __init__(self, job: ConvertJob):
         super().__init__()
@@ -234,17 +267,17 @@ class _WriteObservation(beam.DoFn):
         self._masked = Counter("observations_fully_masked")
         self._bytes = Counter("convert_written_bytes")
 
-    def process(self, item):
-        _, blocks = item
-        blocks = list(blocks)
-        source, names = blocks[0][0], blocks[0][1]
-        errors = [entry[4] for entry in blocks if entry[3] is None and entry[4] is not None]
+    def process(self, item: tuple[tuple[str, float], Iterable[BlockRead]]):
+        _, reads = item
+        reads = sorted(reads, key=lambda read: read.window)
+        source, names = reads[0].source, reads[0].band_names
+        staged = [read.path for read in reads if read.path is not None]
+        errors = [read.error for read in reads if read.error is not None]
         if errors:
+            remove_blocks(staged)
             yield REJECTED, (source, _rejection(source, source.bands[0], errors[0]))
             return
-        read = [(window, data, valid) for _, _, window, data, valid in blocks if data is not None]
-        data, valid = assemble(self._job.grid, len(names), read)
-        if not valid.any():
+        if not any(read.valid_pixels for read in reads):  # decided from the counts: no block staged
             self._masked.inc()
             _LOG.warning("set aside %s: no valid pixel inside the area of interest", source.name)
             rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
@@ -257,30 +290,38 @@ class _WriteObservation(beam.DoFn):
             fs.delete_if_exists(observation_path(self._job.store, source.modality, source.time))
             yield RECORDED, rejection
             return
-        tags = {FINGERPRINT_TAG: self._job.fingerprint(source), SOURCE_TAG: ";".join(source.bands)}
-        path = write_observation(
-            self._job.store,
-            self._job.grid,
-            data,
-            valid,
-            source.modality,
-            source.time,
-            names,
-            tags,
-            self._job.params.dtype,
-            self._job.run_id,
-        )
+        stamp = self._job.fingerprint(source)
+        tags = {FINGERPRINT_TAG: stamp, SOURCE_TAG: ";".join(source.bands)}
+        path = observation_path(self._job.store, source.modality, source.time)
+        try:
+            write_staged_observation(
+                self._job.store,
+                self._job.grid,
+                source.modality,
+                source.time,
+                [(read.window, read.path) for read in reads],
+                names,
+                tags,
+                self._job.params.dtype,
+                self._job.run_id,
+            )
+        except OSError:  # FileNotFoundError, Beam's BeamIOError
+            # Another attempt of this step wrote the observation and removed the staged blocks while this one
+            # was reading them (nothing of this attempt is published).
+            if _stored_fingerprint(path) != stamp:
+                raise
+        remove_blocks(staged)
         # A success replaces the rejection an earlier run may have recorded for this observation.
         fs.delete_if_exists(rejection_path(self._job.store, source))
         self._written.inc()
-        self._bytes.inc(data.nbytes)
+        self._bytes.inc(self._job.grid.height * self._job.grid.width * len(names) * 4)
         yield WRITTEN, ObservationRef(source.modality, source.time, path, GeoTiffObservationReader())
 
 
 class WriteConvertedObservations(beam.PTransform):
-    """Blocks keyed by observation -> ObservationRef of its store file; tagged `rejected`
-    (`(source, Rejection)`) when a block failed, `recorded` (Rejection, already written to the
-    store) when nothing is valid inside the area."""
+    """`((modality, time), BlockRead)` -> ObservationRef of its store file, written from the staged blocks
+    (which are then removed); tagged `rejected` (`(source, Rejection)`) when a block failed, `recorded`
+    (Rejection, already written to the store) when no block has a valid pixel inside the area."""
 
     def __init__(self, job: ConvertJob):
         super().__init__()
@@ -290,7 +331,7 @@ class WriteConvertedObservations(beam.PTransform):
         return split(
             blocks
             | "Blocks per observation" >> beam.GroupByKey()
-            | "Assemble and write" >> beam.ParDo(_WriteObservation(self._job)),
+            | "Write from staged blocks" >> beam.ParDo(_WriteObservation(self._job)),
             (WRITTEN, REJECTED, RECORDED),
         )
 
@@ -468,5 +509,12 @@ class ConvertPlan:
         )
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
-        (grid_written, bands_written, refs, rejected) | "Finish store" >> FinishFolder(self.job.folder)
+        # Each write removes its own staged blocks; this takes those of a killed run's finished observations
+        # (skipped now), once every observation of this run is written.
+        staging_removed = (
+            (refs, rejected)
+            | "Observations done" >> AllDone()
+            | "Remove staged blocks" >> beam.Map(lambda _: fs.delete_tree(fs.join(store, CONVERT_DIR)))
+        )
+        (grid_written, bands_written, refs, rejected, staging_removed) | "Finish store" >> FinishFolder(self.job.folder)
         return refs, rejected

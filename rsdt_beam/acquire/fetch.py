@@ -4,10 +4,12 @@
               store listed (resume) -> FetchItem per (collection, timestamp, chunk) still missing
     FetchChunks          FetchItem -> ChunkOutcome   keyed into `max_requests_in_flight` lanes,
                          GroupByKey, each lane sends its requests one after another; the chunk is
-                         staged under <store>/.fetch_chunks/ (atomic write)
-    AssembleObservations ChunkOutcome -> ObservationRef (+ Rejection)  GroupByKey per observation:
-                         all chunks there -> <store>/<modality>/<time>.tif; no valid pixel ->
-                         <store>/rejected/<modality>_<time>.json; a chunk failed -> Rejection only
+                         staged under <store>/.fetch_chunks/ (atomic write, acquire.staging)
+    AssembleObservations ChunkOutcome -> ObservationRef (+ Rejection)  GroupByKey per observation of
+                         the outcomes (path and valid pixel count, no pixels): all chunks there ->
+                         streamed one at a time, row-major, into <store>/<modality>/<time>.tif;
+                         no valid pixel (from the counts) -> <store>/rejected/<modality>_<time>.json;
+                         a chunk failed -> Rejection only
 
 Why lanes: a key's values are processed by one DoFn call, so N keys bound the
 requests in flight to N across the whole job whatever the worker count
@@ -32,7 +34,10 @@ twice for an observation that is stored.
 
 Chunks are blocks of the whole grid of at most `--fetch_chunk_size` (<= 2500)
 px a side: the store holds the area's data, also the pixels right of or below
-the last whole tile of any tiling.
+the last whole tile of any tiling. Assembling holds one chunk at a time (the
+file is a `StreamedGeoTiff`), as a lane does, never a whole observation; a
+chunk staged by an earlier attempt or run carries no count, so its mask
+alone is read to tell an observation without a valid pixel.
 
 Every file is written under a temporary name carrying the run's id; the store's
 `metadata.json` is written after every other write of the run
@@ -42,7 +47,6 @@ Every file is written under a temporary name carrying the run's id; the store's
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 
@@ -51,6 +55,7 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.acquire import sentinelhub as sh
+from rsdt_beam.acquire import staging
 from rsdt_beam.acquire.geotiff import block_windows
 from rsdt_beam.acquire.store import (
     REJECTED_DIR,
@@ -62,7 +67,6 @@ from rsdt_beam.acquire.store import (
     store_folder,
     write_band_description,
     write_grid,
-    write_observation,
     write_rejection,
 )
 from rsdt_beam.aoi import area_of
@@ -77,7 +81,7 @@ from rsdt_beam.progress import Counter
 from rsdt_beam.specs import AreaSpec, FetchSpec, StackSpec
 
 _LOG = logging.getLogger(__name__)
-STAGING_DIR = ".fetch_chunks"
+STAGING_DIR = staging.FETCH_DIR
 REJECTED = "rejected"
 OBSERVATIONS = "observations"
 
@@ -95,7 +99,8 @@ class FetchItem:
 
 @dataclasses.dataclass(frozen=True)
 class ChunkOutcome:
-    """A chunk staged at `path`, or failed with `reason`."""
+    """A chunk staged at `path` with `valid_pixels` valid pixels (None: not known, staged by an earlier
+    attempt or run), or failed with `reason`."""
 
     modality: str
     time: float
@@ -103,16 +108,11 @@ class ChunkOutcome:
     chunks: int
     path: str | None = None
     reason: str | None = None
+    valid_pixels: int | None = None
 
 
 def staged_chunk_path(store: str, modality: str, time: float, chunk: PixelWindow) -> str:
-    return fs.join(
-        store,
-        STAGING_DIR,
-        modality,
-        time_name(time),
-        f"{chunk.row_start}_{chunk.row_stop}_{chunk.col_start}_{chunk.col_stop}.npz",
-    )
+    return staging.block_path(store, STAGING_DIR, modality, time, chunk)
 
 
 def fetch_chunks(grid: Grid, chunk_size: int) -> list[PixelWindow]:
@@ -164,11 +164,7 @@ def stored_keys(store: str) -> tuple[list[ObservationRef], set[tuple[str, str]]]
 
 
 def staged_paths(store: str) -> set[str]:
-    return {
-        path
-        for path in fs.glob(fs.join(store, STAGING_DIR, "*", "*", "*.npz"))
-        if not fs.basename(path).startswith(".")
-    }
+    return staging.staged_paths(store, STAGING_DIR)
 
 
 @dataclasses.dataclass
@@ -326,17 +322,6 @@ def settings_of(spec: FetchSpec) -> sh.SentinelHubSettings:
     )
 
 
-def _encode_chunk(data: np.ndarray, valid: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, data=data, valid=valid)
-    return buffer.getvalue()
-
-
-def _decode_chunk(path: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(io.BytesIO(fs.read_bytes(path))) as archive:
-        return archive["data"], archive["valid"]
-
-
 class _FetchLane(beam.DoFn):
     def __init__(self, settings: sh.SentinelHubSettings, grid: Grid, store: str, run_id: str):
         self._settings = settings
@@ -384,9 +369,10 @@ class _FetchLane(beam.DoFn):
                 yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, reason=str(error))
                 continue
             self._count(stats)
-            fs.write_bytes(path, _encode_chunk(data, valid), self._run_id)
+            staging.stage_block(path, data, valid, self._run_id)
             self._chunks.inc()
-            yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path)
+            count = int(np.count_nonzero(valid))
+            yield ChunkOutcome(item.modality, item.time, item.chunk, item.chunks, path=path, valid_pixels=count)
 
 
 class FetchChunks(beam.PTransform):
@@ -448,17 +434,13 @@ class _Assemble(beam.DoFn):
 
     def _write(self, modality: str, time: float, uri: str, outcomes: list[ChunkOutcome]):
         collection = sh.COLLECTIONS[modality]
-        data = np.zeros((self._grid.height, self._grid.width, len(collection.bands)), np.float32)
-        valid = np.zeros((self._grid.height, self._grid.width), bool)
-        for outcome in outcomes:
-            chunk_data, chunk_valid = _decode_chunk(outcome.path)
-            c = outcome.chunk
-            data[c.row_start : c.row_stop, c.col_start : c.col_stop] = chunk_data
-            valid[c.row_start : c.row_stop, c.col_start : c.col_stop] = chunk_valid
-        if valid.any():
+        # Chunks staged by an earlier attempt or run carry no count: their masks (not their bands) are read.
+        counts = [o.valid_pixels if o.valid_pixels is not None else staging.valid_pixels(o.path) for o in outcomes]
+        if any(counts):
             tags = {"RSDT_SOURCE": "sentinelhub", "RSDT_COLLECTION": collection.stock_name}
-            write_observation(
-                self._store, self._grid, data, valid, modality, time, collection.bands, tags, run_id=self._run_id
+            chunks = [(o.chunk, o.path) for o in outcomes]
+            staging.write_staged_observation(
+                self._store, self._grid, modality, time, chunks, collection.bands, tags, run_id=self._run_id
             )
             self._written.inc()
             result = OBSERVATIONS, ObservationRef(modality, time, uri, GeoTiffObservationReader())
@@ -472,11 +454,7 @@ class _Assemble(beam.DoFn):
             write_rejection(self._store, rejection, modality, time, self._run_id)
             self._empty.inc()
             result = REJECTED, rejection
-        for outcome in outcomes:
-            try:
-                fs.delete_if_exists(outcome.path)
-            except OSError:  # removed by another attempt of this step in the meantime
-                pass
+        staging.remove_blocks(o.path for o in outcomes)
         return result  # empty staging folders go when the store is finished (rsdt_beam.outputs.sweep)
 
 

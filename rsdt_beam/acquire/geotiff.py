@@ -41,6 +41,7 @@ from rsdt_beam.common.observations import ObservationError, Rejection
 from rsdt_beam.common.times import iso_time, parse_time
 from rsdt_beam.common.user_code import load_callable
 from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.rasters import TILE_PX
 
 FINGERPRINT_TAG = "RSDT_CONVERT_FINGERPRINT"
 SOURCE_TAG = "RSDT_CONVERT_SOURCE"
@@ -413,28 +414,22 @@ def read_source_window(
 
 
 def block_windows(grid: Grid, chunk_size: int) -> list[PixelWindow]:
-    """The grid cut into blocks of about `chunk_size` px a side (multiples of 256 where possible)."""
+    """The grid cut into blocks of about `chunk_size` px a side, row-major.
+
+    Blocks are a multiple of 256 px a side when `chunk_size` is at least that, and always on a grid the
+    store tiles (at least 256 px each way): there a block is whole 256 px tiles of the observation's
+    GeoTIFF, so its writer completes every tile it is given (a tile two blocks share would be compressed
+    and written twice, the first copy left as a hole in the file).
+    """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    size = max(256, chunk_size // 256 * 256) if chunk_size >= 256 else chunk_size
+    tiled = grid.height >= TILE_PX and grid.width >= TILE_PX
+    size = max(TILE_PX, chunk_size // TILE_PX * TILE_PX) if chunk_size >= TILE_PX or tiled else chunk_size
     return [
         PixelWindow(r, min(r + size, grid.height), c, min(c + size, grid.width))
         for r in range(0, grid.height, size)
         for c in range(0, grid.width, size)
     ]
-
-
-def assemble(
-    grid: Grid, bands: int, blocks: Sequence[tuple[PixelWindow, np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One observation's full `(data [H, W, bands], valid [H, W])` from its block reads."""
-    data = np.zeros((grid.height, grid.width, bands), dtype=np.float32)
-    valid = np.zeros((grid.height, grid.width), dtype=bool)
-    for window, block, block_valid in blocks:
-        rows, cols = slice(window.row_start, window.row_stop), slice(window.col_start, window.col_stop)
-        data[rows, cols] = block
-        valid[rows, cols] = block_valid
-    return data, valid
 
 
 # --- Listing an archive: a manifest, or globs with the time in the file names ------------------

@@ -3,15 +3,18 @@
     <root>/grid.json                                   the run's grid (CRS, transform, shape)
     <root>/<modality>/<%Y%m%dT%H%M%S>.tif              one observation
     <root>/rejected/<modality>_<%Y%m%dT%H%M%S>.json    an observation set aside, with the reason
+    <root>/.convert_blocks/, <root>/.fetch_chunks/     blocks staged while a run writes (acquire.staging)
 
 Each observation is a georeferenced GeoTIFF on the run's grid: float32
-bands, 256 x 256 internal tiles when the grid is at least 256 px each way
-(windowed reads touch only the blocks they need; smaller grids are striped),
-DEFLATE with the floating-point predictor, and the validity mask as
-the GDAL internal mask band, so QGIS and rasterio show invalid pixels as
+bands (or convert's `--output_dtype`), 256 x 256 internal tiles when the
+grid is at least 256 px each way (windowed reads touch only the blocks they
+need; smaller grids are striped), DEFLATE with the floating-point predictor
+(horizontal differencing for integer dtypes), and the validity mask as the
+GDAL internal mask band, so QGIS and rasterio show invalid pixels as
 transparent. Tags record the modality and acquisition time; band
-descriptions the band names. Files are written to a temporary name and
-renamed, so a listed file is always complete.
+descriptions the band names. `ObservationWriter` writes one window by
+window (rsdt_beam.rasters.StreamedGeoTiff) to a temporary name and renames
+it when complete, so a listed file is always complete.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import rasterio
-from rasterio.io import MemoryFile
 from rasterio.windows import Window as RasterioWindow
 
 from rsdt_beam import fs
@@ -32,6 +34,7 @@ from rsdt_beam.common.observations import ObservationError, ObservationHeader, O
 from rsdt_beam.common.times import iso_time, parse_time_name, time_name
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import OutputFolder
+from rsdt_beam.rasters import StreamedGeoTiff, geotiff_profile
 
 REJECTED_DIR = "rejected"
 
@@ -45,8 +48,6 @@ BAND_DTYPES = ("float32", "float64", "uint16", "int16", "uint8")
 
 def _as_band_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
     """Bands in the stored dtype; integer dtypes take rounded values and refuse any out of range."""
-    if dtype not in BAND_DTYPES:
-        raise ValueError(f"band dtype must be one of {BAND_DTYPES}, got {dtype!r}")
     if np.dtype(dtype).kind == "f":
         return data.astype(dtype, copy=False)
     limits = np.iinfo(dtype)
@@ -58,45 +59,50 @@ def _as_band_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
     return rounded.astype(dtype)
 
 
-def encode_observation(
-    grid: Grid,
-    data: np.ndarray,
-    valid: np.ndarray,
-    modality: str,
-    time: float,
-    band_names: Sequence[str] | None = None,
-    tags: dict | None = None,
-    dtype: str = "float32",
-) -> bytes:
-    """GeoTIFF bytes of one observation: `data` `[h, w, bands]` stored as `dtype`, `valid` `[h, w]`."""
-    height, width, bands = data.shape
-    if (height, width) != (grid.height, grid.width) or valid.shape != (height, width):
-        raise ValueError(
-            f"observation is {height} x {width} px (mask {valid.shape}) but the grid is {grid.height} x {grid.width}"
+class ObservationWriter:
+    """One observation of the store written window by window (`rasters.StreamedGeoTiff`): `write(window,
+    data [h, w, bands], valid [h, w])` stores the bands as `dtype`; the file appears at
+    `observation_path(root, modality, time)` when the `with` block ends cleanly, complete or not at all.
+
+    Windows should come in row-major order and, on a tiled grid, cover whole 256 px tiles (a tile two
+    windows share is written twice, the file grows; see rsdt_beam.rasters).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        grid: Grid,
+        bands: int,
+        modality: str,
+        time: float,
+        band_names: Sequence[str] = (),
+        tags: dict | None = None,
+        dtype: str = "float32",
+        run_id: str = "",
+    ):
+        if dtype not in BAND_DTYPES:
+            raise ValueError(f"band dtype must be one of {BAND_DTYPES}, got {dtype!r}")
+        self.path = observation_path(root, modality, time)
+        self._dtype = dtype
+        profile = geotiff_profile(grid, bands, dtype, predictor=3 if np.dtype(dtype).kind == "f" else 2)
+        self._file = StreamedGeoTiff(
+            self.path,
+            profile,
+            mask=True,
+            tags={"RSDT_MODALITY": modality, "RSDT_TIME": iso_time(time), **(tags or {})},
+            band_names=band_names or (),
+            run_id=run_id,
         )
-    stored = _as_band_dtype(data, dtype)
-    profile = dict(
-        driver="GTiff",
-        height=height,
-        width=width,
-        count=bands,
-        dtype=dtype,
-        crs=grid.crs,
-        transform=rasterio.Affine(*grid.transform),
-        compress="deflate",
-        predictor=3 if stored.dtype.kind == "f" else 2,
-        interleave="pixel",
-    )
-    if height >= 256 and width >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
-        with memory.open(**profile) as dataset:
-            dataset.write(np.moveaxis(stored, -1, 0))
-            dataset.write_mask(np.where(valid, 255, 0).astype(np.uint8))
-            dataset.update_tags(RSDT_MODALITY=modality, RSDT_TIME=iso_time(time), **(tags or {}))
-            for index, name in enumerate(band_names or (), start=1):
-                dataset.set_band_description(index, name)
-        return memory.read()
+
+    def __enter__(self) -> ObservationWriter:
+        self._file.__enter__()
+        return self
+
+    def write(self, window: PixelWindow, data: np.ndarray, valid: np.ndarray) -> None:
+        self._file.write(window, _as_band_dtype(data, self._dtype), valid)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._file.__exit__(kind, error, traceback)
 
 
 def write_observation(
@@ -111,9 +117,15 @@ def write_observation(
     dtype: str = "float32",
     run_id: str = "",
 ) -> str:
-    path = observation_path(root, modality, time)
-    fs.write_bytes(path, encode_observation(grid, data, valid, modality, time, band_names, tags, dtype), run_id)
-    return path
+    """A whole observation held in memory (`data` `[H, W, bands]`, `valid` `[H, W]`) written as one window."""
+    height, width, bands = data.shape
+    if (height, width) != (grid.height, grid.width) or valid.shape != (height, width):
+        raise ValueError(
+            f"observation is {height} x {width} px (mask {valid.shape}) but the grid is {grid.height} x {grid.width}"
+        )
+    with ObservationWriter(root, grid, bands, modality, time, band_names or (), tags, dtype, run_id) as writer:
+        writer.write(PixelWindow(0, height, 0, width), data, valid)
+    return writer.path
 
 
 def write_grid(root: str, grid: Grid, run_id: str = "") -> None:
