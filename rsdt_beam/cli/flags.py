@@ -112,7 +112,8 @@ GROUPS: dict[str, Group] = {
             ),
             Flag(
                 "convert_block_size",
-                "pixels per side of one convert read (fan-out per observation and block)",
+                "pixels per side of one convert read (fan-out per observation and block); whole 256 px tiles "
+                "of the store's GeoTIFF on grids of at least 256 px (rounded down, at least 256)",
                 2048,
                 int,
             ),
@@ -140,7 +141,8 @@ GROUPS: dict[str, Group] = {
             ),
             Flag(
                 "fetch_chunk_size",
-                "pixels per side of one Process request (blocks of the whole grid, at most 2500)",
+                "pixels per side of one Process request (blocks of the whole grid, at most 2500); whole 256 px "
+                "tiles of the store's GeoTIFF on grids of at least 256 px (rounded down, at least 256)",
                 2500,
                 int,
             ),
