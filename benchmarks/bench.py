@@ -320,15 +320,25 @@ class StageRun:
         return max((p.peak_rss for p in self.processes if p.role == "worker"), default=0)
 
 
-def run_stage(stage: str, args: list[str], output_dirs: list[Path], module: str | None = None) -> StageRun:
-    """Runs one stage's entry point (`module`, default this tree's) from REPO as its own process."""
-    module = module or f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage) }"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+@dataclasses.dataclass
+class MonitoredRun:
+    wall: float
+    stdout: str
+    processes: list[ProcessPeak]  # the peak RSS of every process of the tree
+
+    @property
+    def peak_rss(self) -> int:
+        return max((p.peak_rss for p in self.processes), default=0)
+
+
+def run_monitored(command: list[str], tree: Path, what: str, env: dict | None = None) -> MonitoredRun:
+    """Runs `command` from `tree` (environment `env`, default this one's) with `tree` on PYTHONPATH (that tree's
+    rsdt_beam), sampling the peak RSS of its process tree; a failure raises with `what` and its stderr's end."""
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", module, *args, "--no_progress"],
-        cwd=REPO,
-        env=env,
+        command,
+        cwd=tree,
+        env=dict(env if env is not None else os.environ, PYTHONPATH=str(tree)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -339,12 +349,19 @@ def run_stage(stage: str, args: list[str], output_dirs: list[Path], module: str 
     wall = time.monotonic() - started
     processes = monitor.stop()
     if process.returncode != 0:
-        raise RuntimeError(f"{module} failed ({process.returncode}):\n{err[-4000:]}")
-    children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    if not processes:
+        raise RuntimeError(f"{what} failed ({process.returncode}):\n{err[-4000:]}")
+    if not processes:  # ended before the first sample
+        children_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         processes = [ProcessPeak(process.pid, "launcher", children_max)]
+    return MonitoredRun(wall, out, processes)
+
+
+def run_stage(stage: str, args: list[str], output_dirs: list[Path], module: str | None = None) -> StageRun:
+    """Runs one stage's entry point (`module`, default this tree's) from REPO as its own process."""
+    module = module or f"rsdt_beam.pipelines.{ {'fused': 'run'}.get(stage, stage) }"
+    run = run_monitored([sys.executable, "-m", module, *args, "--no_progress"], REPO, module)
     files = sorted(f for d in output_dirs for f in d.glob("*.tfrecords"))
-    return StageRun(stage, wall, processes, files, sum(f.stat().st_size for f in files))
+    return StageRun(stage, run.wall, run.processes, files, sum(f.stat().st_size for f in files))
 
 
 def _decompress(path: str) -> bytes:

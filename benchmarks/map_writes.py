@@ -22,11 +22,9 @@ imported through PYTHONPATH (the child is this file run as a script, from the tr
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 TILE = 32
@@ -132,34 +130,12 @@ def steps(area: int, windows: int, out: str, dtype: str) -> None:
 def _run(tree: Path, area: int, windows: int, out: Path, mode: str, dtype: str) -> tuple[float, float, float, float]:
     """(wall s, runner peak RSS, worker peak RSS, steps' peak above their start) in MiB of one child run from
     `tree`."""
-    from benchmarks.bench import PeakRssMonitor
+    from benchmarks.bench import run_monitored
 
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--child",
-            str(area),
-            str(windows),
-            str(out),
-            mode,
-            dtype,
-        ],
-        cwd=tree,
-        env=dict(os.environ, PYTHONPATH=str(tree)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    monitor = PeakRssMonitor(process.pid)
-    monitor.start()
-    printed, err = process.communicate()
-    wall = time.monotonic() - started
-    peaks = monitor.stop()
-    if process.returncode != 0:
-        raise RuntimeError(f"{tree}:{area} failed ({process.returncode}):\n{err[-4000:]}")
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(area), str(windows), str(out), mode, dtype]
+    run = run_monitored(command, tree, f"{tree}:{area}")
+    wall, printed, peaks = run.wall, run.stdout, run.processes
     lines = printed.split()
     if not lines or not lines[0].startswith(str(tree)):
         raise RuntimeError(f"{tree}:{area} ran {printed.strip()}, not the tree's rsdt_beam")

@@ -19,10 +19,7 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -74,24 +71,8 @@ def run(tree: Path, module: str, args: list[str], env: dict) -> tuple[float, int
     The peak is VmHWM sampled over the tree (bench.PeakRssMonitor), not ru_maxrss: a child's ru_maxrss
     starts from this process's RSS when it forked (the fake server's threads make that several hundred MB).
     """
-    with tempfile.TemporaryFile() as log:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, "-m", module, *args, *RUNNER],
-            cwd=tree,
-            env=dict(env, PYTHONPATH=str(tree)),
-            stdout=log,
-            stderr=log,
-        )
-        monitor = bench.PeakRssMonitor(process.pid)
-        monitor.start()
-        process.wait()
-        wall = time.monotonic() - started
-        peaks = monitor.stop()
-        if process.returncode != 0:
-            log.seek(0)
-            raise RuntimeError(f"{tree}: {module} failed:\n{log.read().decode()[-3000:]}")
-    return wall, max(p.peak_rss for p in peaks)
+    result = bench.run_monitored([sys.executable, "-m", module, *args, *RUNNER], tree, f"{tree}: {module}", env)
+    return result.wall, result.peak_rss
 
 
 def same_store(first: Path, second: Path) -> bool:
