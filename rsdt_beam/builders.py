@@ -28,6 +28,7 @@ from rsdt_beam.acquire.listing import discover_observations
 from rsdt_beam.common.names import RECORD_OBSERVED_KEY
 from rsdt_beam.common.observations import Rejection
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import Spread
 from rsdt_beam.grid import Grid
 from rsdt_beam.inference import (
     InferMaps,
@@ -38,7 +39,7 @@ from rsdt_beam.inference import (
     WriteMaps,
 )
 from rsdt_beam.numpy_reader import window_metadata
-from rsdt_beam.outputs import FinishFolder
+from rsdt_beam.outputs import AllDone, FinishFolder
 from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
@@ -112,7 +113,7 @@ def add_stages_2_and_3(
         set_total("tiles_windowed", plan.tile_count(window.selects))
         (
             stacks
-            | "One work item per tile" >> beam.Reshuffle()
+            | "One work item per tile" >> Spread(lambda stack_file: stack_file.tile)
             | "Write windows"
             >> WriteWindows(
                 WindowOutput(window, output.gzip_level, record_observed=output.record_observed),
@@ -260,12 +261,15 @@ def build_infer(
         | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects)
     )
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
-    (
+    maps_written = (
         stacked.stacks
-        | "One work item per tile" >> beam.Reshuffle()
+        | "One work item per tile" >> Spread(lambda stack_file: stack_file.tile)
         | "Infer maps"
         >> InferMaps(window.params, handler, maps, window.window_filter, window.sample, wait_for=[listed])
-        | "Maps done" >> beam.combiners.Count.Globally()
+    )
+    (
+        (maps_written,)
+        | "Maps done" >> AllDone()
         | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path))
     )
     return [summary]
