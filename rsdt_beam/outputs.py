@@ -31,6 +31,7 @@ from rsdt_beam import fs
 from rsdt_beam.common.names import FILES_KEY, METADATA_FILE, RUN_FILE
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import Gather
+from rsdt_beam.progress import Counter
 
 
 def new_run_id() -> str:
@@ -110,7 +111,9 @@ class OutputFolder:
     def finish(self, metadata: dict) -> str:
         """After every other write of the folder: sweeps temporaries, writes `metadata.json` last."""
         sweep(self.path)
-        return self.write_json(METADATA_FILE, dict(metadata, parameters=self.marker()["parameters"]))
+        written = self.write_json(METADATA_FILE, dict(metadata, parameters=self.marker()["parameters"]))
+        Counter("folders_finished").inc()
+        return written
 
 
 def differences(recorded: dict, wanted: dict) -> list[str]:

@@ -18,6 +18,7 @@ from project import read_tree
 
 from benchmarks.dask_cluster import dask_cluster
 from rsdt_beam.graph import join_ends, split
+from rsdt_beam.progress import COUNTER_LOG, read_counter_log
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +29,31 @@ BEAM_DASK_BUG = (
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with dask_cluster(str(tmp_path_factory.mktemp("dask"))) as running:
+def counter_log(tmp_path_factory):
+    """The folder the Dask workers log their counters into (`rsdt_beam.progress.COUNTER_LOG`)."""
+    return tmp_path_factory.mktemp("dask_counters")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, counter_log):
+    with dask_cluster(str(tmp_path_factory.mktemp("dask")), env={COUNTER_LOG: str(counter_log)}) as running:
         yield running
+
+
+def counted(log_dir, run) -> dict[str, int]:
+    """The counters that `run()` logged into `log_dir` (emptied first), added up over its processes."""
+    for name in os.listdir(log_dir):
+        os.remove(os.path.join(log_dir, name))
+    run()
+    return read_counter_log(str(log_dir))
+
+
+def counted_direct(monkeypatch, log_dir, run) -> dict[str, int]:
+    """`counted` for a DirectRunner run in this process."""
+    os.makedirs(log_dir, exist_ok=True)
+    with monkeypatch.context() as patch:
+        patch.setenv(COUNTER_LOG, str(log_dir))
+        return counted(log_dir, run)
 
 
 def run_on(cluster, build) -> None:
@@ -171,13 +194,54 @@ def assert_same_trees(dask_root, direct_root, parts=("stack", "windows")):
         assert len(produced) > 2 and produced == read_tree(os.path.join(direct_root, part)), part
 
 
-def test_fused_sample_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
+def test_fused_sample_on_dask_equals_direct_runner(cluster, counter_log, monkeypatch, sample_run, tmp_path):
+    """Same bytes, and each step ran as often as on the DirectRunner (its counters, logged by the workers)."""
     from rsdt_beam.pipelines.sample import main
 
-    assert main(["--output", str(tmp_path), "--no_progress", *cluster.flags]) == 0
-    assert_same_trees(tmp_path, sample_run)
-    tasks = [executed for executed, _ in cluster.stats().values()]
+    def run(out, flags=()):
+        return lambda: main(["--output", str(out), "--no_progress", *flags]) == 0 or pytest.fail(f"{out} failed")
+
+    direct = counted_direct(monkeypatch, tmp_path / "direct_counters", run(tmp_path / "direct"))
+    before = cluster.stats()
+    on_dask = counted(counter_log, run(tmp_path / "dask", cluster.flags))
+    assert_same_trees(tmp_path / "dask", sample_run)
+    assert_same_trees(tmp_path / "direct", sample_run)
+    assert direct["observations_inspected"] == 45 and direct["folders_finished"] == 2
+    assert on_dask == direct
+    after = cluster.stats()
+    tasks = [after[worker][0] - before[worker][0] for worker in after]
     assert len(tasks) == 2 and all(tasks)  # both workers took part
+
+
+def test_sharded_windows_on_dask_equal_direct_runner(cluster, counter_log, monkeypatch, sample_eopatches, tmp_path):
+    """The sharded layout writes the same shards on both runners (no beam.io.Write, whose files Dask lost)."""
+    from test_pipeline import SAMPLE_FLAGS, WINDOW_FLAGS
+
+    from rsdt_beam.pipelines import run as run_command
+
+    def run(out, flags=()):
+        argv = [
+            "--optical",
+            sample_eopatches,
+            *SAMPLE_FLAGS,
+            *WINDOW_FLAGS,
+            "--layout",
+            "sharded",
+            "--records_per_shard",
+            "100",
+            "--window_output",
+            str(out / "windows"),
+            *flags,
+        ]
+        return lambda: run_command.main(argv) == 0 or pytest.fail(f"{out} failed")
+
+    direct = counted_direct(monkeypatch, tmp_path / "direct_counters", run(tmp_path / "direct"))
+    on_dask = counted(counter_log, run(tmp_path / "dask", cluster.flags))
+    assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("windows",))
+    shards = sorted(p.name for p in (tmp_path / "dask" / "windows").glob("windows-*.tfrecords"))
+    assert shards == [f"windows-{n:05d}-of-00003.tfrecords" for n in range(3)]
+    assert direct["windows_written"] == 270 and direct["shards_written"] == 3
+    assert on_dask == direct
 
 
 def test_stack_then_window_on_dask_equals_direct_runner(cluster, sample_eopatches, tmp_path):
