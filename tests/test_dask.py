@@ -48,6 +48,18 @@ def counted(log_dir, run) -> dict[str, int]:
     return read_counter_log(str(log_dir))
 
 
+def runner_counts(runner, counter_log, monkeypatch, tmp_path, command) -> dict[str, int]:
+    """The counters of `command()` (a command's main, which must return 0) on Dask (`runner`: its flags) or on
+    the DirectRunner in this process (`runner` empty)."""
+
+    def run():
+        assert command() == 0
+
+    if runner:
+        return counted(counter_log, run)
+    return counted_direct(monkeypatch, tmp_path / "direct_counters", run)
+
+
 def counted_direct(monkeypatch, log_dir, run) -> dict[str, int]:
     """`counted` for a DirectRunner run in this process."""
     os.makedirs(log_dir, exist_ok=True)
@@ -272,15 +284,20 @@ def test_stack_then_window_on_dask_equals_direct_runner(cluster, sample_eopatche
     assert_same_trees(tmp_path / "dask", tmp_path / "direct")
 
 
-def test_convert_to_windows_on_dask_equals_direct_runner(cluster, tmp_path):
+def test_convert_to_windows_on_dask_equals_direct_runner(cluster, counter_log, monkeypatch, tmp_path):
     from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
     from rsdt_beam.pipelines import convert
 
+    counts = {}
     for name, runner in (("direct", []), ("dask", cluster.flags)):
         out = tmp_path / name
-        assert (
-            convert.main(
+        counts[name] = runner_counts(
+            runner,
+            counter_log,
+            monkeypatch,
+            tmp_path,
+            lambda out=out, runner=runner: convert.main(
                 [
                     "--store",
                     str(out / "store"),
@@ -293,13 +310,13 @@ def test_convert_to_windows_on_dask_equals_direct_runner(cluster, tmp_path):
                     str(out / "windows"),
                     *runner,
                 ]
-            )
-            == 0
+            ),
         )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("store", "stack", "windows"))
+    assert counts["direct"]["folders_finished"] == 3 and counts["dask"] == counts["direct"]
 
 
-def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_path):
+def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, counter_log, monkeypatch, tmp_path):
     """The workers read the credentials from the file named by --sh_credentials_file (not the environment)."""
     import json
 
@@ -314,7 +331,7 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
     out = tmp_path / "out"  # both runs here: the store's rejections name their observation's path
     hub = fake.FakeSentinelHub().start()
     try:
-        requests = []
+        requests, counts = [], {}
         for name, runner in (("direct", []), ("dask", cluster.flags)):
             write_grid(str(out / "store"), S2_GRID)
             argv = [
@@ -353,13 +370,16 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
                 "--no_progress",
                 *runner,
             ]
-            assert fetch_command.main(argv) == 0
+            counts[name] = runner_counts(
+                runner, counter_log, monkeypatch, tmp_path, lambda argv=argv: fetch_command.main(argv)
+            )
             os.rename(out, tmp_path / name)
             requests.append(len(hub.requests_to("/api/v1/process")) - sum(requests))
     finally:
         hub.stop()
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("store", "stack", "windows"))
-    assert requests == [5 * 4, 5 * 4]  # Dask runs the fetch again for each side input; nothing is sent twice
+    assert requests == [5 * 4, 5 * 4]
+    assert counts["direct"]["fetch_requests"] == 5 * 4 and counts["dask"] == counts["direct"]
 
 
 @pytest.mark.xfail(
