@@ -109,11 +109,11 @@ class StackSpec:
     delta_step: float
     tile_size: tuple[int, int]
     deadzone: tuple[int, int]
-    chunk_size: int
+    chunk_size: int | None  # None: the read chunks `rsdt_beam.grid.read_chunk_size` chooses
     output: str | None = None
 
     def __post_init__(self):
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise UserError(f"--chunk_size must be positive, got {self.chunk_size}")
         if self.delta_step <= 0:
             raise UserError(f"--delta_step must be positive, got {self.delta_step} s")

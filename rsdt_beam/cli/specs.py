@@ -137,7 +137,7 @@ def stack_spec(args: argparse.Namespace, output_required: bool = False) -> Stack
         _flag_value("delta_step", parse_duration, args.delta_step),
         _flag_value("tile_size", parse_size_pair, args.tile_size),
         _flag_value("deadzone", parse_size_pair, args.deadzone),
-        getattr(args, "chunk_size", 256),
+        getattr(args, "chunk_size", None),
         output,
     )
 
