@@ -281,10 +281,11 @@ GROUPS: dict[str, Group] = {
                 "per_tile",
                 choices=("per_tile", "sharded"),
             ),
-            Flag("records_per_shard", "sharded layout: records per file", type=int),
+            Flag("records_per_shard", "sharded layout: at most this many records per file", type=int),
             Flag(
                 "bytes_per_shard",
-                "sharded layout: about this many compressed bytes per file (e.g. 268435456)",
+                "sharded layout: at most this many record bytes per file, counted before compression "
+                "(default without either limit: 268435456)",
                 type=int,
             ),
         ),
