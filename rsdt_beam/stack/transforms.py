@@ -33,7 +33,7 @@ from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.files import StackFile, TileStackWriter, band_counts
 from rsdt_beam.stack.rules import Piece, StackParams, TileStack, fold_frames, written_times
-from rsdt_beam.stack.stats import BandMoments
+from rsdt_beam.stack.stats import BandMoments, band_stats_json, interior, stack_deadzone
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -118,12 +118,13 @@ class _WrittenCounters:
         self._file_bytes.inc(written.writer.file_bytes)
 
 
-def frame_moments(stack) -> BandMoments:
-    """Band statistics of a tile's frames (a TileStack or a StackFile), taken frame by frame in time
-    order, so a stack file is never held whole; the rule Stage 2 applies as it streams."""
+def frame_moments(stack, deadzone: tuple[int, int]) -> BandMoments:
+    """Band statistics of a tile's frames (a TileStack or a StackFile) over the tile's interior
+    (`rsdt_beam.stack.stats.interior`), taken frame by frame in time order, so a stack file is never
+    held whole; the rule Stage 2 applies as it streams."""
     moments = BandMoments.empty(stack.bands.total)
     for _, frame, _ in stack.iter_frames():
-        moments = moments.merge(BandMoments.of(frame))
+        moments = moments.merge(BandMoments.of(interior(frame, deadzone)))
     return moments
 
 
@@ -139,9 +140,11 @@ class _StackChunk(beam.DoFn):
         folder: OutputFolder,
         gzip_level: int | None,
         record_observed: bool,
+        deadzone: tuple[int, int],
         seeds=None,
     ):
         self._chunks = chunks
+        self._deadzone = deadzone
         self._bands = bands
         self._selector = selector
         self._folder = folder
@@ -198,7 +201,7 @@ class _StackChunk(beam.DoFn):
                 for writer, (rows, cols) in writers:
                     frame = state[rows, cols]
                     writer.add(time, frame, observed[rows, cols])
-                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(frame))
+                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(interior(frame, self._deadzone)))
         for writer, _ in writers:
             self._written.count(writer)
             self._tiles.inc()
@@ -275,6 +278,7 @@ class StackChunks(beam.PTransform):
                     self._folder,
                     self._gzip_level,
                     self._record_observed,
+                    (self._layout.deadzone_y, self._layout.deadzone_x),
                     self._seeds,
                 ),
                 beam.pvalue.AsSingleton(self._written),
@@ -335,10 +339,7 @@ class _MergeMomentsFn(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator: dict) -> dict:
-        total = BandMoments.empty(self._bands.total)
-        for tile in sorted(accumulator):
-            total = total.merge(accumulator[tile])
-        return total.to_json(self._bands)
+        return band_stats_json(accumulator, self._bands)
 
 
 class MergeBandStatistics(beam.PTransform):
@@ -353,16 +354,19 @@ class MergeBandStatistics(beam.PTransform):
 
 
 class BandStatistics(beam.PTransform):
-    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json,
+    over the tiles' interiors (without the `deadzone` margins)."""
 
-    def __init__(self, bands: BandCounts):
+    def __init__(self, bands: BandCounts, deadzone: tuple[int, int]):
         super().__init__()
         self._bands = bands
+        self._deadzone = deadzone
 
     def expand(self, stacks):
+        deadzone = self._deadzone
         return (
             stacks
-            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
+            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack, deadzone)))
             | "Over tiles" >> MergeBandStatistics(self._bands)
         )
 
@@ -449,7 +453,7 @@ class WriteStacks(beam.PTransform):
         written = stacks | "Write tile files" >> beam.ParDo(
             _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared)
         )
-        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata), stack_deadzone(self._metadata))
         return written | "Finish" >> FinishStacks(
             folder, self._metadata, self._written, stats, self._wait_for or (cleared,)
         )
