@@ -12,8 +12,8 @@ model whose recorded bands differ from the windows' or stacks', and the model is
 features. Without the file infer cannot know and feeds raw features (as before).
 
 The statistics are metadata.json's `band_stats` (`rsdt_beam.stack.stats`): `(x - mean) / std` band by
-band, padding untouched (readers normalise a window's real frames before padding it). Pure numpy apart
-from the two file functions at the end, which import `rsdt_beam.fs` when called.
+band, padding untouched (readers normalise a window's real frames before padding it). `apply` is pure
+numpy; the file functions go through `rsdt_beam.fs` (local or gs://).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import json
 
 import numpy as np
 
+from rsdt_beam import fs
 from rsdt_beam.common.modalities import BandCounts
+from rsdt_beam.common.names import METADATA_FILE
 from rsdt_beam.errors import UserError
 from rsdt_beam.stack.stats import normalization
 
@@ -55,9 +57,6 @@ class Normalization:
     @classmethod
     def of_folder(cls, folder: str) -> Normalization:
         """From a Stage 2 or Stage 3 folder's metadata.json."""
-        from rsdt_beam import fs
-        from rsdt_beam.common.names import METADATA_FILE
-
         path = fs.join(folder, METADATA_FILE)
         if not fs.exists(path):
             raise UserError(f"{path} not found: {folder} is no complete stack or windows folder")
@@ -116,8 +115,6 @@ def normalization_path(model: str) -> str:
 def save_normalization(model: str, source: str | Normalization | None) -> str:
     """Records beside `model` how its features were normalised: as the folder `source` (its `band_stats`),
     as a `Normalization`, or not at all (None). Returns the file written."""
-    from rsdt_beam import fs
-
     if source is None:
         text = json.dumps({"normalize": False})
     else:
@@ -129,8 +126,6 @@ def save_normalization(model: str, source: str | Normalization | None) -> str:
 
 def model_normalization(model: str) -> Normalization | None:
     """The normalisation recorded beside `model` (None: none recorded, or raw features)."""
-    from rsdt_beam import fs
-
     path = normalization_path(model)
     if not fs.exists(path):
         return None
