@@ -37,6 +37,7 @@ from rsdt_beam.maps import read_geotiff
 from rsdt_beam.numpy_reader import read_windows, window_metadata
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.stats import BAND_STATS_KEY, TILES_KEY
 from rsdt_beam.window.listing import WindowRange, window_ranges, write_ranges_csv
 from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
 
@@ -81,6 +82,16 @@ def _timestamp_lines(per_tile: dict[tuple[int, int], np.ndarray], show_all: bool
     return lines
 
 
+def _metadata_text(metadata: dict) -> str:
+    """metadata.json as indented JSON, each tile's band moments (`band_stats.tiles`) summed up in a count."""
+    stats = metadata.get(BAND_STATS_KEY)
+    if isinstance(stats, dict) and TILES_KEY in stats:
+        metadata = dict(
+            metadata, **{BAND_STATS_KEY: dict(stats, **{TILES_KEY: f"moments of {len(stats[TILES_KEY])} tiles"})}
+        )
+    return json.dumps(metadata, indent=2)
+
+
 def describe_stack(
     stack_dir: str,
     params: WindowParams | None = None,
@@ -90,7 +101,7 @@ def describe_stack(
     """Lines describing a Stage 2 folder, and each tile's written time stamps."""
     metadata = read_stack_metadata(stack_dir)
     tiles = list_tiles(stack_dir)
-    lines = [f"Stage 2 stack {stack_dir}", "metadata.json: " + json.dumps(metadata, indent=2)]
+    lines = [f"Stage 2 stack {stack_dir}", "metadata.json: " + _metadata_text(metadata)]
     expected = metadata.get("num_tiles_y", 0) * metadata.get("num_tiles_x", 0)
     lines.append(
         f"tiles: {len(tiles)} files"
@@ -114,7 +125,7 @@ def describe_windows(window_dir: str, tile: tuple[int, int] = (0, 0)) -> tuple[l
         per_tile[r.tile] = per_tile.get(r.tile, 0) + 1
     lines = [
         f"Stage 3 windows {window_dir}",
-        "metadata.json: " + json.dumps(metadata, indent=2),
+        "metadata.json: " + _metadata_text(metadata),
         f"tiles: {len(per_tile)}, windows: {len(ranges)}",
     ]
     lines += [f"  tile {j}_{i}: {n} windows" for (j, i), n in sorted(per_tile.items())]
