@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsdt_beam.errors import UserError
 from rsdt_beam.stack.rules import StackParams
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.sampling import Sample
+
+if TYPE_CHECKING:
+    from rsdt_beam.normalization import Normalization
 
 TRAINING = "training"
 INFERENCE = "inference"
@@ -193,6 +196,8 @@ class InferenceSpec:
     trim_map_edges: bool = False
     map_grid: str | None = None
     model_fn_name: str | None = None  # --model_fn as given (the maps folder's identity)
+    # Recorded beside --model (`rsdt_beam.normalization`): the model is called on `normalization.apply(features)`.
+    normalization: Normalization | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ from rsdt_beam.common.names import parse_tile
 from rsdt_beam.common.times import parse_duration, parse_time
 from rsdt_beam.common.user_code import load_callable
 from rsdt_beam.errors import UserError
+from rsdt_beam.normalization import model_normalization
 from rsdt_beam.specs import (
     AreaSpec,
     ConvertSpec,
@@ -216,6 +217,7 @@ def inference_spec(args: argparse.Namespace) -> InferenceSpec:
         args.trim_map_edges,
         args.map_grid,
         args.model_fn,
+        model_normalization(args.model) if args.model else None,
     )
 
 

@@ -35,7 +35,7 @@ from rsdt_beam.outputs import FILES_KEY, OutputFolder, ensure_begun, found_files
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.files import StackFile, TileStackWriter, band_counts
 from rsdt_beam.stack.rules import Piece, StackParams, TileStack, fold_frames, written_times
-from rsdt_beam.stack.stats import BandMoments
+from rsdt_beam.stack.stats import BandMoments, band_stats_json, interior, stack_deadzone
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
@@ -121,12 +121,13 @@ class _WrittenCounters:
         self._file_bytes.inc(written.writer.file_bytes)
 
 
-def frame_moments(stack) -> BandMoments:
-    """Band statistics of a tile's frames (a TileStack or a StackFile), taken frame by frame in time
-    order, so a stack file is never held whole; the rule Stage 2 applies as it streams."""
+def frame_moments(stack, deadzone: tuple[int, int]) -> BandMoments:
+    """Band statistics of a tile's frames (a TileStack or a StackFile) over the tile's interior
+    (`rsdt_beam.stack.stats.interior`), taken frame by frame in time order, so a stack file is never
+    held whole; the rule Stage 2 applies as it streams."""
     moments = BandMoments.empty(stack.bands.total)
     for _, frame, _ in stack.iter_frames():
-        moments = moments.merge(BandMoments.of(frame))
+        moments = moments.merge(BandMoments.of(interior(frame, deadzone)))
     return moments
 
 
@@ -142,9 +143,11 @@ class _StackChunk(beam.DoFn):
         folder: OutputFolder,
         gzip_level: int | None,
         record_observed: bool,
+        deadzone: tuple[int, int],
         seeds=None,
     ):
         self._chunks = chunks
+        self._deadzone = deadzone
         self._bands = bands
         self._selector = selector
         self._folder = folder
@@ -204,7 +207,7 @@ class _StackChunk(beam.DoFn):
                 for writer, (rows, cols) in writers:
                     frame = state[rows, cols]
                     writer.add(time, frame, observed[rows, cols])
-                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(frame))
+                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(interior(frame, self._deadzone)))
         for writer, _ in writers:
             self._written.count(writer)
             self._tiles.inc()
@@ -281,6 +284,7 @@ class StackChunks(beam.PTransform):
                     self._folder,
                     self._gzip_level,
                     self._record_observed,
+                    (self._layout.deadzone_y, self._layout.deadzone_x),
                     self._seeds,
                 ),
             )
@@ -314,13 +318,10 @@ class _WriteStack(beam.DoFn):
 
 
 def merge_band_moments(tile_moments: list[tuple[tuple[int, int], BandMoments]], bands: BandCounts) -> dict:
-    """`band_stats` of metadata.json from each tile's moments, merged in tile order: floating-point merges in
-    the order a runner happens to combine would differ in the last digits between runners and runs (seen
-    between the DirectRunner and the DaskRunner)."""
-    total = BandMoments.empty(bands.total)
-    for _, moments in sorted(tile_moments, key=lambda pair: pair[0]):
-        total = total.merge(moments)
-    return total.to_json(bands)
+    """`band_stats` of metadata.json from each tile's moments (`band_stats_json`: merged in tile order, so
+    the last digits do not depend on the order a runner combines in, as they did between the DirectRunner and
+    the DaskRunner)."""
+    return band_stats_json(dict(tile_moments), bands)
 
 
 class MergeBandStatistics(beam.PTransform):
@@ -340,16 +341,19 @@ class MergeBandStatistics(beam.PTransform):
 
 
 class BandStatistics(beam.PTransform):
-    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json,
+    over the tiles' interiors (without the `deadzone` margins)."""
 
-    def __init__(self, bands: BandCounts):
+    def __init__(self, bands: BandCounts, deadzone: tuple[int, int]):
         super().__init__()
         self._bands = bands
+        self._deadzone = deadzone
 
     def expand(self, stacks):
+        deadzone = self._deadzone
         return (
             stacks
-            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
+            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack, deadzone)))
             | "Over tiles" >> MergeBandStatistics(self._bands)
         )
 
@@ -423,7 +427,7 @@ class WriteStacks(beam.PTransform):
         written = stacks | "Write tile files" >> beam.ParDo(
             _WriteStack(folder, self._gzip_level, self._record_observed)
         )
-        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata), stack_deadzone(self._metadata))
         return written | "Finish" >> FinishStacks(folder, self._metadata, self._written, stats, self._wait_for)
 
 

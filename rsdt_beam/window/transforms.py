@@ -35,6 +35,7 @@ from rsdt_beam.records import window_record
 from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
 from rsdt_beam.stack.files import StackFile, band_counts, list_tiles, read_stack_metadata
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.stats import select_band_stats, stack_deadzone
 from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter, read_records
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
@@ -352,12 +353,15 @@ class WriteWindows(beam.PTransform):
                 | "Write shards" >> beam.ParDo(_WriteShard(output, folder))
             )
         metadata = output.metadata(self._stack_metadata)
-        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
-            stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
-        elif self._stats is not None:  # fused: Stage 2's
-            stats = self._stats
+        bands, selects = band_counts(self._stack_metadata), output.spec.selects
+        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json, of the tiles selected
+            stats = stacks.pipeline | "Stack band statistics" >> beam.Create(
+                [select_band_stats(metadata[BAND_STATS_KEY], selects, bands)]
+            )
+        elif self._stats is not None:  # fused: Stage 2's, of the tiles selected
+            stats = self._stats | "Of the tiles selected" >> beam.Map(select_band_stats, selects, bands)
         else:  # rsdtlib's stacks: computed over the same frames
-            stats = stacks | "Statistics" >> BandStatistics(band_counts(self._stack_metadata))
+            stats = stacks | "Statistics" >> BandStatistics(bands, stack_deadzone(self._stack_metadata))
         temporary_stacks = self._temporary_stacks
         sharded = output.spec.layout != PER_TILE
 
