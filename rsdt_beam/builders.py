@@ -219,10 +219,11 @@ def build_infer(
         metadata = window_metadata(inference.windows)
         maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
+        read = ReadInferenceWindows(inference.windows, window.selects, window.sample)
         (
             pipeline
-            | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
-            | "Predict" >> PredictWindows(handler)
+            | "Read windows" >> read
+            | "Predict" >> PredictWindows(handler, read.records)
             | "Maps" >> WriteMaps(maps)
         )
         return [f"windows of {inference.windows} -> {inference.map_output}"]
@@ -260,12 +261,7 @@ def build_infer(
         | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects)
     )
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
-    (
-        stacked.stacks
-        | "One work item per tile" >> beam.Reshuffle()
-        | "Infer maps"
-        >> InferMaps(window.params, handler, maps, window.window_filter, window.sample, wait_for=[listed])
-        | "Maps done" >> beam.combiners.Count.Globally()
-        | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path))
+    stacked.stacks | "Infer maps" >> InferMaps(
+        window.params, handler, maps, window.window_filter, window.sample, [listed], temporary_stacks=folder.path
     )
     return [summary]
