@@ -261,7 +261,10 @@ def build_infer(
         | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects)
     )
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
+    # The temporary stacks go last: after rejected.json and the band statistics too, whose combines Beam's
+    # DaskRunner computes from a side input that runs Stage 2 again (tests/test_dask.py).
+    done = [listed, stacked.stats]
     stacked.stacks | "Infer maps" >> InferMaps(
-        window.params, handler, maps, window.window_filter, window.sample, [listed], temporary_stacks=folder.path
+        window.params, handler, maps, window.window_filter, window.sample, done, temporary_stacks=folder.path
     )
     return [summary]

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 from conftest import SAMPLE_STACK_FLAGS, SAMPLE_WINDOW_FLAGS
+from window_filters import mean_model
 
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import core_window, read_geotiff, stitch, write_geotiff
@@ -206,17 +207,6 @@ def test_a_retried_map_writer_leaves_the_map_an_earlier_attempt_wrote(tmp_path):
     os.remove(path)
     with pytest.raises(RuntimeError, match="staged parts are missing and the map was not written"):
         write_map(output, folder, key, parts)
-
-
-def mean_model(tile_y=32, tile_x=32):
-    """Mean over time and bands -> [ty, tx], from standard (saveable) Keras layers only."""
-    import keras
-
-    inputs = keras.Input((None, tile_y, tile_x, None))
-    x = keras.layers.Permute((2, 3, 1, 4))(inputs)
-    x = keras.layers.Reshape((tile_y * tile_x, -1))(x)
-    x = keras.layers.GlobalAveragePooling1D(data_format="channels_first")(x)
-    return keras.Model(inputs, keras.layers.Reshape((tile_y, tile_x))(x))
 
 
 def test_handler_batches_windows_of_different_lengths_and_pads():
