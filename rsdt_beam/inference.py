@@ -298,8 +298,9 @@ class PredictWindows(beam.PTransform):
 
     `windows_of(item)` yields a work item's (WindowKey, features) (`TileWindows`, `WindowFileRecords`). The
     items are spread over the workers by a GroupByKey on their int key (Beam's Reshuffle is a no-op on the
-    DaskRunner; the grouping spreads them on every runner), then each item's windows are predicted in
-    batches of up to `handler.batch_size`, in the item's order, so every runner makes the same batches.
+    DaskRunner; there the grouping hashes the keys over as many tasks as its input has partitions), then
+    each item's windows are predicted in batches of up to `handler.batch_size`, in the item's order, so
+    every runner makes the same batches.
     """
 
     def __init__(self, handler: KerasWindowModelHandler, windows_of: Callable):
