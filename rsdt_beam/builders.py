@@ -39,7 +39,7 @@ from rsdt_beam.inference import (
     WriteMaps,
 )
 from rsdt_beam.numpy_reader import window_metadata
-from rsdt_beam.outputs import AllDone, FinishFolder
+from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
@@ -220,10 +220,11 @@ def build_infer(
         metadata = window_metadata(inference.windows)
         maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
+        read = ReadInferenceWindows(inference.windows, window.selects, window.sample)
         (
             pipeline
-            | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
-            | "Predict" >> PredictWindows(handler)
+            | "Read windows" >> read
+            | "Predict" >> PredictWindows(handler, read.records)
             | "Maps" >> WriteMaps(maps)
         )
         return [f"windows of {inference.windows} -> {inference.map_output}"]
@@ -261,15 +262,7 @@ def build_infer(
         | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects)
     )
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
-    maps_written = (
-        stacked.stacks
-        | "One work item per tile" >> Spread(lambda stack_file: stack_file.tile)
-        | "Infer maps"
-        >> InferMaps(window.params, handler, maps, window.window_filter, window.sample, wait_for=[listed])
-    )
-    (
-        (maps_written,)
-        | "Maps done" >> AllDone()
-        | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path))
+    stacked.stacks | "Infer maps" >> InferMaps(
+        window.params, handler, maps, window.window_filter, window.sample, [listed], temporary_stacks=folder.path
     )
     return [summary]

@@ -5,10 +5,11 @@ Also the defects of Beam's DaskRunner (2.77) met on the way, as minimal reproduc
 them (`xfail(strict=True)`: when Beam fixes one, its test passes, fails the suite, and the workaround can go):
 two shaped this project's graphs (rsdt_beam.graph: tagged outputs, only the last output computed); side inputs
 run their upstream again (so fetch's steps tolerate a second run and send nothing twice); outputs of
-finish_bundle are lost, which rules out inference (RunInference batches there) and `--layout sharded`
-(beam.io.Write reports its files there) on Dask.
+finish_bundle are lost, which rules out Beam's RunInference (it batches there; infer batches each tile's windows
+in one step instead) and `--layout sharded` (beam.io.Write reports its files there) on Dask.
 """
 
+import csv
 import os
 
 import apache_beam as beam
@@ -382,20 +383,23 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, counte
     assert counts["direct"]["fetch_requests"] == 5 * 4 and counts["dask"] == counts["direct"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=FINISH_BUNDLE_BUG + ": RunInference's BatchElements emits its last batch "
-    "there, so a map misses a tile's prediction",
-)
-def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
+def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path, monkeypatch):
+    """Every window is predicted once on each runner: the model counts its calls in a file (the DaskRunner
+    reports no metrics, and the project's counters are not logged per worker), and the windows it saw add up
+    to the tiles in the maps."""
     pytest.importorskip("tensorflow")
-    from test_inference import SAMPLE_FLAGS, WINDOW_FLAGS, mean_model
+    from distributed import Client
+    from test_inference import SAMPLE_FLAGS, WINDOW_FLAGS
 
     from rsdt_beam.pipelines import infer
+    from tests.window_filters import MODEL_CALLS_ENV
 
-    model_file = str(tmp_path / "mean.keras")
-    mean_model().save(model_file)
+    calls = {}
     for name, runner in (("direct", []), ("dask", cluster.flags)):
+        calls[name] = str(tmp_path / f"{name}_model_calls")
+        monkeypatch.setenv(MODEL_CALLS_ENV, calls[name])
+        with Client(cluster.address, timeout=30) as client:
+            client.run(lambda path=calls[name]: os.environ.update({MODEL_CALLS_ENV: path}))
         assert (
             infer.main(
                 [
@@ -403,8 +407,8 @@ def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
                     os.path.join(sample_run, "obs", "optical"),
                     *SAMPLE_FLAGS,
                     *WINDOW_FLAGS,
-                    "--model",
-                    model_file,
+                    "--model_fn",
+                    "tests.window_filters:counted_mean_model",
                     "--map_output",
                     str(tmp_path / name / "maps"),
                     *runner,
@@ -413,3 +417,10 @@ def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
             == 0
         )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("maps",))
+    with open(tmp_path / "dask" / "maps" / "maps.csv") as f:
+        tiles = [int(row["tiles"]) for row in csv.DictReader(f)]
+    assert len(tiles) == 30 and set(tiles) == {9}
+    batches = {name: [line.split() for line in open(path)] for name, path in calls.items()}
+    for name, lines in batches.items():
+        assert sum(int(windows) for _, windows in lines) == sum(tiles), name  # each window predicted once
+    assert sorted(windows for _, windows in batches["dask"]) == sorted(windows for _, windows in batches["direct"])
