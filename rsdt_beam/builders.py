@@ -215,6 +215,7 @@ def build_infer(
         ("pad_value", inference.pad_value),
         ("tiles", identity.get("tiles")),
         ("sample", parse_sample(window.sample).spec),
+        ("normalization", inference.normalization and inference.normalization.to_json()),
     )
     if inference.windows:
         metadata = window_metadata(inference.windows)
@@ -248,6 +249,8 @@ def build_infer(
         )
         return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    if inference.normalization is not None:  # refused at launch when the inputs' bands are not the model's
+        inference.normalization.scale(plan.bands.total, "the inputs")
     stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
     maps = MapOutput(
         inference.map_output, plan.grid, plan.layout, inference.trim_map_edges, choices=choices + stack_times

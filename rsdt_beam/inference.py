@@ -50,6 +50,7 @@ from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.maps import MapKey, blocks_of_parts, group_window, prediction_shapes, stitch
+from rsdt_beam.normalization import Normalization
 from rsdt_beam.numpy_reader import read_window_file, window_files
 from rsdt_beam.outputs import FILES_KEY, OutputFolder, begin
 from rsdt_beam.progress import Counter
@@ -110,6 +111,7 @@ class KerasWindowModelHandler:
     gs://). With `frames`, each window is padded to that many frames as
     every reader pads (`rsdt_beam.window.padding`; the pipeline's default is
     Omega); otherwise windows of equal length are stacked and run together.
+    With `normalization` (recorded beside the model) the features are normalised first.
     With `layout`, the first batch's predictions are checked against the
     tile (or centre) shape, so a wrong model fails at once, not at stitching.
     """
@@ -123,6 +125,7 @@ class KerasWindowModelHandler:
         pad_value: float = DEFAULT_PAD_VALUE,
         batch_size: int = 16,
         layout: TileLayout | None = None,
+        normalization: Normalization | None = None,
     ):
         if model_uri is None and create_model_fn is None:
             raise ValueError("give a model file (model_uri) or a function that builds the model")
@@ -132,6 +135,7 @@ class KerasWindowModelHandler:
         self._pad_value = pad_value
         self.batch_size = batch_size
         self._layout = layout
+        self._normalization = normalization
         self._checked = False
 
     @classmethod
@@ -146,6 +150,7 @@ class KerasWindowModelHandler:
             pad_value=spec.pad_value,
             batch_size=spec.batch_size,
             layout=layout,
+            normalization=spec.normalization,
         )
 
     def load_model(self):
@@ -167,7 +172,9 @@ class KerasWindowModelHandler:
 
     def run_inference(self, batch: Iterable[np.ndarray], model) -> list[np.ndarray]:
         """The predictions of one batch of windows, in order; one model call per window length."""
-        inputs = [pad_frames(np.asarray(x), self._frames, self._pad_value) for x in batch]
+        # Normalised as the training data were (`rsdt_beam.normalization`), before padding: pad frames stay pad_value.
+        normalize = self._normalization.apply if self._normalization is not None else np.asarray
+        inputs = [pad_frames(normalize(x), self._frames, self._pad_value) for x in batch]
         by_shape: dict[tuple, list[int]] = collections.defaultdict(list)
         for index, array in enumerate(inputs):
             by_shape[array.shape].append(index)

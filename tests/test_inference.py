@@ -212,6 +212,7 @@ def test_a_retried_map_writer_leaves_the_map_an_earlier_attempt_wrote(tmp_path):
 def test_handler_batches_windows_of_different_lengths_and_pads():
     pytest.importorskip("tensorflow")
     from rsdt_beam.inference import KerasWindowModelHandler
+    from rsdt_beam.normalization import Normalization
 
     rng = np.random.default_rng(0)
     batch = [rng.random((n, 32, 32, 2), np.float32) for n in (3, 5, 3, 6)]
@@ -228,6 +229,15 @@ def test_handler_batches_windows_of_different_lengths_and_pads():
     assert [key for key, _ in keyed] == [0, 1, 2, 3]
     for (_, result), want in zip(keyed, results):
         np.testing.assert_array_equal(result, want)
+    # The normalisation recorded beside a model is applied before padding: pad frames stay pad_value.
+    normalization = Normalization(mean=(1.0, 3.0), std=(2.0, 4.0))
+    normalized = KerasWindowModelHandler(
+        create_model_fn=mean_model, frames=6, pad_value=-1.0, normalization=normalization
+    ).run_inference(batch, model)
+    for example, result in zip(batch, normalized):
+        scaled = (example - np.array([1.0, 3.0], np.float32)) / np.array([2.0, 4.0], np.float32)
+        want = (scaled.sum(axis=(0, 3)) - 2 * (6 - len(example))) / 12
+        np.testing.assert_allclose(result, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="more than frames=4"):
         KerasWindowModelHandler(create_model_fn=mean_model, frames=4).run_inference(batch, model)
     with pytest.raises(ValueError, match="give a model"):
