@@ -1,15 +1,16 @@
 """Stage 2 writing its stacks to local disk and to gs:// (the GCS emulator), old and new code side by side.
 
     git -C /work/main archive 55a4e1f | tar -x -C /tmp/base_gs     # the code before issue 20's change
-    python -m benchmarks.gcs_writes --old /tmp/base_gs --cases 256x6,128x48
+    python -m benchmarks.gcs_writes --old /tmp/base_gs --cases 256x6x32,128x48x16
 
-For each case (`AREAxMONTHS`: px a side, months from 2017-01-01; `noisy` inputs of benchmarks.bench, 2 day
-`delta_step`) and each code tree, alternating: `rsdt_beam.pipelines.stack` writing to a local folder, then
-to gs:// on one GCS emulator (tests/gcs_emulator.py, started here, in memory, its own process: not part of
-the measured tree). Each run is its own process on the DirectRunner (1 worker, in-process) and its peak
-RSS is that of the largest process of its tree (VmHWM, benchmarks.bench.run_monitored). `--tile_size`
-(default 32) with the default 256 px `--chunk_size` sets how many tile files one work item keeps open:
-64 for an area of 256 px and 32 px tiles; 128 px and 16 px tiles also give 64.
+For each case (`AREAxMONTHSxTILE`: px a side, months from 2017-01-01, tile size in px; `noisy` inputs
+of benchmarks.bench, 2 day `delta_step`) and each code tree, alternating: `rsdt_beam.pipelines.stack`
+writing to a local folder, then to gs:// on one GCS emulator (tests/gcs_emulator.py, started here, in
+memory, its own process: not part of the measured tree). Each run is its own process on the
+DirectRunner (1 worker, in-process); its peak RSS is that of the largest process of its tree (VmHWM,
+benchmarks.bench.run_monitored). The tile size with the default 256 px `--chunk_size` sets how many
+tile files the one work item keeps open: 64 for an area of 256 px and 32 px tiles, and also for 128 px
+and 16 px tiles (a quarter of the bytes).
 
 Every run's tile files are hashed (sha256, gs:// ones downloaded one by one); all runs of a case must
 agree, and no temporary may be left behind.
@@ -73,8 +74,7 @@ def delete_prefix(gcs, url: str) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", required=True, help="the old code tree (git archive 55a4e1f, extracted)")
-    parser.add_argument("--cases", default="256x6,128x48", help="AREAxMONTHS, comma-separated")
-    parser.add_argument("--tile_size", type=int, default=32)
+    parser.add_argument("--cases", default="256x6x32,128x48x16", help="AREAxMONTHSxTILE, comma-separated")
     parser.add_argument("--repeat", type=int, default=1, help="runs per tree and destination; medians")
     parser.add_argument("--work_dir", default="/tmp/rsdt_beam_bench")
     args = parser.parse_args(argv)
@@ -85,9 +85,9 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory() as scratch, gcs_emulator(scratch) as gcs:
         for case in args.cases.split(","):
-            area, months = (int(v) for v in case.split("x"))
+            area, months, tile_size = (int(v) for v in case.split("x"))
             inputs = bench.Inputs("noisy", area, area, months, 338, "store")
-            stack = bench.Case(inputs, args.tile_size, "2d", "30d", 1, 10, 16, "training", 1, "in_memory", 2)
+            stack = bench.Case(inputs, tile_size, "2d", "30d", 1, 10, 16, "training", 1, "in_memory", 2)
             source = bench.generate(inputs, work)
             flags = stack.stack_args(source) + ["--gzip_level", "2"]
             peaks: dict[tuple[str, str], list[int]] = {}
@@ -119,8 +119,9 @@ def main(argv=None):
                         if where == "gs":
                             delete_prefix(gcs, output)
             print(
-                f"\n## {area} x {area} px, {months} months, {size[0]} tile files of {args.tile_size} px, "
-                f"{size[1] / 1e6:.0f} MB; outputs identical across all runs: {len(digests) == 1} ({', '.join(sorted(digests))})"
+                f"\n## {area} x {area} px, {months} months, {size[0]} tile files of {tile_size} px, "
+                f"{size[1] / 1e6:.0f} MB; outputs identical across all runs: {len(digests) == 1} "
+                f"({', '.join(sorted(digests))})"
             )
             print("| code | local: peak RSS MiB | gs://: peak RSS MiB | gs:// / local | wall s local, gs:// |")
             print("|---|---|---|---|---|")
