@@ -164,7 +164,8 @@ class TileStackWriter:
     ):
         self.tile = tile
         self._bands = bands
-        self._target = fs.atomic_write(folder.file(tile_file_name(tile)), folder.run_id)
+        # Stage 2 keeps a read chunk's tiles open together: spooled, each costs no upload buffer (fs).
+        self._target = fs.spooled_write(folder.file(tile_file_name(tile)), folder.run_id)
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self.writer: TFRecordWriter | None = None
