@@ -1,9 +1,11 @@
 """Runner options rsdt_beam chooses where the user chose none, so a run uses the machines it is given.
 
-- The DirectRunner (the default) runs `--direct_num_workers` worker processes, one per core
-  (`--direct_running_mode multi_processing`): Stage 2's read chunks and Stage 3's tiles are spread over
-  them, each with its own GZIP pool. Give either flag to choose otherwise (`--direct_num_workers 1` runs
-  everything in the launching process).
+- The DirectRunner (the default) runs one worker thread per core (`--direct_running_mode multi_threading
+  --direct_num_workers <cores>`): Stage 2's read chunks and Stage 3's tiles are spread over them. Reading,
+  stacking, encoding and GZIP (ISA-L, on the shared thread pool) release the GIL, so threads use the cores
+  without the start-up and the pickling of worker processes (multi_processing measured slower and busier on
+  the reference case, benchmarks/README.md). Give either flag to choose otherwise (`--direct_num_workers 1`
+  runs one bundle at a time).
 - Beam's DaskRunner makes one Dask partition of every `Create` of fewer than 128 elements and keeps that
   partitioning through every later step (its `Reshuffle` does nothing), so without a choice one worker does
   all the work. rsdt_beam gives `--dask_npartitions` as `DASK_PARTITIONS_PER_THREAD` times the cluster's
@@ -40,7 +42,10 @@ def runner_defaults(beam_argv: list[str]) -> list[str]:
     """The flags to add to `beam_argv` (Beam's options of a command line) for the runner it names."""
     runner = str(PipelineOptions(beam_argv).view_as(StandardOptions).runner or "DirectRunner")
     if runner in ("DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner"):
-        return []
+        if _given(beam_argv, "--direct_num_workers", "--direct_running_mode"):
+            return []
+        cores = os.cpu_count() or 1
+        return ["--direct_num_workers", str(cores), "--direct_running_mode", "multi_threading"] if cores > 1 else []
     if "DaskRunner" in runner and not _given(beam_argv, "--dask_npartitions", "--dask_partition_size"):
         return ["--dask_npartitions", str(DASK_PARTITIONS_PER_THREAD * dask_threads(beam_argv))]
     return []
