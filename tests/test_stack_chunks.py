@@ -54,6 +54,6 @@ def test_chunked_stacks_equal_a_whole_area_forward_fill(tmp_path, chunk_size, se
     with TestPipeline() as pipeline:
         created = pipeline | beam.Create(refs)
         folder = stack_folder(str(tmp_path / "stacks"), {}, 1)
-        written = created | WrittenTimes(params)
-        stacks = (created | StackChunks(layout, chunk_size, BANDS, written, folder, 1, selector))["stacks"]
+        times = created | WrittenTimes(params)
+        stacks = (created | StackChunks(layout, chunk_size, BANDS, times, folder, 1, selector))["stacks"]
         assert_that(stacks | beam.Map(matches), equal_to(list(expected)))
