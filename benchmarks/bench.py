@@ -435,10 +435,18 @@ class Case:
     gzip_level: int
 
     def runner_args(self) -> list[str]:
-        args = ["--runner", "DirectRunner", "--direct_num_workers", str(self.workers)]
-        if self.workers > 1:
-            args += ["--direct_running_mode", self.running_mode]
+        """The DirectRunner as chosen, or as the command line runs it by default (`running_mode` "default")."""
+        args = ["--runner", "DirectRunner"]
+        if self.running_mode != "default":
+            args += ["--direct_num_workers", str(self.workers)]
+            if self.workers > 1:
+                args += ["--direct_running_mode", self.running_mode]
         return args + ["--gzip_level", str(self.gzip_level)]
+
+    def runner_description(self) -> str:
+        if self.running_mode == "default":
+            return "the command line's default runner options"
+        return f"{self.workers} worker(s) {self.running_mode if self.workers > 1 else 'in_memory'}"
 
     def stack_args(self, inputs_dir: Path) -> list[str]:
         if self.inputs.fmt == "store":
@@ -488,7 +496,7 @@ class Case:
             f"{observations} observations -> {len(frames)} frames (delta_step {self.delta_step}), "
             f"{tiles} tiles of {self.tile_size} px, {spans} windows per tile (Delta {self.delta}, "
             f"stride {self.window_stride}, omega {self.omega}, Omega {self.big_omega}, {self.mode}); "
-            f"{self.workers} worker(s) {self.running_mode if self.workers > 1 else 'in_memory'}, "
+            f"{self.runner_description()}, "
             f"gzip level {self.gzip_level}"
         )
 
@@ -627,7 +635,10 @@ def main(argv=None):
     parser.add_argument("--mode", choices=("training", "inference"), default="training")
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers")
     parser.add_argument(
-        "--running_mode", default="multi_processing", choices=("in_memory", "multi_threading", "multi_processing")
+        "--running_mode",
+        default="multi_processing",
+        choices=("default", "in_memory", "multi_threading", "multi_processing"),
+        help="default: the command line's own choice (rsdt_beam.cli.runners), --workers ignored",
     )
     GROUPS["output"].flags[0].add_to(parser)  # --gzip_level
     parser.add_argument("--stages", default="fused", help="comma-separated: stack, window, fused")
