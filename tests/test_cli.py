@@ -9,6 +9,7 @@ from conftest import SAMPLE_STACK_FLAGS, SAMPLE_WINDOW_FLAGS
 from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
 SAMPLE_FLAGS = SAMPLE_STACK_FLAGS
+TIMES = ["--starttime", "2017-01-01", "--endtime", "2018-01-01"]
 WINDOW_FLAGS = SAMPLE_WINDOW_FLAGS
 
 
@@ -84,14 +85,27 @@ def test_dry_run_translates_and_writes_nothing(command, sample_run, tmp_path, ca
             ["--optical", "obs", "--stack_output", "s", "--starttime", "2017", "--endtime", "2018"],
             "--starttime: not an ISO 8601 time: '2017'",
         ),
-        (["--optical", "obs", "--stack_output", "s", "--tile_size", "3x3x3"], "--tile_size: expected N or NxM"),
-        (["--optical", "obs", "--stack_output", "s", "--gzip_level", "12"], "--gzip_level must be 0-9, got 12"),
+        (["--optical", "obs", "--stack_output", "s", *TIMES, "--tile_size", "3x3x3"], "--tile_size: expected N or NxM"),
+        (["--optical", "obs", "--stack_output", "s", *TIMES, "--gzip_level", "12"], "--gzip_level must be 0-9, got 12"),
         (
             ["--optical", "obs", "--stack_output", "s", "--chunk_size", "many"],
             "argument --chunk_size: invalid int value: 'many'",
         ),
         (["--optical", "obs", "--starttime", "2017-01-01", "--endtime", "2018-01-01"], "--stack_output is required"),
         (["--optical", "obs", "--stack_output", "s", "--Delta", "30d"], "--Delta is not a flag of stack"),
+        (
+            ["--optical", "obs", "--stack_output", "s", *TIMES, "--tilesize", "16"],
+            "unknown flag --tilesize; did you mean --tile_size?",
+        ),
+        (
+            ["--optical", "obs", "--stack_output", "s", *TIMES, "--runer", "DirectRunner"],
+            "unknown flag --runer; did you mean --runner?",
+        ),
+        (["--optical", "obs", "--stack_output", "s", *TIMES, "16"], "unexpected argument '16'"),
+        (
+            ["--optical", "obs", "--stack_output", "s", *TIMES, "--direct_num_workers", "two"],
+            "argument --direct_num_workers: invalid int value: 'two'",
+        ),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(argv, message, capsys):
@@ -138,10 +152,10 @@ def test_label_function_that_cannot_be_loaded_fails_at_launch(sample_run, tmp_pa
 @pytest.mark.parametrize(
     "command, shown, hidden",
     [
-        ("run", ["--starttime", "--Delta", "--window_output", "--gzip_level"], ["--output_root", "--store", "--model"]),
+        ("run", ["--starttime", "--Delta", "--window_output", "--overwrite"], ["--output_root", "--store", "--model"]),
         ("fetch", ["--plan_only", "--sh_base_url", "--starttime", "--window_output"], ["--output_root", "--model"]),
-        ("stack", ["--stack_output", "--chunk_size"], ["--Delta", "--window_output", "--store", "--lookback"]),
-        ("scheduled", ["--output_root", "--lookback", "--write_stacks"], ["--starttime", "--window_output"]),
+        ("stack", ["--stack_output", "--delta_step"], ["--Delta", "--window_output", "--store", "--lookback"]),
+        ("scheduled", ["--output_root", "--lookback", "--end"], ["--starttime", "--window_output"]),
     ],
 )
 def test_help_lists_the_commands_own_flags_by_stage(command, shown, hidden, capsys):
@@ -149,3 +163,63 @@ def test_help_lists_the_commands_own_flags_by_stage(command, shown, hidden, caps
     text = capsys.readouterr().out
     assert text.startswith(f"usage: python -m rsdt_beam.pipelines.{command}")
     assert all(flag in text for flag in shown) and not any(f"{flag} " in text for flag in hidden)
+
+
+def test_beams_own_options_pass_and_unknown_ones_do_not(capsys):
+    """Beam's options are recognised from its PipelineOptions classes, the DaskRunner's too (registered
+    only once its module is imported)."""
+    from rsdt_beam.cli.commands import STACK
+
+    beam = ["--runner", "DirectRunner", "--direct_num_workers", "2", "--temp_location", "/tmp/t", "--dry_run=True"]
+    dask = ["--dask_client_address", "tcp://127.0.0.1:8786", "--dask_npartitions", "4"]
+    argv = ["--optical", "obs", "--stack_output", "s", *TIMES, *beam, *dask]
+    args, rest = STACK.parser().parse_known_args(argv)
+    assert rest == beam + dask and args.optical == "obs"
+    assert main("stack")(argv[:-2] + ["--dask_npartition", "4"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "rsdt_beam stack: unknown flag --dask_npartition; did you mean --dask_npartitions?"
+    )
+
+
+def test_tools_refuse_unknown_flags_too(capsys):
+    assert main("windows_list")(["--stack_dir", "s", "--omgea", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "rsdt_beam windows_list: unknown flag --omgea; did you mean --omega?"
+
+
+@pytest.mark.parametrize(
+    "command, argv, missing",
+    [
+        ("stack", ["--optical", "obs", *TIMES], "--stack_output"),
+        ("window", ["--window_output", "w"], "--stack_dir"),
+        ("run", ["--optical", "obs", *TIMES], "--window_output"),
+        ("infer", ["--model", "m.keras"], "--map_output"),
+        ("scheduled", ["--optical", "obs"], "--output_root"),
+        ("windows_list", [], "--stack_dir"),
+    ],
+)
+def test_required_flags_are_marked_in_help_and_refused_when_missing(command, argv, missing, capsys):
+    assert main(command)(argv) == 2
+    assert capsys.readouterr().err.strip() == f"rsdt_beam {command}: {missing} is required"
+    assert main(command)(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert f"{missing} ..." in text.splitlines()[0]  # the usage line
+    assert "REQUIRED: " in text.split(f"  {missing} ", 1)[1].split("\n  --", 1)[0].replace("\n", " ")
+
+
+def test_help_states_duration_units_and_hides_advanced_flags_behind_help_all(capsys):
+    assert main("fetch")(["--help"]) == 0
+    short = capsys.readouterr().out
+    assert main("fetch")(["--help-all"]) == 0
+    full = capsys.readouterr().out
+    for text in (short, full):
+        for flag in ("--Delta", "--delta_step"):
+            assert "a bare number is seconds" in " ".join(text.split(f"  {flag} ", 1)[1].split("\n  --", 1)[0].split())
+    assert "--sh_max_attempts" in full and "--sh_max_attempts" not in short
+    assert "--help-all shows" in short and "--help-all shows" not in full
+    assert len(short.splitlines()) < 0.75 * len(full.splitlines())
+
+
+def test_label_function_without_training_mode_is_refused(capsys):
+    argv = ["--stack_dir", "s", "--window_output", "w", "--label_fn", "m:f"]
+    assert main("window")(argv) == 2
+    assert "--label_fn makes training records: give --mode training" in capsys.readouterr().err

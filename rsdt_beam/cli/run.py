@@ -13,13 +13,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
+import importlib
+import importlib.util
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, TestOptions, WorkerOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    SetupOptions,
+    TestOptions,
+    WorkerOptions,
+    _BeamArgumentParser,
+)
 from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import deploy, progress
@@ -106,6 +115,62 @@ def _translation(pipeline: beam.Pipeline, options: PipelineOptions) -> list[str]
     ]
 
 
+class _BeamFlags(_BeamArgumentParser):
+    def error(self, message: str):  # a bad value of a Beam option: one line, exit 2
+        raise UserError(message)
+
+
+# Beam registers the DaskRunner's options only when its module is imported (0.6 s): done when a flag needs it.
+_DASK_RUNNER = "apache_beam.runners.dask.dask_runner"
+
+
+def _beam_parser() -> argparse.ArgumentParser:
+    """Every option of Beam's PipelineOptions classes (all of them imported so far), as Beam parses them."""
+    classes: dict[str, type] = {}
+    pending = [PipelineOptions]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            classes.setdefault(str(cls), cls)  # a class defined twice (a re-run main module) counts once
+            pending.append(cls)
+    parser = _BeamFlags(allow_abbrev=False, add_help=False, conflict_handler="resolve")
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def _flag_names(parser: argparse.ArgumentParser) -> list[str]:
+    return [word[2:] for action in parser._actions for word in action.option_strings if word.startswith("--")]
+
+
+def refuse_unknown(rest: list[str], own: Iterable[str], beam: bool = True) -> None:
+    """Raises a UserError for the first word of `rest` (what the command did not parse) that is no Beam
+    option (`beam=False`: no word at all), naming it and the nearest flag of the command or of Beam."""
+    if not rest:
+        return
+    own = list(own)
+    parser = _beam_parser() if beam else None
+    leftover = parser.parse_known_args(rest)[1] if parser else rest
+    wants_dask = any(word.startswith("--dask_") for word in leftover)
+    if beam and wants_dask and _DASK_RUNNER not in sys.modules and importlib.util.find_spec("dask") is not None:
+        importlib.import_module(_DASK_RUNNER)
+        parser = _beam_parser()
+        leftover = parser.parse_known_args(rest)[1]
+    for word in leftover:
+        if word == "--":
+            break
+        if not word.startswith("-"):
+            raise UserError(f"unexpected argument {word!r} (flags take the form --name value)")
+        name = word.lstrip("-").split("=", 1)[0]
+        if beam and name.startswith("dask_") and importlib.util.find_spec("dask") is None:
+            raise UserError(
+                f"--{name} is a DaskRunner option, but dask is not installed (pip install 'dask[distributed]')"
+            )
+        nearest = difflib.get_close_matches(name, own, n=1) or difflib.get_close_matches(
+            name, _flag_names(parser) if parser else [], n=1
+        )
+        raise UserError(f"unknown flag --{name}" + (f"; did you mean --{nearest[0]}?" if nearest else " (see --help)"))
+
+
 @contextlib.contextmanager
 def _launch_errors():
     """Bad values found while planning (a grid that does not match, a missing file) as UserErrors."""
@@ -176,8 +241,8 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
     """The entry point of a command: help, one-line user errors (exit 2), tracebacks for the rest."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.WARNING)
-    if "-h" in argv or "--help" in argv:
-        command.parser(description).print_help()
+    if "-h" in argv or "--help" in argv or "--help-all" in argv:
+        command.parser(description).print_help(full="--help-all" in argv)
         return 0
     # Read before parsing, so a flag error can still show its traceback; the same reading as the parser's.
     debug = "--debug" in argv or any(a.startswith("--debug=") and _true(a.split("=", 1)[1]) for a in argv)

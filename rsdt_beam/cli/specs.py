@@ -127,10 +127,8 @@ def inputs_spec(args: argparse.Namespace) -> InputsSpec:
     )
 
 
-def stack_spec(args: argparse.Namespace, output_required: bool = False) -> StackSpec:
+def stack_spec(args: argparse.Namespace) -> StackSpec:
     output = getattr(args, "stack_output", None)
-    if output_required and not output:
-        raise UserError("--stack_output is required")
     return StackSpec(
         _flag_value("starttime", parse_time, getattr(args, "starttime", None)),
         _flag_value("endtime", parse_time, getattr(args, "endtime", None)),
@@ -158,11 +156,13 @@ def _callable(name: str, spec: str | None):
         raise UserError(f"--{name} {spec}: {error}") from None
 
 
-def window_spec(args: argparse.Namespace, output_required: bool = True) -> WindowSpec:
+def window_spec(args: argparse.Namespace) -> WindowSpec:
     output = getattr(args, "window_output", None)
-    if output_required and not output:
-        raise UserError("--window_output is required")
     mode = getattr(args, "mode", "inference")
+    given = getattr(args, "given", set())
+    if mode != "training" and given & {"label_fn", "label_args"}:
+        flag = "--label_fn" if "label_fn" in given else "--label_args"
+        raise UserError(f"{flag} makes training records: give --mode training (the default is inference)")
     try:
         tiles = tile_selector(args.tiles)
     except (ImportError, AttributeError, ValueError, OSError) as error:
@@ -201,8 +201,6 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
 
 
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:
-    if not args.map_output:
-        raise UserError("--map_output is required")
     if not args.model and not args.model_fn:
         raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
     return InferenceSpec(
@@ -220,8 +218,6 @@ def inference_spec(args: argparse.Namespace) -> InferenceSpec:
 
 
 def schedule_spec(args: argparse.Namespace) -> ScheduleSpec:
-    if not args.output_root:
-        raise UserError("--output_root is required")
     return ScheduleSpec(
         args.output_root,
         args.end,
