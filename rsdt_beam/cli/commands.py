@@ -22,7 +22,7 @@ from collections.abc import Callable
 from rsdt_beam import builders
 from rsdt_beam.acquire.fetch import FetchPlan
 from rsdt_beam.acquire.sentinelhub import CredentialsError
-from rsdt_beam.cli import specs
+from rsdt_beam.cli import run, specs
 from rsdt_beam.cli.flags import Flag, all_flags, parser
 from rsdt_beam.cli.run import Launch, Outcome, refuse_unknown
 from rsdt_beam.errors import UserError
@@ -173,7 +173,19 @@ def _infer(args) -> Launch:
     window = specs.window_spec(args)
     online = not inference.windows and not window.stack_dir
     inputs, stack = (specs.inputs_spec(args), specs.stack_spec(args)) if online else (None, None)
-    return _output_launch(output, lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack))
+    model = inference.model or inference.model_fn_name
+
+    def failed(error: BaseException) -> None:
+        """The model's own errors (it does not load, or does not fit the windows) name the model."""
+        if run.reported(error) is None and any(step in str(error) for step in ("RunInference", "Run model")):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"--model {model}: {type(error).__name__}: {first}") from error
+
+    return Launch(
+        build=lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack),
+        progress=output.progress,
+        failed=failed,
+    )
 
 
 def _scheduled_at(now: float | None):

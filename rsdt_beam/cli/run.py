@@ -1,8 +1,9 @@
 """The one way a command runs: help, parsing into specs, building, running, the summary and exit codes.
 
     exit 0   done (or `--help`, or `--dry_run=True`: translated, nothing written)
-    exit 1   the job failed (a bug or a data problem: the traceback is shown)
-    exit 2   a user error: one line naming the flag or file (`--debug` shows the traceback too)
+    exit 1   the job failed: an I/O error (one line naming the file), or a bug (the traceback is shown)
+    exit 2   a user error: one line naming the flag or file (a bad input file, a model that does not load)
+             `--debug` shows the traceback of either
 
 Everything a command does not declare is handed to Beam as pipeline options (`--runner`, ...); this
 module and `rsdt_beam.cli.commands` are the only places that see PipelineOptions.
@@ -17,6 +18,7 @@ import difflib
 import importlib
 import importlib.util
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -237,6 +239,40 @@ def _true(text: str) -> bool:
         return False
 
 
+_BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]")
+_REMOTE = re.compile(
+    r"^(?:[\w.]+\.)?(\w*(?:UserError|CorruptRecordError|OSError|FileNotFoundError|NotADirectoryError|"
+    r"IsADirectoryError|PermissionError|FileExistsError)): (.+)$",
+    re.MULTILINE,
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_BEAM_STEP.sub("", text).split())
+
+
+def reported(error: BaseException) -> tuple[int, str] | None:
+    """(exit status, one line) of a user or I/O error, also as Beam re-raises it from a DoFn (the same
+    type with the step appended, or a RuntimeError carrying a remote traceback); None for anything else."""
+    while True:
+        if isinstance(error, UserError):
+            return 2, _one_line(str(error))
+        if isinstance(error, OSError):
+            original = error.__context__  # Beam re-raises a copy without filename/strerror
+            if type(original) is type(error) and original.filename:
+                error = original
+            where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+            return 1, _one_line(f"{error.strerror}: {where}" if where and error.strerror else str(error))
+        if error.__cause__ is None:
+            break
+        error = error.__cause__
+    remote = _REMOTE.findall(str(error))  # a runner that sends the worker's traceback as text
+    if remote:
+        kind, message = remote[-1]
+        return (2 if kind.endswith(("UserError", "CorruptRecordError")) else 1), _one_line(message)
+    return None
+
+
 def main(command, argv: list[str] | None = None, description: str | None = None) -> int:
     """The entry point of a command: help, one-line user errors (exit 2), tracebacks for the rest."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -254,11 +290,13 @@ def main(command, argv: list[str] | None = None, description: str | None = None)
             command.action(args)
             return 0
         outcome = execute(command, argv)
-    except UserError as error:
-        if debug:
+    except Exception as error:
+        found = None if debug else reported(error)
+        if found is None:
             raise
-        print(f"rsdt_beam {command.name}: {error}", file=sys.stderr)
-        return 2
+        status, message = found
+        print(f"rsdt_beam {command.name}: {message}", file=sys.stderr)
+        return status
     if command.report is not None and not outcome.dry_run:
         return command.report(outcome) or 0  # a report may judge the outcome a failure (exit 1)
     return 0

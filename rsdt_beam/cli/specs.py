@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 
+from rsdt_beam import fs
 from rsdt_beam.acquire.geotiff import ConvertParams, parse_band_selection
 from rsdt_beam.common.names import parse_tile
 from rsdt_beam.common.times import parse_duration, parse_time
@@ -200,11 +202,34 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
     )
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def model_file(path: str | None) -> str | None:
+    """`--model`, refused at launch when it cannot be a Keras file: missing, or no zip archive (`.keras`)
+    or HDF5 file (`.h5`), e.g. truncated; a file that passes may still fail to load on the workers."""
+    if not path:
+        return None
+    if not fs.exists(path):
+        raise UserError(f"--model {path}: no such file")
+    with fs.open_read(path) as raw:
+        if path.endswith(".keras"):
+            try:
+                zipfile.ZipFile(raw)
+            except zipfile.BadZipFile:
+                raise UserError(
+                    f"--model {path}: not a Keras model (a .keras file is a zip archive; truncated?)"
+                ) from None
+        elif path.endswith(".h5") and raw.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            raise UserError(f"--model {path}: not an HDF5 file (a Keras .h5 model or weights file)")
+    return path
+
+
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:
     if not args.model and not args.model_fn:
         raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
     return InferenceSpec(
-        args.model,
+        model_file(args.model),
         _callable("model_fn", args.model_fn),
         args.map_output,
         args.windows,
