@@ -223,3 +223,89 @@ def test_label_function_without_training_mode_is_refused(capsys):
     argv = ["--stack_dir", "s", "--window_output", "w", "--label_fn", "m:f"]
     assert main("window")(argv) == 2
     assert "--label_fn makes training records: give --mode training" in capsys.readouterr().err
+
+
+def test_a_corrupt_gzip_file_is_named(tmp_path):
+    from rsdt_beam.errors import UserError
+    from rsdt_beam.tfrecord import read_records
+
+    path = tmp_path / "0_0.tfrecords"
+    path.write_bytes(b"not gzip at all" * 100)
+    with open(path, "rb") as raw, pytest.raises(UserError, match=f"^{path}: not a GZIP file"):
+        list(read_records(raw, gzip=True, name=str(path)))
+
+
+def test_a_windows_folder_given_as_stack_folder_is_named(tmp_path):
+    from rsdt_beam.errors import UserError
+    from rsdt_beam.stack.files import read_stack_metadata
+
+    (tmp_path / "metadata.json").write_text(
+        '{"tile_size_y": 32, "tile_size_x": 32, "bands_sar": 0, "bands_opt": 1, "Omega": 6}'
+    )
+    with pytest.raises(UserError, match="is a windows folder \\(Stage 3 output\\), not a stack folder"):
+        read_stack_metadata(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.keras", None, "no such file"),
+        ("garbage.keras", b"\x00" * 100, "not a Keras model (a .keras file is a zip archive; truncated?)"),
+        ("garbage.h5", b"\x00" * 100, "not an HDF5 file (a Keras .h5 model or weights file)"),
+    ],
+)
+def test_a_model_that_cannot_load_is_one_line_naming_it_at_launch(name, content, message, tmp_path, capsys):
+    model = tmp_path / name
+    if content is not None:
+        model.write_bytes(content)
+    argv = ["--stack_dir", str(tmp_path), "--model", str(model), "--map_output", str(tmp_path / "maps")]
+    assert main("infer")(argv) == 2
+    assert capsys.readouterr().err.strip() == f"rsdt_beam infer: --model {model}: {message}"
+
+
+def test_errors_re_raised_by_beam_are_reported_as_the_original():
+    """Beam re-raises a DoFn's exception as the same type with the step appended (the original as context),
+    or, on portable runners, as a RuntimeError carrying the worker's traceback as text."""
+    from rsdt_beam.cli.run import reported
+    from rsdt_beam.tfrecord import CorruptRecordError
+
+    def beam_copy(original):
+        try:
+            raise original
+        except Exception as error:
+            try:
+                raise type(error)(f"{error} [while running 'Write windows/Write tile windows']")
+            except Exception as copy:
+                return copy
+
+    assert reported(beam_copy(NotADirectoryError(20, "Not a directory", "/x/out"))) == (1, "Not a directory: /x/out")
+    assert reported(beam_copy(CorruptRecordError("/s/1_1.tfrecords: truncated"))) == (2, "/s/1_1.tfrecords: truncated")
+    remote = RuntimeError(
+        "Traceback (most recent call last):\n  File ...\nrsdt_beam.tfrecord.CorruptRecordError: /s/1_1.tfrecords: bad\n"
+    )
+    assert reported(remote) == (2, "/s/1_1.tfrecords: bad")
+    assert reported(ZeroDivisionError("a bug")) is None
+
+
+@pytest.mark.e2e
+def test_bad_stack_files_and_outputs_are_one_line_naming_the_file(sample_run, tmp_path, capsys):
+    import shutil
+
+    stack = tmp_path / "stack"
+    shutil.copytree(f"{sample_run}/stack", stack)
+    data = (stack / "1_1.tfrecords").read_bytes()
+    (stack / "1_1.tfrecords").write_bytes(data[: len(data) // 2])
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        (str(stack), str(tmp_path / "w1"), 2, f"{stack}/1_1.tfrecords: truncated record at the end"),
+        (f"{sample_run}/stack", str(tmp_path / "a_file" / "w"), 1, f"Not a directory: {tmp_path}/a_file/w"),
+        (f"{sample_run}/windows", str(tmp_path / "w2"), 2, f"{sample_run}/windows is a windows folder"),
+    ]
+    for stack_dir, output, status, message in cases:
+        argv = ["--stack_dir", stack_dir, *WINDOW_FLAGS, "--window_output", output, "--no_progress"]
+        assert main("window")(argv) == status
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"rsdt_beam window: {message}"), last
+        assert not os.path.exists(os.path.join(output, "metadata.json"))
+    with pytest.raises(Exception, match="truncated record"):  # --debug keeps the traceback
+        main("window")(["--stack_dir", str(stack), *WINDOW_FLAGS, "--window_output", str(tmp_path / "w3"), "--debug"])
