@@ -1,7 +1,8 @@
 """The one way a command runs: help, parsing into specs, building, running, the summary and exit codes.
 
     exit 0   done (or `--help`, or `--dry_run=True`: translated, nothing written)
-    exit 1   the job failed: an I/O error (one line naming the file), or a bug (the traceback is shown)
+    exit 1   nothing to write (one line saying why, in numbers, refused at launch), or the job failed: an
+             I/O error (one line naming the file), or a bug (the traceback is shown)
     exit 2   a user error: one line naming the flag or file (a bad input file, a model that does not load)
              `--debug` shows the traceback of either
 
@@ -35,7 +36,7 @@ from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import deploy, progress
 from rsdt_beam.cli.flags import parse_bool
-from rsdt_beam.errors import UserError
+from rsdt_beam.errors import NothingToWrite, UserError
 from rsdt_beam.graph import join_ends
 from rsdt_beam.outputs import claim_outputs, pipeline_outputs
 from rsdt_beam.progress import NAMESPACE, enable_progress_line
@@ -255,6 +256,8 @@ def reported(error: BaseException) -> tuple[int, str] | None:
     """(exit status, one line) of a user or I/O error, also as Beam re-raises it from a DoFn (the same
     type with the step appended, or a RuntimeError carrying a remote traceback); None for anything else."""
     while True:
+        if isinstance(error, NothingToWrite):
+            return 1, _one_line(str(error))
         if isinstance(error, UserError):
             return 2, _one_line(str(error))
         if isinstance(error, OSError):

@@ -184,6 +184,7 @@ def window_spec(args: argparse.Namespace) -> WindowSpec:
         bytes_per_shard=getattr(args, "bytes_per_shard", None),
         stack_dir=getattr(args, "stack_dir", None),
         output=output,
+        delta_text=str(args.Delta),
         identity=(
             ("tiles", args.tiles),
             ("label_fn", getattr(args, "label_fn", None) if mode == "training" else None),
