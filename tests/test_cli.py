@@ -309,3 +309,71 @@ def test_bad_stack_files_and_outputs_are_one_line_naming_the_file(sample_run, tm
         assert not os.path.exists(os.path.join(output, "metadata.json"))
     with pytest.raises(Exception, match="truncated record"):  # --debug keeps the traceback
         main("window")(["--stack_dir", str(stack), *WINDOW_FLAGS, "--window_output", str(tmp_path / "w3"), "--debug"])
+
+
+README_WINDOW_FLAGS = ["--Delta", "30d", "--omega", "10", "--Omega", "16"]  # the flags' defaults
+
+
+@pytest.mark.parametrize(
+    "command, argv, message",
+    [
+        (
+            "run",
+            [*SAMPLE_FLAGS, *README_WINDOW_FLAGS],
+            "0 windows: at most 4 frames fall within Delta=30d on any tile, omega=10 (34 frames, "
+            "2016-01-07T10:12:43Z to 2017-06-20T10:04:53Z)",
+        ),
+        ("run", [*SAMPLE_FLAGS, "--Delta", "60", "--omega", "3"], "0 windows: at most 1 frames fall within Delta=60 s"),
+        (
+            "run",
+            [*SAMPLE_FLAGS, *WINDOW_FLAGS, "--tiles", "list:7_7"],
+            "0 tiles selected: --tiles list:7_7 selects none of the 9 tiles",
+        ),
+        (
+            "stack",
+            [*SAMPLE_FLAGS, "--starttime", "2019-01-01", "--endtime", "2019-07-01"],
+            "0 observations in the time range [2019-01-01T00:00:00Z, 2019-07-01T00:00:00Z): the 68 observations "
+            "listed span 2015-07-11T10:00:08Z to 2017-12-22T10:04:15Z",
+        ),
+    ],
+)
+def test_a_run_that_would_write_nothing_is_refused_at_launch_in_numbers(
+    command, argv, message, sample_eopatches, tmp_path, capsys
+):
+    output = "--window_output" if command == "run" else "--stack_output"
+    out = tmp_path / "out"
+    assert main(command)(["--optical", sample_eopatches, *argv, output, str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"rsdt_beam {command}: {message}"), err[-1]
+    assert not out.exists()  # nothing that looks complete, nothing at all
+
+
+def test_a_window_run_on_a_stack_folder_without_windows_is_refused(tmp_path, capsys):
+    """The window command decides from the stack's metadata.json alone: no tile file is read."""
+    import json
+
+    metadata = {"tile_size_y": 4, "tile_size_x": 4, "bands_sar": 0, "bands_opt": 1, "deadzone_y": 0, "deadzone_x": 0}
+    metadata.update(files=["0_0.tfrecords"], timestamps=[f"2017-01-{d:02d}T00:00:00Z" for d in (1, 11, 21)])
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "metadata.json").write_text(json.dumps(metadata))
+    argv = ["--stack_dir", str(tmp_path / "stack"), "--window_output", str(tmp_path / "w"), "--triple"]
+    assert main("window")(argv + ["--Delta", "15d", "--omega", "2"]) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "0 windows: at most 2 frames fall within Delta=15d on any tile, omega=2 (3 frames, 2017-01-01T00:00:00Z to "
+            "2017-01-21T00:00:00Z; triple windows need omega in each of 3 parts)"
+        )
+    )
+    assert not (tmp_path / "w").exists()
+
+
+def test_refusals_show_durations_as_written():
+    from rsdt_beam.common.times import format_duration
+    from rsdt_beam.outputs import differences
+
+    assert [format_duration(s) for s in (5184000.0, 43200, 5400, 60, 90.5)] == ["60d", "12h", "90m", "1m", "90.5s"]
+    assert differences({"Delta": 5184000.0, "omega": 3}, {"Delta": 2592000.0, "omega": 3}) == [
+        "Delta 60d there, 30d now"
+    ]

@@ -210,8 +210,11 @@ def _report_scheduled(outcome: Outcome) -> None:
     if manifest is None:
         return
     counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.counts.items())
+    # Nothing new is no failure for a schedule (the next launch covers the time again from its start): said, exit 0.
+    new = "" if manifest.inputs.get("observations") else f"no new observations in [{manifest.start}, {manifest.end})"
+    details = "; ".join(part for part in (new, counts) if part)
     print(
-        f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {counts}" if counts else ""),
+        f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {details}" if details else ""),
         file=sys.stderr,
     )
 
