@@ -377,3 +377,34 @@ def test_refusals_show_durations_as_written():
     assert differences({"Delta": 5184000.0, "omega": 3}, {"Delta": 2592000.0, "omega": 3}) == [
         "Delta 60d there, 30d now"
     ]
+
+
+@pytest.mark.e2e
+def test_a_run_whose_filter_keeps_no_window_fails_and_does_not_look_complete(sample_run, tmp_path, capsys):
+    out = tmp_path / "w"
+    argv = ["--stack_dir", f"{sample_run}/stack", "--Delta", "60d", "--omega", "3", "--Omega", "4"]
+    argv += ["--window_filter", "window_filters:at_least_five_frames", "--window_output", str(out), "--no_progress"]
+    assert main("window")(argv) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"rsdt_beam window: 0 windows written to {out} from 9 tiles: the window filter or sample kept none")
+    )
+    assert not (out / "metadata.json").exists()
+
+
+@pytest.mark.e2e
+def test_a_scheduled_launch_without_new_data_succeeds_and_says_so(sample_eopatches, tmp_path, capsys):
+    argv = ["--optical", sample_eopatches, *SAMPLE_FLAGS[:4], "--delta_step", "10d", *WINDOW_FLAGS, "--no_progress"]
+    argv += ["--output_root", str(tmp_path / "root"), "--end", "2018-06-01", "--lookback", "30d"]
+    assert main("scheduled")(argv) == 0
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(
+            "rsdt_beam scheduled: run 20180429T000000-20180529T000000 succeeded: no new observations in "
+            "[2018-04-29T00:00:00Z, 2018-05-29T00:00:00Z); "
+        )
+    )

@@ -24,11 +24,11 @@ from rsdt_beam.acquire.fetch import FetchPlan
 from rsdt_beam.acquire.sentinelhub import CredentialsError
 from rsdt_beam.cli import run, specs
 from rsdt_beam.cli.flags import Flag, all_flags, parser
-from rsdt_beam.cli.run import Launch, Outcome, refuse_unknown
+from rsdt_beam.cli.run import Launch, Outcome
 from rsdt_beam.errors import UserError
 from rsdt_beam.inspect import inspect_output
 from rsdt_beam.sample import sample_specs, sample_summary, split_sample
-from rsdt_beam.schedule.launch import ScheduledRun
+from rsdt_beam.schedule.launch import LISTED_IN_RANGE, ScheduledRun
 from rsdt_beam.window.listing import format_windows_list, tile_windows_list, write_ranges_csv
 
 _STAGE_2 = ("inputs", "time_range", "tiling", "stack")
@@ -66,9 +66,6 @@ class _CommandParser:
         self._parser = parser(self._prog, description, command.groups, command.positional, required=command.required)
         self._given = parser(self._prog, description, command.groups, command.positional, suppress_defaults=True)
 
-    def flag_names(self) -> list[str]:
-        return [word[2:] for action in self._parser._actions for word in action.option_strings if word[:2] == "--"]
-
     def print_help(self, full: bool = False) -> None:
         """The essential flags; `full`: every flag (`--help-all`)."""
         command = self._command
@@ -83,7 +80,7 @@ class _CommandParser:
             name = word[2:].split("=", 1)[0] if word.startswith("--") else None
             if name in known:
                 raise UserError(f"--{name} is not a flag of {self._command.name} (see --help)")
-        refuse_unknown(rest, self.flag_names(), beam=self._command.launch is not None)
+        run.refuse_unknown(rest, run.flag_names(self._parser), beam=self._command.launch is not None)
         for name in self._command.required:
             if getattr(args, name) in (None, ""):
                 raise UserError(f"--{name} is required")
@@ -92,8 +89,8 @@ class _CommandParser:
         return args, rest
 
 
-def _output_launch(output, build) -> Launch:
-    return Launch(build=build, progress=output.progress)
+def _output_launch(output, build, window=None) -> Launch:
+    return Launch(build=build, progress=output.progress, windows=window.output if window is not None else None)
 
 
 def _plan_only(inputs, stack) -> Launch:
@@ -112,7 +109,7 @@ def _stack(args) -> Launch:
 
 def _window(args) -> Launch:
     window, output = specs.window_spec(args), specs.output_spec(args)
-    return _output_launch(output, lambda pipeline: builders.build_window(pipeline, window, output))
+    return _output_launch(output, lambda pipeline: builders.build_window(pipeline, window, output), window)
 
 
 def _fused(args) -> Launch:
@@ -120,7 +117,9 @@ def _fused(args) -> Launch:
     inputs, stack, output = specs.inputs_spec(args), specs.stack_spec(args), specs.output_spec(args)
     if args.plan_only:
         return _plan_only(inputs, stack)
-    return _output_launch(output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output))
+    return _output_launch(
+        output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output), window
+    )
 
 
 def _fused_on(args):
@@ -134,7 +133,7 @@ def _convert(args) -> Launch:
     area, convert, output = specs.area_spec(args), specs.convert_spec(args), specs.output_spec(args)
     stack, window = _fused_on(args)
     return _output_launch(
-        output, lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output)
+        output, lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output), window
     )
 
 
@@ -152,6 +151,7 @@ def _fetch(args) -> Launch:
         build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
         progress=output.progress,
         finished=lambda: plan,
+        windows=window.output if window is not None else None,
     )
 
 
@@ -211,7 +211,7 @@ def _report_scheduled(outcome: Outcome) -> None:
         return
     counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.counts.items())
     # Nothing new is no failure for a schedule (the next launch covers the time again from its start): said, exit 0.
-    new = "" if manifest.inputs.get("observations") else f"no new observations in [{manifest.start}, {manifest.end})"
+    new = "" if manifest.inputs.get(LISTED_IN_RANGE) else f"no new observations in [{manifest.start}, {manifest.end})"
     details = "; ".join(part for part in (new, counts) if part)
     print(
         f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {details}" if details else ""),

@@ -34,8 +34,9 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineState
 
-from rsdt_beam import deploy, progress
+from rsdt_beam import deploy, fs, progress
 from rsdt_beam.cli.flags import parse_bool
+from rsdt_beam.common.names import METADATA_FILE
 from rsdt_beam.errors import NothingToWrite, UserError
 from rsdt_beam.graph import join_ends
 from rsdt_beam.outputs import claim_outputs, pipeline_outputs
@@ -57,6 +58,7 @@ class Launch:
     start: Callable[[], None] | None = None
     failed: Callable[[BaseException], None] | None = None
     finished: Callable[[], object] | None = None
+    windows: str | None = None  # the window folder the run writes: a run that wrote no window there fails
 
 
 @dataclasses.dataclass
@@ -141,7 +143,8 @@ def _beam_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_names(parser: argparse.ArgumentParser) -> list[str]:
+def flag_names(parser: argparse.ArgumentParser) -> list[str]:
+    """The `--name` flags a parser takes, without the dashes."""
     return [word[2:] for action in parser._actions for word in action.option_strings if word.startswith("--")]
 
 
@@ -169,7 +172,7 @@ def refuse_unknown(rest: list[str], own: Iterable[str], beam: bool = True) -> No
                 f"--{name} is a DaskRunner option, but dask is not installed (pip install 'dask[distributed]')"
             )
         nearest = difflib.get_close_matches(name, own, n=1) or difflib.get_close_matches(
-            name, _flag_names(parser) if parser else [], n=1
+            name, flag_names(parser) if parser else [], n=1
         )
         raise UserError(f"unknown flag --{name}" + (f"; did you mean --{nearest[0]}?" if nearest else " (see --help)"))
 
@@ -229,8 +232,23 @@ def execute(command, argv: list[str]) -> Outcome:
     values = counters(result)
     progress.finish_progress_line()
     print(summary(values, time.monotonic() - started), file=sys.stderr)
+    if launch.windows is not None:
+        _refuse_no_windows(launch.windows)
     record = launch.finished() if launch.finished is not None else None
     return Outcome(result, values, record)
+
+
+def _refuse_no_windows(folder: str) -> None:
+    """NothingToWrite when the run wrote no window (decided on the workers: the window filter or sample
+    kept none, or observations were set aside); the folder's metadata.json goes, so it does not look complete."""
+    path = fs.join(folder, METADATA_FILE)
+    metadata = fs.read_json(path) if fs.exists(path) else {}
+    if metadata.get("windows_written", 1) == 0:
+        fs.delete_if_exists(path)
+        raise NothingToWrite(
+            f"0 windows written to {folder} from {metadata.get('tiles_written', 0)} tiles: the window filter or "
+            f"sample kept none, or observations were set aside (see rejected.json); its metadata.json is removed"
+        )
 
 
 def _true(text: str) -> bool:
