@@ -254,13 +254,14 @@ def test_a_windows_folder_given_as_stack_folder_is_named(tmp_path):
         ("garbage.h5", b"\x00" * 100, "not an HDF5 file (a Keras .h5 model or weights file)"),
     ],
 )
-def test_a_model_that_cannot_load_is_one_line_naming_it_at_launch(name, content, message, tmp_path, capsys):
+def test_a_model_that_cannot_load_is_one_line_naming_it_at_launch(name, content, message, sample_run, tmp_path, capsys):
     model = tmp_path / name
     if content is not None:
         model.write_bytes(content)
-    argv = ["--stack_dir", str(tmp_path), "--model", str(model), "--map_output", str(tmp_path / "maps")]
-    assert main("infer")(argv) == 2
-    assert capsys.readouterr().err.strip() == f"rsdt_beam infer: --model {model}: {message}"
+    argv = ["--stack_dir", f"{sample_run}/stack", *WINDOW_FLAGS, "--model", str(model)]
+    assert main("infer")([*argv, "--map_output", str(tmp_path / "maps")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"rsdt_beam infer: --model {model}: {message}"
+    assert not (tmp_path / "maps").exists()
 
 
 def test_errors_re_raised_by_beam_are_reported_as_the_original():

@@ -184,6 +184,7 @@ def _infer(args) -> Launch:
     return Launch(
         build=lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack),
         progress=output.progress,
+        check=lambda: specs.model_file(inference.model),
         failed=failed,
     )
 

@@ -47,14 +47,16 @@ from rsdt_beam.progress import NAMESPACE, enable_progress_line
 class Launch:
     """A command's specs, ready to run: `build(pipeline)` adds the graph and returns describing lines.
 
-    `progress` turns the local progress line on; the hooks bracket the job: `start()` just before it
-    runs (never on a dry run), `failed(error)` if it fails, `finished()` after it is done (its return
-    value is the outcome's `record`).
+    `progress` turns the local progress line on; `check()` looks at inputs a dry run must not need (a
+    model file) before any output is claimed; the hooks bracket the job: `start()` just before it runs
+    (never on a dry run), `failed(error)` if it fails, `finished()` after it is done (its return value
+    is the outcome's `record`).
     """
 
     build: Callable[[beam.Pipeline], list[str]]
     progress: bool = True
     listing: list[str] | None = None  # print these (stdout) instead of running: a plan-only launch
+    check: Callable[[], None] | None = None
     start: Callable[[], None] | None = None
     failed: Callable[[BaseException], None] | None = None
     finished: Callable[[], object] | None = None
@@ -212,6 +214,8 @@ def execute(command, argv: list[str]) -> Outcome:
         result = pipeline.run() if is_dataflow else None  # the Dataflow runner translates and stops
         print("\n".join(_translation(pipeline, options)))
         return Outcome(result, {}, dry_run=True)
+    if launch.check is not None:
+        launch.check()
     # Every output folder checked, then claimed, before anything runs: a refused run touches nothing.
     claim_outputs(pipeline_outputs(pipeline), bool(getattr(args, "overwrite", False)))
     enable_progress_line((progress.TTY if sys.stderr.isatty() else progress.LOG) if launch.progress else None)

@@ -206,11 +206,12 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def model_file(path: str | None) -> str | None:
-    """`--model`, refused at launch when it cannot be a Keras file: missing, or no zip archive (`.keras`)
-    or HDF5 file (`.h5`), e.g. truncated; a file that passes may still fail to load on the workers."""
+def model_file(path: str | None) -> None:
+    """Refuses `--model` at launch (not on a dry run) when it cannot be a Keras file: missing, or no zip
+    archive (`.keras`) or HDF5 file (`.h5`), e.g. truncated; a file that passes may still fail to load
+    on the workers (then the error names it too)."""
     if not path:
-        return None
+        return
     if not fs.exists(path):
         raise UserError(f"--model {path}: no such file")
     with fs.open_read(path) as raw:
@@ -223,14 +224,13 @@ def model_file(path: str | None) -> str | None:
                 ) from None
         elif path.endswith(".h5") and raw.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
             raise UserError(f"--model {path}: not an HDF5 file (a Keras .h5 model or weights file)")
-    return path
 
 
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:
     if not args.model and not args.model_fn:
         raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
     return InferenceSpec(
-        model_file(args.model),
+        args.model,
         _callable("model_fn", args.model_fn),
         args.map_output,
         args.windows,
