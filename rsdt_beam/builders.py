@@ -67,13 +67,13 @@ def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, 
     return plan, observations.refs, observations.rejected, f"{observations.summary()}; {plan.describe()}"
 
 
-def written_or_refused(refs, plan: StackPlan) -> np.ndarray:
-    """The time stamps Stage 2 will write from the listed `refs` (at most: workers may still set some
-    aside); NothingToWrite when there is none, before anything is written."""
+def written_or_refused(observed: list[float], plan: StackPlan) -> np.ndarray:
+    """The time stamps Stage 2 will write from the observation times listed on the launcher (at most:
+    workers may still set some aside); NothingToWrite when there is none, before anything is written."""
     params = plan.params
-    times = written_times((ref.time for ref in refs), params)
+    times = written_times(observed, params)
     if times.size == 0:
-        listed = sorted(ref.time for ref in refs)
+        listed = sorted(observed)
         seen = (
             f"the {len(listed)} observations listed span {iso_time(listed[0])} to {iso_time(listed[-1])}"
             if listed
@@ -176,7 +176,7 @@ def add_stages_2_and_3(
 def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
     """Stage 2 alone: observations -> `stack.output`."""
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
-    written_or_refused(refs, plan)
+    written_or_refused([ref.time for ref in refs], plan)
     refs = pipeline | "Observations" >> beam.Create(refs)
     add_stages_2_and_3(pipeline, plan, refs, stack, None, output, rejected)
     return [summary]
@@ -209,7 +209,8 @@ def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
 def build_fused(pipeline, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, output: OutputSpec) -> list[str]:
     """Stages 2 and 3 in one pipeline; Stage 2 records are written only with `stack.output`."""
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
-    require_windows(written_or_refused(refs, plan), plan.tile_count(window.selects), plan.layout.num_tiles, window)
+    observed = [ref.time for ref in refs]
+    require_windows(written_or_refused(observed, plan), plan.tile_count(window.selects), plan.layout.num_tiles, window)
     refs = pipeline | "Observations" >> beam.Create(refs)
     add_stages_2_and_3(pipeline, plan, refs, stack, window, output, rejected)
     return [summary]
@@ -235,6 +236,13 @@ def build_convert(
     if window is None:
         return lines
     stack_plan = StackPlan.create(stack, plan.job.grid, plan.band_counts, band_description=plan.band_description())
+    observed = [source.time for source in plan.sources]  # new and already converted: what Stage 2 gets
+    require_windows(
+        written_or_refused(observed, stack_plan),
+        stack_plan.tile_count(window.selects),
+        stack_plan.layout.num_tiles,
+        window,
+    )
     add_stages_2_and_3(pipeline, stack_plan, refs, stack, window, output, source_rejected=[rejected])
     return [*lines, stack_plan.describe()]
 
@@ -251,6 +259,13 @@ def build_fetch(
         return [plan.describe()]
     store_writes | "Finish store" >> FinishFolder(plan.folder)
     stack_plan = StackPlan.create(stack, plan.grid, plan.bands, band_description=plan.band_description())
+    observed = [time for times in plan.acquisitions.values() for time in times] + [ref.time for ref in plan.stored]
+    require_windows(
+        written_or_refused(observed, stack_plan),
+        stack_plan.tile_count(window.selects),
+        stack_plan.layout.num_tiles,
+        window,
+    )
     add_stages_2_and_3(
         pipeline, stack_plan, fetched["observations"], stack, window, output, source_rejected=[fetched[FETCH_REJECTED]]
     )
@@ -305,7 +320,8 @@ def build_infer(
         )
         return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
-    require_windows(written_or_refused(refs, plan), plan.tile_count(window.selects), plan.layout.num_tiles, window)
+    observed = [ref.time for ref in refs]
+    require_windows(written_or_refused(observed, plan), plan.tile_count(window.selects), plan.layout.num_tiles, window)
     stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
     maps = MapOutput(
         inference.map_output, plan.grid, plan.layout, inference.trim_map_edges, choices=choices + stack_times
