@@ -89,8 +89,8 @@ class _CommandParser:
         return args, rest
 
 
-def _output_launch(output, build, window=None) -> Launch:
-    return Launch(build=build, progress=output.progress, windows=window.output if window is not None else None)
+def _output_launch(output, build, written: str | None) -> Launch:
+    return Launch(build=build, progress=output.progress, written=written)
 
 
 def _plan_only(inputs, stack) -> Launch:
@@ -104,12 +104,12 @@ def _stack(args) -> Launch:
     stack = specs.stack_spec(args)
     if args.plan_only:
         return _plan_only(inputs, stack)
-    return _output_launch(output, lambda pipeline: builders.build_stack(pipeline, inputs, stack, output))
+    return _output_launch(output, lambda pipeline: builders.build_stack(pipeline, inputs, stack, output), stack.output)
 
 
 def _window(args) -> Launch:
     window, output = specs.window_spec(args), specs.output_spec(args)
-    return _output_launch(output, lambda pipeline: builders.build_window(pipeline, window, output), window)
+    return _output_launch(output, lambda pipeline: builders.build_window(pipeline, window, output), window.output)
 
 
 def _fused(args) -> Launch:
@@ -118,7 +118,7 @@ def _fused(args) -> Launch:
     if args.plan_only:
         return _plan_only(inputs, stack)
     return _output_launch(
-        output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output), window
+        output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output), window.output
     )
 
 
@@ -133,7 +133,9 @@ def _convert(args) -> Launch:
     area, convert, output = specs.area_spec(args), specs.convert_spec(args), specs.output_spec(args)
     stack, window = _fused_on(args)
     return _output_launch(
-        output, lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output), window
+        output,
+        lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output),
+        window.output if window is not None else None,
     )
 
 
@@ -151,7 +153,7 @@ def _fetch(args) -> Launch:
         build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
         progress=output.progress,
         finished=lambda: plan,
-        windows=window.output if window is not None else None,
+        written=window.output if window is not None else None,
     )
 
 

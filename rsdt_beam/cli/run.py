@@ -60,7 +60,8 @@ class Launch:
     start: Callable[[], None] | None = None
     failed: Callable[[BaseException], None] | None = None
     finished: Callable[[], object] | None = None
-    windows: str | None = None  # the window folder the run writes: a run that wrote no window there fails
+    # The run's last output folder (windows, else stacks): a run whose metadata.json there says it wrote nothing fails.
+    written: str | None = None
 
 
 @dataclasses.dataclass
@@ -236,23 +237,27 @@ def execute(command, argv: list[str]) -> Outcome:
     values = counters(result)
     progress.finish_progress_line()
     print(summary(values, time.monotonic() - started), file=sys.stderr)
-    if launch.windows is not None:
-        _refuse_no_windows(launch.windows)
+    if launch.written is not None:
+        _refuse_nothing_written(launch.written)
     record = launch.finished() if launch.finished is not None else None
     return Outcome(result, values, record)
 
 
-def _refuse_no_windows(folder: str) -> None:
-    """NothingToWrite when the run wrote no window (decided on the workers: the window filter or sample
-    kept none, or observations were set aside); the folder's metadata.json goes, so it does not look complete."""
+def _refuse_nothing_written(folder: str) -> None:
+    """NothingToWrite when the run wrote no window, or no frame, into `folder` (decided on the workers:
+    the window filter or sample kept none, or every observation was set aside); the folder's
+    metadata.json goes, so that it does not look complete."""
     path = fs.join(folder, METADATA_FILE)
     metadata = fs.read_json(path) if fs.exists(path) else {}
     if metadata.get("windows_written", 1) == 0:
-        fs.delete_if_exists(path)
-        raise NothingToWrite(
-            f"0 windows written to {folder} from {metadata.get('tiles_written', 0)} tiles: the window filter or "
-            f"sample kept none, or observations were set aside (see rejected.json); its metadata.json is removed"
-        )
+        why = f"0 windows written to {folder} from {metadata.get('tiles_written', 0)} tiles: the window filter or "
+        why += "sample kept none, or observations were set aside (see rejected.json)"
+    elif "timestamps" in metadata and not metadata["timestamps"]:
+        why = f"0 frames written to {folder}: every observation was set aside (see rejected.json)"
+    else:
+        return
+    fs.delete_if_exists(path)
+    raise NothingToWrite(f"{why}; its metadata.json is removed")
 
 
 def _true(text: str) -> bool:
