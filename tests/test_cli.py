@@ -240,7 +240,7 @@ def test_a_windows_folder_given_as_stack_folder_is_named(tmp_path):
     from rsdt_beam.stack.files import read_stack_metadata
 
     (tmp_path / "metadata.json").write_text(
-        '{"tile_size_y": 32, "tile_size_x": 32, "bands_sar": 0, "bands_opt": 1, "Omega": 6}'
+        '{"tile_size_y": 32, "tile_size_x": 32, "bands_sar": 0, "bands_opt": 1, "mode": "training"}'
     )
     with pytest.raises(UserError, match="is a windows folder \\(Stage 3 output\\), not a stack folder"):
         read_stack_metadata(str(tmp_path))

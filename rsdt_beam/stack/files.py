@@ -35,7 +35,7 @@ def read_stack_metadata(stack_dir: str) -> dict:
             f"{path} not found: {stack_dir} is no complete Stage 2 output (metadata.json is written last)"
         )
     metadata = fs.read_json(path)
-    if "Omega" in metadata:  # written by Stage 3
+    if "mode" in metadata:  # written by Stage 3 (as inspect tells the kinds apart)
         raise UserError(f"{stack_dir} is a windows folder (Stage 3 output), not a stack folder (Stage 2 output)")
     missing = [key for key in RSDTLIB_METADATA_KEYS[:4] if key not in metadata]
     if missing:
