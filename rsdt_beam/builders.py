@@ -19,6 +19,7 @@ the same `Stack` with hooks (`rsdt_beam.schedule.transforms`).
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.convert import ConvertPlan
@@ -27,7 +28,8 @@ from rsdt_beam.acquire.fetch import FetchObservations, FetchPlan
 from rsdt_beam.acquire.listing import discover_observations
 from rsdt_beam.common.names import RECORD_OBSERVED_KEY
 from rsdt_beam.common.observations import Rejection
-from rsdt_beam.errors import UserError
+from rsdt_beam.common.times import format_duration, iso_time, parse_time
+from rsdt_beam.errors import NothingToWrite, UserError
 from rsdt_beam.graph import Spread
 from rsdt_beam.grid import Grid
 from rsdt_beam.inference import (
@@ -43,10 +45,12 @@ from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.specs import AreaSpec, ConvertSpec, InferenceSpec, InputsSpec, OutputSpec, StackSpec, WindowSpec
-from rsdt_beam.stack.files import temporary_stack_dir
+from rsdt_beam.stack.files import temporary_stack_dir, tile_timestamps
 from rsdt_beam.stack.plan import StackPlan
+from rsdt_beam.stack.rules import written_times
 from rsdt_beam.stack.transforms import FinishStacks, Stack, stack_folder
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
+from rsdt_beam.window.rules import densest_window, window_spans
 from rsdt_beam.window.sampling import parse_sample
 from rsdt_beam.window.transforms import ReadTileStacks, WindowOutput, WriteWindows
 
@@ -62,6 +66,51 @@ def listed_stack_plan(inputs: InputsSpec, stack: StackSpec) -> tuple[StackPlan, 
         band_description=observations.band_description,
     )
     return plan, observations.refs, observations.rejected, f"{observations.summary()}; {plan.describe()}"
+
+
+def written_or_refused(observed: list[float], plan: StackPlan) -> np.ndarray:
+    """The time stamps Stage 2 will write from the observation times listed on the launcher (at most:
+    workers may still set some aside); NothingToWrite when there is none, before anything is written."""
+    params = plan.params
+    times = written_times(observed, params)
+    if times.size == 0:
+        listed = sorted(observed)
+        seen = (
+            f"the {len(listed)} observations listed span {iso_time(listed[0])} to {iso_time(listed[-1])}"
+            if listed
+            else "no observation was listed"
+        )
+        raise NothingToWrite(
+            f"0 observations in the time range [{iso_time(params.starttime)}, {iso_time(params.endtime)}): {seen}"
+        )
+    return times
+
+
+def written_stack_times(stack_dir: str, metadata: dict, tiles: list[tuple[int, int]]) -> np.ndarray:
+    """The time stamps written in a stack folder: its metadata's (rsdt_beam's), else a tile's (rsdtlib's,
+    whose tiles all share the written time stamps)."""
+    if "timestamps" in metadata:
+        return np.asarray([parse_time(text) for text in metadata["timestamps"]], np.float64)
+    return tile_timestamps(stack_dir, tiles[0])
+
+
+def require_windows(times: np.ndarray, selected: int, total: int, window: WindowSpec) -> None:
+    """NothingToWrite, before anything is written, when no tile is selected or no window fits `times`
+    (every tile's written time stamps)."""
+    if selected == 0:
+        tiles = dict(window.identity).get("tiles", "")
+        raise NothingToWrite(f"0 tiles selected: --tiles {tiles} selects none of the {total} tiles")
+    params = window.params
+    if next(window_spans(times, params), None) is not None:
+        return
+    delta = window.delta_text or format_duration(params.delta_size)
+    delta += " s" if delta.replace(".", "", 1).isdigit() else ""
+    frames = f"{times.size} frames, {iso_time(times[0])} to {iso_time(times[-1])}" if times.size else "0 frames"
+    parts = "; triple windows need omega in each of 3 parts" if params.triple else ""
+    raise NothingToWrite(
+        f"0 windows: at most {densest_window(times, params)} frames fall within Delta={delta} on any tile, "
+        f"omega={params.omega} ({frames}{parts})"
+    )
 
 
 def add_stages_2_and_3(
@@ -128,6 +177,7 @@ def add_stages_2_and_3(
 def build_stack(pipeline, inputs: InputsSpec, stack: StackSpec, output: OutputSpec) -> list[str]:
     """Stage 2 alone: observations -> `stack.output`."""
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    written_or_refused([ref.time for ref in refs], plan)
     refs = pipeline | "Observations" >> beam.Create(refs)
     add_stages_2_and_3(pipeline, plan, refs, stack, None, output, rejected)
     return [summary]
@@ -141,6 +191,12 @@ def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
             f"--record_observed: the stacks in {window.stack_dir} carry no observed mask; write them "
             f"with --record_observed (Stage 2)"
         )
+    require_windows(
+        written_stack_times(window.stack_dir, read.metadata, read.tiles) if read.tiles else np.zeros(0),
+        len(read.tiles),
+        len(read.all_tiles),
+        window,
+    )
     set_total("tiles_windowed", len(read.tiles))
     (
         pipeline
@@ -154,6 +210,8 @@ def build_window(pipeline, window: WindowSpec, output: OutputSpec) -> list[str]:
 def build_fused(pipeline, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, output: OutputSpec) -> list[str]:
     """Stages 2 and 3 in one pipeline; Stage 2 records are written only with `stack.output`."""
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    observed = [ref.time for ref in refs]
+    require_windows(written_or_refused(observed, plan), plan.tile_count(window.selects), plan.layout.num_tiles, window)
     refs = pipeline | "Observations" >> beam.Create(refs)
     add_stages_2_and_3(pipeline, plan, refs, stack, window, output, rejected)
     return [summary]
@@ -179,6 +237,13 @@ def build_convert(
     if window is None:
         return lines
     stack_plan = StackPlan.create(stack, plan.job.grid, plan.band_counts, band_description=plan.band_description())
+    observed = [source.time for source in plan.sources]  # new and already converted: what Stage 2 gets
+    require_windows(
+        written_or_refused(observed, stack_plan),
+        stack_plan.tile_count(window.selects),
+        stack_plan.layout.num_tiles,
+        window,
+    )
     add_stages_2_and_3(pipeline, stack_plan, refs, stack, window, output, source_rejected=[rejected])
     return [*lines, stack_plan.describe()]
 
@@ -195,6 +260,13 @@ def build_fetch(
         return [plan.describe()]
     store_writes | "Finish store" >> FinishFolder(plan.folder)
     stack_plan = StackPlan.create(stack, plan.grid, plan.bands, band_description=plan.band_description())
+    observed = [time for times in plan.acquisitions.values() for time in times] + [ref.time for ref in plan.stored]
+    require_windows(
+        written_or_refused(observed, stack_plan),
+        stack_plan.tile_count(window.selects),
+        stack_plan.layout.num_tiles,
+        window,
+    )
     add_stages_2_and_3(
         pipeline, stack_plan, fetched["observations"], stack, window, output, source_rejected=[fetched[FETCH_REJECTED]]
     )
@@ -240,6 +312,8 @@ def build_infer(
     )
     if window.stack_dir:
         read = ReadTileStacks(window.stack_dir, window.selects)
+        times = written_stack_times(window.stack_dir, read.metadata, read.tiles) if read.tiles else np.zeros(0)
+        require_windows(times, len(read.tiles), len(read.all_tiles), window)
         maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
         (
@@ -251,6 +325,8 @@ def build_infer(
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
     if inference.normalization is not None:  # refused at launch when the inputs' bands are not the model's
         inference.normalization.scale(plan.bands.total, "the inputs")
+    observed = [ref.time for ref in refs]
+    require_windows(written_or_refused(observed, plan), plan.tile_count(window.selects), plan.layout.num_tiles, window)
     stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
     maps = MapOutput(
         inference.map_output, plan.grid, plan.layout, inference.trim_map_edges, choices=choices + stack_times

@@ -7,3 +7,8 @@ traceback. Raise it with a message that names the flag or file and what is wrong
 
 class UserError(ValueError):
     """A bad flag value or input file: printed as one line, exit status 2."""
+
+
+class NothingToWrite(Exception):
+    """A batch run that would write nothing (no observation in the time range, no window with these
+    parameters, no tile selected), refused at launch: printed as one line saying why in numbers, exit 1."""

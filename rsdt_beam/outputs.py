@@ -29,6 +29,7 @@ import apache_beam as beam
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import FILES_KEY, METADATA_FILE, RUN_FILE
+from rsdt_beam.common.times import format_duration
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import Gather
 from rsdt_beam.progress import Counter
@@ -116,11 +117,18 @@ class OutputFolder:
         return written
 
 
+_DURATIONS = ("Delta", "delta_step", "lookback")  # recorded in seconds
+
+
 def differences(recorded: dict, wanted: dict) -> list[str]:
     """`name: recorded there, wanted now` for each parameter that differs (missing ones included)."""
 
     def shown(values: dict, key: str) -> str:
-        return json.dumps(values[key]) if key in values else "(not set)"
+        if key not in values:
+            return "(not set)"
+        if key in _DURATIONS and isinstance(values[key], (int, float)):
+            return format_duration(values[key])  # as a user writes it (`60d`), not 5184000.0
+        return json.dumps(values[key])
 
     return [
         f"{key} {shown(recorded, key)} there, {shown(wanted, key)} now"

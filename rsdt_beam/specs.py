@@ -156,6 +156,7 @@ class WindowSpec:
     # The user functions and tile selection as given (`--tiles`, `--label_fn`, ...): part of the
     # output folder's identity, which the callables cannot be.
     identity: tuple[tuple[str, Any], ...] = ()
+    delta_text: str | None = None  # --Delta as the user wrote it, for messages
 
     def __post_init__(self):
         if self.mode not in (TRAINING, INFERENCE):

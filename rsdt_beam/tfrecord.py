@@ -27,6 +27,8 @@ from typing import BinaryIO
 
 import google_crc32c
 
+from rsdt_beam.errors import UserError
+
 try:
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # zlib alone: same files, slower
@@ -189,25 +191,30 @@ class TFRecordWriter:
             self._stream.abort()
 
 
-class CorruptRecordError(ValueError):
-    pass
+class CorruptRecordError(UserError):
+    """A file that is no (complete) GZIP TFRecord file: its message names the file."""
 
 
 # Reading back (Stage 3 streams every stack file it windows): ISA-L inflates about 4x faster than zlib.
 _inflate = _isal_zlib if _isal_zlib is not None else zlib
 
 
-def _decompressed_chunks(raw: BinaryIO, gzip: bool) -> Iterator[bytes]:
+def _decompressed_chunks(raw: BinaryIO, gzip: bool, name: str) -> Iterator[bytes]:
     decompressor = _inflate.decompressobj(31) if gzip else None
+    offset = 0
     while True:
         chunk = raw.read(1 << 20)
         if not chunk:
             break
+        offset += len(chunk)
         if decompressor is None:
             yield chunk
             continue
         while chunk:
-            out = decompressor.decompress(chunk)
+            try:
+                out = decompressor.decompress(chunk)
+            except Exception as error:  # zlib.error, or ISA-L's IsalError (not a zlib.error)
+                raise CorruptRecordError(f"{name}: not a GZIP file, or corrupt before byte {offset}: {error}") from None
             if out:
                 yield out
             if decompressor.eof:  # concatenated gzip members
@@ -221,7 +228,7 @@ def read_records(raw: BinaryIO, gzip: bool = True, name: str = "<stream>") -> It
     """Yields the payload of each TFRecord, checking both checksums."""
     buffer = bytearray()
     position = 0
-    for chunk in _decompressed_chunks(raw, gzip):
+    for chunk in _decompressed_chunks(raw, gzip, name):
         buffer += chunk
         while True:
             if len(buffer) - position < 12:

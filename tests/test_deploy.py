@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SAMPLE_WINDOW_FLAGS
 from packaging.requirements import Requirement
 from project import DATAFLOW_FLAGS, REPO, project_copy
 
@@ -71,6 +72,7 @@ def test_dataflow_stages_the_pinned_requirements_and_the_package(sample_eopatche
             "2016-05-01",
             "--mode",
             "training",
+            *SAMPLE_WINDOW_FLAGS,  # windows on the sample (a run that would write none is refused)
             "--window_output",
             "gs://rsdt-test/windows",
         ],

@@ -45,7 +45,7 @@ def test_flex_template_covers_every_scheduled_flag_with_the_parsers_defaults():
 
 def test_every_command_help_lists_only_its_groups(capsys):
     for command in COMMANDS:
-        command.parser().print_help()
+        command.parser().print_help(full=True)
         shown = capsys.readouterr().out
         for key, group in GROUPS.items():
             assert (group.title + ":" in shown) == (key in command.groups), (command.name, group.title)

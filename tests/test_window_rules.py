@@ -7,7 +7,7 @@ import pytest
 
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.stack.rules import TileStack
-from rsdt_beam.window.rules import WindowParams, window_spans, windows
+from rsdt_beam.window.rules import WindowParams, densest_window, window_spans, windows
 
 
 def rsdtlib_mono(ts, delta, stride, omega, Omega):
@@ -107,3 +107,21 @@ def test_windows_are_views_that_unpack_like_rsdtlib_elements():
     assert mono[0][0][1].shape == (3, 2, 2, 1)  # rsdtlib's window[0][1]: SAR ascending of cur
     triples = list(windows(stack, WindowParams(2, 1, 1, 2, triple=True)))
     assert triples and len(triples[0]) == 3 and triples[0].current is triples[0][1]
+
+
+@pytest.mark.parametrize(
+    "times, delta, stride, expected",
+    [
+        ([0, 1, 2, 10, 11], 3, 1, 3),  # [0, 3) holds 3 frames
+        ([0, 10, 11, 12], 3, 1, 3),  # [10, 13)
+        ([0, 10, 11, 12], 3, 2, 2),  # candidates start at frames 0 and 2 only: [11, 14) holds 2
+        ([0, 5, 10], 5, 1, 1),  # [t0, t0 + Delta) excludes its end
+        ([], 5, 1, 0),
+    ],
+)
+def test_densest_window_counts_frames_in_delta_of_candidate_starts(times, delta, stride, expected):
+    params = WindowParams(delta, stride, 1, 16)
+    assert densest_window(np.asarray(times, np.float64), params) == expected
+    kept = list(window_spans(np.asarray(times, np.float64), WindowParams(delta, stride, max(expected, 1), 16)))
+    assert bool(kept) == (expected > 0)  # omega = the densest count keeps a window; one more keeps none
+    assert not list(window_spans(np.asarray(times, np.float64), WindowParams(delta, stride, expected + 1, 16)))

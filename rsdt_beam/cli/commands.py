@@ -22,14 +22,14 @@ from collections.abc import Callable
 from rsdt_beam import builders
 from rsdt_beam.acquire.fetch import FetchPlan
 from rsdt_beam.acquire.sentinelhub import CredentialsError
-from rsdt_beam.cli import specs
+from rsdt_beam.cli import run, specs
 from rsdt_beam.cli.flags import Flag, all_flags, parser
 from rsdt_beam.cli.run import Launch, Outcome
 from rsdt_beam.errors import UserError
 from rsdt_beam.inspect import inspect_output
 from rsdt_beam.numpy_reader import window_metadata
 from rsdt_beam.sample import sample_specs, sample_summary, split_sample
-from rsdt_beam.schedule.launch import ScheduledRun
+from rsdt_beam.schedule.launch import LISTED_IN_RANGE, ScheduledRun
 from rsdt_beam.stack.files import read_stack_metadata
 from rsdt_beam.window.listing import format_windows_list, tile_windows_list, write_ranges_csv
 
@@ -51,22 +51,29 @@ class Command:
     action: Callable[[argparse.Namespace], None] | None = None
     report: Callable[[Outcome], int | None] | None = None
     positional: tuple[Flag, ...] = ()
+    required: tuple[str, ...] = ()  # flags the command cannot run without (marked in --help)
 
     def parser(self, description: str | None = None) -> argparse.ArgumentParser:
         return _CommandParser(self, description)
 
 
 class _CommandParser:
-    """The command's argparse parser, which also refuses rsdt_beam flags the command does not take."""
+    """The command's argparse parser, which also refuses flags that are neither the command's nor Beam's,
+    and a missing required flag."""
 
     def __init__(self, command: Command, description: str | None):
         self._command = command
-        prog = f"python -m rsdt_beam.pipelines.{command.name}"
-        self._parser = parser(prog, description, command.groups, command.positional)
-        self._given = parser(prog, description, command.groups, command.positional, suppress_defaults=True)
+        self._prog = f"python -m rsdt_beam.pipelines.{command.name}"
+        self._description = description
+        self._parser = parser(self._prog, description, command.groups, command.positional, required=command.required)
+        self._given = parser(self._prog, description, command.groups, command.positional, suppress_defaults=True)
 
-    def print_help(self) -> None:
-        self._parser.print_help()
+    def print_help(self, full: bool = False) -> None:
+        """The essential flags; `full`: every flag (`--help-all`)."""
+        command = self._command
+        parser(
+            self._prog, self._description, command.groups, command.positional, required=command.required, full=full
+        ).print_help()
 
     def parse_known_args(self, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         args, rest = self._parser.parse_known_args(argv)
@@ -75,15 +82,17 @@ class _CommandParser:
             name = word[2:].split("=", 1)[0] if word.startswith("--") else None
             if name in known:
                 raise UserError(f"--{name} is not a flag of {self._command.name} (see --help)")
-        if self._command.launch is None and rest:
-            raise UserError(f"unrecognized arguments: {' '.join(rest)}")
+        run.refuse_unknown(rest, run.flag_names(self._parser), beam=self._command.launch is not None)
+        for name in self._command.required:
+            if getattr(args, name) in (None, ""):
+                raise UserError(f"--{name} is required")
         given = set(vars(self._given.parse_known_args(argv)[0]))
-        args.given = given - {"help", *(flag.name for flag in self._command.positional)}
+        args.given = given - {"help", "help_all", *(flag.name for flag in self._command.positional)}
         return args, rest
 
 
-def _output_launch(output, build) -> Launch:
-    return Launch(build=build, progress=output.progress)
+def _output_launch(output, build, written: str | None) -> Launch:
+    return Launch(build=build, progress=output.progress, written=written)
 
 
 def _plan_only(inputs, stack) -> Launch:
@@ -94,17 +103,15 @@ def _plan_only(inputs, stack) -> Launch:
 
 def _stack(args) -> Launch:
     inputs, output = specs.inputs_spec(args), specs.output_spec(args)
-    stack = specs.stack_spec(args, output_required=True)
+    stack = specs.stack_spec(args)
     if args.plan_only:
         return _plan_only(inputs, stack)
-    return _output_launch(output, lambda pipeline: builders.build_stack(pipeline, inputs, stack, output))
+    return _output_launch(output, lambda pipeline: builders.build_stack(pipeline, inputs, stack, output), stack.output)
 
 
 def _window(args) -> Launch:
-    if not args.stack_dir:
-        raise UserError("--stack_dir is required")
     window, output = specs.window_spec(args), specs.output_spec(args)
-    return _output_launch(output, lambda pipeline: builders.build_window(pipeline, window, output))
+    return _output_launch(output, lambda pipeline: builders.build_window(pipeline, window, output), window.output)
 
 
 def _fused(args) -> Launch:
@@ -112,7 +119,9 @@ def _fused(args) -> Launch:
     inputs, stack, output = specs.inputs_spec(args), specs.stack_spec(args), specs.output_spec(args)
     if args.plan_only:
         return _plan_only(inputs, stack)
-    return _output_launch(output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output))
+    return _output_launch(
+        output, lambda pipeline: builders.build_fused(pipeline, inputs, stack, window, output), window.output
+    )
 
 
 def _fused_on(args):
@@ -126,7 +135,9 @@ def _convert(args) -> Launch:
     area, convert, output = specs.area_spec(args), specs.convert_spec(args), specs.output_spec(args)
     stack, window = _fused_on(args)
     return _output_launch(
-        output, lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output)
+        output,
+        lambda pipeline: builders.build_convert(pipeline, area, convert, stack, window, output),
+        window.output if window is not None else None,
     )
 
 
@@ -144,6 +155,7 @@ def _fetch(args) -> Launch:
         build=lambda pipeline: builders.build_fetch(pipeline, plan, stack, window, output),
         progress=output.progress,
         finished=lambda: plan,
+        written=window.output if window is not None else None,
     )
 
 
@@ -162,14 +174,27 @@ def _report_fetch(outcome: Outcome) -> int:
 
 def _infer(args) -> Launch:
     inference, output = specs.inference_spec(args), specs.output_spec(args)
-    window = specs.window_spec(args, output_required=False)
+    window = specs.window_spec(args)
     online = not inference.windows and not window.stack_dir
     if inference.normalization is not None and not online:  # online: the stacks' bands are those of the inputs
         source = inference.windows or window.stack_dir
         metadata = window_metadata(source) if inference.windows else read_stack_metadata(source)
         inference.normalization.check(metadata, source)
     inputs, stack = (specs.inputs_spec(args), specs.stack_spec(args)) if online else (None, None)
-    return _output_launch(output, lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack))
+    model = inference.model or inference.model_fn_name
+
+    def failed(error: BaseException) -> None:
+        """The model's own errors (it does not load, or does not fit the windows) name the model."""
+        if run.reported(error) is None and any(step in str(error) for step in ("Predict in batches", "Predict")):
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"--model {model}: {type(error).__name__}: {first}") from error
+
+    return Launch(
+        build=lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack),
+        progress=output.progress,
+        check=lambda: specs.model_file(inference.model),
+        failed=failed,
+    )
 
 
 def _scheduled_at(now: float | None):
@@ -177,7 +202,7 @@ def _scheduled_at(now: float | None):
 
     def launch(args) -> Launch:
         schedule, inputs, output = specs.schedule_spec(args), specs.inputs_spec(args), specs.output_spec(args)
-        window = specs.window_spec(args, output_required=False)
+        window = specs.window_spec(args)
         run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), window, time.time() if now is None else now)
 
         def build(pipeline) -> list[str]:
@@ -194,8 +219,11 @@ def _report_scheduled(outcome: Outcome) -> None:
     if manifest is None:
         return
     counts = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.counts.items())
+    # Nothing new is no failure for a schedule (the next launch covers the time again from its start): said, exit 0.
+    new = "" if manifest.inputs.get(LISTED_IN_RANGE) else f"no new observations in [{manifest.start}, {manifest.end})"
+    details = "; ".join(part for part in (new, counts) if part)
     print(
-        f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {counts}" if counts else ""),
+        f"rsdt_beam scheduled: run {manifest.run_id} {manifest.status}" + (f": {details}" if details else ""),
         file=sys.stderr,
     )
 
@@ -217,8 +245,6 @@ def _report_sample(outcome: Outcome) -> None:
 
 
 def _windows_list(args) -> None:
-    if not args.stack_dir:
-        raise UserError("--stack_dir is required")
     ranges = tile_windows_list(args.stack_dir, specs.tile(args.tile), specs.window_params(args))
     print("\n".join(format_windows_list(ranges)))
     if args.csv:
@@ -241,22 +267,47 @@ def _inspect(args) -> None:
         print(line)
 
 
-STACK = Command("stack", (*_STAGE_2, "stack_output", "observed", "output", "plan"), launch=_stack)
-WINDOW = Command(
-    "window", ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"), launch=_window
+STACK = Command(
+    "stack",
+    (*_STAGE_2, "stack_output", "observed", "output", "plan"),
+    launch=_stack,
+    required=("starttime", "endtime", "stack_output"),
 )
-RUN = Command("run", (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fused)
+WINDOW = Command(
+    "window",
+    ("stack_input", *_STAGE_3, "window_output", "window_layout", "observed", "output"),
+    launch=_window,
+    required=("stack_dir", "window_output"),
+)
+RUN = Command(
+    "run",
+    (*_STAGE_2, *_STAGE_3, *_FUSED_OUTPUTS, "plan"),
+    launch=_fused,
+    required=("starttime", "endtime", "window_output"),
+)
 CONVERT = Command(
-    "convert", ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS), launch=_convert
+    "convert",
+    ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS),
+    launch=_convert,
+    required=("store",),
 )
 FETCH = Command(
-    "fetch", ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"), launch=_fetch, report=_report_fetch
+    "fetch",
+    ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"),
+    launch=_fetch,
+    report=_report_fetch,
+    required=("store", "starttime", "endtime"),
 )
 INFER = Command(
-    "infer", ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"), launch=_infer
+    "infer",
+    ("inference", "stack_input", "window_parameters", "window_selection", *_STAGE_2, "output"),
+    launch=_infer,
+    required=("map_output",),
 )
 SAMPLE = Command("sample", ("sample", "output"), launch=_sample, report=_report_sample)
-WINDOWS_LIST = Command("windows_list", ("stack_input", "tile", "window_parameters", "csv"), action=_windows_list)
+WINDOWS_LIST = Command(
+    "windows_list", ("stack_input", "tile", "window_parameters", "csv"), action=_windows_list, required=("stack_dir",)
+)
 INSPECT = Command(
     "inspect",
     ("tile", "inspect", "csv", "window_parameters"),
@@ -272,6 +323,7 @@ def scheduled_command(now: float | None = None) -> Command:
         ("schedule", "inputs", "tiling", "stack", *_STAGE_3, "window_layout", "output"),
         launch=_scheduled_at(now),
         report=_report_scheduled,
+        required=("output_root",),
     )
 
 

@@ -1,7 +1,9 @@
 """Every flag of every entry point, declared once: name, default, help, grouped by stage.
 
-An entry point names the groups it uses (`parser(...)`); its `--help` shows those groups only.
-Booleans take `--flag` or `--flag=true|false` (the Flex Template passes every flag as `--name=value`).
+An entry point names the groups it uses (`parser(...)`); its `--help` shows those groups only, without
+the flags marked `advanced` (`--help-all` shows them too). Durations are a number with a unit (`2d`,
+`12h`, `90m`, `1w`) or a bare number of seconds. Booleans take `--flag` or `--flag=true|false`
+(the Flex Template passes every flag as `--name=value`).
 Whatever an entry point does not declare is handed to Beam (`--runner`, `--project`, ...).
 """
 
@@ -34,9 +36,12 @@ class Flag:
     type: Any = str
     choices: tuple | None = None
     boolean: bool = False
+    advanced: bool = False  # shown by --help-all only
 
-    def add_to(self, group, suppress_default: bool = False) -> None:
+    def add_to(self, group, suppress_default: bool = False, required: bool = False, hidden: bool = False) -> None:
         default = argparse.SUPPRESS if suppress_default else (False if self.boolean else self.default)
+        help_text = self.help if self.default is None or self.boolean else f"{self.help} (default: {self.default})"
+        help_text = argparse.SUPPRESS if hidden else ("REQUIRED: " if required else "") + help_text.replace("%", "%%")
         if self.boolean:
             group.add_argument(
                 f"--{self.name}",
@@ -45,13 +50,10 @@ class Flag:
                 default=default,
                 type=parse_bool,
                 metavar="true|false",
-                help=self.help,
+                help=help_text,
             )
             return
-        help_text = self.help if self.default is None else f"{self.help} (default: {self.default})"
-        group.add_argument(
-            f"--{self.name}", default=default, type=self.type, choices=self.choices, help=help_text.replace("%", "%%")
-        )
+        group.add_argument(f"--{self.name}", default=default, type=self.type, choices=self.choices, help=help_text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,7 @@ GROUPS: dict[str, Group] = {
             Flag("store", "observation store to write (stack it with --observations STORE)"),
             Flag("aoi", "area of interest: .shp, GeoJSON, or bbox minx,miny,maxx,maxy"),
             Flag("aoi_crs", "CRS of a bbox --aoi, e.g. EPSG:4326"),
-            Flag("aoi_union", "union of all polygons (default: first)", boolean=True),
+            Flag("aoi_union", "union of all polygons (default: first)", boolean=True, advanced=True),
             Flag("resolution", "pixel size in grid CRS units, e.g. 10", type=float),
             Flag("crs", "grid CRS: EPSG:n, or utm (default: the AOI's if projected, else utm)"),
         ),
@@ -78,18 +80,19 @@ GROUPS: dict[str, Group] = {
             Flag("manifest", "CSV or JSON lines: modality,time,bands,mask,band_selection"),
             Flag("band_files", "glob(s) of band files, comma-separated: one per band file"),
             Flag("mask_files", "glob of mask/QA files"),
-            Flag("archive_modality", "modality of --band_files", "optical"),
+            Flag("archive_modality", "modality of --band_files", "optical", advanced=True),
             Flag(
                 "time_pattern",
                 "time in the path, strftime fields + * ? wildcards, e.g. ?????????%Y%j*",
                 "%Y%m%dT%H%M%S",
             ),
-            Flag("band_selection", "1-based bands to keep, e.g. 1,2,3"),
-            Flag("align_to", "raster whose pixel edges the grid shares (no resampling)"),
+            Flag("band_selection", "1-based bands to keep, e.g. 1,2,3", advanced=True),
+            Flag("align_to", "raster whose pixel edges the grid shares (no resampling)", advanced=True),
             Flag(
                 "clip_to_aoi",
                 "pixels outside the AOI polygon are invalid (default: the whole bbox, as rsdtlib)",
                 boolean=True,
+                advanced=True,
             ),
         ),
     ),
@@ -102,13 +105,14 @@ GROUPS: dict[str, Group] = {
                 "nonzero",
             ),
             Flag("divisor", "normalization divisor, or optical=10000,sar=1", "255"),
-            Flag("resampling", "resampling of bands (masks: nearest)", "bilinear"),
-            Flag("db_to_linear", "SAR bands: dB to linear power", boolean=True),
+            Flag("resampling", "resampling of bands (masks: nearest)", "bilinear", advanced=True),
+            Flag("db_to_linear", "SAR bands: dB to linear power", boolean=True, advanced=True),
             Flag(
                 "output_dtype",
                 "stored band dtype: float32 (rsdtlib), float64, or uint16/int16/uint8 "
                 "(rounded; values must fit, e.g. with --divisor 1)",
                 "float32",
+                advanced=True,
             ),
             Flag(
                 "convert_block_size",
@@ -116,6 +120,7 @@ GROUPS: dict[str, Group] = {
                 "of the store's GeoTIFF on grids of at least 256 px (rounded down, at least 256)",
                 2048,
                 int,
+                advanced=True,
             ),
         ),
     ),
@@ -138,6 +143,7 @@ GROUPS: dict[str, Group] = {
                 "seconds: acquisitions closer than this are one; request time range +- this",
                 1.0,
                 float,
+                advanced=True,
             ),
             Flag(
                 "fetch_chunk_size",
@@ -145,34 +151,43 @@ GROUPS: dict[str, Group] = {
                 "tiles of the store's GeoTIFF on grids of at least 256 px (rounded down, at least 256)",
                 2500,
                 int,
+                advanced=True,
             ),
             Flag(
                 "max_requests_in_flight",
                 "Process requests in flight across the whole job, whatever the worker count",
                 4,
                 int,
+                advanced=True,
             ),
             Flag(
                 "sh_base_url",
                 "Sentinel Hub (or CDSE https://sh.dataspace.copernicus.eu) base URL",
                 "https://services.sentinel-hub.com",
             ),
-            Flag("sh_token_url", "OAuth token URL (default: the base URL's)"),
+            Flag("sh_token_url", "OAuth token URL (default: the base URL's)", advanced=True),
             Flag(
                 "sh_credentials_file",
                 "local or gs:// JSON {client_id, client_secret}, read by the launcher and "
                 "every worker (default: SH_CLIENT_ID/SH_CLIENT_SECRET in their environment)",
             ),
-            Flag("sh_secret", "Secret Manager version projects/P/secrets/S/versions/V holding that JSON"),
-            Flag("sh_profile", "sentinelhub config profile with the credentials (on every machine of the run)"),
-            Flag("sh_max_attempts", "tries per request on 5xx/connection errors", 4, int),
-            Flag("sh_retry_sleep", "first back-off in s (x3 per retry)", 5.0, float),
-            Flag("sh_timeout", "seconds per HTTP request", 120.0, float),
+            Flag(
+                "sh_secret", "Secret Manager version projects/P/secrets/S/versions/V holding that JSON", advanced=True
+            ),
+            Flag(
+                "sh_profile",
+                "sentinelhub config profile with the credentials (on every machine of the run)",
+                advanced=True,
+            ),
+            Flag("sh_max_attempts", "tries per request on 5xx/connection errors", 4, int, advanced=True),
+            Flag("sh_retry_sleep", "first back-off in s (x3 per retry)", 5.0, float, advanced=True),
+            Flag("sh_timeout", "seconds per HTTP request", 120.0, float, advanced=True),
             Flag(
                 "sh_max_throttle_retries",
                 "429 answers honoured per request (each waits the server's Retry-After)",
                 100,
                 int,
+                advanced=True,
             ),
         ),
     ),
@@ -194,17 +209,17 @@ GROUPS: dict[str, Group] = {
             Flag("sar_ascending", "folder of rsdtlib EOPatches, SAR ascending"),
             Flag("sar_descending", "folder of rsdtlib EOPatches, SAR descending"),
             Flag("optical", "folder of rsdtlib EOPatches, optical"),
-            Flag("sar_bands_feature", "EOPatch data feature of SAR bands", "L1_GND"),
-            Flag("sar_mask_feature", "EOPatch mask feature of SAR", "dataMask"),
-            Flag("opt_bands_feature", "EOPatch data feature of optical bands", "L1C_data"),
-            Flag("opt_mask_feature", "EOPatch mask feature of optical", "dataMask"),
+            Flag("sar_bands_feature", "EOPatch data feature of SAR bands", "L1_GND", advanced=True),
+            Flag("sar_mask_feature", "EOPatch mask feature of SAR", "dataMask", advanced=True),
+            Flag("opt_bands_feature", "EOPatch data feature of optical bands", "L1C_data", advanced=True),
+            Flag("opt_mask_feature", "EOPatch mask feature of optical", "dataMask", advanced=True),
         ),
     ),
     "time_range": Group(
         "Stage 2: time range",
         (
-            Flag("starttime", "first time of the stack (ISO 8601; required)"),
-            Flag("endtime", "end of the stack, exclusive (ISO 8601; required)"),
+            Flag("starttime", "first time of the stack: ISO 8601, e.g. 2017-01-01 (UTC unless an offset is given)"),
+            Flag("endtime", "end of the stack, exclusive: ISO 8601, e.g. 2017-07-01"),
         ),
     ),
     "tiling": Group(
@@ -217,7 +232,11 @@ GROUPS: dict[str, Group] = {
     "stack": Group(
         "Stage 2: parameters",
         (
-            Flag("delta_step", "bin length: one frame per non-empty bin", "2d"),
+            Flag(
+                "delta_step",
+                "bin length, one frame per non-empty bin: a duration 2d, 12h, 90m, 1w; a bare number is seconds",
+                "2d",
+            ),
             Flag(
                 "chunk_size",
                 "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
@@ -225,6 +244,7 @@ GROUPS: dict[str, Group] = {
                 "the area has fewer than 4 chunks, so that several workers share Stage 2)",
                 None,
                 int,
+                advanced=True,
             ),
         ),
     ),
@@ -235,7 +255,7 @@ GROUPS: dict[str, Group] = {
     "window_parameters": Group(
         "Stage 3: parameters",
         (
-            Flag("Delta", "window length in time (Delta)", "30d"),
+            Flag("Delta", "window length in time: a duration 30d, 12h, 1w; a bare number is seconds", "30d"),
             Flag("window_stride", "frames between window starts", 1, int),
             Flag("omega", "minimum frames per window (part)", 10, int),
             Flag("Omega", "maximum frames per window (part)", 16, int),
@@ -245,11 +265,16 @@ GROUPS: dict[str, Group] = {
     "window_selection": Group(
         "Stage 3: selection",
         (
-            Flag("window_filter", "module:function win_filter(*window) -> bool"),
+            Flag("window_filter", "module:function win_filter(*window) -> bool", advanced=True),
             Flag(
                 "tiles", "all | rsdtlib-train | rsdtlib-val | list:0_0,1_2 | file:PATH | expr:EXPR | module:fn", "all"
             ),
-            Flag("sample", "windows to keep: all | every:K | fraction:F:SEED | weight:module:fn[:SEED]", "all"),
+            Flag(
+                "sample",
+                "windows to keep: all | every:K | fraction:F:SEED | weight:module:fn[:SEED]",
+                "all",
+                advanced=True,
+            ),
         ),
     ),
     "window_records": Group(
@@ -257,7 +282,9 @@ GROUPS: dict[str, Group] = {
         (
             Flag(
                 "mode",
-                "training (feature + label) or inference (the whole window) records",
+                "inference writes whole windows, what infer and scheduled runs read, and needs no label function "
+                "(hence the default); training writes Feature + Label from --label_fn for fitting a model: give "
+                "--mode training whenever you train (--label_fn or --label_args without it are refused)",
                 "inference",
                 choices=("training", "inference"),
             ),
@@ -266,7 +293,7 @@ GROUPS: dict[str, Group] = {
                 "module:function gen_label(window, label_args) -> (feature, label)",
                 "rsdt_beam.window.selection:rsdtlib_example_label",
             ),
-            Flag("label_args", "JSON value passed to the label function"),
+            Flag("label_args", "JSON value passed to the label function", advanced=True),
         ),
     ),
     "window_output": Group(
@@ -280,13 +307,15 @@ GROUPS: dict[str, Group] = {
                 "per_tile ({j}_{i}.tfrecords) or sharded (windows-NNNNN-of-MMMMM.tfrecords)",
                 "per_tile",
                 choices=("per_tile", "sharded"),
+                advanced=True,
             ),
-            Flag("records_per_shard", "sharded layout: at most this many records per file", type=int),
+            Flag("records_per_shard", "sharded layout: at most this many records per file", type=int, advanced=True),
             Flag(
                 "bytes_per_shard",
                 "sharded layout: at most this many record bytes per file, counted before compression "
                 "(default without either limit: 268435456)",
                 type=int,
+                advanced=True,
             ),
         ),
     ),
@@ -299,6 +328,7 @@ GROUPS: dict[str, Group] = {
                 "observation of SAR asc./desc./optical since the previous frame) to stacks and "
                 "windows",
                 boolean=True,
+                advanced=True,
             ),
         ),
     ),
@@ -312,16 +342,22 @@ GROUPS: dict[str, Group] = {
                 "offline: folder of written inference windows (else --stack_dir or Stage 2 inputs give windows online)",
             ),
             Flag("map_output", "folder (local or gs://) for <start>_<end>.tif maps and maps.csv"),
-            Flag("batch_size", "largest batch of windows per model call", 16, int),
+            Flag("batch_size", "largest batch of windows per model call", 16, int, advanced=True),
             Flag(
                 "frames",
                 "pad each window's time axis to this many frames, as the readers do (default: the "
                 "windows' Omega; 0: no padding)",
                 type=int,
+                advanced=True,
             ),
-            Flag("pad_value", "value of padded frames", -1.0, float),
-            Flag("trim_map_edges", "drop the deadzone along the area's outer edge too (nodata there)", boolean=True),
-            Flag("map_grid", "grid.json for stacks without a grid in metadata.json (rsdtlib's)"),
+            Flag("pad_value", "value of padded frames", -1.0, float, advanced=True),
+            Flag(
+                "trim_map_edges",
+                "drop the deadzone along the area's outer edge too (nodata there)",
+                boolean=True,
+                advanced=True,
+            ),
+            Flag("map_grid", "grid.json for stacks without a grid in metadata.json (rsdtlib's)", advanced=True),
         ),
     ),
     "schedule": Group(
@@ -335,11 +371,22 @@ GROUPS: dict[str, Group] = {
             ),
             Flag(
                 "lookback",
-                "first run only: start = end - lookback (later runs start where the last successful one ended)",
+                "first run only: start = end - lookback, a duration 30d, 12h; a bare number is seconds (later runs "
+                "start where the last successful one ended)",
                 "30d",
             ),
-            Flag("bin_origin", "delta_step bins of every run start at origin + k * delta_step", "1970-01-01"),
-            Flag("write_stacks", "also write each run's new Stage 2 frames to runs/<id>/stack", boolean=True),
+            Flag(
+                "bin_origin",
+                "delta_step bins of every run start at origin + k * delta_step",
+                "1970-01-01",
+                advanced=True,
+            ),
+            Flag(
+                "write_stacks",
+                "also write each run's new Stage 2 frames to runs/<id>/stack",
+                boolean=True,
+                advanced=True,
+            ),
         ),
     ),
     "output": Group(
@@ -350,8 +397,9 @@ GROUPS: dict[str, Group] = {
                 "GZIP level 0-9 of TFRecords (any level reads back with GZIP readers)",
                 DEFAULT_GZIP_LEVEL,
                 int,
+                advanced=True,
             ),
-            Flag("no_progress", "no progress line on stderr", boolean=True),
+            Flag("no_progress", "no progress line on stderr", boolean=True, advanced=True),
             Flag(
                 "overwrite",
                 "replace the whole contents of output folders made with other parameters (without "
@@ -368,7 +416,7 @@ GROUPS: dict[str, Group] = {
         (
             Flag("all_timestamps", "list every written time stamp", boolean=True),
             Flag("png", "folder for the PNG pictures"),
-            Flag("max_frames", "frames shown in the stack picture", 12, int),
+            Flag("max_frames", "frames shown in the stack picture", 12, int, advanced=True),
             Flag("maps", "map folder: render this many of the last maps", 1, int),
         ),
     ),
@@ -387,9 +435,22 @@ def parser(
     groups: tuple[str, ...],
     positional: tuple[Flag, ...] = (),
     suppress_defaults: bool = False,
+    required: tuple[str, ...] = (),
+    full: bool = True,
 ) -> argparse.ArgumentParser:
-    """The parser of one entry point: its positional arguments, then the named groups in order."""
-    usage = " ".join([prog, *(flag.name.upper() for flag in positional), "[flags]"])
+    """The parser of one entry point: its positional arguments, then the named groups in order.
+
+    `required` flags are marked in the usage line and the help; `full=False` hides the advanced flags
+    from the help (they are parsed all the same).
+    """
+    flags = [flag for name in groups for flag in GROUPS[name].flags]
+    hidden = {flag.name for flag in flags if flag.advanced and flag.name not in required and not full}
+    usage = " ".join(
+        [prog, *(flag.name.upper() for flag in positional), *(f"--{name} ..." for name in required), "[flags]"]
+    )
+    epilog = "Other flags (--runner, --direct_num_workers, --project, --temp_location, --dry_run, ...) go to Beam."
+    if hidden:
+        epilog += f" --help-all shows {len(hidden)} more flags."
     result = _Parser(
         prog=prog,
         usage=usage,
@@ -397,17 +458,17 @@ def parser(
         formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
         allow_abbrev=False,
-        epilog="Other flags (--runner, --direct_num_workers, --project, --temp_location, --dry_run, "
-        "...) are passed to Beam.",
+        epilog=epilog,
     )
-    result.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    result.add_argument("-h", "--help", action="store_true", help="show the essential flags and exit")
+    result.add_argument("--help-all", action="store_true", help="show every flag, the advanced ones too, and exit")
     for flag in positional:
         result.add_argument(flag.name, help=flag.help)
     for name in groups:
         group = GROUPS[name]
         arguments = result.add_argument_group(group.title)
         for flag in group.flags:
-            flag.add_to(arguments, suppress_default=suppress_defaults)
+            flag.add_to(arguments, suppress_defaults, flag.name in required, flag.name in hidden)
     return result
 
 

@@ -19,13 +19,16 @@ def _default(flag) -> str:
 
 
 def flags_markdown() -> str:
-    """One table per flag group: flag, default, meaning, and the commands that take it."""
+    """One table per flag group: flag, default, meaning, and the commands that take it; advanced flags
+    (shown by `--help-all` only) are marked."""
     lines = [BEGIN]
     for key, group in GROUPS.items():
         users = [command.name for command in COMMANDS if key in command.groups]
         lines += ["", f"**{group.title}** ({', '.join(users)})", "", "| flag | default | meaning |", "|---|---|---|"]
         lines += [
-            f"| `--{flag.name}` | {_default(flag)} | {flag.help.replace('|', '&#124;')} |" for flag in group.flags
+            f"| `--{flag.name}`{' (advanced)' if flag.advanced else ''} | {_default(flag)} | "
+            f"{flag.help.replace('|', '&#124;')} |"
+            for flag in group.flags
         ]
     lines += ["", END]
     return "\n".join(lines)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import zipfile
 
+from rsdt_beam import fs
 from rsdt_beam.acquire.geotiff import ConvertParams, parse_band_selection
 from rsdt_beam.common.names import parse_tile
 from rsdt_beam.common.times import parse_duration, parse_time
@@ -128,10 +130,8 @@ def inputs_spec(args: argparse.Namespace) -> InputsSpec:
     )
 
 
-def stack_spec(args: argparse.Namespace, output_required: bool = False) -> StackSpec:
+def stack_spec(args: argparse.Namespace) -> StackSpec:
     output = getattr(args, "stack_output", None)
-    if output_required and not output:
-        raise UserError("--stack_output is required")
     return StackSpec(
         _flag_value("starttime", parse_time, getattr(args, "starttime", None)),
         _flag_value("endtime", parse_time, getattr(args, "endtime", None)),
@@ -159,11 +159,13 @@ def _callable(name: str, spec: str | None):
         raise UserError(f"--{name} {spec}: {error}") from None
 
 
-def window_spec(args: argparse.Namespace, output_required: bool = True) -> WindowSpec:
+def window_spec(args: argparse.Namespace) -> WindowSpec:
     output = getattr(args, "window_output", None)
-    if output_required and not output:
-        raise UserError("--window_output is required")
     mode = getattr(args, "mode", "inference")
+    given = getattr(args, "given", set())
+    if mode != "training" and given & {"label_fn", "label_args"}:
+        flag = "--label_fn" if "label_fn" in given else "--label_args"
+        raise UserError(f"{flag} makes training records: give --mode training (the default is inference)")
     try:
         tiles = tile_selector(args.tiles)
     except (ImportError, AttributeError, ValueError, OSError) as error:
@@ -183,6 +185,7 @@ def window_spec(args: argparse.Namespace, output_required: bool = True) -> Windo
         bytes_per_shard=getattr(args, "bytes_per_shard", None),
         stack_dir=getattr(args, "stack_dir", None),
         output=output,
+        delta_text=str(args.Delta),
         identity=(
             ("tiles", args.tiles),
             ("label_fn", getattr(args, "label_fn", None) if mode == "training" else None),
@@ -201,9 +204,30 @@ def output_spec(args: argparse.Namespace) -> OutputSpec:
     )
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def model_file(path: str | None) -> None:
+    """Refuses `--model` at launch (not on a dry run) when it cannot be a Keras file: missing, or no zip
+    archive (`.keras`) or HDF5 file (`.h5`), e.g. truncated; a file that passes may still fail to load
+    on the workers (then the error names it too)."""
+    if not path:
+        return
+    if not fs.exists(path):
+        raise UserError(f"--model {path}: no such file")
+    with fs.open_read(path) as raw:
+        if path.endswith(".keras"):
+            try:
+                zipfile.ZipFile(raw)
+            except zipfile.BadZipFile:
+                raise UserError(
+                    f"--model {path}: not a Keras model (a .keras file is a zip archive; truncated?)"
+                ) from None
+        elif path.endswith(".h5") and raw.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+            raise UserError(f"--model {path}: not an HDF5 file (a Keras .h5 model or weights file)")
+
+
 def inference_spec(args: argparse.Namespace) -> InferenceSpec:
-    if not args.map_output:
-        raise UserError("--map_output is required")
     if not args.model and not args.model_fn:
         raise UserError("give --model (Keras model file) and/or --model_fn (module:function)")
     return InferenceSpec(
@@ -222,8 +246,6 @@ def inference_spec(args: argparse.Namespace) -> InferenceSpec:
 
 
 def schedule_spec(args: argparse.Namespace) -> ScheduleSpec:
-    if not args.output_root:
-        raise UserError("--output_root is required")
     return ScheduleSpec(
         args.output_root,
         args.end,

@@ -23,6 +23,14 @@ def parse_duration(text: str | float) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def format_duration(seconds: float) -> str:
+    """`2592000` -> `30d`: in the largest of d, h, m that divides it, else in seconds (`60s`)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_time(text: str | datetime.datetime | float) -> float:
     """UTC epoch seconds of an ISO 8601 time (naive times are UTC, as rsdtlib's)."""
     if isinstance(text, (int, float)):

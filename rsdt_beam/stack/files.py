@@ -18,7 +18,7 @@ from rsdt_beam.errors import UserError
 from rsdt_beam.outputs import OutputFolder, listed_files
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor, stack_record
 from rsdt_beam.stack.rules import TileStack
-from rsdt_beam.tfrecord import TFRecordWriter, read_records
+from rsdt_beam.tfrecord import CorruptRecordError, TFRecordWriter, read_records
 
 TEMPORARY_STACKS = ".stacks"
 
@@ -68,14 +68,14 @@ def list_tiles(stack_dir: str, metadata: dict | None = None) -> list[tuple[int, 
 def tile_timestamps(stack_dir: str, tile: tuple[int, int]) -> np.ndarray:
     """The time stamps written for one tile, in file order (only `Timestamp` is decoded)."""
     path = fs.join(stack_dir, tile_file_name(tile))
+    times = []
     with fs.open_read(path) as raw:
-        return np.asarray(
-            [
-                float(parse_tensor(parse_example(payload)["Timestamp"]))
-                for payload in read_records(raw, gzip=True, name=path)
-            ],
-            np.float64,
-        )
+        for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
+            try:
+                times.append(float(parse_tensor(parse_example(payload)["Timestamp"])))
+            except (ValueError, KeyError) as error:
+                raise CorruptRecordError(f"{path} record {n}: not a stack record ({error!r})") from None
+    return np.asarray(times, np.float64)
 
 
 def iter_tile_frames(
@@ -93,7 +93,10 @@ def iter_tile_frames(
     previous = -np.inf
     with fs.open_read(path) as raw:
         for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
-            timestamp, asc, dsc, opt, seen = parse_stack_record(payload)
+            try:
+                timestamp, asc, dsc, opt, seen = parse_stack_record(payload)
+            except ValueError as error:
+                raise CorruptRecordError(f"{path} record {n}: {error}") from None
             for name, array in zip(("SAR_ascending", "SAR_descending", "OPT"), (asc, dsc, opt)):
                 if array.shape != tuple(shapes[name]):
                     raise ValueError(

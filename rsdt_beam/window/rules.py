@@ -143,6 +143,16 @@ class WindowSpanStream:
         return WindowSpan(self._window_id, current, previous, following)
 
 
+def densest_window(times: np.ndarray, params: WindowParams) -> int:
+    """The most frames any candidate window's `[t0, t0 + Delta)` holds (before the `Omega` cap): why a
+    tile with fewer than `omega` there has no window."""
+    times = np.asarray(times, np.float64)
+    starts = np.arange(0, times.size, params.window_stride)
+    if starts.size == 0:
+        return 0
+    return int((np.searchsorted(times, times[starts] + params.delta_size, side="left") - starts).max())
+
+
 def window_spans(times: np.ndarray, params: WindowParams) -> Iterator[WindowSpan]:
     """Yields the kept windows of a tile with frame times `times` (sorted, unique), lazily."""
     stream = WindowSpanStream(params)

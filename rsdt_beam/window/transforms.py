@@ -56,11 +56,17 @@ class ReadTileStacks(beam.PTransform):
         super().__init__()
         self._stack_dir = stack_dir
         self._metadata = read_stack_metadata(stack_dir)
-        self._tiles = [t for t in list_tiles(stack_dir, self._metadata) if selector(*t)]
+        self._all_tiles = list_tiles(stack_dir, self._metadata)
+        self._tiles = [t for t in self._all_tiles if selector(*t)]
 
     @property
     def metadata(self) -> dict:
         return self._metadata
+
+    @property
+    def all_tiles(self) -> list[tuple[int, int]]:
+        """Every tile of the folder; `tiles` are the selected ones."""
+        return self._all_tiles
 
     @property
     def tiles(self) -> list[tuple[int, int]]:
