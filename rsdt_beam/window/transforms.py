@@ -12,8 +12,10 @@ main thread (`rsdt_beam.tfrecord`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 
@@ -211,6 +213,20 @@ def _write_rows_part(folder: OutputFolder, tile: tuple[int, int], rows: list) ->
     return tile, len(rows)
 
 
+@contextlib.contextmanager
+def _records_file(folder: OutputFolder, name: str, gzip_level: int | None) -> Iterator[TFRecordWriter]:
+    """A TFRecord writer into `name` (relative to the folder), published atomically when the block ends;
+    nothing is published when it fails."""
+    with fs.atomic_write(folder.file(name), folder.run_id) as raw:
+        writer = TFRecordWriter(raw, gzip_level)
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+
+
 class _WriteTileWindows(beam.DoFn):
     """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields (tile, windows)."""
 
@@ -225,17 +241,11 @@ class _WriteTileWindows(beam.DoFn):
     def process(self, stack: TileStack | StackFile):
         ensure_begun(self._folder)
         rows = []
-        with fs.atomic_write(self._folder.file(tile_file_name(stack.tile)), self._folder.run_id) as raw:
-            writer = TFRecordWriter(raw, self._output.gzip_level)
-            try:
-                for window, record in self._output.records(stack):
-                    writer.write(record)
-                    rows.append(_csv_row(window))
-                    self._windows.inc()
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
+        with _records_file(self._folder, tile_file_name(stack.tile), self._output.gzip_level) as writer:
+            for window, record in self._output.records(stack):
+                writer.write(record)
+                rows.append(_csv_row(window))
+                self._windows.inc()
         self._bytes.inc(writer.raw_bytes)
         self._file_bytes.inc(writer.file_bytes)
         self._tiles.inc()
@@ -256,8 +266,7 @@ class _StageTileRecords(beam.DoFn):
         folder = self._folder
         ensure_begun(folder)
         rows, sizes = [], []
-        with fs.atomic_write(folder.file(_shard_part(folder.run_id, stack.tile)), folder.run_id) as raw:
-            writer = TFRecordWriter(raw, None)
+        with _records_file(folder, _shard_part(folder.run_id, stack.tile), None) as writer:
             for window, record in self._output.records(stack):
                 before = writer.raw_bytes
                 writer.write(record)
@@ -286,22 +295,13 @@ class _WriteShard(beam.DoFn):
 
     def process(self, shard: Shard):
         folder = self._folder
-        with fs.atomic_write(folder.file(shard.name), folder.run_id) as raw:
-            writer = TFRecordWriter(raw, self._output.gzip_level)
-            try:
-                for piece in shard.pieces:
-                    part = folder.file(_shard_part(folder.run_id, piece.tile))
-                    with fs.open_read(part) as staged:
-                        records = read_records(staged, gzip=False, name=part)
-                        for n, record in enumerate(records):
-                            if n >= piece.stop:
-                                break
-                            if n >= piece.start:
-                                writer.write([record])
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
+        with _records_file(folder, shard.name, self._output.gzip_level) as writer:
+            for piece in shard.pieces:
+                part = folder.file(_shard_part(folder.run_id, piece.tile))
+                with fs.open_read(part) as staged:
+                    records = read_records(staged, gzip=False, name=part)
+                    for record in itertools.islice(records, piece.start, piece.stop):
+                        writer.write([record])
         self._bytes.inc(writer.raw_bytes)
         self._file_bytes.inc(writer.file_bytes)
         self._shards.inc()
