@@ -4,10 +4,11 @@ against the DirectRunner as the command line runs it by default, in turn within 
     python -m benchmarks.dask_vs_direct [--preset reference] [--repeat 3] [--dask_npartitions N]
 
 Each Dask cluster first runs the case once untimed (its workers import Beam and rsdt_beam, as those of a
-long-lived cluster have). Prints per run the wall time and the CPU time of every process of the run (the DirectRunner: the launcher and its
-worker processes; Dask: the launcher, the scheduler and every worker process, nannies included), and for Dask the
-tasks each worker ran and the bytes the workers sent each other; then the medians, the wall and CPU ratios against
-the DirectRunner, each worker's share of the tasks, and whether every runner wrote the same bytes.
+long-lived cluster have). Prints per run the wall time and the CPU time of every process of the run (the
+DirectRunner: the launcher and its worker processes; Dask: the launcher, the scheduler and every worker
+process, nannies included), and for Dask the tasks each worker ran and the bytes the workers sent each
+other; then the medians, the wall and CPU ratios against the DirectRunner, each worker's share of the
+tasks, and whether every runner wrote the same bytes.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main(argv=None):
     ):
         clusters = {"dask 1 worker": one, "dask 2 workers": two}
         # Untimed: the workers import Beam and rsdt_beam once, as a long-lived cluster's workers have.
-        for name, cluster in clusters.items():
+        for cluster in clusters.values():
             out = work_dir / "out" / "dask-vs-direct-warm-up"
             subprocess.run(["rm", "-rf", str(out)], check=True)
             run_stage("fused", cluster.flags + pipeline_args + ["--window_output", str(out / "windows")], [])
