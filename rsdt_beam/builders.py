@@ -29,14 +29,6 @@ from rsdt_beam.common.names import RECORD_OBSERVED_KEY
 from rsdt_beam.common.observations import Rejection
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid
-from rsdt_beam.inference import (
-    InferMaps,
-    KerasWindowModelHandler,
-    MapOutput,
-    PredictWindows,
-    ReadInferenceWindows,
-    WriteMaps,
-)
 from rsdt_beam.numpy_reader import window_metadata
 from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
@@ -205,6 +197,17 @@ def build_infer(
 ) -> list[str]:
     """Model -> maps: offline over `inference.windows`, online from `window.stack_dir`, or online from
     Stage 2 inputs (stacks built in the pipeline, not written)."""
+    # Imported here, not at the top: Beam's ML inference module imports torch (when installed) and
+    # costs seconds and 100+ MiB, which no other command should pay (tests/test_layers.py checks it).
+    from rsdt_beam.inference import (
+        InferMaps,
+        KerasWindowModelHandler,
+        MapOutput,
+        PredictWindows,
+        ReadInferenceWindows,
+        WriteMaps,
+    )
+
     grid = Grid.from_json(fs.read_json(inference.map_grid)) if inference.map_grid else None
     identity = dict(window.identity)
     choices = (

@@ -1,7 +1,9 @@
 """The layers: pure modules load neither Beam nor TensorFlow; nothing below the CLI sees PipelineOptions;
-no library module imports the command-line layer or the entry points above it."""
+no library module imports the command-line layer or the entry points above it; no command loads torch
+or TensorFlow before it needs them."""
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,6 +27,14 @@ PURE = [
     "rsdt_beam.window.rules",
     "rsdt_beam.schedule.rules",
 ]
+# Modules that load torch or TensorFlow when imported (Beam's ML inference module imports torch when it is
+# installed): imported only inside the function that needs them, never at module level.
+HEAVY_MODULES = {"rsdt_beam.inference", "rsdt_beam.torch_data"}
+COMMANDS = sorted(
+    name.removesuffix(".py")
+    for name in os.listdir(os.path.join(PACKAGE, "pipelines"))
+    if name.endswith(".py") and name != "__init__.py"
+)
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -92,5 +102,49 @@ def test_imports_are_at_module_level():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for inner in ast.walk(node):
-                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("rsdt_beam"):
+                    if (
+                        isinstance(inner, ast.ImportFrom)
+                        and (inner.module or "").startswith("rsdt_beam")
+                        and inner.module not in HEAVY_MODULES
+                    ):
                         raise AssertionError(f"{module}.{node.name} imports {inner.module} inside a function")
+
+
+LOADED_HEAVY = """
+import sys
+print("loaded:", sorted(m for m in ("torch", "tensorflow") if m in sys.modules))
+"""
+
+
+def _heavy_modules_loaded(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code + LOADED_HEAVY],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_loads_neither_torch_nor_tensorflow(command):
+    code = f"""
+from rsdt_beam.pipelines.{command} import main
+try:
+    main(["--help"])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+"""
+    assert _heavy_modules_loaded(code) == "loaded: []"
+
+
+@pytest.mark.parametrize("module", ["rsdt_beam.builders", "rsdt_beam.cli.commands", "rsdt_beam.cli.reference"])
+def test_builders_and_cli_load_neither_torch_nor_tensorflow(module):
+    assert _heavy_modules_loaded(f"import {module}\n") == "loaded: []"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_the_heavy_check_detects_torch():  # the checks above can fail
+    assert "torch" in _heavy_modules_loaded("import rsdt_beam.inference\n")
