@@ -28,6 +28,7 @@ DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 @dataclasses.dataclass
 class DaskCluster:
     address: str
+    pids: list[int] = dataclasses.field(default_factory=list)  # the scheduler's and the workers' (nannies)
 
     @property
     def flags(self) -> list[str]:
@@ -110,7 +111,7 @@ def dask_cluster(workdir: str, workers: int = 2, env: dict[str, str] | None = No
                         stderr=subprocess.STDOUT,
                     )
                 )
-        cluster = DaskCluster(address)
+        cluster = DaskCluster(address, [process.pid for process in processes])
         from distributed import Client
 
         with Client(address, timeout=30) as client:

@@ -28,7 +28,16 @@ from rsdt_beam.acquire.listing import discover_observations
 from rsdt_beam.common.names import RECORD_OBSERVED_KEY
 from rsdt_beam.common.observations import Rejection
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import Spread
 from rsdt_beam.grid import Grid
+from rsdt_beam.inference import (
+    InferMaps,
+    KerasWindowModelHandler,
+    MapOutput,
+    PredictWindows,
+    ReadInferenceWindows,
+    WriteMaps,
+)
 from rsdt_beam.numpy_reader import window_metadata
 from rsdt_beam.outputs import FinishFolder
 from rsdt_beam.progress import set_total
@@ -104,7 +113,7 @@ def add_stages_2_and_3(
         set_total("tiles_windowed", plan.tile_count(window.selects))
         (
             stacks
-            | "One work item per tile" >> beam.Reshuffle()
+            | "One work item per tile" >> Spread(lambda stack_file: stack_file.tile)
             | "Write windows"
             >> WriteWindows(
                 WindowOutput(window, output.gzip_level, record_observed=output.record_observed),
@@ -197,17 +206,6 @@ def build_infer(
 ) -> list[str]:
     """Model -> maps: offline over `inference.windows`, online from `window.stack_dir`, or online from
     Stage 2 inputs (stacks built in the pipeline, not written)."""
-    # Imported here, not at the top: Beam's ML inference module imports torch (when installed) and
-    # costs seconds and 100+ MiB, which no other command should pay (tests/test_layers.py checks it).
-    from rsdt_beam.inference import (
-        InferMaps,
-        KerasWindowModelHandler,
-        MapOutput,
-        PredictWindows,
-        ReadInferenceWindows,
-        WriteMaps,
-    )
-
     grid = Grid.from_json(fs.read_json(inference.map_grid)) if inference.map_grid else None
     identity = dict(window.identity)
     choices = (
@@ -217,15 +215,17 @@ def build_infer(
         ("pad_value", inference.pad_value),
         ("tiles", identity.get("tiles")),
         ("sample", parse_sample(window.sample).spec),
+        ("normalization", inference.normalization and inference.normalization.to_json()),
     )
     if inference.windows:
         metadata = window_metadata(inference.windows)
         maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
+        read = ReadInferenceWindows(inference.windows, window.selects, window.sample)
         (
             pipeline
-            | "Read windows" >> ReadInferenceWindows(inference.windows, window.selects, window.sample)
-            | "Predict" >> PredictWindows(handler)
+            | "Read windows" >> read
+            | "Predict" >> PredictWindows(handler, read.records)
             | "Maps" >> WriteMaps(maps)
         )
         return [f"windows of {inference.windows} -> {inference.map_output}"]
@@ -249,6 +249,8 @@ def build_infer(
         )
         return [f"{len(read.tiles)} tiles of {window.stack_dir} -> {inference.map_output}"]
     plan, refs, rejected, summary = listed_stack_plan(inputs, stack)
+    if inference.normalization is not None:  # refused at launch when the inputs' bands are not the model's
+        inference.normalization.scale(plan.bands.total, "the inputs")
     stack_times = tuple((key, plan.metadata[key]) for key in ("starttime", "endtime", "delta_step"))
     maps = MapOutput(
         inference.map_output, plan.grid, plan.layout, inference.trim_map_edges, choices=choices + stack_times
@@ -263,12 +265,7 @@ def build_infer(
         | "Stage 2" >> Stack(plan, folder, DEFAULT_GZIP_LEVEL, selector=window.selects)
     )
     listed = stacked.rejected | "Rejected observations" >> WriteRejections(inference.map_output, rejected)
-    (
-        stacked.stacks
-        | "One work item per tile" >> beam.Reshuffle()
-        | "Infer maps"
-        >> InferMaps(window.params, handler, maps, window.window_filter, window.sample, wait_for=[listed])
-        | "Maps done" >> beam.combiners.Count.Globally()
-        | "Remove temporary stacks" >> beam.Map(lambda _: fs.delete_tree(folder.path))
+    stacked.stacks | "Infer maps" >> InferMaps(
+        window.params, handler, maps, window.window_filter, window.sample, [listed], temporary_stacks=folder.path
     )
     return [summary]

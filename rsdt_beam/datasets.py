@@ -24,6 +24,7 @@ import posixpath
 from collections.abc import Callable, Sequence
 
 from rsdt_beam.common.names import TILE_FILE, tile_file_name
+from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.numpy_reader import (
     WindowRecord,
     inference_elements,
@@ -34,7 +35,6 @@ from rsdt_beam.numpy_reader import (
 )
 from rsdt_beam.records import OBSERVED
 from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, tile_timestamps
-from rsdt_beam.stack.stats import normalization
 from rsdt_beam.window.listing import window_ranges
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, TIMESTAMP_PAD_VALUE, frame_mask, pad_frames, resolve_frames
 from rsdt_beam.window.rules import WindowParams
@@ -79,7 +79,7 @@ def training_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     masks: bool = False,
-    normalize: bool = False,
+    normalize: bool | Normalization = False,
     observed: bool = False,
 ):
     """`(feature, label)` pairs of training windows with static shapes, shuffled across files.
@@ -94,7 +94,10 @@ def training_dataset(
     shape. `masks=True` gives `({"Feature", "frame_mask"}, label)`. A
     whole Stage 3 folder has a known cardinality (its `windows_written`).
     `normalize=True` scales features band by band with the folder's
-    `band_stats` (`(x - mean) / std`; padding untouched). `observed=True`
+    `band_stats` (`(x - mean) / std`; padding untouched), a
+    `rsdt_beam.normalization.Normalization` with its statistics (e.g.
+    validation windows scaled as the training windows; record it beside
+    the model with `save_normalization` for `infer`). `observed=True`
     adds the per-pixel `observed_mask` `[frames, ty, tx, 3]` (windows
     written with `--record_observed`).
     """
@@ -107,7 +110,7 @@ def training_dataset(
     timed = first.feature.ndim == 4
     metadata = source_metadata(source, files)
     frames = resolve_frames(frames, metadata.get("Omega"), str(source)) if timed else None
-    scale = normalization(metadata, band_counts(metadata).total) if normalize else None
+    scale = reader_scale(normalize, metadata, band_counts(metadata).total, source)
     feature_shape = (frames, *first.feature.shape[1:]) if timed else first.feature.shape
     feature_dtype, label_dtype = tf.as_dtype(first.feature.dtype), tf.as_dtype(first.label.dtype)
     schema = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string)}

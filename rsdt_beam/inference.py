@@ -1,25 +1,31 @@
-"""Online inference in the pipeline: windows -> Keras model (RunInference) -> georeferenced maps.
+"""Online inference in the pipeline: windows -> Keras model -> georeferenced maps, alike on every runner.
 
-    StackFile --WindowsOfStacks--> (WindowKey, features [n, ty, tx, bands])   built on the fly, not written
-    (or written inference windows --ReadInferenceWindows--> the same)
-      --PredictWindows--> (WindowKey, prediction [ty, tx(, c)])               RunInference, batched
+    work items, keyed by an int (a tile's index, a file's number):
+        StackFile | TileStack   a tile: its windows built on the fly (`TileWindows`), not written
+        a written window file   its records (`ReadInferenceWindows`, `WindowFileRecords`)
+      --PredictWindows--> (WindowKey, prediction [ty, tx(, c)])   work items spread by a GroupByKey on the key;
+                           each item's windows predicted in batches inside its step
       --WriteMaps:
           StageMapParts--> per window time and tile group (256 px of tiles): the group's stitched part,
                            staged in <map_output>/.parts/, and a reference to it
           write_map--> <map_output>/<start>_<end>.tif per window time, streamed from the parts in 256 px
-                       blocks; then maps.csv, metadata.json
+                       blocks; then maps.csv, metadata.json (from the rows of the maps found)
 
 No step holds a whole map: a grouping carries one tile group's predictions
 or one window time's part references, and a writer one GeoTIFF block and
 the parts around it.
 
-The model runs through `apache_beam.ml.inference.RunInference` with
-`KerasWindowModelHandler`, a TensorFlow/Keras model handler on Beam's
-`ModelHandler` base. (Beam's own `tensorflow_inference.TFModelHandlerNumpy`
-imports `tensorflow_hub`, which with Keras 3 needs `tf_keras` and the full
-`tensorflow` package next to `tensorflow-cpu`; it also stacks every batch
-into one array, which fails for windows of different lengths.) Batches may
-mix window lengths: each batch is split by shape, one model call per shape.
+The graph is shaped for runners that execute Beam's model literally, Beam's
+DaskRunner among them: no side inputs (that runner computes a side input's
+whole upstream again inside every task that reads it, so predictions and
+parts were made again after the maps were written), nothing emitted in
+`finish_bundle` (it drops that output, so Beam's RunInference, which batches
+there, lost a tile's prediction), and ordering by main inputs only: the
+folder's begin is an input of the first grouping, and the final step gets
+every map row and every other write as its inputs. Beam's ML package is not
+imported (it imports torch when installed); the model handler here loads the
+model once per process (`apache_beam.utils.shared`) and batches a work
+item's windows itself.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import collections
 import csv
 import dataclasses
 import io
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +42,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from apache_beam.utils import shared
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import MAPS_CSV
@@ -43,8 +50,9 @@ from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow, TileLayout
 from rsdt_beam.maps import MapKey, blocks_of_parts, group_window, prediction_shapes, stitch
+from rsdt_beam.normalization import Normalization
 from rsdt_beam.numpy_reader import read_window_file, window_files
-from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
+from rsdt_beam.outputs import FILES_KEY, OutputFolder, begin
 from rsdt_beam.progress import Counter
 from rsdt_beam.rasters import TILE_PX, StreamedGeoTiff, geotiff_profile
 from rsdt_beam.specs import InferenceSpec
@@ -95,14 +103,15 @@ def _local_model_file(uri: str) -> str:
     return local
 
 
-class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-    """Runs a Keras model on window features `[n, ty, tx, bands]`, batch by batch.
+class KerasWindowModelHandler:
+    """Runs a Keras model on window features `[n, ty, tx, bands]`, in batches of up to `batch_size` windows.
 
     The model is `keras.models.load_model(model_uri)`, or
     `create_model_fn()` with weights from `model_uri` when given (local or
     gs://). With `frames`, each window is padded to that many frames as
     every reader pads (`rsdt_beam.window.padding`; the pipeline's default is
     Omega); otherwise windows of equal length are stacked and run together.
+    With `normalization` (recorded beside the model) the features are normalised first.
     With `layout`, the first batch's predictions are checked against the
     tile (or centre) shape, so a wrong model fails at once, not at stitching.
     """
@@ -114,18 +123,19 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         *,
         frames: int | None = None,
         pad_value: float = DEFAULT_PAD_VALUE,
-        min_batch_size: int = 1,
-        max_batch_size: int = 16,
+        batch_size: int = 16,
         layout: TileLayout | None = None,
+        normalization: Normalization | None = None,
     ):
         if model_uri is None and create_model_fn is None:
             raise ValueError("give a model file (model_uri) or a function that builds the model")
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
         self._model_uri = model_uri
         self._create_model_fn = create_model_fn
         self._frames = frames
         self._pad_value = pad_value
+        self.batch_size = batch_size
         self._layout = layout
+        self._normalization = normalization
         self._checked = False
 
     @classmethod
@@ -138,8 +148,9 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
             spec.model_fn,
             frames=resolve_frames(spec.frames, omega_max, "--frames"),
             pad_value=spec.pad_value,
-            max_batch_size=spec.batch_size,
+            batch_size=spec.batch_size,
             layout=layout,
+            normalization=spec.normalization,
         )
 
     def load_model(self):
@@ -152,18 +163,28 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
         return keras.models.load_model(_local_model_file(self._model_uri), compile=False)
 
-    def run_inference(self, batch, model, inference_args: dict | None = None) -> list[PredictionResult]:
-        inputs = [pad_frames(np.asarray(x), self._frames, self._pad_value) for x in batch]
+    def predict(self, windows: Iterable[tuple[Any, np.ndarray]], model) -> Iterator[tuple[Any, np.ndarray]]:
+        """(key, prediction) of each (key, features), in order, from model calls on up to `batch_size` windows."""
+        windows = iter(windows)
+        while batch := list(itertools.islice(windows, self.batch_size)):
+            keys, features = zip(*batch)
+            yield from zip(keys, self.run_inference(features, model))
+
+    def run_inference(self, batch: Iterable[np.ndarray], model) -> list[np.ndarray]:
+        """The predictions of one batch of windows, in order; one model call per window length."""
+        # Normalised as the training data were (`rsdt_beam.normalization`), before padding: pad frames stay pad_value.
+        normalize = self._normalization.apply if self._normalization is not None else np.asarray
+        inputs = [pad_frames(normalize(x), self._frames, self._pad_value) for x in batch]
         by_shape: dict[tuple, list[int]] = collections.defaultdict(list)
         for index, array in enumerate(inputs):
             by_shape[array.shape].append(index)
         outputs: list[Any] = [None] * len(inputs)
         for indices in by_shape.values():
             stacked = np.stack([inputs[k] for k in indices])
-            predicted = self._call(model, stacked, inference_args)
+            predicted = self._call(model, stacked)
             for k, prediction in zip(indices, predicted):
                 outputs[k] = prediction
-        return [PredictionResult(example, prediction, self._model_uri) for example, prediction in zip(batch, outputs)]
+        return outputs
 
     def _frames_hint(self) -> str:
         return (
@@ -172,12 +193,12 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
             else "windows are not padded (--frames 0); --frames N pads them to N frames"
         )
 
-    def _call(self, model, stacked: np.ndarray, inference_args: dict | None) -> np.ndarray:
+    def _call(self, model, stacked: np.ndarray) -> np.ndarray:
         """The model's predictions of one batch; the first batch's are checked against the tile shape."""
         if self._checked:
-            return np.asarray(model(stacked, training=False, **(inference_args or {})))
+            return np.asarray(model(stacked, training=False))
         try:
-            predicted = np.asarray(model(stacked, training=False, **(inference_args or {})))
+            predicted = np.asarray(model(stacked, training=False))
         except Exception as error:
             expects = getattr(model, "input_shape", None)
             raise UserError(
@@ -201,42 +222,50 @@ class KerasWindowModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         self._checked = True
         return predicted
 
-    def get_num_bytes(self, batch) -> int:
-        return sum(np.asarray(x).nbytes for x in batch)
 
-    def get_metrics_namespace(self) -> str:
-        return "rsdt_beam_inference"
+@dataclasses.dataclass(frozen=True)
+class TileWindows:
+    """The windows of a tile as a work item: StackFile | TileStack -> (WindowKey, features), built on the fly."""
 
+    params: WindowParams
+    window_filter: Callable | None = None
+    sample: Sample | None = None
 
-class WindowsOfStacks(beam.PTransform):
-    """PCollection[StackFile | TileStack] -> PCollection[(WindowKey, features [n, ty, tx, bands])], nothing written."""
-
-    def __init__(self, params: WindowParams, window_filter: Callable | None = None, sample: Sample | None = None):
-        super().__init__()
-        self._params = params
-        self._filter = window_filter
-        self._sample = sample
-
-    def expand(self, stacks):
-        params, window_filter, sample = self._params, self._filter, self._sample
+    def __call__(self, stack: StackFile | TileStack) -> Iterator[tuple[WindowKey, np.ndarray]]:
         built = Counter("windows_built")
+        for item in window_inputs(stack, self.params, self.window_filter, self.sample):
+            built.inc()
+            yield item
 
-        def inputs(stack):
-            for item in window_inputs(stack, params, window_filter, sample):
-                built.inc()
-                yield item
 
-        return stacks | "Windows of tile" >> beam.FlatMap(inputs)
+@dataclasses.dataclass(frozen=True)
+class WindowFileRecords:
+    """The windows of a written window file as a work item: path -> (WindowKey, features) of the selected
+    tiles and sampled windows."""
+
+    selector: TileSelector | None = None
+    sample: Sample = Sample()
+
+    def __call__(self, path: str) -> Iterator[tuple[WindowKey, np.ndarray]]:
+        read = Counter("windows_read")
+        for record in read_window_file(path):
+            if (
+                (self.selector is None or self.selector(*record.tile))
+                and self.sample.keeps_id(record.tile, record.window_id)
+                and self.sample.keeps_pair(record.tile, record.window_id, record.feature, None)
+            ):
+                read.inc()
+                yield WindowKey(record.tile, record.window_id, record.window_start, record.window_end), record.feature
 
 
 class ReadInferenceWindows(beam.PTransform):
-    """PBegin -> PCollection[(WindowKey, features)]: written windows (per-tile files or shards)."""
+    """PBegin -> PCollection[(file number, path)]: the work items of written windows (per-tile files or
+    shards); `PredictWindows(handler, read.records)` reads and predicts them."""
 
     def __init__(self, window_dir: str, selector: TileSelector | None = None, sample: Sample | None = None):
         super().__init__()
         self._files = window_files(window_dir)
-        self._selector = selector
-        self._sample = sample
+        self.records = WindowFileRecords(selector, sample or Sample())
         first = next((r for path in self._files for r in read_window_file(path)), None)
         if first is None:
             raise ValueError(f"{window_dir}: no window records")
@@ -247,49 +276,50 @@ class ReadInferenceWindows(beam.PTransform):
             )
 
     def expand(self, pbegin):
-        selector, sample = self._selector, self._sample or Sample()
-        read = Counter("windows_read")
+        return pbegin | "Window files" >> beam.Create(list(enumerate(self._files)))
 
-        def records(path):
-            for record in read_window_file(path):
-                if (
-                    (selector is None or selector(*record.tile))
-                    and sample.keeps_id(record.tile, record.window_id)
-                    and sample.keeps_pair(record.tile, record.window_id, record.feature, None)
-                ):
-                    read.inc()
-                    yield (
-                        WindowKey(record.tile, record.window_id, record.window_start, record.window_end),
-                        record.feature,
-                    )
 
-        return (
-            pbegin
-            | "Window files" >> beam.Create(self._files)
-            | "Spread files" >> beam.Reshuffle()
-            | "Read windows" >> beam.FlatMap(records)
-        )
+class _PredictWorkItems(beam.DoFn):
+    """(key, [work item]) -> (WindowKey, prediction) of each item's windows, predicted in batches here, in
+    `process`: nothing is held back for the end of a bundle. The model is loaded once per process."""
+
+    def __init__(self, handler: KerasWindowModelHandler, windows_of: Callable):
+        self._handler = handler
+        self._windows_of = windows_of
+        self._model_handle = shared.Shared()  # pickled with the DoFn: one handle, one model per process
+
+    def setup(self):
+        self._model = self._model_handle.acquire(self._handler.load_model)
+        self._inferred = Counter("windows_inferred")
+
+    def process(self, keyed_items):
+        _, items = keyed_items
+        for item in items:
+            for key, prediction in self._handler.predict(self._windows_of(item), self._model):
+                self._inferred.inc()
+                yield key, prediction
 
 
 class PredictWindows(beam.PTransform):
-    """PCollection[(WindowKey, features)] -> PCollection[(WindowKey, prediction ndarray)] via RunInference."""
+    """PCollection[(int, work item)] -> PCollection[(WindowKey, prediction ndarray)].
 
-    def __init__(self, handler: KerasWindowModelHandler):
+    `windows_of(item)` yields a work item's (WindowKey, features) (`TileWindows`, `WindowFileRecords`). The
+    items are spread over the workers by a GroupByKey on their int key (Beam's Reshuffle is a no-op on the
+    DaskRunner; there the grouping hashes the keys over as many tasks as its input has partitions), then
+    each item's windows are predicted in batches of up to `handler.batch_size`, in the item's order, so
+    every runner makes the same batches.
+    """
+
+    def __init__(self, handler: KerasWindowModelHandler, windows_of: Callable):
         super().__init__()
         self._handler = handler
+        self._windows_of = windows_of
 
-    def expand(self, inputs):
-        inferred = Counter("windows_inferred")
-
-        def prediction(item):
-            key, result = item
-            inferred.inc()
-            return key, np.asarray(result.inference)
-
+    def expand(self, keyed_items):
         return (
-            inputs
-            | "Run model" >> RunInference(KeyedModelHandler(self._handler))
-            | "Prediction" >> beam.Map(prediction)
+            keyed_items
+            | "Spread work items" >> beam.GroupByKey()
+            | "Predict in batches" >> beam.ParDo(_PredictWorkItems(self._handler, self._windows_of))
         )
 
 
@@ -363,17 +393,18 @@ class StageMapParts(beam.PTransform):
     and staged atomically under `<map_output>/.parts/<run id>/<map stem>/`.
     Only the reference travels on: no step holds more than one group's
     predictions. Part names are deterministic, so a retried step rewrites
-    the same file.
+    the same file. `after` (e.g. the folder's begin) is an input of the
+    grouping, so no part is staged before it is complete.
     """
 
-    def __init__(self, output: MapOutput, folder: OutputFolder):
+    def __init__(self, output: MapOutput, folder: OutputFolder, after: beam.PCollection | None = None):
         super().__init__()
         self._output = output
         self._folder = folder
+        self._after = after
 
     def expand(self, predictions):
         output, folder = self._output, self._folder
-        cleared = predictions.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(begin)
 
         def by_group(item):
             key, prediction = item
@@ -381,8 +412,11 @@ class StageMapParts(beam.PTransform):
             where = (key.window_id, key.window_start, key.window_end, group.j_start, group.i_start)
             return where, (key.tile, prediction)
 
-        def stage(item, _cleared):
-            (window_id, start, end, j, i), tile_predictions = item
+        def stage(item):
+            where, tile_predictions = item
+            if where is None:  # the group of `after`
+                return
+            window_id, start, end, j, i = where
             tiles = dict(tile_predictions)
             window = group_window(output.layout.chunk_of(j, i, MAP_GROUP_PX), output.trim_edges)
             part = stitch(output.layout, tiles, output.trim_edges, output.nodata, window=window)
@@ -390,13 +424,16 @@ class StageMapParts(beam.PTransform):
             np.save(data, part)
             path = fs.join(staging_folder(folder, MapKey(window_id, start, end)), f"{j}_{i}.npy")
             fs.write_bytes(path, data.getvalue(), folder.run_id)
-            return (window_id, start, end), StagedPart(window, path, len(tiles), part.shape[2:])
+            yield (window_id, start, end), StagedPart(window, path, len(tiles), part.shape[2:])
 
+        grouped = predictions | "By window time and tile group" >> beam.Map(by_group)
+        if self._after is not None:
+            after = self._after | "After as a group of its own" >> beam.Map(lambda _: (None, None))
+            grouped = (grouped, after) | "With after" >> beam.Flatten()
         return (
-            predictions
-            | "By window time and tile group" >> beam.Map(by_group)
+            grouped
             | "Group tiles of a tile group" >> beam.GroupByKey()
-            | "Stitch and stage part" >> beam.Map(stage, beam.pvalue.AsSingleton(cleared))
+            | "Stitch and stage part" >> beam.FlatMap(stage)
         )
 
 
@@ -452,6 +489,9 @@ def write_map(output: MapOutput, folder: OutputFolder, key: MapKey, parts: Itera
     return path, tiles
 
 
+_BEGUN, _MAP, _DONE = "begun", "map", "done"  # the kinds of summaries the final step of WriteMaps gets
+
+
 class WriteMaps(beam.PTransform):
     """PCollection[(WindowKey, prediction)] -> PCollection[str]: one GeoTIFF per window time, maps.csv,
     then `metadata.json` (after every PCollection of `wait_for` too, e.g. the writing of `rejected.json`).
@@ -459,18 +499,22 @@ class WriteMaps(beam.PTransform):
     Predictions are stitched per window time and tile group into staged
     parts (`StageMapParts`); per window time one writer streams the parts
     into the map's GeoTIFF (`write_map`), so no step holds a whole map. File
-    names are deterministic, so a re-run overwrites; the `.parts` folder is
-    gone when `metadata.json` is written.
+    names are deterministic, so a re-run overwrites. The last step gets, as
+    main inputs, the folder's begin, every map's row and every element of
+    `wait_for`: it checks that every map is there, writes maps.csv, removes
+    `.parts` (and `temporary_stacks`, a folder of Stage 2 files made only for
+    these maps), then `metadata.json` with the maps found.
     """
 
-    def __init__(self, output: MapOutput, wait_for=()):
+    def __init__(self, output: MapOutput, wait_for=(), temporary_stacks: str | None = None):
         super().__init__()
         self._output = output
         self._wait_for = tuple(wait_for)
+        self._temporary_stacks = temporary_stacks
         self.output_folder = output.folder()
 
     def expand(self, predictions):
-        output, folder = self._output, self.output_folder
+        output, folder, temporary_stacks = self._output, self.output_folder, self._temporary_stacks
         written = Counter("maps_written")
 
         def write(item) -> tuple:
@@ -480,33 +524,55 @@ class WriteMaps(beam.PTransform):
             written.inc()
             return (window_id, iso_time(start), iso_time(end), tiles, key.file_name, start, end), path
 
-        def write_csv(rows: list, _others) -> str:
+        def finish(summaries: list) -> str:
+            rows = sorted(value for kind, value in summaries if kind == _MAP)
+            missing = [row[4] for row in rows if not fs.exists(folder.file(row[4]))]
+            if missing:
+                raise RuntimeError(f"{folder.path}: maps written but not found: {', '.join(missing)}")
             text = io.StringIO()
             writer = csv.writer(text)
             writer.writerow(_MAPS_CSV_HEADER)
-            writer.writerows(sorted(rows))
+            writer.writerows(rows)
             folder.write_bytes(MAPS_CSV, text.getvalue().encode())
             fs.delete_tree(folder.file(PARTS_FOLDER))  # parts a killed earlier run staged and never wrote
-            return folder.finish({"maps_written": len(rows), FILES_KEY: sorted(row[4] for row in rows)})
+            if temporary_stacks:
+                fs.delete_tree(temporary_stacks)
+            return folder.finish(
+                {
+                    "maps_written": len(rows),
+                    "tiles_written": sum(row[3] for row in rows),
+                    FILES_KEY: sorted(row[4] for row in rows),
+                }
+            )
 
+        begun = predictions.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(begin)
         maps = (
             predictions
-            | "Stage parts" >> StageMapParts(output, folder)
+            | "Stage parts" >> StageMapParts(output, folder, after=begun)
             | "Group parts of a window" >> beam.GroupByKey()
             | "Write map from parts" >> beam.Map(write)
         )
-        others = (self._wait_for or (maps,)) | "Other writes done" >> AllDone()
+        summaries = (
+            begun | "Begun" >> beam.Map(lambda _: (_BEGUN, None)),
+            maps | "Map rows" >> beam.Map(lambda row_path: (_MAP, row_path[0])),
+            *(pcoll | f"Done {n}" >> beam.Map(lambda _: (_DONE, None)) for n, pcoll in enumerate(self._wait_for)),
+        )
         (
-            maps
-            | "Rows" >> beam.Map(lambda row_path: row_path[0])
-            | "Collect rows" >> beam.combiners.ToList()
-            | "Write maps.csv and metadata.json" >> beam.Map(write_csv, beam.pvalue.AsSingleton(others))
+            summaries
+            | "Summaries" >> beam.Flatten()
+            # Without defaults: CombineGlobally's default comes through a side input; `begun` makes one list.
+            | "Collect summaries" >> beam.combiners.ToList().without_defaults()
+            | "Write maps.csv and metadata.json" >> beam.Map(finish)
         )
         return maps | "Paths" >> beam.Map(lambda row_path: row_path[1])
 
 
 class InferMaps(beam.PTransform):
-    """PCollection[StackFile | TileStack] -> PCollection[str] map paths: windows built online -> model -> maps."""
+    """PCollection[StackFile | TileStack] -> PCollection[str] map paths: windows built online -> model -> maps.
+
+    Tiles are keyed by their row-major index in the layout, the key that spreads them (`PredictWindows`);
+    `wait_for` and `temporary_stacks` as in `WriteMaps`.
+    """
 
     def __init__(
         self,
@@ -516,21 +582,22 @@ class InferMaps(beam.PTransform):
         window_filter: Callable | None = None,
         sample: Sample | None = None,
         wait_for=(),
+        temporary_stacks: str | None = None,
     ):
         super().__init__()
-        self._params = params
+        self._windows = TileWindows(params, window_filter, sample)
         self._handler = handler
         self._output = output
-        self._filter = window_filter
-        self._sample = sample
         self._wait_for = tuple(wait_for)
+        self._temporary_stacks = temporary_stacks
 
     def expand(self, stacks):
+        tiles_x = self._output.layout.num_tiles_x
         return (
             stacks
-            | "Windows" >> WindowsOfStacks(self._params, self._filter, self._sample)
-            | "Predict" >> PredictWindows(self._handler)
-            | "Maps" >> WriteMaps(self._output, self._wait_for)
+            | "Key by tile index" >> beam.Map(lambda stack: (int(stack.tile[0]) * tiles_x + int(stack.tile[1]), stack))
+            | "Predict" >> PredictWindows(self._handler, self._windows)
+            | "Maps" >> WriteMaps(self._output, self._wait_for, self._temporary_stacks)
         )
 
 

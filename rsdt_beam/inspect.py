@@ -3,11 +3,15 @@
 * `describe_stack` / `describe_windows` / `describe_maps`: metadata, tile count, the time stamps
   written per tile, window ranges (rsdtlib's `windows_list`, for any tile).
 * `inspect_output`: all of the above for a stack, window or map folder (the `inspect` command).
-* `render_tile_stack`: a tile's frames over time (optical true colour B04/B03/B02 when there are
-  at least 4 optical bands, else the first band; SAR VV and VH per orbit direction).
+* `render_tile_stack`: a tile's frames over time, one row per band with its name, units and a colour
+  bar (names and units from metadata.json's `bands`); optical true colour B04/B03/B02 (by name, or
+  bands 4/3/2 of 4 or more unnamed ones) stretched per channel and frame (2-98 %), so no channel's
+  range tints the picture and a cloudy frame does not darken the clear ones.
 * `render_window_timeline`: written frames and the windows over them, like rsdtlib's
-  stacking/windowing figure (previous/current/next parts for triple windows).
-* `render_map`: a prediction map GeoTIFF with its georeference.
+  stacking/windowing figure (previous/current/next parts for triple windows); durations in days.
+* `render_map`: a prediction map GeoTIFF with its georeference and a colour bar.
+
+An empty panel (no frame, no window, no valid pixel) says so in a sentence.
 
 matplotlib is imported (with the Agg backend) only by the render functions.
 """
@@ -15,6 +19,7 @@ matplotlib is imported (with the Agg backend) only by the render functions.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -25,13 +30,14 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import OPTICAL, SAR_ASCENDING, SAR_DESCENDING
-from rsdt_beam.common.names import MAPS_CSV, METADATA_FILE
+from rsdt_beam.common.names import BANDS_KEY, MAPS_CSV, METADATA_FILE
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.maps import read_geotiff
 from rsdt_beam.numpy_reader import read_windows, window_metadata
 from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.stats import BAND_STATS_KEY, TILES_KEY
 from rsdt_beam.window.listing import WindowRange, window_ranges, write_ranges_csv
 from rsdt_beam.window.rules import WindowParams, WindowSpan, window_spans
 
@@ -76,6 +82,16 @@ def _timestamp_lines(per_tile: dict[tuple[int, int], np.ndarray], show_all: bool
     return lines
 
 
+def _metadata_text(metadata: dict) -> str:
+    """metadata.json as indented JSON, each tile's band moments (`band_stats.tiles`) summed up in a count."""
+    stats = metadata.get(BAND_STATS_KEY)
+    if isinstance(stats, dict) and TILES_KEY in stats:
+        metadata = dict(
+            metadata, **{BAND_STATS_KEY: dict(stats, **{TILES_KEY: f"moments of {len(stats[TILES_KEY])} tiles"})}
+        )
+    return json.dumps(metadata, indent=2)
+
+
 def describe_stack(
     stack_dir: str,
     params: WindowParams | None = None,
@@ -85,7 +101,7 @@ def describe_stack(
     """Lines describing a Stage 2 folder, and each tile's written time stamps."""
     metadata = read_stack_metadata(stack_dir)
     tiles = list_tiles(stack_dir)
-    lines = [f"Stage 2 stack {stack_dir}", "metadata.json: " + json.dumps(metadata, indent=2)]
+    lines = [f"Stage 2 stack {stack_dir}", "metadata.json: " + _metadata_text(metadata)]
     expected = metadata.get("num_tiles_y", 0) * metadata.get("num_tiles_x", 0)
     lines.append(
         f"tiles: {len(tiles)} files"
@@ -109,7 +125,7 @@ def describe_windows(window_dir: str, tile: tuple[int, int] = (0, 0)) -> tuple[l
         per_tile[r.tile] = per_tile.get(r.tile, 0) + 1
     lines = [
         f"Stage 3 windows {window_dir}",
-        "metadata.json: " + json.dumps(metadata, indent=2),
+        "metadata.json: " + _metadata_text(metadata),
         f"tiles: {len(per_tile)}, windows: {len(ranges)}",
     ]
     lines += [f"  tile {j}_{i}: {n} windows" for (j, i), n in sorted(per_tile.items())]
@@ -166,43 +182,126 @@ def _save(figure, path: str) -> str:
     return path
 
 
-def _stretch(values: np.ndarray) -> np.ndarray:
-    """2-98 % percentile stretch to [0, 1] over all given frames (one scale per picture row)."""
+def duration_text(seconds: float) -> str:
+    """A duration as a person reads it: `60 d`, `12 h`, else seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float]:
+    """The 2nd and 98th percentiles of the finite values (0, 1 when there are none)."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
-        return np.zeros_like(values)
+        return 0.0, 1.0
     low, high = np.percentile(finite, (2, 98))
-    return np.clip((values - low) / (high - low if high > low else 1.0), 0, 1)
+    return float(low), float(high if high > low else low + 1.0)
 
 
-def stack_picture_rows(stack: TileStack) -> list[tuple[str, np.ndarray]]:
-    """(label, frames [n, ty, tx] or [n, ty, tx, 3] in [0, 1]) per picture row."""
+@dataclasses.dataclass(frozen=True)
+class PictureRow:
+    """One row of a stack picture: a band's values `[n, ty, tx]` shown in grey from `low` to `high`
+    (its 2-98 % range over the frames, on its colour bar), or a true-colour composite `[n, ty, tx, 3]`
+    already stretched to [0, 1] channel by channel and frame by frame."""
+
+    label: str
+    values: np.ndarray
+    units: str = ""
+    low: float = 0.0
+    high: float = 1.0
+
+    @property
+    def rgb(self) -> bool:
+        return self.values.ndim == 4
+
+
+def _band_names(bands: dict | None, modality: str, count: int, default: Sequence[str]) -> tuple[list[str], str]:
+    """A modality's band names and units from metadata.json's `bands` (else `default` / `band k`)."""
+    described = (bands or {}).get(modality, {})
+    names = list(described.get("names") or default or [f"band {b + 1}" for b in range(count)])
+    if len(names) != count:
+        names = [f"band {b + 1}" for b in range(count)]
+    units = described.get("units", "")
+    return names, ", ".join(map(str, units)) if isinstance(units, list) else str(units)
+
+
+def _is_band(name: str, band: str) -> bool:
+    """Whether a band name is Sentinel-2's `band` (`B04`, `B4`, `..._B04`)."""
+    upper = name.upper()
+    return upper in (band, band.replace("0", "", 1)) or upper.endswith("_" + band)
+
+
+def _true_colour(names: list[str], count: int, named: bool) -> list[int] | None:
+    """Indices of red, green, blue (B04, B03, B02) among the optical bands: by name when the bands are
+    named, else bands 4, 3, 2 of four or more (Sentinel-2's order); None when there are none."""
+    if not named:
+        return [3, 2, 1] if count >= 4 else None
+    found = [next((k for k, name in enumerate(names) if _is_band(name, band)), None) for band in ("B04", "B03", "B02")]
+    return None if None in found else found
+
+
+def stack_picture_rows(stack: TileStack, bands: dict | None = None) -> list[PictureRow]:
+    """The picture rows of a tile's frames: each SAR band per orbit direction, then optical true colour
+    (stretched per channel) or, without red/green/blue, each of the first three optical bands. `bands`
+    is metadata.json's (names and units per modality)."""
     rows = []
-    sar_names = ("VV", "VH") if stack.bands.sar == 2 else tuple(f"band {b + 1}" for b in range(stack.bands.sar))
     for modality, label in ((SAR_ASCENDING, "SAR asc"), (SAR_DESCENDING, "SAR dsc")):
+        names, units = _band_names(bands, modality, stack.bands.sar, ("VV", "VH") if stack.bands.sar == 2 else ())
         data = stack.modality(modality)
-        rows += [(f"{label} {name}", _stretch(data[..., b])) for b, name in enumerate(sar_names)]
-    if stack.bands.opt >= 4:
-        rows.append(("optical B04/B03/B02", _stretch(stack.modality(OPTICAL)[..., [3, 2, 1]])))
-    elif stack.bands.opt:
-        rows.append(("optical band 1", _stretch(stack.modality(OPTICAL)[..., 0])))
-    return rows
+        rows += [
+            PictureRow(f"{label} {name}", data[..., b], units, *_percentiles(data[..., b]))
+            for b, name in enumerate(names)
+        ]
+    if not stack.bands.opt:
+        return rows
+    named = bool((bands or {}).get(OPTICAL, {}).get("names"))
+    names, units = _band_names(bands, OPTICAL, stack.bands.opt, ())
+    optical = stack.modality(OPTICAL)
+    rgb = _true_colour(names, stack.bands.opt, named)
+    if rgb is None:
+        return rows + [
+            PictureRow(f"optical {names[b]}", optical[..., b], units, *_percentiles(optical[..., b]))
+            for b in range(min(3, stack.bands.opt))
+        ]
+    # Each frame and channel on its own: a cloudy frame's range would leave the clear ones black, and
+    # one stretch for all channels tints the picture (blue cast of Sentinel-2 L1C's haze).
+    stretched = np.zeros((*optical.shape[:-1], 3), np.float32)
+    for k in range(len(optical)):
+        for c, b in enumerate(rgb):
+            low, high = _percentiles(optical[k, ..., b])
+            stretched[k, ..., c] = np.clip((optical[k, ..., b] - low) / (high - low), 0, 1)
+    label = "true colour " + "/".join(names[b] if named else f"B0{b + 1}" for b in rgb)
+    return rows + [PictureRow(label, np.nan_to_num(stretched), units)]
 
 
-def render_tile_stack(stack: TileStack, path: str, max_frames: int = 12) -> str:
-    """PNG of a tile's frames over time: one column per frame (evenly picked), one row per picture."""
+def _sentence(ax, text: str) -> None:
+    """Writes why a panel is empty in its middle."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=10)
+
+
+def render_tile_stack(stack: TileStack, path: str, max_frames: int = 12, bands: dict | None = None) -> str:
+    """PNG of a tile's frames over time: one column per frame (evenly picked), one row per band or
+    true-colour composite (`stack_picture_rows`), a colour bar in the band's units per band row."""
     plt = _pyplot()
+    name = f"{stack.tile[0]}_{stack.tile[1]}"
     if len(stack) == 0:
-        raise ValueError(f"tile {stack.tile} has no frames to show")
+        figure, ax = plt.subplots(figsize=(6, 1.5))
+        ax.set_axis_off()
+        _sentence(ax, f"Tile {name} has no frames: no observation fell in the stack's time range.")
+        return _save(figure, path)
     picked = np.unique(np.linspace(0, len(stack) - 1, min(max_frames, len(stack))).round().astype(int))
-    rows = stack_picture_rows(stack)
+    rows = stack_picture_rows(stack, bands)
     figure, axes = plt.subplots(
-        len(rows), len(picked), squeeze=False, figsize=(1.6 * len(picked) + 1, 1.7 * len(rows) + 0.6)
+        len(rows), len(picked), squeeze=False, figsize=(1.6 * len(picked) + 2, 1.8 * len(rows) + 0.8)
     )
-    for r, (label, frames) in enumerate(rows):
+    for r, row in enumerate(rows):
         for c, k in enumerate(picked):
             ax = axes[r][c]
-            ax.imshow(frames[k], cmap=None if frames.ndim == 4 else "gray", vmin=0, vmax=1, interpolation="nearest")
+            if row.rgb:
+                image = ax.imshow(row.values[k], interpolation="nearest")
+            else:
+                image = ax.imshow(row.values[k], cmap="gray", vmin=row.low, vmax=row.high, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -211,13 +310,38 @@ def render_tile_stack(stack: TileStack, path: str, max_frames: int = 12) -> str:
                     fontsize=8,
                 )
             if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    figure.suptitle(f"tile {stack.tile[0]}_{stack.tile[1]}: {len(picked)} of {len(stack)} frames")
+                ax.set_ylabel(row.label, fontsize=8)
+        if row.rgb:
+            axes[r][-1].text(
+                1.05, 0.5, "2-98 % stretch\nper channel\nand frame", transform=axes[r][-1].transAxes, fontsize=7
+            )
+        else:
+            bar = figure.colorbar(image, ax=list(axes[r]), fraction=0.02, pad=0.01)
+            bar.set_label(f"{row.label} ({row.units})" if row.units else row.label, fontsize=7)
+            bar.ax.tick_params(labelsize=7)
+    figure.suptitle(f"tile {name}: {len(picked)} of {len(stack)} frames (grey: each band 2-98 % over these frames)")
     return _save(figure, path)
 
 
-def render_window_timeline(times: np.ndarray, spans: Sequence[WindowSpan], path: str, title: str = "") -> str:
-    """PNG of the written frames (top) and each window's parts as bars over them (one row per window)."""
+def empty_window_reason(times: np.ndarray, params: WindowParams | None) -> str:
+    """Why a tile has no window, in numbers."""
+    if not len(times):
+        return "No window: the tile has no frames."
+    if params is None:
+        return f"No window of this tile in the folder ({len(times)} frames)."
+    times = np.sort(np.asarray(times, np.float64))
+    most = int((np.searchsorted(times, times + params.delta_size, side="left") - np.arange(len(times))).max())
+    return (
+        f"0 windows: at most {most} frames fall within Delta {duration_text(params.delta_size)} "
+        f"on this tile, omega={params.omega} are needed."
+    )
+
+
+def render_window_timeline(
+    times: np.ndarray, spans: Sequence[WindowSpan], path: str, title: str = "", empty: str = ""
+) -> str:
+    """PNG of the written frames (top) and each window's parts as bars over them (one row per window);
+    without windows the lower panel says `empty` (why; `empty_window_reason`)."""
     plt = _pyplot()
     import matplotlib.dates as mdates
 
@@ -225,7 +349,10 @@ def render_window_timeline(times: np.ndarray, spans: Sequence[WindowSpan], path:
     figure, (top, bottom) = plt.subplots(
         2, 1, sharex=True, figsize=(10, 2 + 0.12 * max(len(spans), 10)), gridspec_kw={"height_ratios": [1, 6]}
     )
-    top.eventplot([mdates.date2num(dates)], colors="black", lineoffsets=0, linelengths=1)
+    if len(dates):
+        top.eventplot([mdates.date2num(dates)], colors="black", lineoffsets=0, linelengths=1)
+    else:
+        _sentence(top, "No frames written.")
     top.set_yticks([])
     top.set_ylabel("frames", rotation=0, ha="right", va="center")
     top.set_title(title or f"{len(times)} frames, {len(spans)} windows")
@@ -241,6 +368,12 @@ def render_window_timeline(times: np.ndarray, spans: Sequence[WindowSpan], path:
             bottom.plot(
                 mdates.date2num(dates[start:stop]), [span.window_id] * (stop - start), "|", color="black", markersize=4
             )
+    if not spans:
+        bottom.set_yticks([])
+        _sentence(bottom, empty or "No window.")
+        bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+        figure.autofmt_xdate()
+        return _save(figure, path)
     bottom.invert_yaxis()
     bottom.set_ylabel("window id")
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
@@ -278,7 +411,10 @@ def render_map(tif_path: str, path: str, title: str | None = None) -> str:
     left, bottom, right, top = grid.bounds
     figure, ax = plt.subplots(figsize=(7, 7 * grid.height / grid.width + 0.5))
     image = ax.imshow(np.ma.masked_invalid(band), extent=(left, right, bottom, top), interpolation="nearest")
-    figure.colorbar(image, ax=ax, shrink=0.8)
+    if np.isfinite(band).any():
+        figure.colorbar(image, ax=ax, shrink=0.8).set_label("model output" + ("" if array.ndim == 2 else " (band 1)"))
+    else:
+        _sentence(ax, "No valid pixel: every value of this map is NaN or nodata.")
     ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_xlabel(f"x ({grid.crs})")
     ax.set_ylabel(f"y ({grid.crs})")
@@ -288,6 +424,27 @@ def render_map(tif_path: str, path: str, title: str | None = None) -> str:
         fontsize=9,
     )
     return _save(figure, path)
+
+
+def _params_text(params: WindowParams) -> str:
+    return (
+        f"Delta {duration_text(params.delta_size)}, stride {params.window_stride}, omega {params.omega}, "
+        f"Omega {params.Omega}{', triple' if params.triple else ''}"
+    )
+
+
+def _folder_params(metadata: dict) -> WindowParams | None:
+    """The window parameters a Stage 3 folder's metadata.json records."""
+    try:
+        return WindowParams(
+            float(metadata["Delta"]),
+            int(metadata["window_stride"]),
+            int(metadata["omega"]),
+            int(metadata["Omega"]),
+            bool(metadata.get("triple", False)),
+        )
+    except (KeyError, ValueError):
+        return None
 
 
 def output_kind(path: str) -> str:
@@ -335,16 +492,19 @@ def inspect_output(
             write_ranges_csv(csv_path, [r for t, times in per_tile.items() for r in window_ranges(times, params, t)])
             lines.append(f"window ranges of {len(per_tile)} tiles -> {csv_path}")
         if png_dir:
-            stack = read_tile_stack(path, tile, read_stack_metadata(path))
-            pictures.append(render_tile_stack(stack, fs.join(png_dir, f"stack_{name}.png"), max_frames))
+            metadata = read_stack_metadata(path)
+            stack = read_tile_stack(path, tile, metadata)
+            pictures.append(
+                render_tile_stack(stack, fs.join(png_dir, f"stack_{name}.png"), max_frames, metadata.get(BANDS_KEY))
+            )
             if params is not None:
                 pictures.append(
                     render_window_timeline(
                         stack.times,
                         list(window_spans(stack.times, params)),
                         fs.join(png_dir, f"timeline_{name}.png"),
-                        f"tile {name}: Delta {params.delta_size:g} s, stride {params.window_stride}, "
-                        f"omega {params.omega}, Omega {params.Omega}{', triple' if params.triple else ''}",
+                        f"tile {name}: {_params_text(params)}",
+                        empty_window_reason(stack.times, params),
                     )
                 )
     elif kind == "windows":
@@ -356,12 +516,14 @@ def inspect_output(
         if png_dir:
             times = window_frame_times(path, tile)
             own = [r for r in ranges if r.tile == tile]
+            params = _folder_params(window_metadata(path))
             pictures.append(
                 render_window_timeline(
                     times,
                     spans_of_ranges(times, own),
                     fs.join(png_dir, f"timeline_{name}.png"),
-                    f"{path}, tile {name}: {len(own)} windows",
+                    f"{path}, tile {name}: {len(own)} windows" + (f" ({_params_text(params)})" if params else ""),
+                    f"No window of tile {name} in this folder (its windows.csv lists none).",
                 )
             )
     else:

@@ -25,10 +25,11 @@ import numpy as np
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE, TILE_FILE, tile_file_name
+from rsdt_beam.errors import UserError
+from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import OBSERVED, parse_example, parse_tensor
 from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
-from rsdt_beam.stack.stats import normalization
 from rsdt_beam.tfrecord import read_records
 from rsdt_beam.window.padding import (
     DEFAULT_PAD_VALUE,
@@ -81,7 +82,13 @@ def window_files(source: str | Sequence[str]) -> list[str]:
 def window_metadata(window_dir: str) -> dict:
     """Stage 3's `metadata.json` of a folder, or {} when there is none (rsdtlib writes none)."""
     path = fs.join(window_dir, METADATA_FILE)
-    return fs.read_json(path) if fs.exists(path) else {}
+    metadata = fs.read_json(path) if fs.exists(path) else {}
+    if metadata and "Omega" not in metadata:  # every Stage 3 folder records Omega; Stage 2's do not
+        raise UserError(
+            f"{window_dir} is a stack folder (Stage 2: its metadata.json has no Omega), not a windows folder: "
+            f"write windows from it (rsdt_beam.pipelines.window) or build them online (rsdt_beam.training)"
+        )
+    return metadata
 
 
 def parse_window_record(payload: bytes, name: str = "<record>") -> WindowRecord:
@@ -202,7 +209,7 @@ def training_elements(
     pad_value: float = DEFAULT_PAD_VALUE,
     masks: bool = False,
     cycle_length: int = 4,
-    normalize: bool = False,
+    normalize: bool | Normalization = False,
     observed: bool = False,
 ) -> Iterator:
     """`(feature, label)` of training windows as `datasets.training_dataset` yields them, without TensorFlow.
@@ -210,13 +217,14 @@ def training_elements(
     Features `[n, ty, tx, bands]` are padded to `frames` (default: Omega of the folder's metadata.json;
     0: not padded); `masks=True` gives `({"Feature", "frame_mask"}, label)`. Files are shuffled and read
     `cycle_length` at a time, then records go through a `shuffle_buffer` (0: file order), both
-    seeded by `seed`. `normalize=True` scales features band by band with the folder's `band_stats`;
+    seeded by `seed`. `normalize=True` scales features band by band with the folder's `band_stats`
+    (a `Normalization`: with its statistics, e.g. validation windows scaled as the training windows);
     `observed=True` adds the per-pixel `observed_mask` (windows written with `--record_observed`).
     """
     files = window_files(source)
     metadata = source_metadata(source, files)
     frames = resolve_frames(frames, metadata.get("Omega"), str(source))
-    scale = normalization(metadata, band_counts(metadata).total) if normalize else None
+    scale = reader_scale(normalize, metadata, band_counts(metadata).total, source)
     rng = np.random.default_rng(seed)
     if shuffle_buffer:
         files = [files[k] for k in rng.permutation(len(files))]

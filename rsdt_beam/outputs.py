@@ -30,6 +30,8 @@ import apache_beam as beam
 from rsdt_beam import fs
 from rsdt_beam.common.names import FILES_KEY, METADATA_FILE, RUN_FILE
 from rsdt_beam.errors import UserError
+from rsdt_beam.graph import Gather
+from rsdt_beam.progress import Counter
 
 
 def new_run_id() -> str:
@@ -109,7 +111,9 @@ class OutputFolder:
     def finish(self, metadata: dict) -> str:
         """After every other write of the folder: sweeps temporaries, writes `metadata.json` last."""
         sweep(self.path)
-        return self.write_json(METADATA_FILE, dict(metadata, parameters=self.marker()["parameters"]))
+        written = self.write_json(METADATA_FILE, dict(metadata, parameters=self.marker()["parameters"]))
+        Counter("folders_finished").inc()
+        return written
 
 
 def differences(recorded: dict, wanted: dict) -> list[str]:
@@ -148,6 +152,31 @@ def begin(folder: OutputFolder) -> None:
     marker = folder.file(RUN_FILE)
     if not fs.exists(marker) or fs.read_json(marker) != folder.marker():
         folder.write_json(RUN_FILE, folder.marker())
+
+
+_begun: set[tuple[str, str]] = set()
+
+
+def ensure_begun(folder: OutputFolder) -> None:
+    """`begin`, once per process and run: what a writer calls before its first write into the folder (the
+    launcher claimed it already when the pipeline came from the command line)."""
+    key = (folder.path, folder.run_id)
+    if key not in _begun:
+        begin(folder)
+        _begun.add(key)
+
+
+def found_files(folder: OutputFolder, names: list[str]) -> list[str]:
+    """`names` (relative to the folder), checked against the files the folder holds: what `metadata.json`
+    lists is what was written. A missing one (a runner that dropped work) fails the run, naming it."""
+    held = set(fs.list_files(folder.path)) if names else set()
+    missing = [name for name in names if name not in held]
+    if missing:
+        raise OSError(
+            f"{folder.flag} {folder.path}: {len(missing)} of {len(names)} files the run wrote are missing "
+            f"(e.g. {missing[0]}); metadata.json is not written"
+        )
+    return list(names)
 
 
 def sweep(path: str, keep_run: str | None = None) -> int:
@@ -204,14 +233,16 @@ def listed_files(folder: str, metadata: dict) -> list[str] | None:
 
 
 class AllDone(beam.PTransform):
-    """[PCollection, ...] -> a one-element PCollection that exists once every input is complete.
-
-    As a side input (`AsSingleton`) it holds back a step until all the writes it summarizes are done.
-    """
+    """[PCollection, ...] -> a one-element PCollection (each input's element count, in order) that exists once
+    every input is complete: as the main input of a step, it holds that step back until all the writes it
+    summarizes are done (`rsdt_beam.graph.Gather`; no side input, which Beam's DaskRunner would compute again)."""
 
     def expand(self, pcolls):
-        counts = [pc | f"Count {n}" >> beam.combiners.Count.Globally() for n, pc in enumerate(pcolls)]
-        return counts | "All" >> beam.Flatten() | "Together" >> beam.combiners.ToList()
+        return (
+            {str(n): pcoll for n, pcoll in enumerate(pcolls)}
+            | "Gather" >> Gather()
+            | "Counts" >> beam.Map(lambda gathered: [len(values) for values in gathered.values()])
+        )
 
 
 class FinishFolder(beam.PTransform):

@@ -8,6 +8,11 @@ estimate from the tiles' progress:
 
 On a terminal it is one line, overwritten every 2 s; in a log (stderr not a TTY) a line every 30 s.
 Counts are this process's: with several DirectRunner worker processes each prints its own share.
+
+Runners that collect no metrics (Beam's DaskRunner) can still be counted: with `RSDT_BEAM_COUNTER_LOG` set
+to a folder that every worker can write (a shared file system), each process appends every increment
+to `<folder>/counters-<host>-<pid>.log` as `name n` lines; `read_counter_log` adds them up. The tests
+compare these counts between runners to show that each step runs once.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -24,6 +30,7 @@ from apache_beam.metrics import Metrics
 NAMESPACE = "rsdt_beam"
 _ENV_FLAG = "RSDT_BEAM_PROGRESS"
 _ENV_TOTALS = "RSDT_BEAM_PROGRESS_TOTALS"
+COUNTER_LOG = "RSDT_BEAM_COUNTER_LOG"
 TTY = "tty"
 LOG = "log"
 _INTERVAL = {TTY: 2.0, LOG: 30.0}
@@ -76,6 +83,9 @@ class Counter:
 
     def inc(self, n: int = 1) -> None:
         self._counter.inc(n)
+        log_dir = os.environ.get(COUNTER_LOG)
+        if log_dir:
+            _log_increment(log_dir, self.name, n)
         mode = os.environ.get(_ENV_FLAG)
         if mode not in _INTERVAL:
             return
@@ -89,6 +99,24 @@ class Counter:
             _state["last_print"] = now
             line = progress_line(dict(_counts), json.loads(os.environ.get(_ENV_TOTALS, "{}")), now - _state["started"])
         print(f"\r{line}" if mode == TTY else line, end="" if mode == TTY else "\n", file=sys.stderr, flush=True)
+
+
+def _log_increment(log_dir: str, name: str, n: int) -> None:
+    path = os.path.join(log_dir, f"counters-{socket.gethostname()}-{os.getpid()}.log")
+    with open(path, "a") as log:  # one short append: whole lines, also from several threads
+        log.write(f"{name} {n}\n")
+
+
+def read_counter_log(log_dir: str) -> dict[str, int]:
+    """The counters of every process that logged into `log_dir` (`RSDT_BEAM_COUNTER_LOG`), added up."""
+    totals: dict[str, int] = collections.defaultdict(int)
+    for name in sorted(os.listdir(log_dir)):
+        if name.startswith("counters-") and name.endswith(".log"):
+            with open(os.path.join(log_dir, name)) as log:
+                for line in log:
+                    counter, n = line.split()
+                    totals[counter] += int(n)
+    return dict(totals)
 
 
 def progress_line(counts: dict[str, int], totals: dict[str, int], elapsed: float) -> str:

@@ -130,9 +130,8 @@ class StreamedGeoTiff:
         try:
             self._stack.close()  # closes the dataset: the last tiles and the header are written
             if fs.is_remote(self.path):
-                with open(self._temporary, "rb") as source, fs.atomic_write(self.path, self._run_id) as target:
-                    while block := source.read(16 << 20):
-                        target.write(block)
+                with open(self._temporary, "rb") as source:
+                    fs.upload(source, self.path, self._run_id)
                 os.remove(self._temporary)
             else:
                 os.replace(self._temporary, self.path)

@@ -9,12 +9,13 @@ import apache_beam as beam
 from rsdt_beam import fs
 from rsdt_beam.common.names import REJECTED_FILE
 from rsdt_beam.common.observations import Rejection
+from rsdt_beam.graph import Gather
 
 
 class WriteRejections(beam.PTransform):
     """PCollections of Rejection (plus those listed on the launcher) -> `rejected.json` in `output_dir`.
 
-    Applied to a tuple of PCollections; yields the number of rejections (a singleton).
+    Applied to a tuple of PCollections; yields the number of rejections (one element).
     """
 
     def __init__(self, output_dir: str, listed: list[Rejection] = ()):
@@ -30,14 +31,13 @@ class WriteRejections(beam.PTransform):
         ]
         output_dir = self._output_dir
 
-        def write(items):
-            items = sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+        def write(gathered: dict) -> int:
+            items = sorted(gathered["rejected"], key=lambda item: json.dumps(item, sort_keys=True))
             fs.write_json(fs.join(output_dir, REJECTED_FILE), items)
             return len(items)
 
         return (
-            (listed, *as_json)
-            | "All rejections" >> beam.Flatten()
-            | "Collect rejections" >> beam.combiners.ToList()
+            {"rejected": (listed, *as_json) | "All rejections" >> beam.Flatten()}
+            | "Collect rejections" >> Gather()
             | "Write rejected.json" >> beam.Map(write)
         )

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rsdt_beam.errors import UserError
 from rsdt_beam.stack.rules import StackParams
 from rsdt_beam.window.rules import WindowParams
 from rsdt_beam.window.sampling import Sample
+
+if TYPE_CHECKING:
+    from rsdt_beam.normalization import Normalization
 
 TRAINING = "training"
 INFERENCE = "inference"
@@ -109,11 +112,11 @@ class StackSpec:
     delta_step: float
     tile_size: tuple[int, int]
     deadzone: tuple[int, int]
-    chunk_size: int
+    chunk_size: int | None  # None: the read chunks `rsdt_beam.grid.read_chunk_size` chooses
     output: str | None = None
 
     def __post_init__(self):
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise UserError(f"--chunk_size must be positive, got {self.chunk_size}")
         if self.delta_step <= 0:
             raise UserError(f"--delta_step must be positive, got {self.delta_step} s")
@@ -193,6 +196,8 @@ class InferenceSpec:
     trim_map_edges: bool = False
     map_grid: str | None = None
     model_fn_name: str | None = None  # --model_fn as given (the maps folder's identity)
+    # Recorded beside --model (`rsdt_beam.normalization`): the model is called on `normalization.apply(features)`.
+    normalization: Normalization | None = None
 
 
 @dataclasses.dataclass(frozen=True)

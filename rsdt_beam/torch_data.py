@@ -2,16 +2,19 @@
 
     dataset = StackWindowsDataset("tf_stack", WindowParams(30 * 86400, 1, 10, 16), tiles="rsdtlib-train",
                                   sample="every:10", seed=1)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=2, persistent_workers=True)
     for epoch in range(10):
-        dataset.set_epoch(epoch)                 # a new order each epoch, the same on every host
+        dataset.set_epoch(epoch)                 # a new order each epoch, also in persistent workers
         for feature, label in loader:            # feature [B, Omega, ty, tx, bands], as the tf.data readers
             ...
 
 Elements are those of `rsdt_beam.training.StackTrainingWindows` (numpy arrays; the DataLoader's
-collation makes tensors). Data loader workers and hosts (`num_replicas`/`rank`, by default those of
-an initialised `torch.distributed`) each read their own tiles: every window once per epoch.
-`len(dataset)` is this host's windows per epoch. Needs the `torch` extra (`pip install .[torch]`).
+collation makes tensors). Hosts (`num_replicas`/`rank`, by default those of an initialised
+`torch.distributed`) get equal shares, padded by repeating windows as `DistributedSampler` does
+(`rsdt_beam.training.window_share`), so every rank runs the same number of steps. Pass the loader's
+`batch_size` here too: workers then split a host's share in whole batches, so only the last batch can
+be short and `len(loader)` is right with any `num_workers` and `drop_last`. `len(dataset)` is this
+host's windows per epoch. Needs the `torch` extra (`pip install .[torch]`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
     """`(feature, label)` (or `({"Feature", "frame_mask"}, label)` with `masks=True`) of a stack folder.
 
     Keyword arguments other than those below go to `StackTrainingWindows` (gen_label, label_args,
-    win_filter, tiles, sample, frames, pad_value, masks).
+    win_filter, tiles, sample, frames, pad_value, masks, normalize, observed). `batch_size`: the
+    DataLoader's (workers' shares are whole batches of it).
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
         seed: int | None = 0,
         shuffle: bool = True,
         cycle_tiles: int = 4,
+        batch_size: int = 1,
         num_replicas: int | None = None,
         rank: int | None = None,
         **windows: Any,
@@ -54,13 +59,20 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.cycle_tiles = cycle_tiles
+        self.batch_size = batch_size
         self.num_replicas = num_replicas
         self.rank = rank
-        self.epoch = 0
+        # In shared memory: persistent workers keep the dataset they got at start-up, and read the epoch here.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch whose order the next iteration follows (as `DistributedSampler.set_epoch`)."""
-        self.epoch = epoch
+        """The epoch whose order the next iteration follows (as `DistributedSampler.set_epoch`), also in
+        persistent workers."""
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return self.windows.shard_length(self.rank, self.num_replicas)
@@ -77,4 +89,5 @@ class StackWindowsDataset(torch.utils.data.IterableDataset):
             seed=self.seed,
             shuffle=self.shuffle,
             cycle_tiles=self.cycle_tiles,
+            batch_size=self.batch_size,
         )

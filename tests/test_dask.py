@@ -5,10 +5,11 @@ Also the defects of Beam's DaskRunner (2.77) met on the way, as minimal reproduc
 them (`xfail(strict=True)`: when Beam fixes one, its test passes, fails the suite, and the workaround can go):
 two shaped this project's graphs (rsdt_beam.graph: tagged outputs, only the last output computed); side inputs
 run their upstream again (so fetch's steps tolerate a second run and send nothing twice); outputs of
-finish_bundle are lost, which rules out inference (RunInference batches there) and `--layout sharded`
-(beam.io.Write reports its files there) on Dask.
+finish_bundle are lost, which rules out Beam's RunInference (it batches there; infer batches each tile's windows
+in one step instead) and `--layout sharded` (beam.io.Write reports its files there) on Dask.
 """
 
+import csv
 import os
 
 import apache_beam as beam
@@ -18,6 +19,7 @@ from project import read_tree
 
 from benchmarks.dask_cluster import dask_cluster
 from rsdt_beam.graph import join_ends, split
+from rsdt_beam.progress import COUNTER_LOG, read_counter_log
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +30,43 @@ BEAM_DASK_BUG = (
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with dask_cluster(str(tmp_path_factory.mktemp("dask"))) as running:
+def counter_log(tmp_path_factory):
+    """The folder the Dask workers log their counters into (`rsdt_beam.progress.COUNTER_LOG`)."""
+    return tmp_path_factory.mktemp("dask_counters")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, counter_log):
+    with dask_cluster(str(tmp_path_factory.mktemp("dask")), env={COUNTER_LOG: str(counter_log)}) as running:
         yield running
+
+
+def counted(log_dir, run) -> dict[str, int]:
+    """The counters that `run()` logged into `log_dir` (emptied first), added up over its processes."""
+    for name in os.listdir(log_dir):
+        os.remove(os.path.join(log_dir, name))
+    run()
+    return read_counter_log(str(log_dir))
+
+
+def runner_counts(runner, counter_log, monkeypatch, tmp_path, command) -> dict[str, int]:
+    """The counters of `command()` (a command's main, which must return 0) on Dask (`runner`: its flags) or on
+    the DirectRunner in this process (`runner` empty)."""
+
+    def run():
+        assert command() == 0
+
+    if runner:
+        return counted(counter_log, run)
+    return counted_direct(monkeypatch, tmp_path / "direct_counters", run)
+
+
+def counted_direct(monkeypatch, log_dir, run) -> dict[str, int]:
+    """`counted` for a DirectRunner run in this process."""
+    os.makedirs(log_dir, exist_ok=True)
+    with monkeypatch.context() as patch:
+        patch.setenv(COUNTER_LOG, str(log_dir))
+        return counted(log_dir, run)
 
 
 def run_on(cluster, build) -> None:
@@ -171,13 +207,54 @@ def assert_same_trees(dask_root, direct_root, parts=("stack", "windows")):
         assert len(produced) > 2 and produced == read_tree(os.path.join(direct_root, part)), part
 
 
-def test_fused_sample_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
+def test_fused_sample_on_dask_equals_direct_runner(cluster, counter_log, monkeypatch, sample_run, tmp_path):
+    """Same bytes, and each step ran as often as on the DirectRunner (its counters, logged by the workers)."""
     from rsdt_beam.pipelines.sample import main
 
-    assert main(["--output", str(tmp_path), "--no_progress", *cluster.flags]) == 0
-    assert_same_trees(tmp_path, sample_run)
-    tasks = [executed for executed, _ in cluster.stats().values()]
+    def run(out, flags=()):
+        return lambda: main(["--output", str(out), "--no_progress", *flags]) == 0 or pytest.fail(f"{out} failed")
+
+    direct = counted_direct(monkeypatch, tmp_path / "direct_counters", run(tmp_path / "direct"))
+    before = cluster.stats()
+    on_dask = counted(counter_log, run(tmp_path / "dask", cluster.flags))
+    assert_same_trees(tmp_path / "dask", sample_run)
+    assert_same_trees(tmp_path / "direct", sample_run)
+    assert direct["observations_inspected"] == 45 and direct["folders_finished"] == 2
+    assert on_dask == direct
+    after = cluster.stats()
+    tasks = [after[worker][0] - before[worker][0] for worker in after]
     assert len(tasks) == 2 and all(tasks)  # both workers took part
+
+
+def test_sharded_windows_on_dask_equal_direct_runner(cluster, counter_log, monkeypatch, sample_eopatches, tmp_path):
+    """The sharded layout writes the same shards on both runners (no beam.io.Write, whose files Dask lost)."""
+    from test_pipeline import SAMPLE_FLAGS, WINDOW_FLAGS
+
+    from rsdt_beam.pipelines import run as run_command
+
+    def run(out, flags=()):
+        argv = [
+            "--optical",
+            sample_eopatches,
+            *SAMPLE_FLAGS,
+            *WINDOW_FLAGS,
+            "--layout",
+            "sharded",
+            "--records_per_shard",
+            "100",
+            "--window_output",
+            str(out / "windows"),
+            *flags,
+        ]
+        return lambda: run_command.main(argv) == 0 or pytest.fail(f"{out} failed")
+
+    direct = counted_direct(monkeypatch, tmp_path / "direct_counters", run(tmp_path / "direct"))
+    on_dask = counted(counter_log, run(tmp_path / "dask", cluster.flags))
+    assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("windows",))
+    shards = sorted(p.name for p in (tmp_path / "dask" / "windows").glob("windows-*.tfrecords"))
+    assert shards == [f"windows-{n:05d}-of-00003.tfrecords" for n in range(3)]
+    assert direct["windows_written"] == 270 and direct["shards_written"] == 3
+    assert on_dask == direct
 
 
 def test_stack_then_window_on_dask_equals_direct_runner(cluster, sample_eopatches, tmp_path):
@@ -208,15 +285,20 @@ def test_stack_then_window_on_dask_equals_direct_runner(cluster, sample_eopatche
     assert_same_trees(tmp_path / "dask", tmp_path / "direct")
 
 
-def test_convert_to_windows_on_dask_equals_direct_runner(cluster, tmp_path):
+def test_convert_to_windows_on_dask_equals_direct_runner(cluster, counter_log, monkeypatch, tmp_path):
     from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
     from rsdt_beam.pipelines import convert
 
+    counts = {}
     for name, runner in (("direct", []), ("dask", cluster.flags)):
         out = tmp_path / name
-        assert (
-            convert.main(
+        counts[name] = runner_counts(
+            runner,
+            counter_log,
+            monkeypatch,
+            tmp_path,
+            lambda out=out, runner=runner: convert.main(
                 [
                     "--store",
                     str(out / "store"),
@@ -229,13 +311,13 @@ def test_convert_to_windows_on_dask_equals_direct_runner(cluster, tmp_path):
                     str(out / "windows"),
                     *runner,
                 ]
-            )
-            == 0
+            ),
         )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("store", "stack", "windows"))
+    assert counts["direct"]["folders_finished"] == 3 and counts["dask"] == counts["direct"]
 
 
-def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_path):
+def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, counter_log, monkeypatch, tmp_path):
     """The workers read the credentials from the file named by --sh_credentials_file (not the environment)."""
     import json
 
@@ -250,7 +332,7 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
     out = tmp_path / "out"  # both runs here: the store's rejections name their observation's path
     hub = fake.FakeSentinelHub().start()
     try:
-        requests = []
+        requests, counts = [], {}
         for name, runner in (("direct", []), ("dask", cluster.flags)):
             write_grid(str(out / "store"), S2_GRID)
             argv = [
@@ -289,29 +371,35 @@ def test_fetch_from_the_fake_server_on_dask_equals_direct_runner(cluster, tmp_pa
                 "--no_progress",
                 *runner,
             ]
-            assert fetch_command.main(argv) == 0
+            counts[name] = runner_counts(
+                runner, counter_log, monkeypatch, tmp_path, lambda argv=argv: fetch_command.main(argv)
+            )
             os.rename(out, tmp_path / name)
             requests.append(len(hub.requests_to("/api/v1/process")) - sum(requests))
     finally:
         hub.stop()
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("store", "stack", "windows"))
-    assert requests == [5 * 4, 5 * 4]  # Dask runs the fetch again for each side input; nothing is sent twice
+    assert requests == [5 * 4, 5 * 4]
+    assert counts["direct"]["fetch_requests"] == 5 * 4 and counts["dask"] == counts["direct"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=FINISH_BUNDLE_BUG + ": RunInference's BatchElements emits its last batch "
-    "there, so a map misses a tile's prediction",
-)
-def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
+def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path, monkeypatch):
+    """Every window is predicted once on each runner: the model counts its calls in a file (the DaskRunner
+    reports no metrics, and the project's counters are not logged per worker), and the windows it saw add up
+    to the tiles in the maps."""
     pytest.importorskip("tensorflow")
-    from test_inference import SAMPLE_FLAGS, WINDOW_FLAGS, mean_model
+    from distributed import Client
+    from test_inference import SAMPLE_FLAGS, WINDOW_FLAGS
 
     from rsdt_beam.pipelines import infer
+    from tests.window_filters import MODEL_CALLS_ENV
 
-    model_file = str(tmp_path / "mean.keras")
-    mean_model().save(model_file)
+    calls = {}
     for name, runner in (("direct", []), ("dask", cluster.flags)):
+        calls[name] = str(tmp_path / f"{name}_model_calls")
+        monkeypatch.setenv(MODEL_CALLS_ENV, calls[name])
+        with Client(cluster.address, timeout=30) as client:
+            client.run(lambda path=calls[name]: os.environ.update({MODEL_CALLS_ENV: path}))
         assert (
             infer.main(
                 [
@@ -319,8 +407,8 @@ def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
                     os.path.join(sample_run, "obs", "optical"),
                     *SAMPLE_FLAGS,
                     *WINDOW_FLAGS,
-                    "--model",
-                    model_file,
+                    "--model_fn",
+                    "tests.window_filters:counted_mean_model",
                     "--map_output",
                     str(tmp_path / name / "maps"),
                     *runner,
@@ -329,3 +417,10 @@ def test_inference_on_dask_equals_direct_runner(cluster, sample_run, tmp_path):
             == 0
         )
     assert_same_trees(tmp_path / "dask", tmp_path / "direct", ("maps",))
+    with open(tmp_path / "dask" / "maps" / "maps.csv") as f:
+        tiles = [int(row["tiles"]) for row in csv.DictReader(f)]
+    assert len(tiles) == 30 and set(tiles) == {9}
+    batches = {name: [line.split() for line in open(path)] for name, path in calls.items()}
+    for name, lines in batches.items():
+        assert sum(int(windows) for _, windows in lines) == sum(tiles), name  # each window predicted once
+    assert sorted(windows for _, windows in batches["dask"]) == sorted(windows for _, windows in batches["direct"])

@@ -6,9 +6,11 @@ uploaded with google-cloud-storage, and an observation store of GeoTIFFs written
 google-cloud-storage and must equal the local run's byte for byte (sharded outputs: record for record).
 """
 
+import contextlib
 import io
 import json
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -277,3 +279,30 @@ def test_children_of_a_gs_folder_are_listed_per_folder(gcs, tmp_path):
     assert fs.list_children(gcs.url("listing", "root") + "/") == expected
     assert fs.list_children(gcs.url("listing", "root", "20160101T000000")) == ["data", "mask"]
     assert fs.list_children(gcs.url("listing", "missing")) == []
+
+
+def test_many_open_gs_files_wait_on_local_disk_and_appear_only_complete(gcs):
+    """Stage 2's case: a work item's tile files open at once, written in turns. Spooled (`fs.spooled_write`),
+    their bytes wait on local disk, not in an upload buffer per stream: the memory traced over the whole
+    write, uploads included, stays far below the 40 MiB they hold (each stream buffered them all before).
+    Each file appears whole once closed; one whose block fails appears not at all, nor its temporary."""
+    root = gcs.url("spooled")
+    piece = np.random.default_rng(3).bytes(1 << 18)
+    contents = {f"{n}.bin": piece * (4 + n % 3) for n in range(32)}  # 1 to 1.5 MiB each, 40 MiB in all
+    tracemalloc.start()
+    try:
+        with contextlib.ExitStack() as files:
+            handles = {name: files.enter_context(fs.spooled_write(fs.join(root, name), "run1")) for name in contents}
+            for start in range(0, 6 * len(piece), len(piece)):
+                for name, data in contents.items():
+                    handles[name].write(memoryview(data)[start : start + len(piece)])
+            assert fs.list_files(root) == []  # nothing published while open
+        traced_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert traced_peak < 16 * 2**20
+    assert gcs.download_tree(root) == contents
+    with pytest.raises(RuntimeError, match="stop"), fs.spooled_write(fs.join(root, "failed.bin"), "run1") as handle:
+        handle.write(piece * 4)
+        raise RuntimeError("stop")
+    assert fs.list_files(root) == sorted(contents)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 from conftest import SAMPLE_STACK_FLAGS, SAMPLE_WINDOW_FLAGS
+from window_filters import mean_model
 
 from rsdt_beam.grid import Grid, TileLayout
 from rsdt_beam.maps import core_window, read_geotiff, stitch, write_geotiff
@@ -208,32 +209,35 @@ def test_a_retried_map_writer_leaves_the_map_an_earlier_attempt_wrote(tmp_path):
         write_map(output, folder, key, parts)
 
 
-def mean_model(tile_y=32, tile_x=32):
-    """Mean over time and bands -> [ty, tx], from standard (saveable) Keras layers only."""
-    import keras
-
-    inputs = keras.Input((None, tile_y, tile_x, None))
-    x = keras.layers.Permute((2, 3, 1, 4))(inputs)
-    x = keras.layers.Reshape((tile_y * tile_x, -1))(x)
-    x = keras.layers.GlobalAveragePooling1D(data_format="channels_first")(x)
-    return keras.Model(inputs, keras.layers.Reshape((tile_y, tile_x))(x))
-
-
 def test_handler_batches_windows_of_different_lengths_and_pads():
     pytest.importorskip("tensorflow")
     from rsdt_beam.inference import KerasWindowModelHandler
+    from rsdt_beam.normalization import Normalization
 
     rng = np.random.default_rng(0)
     batch = [rng.random((n, 32, 32, 2), np.float32) for n in (3, 5, 3, 6)]
     model = mean_model()
     results = KerasWindowModelHandler(create_model_fn=mean_model).run_inference(batch, model)
     for example, result in zip(batch, results):
-        assert result.example is example
-        np.testing.assert_allclose(result.inference, example.mean(axis=(0, 3)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result, example.mean(axis=(0, 3)), rtol=1e-5, atol=1e-6)
     padded = KerasWindowModelHandler(create_model_fn=mean_model, frames=6, pad_value=-1.0).run_inference(batch, model)
     for example, result in zip(batch, padded):
         want = (example.sum(axis=(0, 3)) - 2 * (6 - len(example))) / 12
-        np.testing.assert_allclose(result.inference, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result, want, rtol=1e-5, atol=1e-6)
+    # A work item's windows in batches of 3: each prediction keeps its key, in order.
+    keyed = list(KerasWindowModelHandler(create_model_fn=mean_model, batch_size=3).predict(enumerate(batch), model))
+    assert [key for key, _ in keyed] == [0, 1, 2, 3]
+    for (_, result), want in zip(keyed, results):
+        np.testing.assert_array_equal(result, want)
+    # The normalisation recorded beside a model is applied before padding: pad frames stay pad_value.
+    normalization = Normalization(mean=(1.0, 3.0), std=(2.0, 4.0))
+    normalized = KerasWindowModelHandler(
+        create_model_fn=mean_model, frames=6, pad_value=-1.0, normalization=normalization
+    ).run_inference(batch, model)
+    for example, result in zip(batch, normalized):
+        scaled = (example - np.array([1.0, 3.0], np.float32)) / np.array([2.0, 4.0], np.float32)
+        want = (scaled.sum(axis=(0, 3)) - 2 * (6 - len(example))) / 12
+        np.testing.assert_allclose(result, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="more than frames=4"):
         KerasWindowModelHandler(create_model_fn=mean_model, frames=4).run_inference(batch, model)
     with pytest.raises(ValueError, match="give a model"):
@@ -292,7 +296,7 @@ def test_online_inference_transform_writes_maps_pixel_for_pixel(sample_run, tmp_
     map_dir = str(tmp_path / "maps")
     read = ReadTileStacks(stack_dir, tile_selector("all"))
     output = MapOutput.from_metadata(map_dir, read.metadata)
-    handler = KerasWindowModelHandler(create_model_fn=mean_model, max_batch_size=8)
+    handler = KerasWindowModelHandler(create_model_fn=mean_model, batch_size=8)
 
     def thirty_tifs(paths):
         assert len(paths) == 30 and all(p.endswith(".tif") for p in paths)

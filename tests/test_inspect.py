@@ -10,6 +10,8 @@ from rsdt_beam.grid import Grid
 from rsdt_beam.inspect import (
     describe_map,
     describe_stack,
+    duration_text,
+    empty_window_reason,
     render_map,
     render_tile_stack,
     render_window_timeline,
@@ -121,12 +123,38 @@ def test_pictures_of_real_sar_and_13_band_stacks_and_triple_windows(tmp_path):
     times = np.arange(5, dtype=np.float64) * 10 * DAY + 1.44e9
     stack = TileStack((0, 0), times, np.concatenate([sar, scenes], -1).astype(np.float32), BandCounts(1, 13))
     rows = stack_picture_rows(stack)
-    assert [label for label, _ in rows] == ["SAR asc band 1", "SAR dsc band 1", "optical B04/B03/B02"]
-    true_colour = rows[-1][1]
+    assert [row.label for row in rows] == ["SAR asc band 1", "SAR dsc band 1", "true colour B04/B03/B02"]
+    true_colour = rows[-1].values
     assert true_colour.shape == (5, 32, 32, 3) and true_colour.min() >= 0 and true_colour.max() <= 1
     red = scenes[..., 3]  # B04
-    assert np.corrcoef(true_colour[..., 0].ravel(), red.ravel())[0, 1] > 0.9
+    for k in range(5):
+        assert np.corrcoef(true_colour[k, ..., 0].ravel(), red[k].ravel())[0, 1] > 0.9
+        # Per channel: each spans the range (L1C's blue haze does not tint the picture blue).
+        for c in range(3):
+            assert np.percentile(true_colour[k, ..., c], 2) < 0.05 and np.percentile(true_colour[k, ..., c], 98) > 0.95
+    assert true_colour[2, ..., 2].mean() - true_colour[2, ..., 0].mean() < 0.15
+    sar_row = rows[0]
+    assert (sar_row.low, sar_row.high) == tuple(np.percentile(sar[..., 0], (2, 98)))  # its colour bar
     png_size(render_tile_stack(stack, str(tmp_path / "stack.png"), max_frames=6))
+    # Band names and units from metadata.json's `bands`; red/green/blue found by name.
+    names = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+    bands = {"sar_ascending": {"names": ["VV"], "units": "dB"}, "optical": {"names": names, "units": "reflectance"}}
+    rows = stack_picture_rows(stack, bands)
+    assert [(row.label, row.units) for row in rows] == [
+        ("SAR asc VV", "dB"),
+        ("SAR dsc band 1", ""),
+        ("true colour B04/B03/B02", "reflectance"),
+    ]
+    reordered = {"optical": {"names": names[::-1], "units": "reflectance"}}
+    flipped = TileStack((0, 0), times, np.concatenate([sar, scenes[..., ::-1]], -1).astype(np.float32), stack.bands)
+    np.testing.assert_array_equal(stack_picture_rows(flipped, reordered)[-1].values, true_colour)
+    ndvi = TileStack((0, 0), times, scenes[..., :2], BandCounts(0, 2))
+    assert [row.label for row in stack_picture_rows(ndvi, {"optical": {"names": ["NDVI", "NDWI"]}})] == [
+        "optical NDVI",
+        "optical NDWI",
+    ]
+    empty = TileStack((0, 0), times[:0], np.zeros((0, 8, 8, 15), np.float32), stack.bands)
+    png_size(render_tile_stack(empty, str(tmp_path / "empty.png")))  # says why instead of failing
 
     times = np.arange(20, dtype=np.float64) * 5 * DAY + 1.5e9
     triple = WindowParams(20 * DAY, 2, 2, 4, triple=True)
@@ -135,3 +163,21 @@ def test_pictures_of_real_sar_and_13_band_stacks_and_triple_windows(tmp_path):
     png_size(render_window_timeline(times, spans, str(tmp_path / "triple.png")))
     ranges = window_ranges(times, triple, (0, 0))
     assert [(r.window_id, r.frames) for r in ranges] == [(s.window_id, s.current[1] - s.current[0]) for s in spans]
+
+
+def test_durations_in_days_and_empty_panels_say_why(tmp_path):
+    assert [duration_text(d) for d in (60 * DAY, 1.5 * DAY, 3600, 90, 5184000.0)] == [
+        "60 d",
+        "36 h",
+        "1 h",
+        "90 s",
+        "60 d",
+    ]
+    times = np.array([0, 5, 10, 50, 55], dtype=np.float64) * DAY + 1.5e9
+    assert empty_window_reason(times, WindowParams(30 * DAY, 1, 10, 16)) == (
+        "0 windows: at most 3 frames fall within Delta 30 d on this tile, omega=10 are needed."
+    )
+    assert empty_window_reason(times[:0], WindowParams(30 * DAY, 1, 10, 16)) == "No window: the tile has no frames."
+    assert not list(window_spans(times, WindowParams(30 * DAY, 1, 10, 16)))
+    png_size(render_window_timeline(times, [], str(tmp_path / "empty.png"), empty="No window."))
+    png_size(render_window_timeline(times[:0], [], str(tmp_path / "nothing.png")))

@@ -4,14 +4,13 @@
   stages the package built from `setup.py` for the workers.
 * PortableRunner (the protocol of Flink and Spark) runs the fused pipeline against Beam's Python job
   service on 127.0.0.1 with LOOPBACK workers and with EXTERNAL worker processes (a worker pool); the
-  outputs equal a DirectRunner run's byte for byte (sharded: record for record).
+  outputs equal a DirectRunner run's byte for byte (sharded too: the shards are planned, not Beam's).
 * Every DoFn of the pipeline, pickled as a runner ships it, loads in a fresh interpreter
   (nothing depends on `--save_main_session` or on objects of `__main__`).
-* The Flex Template's parameters, the image, and the `--bytes_per_shard` sizing knob.
+* The Flex Template's parameters and the image.
 """
 
 import importlib.util
-import io
 import json
 import os
 import re
@@ -21,17 +20,13 @@ import sys
 import time
 
 import apache_beam as beam
-import numpy as np
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.pipeline import PipelineVisitor
-from apache_beam.testing import test_pipeline
 from project import DATAFLOW_FLAGS, REPO, project_copy, read_tree
 
 from rsdt_beam.cli.commands import RUN, SCHEDULED, scheduled_command
 from rsdt_beam.cli.run import execute
-from rsdt_beam.tfrecord import read_records
-from rsdt_beam.window.transforms import TFRecordShardSink
 
 pytestmark = pytest.mark.e2e
 
@@ -241,18 +236,7 @@ def test_portable_runner_with_external_worker_processes(sample_eopatches, job_se
         ],
     )
     produced, expected = (read_tree(os.path.join(root, "windows")) for root in (portable, direct))
-    for name in ("windows.csv", "metadata.json"):
-        assert produced[name] == expected[name]
-
-    def records(files):  # how Beam cuts records into shards may differ between runners
-        return sorted(
-            r
-            for name, data in files.items()
-            if name.endswith(".tfrecords")
-            for r in read_records(io.BytesIO(data), gzip=True, name=name)
-        )
-
-    assert records(produced) == records(expected) != []
+    assert any(name.startswith("windows-") for name in produced) and produced == expected  # same shards
 
 
 def test_dataflow_dry_run_translates_a_scheduled_run_and_writes_nothing(sample_eopatches, tmp_path):
@@ -321,27 +305,3 @@ def test_the_image_matches_the_sdk_that_submits_jobs():
     with open(os.path.join(REPO, source)) as f:
         module = re.search(r"^from (\S+) import main$", f.read(), re.MULTILINE).group(1)
     assert importlib.util.find_spec(module) is not None, module
-
-
-def test_window_shards_end_after_bytes_per_shard(tmp_path):
-    """--bytes_per_shard (a sizing knob beside --records_per_shard) counts compressed bytes as they
-    reach the file, in blocks of about 1 MB, so a shard can pass the limit by the blocks in flight."""
-
-    def payload(n: int) -> bytes:  # made in the pipeline: Create would pickle 16 MB into the graph
-        return np.random.default_rng(n).bytes(256 * 1024)  # incompressible
-
-    limit, in_flight = 2 << 20, (2 * (os.cpu_count() or 1) + 2) << 20  # the writer's pending blocks
-    count = 3 * (limit + in_flight) // (256 * 1024)
-    with test_pipeline.TestPipeline() as pipeline:
-        _ = (
-            pipeline
-            | beam.Create(range(count))
-            | beam.Map(payload)
-            | beam.io.Write(TFRecordShardSink(str(tmp_path / "windows"), 1, None, bytes_per_shard=limit))
-        )
-    shards = read_tree(str(tmp_path))
-    assert len(shards) >= 2
-    assert sorted(r for name, data in shards.items() for r in read_records(io.BytesIO(data), name=name)) == sorted(
-        payload(n) for n in range(count)
-    )
-    assert all(len(data) <= limit + in_flight for data in shards.values())

@@ -16,7 +16,7 @@ from rsdt_beam.common.modalities import MODALITIES, BandCounts
 from rsdt_beam.common.times import parse_time
 from rsdt_beam.grid import PixelWindow, TileLayout
 from rsdt_beam.stack.rules import StackParams, written_times
-from rsdt_beam.stack.transforms import StackChunks, WrittenTimes, begun, stack_folder
+from rsdt_beam.stack.transforms import StackChunks, WrittenTimes, stack_folder
 
 pytestmark = pytest.mark.e2e
 BANDS = BandCounts(2, 13)
@@ -54,9 +54,6 @@ def test_chunked_stacks_equal_a_whole_area_forward_fill(tmp_path, chunk_size, se
     with TestPipeline() as pipeline:
         created = pipeline | beam.Create(refs)
         folder = stack_folder(str(tmp_path / "stacks"), {}, 1)
-        cleared = begun(pipeline, folder, "Stacks")
-        stacks = (
-            created
-            | StackChunks(layout, chunk_size, BANDS, created | WrittenTimes(params), folder, 1, cleared, selector)
-        )["stacks"]
+        written = created | WrittenTimes(params)
+        stacks = (created | StackChunks(layout, chunk_size, BANDS, written, folder, 1, selector))["stacks"]
         assert_that(stacks | beam.Map(matches), equal_to(list(expected)))

@@ -10,8 +10,9 @@ from conftest import SAMPLE_STACK_FLAGS
 
 from rsdt_beam.cli.commands import WINDOW
 from rsdt_beam.cli.run import execute
+from rsdt_beam.normalization import Normalization, model_normalization, save_normalization
 from rsdt_beam.numpy_reader import batches, inference_elements, online_windows, training_elements
-from rsdt_beam.training import StackTrainingWindows, balanced_shards
+from rsdt_beam.training import StackTrainingWindows, host_length, window_share
 from rsdt_beam.window.rules import WindowParams, windows
 from rsdt_beam.window.sampling import Sample, parse_sample
 
@@ -27,6 +28,12 @@ def digest(*arrays):
 def late_windows(cur):
     """A window filter: windows starting in 2017."""
     return cur[0][0] >= 1483228800
+
+
+def changing_label(window, label_args):
+    """A label function whose label shape changes at window 4 (a user's bug)."""
+    cur = window[0]
+    return cur[3], np.ones((32, 32) if window.window_id < 4 else (16, 16), np.float32)
 
 
 def mean_weight(feature, label):
@@ -69,25 +76,44 @@ def test_sample_specs_and_decisions():
         Sample(fraction=0.5, weight=mean_weight)
 
 
-def test_balanced_shards_cover_every_tile_once():
-    counts = {(j, i): 10 + 7 * j + i for j in range(3) for i in range(4)}
-    shards = balanced_shards(counts, 5)
-    assert sorted(t for shard in shards for t in shard) == sorted(counts)
-    totals = [sum(counts[t] for t in shard) for shard in shards]
-    assert max(totals) - min(totals) <= max(counts.values())
-    assert balanced_shards(counts, 1) == [sorted(counts)]
+def test_window_shares_equal_per_host_padded_and_whole_batches_per_worker():
+    counts = [((j, i), 10 + 7 * j + i) for j in range(3) for i in range(4)]
+    total = sum(n for _, n in counts)  # 348
+    windows = [(tile, k) for tile, n in counts for k in range(n)]
+
+    def share(*args):
+        return [(tile, k) for tile, first, stop in window_share(counts, *args) for k in range(first, stop)]
+
+    for hosts in (1, 2, 5, 7):
+        length = host_length(total, hosts)
+        parts = [share(host, hosts) for host in range(hosts)]
+        assert [len(p) for p in parts] == [length] * hosts  # equal: no rank waits on another
+        flat = [w for p in parts for w in p]
+        # DistributedSampler's padding: every window, then windows repeated from the start.
+        assert flat == (windows * 2)[: length * hosts]
+        for host, part in enumerate(parts):
+            workers = [share(host, hosts, worker, 3, 8) for worker in range(3)]
+            assert [w for p in workers for w in p] == part
+            busy = [p for p in workers if p]
+            assert all(len(p) % 8 == 0 for p in busy[:-1])  # only the host's last batch can be short
+            assert sum(-(-len(p) // 8) for p in workers) == -(-length // 8)  # len(DataLoader) holds
+            assert sum(len(p) // 8 for p in workers) == length // 8  # ... also with drop_last
+    assert host_length(348, 7) == 50 and share(6, 7)[-2:] == windows[:2]
+    with pytest.raises(ValueError, match="out of range"):
+        window_share(counts, 2, 2)
 
 
 def test_online_windows_known_length_sharded_exactly_once(stacks):
     windows = StackTrainingWindows(stacks, PARAMS)
     assert len(windows) == 270
     assert StackTrainingWindows(stacks, PARAMS, tiles=[(0, 0), (2, 2)]).tiles == [(0, 0), (2, 2)]
+    in_order = [digest(*e) for e in windows.elements(shuffle=False)]
     seen = []
-    for host in range(2):
-        for worker in range(2):
-            seen += [digest(*e) for e in windows.elements(host, 2, worker, 2, epoch=1, seed=4)]
-    assert len(seen) == 270 and sorted(seen) == sorted(digest(*e) for e in windows.elements(shuffle=False))
-    assert sum(windows.shard_length(host, 2) for host in range(2)) == 270
+    for host in range(4):
+        part = [digest(*e) for worker in range(2) for e in windows.elements(host, 4, worker, 2, epoch=1, seed=4)]
+        assert len(part) == windows.shard_length(host, 4) == 68  # 270 windows: 4 x 68, padded by 2
+        seen += part
+    assert sorted(seen) == sorted(in_order + in_order[:2])
     epoch0 = [digest(*e) for e in windows.elements(seed=4, epoch=0)]
     assert epoch0 == [digest(*e) for e in windows.elements(seed=4, epoch=0)]  # seeded: reproducible
     assert epoch0 != [digest(*e) for e in windows.elements(seed=4, epoch=1)]  # a new order each epoch
@@ -138,20 +164,33 @@ def test_torch_dataloader_with_two_workers_reads_each_window_once(sample_run, st
     from rsdt_beam.torch_data import StackWindowsDataset
 
     written = {digest(f, l) for f, l in training_elements(os.path.join(sample_run, "windows"), shuffle_buffer=0)}
-    dataset = StackWindowsDataset(stacks, PARAMS, seed=1, cycle_tiles=2)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2)
+    dataset = StackWindowsDataset(stacks, PARAMS, seed=1, cycle_tiles=2, batch_size=8)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2, persistent_workers=True)
     assert len(dataset) == 270 and len(loader) == 34
-    for epoch in range(2):
+    orders = []
+    for epoch in range(3):
         dataset.set_epoch(epoch)
         seen = []
         for feature, label in loader:
             assert isinstance(feature, torch.Tensor) and feature.shape[1:] == (6, 32, 32, 1)
             seen += [digest(f, l) for f, l in zip(feature.numpy(), label.numpy())]
         assert len(seen) == 270 and set(seen) == written
-    hosts = [StackWindowsDataset(stacks, PARAMS, num_replicas=2, rank=rank, tiles="rsdtlib-train") for rank in (0, 1)]
+        orders.append(seen)
+    assert orders[0] != orders[1] != orders[2], "set_epoch reaches persistent workers: a new order each epoch"
+    dataset.set_epoch(1)
+    assert [digest(f, l) for b in loader for f, l in zip(b[0].numpy(), b[1].numpy())] == orders[1]
+    # drop_last: each worker's share is whole batches, so len(loader) is the batches it yields.
+    dropping = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2, drop_last=True)
+    assert len(dropping) == 33 == sum(1 for _ in dropping)
+    # DDP: equal shares per rank (135 + 135 of 270; rsdtlib-train's 90 windows on 4 ranks: 4 x 23, padded).
+    hosts = [StackWindowsDataset(stacks, PARAMS, num_replicas=4, rank=rank, tiles="rsdtlib-train") for rank in range(4)]
     parts = [[digest(f, l) for f, l in torch.utils.data.DataLoader(h, batch_size=None, num_workers=2)] for h in hosts]
-    assert [len(p) for p in parts] == [len(h) for h in hosts] and not set(parts[0]) & set(parts[1])
-    assert len(parts[0]) + len(parts[1]) == len(StackTrainingWindows(stacks, PARAMS, tiles="rsdtlib-train"))
+    assert [len(p) for p in parts] == [len(h) for h in hosts] == [23] * 4
+    trained = StackTrainingWindows(stacks, PARAMS, tiles="rsdtlib-train")
+    in_order = [digest(*e) for e in trained.elements(shuffle=False)]
+    assert sorted(sum(parts, [])) == sorted(in_order + in_order[:2])
+    with pytest.raises(ValueError, match="selects none of its stack files"):  # as tf.data (below) and numpy
+        StackWindowsDataset(stacks, PARAMS, tiles="list:7_7")
 
 
 @pytest.mark.e2e
@@ -214,11 +253,24 @@ def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
     from rsdt_beam.stack.files import list_tiles, read_stack_metadata, read_tile_stack
 
     stack_metadata = read_stack_metadata(stacks)
-    frames = np.concatenate([read_tile_stack(stacks, t, stack_metadata).frames for t in list_tiles(stacks)])
+    assert (stack_metadata["deadzone_y"], stack_metadata["deadzone_x"]) == (2, 2)
+
+    def interiors(tiles):  # each pixel once: the tiles' frames without the 2 px margins they share
+        stacked = [read_tile_stack(stacks, t, stack_metadata).frames[:, 2:30, 2:30] for t in tiles]
+        return np.concatenate(stacked).astype(np.float64)
+
+    frames = interiors(list_tiles(stacks))
     stats = stack_metadata["band_stats"]["optical"]
-    np.testing.assert_allclose(stats["mean"], [frames.astype(np.float64).mean()], rtol=1e-9)
-    np.testing.assert_allclose(stats["std"], [frames.astype(np.float64).std()], rtol=1e-9)
+    assert stats["count"] == 9 * 28 * 28 * len(stack_metadata["timestamps"])
+    np.testing.assert_allclose(stats["mean"], [frames.mean()], rtol=1e-9)
+    np.testing.assert_allclose(stats["std"], [frames.std()], rtol=1e-9)
     assert (stats["min"], stats["max"]) == ([float(frames.min())], [float(frames.max())])
+    # The training tiles' statistics, merged from the per-tile moments without reading a pixel.
+    train = StackTrainingWindows(stacks, PARAMS, tiles="rsdtlib-train", normalize=True)
+    train_frames = interiors(train.tiles)
+    np.testing.assert_allclose(train.scale[0], [train_frames.mean()], rtol=1e-6)
+    np.testing.assert_allclose(train.scale[1], [train_frames.std()], rtol=1e-6)
+    assert abs(train.scale[0][0] - stats["mean"][0]) > 1e-4  # not every tile's
     assert stack_metadata["bands"] == {"optical": {"names": ["NDVI[0]"], "units": "as stored in the EOPatches"}}
     assert stack_metadata["preprocessing"]["optical"]["eopatch_data_feature"] == "NDVI"
     window_metadata = fs.read_json(os.path.join(sample_run, "windows", "metadata.json"))
@@ -234,6 +286,50 @@ def test_metadata_model_card_and_normalising_readers(sample_run, stacks):
     assert (scaled[0]["Feature"][~real] == -1.0).all()
     online = next(StackTrainingWindows(stacks, PARAMS, normalize=True, masks=True).elements(shuffle=False))
     np.testing.assert_array_equal(online[0]["Feature"], scaled[0]["Feature"])
+    # Validation tiles scaled with the training tiles' statistics, given as a Normalization.
+    as_train = Normalization(tuple(map(float, train.scale[0])), tuple(map(float, train.scale[1])), "train")
+    val = next(StackTrainingWindows(stacks, PARAMS, normalize=as_train, masks=True).elements(shuffle=False))
+    np.testing.assert_allclose(val[0]["Feature"][real], as_train.apply(raw[0]["Feature"][real]), rtol=1e-6)
+
+
+def test_normalisation_recorded_beside_the_model(sample_run, stacks, tmp_path):
+    from rsdt_beam.cli.commands import INFER
+    from rsdt_beam.errors import UserError
+
+    model = str(tmp_path / "model.keras")
+    assert model_normalization(model) is None  # nothing recorded: infer cannot know
+    windows_dir = os.path.join(sample_run, "windows")
+    path = save_normalization(model, windows_dir)
+    assert path == model + ".normalization.json"
+    recorded = model_normalization(model)
+    assert recorded == Normalization.of_folder(windows_dir) and recorded.source == windows_dir
+    feature = np.full((2, 4, 4, 1), 0.5, np.float32)
+    applied = recorded.apply(feature)
+    assert applied.dtype == np.float32
+    np.testing.assert_allclose(applied, (feature - recorded.mean[0]) / recorded.std[0], rtol=1e-6)
+    save_normalization(model, None)
+    assert model_normalization(model) is None  # trained on raw features
+    # infer refuses a model whose recorded bands are not the windows' (at launch, before any work).
+    save_normalization(model, Normalization((0.1, 0.2), (1.0, 2.0), "elsewhere"))
+    with pytest.raises(UserError, match="1 bands but the normalisation from elsewhere covers 2"):
+        execute(INFER, ["--model", model, "--windows", windows_dir, "--map_output", str(tmp_path / "maps")])
+    with open(model + ".normalization.json", "w") as f:
+        f.write("{not json")
+    with pytest.raises(UserError, match="normalization.json: not a normalisation record"):
+        model_normalization(model)
+
+
+def test_wrong_folder_kind_and_empty_selection_are_clear_errors(sample_run, stacks):
+    from rsdt_beam.errors import UserError
+
+    with pytest.raises(UserError, match="is a windows folder .* not a stack folder"):
+        StackTrainingWindows(os.path.join(sample_run, "windows"), PARAMS)
+    with pytest.raises(UserError, match="is a stack folder .* not a windows folder"):
+        next(training_elements(stacks))
+    with pytest.raises(ValueError, match="selects none of its stack files"):
+        StackTrainingWindows(stacks, PARAMS, tiles="list:7_7")
+    with pytest.raises(ValueError, match="0 training windows in the 9 selected tiles"):
+        StackTrainingWindows(stacks, WindowParams(DAY, 1, 5, 6)).window_counts()
 
 
 @pytest.mark.e2e
@@ -327,3 +423,30 @@ def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_ru
         )
     with pytest.raises(ValueError, match="--record_observed"):
         next(StackTrainingWindows(stacks, PARAMS, observed=True).elements())
+
+
+def test_label_shapes_checked_as_windows_are_made(stacks, tmp_path):
+    from rsdt_beam.errors import UserError
+
+    message = r"window 4 of tile \(0, 0\) has a label of shape \(16, 16\), window 0 of tile \(0, 0\) one of shape"
+    with pytest.raises(UserError, match=message):
+        list(StackTrainingWindows(stacks, PARAMS, gen_label=changing_label).elements(shuffle=False))
+    flags = ["--label_fn", "tests.test_training:changing_label", "--tiles", "list:0_0"]
+    with pytest.raises(Exception, match=message):  # Stage 3 stops at the first such window
+        execute(WINDOW, ["--stack_dir", stacks, "--window_output", str(tmp_path / "w"), *flags, *WINDOW_FLAGS])
+
+
+@pytest.mark.e2e
+def test_online_training_without_padding(stacks):
+    tf = pytest.importorskip("tensorflow")
+    from rsdt_beam.training import training_dataset_from_stacks
+
+    dataset = training_dataset_from_stacks(stacks, PARAMS, frames=0, masks=True, shuffle=False, tiles="list:0_0")
+    assert dataset.element_spec[0]["Feature"].shape.as_list() == [None, 32, 32, 1]
+    elements = list(dataset.as_numpy_iterator())
+    assert len(elements) == 30 and {len(inputs["Feature"]) for inputs, _ in elements} >= {3, 6}
+    assert all(inputs["frame_mask"].all() for inputs, _ in elements)
+    batched = dataset.padded_batch(4, padding_values=({"Feature": -1.0, "frame_mask": False}, 0.0))
+    assert next(iter(batched))[0]["Feature"].shape[0] == 4 and tf.is_tensor(next(iter(batched))[1])
+    with pytest.raises(ValueError, match="selects none of its stack files"):
+        training_dataset_from_stacks(stacks, PARAMS, tiles="list:7_7")

@@ -74,7 +74,7 @@ from rsdt_beam.common.modalities import MODALITIES, OPTICAL, BandCounts
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
 from rsdt_beam.errors import UserError
-from rsdt_beam.graph import split
+from rsdt_beam.graph import Spread, split
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import AllDone, FinishFolder, OutputFolder, new_run_id
 from rsdt_beam.progress import Counter
@@ -255,7 +255,8 @@ class ReadSourceBlocks(beam.PTransform):
         return (
             sources
             | "Fan out blocks" >> beam.FlatMap(lambda item: [(item, w) for w in windows])
-            | "Spread blocks" >> beam.Reshuffle()
+            | "Spread blocks"
+            >> Spread(lambda block: (block[0][0].modality, block[0][0].time, block[1].row_start, block[1].col_start))
             | "Read block" >> beam.ParDo(_ReadBlock(self._job))
         )
 

@@ -27,9 +27,11 @@ from rsdt_beam.cli.flags import Flag, all_flags, parser
 from rsdt_beam.cli.run import Launch, Outcome
 from rsdt_beam.errors import UserError
 from rsdt_beam.inspect import inspect_output
+from rsdt_beam.numpy_reader import window_metadata
 from rsdt_beam.sample import sample_specs, sample_summary, split_sample
 from rsdt_beam.schedule.launch import ScheduledRun
 from rsdt_beam.specs import FetchSpec
+from rsdt_beam.stack.files import read_stack_metadata
 from rsdt_beam.window.listing import format_windows_list, tile_windows_list, write_ranges_csv
 
 _STAGE_2 = ("inputs", "time_range", "tiling", "stack")
@@ -182,6 +184,10 @@ def _infer(args) -> Launch:
     inference, output = specs.inference_spec(args), specs.output_spec(args)
     window = specs.window_spec(args, output_required=False)
     online = not inference.windows and not window.stack_dir
+    if inference.normalization is not None and not online:  # online: the stacks' bands are those of the inputs
+        source = inference.windows or window.stack_dir
+        metadata = window_metadata(source) if inference.windows else read_stack_metadata(source)
+        inference.normalization.check(metadata, source)
     inputs, stack = (specs.inputs_spec(args), specs.stack_spec(args)) if online else (None, None)
     return _output_launch(output, lambda pipeline: builders.build_infer(pipeline, inference, window, inputs, stack))
 

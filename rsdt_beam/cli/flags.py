@@ -221,8 +221,9 @@ GROUPS: dict[str, Group] = {
             Flag(
                 "chunk_size",
                 "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
-                "work item; memory grows with neither the area nor the series",
-                256,
+                "work item; memory grows with neither the area nor the series (default: 256, halved while "
+                "the area has fewer than 4 chunks, so that several workers share Stage 2)",
+                None,
                 int,
             ),
         ),
@@ -280,10 +281,11 @@ GROUPS: dict[str, Group] = {
                 "per_tile",
                 choices=("per_tile", "sharded"),
             ),
-            Flag("records_per_shard", "sharded layout: records per file", type=int),
+            Flag("records_per_shard", "sharded layout: at most this many records per file", type=int),
             Flag(
                 "bytes_per_shard",
-                "sharded layout: about this many compressed bytes per file (e.g. 268435456)",
+                "sharded layout: at most this many record bytes per file, counted before compression "
+                "(default without either limit: 268435456)",
                 type=int,
             ),
         ),

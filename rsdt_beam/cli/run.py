@@ -24,6 +24,7 @@ from apache_beam.runners.runner import PipelineState
 
 from rsdt_beam import deploy, progress
 from rsdt_beam.cli.flags import parse_bool
+from rsdt_beam.cli.runners import runner_defaults
 from rsdt_beam.errors import UserError
 from rsdt_beam.graph import join_ends
 from rsdt_beam.outputs import claim_outputs, pipeline_outputs
@@ -122,6 +123,7 @@ def execute(command, argv: list[str]) -> Outcome:
     args, beam_argv = command.parser().parse_known_args(argv)
     # Remote workers get the package and the launcher's pinned dependencies (nothing for local runners).
     beam_argv += deploy.worker_flags(command.name, beam_argv)
+    beam_argv += runner_defaults(beam_argv)  # every core, every worker (rsdt_beam.cli.runners)
     options = PipelineOptions(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     started = time.monotonic()

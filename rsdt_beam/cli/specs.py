@@ -14,6 +14,7 @@ from rsdt_beam.common.names import parse_tile
 from rsdt_beam.common.times import parse_duration, parse_time
 from rsdt_beam.common.user_code import load_callable
 from rsdt_beam.errors import UserError
+from rsdt_beam.normalization import model_normalization
 from rsdt_beam.specs import (
     AreaSpec,
     ConvertSpec,
@@ -137,7 +138,7 @@ def stack_spec(args: argparse.Namespace, output_required: bool = False) -> Stack
         _flag_value("delta_step", parse_duration, args.delta_step),
         _flag_value("tile_size", parse_size_pair, args.tile_size),
         _flag_value("deadzone", parse_size_pair, args.deadzone),
-        getattr(args, "chunk_size", 256),
+        getattr(args, "chunk_size", None),
         output,
     )
 
@@ -216,6 +217,7 @@ def inference_spec(args: argparse.Namespace) -> InferenceSpec:
         args.trim_map_edges,
         args.map_grid,
         args.model_fn,
+        model_normalization(args.model) if args.model else None,
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE
 from rsdt_beam.common.times import utc_now_iso
+from rsdt_beam.graph import Gather
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.schedule.manifest import SUCCEEDED, RunManifest, delete_runs, run_entries, write_manifest
 from rsdt_beam.schedule.rules import (
@@ -101,13 +102,17 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
         lambda times: select_windows(np.concatenate([carry.times, times]), carry, end, params).carry
     )
     state_times = next_carry | "State times" >> beam.Map(lambda c: np.asarray([*c.times, fill_time(end)]))
+    # The carry joins each tile's stack file (a reference, not its frames) as a main input: no side input.
+    tiles = list(plan.layout.tiles())
+    carry_to_tiles = next_carry | "Carry to every tile" >> beam.FlatMap(
+        lambda c: [(tile, (_CARRY, c)) for tile in tiles]
+    )
+    stack_files = stacked.stacks | "Key stack files" >> beam.Map(lambda stack: (stack.tile, (_STACK, stack)))
     done = [
-        extended
-        | "Frames still needed"
-        >> beam.Map(
-            lambda stack, c: frames_between(stack, c.first_frame - carry.first_frame, None),
-            beam.pvalue.AsSingleton(next_carry),
-        )
+        (stack_files, carry_to_tiles)
+        | "Stack files and carry" >> beam.Flatten()
+        | "Join per tile" >> beam.GroupByKey()
+        | "Frames still needed" >> beam.MapTuple(lambda _, joined: _frames_still_needed(joined, carry))
         | "Write state" >> WriteStacks(run.state_dir, plan.metadata, output.gzip_level, state_times)
     ]
     if "stack" in manifest.outputs:
@@ -124,17 +129,22 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     )
     rejected = stacked.rejected | "Rejected observations" >> WriteRejections(run.directory, run.listed_rejections)
     output_root, frames_before = run.output_root, carry.frames_total
-    (
-        pipeline
-        | "Run" >> beam.Create([manifest])
-        | "Write manifest.json"
-        >> beam.Map(
-            lambda started, c, n, *_: (
-                fs.delete_tree(extended_dir),
-                finish_run(output_root, started, frames_before, c, n),
-            )[1],
-            beam.pvalue.AsSingleton(next_carry),
-            beam.pvalue.AsSingleton(rejected),
-            *(beam.pvalue.AsList(pcoll) for pcoll in done),
-        )
-    )
+
+    def finish(gathered: dict) -> str:
+        (next_,), (rejected_count,) = gathered["carry"], gathered["rejected"]
+        fs.delete_tree(extended_dir)
+        return finish_run(output_root, manifest, frames_before, next_, rejected_count)
+
+    summaries = {"carry": next_carry, "rejected": rejected}
+    summaries.update({f"written {n}": pcoll for n, pcoll in enumerate(done)})
+    summaries | "Run done" >> Gather() | "Write manifest.json" >> beam.Map(finish)
+
+
+_CARRY, _STACK = "carry", "stack"
+
+
+def _frames_still_needed(joined, carry: Carry):
+    """A tile's extended stack cut to the frames the next run needs (from the next carry's first frame)."""
+    next_carry = next(value for kind, value in joined if kind == _CARRY)
+    stack = next(value for kind, value in joined if kind == _STACK).load()
+    return frames_between(stack, next_carry.first_frame - carry.first_frame, None)

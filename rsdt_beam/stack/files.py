@@ -14,6 +14,7 @@ import numpy as np
 from rsdt_beam import fs
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
 from rsdt_beam.common.names import METADATA_FILE, RSDTLIB_METADATA_KEYS, TILE_FILE, tile_file_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.outputs import OutputFolder, listed_files
 from rsdt_beam.records import parse_example, parse_stack_record, parse_tensor, stack_record
 from rsdt_beam.stack.rules import TileStack
@@ -34,6 +35,11 @@ def read_stack_metadata(stack_dir: str) -> dict:
             f"{path} not found: {stack_dir} is no complete Stage 2 output (metadata.json is written last)"
         )
     metadata = fs.read_json(path)
+    if "Omega" in metadata:  # Stage 3 copies the tiling keys, but its records hold windows, not frames
+        raise UserError(
+            f"{stack_dir} is a windows folder (Stage 3: its metadata.json has Omega), not a stack folder: "
+            f"give the Stage 2 folder, or read these windows with rsdt_beam.datasets / rsdt_beam.numpy_reader"
+        )
     missing = [key for key in RSDTLIB_METADATA_KEYS[:4] if key not in metadata]
     if missing:
         raise ValueError(f"{path} lacks {missing}")
@@ -158,7 +164,8 @@ class TileStackWriter:
     ):
         self.tile = tile
         self._bands = bands
-        self._target = fs.atomic_write(folder.file(tile_file_name(tile)), folder.run_id)
+        # Stage 2 keeps a read chunk's tiles open together: spooled, each costs no upload buffer (fs).
+        self._target = fs.spooled_write(folder.file(tile_file_name(tile)), folder.run_id)
         self._gzip_level = gzip_level
         self._record_observed = record_observed
         self.writer: TFRecordWriter | None = None

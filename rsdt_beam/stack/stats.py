@@ -1,10 +1,17 @@
 """Per-band statistics of stacked frames (count, mean, std, min, max), mergeable in any order.
 
-Pure numpy. Stage 2 and Stage 3 compute them over every written frame with a Beam CombineFn
+Pure numpy. Stage 2 and Stage 3 compute them in Beam
 (`rsdt_beam.stack.transforms.BandStatistics`) and record them in `metadata.json` under `band_stats`,
-per modality: `{"sar_ascending": {"mean": [...], "std": [...], "min": [...], "max": [...]}, ...}`.
-Readers normalise features with them (`normalization`). Merging uses Chan et al.'s pairwise update
-of mean and squared deviations, so the result does not depend on how tiles are split among workers.
+per modality: `{"sar_ascending": {"mean": [...], "std": [...], "min": [...], "max": [...]}, ...}`,
+plus each tile's moments under `"tiles"` (`{"j_i": {"count", "mean", "m2", "min", "max"}}`), so the
+statistics of a tile selection (the training tiles) are merged without reading a pixel again
+(`select_band_stats`). Readers normalise features with them (`normalization`).
+
+Each pixel counts once: a tile contributes its interior only (`interior`: without the `deadzone`
+margins it shares with its neighbours; those pixels belong to the neighbours' interiors, or, at the
+area's edge, to no tile's interior and to no statistic). Merging uses Chan et al.'s pairwise update
+of mean and squared deviations, and merged totals are taken in tile order, so the result does not
+depend on how tiles are split among workers.
 """
 
 from __future__ import annotations
@@ -16,6 +23,21 @@ import numpy as np
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
 
 BAND_STATS_KEY = "band_stats"
+TILES_KEY = "tiles"
+
+Tile = tuple[int, int]
+
+
+def interior(frame: np.ndarray, deadzone: tuple[int, int]) -> np.ndarray:
+    """A tile's `[ty, tx, ...]` frame without its `(deadzone_y, deadzone_x)` margins: the pixels it owns
+    (neighbouring tiles overlap by twice the deadzone, their interiors do not)."""
+    dy, dx = int(deadzone[0]), int(deadzone[1])
+    return frame[dy : frame.shape[0] - dy, dx : frame.shape[1] - dx]
+
+
+def stack_deadzone(metadata: dict) -> tuple[int, int]:
+    """`(deadzone_y, deadzone_x)` of a stack folder's metadata.json (0 where it gives none)."""
+    return int(metadata.get("deadzone_y", 0)), int(metadata.get("deadzone_x", 0))
 
 
 @dataclasses.dataclass
@@ -56,6 +78,22 @@ class BandMoments:
             np.maximum(self.maximum, other.maximum),
         )
 
+    def to_tile_json(self) -> dict:
+        return {
+            "count": self.count,
+            "mean": self.mean.tolist(),
+            "m2": self.m2.tolist(),
+            "min": self.minimum.tolist(),
+            "max": self.maximum.tolist(),
+        }
+
+    @classmethod
+    def of_tile_json(cls, record: dict) -> BandMoments:
+        return cls(
+            int(record["count"]),
+            *(np.asarray(record[key], np.float64) for key in ("mean", "m2", "min", "max")),
+        )
+
     def to_json(self, bands: BandCounts) -> dict:
         """`{modality: {"count", "mean", "std", "min", "max"}}` for the modalities with bands (population std)."""
         std = np.sqrt(self.m2 / self.count) if self.count else np.zeros_like(self.m2)
@@ -71,6 +109,30 @@ class BandMoments:
                     "max": self.maximum[part].tolist(),
                 }
         return out
+
+
+def band_stats_json(tiles: dict[Tile, BandMoments], bands: BandCounts) -> dict:
+    """metadata.json's `band_stats`: the tiles' moments merged in tile order, and each tile's."""
+    total = BandMoments.empty(bands.total)
+    for tile in sorted(tiles):
+        total = total.merge(tiles[tile])
+    return {
+        **total.to_json(bands),
+        TILES_KEY: {f"{j}_{i}": tiles[(j, i)].to_tile_json() for j, i in sorted(tiles)},
+    }
+
+
+def select_band_stats(band_stats: dict, keep, bands: BandCounts) -> dict:
+    """`band_stats` of the tiles `keep(j, i)` selects; as they are when they hold no per-tile moments
+    (rsdtlib's or an older rsdt_beam's: a statistic of every tile)."""
+    if TILES_KEY not in band_stats:
+        return band_stats
+    tiles = {}
+    for name, record in band_stats[TILES_KEY].items():
+        j, i = (int(v) for v in name.split("_"))
+        if keep(j, i):
+            tiles[(j, i)] = BandMoments.of_tile_json(record)
+    return band_stats_json(tiles, bands)
 
 
 def normalization(metadata: dict, bands: int) -> tuple[np.ndarray, np.ndarray]:

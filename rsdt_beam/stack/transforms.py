@@ -1,16 +1,18 @@
 """Stage 2 as Beam transforms: observations -> per-tile stacks.
 
     ObservationRef --InspectObservations--> valid refs (+ Rejection)
-      --WrittenTimes--> the written time stamps (a singleton side input)
-      --StackChunks--> StackFile               fan-out per (read chunk, observation reference),
-                                               GroupByKey per read chunk; per chunk the observations
+      --WrittenTimes--> the written time stamps (one element)
+      --StackChunks--> StackFile               fan-out per (read chunk, observation reference), the
+                                               written time stamps joined to every chunk, GroupByKey
+                                               per read chunk; per chunk the observations
                                                are read one by one in time order and folded into the
                                                fill state; each tile's frame is appended to its
                                                {j}_{i}.tfrecords as soon as its bin closes
       --FinishStacks--> metadata.json (rsdtlib's layout), written last
 
 The transforms only wire the pure rules of `rsdt_beam.stack.rules` and the
-readers of `rsdt_beam.acquire`; every decision lives there.
+readers of `rsdt_beam.acquire`; every decision lives there. No step reads a
+side input (`rsdt_beam.graph`): every runner computes each step once.
 """
 
 from __future__ import annotations
@@ -27,19 +29,20 @@ from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.names import BAND_STATS_KEY, RECORD_OBSERVED_KEY, tile_file_name
 from rsdt_beam.common.observations import ObservationError, ObservationRef, Rejection
 from rsdt_beam.common.times import iso_time
-from rsdt_beam.graph import split
+from rsdt_beam.graph import Gather, split
 from rsdt_beam.grid import Grid, ReadChunk, TileLayout
-from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
+from rsdt_beam.outputs import FILES_KEY, OutputFolder, ensure_begun, found_files
 from rsdt_beam.progress import Counter
 from rsdt_beam.stack.files import StackFile, TileStackWriter, band_counts
 from rsdt_beam.stack.rules import Piece, StackParams, TileStack, fold_frames, written_times
-from rsdt_beam.stack.stats import BandMoments
+from rsdt_beam.stack.stats import BandMoments, band_stats_json, interior, stack_deadzone
 
 _LOG = logging.getLogger(__name__)
 REJECTED = "rejected"
 STATS = "stats"
 VALID = "valid"
 TILES = "tiles"
+_REF, _TIMES = "ref", "times"  # what a read chunk's group holds: observation references and the time stamps
 
 
 class _Inspect(beam.DoFn):
@@ -88,7 +91,8 @@ class InspectObservations(beam.PTransform):
 
 
 class WrittenTimes(beam.PTransform):
-    """PCollection[ObservationRef] -> a single sorted float64 array: the time stamps Stage 2 writes."""
+    """PCollection[ObservationRef] -> one sorted float64 array (also without observations): the time stamps
+    Stage 2 writes."""
 
     def __init__(self, params: StackParams):
         super().__init__()
@@ -97,10 +101,9 @@ class WrittenTimes(beam.PTransform):
     def expand(self, refs):
         params = self._params
         return (
-            refs
-            | beam.Map(lambda ref: ref.time)
-            | beam.combiners.ToList()
-            | beam.Map(lambda times: written_times(times, params))
+            {"times": refs | "Time" >> beam.Map(lambda ref: ref.time)}
+            | "All times" >> Gather()
+            | "Written" >> beam.Map(lambda gathered: written_times(gathered["times"], params))
         )
 
 
@@ -118,12 +121,13 @@ class _WrittenCounters:
         self._file_bytes.inc(written.writer.file_bytes)
 
 
-def frame_moments(stack) -> BandMoments:
-    """Band statistics of a tile's frames (a TileStack or a StackFile), taken frame by frame in time
-    order, so a stack file is never held whole; the rule Stage 2 applies as it streams."""
+def frame_moments(stack, deadzone: tuple[int, int]) -> BandMoments:
+    """Band statistics of a tile's frames (a TileStack or a StackFile) over the tile's interior
+    (`rsdt_beam.stack.stats.interior`), taken frame by frame in time order, so a stack file is never
+    held whole; the rule Stage 2 applies as it streams."""
     moments = BandMoments.empty(stack.bands.total)
     for _, frame, _ in stack.iter_frames():
-        moments = moments.merge(BandMoments.of(frame))
+        moments = moments.merge(BandMoments.of(interior(frame, deadzone)))
     return moments
 
 
@@ -139,9 +143,11 @@ class _StackChunk(beam.DoFn):
         folder: OutputFolder,
         gzip_level: int | None,
         record_observed: bool,
+        deadzone: tuple[int, int],
         seeds=None,
     ):
         self._chunks = chunks
+        self._deadzone = deadzone
         self._bands = bands
         self._selector = selector
         self._folder = folder
@@ -154,7 +160,7 @@ class _StackChunk(beam.DoFn):
         self._tiles = Counter("tiles_stacked")
         self._written = _WrittenCounters()
 
-    def _pieces(self, chunk: ReadChunk, tiles, refs, last: float, rejected: list) -> Iterator[Piece]:
+    def _pieces(self, chunk: ReadChunk, tiles, refs: list, last: float, rejected: list) -> Iterator[Piece]:
         """The chunk's pieces in time order, read one at a time: carried seeds, then observations."""
         if self._seeds is not None:
             seeds = [
@@ -162,7 +168,7 @@ class _StackChunk(beam.DoFn):
             ]
             yield from sorted(seeds, key=lambda piece: piece.time)
         # Observations after the last written time stamp change no frame: not read at all.
-        for ref in sorted((r for r in refs if r is not None and r.time <= last), key=lambda r: r.time):
+        for ref in sorted((r for r in refs if r.time <= last), key=lambda r: r.time):
             try:
                 data, valid = ref.reader.read(ref.uri, chunk.window)
             except ObservationError as error:
@@ -174,8 +180,11 @@ class _StackChunk(beam.DoFn):
             if valid.any():  # a piece without a valid pixel changes nothing
                 yield Piece(ref.time, ref.modality, data, None if valid.all() else valid)
 
-    def process(self, item, written, _cleared):
-        index, refs = item
+    def process(self, item):
+        index, grouped = item
+        written = next(value for kind, value in grouped if kind == _TIMES)
+        refs = [value for kind, value in grouped if kind == _REF]
+        ensure_begun(self._folder)
         chunk = self._chunks[index]
         tiles = [(tile, window) for tile, window in chunk.tiles() if self._selector is None or self._selector(*tile)]
         window = chunk.window
@@ -198,7 +207,7 @@ class _StackChunk(beam.DoFn):
                 for writer, (rows, cols) in writers:
                     frame = state[rows, cols]
                     writer.add(time, frame, observed[rows, cols])
-                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(frame))
+                    moments[writer.tile] = moments[writer.tile].merge(BandMoments.of(interior(frame, self._deadzone)))
         for writer, _ in writers:
             self._written.count(writer)
             self._tiles.inc()
@@ -214,15 +223,14 @@ class StackChunks(beam.PTransform):
     Stage 2 streamed through time, without moving pixels through a shuffle.
 
     Only the observation references are grouped, per read chunk (tiles of
-    about `chunk_size` px a side). The worker of a chunk reads its
+    about `chunk_size` px a side), each chunk with the written time stamps. The worker of a chunk reads its
     observations one at a time in time order, folds each into the chunk's
     forward-fill state and appends each tile's frame to the tile's file in
     `folder` as soon as its `delta_step` bin closes (at the time stamps
-    `written`, a singleton PCollection). It holds the fill state (chunk area
+    `written`, a one-element PCollection). It holds the fill state (chunk area
     x bands), one observation and the tiles' open writers: nothing grows
     with the number of observations or frames. Tiles are those
-    `selector(j, i)` picks (every one, also one without any valid pixel);
-    `cleared` (a singleton: the folder begun, `rsdt_beam.outputs.begin`) is waited for before writing.
+    `selector(j, i)` picks (every one, also one without any valid pixel).
     `seeds(tile)`, if given, returns pieces that precede the observations (a
     scheduled run's carried frames). Each tile's band statistics come out
     as `stats` (`frame_moments`' rule).
@@ -236,7 +244,6 @@ class StackChunks(beam.PTransform):
         written,
         folder: OutputFolder,
         gzip_level: int | None,
-        cleared,
         selector=None,
         seeds=None,
         record_observed: bool = False,
@@ -248,7 +255,6 @@ class StackChunks(beam.PTransform):
         self._written = written
         self._folder = folder
         self._gzip_level = gzip_level
-        self._cleared = cleared
         self._selector = selector
         self._seeds = seeds
         self._record_observed = record_observed
@@ -260,10 +266,13 @@ class StackChunks(beam.PTransform):
             for n, chunk in enumerate(self._chunks)
             if selector is None or any(selector(*tile) for tile, _ in chunk.tiles())
         ]
-        keyed = refs | "Key by chunk" >> beam.FlatMap(lambda ref: [(n, ref) for n in wanted])
-        every_chunk = refs.pipeline | "Every chunk" >> beam.Create([(n, None) for n in wanted])
+        keyed = refs | "Key by chunk" >> beam.FlatMap(lambda ref: [(n, (_REF, ref)) for n in wanted])
+        # Every chunk gets the time stamps, so each is stacked, also one without observations.
+        times = self._written | "Times to every chunk" >> beam.FlatMap(
+            lambda written: [(n, (_TIMES, written)) for n in wanted]
+        )
         outputs = (
-            (keyed, every_chunk)
+            (keyed, times)
             | "Merge" >> beam.Flatten()
             | "Group per chunk" >> beam.GroupByKey()
             | "Read, fold and write frames"
@@ -275,10 +284,9 @@ class StackChunks(beam.PTransform):
                     self._folder,
                     self._gzip_level,
                     self._record_observed,
+                    (self._layout.deadzone_y, self._layout.deadzone_x),
                     self._seeds,
                 ),
-                beam.pvalue.AsSingleton(self._written),
-                beam.pvalue.AsSingleton(self._cleared),
             )
         )
         outputs = split(outputs, (TILES, STATS, REJECTED))
@@ -300,7 +308,8 @@ class _WriteStack(beam.DoFn):
         self._record_observed = record_observed
         self._written = _WrittenCounters()
 
-    def process(self, stack: TileStack, _cleared):
+    def process(self, stack: TileStack):
+        ensure_begun(self._folder)
         with TileStackWriter(self._folder, stack.tile, stack.bands, self._gzip_level, self._record_observed) as writer:
             for time, frame, observed in stack.iter_frames():
                 writer.add(time, frame, observed)
@@ -308,61 +317,43 @@ class _WriteStack(beam.DoFn):
         yield stack.tile
 
 
-class _MergeMomentsFn(beam.CombineFn):
-    """(tile, BandMoments) -> `band_stats` of metadata.json (`rsdt_beam.stack.stats`).
-
-    The accumulator keeps each tile's moments (a few numbers per band) and the output merges them in tile
-    order: floating-point merges in the order a runner happens to combine would differ in the last digits
-    between runners and runs (seen between the DirectRunner and the DaskRunner).
-    """
-
-    def __init__(self, bands: BandCounts):
-        super().__init__()
-        self._bands = bands
-
-    def create_accumulator(self) -> dict[tuple[int, int], BandMoments]:
-        return {}
-
-    def add_input(self, accumulator: dict, tile_moments: tuple[tuple[int, int], BandMoments]) -> dict:
-        tile, moments = tile_moments
-        accumulator[tile] = moments
-        return accumulator
-
-    def merge_accumulators(self, accumulators) -> dict:
-        merged = {}
-        for accumulator in accumulators:
-            merged.update(accumulator)
-        return merged
-
-    def extract_output(self, accumulator: dict) -> dict:
-        total = BandMoments.empty(self._bands.total)
-        for tile in sorted(accumulator):
-            total = total.merge(accumulator[tile])
-        return total.to_json(self._bands)
+def merge_band_moments(tile_moments: list[tuple[tuple[int, int], BandMoments]], bands: BandCounts) -> dict:
+    """`band_stats` of metadata.json from each tile's moments (`band_stats_json`: merged in tile order, so
+    the last digits do not depend on the order a runner combines in, as they did between the DirectRunner and
+    the DaskRunner)."""
+    return band_stats_json(dict(tile_moments), bands)
 
 
 class MergeBandStatistics(beam.PTransform):
-    """PCollection[(tile, BandMoments)] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+    """PCollection[(tile, BandMoments)] -> one-element PCollection[dict]: `band_stats` of metadata.json."""
 
     def __init__(self, bands: BandCounts):
         super().__init__()
         self._bands = bands
 
     def expand(self, moments):
-        return moments | "Merge band statistics" >> beam.CombineGlobally(_MergeMomentsFn(self._bands))
+        bands = self._bands
+        return (
+            {"moments": moments}
+            | "All tiles' moments" >> Gather()
+            | "Merge band statistics" >> beam.Map(lambda gathered: merge_band_moments(gathered["moments"], bands))
+        )
 
 
 class BandStatistics(beam.PTransform):
-    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json."""
+    """PCollection[TileStack | StackFile] -> singleton PCollection[dict]: `band_stats` of metadata.json,
+    over the tiles' interiors (without the `deadzone` margins)."""
 
-    def __init__(self, bands: BandCounts):
+    def __init__(self, bands: BandCounts, deadzone: tuple[int, int]):
         super().__init__()
         self._bands = bands
+        self._deadzone = deadzone
 
     def expand(self, stacks):
+        deadzone = self._deadzone
         return (
             stacks
-            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack)))
+            | "Band statistics of a tile" >> beam.Map(lambda stack: (stack.tile, frame_moments(stack, deadzone)))
             | "Over tiles" >> MergeBandStatistics(self._bands)
         )
 
@@ -372,16 +363,11 @@ def stack_folder(output_dir: str, metadata: dict, gzip_level: int | None, flag: 
     return OutputFolder(output_dir, "stacks", flag, dict(metadata, gzip_level=gzip_level))
 
 
-def begun(pipeline, folder: OutputFolder, label: str):
-    """A singleton side input: the folder is begun (`rsdt_beam.outputs.begin`); its writers wait for it."""
-    return pipeline | f"{label}: folder" >> beam.Create([folder]) | f"{label}: begin folder" >> beam.Map(begin)
-
-
 class FinishStacks(beam.PTransform):
     """PCollection[tile (j, i)] (all written) -> PCollection[dict]: the stack folder's `metadata.json`,
     written last: after every tile file and every PCollection of `wait_for` (e.g. the writing of
-    `rejected.json`), with the written time stamps and `band_stats` (singletons) and the tile files
-    (`files`)."""
+    `rejected.json`), with the written time stamps and `band_stats` (one-element PCollections) and the
+    tile files found in the folder (`files`)."""
 
     def __init__(self, folder: OutputFolder, metadata: dict, written, stats, wait_for=()):
         super().__init__()
@@ -393,26 +379,19 @@ class FinishStacks(beam.PTransform):
 
     def expand(self, tiles):
         folder, metadata = self.output_folder, self._metadata
-        others = (self._wait_for or (tiles,)) | "Other writes done" >> AllDone()
 
-        def write_metadata(tiles: list, times: np.ndarray, band_stats: dict, _others) -> dict:
-            done = dict(metadata, tiles_written=len(tiles), timestamps=[iso_time(t) for t in times])
+        def write_metadata(gathered: dict) -> dict:
+            (times,), (band_stats,) = gathered["times"], gathered["stats"]
+            files = found_files(folder, [tile_file_name(tile) for tile in sorted(gathered["tiles"])])
+            done = dict(metadata, tiles_written=len(files), timestamps=[iso_time(t) for t in times])
             done[BAND_STATS_KEY] = band_stats
-            done[FILES_KEY] = [tile_file_name(tile) for tile in sorted(tiles)]
+            done[FILES_KEY] = files
             folder.finish(done)
             return done
 
-        return (
-            tiles
-            | beam.combiners.ToList()
-            | "Write metadata.json"
-            >> beam.Map(
-                write_metadata,
-                beam.pvalue.AsSingleton(self._written),
-                beam.pvalue.AsSingleton(self._stats),
-                beam.pvalue.AsSingleton(others),
-            )
-        )
+        summaries = {"tiles": tiles, "times": self._written, "stats": self._stats}
+        summaries.update({f"other writes {n}": pcoll for n, pcoll in enumerate(self._wait_for)})
+        return summaries | "Writes done" >> Gather() | "Write metadata.json" >> beam.Map(write_metadata)
 
 
 class WriteStacks(beam.PTransform):
@@ -445,14 +424,11 @@ class WriteStacks(beam.PTransform):
 
     def expand(self, stacks):
         folder = self.output_folder
-        cleared = begun(stacks.pipeline, folder, "Stack folder")
         written = stacks | "Write tile files" >> beam.ParDo(
-            _WriteStack(folder, self._gzip_level, self._record_observed), beam.pvalue.AsSingleton(cleared)
+            _WriteStack(folder, self._gzip_level, self._record_observed)
         )
-        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata))
-        return written | "Finish" >> FinishStacks(
-            folder, self._metadata, self._written, stats, self._wait_for or (cleared,)
-        )
+        stats = stacks | "Statistics" >> BandStatistics(band_counts(self._metadata), stack_deadzone(self._metadata))
+        return written | "Finish" >> FinishStacks(folder, self._metadata, self._written, stats, self._wait_for)
 
 
 class Stack(beam.PTransform):
@@ -491,7 +467,6 @@ class Stack(beam.PTransform):
         stacked_at = written
         if self._stack_times is not None:
             stacked_at = written | "Time stamps to stack at" >> beam.Map(self._stack_times)
-        cleared = begun(refs.pipeline, self.output_folder, "Stack folder")
         stacked = inspected["valid"] | "Stack tiles" >> StackChunks(
             plan.layout,
             plan.chunk_size,
@@ -499,7 +474,6 @@ class Stack(beam.PTransform):
             stacked_at,
             self.output_folder,
             self._gzip_level,
-            cleared,
             self._selector,
             self._seeds,
             self._record_observed,
@@ -510,8 +484,8 @@ class Stack(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class StackOutputs:
-    """What `Stack` gives: the tile stack files (StackFile), the written time stamps (a singleton), the
-    rejections and the band statistics (a singleton dict, metadata.json's `band_stats`)."""
+    """What `Stack` gives: the tile stack files (StackFile), the written time stamps (one element), the
+    rejections and the band statistics (one dict, metadata.json's `band_stats`)."""
 
     stacks: beam.PCollection
     written: beam.PCollection

@@ -11,7 +11,8 @@ the order or the sharding. On the command line:
   e.g. higher for rare classes
 
 `window_pairs` is the one place that turns windows into what is written or fed to a model: window
-filter, label function, then the sample.
+filter, label function (whose label shape must not change from window to window: `LabelShape`),
+then the sample.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rsdt_beam.common.user_code import callable_name, load_callable
+from rsdt_beam.errors import UserError
 from rsdt_beam.window.rules import Window
 
 
@@ -98,6 +100,26 @@ def parse_sample(spec: str | Sample | Callable | None) -> Sample:
     raise ValueError(f"{spec!r}: expected all | every:K | fraction:F:SEED | weight:module:function[:SEED]")
 
 
+@dataclasses.dataclass
+class LabelShape:
+    """The label shape of the first window seen; `check` refuses, naming the window, a label of another
+    shape (a reader stacks labels into batches, so it would fail only at training time)."""
+
+    first: tuple[tuple[int, int], int, tuple[int, ...]] | None = None  # (tile, window id, shape)
+
+    def check(self, tile: tuple[int, int], window_id: int, label: np.ndarray) -> None:
+        if self.first is None:
+            self.first = (tuple(tile), int(window_id), np.shape(label))
+            return
+        first_tile, first_id, shape = self.first
+        if np.shape(label) != shape:
+            raise UserError(
+                f"label function: window {window_id} of tile {tuple(tile)} has a label of shape "
+                f"{np.shape(label)}, window {first_id} of tile {first_tile} one of shape {shape}; "
+                f"every window's label must have the same shape"
+            )
+
+
 def window_pairs(
     windows: Iterable[Window],
     gen_label: Callable | None = None,
@@ -109,8 +131,10 @@ def window_pairs(
 
     With `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature) these are training
     pairs; without, the feature is the current part's frames `[n, ty, tx, bands]` and the label None.
+    Labels of another shape than the first window's are refused (`LabelShape`).
     """
     sample = sample or Sample()
+    labels = LabelShape()
     for window in windows:
         tile = window.tile
         if not sample.keeps_id(tile, window.window_id):
@@ -120,6 +144,7 @@ def window_pairs(
         if gen_label is not None:
             feature, label = gen_label(window, label_args)
             feature, label = np.asarray(feature), np.asarray(label)
+            labels.check(tile, window.window_id, label)
         else:
             feature, label = window.current.frames, None
         if sample.keeps_pair(tile, window.window_id, feature, label):

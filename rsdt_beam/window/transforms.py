@@ -16,9 +16,6 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder
-from apache_beam.io.filebasedsink import FileBasedSink
-from apache_beam.io.filesystem import CompressionTypes
 
 from rsdt_beam import fs
 from rsdt_beam.common.names import (
@@ -31,22 +28,24 @@ from rsdt_beam.common.names import (
 )
 from rsdt_beam.common.user_code import callable_name
 from rsdt_beam.errors import UserError
-from rsdt_beam.graph import split
-from rsdt_beam.outputs import FILES_KEY, AllDone, OutputFolder, begin
+from rsdt_beam.graph import Gather, Spread
+from rsdt_beam.outputs import FILES_KEY, OutputFolder, ensure_begun, found_files
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
 from rsdt_beam.specs import PER_TILE, TRAINING, WindowSpec
 from rsdt_beam.stack.files import StackFile, band_counts, list_tiles, read_stack_metadata
 from rsdt_beam.stack.rules import TileStack
+from rsdt_beam.stack.stats import select_band_stats, stack_deadzone
 from rsdt_beam.stack.transforms import BandStatistics
-from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter
+from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter, read_records
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, streamed_windows
 from rsdt_beam.window.sampling import parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
+from rsdt_beam.window.shards import Shard, StagedRecords, is_shard, plan_shards
 
 _ROWS_PARTS = ".windows_csv_parts"
-RECORDS, ROWS = "records", "rows"  # the outputs of encoding a tile's windows (sharded layout)
+_SHARD_PARTS = ".shard_parts"  # the sharded layout's staged tile records
 
 
 class ReadTileStacks(beam.PTransform):
@@ -79,7 +78,7 @@ class ReadTileStacks(beam.PTransform):
         return (
             pbegin
             | "Tiles" >> beam.Create([StackFile.of(stack_dir, tile, metadata) for tile in self._tiles])
-            | "Spread tiles" >> beam.Reshuffle()
+            | "Spread tiles" >> Spread(lambda stack_file: stack_file.tile)
             | "Tile stack files" >> beam.Map(handed_out)
         )
 
@@ -178,8 +177,8 @@ def _csv_row(window: Window) -> tuple:
 def _rows_part(run_id: str, tile: tuple[int, int]) -> str:
     """A tile's windows.csv rows, kept until `windows.csv` is assembled (so no worker holds all rows).
 
-    Parts live in a folder of their run: starting a run removes other runs' parts only, so a runner that
-    starts the folder again within the run (the DaskRunner, tests/test_dask.py) loses none of them."""
+    Parts live in a folder of their run, so parts a killed run left are never taken for this run's; the
+    last step removes them all."""
     return f"{_ROWS_PARTS}/{run_id}/{tile[0]}_{tile[1]}.csv"
 
 
@@ -195,15 +194,10 @@ def _join_row_parts(folder: OutputFolder, row: int, tile_counts) -> tuple[int, i
     return row, sum(n for _, n in tile_counts), len(tile_counts)
 
 
-def _delete_parts(parts_dir: str, keep_run: str | None = None) -> None:
-    """Removes the rows parts of earlier (failed) runs and, unless it is `keep_run`, of this one."""
-    fs.delete_files(
-        parts_dir,
-        [name for name in fs.list_files(parts_dir) if keep_run is None or not name.startswith(f"{keep_run}/")],
-    )
-    fs.remove_empty_folders(parts_dir)
-    if keep_run is None:
-        fs.delete_if_exists(parts_dir)  # a local folder; object stores have none
+def _delete_parts(folder: OutputFolder) -> None:
+    """Removes the staged parts (windows.csv rows, sharded records) of this run and of killed ones."""
+    for parts in (_ROWS_PARTS, _SHARD_PARTS):
+        fs.delete_tree(folder.file(parts))
 
 
 def _write_rows_part(folder: OutputFolder, tile: tuple[int, int], rows: list) -> tuple[tuple[int, int], int]:
@@ -222,7 +216,8 @@ class _WriteTileWindows(beam.DoFn):
         self._file_bytes = Counter("window_file_bytes")
         self._tiles = Counter("tiles_windowed")
 
-    def process(self, stack: TileStack | StackFile, _cleared):
+    def process(self, stack: TileStack | StackFile):
+        ensure_begun(self._folder)
         rows = []
         with fs.atomic_write(self._folder.file(tile_file_name(stack.tile)), self._folder.run_id) as raw:
             writer = TFRecordWriter(raw, self._output.gzip_level)
@@ -241,8 +236,9 @@ class _WriteTileWindows(beam.DoFn):
         yield _write_rows_part(self._folder, stack.tile, rows)
 
 
-class _EncodeWindows(beam.DoFn):
-    """Sharded layout: yields (RECORDS, each window record's bytes) and (ROWS, (tile, windows))."""
+class _StageTileRecords(beam.DoFn):
+    """Sharded layout, first step: a tile's window records, uncompressed, into a staged part of the run
+    (`.shard_parts/<run>/{j}_{i}.tfrecords`) and its windows.csv rows part; yields `StagedRecords`."""
 
     def __init__(self, output: WindowOutput, folder: OutputFolder):
         self._output = output
@@ -250,61 +246,60 @@ class _EncodeWindows(beam.DoFn):
         self._windows = Counter("windows_written")
         self._tiles = Counter("tiles_windowed")
 
-    def process(self, stack: TileStack | StackFile, _cleared):
-        rows = []
-        for window, record in self._output.records(stack):
-            self._windows.inc()
-            rows.append(_csv_row(window))
-            yield RECORDS, b"".join(record)
+    def process(self, stack: TileStack | StackFile):
+        folder = self._folder
+        ensure_begun(folder)
+        rows, sizes = [], []
+        with fs.atomic_write(folder.file(_shard_part(folder.run_id, stack.tile)), folder.run_id) as raw:
+            writer = TFRecordWriter(raw, None)
+            for window, record in self._output.records(stack):
+                before = writer.raw_bytes
+                writer.write(record)
+                sizes.append(writer.raw_bytes - before)
+                rows.append(_csv_row(window))
+                self._windows.inc()
         self._tiles.inc()
-        yield ROWS, _write_rows_part(self._folder, stack.tile, rows)
+        _write_rows_part(folder, stack.tile, rows)
+        yield StagedRecords(stack.tile, tuple(sizes))
 
 
-class _ShardHandle:
-    def __init__(self, raw, writer: TFRecordWriter):
-        self.raw = raw
-        self.writer = writer
+def _shard_part(run_id: str, tile: tuple[int, int]) -> str:
+    return f"{_SHARD_PARTS}/{run_id}/{tile[0]}_{tile[1]}.tfrecords"
 
 
-class TFRecordShardSink(FileBasedSink):
-    """Sharded TFRecord files `windows-SSSSS-of-NNNNN.tfrecords` with parallel GZIP at a chosen level.
+class _WriteShard(beam.DoFn):
+    """Sharded layout, second step: one shard, GZIP-compressed, from its pieces of the staged tile records,
+    written atomically; yields its file name."""
 
-    Beam's own TFRecord sink compresses at zlib's default level 6 on the
-    main thread; this one uses `rsdt_beam.tfrecord`. Shards of an earlier
-    run with another shard count are removed before the new ones appear.
-    """
+    def __init__(self, output: WindowOutput, folder: OutputFolder):
+        self._output = output
+        self._folder = folder
+        self._bytes = Counter("window_raw_bytes")
+        self._file_bytes = Counter("window_file_bytes")
+        self._shards = Counter("shards_written")
 
-    def __init__(
-        self, prefix: str, gzip_level: int | None, records_per_shard: int | None, bytes_per_shard: int | None = None
-    ):
-        # Bytes count as compressed bytes reach the file: a shard may exceed the limit by the
-        # blocks still being compressed (a few MB).
-        super().__init__(
-            prefix,
-            coder=BytesCoder(),
-            file_name_suffix=".tfrecords",
-            mime_type="application/octet-stream",
-            compression_type=CompressionTypes.UNCOMPRESSED,
-            max_records_per_shard=records_per_shard,
-            max_bytes_per_shard=bytes_per_shard,
-        )
-        self._gzip_level = gzip_level
-
-    def open(self, temp_path):
-        raw = super().open(temp_path)
-        return _ShardHandle(raw, TFRecordWriter(raw, self._gzip_level))
-
-    def write_encoded_record(self, handle: _ShardHandle, encoded: bytes) -> None:
-        handle.writer.write([encoded])
-
-    def close(self, handle: _ShardHandle):
-        handle.writer.close()
-        return super().close(handle.raw)
-
-    def pre_finalize(self, init_result, writer_results):
-        old = fs.glob(self.file_path_prefix.get() + "-*-of-*" + self.file_name_suffix.get())
-        if old:
-            beam.io.filesystems.FileSystems.delete(old)
+    def process(self, shard: Shard):
+        folder = self._folder
+        with fs.atomic_write(folder.file(shard.name), folder.run_id) as raw:
+            writer = TFRecordWriter(raw, self._output.gzip_level)
+            try:
+                for piece in shard.pieces:
+                    part = folder.file(_shard_part(folder.run_id, piece.tile))
+                    with fs.open_read(part) as staged:
+                        records = read_records(staged, gzip=False, name=part)
+                        for n, record in enumerate(records):
+                            if n >= piece.stop:
+                                break
+                            if n >= piece.start:
+                                writer.write([record])
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+        self._bytes.inc(writer.raw_bytes)
+        self._file_bytes.inc(writer.file_bytes)
+        self._shards.inc()
+        yield shard.name
 
 
 class WriteWindows(beam.PTransform):
@@ -312,12 +307,19 @@ class WriteWindows(beam.PTransform):
 
     `metadata.json` is removed first and written last, after every file and
     every PCollection of `wait_for` (e.g. the writing of `rejected.json`), so
-    an output folder with it is complete; it lists the record files (`files`).
-    File names are deterministic, so a retry or a re-run overwrites rather
-    than duplicates. Each element is one work item (a tile). `stats` (a
-    singleton `band_stats`, e.g. Stage 2's) saves computing them again;
+    an output folder with it is complete; it lists the record files found
+    (`files`) and counts the windows the writers wrote. File names are
+    deterministic, so a retry or a re-run overwrites rather than duplicates.
+    Each element is one work item (a tile). `stats` (a one-element
+    `band_stats`, e.g. Stage 2's) saves computing them again;
     `temporary_stacks`, if given, is a folder of Stage 2 files made only for
     these windows: removed once every window is written.
+
+    The sharded layout writes in two steps, so that its shards are the same
+    on every runner and in every run: each tile's records are staged
+    uncompressed, then the shards are planned from the record sizes in tile
+    and window order (`plan_shards`) and each is written by one work item.
+    No step reads a side input (`rsdt_beam.graph`).
     """
 
     def __init__(
@@ -333,54 +335,46 @@ class WriteWindows(beam.PTransform):
 
     def expand(self, stacks):
         output, folder = self._output, self.output_folder
-        parts_dir = folder.file(_ROWS_PARTS)
-
-        def clear(folder_):
-            begin(folder_)
-            _delete_parts(parts_dir, keep_run=folder_.run_id)
-
-        cleared = stacks.pipeline | "Folder" >> beam.Create([folder]) | "Begin folder" >> beam.Map(clear)
         if output.spec.layout == PER_TILE:
-            rows = stacks | "Write tile windows" >> beam.ParDo(
-                _WriteTileWindows(output, folder), beam.pvalue.AsSingleton(cleared)
-            )
+            rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output, folder))
             files = rows | "File names" >> beam.Map(lambda tile_count: tile_file_name(tile_count[0]))
         else:
-            encoded = split(
-                stacks
-                | "Encode windows" >> beam.ParDo(_EncodeWindows(output, folder), beam.pvalue.AsSingleton(cleared)),
-                (RECORDS, ROWS),
-            )
-            rows = encoded[ROWS]
+            staged = stacks | "Stage tile records" >> beam.ParDo(_StageTileRecords(output, folder))
+            rows = staged | "Windows per tile" >> beam.Map(lambda tile: (tile.tile, len(tile.sizes)))
+            spec = output.spec
             files = (
-                encoded[RECORDS]
-                | "Write shards"
-                >> beam.io.Write(
-                    TFRecordShardSink(
-                        folder.file("windows"),
-                        output.gzip_level,
-                        output.spec.records_per_shard,
-                        output.spec.bytes_per_shard,
-                    )
+                {"tiles": staged}
+                | "Records staged" >> Gather()
+                | "Plan shards"
+                >> beam.FlatMap(
+                    lambda gathered: plan_shards(gathered["tiles"], spec.records_per_shard, spec.bytes_per_shard)
                 )
-                | "Shard names" >> beam.Map(fs.basename)
+                | "One work item per shard" >> Spread(lambda shard: shard.index)
+                | "Write shards" >> beam.ParDo(_WriteShard(output, folder))
             )
         metadata = output.metadata(self._stack_metadata)
-        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json
-            stats = stacks.pipeline | "Stack band statistics" >> beam.Create([metadata[BAND_STATS_KEY]])
-        elif self._stats is not None:  # fused: Stage 2's
-            stats = self._stats
+        bands, selects = band_counts(self._stack_metadata), output.spec.selects
+        if BAND_STATS_KEY in metadata:  # carried over from the stack folder's metadata.json, of the tiles selected
+            stats = stacks.pipeline | "Stack band statistics" >> beam.Create(
+                [select_band_stats(metadata[BAND_STATS_KEY], selects, bands)]
+            )
+        elif self._stats is not None:  # fused: Stage 2's, of the tiles selected
+            stats = self._stats | "Of the tiles selected" >> beam.Map(select_band_stats, selects, bands)
         else:  # rsdtlib's stacks: computed over the same frames
-            stats = stacks | "Statistics" >> BandStatistics(band_counts(self._stack_metadata))
-        others = (self._wait_for or (cleared,)) | "Other writes done" >> AllDone()
+            stats = stacks | "Statistics" >> BandStatistics(bands, stack_deadzone(self._stack_metadata))
         temporary_stacks = self._temporary_stacks
+        sharded = output.spec.layout != PER_TILE
 
-        def finish(row_counts: list, names: list, band_stats: dict, _others) -> str:
+        def finish(gathered: dict) -> str:
+            row_counts, (band_stats,) = gathered["rows"], gathered["stats"]
             with fs.atomic_write(folder.file(WINDOWS_CSV), folder.run_id) as f:  # rows in tile order
                 f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
                 for row, _, _ in sorted(row_counts):
                     f.write(fs.read_bytes(folder.file(_row_part(folder.run_id, row))))
-            _delete_parts(parts_dir)
+            names = sorted(gathered["files"])
+            if sharded:  # shards of an earlier run with another shard count
+                fs.delete_files(folder.path, [n for n in fs.list_files(folder.path) if is_shard(n) and n not in names])
+            _delete_parts(folder)
             if temporary_stacks:
                 fs.delete_tree(temporary_stacks)
             return folder.finish(
@@ -388,19 +382,17 @@ class WriteWindows(beam.PTransform):
                     metadata,
                     windows_written=sum(n for _, n, _ in row_counts),
                     tiles_written=sum(t for _, _, t in row_counts),
-                    **{BAND_STATS_KEY: band_stats, FILES_KEY: sorted(names)},
+                    **{BAND_STATS_KEY: band_stats, FILES_KEY: found_files(folder, names)},
                 )
             )
 
         # windows.csv in two levels: each tile row's parts are joined in parallel, then the rows in order.
-        return (
+        joined = (
             rows
             | "Key by tile row" >> beam.Map(lambda tile_count: (tile_count[0][0], tile_count))
             | "Group per tile row" >> beam.GroupByKey()
             | "Join a row's parts" >> beam.MapTuple(lambda row, counts: _join_row_parts(folder, row, counts))
-            | "Collect window counts" >> beam.combiners.ToList()
-            | "Write windows.csv and metadata.json"
-            >> beam.Map(
-                finish, beam.pvalue.AsList(files), beam.pvalue.AsSingleton(stats), beam.pvalue.AsSingleton(others)
-            )
         )
+        summaries = {"rows": joined, "files": files, "stats": stats}
+        summaries.update({f"other writes {n}": pcoll for n, pcoll in enumerate(self._wait_for)})
+        return summaries | "Writes done" >> Gather() | "Write windows.csv and metadata.json" >> beam.Map(finish)
