@@ -855,6 +855,7 @@ def test_credentials_from_the_environment_are_refused_where_workers_cannot_read_
     assert hub.log == []  # refused before any request
 
     dask = ["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address", "tcp://h:8786"]
+    dask += ["--dask_npartitions", "2"]  # else the launch asks the (absent) scheduler for its threads
     assert fetch_command.main([*dask, *argv]) == 0
     err = capsys.readouterr().err
     assert (
