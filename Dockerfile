@@ -8,7 +8,8 @@
 # Flex Template from it (README, "Run at scale"). EXTRAS=tensorflow adds TensorFlow for inference
 # (rsdt_beam.pipelines.infer): `--build-arg EXTRAS=tensorflow`.
 
-# Python 3.11 and Beam 2.77.0 as in requirements.txt: workers and launcher must match the submitting SDK.
+# Python 3.11 and Beam 2.77.0 as in constraints.txt: workers and launcher must match the submitting SDK
+# (tests/test_deploy.py checks this tag against constraints.txt).
 # The launcher base image is pinned to a dated release (Google's tag list: "Flex Templates base images").
 ARG LAUNCHER_TAG=20260105_RC00
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:${LAUNCHER_TAG} AS template_launcher
@@ -18,12 +19,11 @@ ARG EXTRAS=""
 COPY --from=template_launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
 
 WORKDIR /build
-COPY requirements.txt pyproject.toml setup.py README.md LICENSE ./
+COPY constraints.txt pyproject.toml setup.py README.md LICENSE ./
 COPY rsdt_beam rsdt_beam
-# requirements.txt pins the versions that resolve together (tests/test_deploy.py runs these two lines in a
-# clean venv). pip refuses extras in a constraints file, so they are stripped from the pins; pyproject.toml
-# says which of them (and which extras) the image needs. The package is installed, not put on PYTHONPATH.
-RUN sed 's/\[[^]]*\]//' requirements.txt > constraints.txt
+# constraints.txt pins the tested environment, transitive dependencies included (tests/test_deploy.py runs
+# this line in a clean venv); pyproject.toml says which packages (and which extras) the image needs. The
+# package is installed, not put on PYTHONPATH.
 RUN pip install --no-cache-dir --constraint constraints.txt ".${EXTRAS:+[$EXTRAS]}"
 # The sources go; the import check runs from / so it can only find the installed package.
 WORKDIR /template

@@ -820,3 +820,49 @@ def test_plan_only_counts_observations_set_aside_before_and_staging_folders_go(h
     assert fetch_command.main(["--plan_only", *argv]) == 0
     err = capsys.readouterr().err
     assert "3 observation(s) already stored, 2 already set aside" in err and "0 request(s) to send" in err
+
+
+def test_credentials_from_the_environment_are_refused_where_workers_cannot_read_them(hub, tmp_path, capsys):
+    """Dataflow's workers do not get the launcher's environment: refused at launch in one line naming the
+    flags that do reach them; a Dask cluster's workers may have it: a warning, and the run goes on."""
+    argv = [
+        "--plan_only",
+        "--store",
+        str(tmp_path / "obs"),
+        "--aoi",
+        "465181,5079245,466180,5080254",
+        "--aoi_crs",
+        "EPSG:32633",
+        "--resolution",
+        "10",
+        "--collections",
+        "optical",
+        "--sh_base_url",
+        hub.url,
+        "--sh_token_url",
+        hub.token_url,
+        "--starttime",
+        "2015-07-01",
+        "--endtime",
+        "2015-10-01",
+    ]
+    assert fetch_command.main([*DATAFLOW_FLAGS, *argv]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("rsdt_beam fetch: Sentinel Hub credentials from the environment variables")
+    assert "DataflowRunner" in line and all(
+        f in line for f in ("--sh_credentials_file gs://", "--sh_secret", "--sh_profile")
+    )
+    assert hub.log == []  # refused before any request
+
+    dask = ["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address", "tcp://h:8786"]
+    dask += ["--dask_npartitions", "2"]  # else the launch asks the (absent) scheduler for its threads
+    assert fetch_command.main([*dask, *argv]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: Sentinel Hub credentials from the environment variables" in err
+        and "DaskRunner at tcp://h:8786" in err
+    )
+
+    path = credentials_file(tmp_path / "sh.json")
+    assert fetch_command.main([*dask, *argv, "--sh_credentials_file", path]) == 0
+    assert "warning" not in capsys.readouterr().err

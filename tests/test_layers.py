@@ -1,7 +1,9 @@
 """The layers: pure modules load neither Beam nor TensorFlow; nothing below the CLI sees PipelineOptions;
-no library module imports the command-line layer or the entry points above it."""
+no library module imports the command-line layer or the entry points above it; no command loads torch
+or TensorFlow before it needs them."""
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,6 +27,11 @@ PURE = [
     "rsdt_beam.window.rules",
     "rsdt_beam.schedule.rules",
 ]
+COMMANDS = sorted(
+    name.removesuffix(".py")
+    for name in os.listdir(os.path.join(PACKAGE, "pipelines"))
+    if name.endswith(".py") and name != "__init__.py"
+)
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -94,3 +101,47 @@ def test_imports_are_at_module_level():
                 for inner in ast.walk(node):
                     if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("rsdt_beam"):
                         raise AssertionError(f"{module}.{node.name} imports {inner.module} inside a function")
+
+
+LOADED_HEAVY = """
+import sys
+print("loaded:", sorted(m for m in ("torch", "tensorflow") if m in sys.modules))
+"""
+
+
+def _heavy_modules_loaded(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code + LOADED_HEAVY],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_loads_neither_torch_nor_tensorflow(command):
+    code = f"""
+from rsdt_beam.pipelines.{command} import main
+try:
+    main(["--help"])
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+"""
+    assert _heavy_modules_loaded(code) == "loaded: []"
+
+
+@pytest.mark.parametrize(
+    "module",
+    # The workers of every pipeline import these; inference and the readers load Keras/TensorFlow when they run.
+    ["rsdt_beam.builders", "rsdt_beam.cli.commands", "rsdt_beam.inference", "rsdt_beam.datasets", "rsdt_beam.training"],
+)
+def test_library_and_cli_modules_load_neither_torch_nor_tensorflow(module):
+    assert _heavy_modules_loaded(f"import {module}\n") == "loaded: []"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_the_heavy_check_detects_torch():  # the checks above can fail: Beam's ML inference module loads torch
+    assert "torch" in _heavy_modules_loaded("import apache_beam.ml.inference.base\n")

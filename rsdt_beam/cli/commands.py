@@ -19,9 +19,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from rsdt_beam import builders
+from rsdt_beam import builders, deploy
 from rsdt_beam.acquire.fetch import FetchPlan
-from rsdt_beam.acquire.sentinelhub import CredentialsError
+from rsdt_beam.acquire.sentinelhub import ENV_CLIENT_ID, ENV_CLIENT_SECRET, CredentialsError
 from rsdt_beam.cli import run, specs
 from rsdt_beam.cli.flags import Flag, all_flags, parser
 from rsdt_beam.cli.run import Launch, Outcome
@@ -30,6 +30,7 @@ from rsdt_beam.inspect import inspect_output
 from rsdt_beam.numpy_reader import window_metadata
 from rsdt_beam.sample import sample_specs, sample_summary, split_sample
 from rsdt_beam.schedule.launch import LISTED_IN_RANGE, ScheduledRun
+from rsdt_beam.specs import FetchSpec
 from rsdt_beam.stack.files import read_stack_metadata
 from rsdt_beam.window.listing import format_windows_list, tile_windows_list, write_ranges_csv
 
@@ -88,6 +89,7 @@ class _CommandParser:
                 raise UserError(f"--{name} is required")
         given = set(vars(self._given.parse_known_args(argv)[0]))
         args.given = given - {"help", "help_all", *(flag.name for flag in self._command.positional)}
+        args.remote_workers = deploy.remote_workers(rest)
         return args, rest
 
 
@@ -141,8 +143,26 @@ def _convert(args) -> Launch:
     )
 
 
+def _credentials_reach(fetch: FetchSpec, workers: deploy.RemoteWorkers | None) -> None:
+    """Refuses Sentinel Hub credentials from the launcher's environment variables when the runner's workers
+    do not get that environment (Dataflow's VMs, Docker containers), and warns where they may not (workers
+    the user started): each worker reads the credentials again itself (`sentinelhub.Credentials`)."""
+    if workers is None or fetch.credentials_file or fetch.secret or fetch.profile:
+        return
+    problem = (
+        f"Sentinel Hub credentials from the environment variables {ENV_CLIENT_ID}/{ENV_CLIENT_SECRET} "
+        f"{'do' if workers.certain else 'may'} not reach the workers of {workers.runner}: give "
+        f"--sh_credentials_file gs://BUCKET/sh.json, --sh_secret projects/P/secrets/S/versions/V or "
+        f"--sh_profile (a sentinelhub config profile on every worker)"
+    )
+    if workers.certain:
+        raise UserError(problem)
+    print(f"rsdt_beam fetch: warning: {problem}, unless their environment sets them", file=sys.stderr)
+
+
 def _fetch(args) -> Launch:
     area, fetch, output = specs.area_spec(args), specs.fetch_spec(args), specs.output_spec(args)
+    _credentials_reach(fetch, args.remote_workers)
     stack, window = _fused_on(args)
     stack = stack or specs.stack_spec(args)
     try:

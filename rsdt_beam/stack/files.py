@@ -35,10 +35,10 @@ def read_stack_metadata(stack_dir: str) -> dict:
             f"{path} not found: {stack_dir} is no complete Stage 2 output (metadata.json is written last)"
         )
     metadata = fs.read_json(path)
-    if "Omega" in metadata:  # Stage 3 copies the tiling keys, but its records hold windows, not frames
+    if "Omega" in metadata or "mode" in metadata:  # Stage 3 copies the tiling keys; its records hold windows
         raise UserError(
-            f"{stack_dir} is a windows folder (Stage 3: its metadata.json has Omega), not a stack folder: "
-            f"give the Stage 2 folder, or read these windows with rsdt_beam.datasets / rsdt_beam.numpy_reader"
+            f"{stack_dir} is a windows folder (Stage 3 output), not a stack folder (Stage 2 output): give the "
+            f"Stage 2 folder, or read these windows with rsdt_beam.datasets / rsdt_beam.numpy_reader"
         )
     missing = [key for key in RSDTLIB_METADATA_KEYS[:4] if key not in metadata]
     if missing:
