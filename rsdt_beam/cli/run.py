@@ -232,6 +232,11 @@ def execute(command, argv: list[str]) -> Outcome:
     except BaseException as error:
         if launch.failed is not None:
             launch.failed(error)
+        # A runner that sends a worker's error as traceback text (the DirectRunner's multi_threading and
+        # multi_processing modes, portable runners): a user error reaches Python callers as a UserError too.
+        found = reported(error) if isinstance(error, Exception) and not isinstance(error, UserError) else None
+        if found is not None and found[0] == 2:
+            raise UserError(found[1]) from error
         raise
     if result.state != PipelineState.DONE:  # submitted without waiting (e.g. a template): the job ends itself
         print(f"rsdt_beam {command.name}: job {result.state}", file=sys.stderr)
