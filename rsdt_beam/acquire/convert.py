@@ -77,7 +77,7 @@ from rsdt_beam.errors import UserError
 from rsdt_beam.graph import Spread, split
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import AllDone, FinishFolder, OutputFolder, new_run_id
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.specs import AreaSpec, ConvertSpec
 
 _LOG = logging.getLogger(__name__)
@@ -86,6 +86,14 @@ CONVERTED = "converted"  # already in the store from an earlier run with the sam
 RECORDED = "recorded"  # rejections already written to the store's rejected/
 VALID = "valid"  # sources to convert
 WRITTEN = "written"  # observations converted now
+# The counters of which exactly one counts each source and each listing rejection (the progress total).
+OBSERVATION_OUTCOMES = (
+    "observations_converted",
+    "observations_fully_masked",
+    "observations_already_converted",
+    "observations_already_fully_masked",
+    "sources_set_aside",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -508,6 +516,7 @@ class ConvertPlan:
             | "Band description" >> beam.Create([self.band_description()])
             | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description, run_id))
         )
+        set_total("observations", len(self.sources) + len(self.rejected), OBSERVATION_OUTCOMES)
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
         # Each write removes its own staged blocks; this takes those of a killed run's finished observations
