@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import socket
@@ -46,7 +47,27 @@ _CLEAR_TO_END = "\x1b[K"  # after a shorter line, what is left of the longer one
 
 _lock = threading.Lock()
 _counts: dict[str, int] = collections.defaultdict(int)
+# `shown`: a count was printed; until then (and after a log record took the line) the next count prints at once.
 _state = {"started": None, "last_print": 0.0, "shown": False}
+
+
+class _ClearLine(logging.Filter):
+    """On the handlers that write to the terminal: a log record first clears the overwritten line (else
+    it would follow the line's last character), and the next count prints the line again below it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        with _lock:
+            if _state["started"] is not None:
+                sys.stderr.write(f"\r{_CLEAR_TO_END}")
+                _state["shown"] = False
+        return True
+
+
+_CLEAR_LINE = _ClearLine()
+
+
+def _terminal_handlers() -> list[logging.Handler]:
+    return [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +116,9 @@ def enable_progress_line(mode: str | None = TTY, counted_here: bool = True) -> N
         _counts.clear()
         _state.update(started=now, last_print=now, shown=False)
         _print(mode, 0.0)
+    if mode == TTY:
+        for handler in _terminal_handlers():
+            handler.addFilter(_CLEAR_LINE)
 
 
 def finish_progress_line() -> None:
@@ -105,6 +129,8 @@ def finish_progress_line() -> None:
             _print(mode, time.monotonic() - _state["started"], end="\n")
         _counts.clear()
         _state.update(started=None, last_print=0.0, shown=False)
+    for handler in _terminal_handlers():
+        handler.removeFilter(_CLEAR_LINE)
 
 
 class Counter:
@@ -148,9 +174,11 @@ def _terminal_width() -> int:
     """The width of the terminal stderr writes to (`COLUMNS` first, as `shutil.get_terminal_size`)."""
     if not os.environ.get("COLUMNS"):
         try:
-            return os.get_terminal_size(sys.stderr.fileno()).columns
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
         except (OSError, ValueError, AttributeError):  # not a terminal, or a replaced stderr
-            pass
+            columns = 0
+        if columns:  # 0: a terminal that does not tell (a fresh pseudo-terminal)
+            return columns
     return shutil.get_terminal_size().columns
 
 
@@ -191,6 +219,7 @@ _ABBREVIATIONS = {
 _ESTIMATED = {"windows_written": "tiles_windowed"}
 # The counters without a total are dropped in this order when the line does not fit (failures last).
 _BYTES, _OTHER, _WINDOWS, _TROUBLE = 3, 2, 1, 0
+_FULL, _SHORT_TIMING, _SHORT_LABELS = 0, 1, 2  # "elapsed 0:04 ETA 0:12" -> "0:04 ETA 0:12", then abbreviations
 _TROUBLE_WORDS = ("failed", "rejected", "errors", "throttled", "set_aside", "empty", "fully_masked")
 
 
@@ -230,22 +259,27 @@ def progress_line(counts: dict[str, int], totals: dict[str, Total], elapsed: flo
             return f"{_label(name, short)} {value} (~{round(value / fractions[estimated_by])})"
         return f"{_label(name, short)} {value}"
 
-    def line(shown_totals, shown_others, short: bool, prefix: bool = True) -> str:
+    def line(shown_totals, shown_others, style: int = _SHORT_LABELS, prefix: bool = True) -> str:
+        short = style >= _SHORT_LABELS
         parts = [
             *(f"{_label(name, short)} {totals[name].done(name, counts)}/{totals[name].total}" for name in shown_totals),
             *(other(name, short) for name in shown_others),
-            timing if short else f"elapsed {timing}",
+            timing if style >= _SHORT_TIMING else f"elapsed {timing}",
         ]
         start = " ".join([*([f"[{NAMESPACE}]"] if prefix else []), *([head] if head else [])])
         return "  ".join([start, *parts] if start else parts)
 
+    # From the whole line to the shortest: fewer counters without a total, each tried in the three styles;
+    # then the running totals only, the first of them, no prefix, no label; then cut.
     every = list(totals)
     candidates = []
     for rank in (_BYTES + 1, _BYTES, _OTHER, _WINDOWS, _TROUBLE):  # keep the counters ranked below `rank`
         kept = [name for name in others if _rank(name) < rank]
-        candidates += [line(every, kept, False), line(every, kept, True)]
+        candidates += [line(every, kept, style) for style in (_FULL, _SHORT_TIMING, _SHORT_LABELS)]
     running = [name for name in every if fractions[name] < 1.0] or every[-1:]
-    candidates += [line(running, [], True), line(running[:1], [], True), line(running[:1], [], True, prefix=False)]
+    candidates += [line(running, []), line(running[:1], []), line(running[:1], [], prefix=False)]
+    if running:
+        candidates.append(f"{head}  {totals[running[0]].done(running[0], counts)}/{totals[running[0]].total}  {timing}")
     for candidate in candidates:
         if width is None or len(candidate) <= width:
             return candidate
