@@ -47,27 +47,30 @@ _CLEAR_TO_END = "\x1b[K"  # after a shorter line, what is left of the longer one
 
 _lock = threading.Lock()
 _counts: dict[str, int] = collections.defaultdict(int)
-# `shown`: a count was printed; until then (and after a log record took the line) the next count prints at once.
+# `shown`: a count was printed; until then the next count prints at once.
 _state = {"started": None, "last_print": 0.0, "shown": False}
 
 
-class _ClearLine(logging.Filter):
-    """On the handlers that write to the terminal: a log record first clears the overwritten line (else
-    it would follow the line's last character), and the next count prints the line again below it."""
+class _AboveTheLine:
+    """The stream of a log handler that writes to the terminal, while the line is overwritten there: a
+    record replaces the line (else it would follow the line's last character), which is printed again
+    below it."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
         with _lock:
-            if _state["started"] is not None:
-                sys.stderr.write(f"\r{_CLEAR_TO_END}")
-                _state["shown"] = False
-        return True
+            self.stream.write(f"\r{_CLEAR_TO_END}{text}")
+            if text.endswith("\n") and _state["started"] is not None:
+                _print(TTY, time.monotonic() - _state["started"])
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
-_CLEAR_LINE = _ClearLine()
-
-
-def _terminal_handlers() -> list[logging.Handler]:
-    return [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+def _terminal_handlers() -> list[logging.StreamHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +121,7 @@ def enable_progress_line(mode: str | None = TTY, counted_here: bool = True) -> N
         _print(mode, 0.0)
     if mode == TTY:
         for handler in _terminal_handlers():
-            handler.addFilter(_CLEAR_LINE)
+            handler.setStream(_AboveTheLine(handler.stream))
 
 
 def finish_progress_line() -> None:
@@ -129,8 +132,9 @@ def finish_progress_line() -> None:
             _print(mode, time.monotonic() - _state["started"], end="\n")
         _counts.clear()
         _state.update(started=None, last_print=0.0, shown=False)
-    for handler in _terminal_handlers():
-        handler.removeFilter(_CLEAR_LINE)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and isinstance(handler.stream, _AboveTheLine):
+            handler.setStream(handler.stream.stream)
 
 
 class Counter:
