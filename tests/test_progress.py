@@ -11,11 +11,14 @@ import sys
 import termios
 import time
 
+import fake_sentinelhub as fake
 import pytest
 from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
-from rsdt_beam.cli.commands import WINDOW
+from rsdt_beam.acquire.store import write_grid
+from rsdt_beam.cli.commands import FETCH, WINDOW
 from rsdt_beam.cli.run import execute
+from rsdt_beam.grid import Grid
 from rsdt_beam.progress import Total, progress_line
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,3 +157,29 @@ def test_convert_on_a_terminal_shows_totals_as_it_starts_then_percentage_and_eta
     assert shown[-1].startswith("[rsdt_beam] 100%  obs 11/11  tiles stk 4/4  tiles wnd 4/4  ")
     # The warning about the cloudy scene starts on a cleared line, not after the progress line's end.
     assert "\r\x1b[KWARNING:" in text
+
+
+@pytest.mark.e2e
+def test_fetch_logs_the_totals_of_chunks_and_observations_from_the_start_to_100_percent(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("SH_CLIENT_ID", fake.CLIENT_ID)
+    monkeypatch.setenv("SH_CLIENT_SECRET", fake.CLIENT_SECRET)
+    scene = fake.s2_scenes()[0]
+    store = str(tmp_path / "obs")
+    write_grid(store, Grid(scene.crs, scene.transform, *scene.shape))  # the run's grid, as the fetch tests give it
+    hub = fake.FakeSentinelHub().start()
+    try:
+        execute(
+            FETCH,
+            [
+                *("--store", store, "--collections", "optical", "--fetch_chunk_size", "64"),
+                *("--sh_base_url", hub.url, "--sh_token_url", hub.token_url, "--sh_retry_sleep", "0.02"),
+                *("--starttime", "2015-07-01", "--endtime", "2015-10-01"),
+            ],
+        )
+    finally:
+        hub.stop()
+    logged = [line for line in capfd.readouterr().err.splitlines() if line.startswith("[rsdt_beam]")]
+    # 5 dates of 4 chunks each; the 2 cloudy dates end as empty observations.
+    assert logged[0] == "[rsdt_beam] 0%  fetch chunks 0/20  observations 0/5  elapsed 0:00 ETA --:--"
+    assert logged[-1].startswith("[rsdt_beam] 100%  fetch chunks 20/20  observations 5/5  ")
+    assert "observations empty 2" in logged[-1] and logged[-1].endswith("ETA 0:00")
