@@ -5,7 +5,7 @@ a step's outcome counters: `set_total("observations", 45, counted=(...))`); the 
 run's percentage (the mean of the totals' fractions: stages that follow each other count alike),
 done/total of each, the other counters, elapsed time and an ETA:
 
-    [rsdt_beam] 25%  tiles windowed 16/64  windows written 992 (~3968)  window file bytes 2.5 MB  elapsed 0:04 ETA 0:12
+    [rsdt_beam] 25%  tiles windowed 16/64  window file bytes 2.5 MB  windows written 992 (~3968)  elapsed 0:04 ETA 0:12
 
 On a terminal it is one line, overwritten every 2 s and fitted to the terminal's width: the byte
 counters go first, then the other counters without a total, then labels are abbreviated, then
