@@ -17,7 +17,7 @@ from test_convert import LANDSAT_FLAGS, STACK_WINDOW_FLAGS
 
 from rsdt_beam.acquire.store import write_grid
 from rsdt_beam.cli.commands import FETCH, WINDOW
-from rsdt_beam.cli.run import execute
+from rsdt_beam.cli.run import _counted_here, execute
 from rsdt_beam.grid import Grid
 from rsdt_beam.progress import Total, progress_line
 
@@ -85,6 +85,22 @@ def test_shortening_drops_byte_counters_first_then_other_counters_then_abbreviat
     )
     assert lines[80] == "[rsdt_beam] 75%  tiles stk 9/9  tiles wnd 16/64  tiles read 64/64  0:04 ETA 0:01"
     assert lines[50] == "[rsdt_beam] 75%  tiles wnd 16/64  0:04 ETA 0:01"  # the finished totals go last
+
+
+@pytest.mark.parametrize(
+    "argv, here",
+    [
+        ([], True),
+        (["--runner", "direct", "--direct_running_mode", "multi_threading"], True),
+        (["--direct_running_mode", "multi_processing"], False),  # each worker process prints its own line
+        (["--runner", "DaskRunner"], False),
+        (["--runner", "PortableRunner"], False),
+    ],
+)
+def test_the_launcher_prints_the_line_only_when_the_job_counts_in_its_process(argv, here):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    assert _counted_here(PipelineOptions(argv)) is here
 
 
 @pytest.mark.e2e

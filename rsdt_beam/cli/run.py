@@ -253,8 +253,10 @@ def execute(command, argv: list[str]) -> Outcome:
 
 def _counted_here(options: PipelineOptions) -> bool:
     """Whether the job counts in this process: the DirectRunner's in-memory or thread modes."""
-    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    return runner.endswith("DirectRunner") and options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").lower()
+    return runner.endswith(("directrunner", "direct")) and (
+        options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    )
 
 
 def _refuse_nothing_written(folder: str) -> None:
