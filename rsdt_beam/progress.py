@@ -274,14 +274,15 @@ def progress_line(counts: dict[str, int], totals: dict[str, Total], elapsed: flo
         return "  ".join([start, *parts] if start else parts)
 
     # From the whole line to the shortest: fewer counters without a total, each tried in the three styles;
-    # then the running totals only, the first of them, no prefix, no label; then cut.
+    # then the running totals only, fewer of them (the later stages go), no prefix, no label; then cut.
     every = list(totals)
     candidates = []
     for rank in (_BYTES + 1, _BYTES, _OTHER, _WINDOWS, _TROUBLE):  # keep the counters ranked below `rank`
         kept = [name for name in others if _rank(name) < rank]
         candidates += [line(every, kept, style) for style in (_FULL, _SHORT_TIMING, _SHORT_LABELS)]
     running = [name for name in every if fractions[name] < 1.0] or every[-1:]
-    candidates += [line(running, []), line(running[:1], []), line(running[:1], [], prefix=False)]
+    candidates += [line(running[:keep], []) for keep in range(len(running), 0, -1)]
+    candidates.append(line(running[:1], [], prefix=False))
     if running:
         candidates.append(f"{head}  {totals[running[0]].done(running[0], counts)}/{totals[running[0]].total}  {timing}")
     for candidate in candidates:

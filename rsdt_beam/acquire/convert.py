@@ -94,6 +94,8 @@ OBSERVATION_OUTCOMES = (
     "observations_already_fully_masked",
     "sources_set_aside",
 )
+# Every block of every source: read now (or failed), or skipped with its source (converted before, set aside).
+BLOCKS, BLOCKS_SKIPPED = "convert_blocks", "convert_blocks_skipped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +123,11 @@ class ConvertJob:
             {"source": "convert", **self.params.to_json(), "aoi": self.aoi_wkt if self.params.clip_to_aoi else None},
             self.run_id,
         )
+
+    @functools.cached_property
+    def blocks(self) -> list[PixelWindow]:
+        """The blocks each source is read in (`ReadSourceBlocks`)."""
+        return block_windows(self.grid, self.block_size)
 
     @functools.cached_property
     def aoi_wkt(self) -> str | None:
@@ -158,9 +165,16 @@ class _Inspect(beam.DoFn):
         self._inspected = Counter("sources_inspected")
         self._skipped = Counter("observations_already_converted")
         self._masked_before = Counter("observations_already_fully_masked")
+        self._blocks_skipped = Counter(BLOCKS_SKIPPED)
 
     def process(self, source: ConvertSource):
         self._inspected.inc()
+        for tag, value in self._inspect(source):
+            if tag != VALID:  # its blocks are done without a read: the progress total counts them
+                self._blocks_skipped.inc(len(self._job.blocks))
+            yield tag, value
+
+    def _inspect(self, source: ConvertSource):
         stamp = self._job.fingerprint(source)
         path = observation_path(self._job.store, source.modality, source.time)
         if fs.exists(path) and _stored_fingerprint(path) == stamp:
@@ -221,6 +235,7 @@ class _ReadBlock(beam.DoFn):
         self._area = None
         self._pixels = Counter("convert_pixels_read")
         self._failed = Counter("convert_blocks_failed")
+        self._blocks = Counter(BLOCKS)
 
     def setup(self):
         self._area = self._job.area_mask()
@@ -228,6 +243,7 @@ class _ReadBlock(beam.DoFn):
     def process(self, item: tuple[tuple[ConvertSource, tuple[str, ...]], PixelWindow]):
         (source, names), window = item
         key = (source.modality, source.time)
+        self._blocks.inc()  # whatever comes of it
         area = None
         if self._area is not None:
             area = self._area[window.row_start : window.row_stop, window.col_start : window.col_stop]
@@ -259,7 +275,7 @@ class ReadSourceBlocks(beam.PTransform):
         self._job = job
 
     def expand(self, sources):
-        windows = block_windows(self._job.grid, self._job.block_size)
+        windows = self._job.blocks
         return (
             sources
             | "Fan out blocks" >> beam.FlatMap(lambda item: [(item, w) for w in windows])
@@ -516,6 +532,7 @@ class ConvertPlan:
             | "Band description" >> beam.Create([self.band_description()])
             | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description, run_id))
         )
+        set_total("blocks", len(self.sources) * len(self.job.blocks), (BLOCKS, BLOCKS_SKIPPED))
         set_total("observations", len(self.sources) + len(self.rejected), OBSERVATION_OUTCOMES)
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
