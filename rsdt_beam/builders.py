@@ -33,6 +33,7 @@ from rsdt_beam.errors import NothingToWrite, UserError
 from rsdt_beam.graph import Spread
 from rsdt_beam.grid import Grid
 from rsdt_beam.inference import (
+    ITEMS_PREDICTED,
     InferMaps,
     KerasWindowModelHandler,
     MapOutput,
@@ -294,6 +295,7 @@ def build_infer(
         maps = MapOutput.from_metadata(inference.map_output, metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, metadata.get("Omega"))
         read = ReadInferenceWindows(inference.windows, window.selects, window.sample)
+        set_total(ITEMS_PREDICTED, len(read.files))
         (
             pipeline
             | "Read windows" >> read
@@ -316,6 +318,7 @@ def build_infer(
         require_windows(times, len(read.tiles), len(read.all_tiles), window)
         maps = MapOutput.from_metadata(inference.map_output, read.metadata, grid, inference.trim_map_edges, choices)
         handler = KerasWindowModelHandler.from_spec(inference, maps.layout, window.params.Omega)
+        set_total(ITEMS_PREDICTED, len(read.tiles))
         (
             pipeline
             | "Read stacks" >> read
@@ -335,6 +338,8 @@ def build_infer(
     folder = stack_folder(
         temporary_stack_dir(inference.map_output), plan.metadata, DEFAULT_GZIP_LEVEL, "--map_output's temporary stacks"
     )
+    set_total("tiles_stacked", plan.tile_count(window.selects))
+    set_total(ITEMS_PREDICTED, plan.tile_count(window.selects))
     stacked = (
         pipeline
         | "Observations" >> beam.Create(refs)

@@ -275,8 +275,15 @@ class ReadInferenceWindows(beam.PTransform):
                 f"run inference online from the stack (--stack_dir) instead"
             )
 
+    @property
+    def files(self) -> list[str]:
+        return self._files
+
     def expand(self, pbegin):
         return pbegin | "Window files" >> beam.Create(list(enumerate(self._files)))
+
+
+ITEMS_PREDICTED = "work_items_predicted"  # tiles or window files, counted when all their windows are predicted
 
 
 class _PredictWorkItems(beam.DoFn):
@@ -291,6 +298,7 @@ class _PredictWorkItems(beam.DoFn):
     def setup(self):
         self._model = self._model_handle.acquire(self._handler.load_model)
         self._inferred = Counter("windows_inferred")
+        self._items = Counter(ITEMS_PREDICTED)
 
     def process(self, keyed_items):
         _, items = keyed_items
@@ -298,6 +306,7 @@ class _PredictWorkItems(beam.DoFn):
             for key, prediction in self._handler.predict(self._windows_of(item), self._model):
                 self._inferred.inc()
                 yield key, prediction
+            self._items.inc()
 
 
 class PredictWindows(beam.PTransform):

@@ -77,7 +77,7 @@ from rsdt_beam.errors import UserError
 from rsdt_beam.graph import Spread, split
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import AllDone, FinishFolder, OutputFolder, new_run_id
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.specs import AreaSpec, ConvertSpec
 
 _LOG = logging.getLogger(__name__)
@@ -86,6 +86,16 @@ CONVERTED = "converted"  # already in the store from an earlier run with the sam
 RECORDED = "recorded"  # rejections already written to the store's rejected/
 VALID = "valid"  # sources to convert
 WRITTEN = "written"  # observations converted now
+# The counters of which exactly one counts each source and each listing rejection (the progress total).
+OBSERVATION_OUTCOMES = (
+    "observations_converted",
+    "observations_fully_masked",
+    "observations_already_converted",
+    "observations_already_fully_masked",
+    "sources_set_aside",
+)
+# Every block of every source: read now (or failed), or skipped with its source (converted before, set aside).
+BLOCKS, BLOCKS_SKIPPED = "convert_blocks", "convert_blocks_skipped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +123,11 @@ class ConvertJob:
             {"source": "convert", **self.params.to_json(), "aoi": self.aoi_wkt if self.params.clip_to_aoi else None},
             self.run_id,
         )
+
+    @functools.cached_property
+    def blocks(self) -> list[PixelWindow]:
+        """The blocks each source is read in (`ReadSourceBlocks`)."""
+        return block_windows(self.grid, self.block_size)
 
     @functools.cached_property
     def aoi_wkt(self) -> str | None:
@@ -150,9 +165,16 @@ class _Inspect(beam.DoFn):
         self._inspected = Counter("sources_inspected")
         self._skipped = Counter("observations_already_converted")
         self._masked_before = Counter("observations_already_fully_masked")
+        self._blocks_skipped = Counter(BLOCKS_SKIPPED)
 
     def process(self, source: ConvertSource):
         self._inspected.inc()
+        for tag, value in self._inspect(source):
+            if tag != VALID:  # its blocks are done without a read: the progress total counts them
+                self._blocks_skipped.inc(len(self._job.blocks))
+            yield tag, value
+
+    def _inspect(self, source: ConvertSource):
         stamp = self._job.fingerprint(source)
         path = observation_path(self._job.store, source.modality, source.time)
         if fs.exists(path) and _stored_fingerprint(path) == stamp:
@@ -213,6 +235,7 @@ class _ReadBlock(beam.DoFn):
         self._area = None
         self._pixels = Counter("convert_pixels_read")
         self._failed = Counter("convert_blocks_failed")
+        self._blocks = Counter(BLOCKS)
 
     def setup(self):
         self._area = self._job.area_mask()
@@ -220,6 +243,7 @@ class _ReadBlock(beam.DoFn):
     def process(self, item: tuple[tuple[ConvertSource, tuple[str, ...]], PixelWindow]):
         (source, names), window = item
         key = (source.modality, source.time)
+        self._blocks.inc()  # whatever comes of it
         area = None
         if self._area is not None:
             area = self._area[window.row_start : window.row_stop, window.col_start : window.col_stop]
@@ -251,7 +275,7 @@ class ReadSourceBlocks(beam.PTransform):
         self._job = job
 
     def expand(self, sources):
-        windows = block_windows(self._job.grid, self._job.block_size)
+        windows = self._job.blocks
         return (
             sources
             | "Fan out blocks" >> beam.FlatMap(lambda item: [(item, w) for w in windows])
@@ -508,6 +532,8 @@ class ConvertPlan:
             | "Band description" >> beam.Create([self.band_description()])
             | "Write bands.json" >> beam.Map(lambda description: write_band_description(store, description, run_id))
         )
+        set_total("blocks", len(self.sources) * len(self.job.blocks), (BLOCKS, BLOCKS_SKIPPED))
+        set_total("observations", len(self.sources) + len(self.rejected), OBSERVATION_OUTCOMES)
         sources = pipeline | "Sources" >> beam.Create(self.sources)
         refs, rejected = sources | "Convert" >> ConvertObservations(self.job, self.rejected)
         # Each write removes its own staged blocks; this takes those of a killed run's finished observations

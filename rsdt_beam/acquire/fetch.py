@@ -77,7 +77,7 @@ from rsdt_beam.errors import UserError
 from rsdt_beam.graph import split
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.outputs import OutputFolder, new_run_id
-from rsdt_beam.progress import Counter
+from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.specs import AreaSpec, FetchSpec, StackSpec
 
 _LOG = logging.getLogger(__name__)
@@ -507,6 +507,12 @@ class FetchObservations(beam.PTransform):
 
     def expand(self, pbegin):
         plan = self._plan
+        # The progress line's totals: each chunk sent is fetched or failed, each observation assembled now
+        # (from chunks sent or staged before) is stored, empty or failed.
+        set_total("fetch_chunks", len(plan.items), ("fetch_chunks", "fetch_chunks_failed"))
+        assembled = {(item.modality, item.time) for item in [*plan.items, *plan.staged]}
+        outcomes = ("observations_fetched", "observations_empty", "observations_fetch_failed")
+        set_total("observations", len(assembled), outcomes)
         grid = (
             pbegin
             | "Grid" >> beam.Create([plan.grid])

@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterable
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     PipelineOptions,
     SetupOptions,
+    StandardOptions,
     TestOptions,
     WorkerOptions,
     _BeamArgumentParser,
@@ -221,9 +223,12 @@ def execute(command, argv: list[str]) -> Outcome:
         launch.check()
     # Every output folder checked, then claimed, before anything runs: a refused run touches nothing.
     claim_outputs(pipeline_outputs(pipeline), bool(getattr(args, "overwrite", False)))
-    enable_progress_line((progress.TTY if sys.stderr.isatty() else progress.LOG) if launch.progress else None)
     if launch.start is not None:
         launch.start()
+    # Its first line (the totals the builders declared) now, before the runner's own start-up.
+    enable_progress_line(
+        (progress.TTY if sys.stderr.isatty() else progress.LOG) if launch.progress else None, _counted_here(options)
+    )
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -238,16 +243,25 @@ def execute(command, argv: list[str]) -> Outcome:
         if found is not None and found[0] == 2:
             raise UserError(found[1]) from error
         raise
+    finally:
+        progress.finish_progress_line()  # ends an overwritten line before the summary or an error
     if result.state != PipelineState.DONE:  # submitted without waiting (e.g. a template): the job ends itself
         print(f"rsdt_beam {command.name}: job {result.state}", file=sys.stderr)
         return Outcome(result, {})
     values = counters(result)
-    progress.finish_progress_line()
     print(summary(values, time.monotonic() - started), file=sys.stderr)
     if launch.written is not None:
         _refuse_nothing_written(launch.written)
     record = launch.finished() if launch.finished is not None else None
     return Outcome(result, values, record)
+
+
+def _counted_here(options: PipelineOptions) -> bool:
+    """Whether the job counts in this process: the DirectRunner's in-memory or thread modes."""
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").lower()
+    return runner.endswith(("directrunner", "direct")) and (
+        options.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    )
 
 
 def _refuse_nothing_written(folder: str) -> None:

@@ -12,6 +12,7 @@ from rsdt_beam import fs
 from rsdt_beam.common.names import METADATA_FILE
 from rsdt_beam.common.times import utc_now_iso
 from rsdt_beam.graph import Gather
+from rsdt_beam.progress import set_total
 from rsdt_beam.rejections import WriteRejections
 from rsdt_beam.schedule.manifest import SUCCEEDED, RunManifest, delete_runs, run_entries, write_manifest
 from rsdt_beam.schedule.rules import (
@@ -79,6 +80,8 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     (a Flex Template, an Airflow operator) still leaves a complete record.
     """
     plan, carry, end, params = run.stack, run.carry, run.end, window.params
+    set_total("tiles_stacked", plan.tile_count())
+    set_total("tiles_windowed", plan.tile_count(window.selects))
     seeds = CarriedFrames(run.previous_state_dir, plan.metadata, carry) if run.previous else None
     # The extended stacks (carried frames, new frames, fill state at the run's end) stream to files first;
     # they span the run and the carry, not the history.
