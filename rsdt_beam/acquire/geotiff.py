@@ -206,6 +206,11 @@ class ConvertSource:
     def name(self) -> str:
         return f"{self.modality} {iso_time(self.time)} ({self.bands[0]})"
 
+    @property
+    def where(self) -> str:
+        """The file a rejection of this source names."""
+        return self.bands[0]
+
     def to_json(self) -> dict:
         return {
             "modality": self.modality,
