@@ -87,7 +87,19 @@ class _Handler(BaseHTTPRequestHandler):
     def owner(self):
         return self.server.owner
 
-    def send_body(self, status: int, body: bytes, content_type: str, headers: dict | None = None, head=False):
+    def reply(self, status: int, body: bytes, content_type: str, headers=None, head=False, asked=None, json_body=None):
+        """Logs the request (before answering: a client may act on the answer at once), then answers."""
+        self.owner.record(
+            Logged(
+                self.command,
+                urllib.parse.urlsplit(self.path).path,
+                asked,
+                status,
+                0 if head else len(body),
+                json_body,
+                self.headers.get("Authorization"),
+            )
+        )
         if self.owner.latency:
             time.sleep(self.owner.latency)
         self.send_response(status)
@@ -98,7 +110,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
-        return len(body) if not head else 0
 
 
 # --- STAC API -------------------------------------------------------------------------------------
@@ -199,8 +210,7 @@ class StacApi(_Server):
 
 class _StacHandler(_Handler):
     def _json(self, status: int, payload: dict, body=None):
-        sent = self.send_body(status, json.dumps(payload).encode(), "application/json")
-        self.owner.record(Logged(self.command, self.path, None, status, sent, body))
+        self.reply(status, json.dumps(payload).encode(), "application/json", json_body=body)
 
     def do_GET(self):
         api: StacApi = self.owner
@@ -318,21 +328,18 @@ class _FileHandler(_Handler):
         if fault is not None:
             status, retry_after = fault
             headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-            sent = self.send_body(status, b"fault", "text/plain", headers, head)
-            server.record(Logged(self.command, path, asked, status, sent))
+            self.reply(status, b"fault", "text/plain", headers, head, asked)
             return
         local = os.path.join(server.root, urllib.parse.unquote(path.lstrip("/")))
         if not os.path.isfile(local):
-            sent = self.send_body(404, b"not found", "text/plain", head=head)
-            server.record(Logged(self.command, path, asked, 404, sent))
+            self.reply(404, b"not found", "text/plain", head=head, asked=asked)
             return
         with open(local, "rb") as f:
             data = f.read()
         size = len(data)
         common = {"Accept-Ranges": "bytes"}
         if not asked:
-            sent = self.send_body(200, data, "image/tiff", common, head)
-            server.record(Logged(self.command, path, asked, 200, sent))
+            self.reply(200, data, "image/tiff", common, head, asked)
             return
         ranges = []
         for part in asked.split("=", 1)[1].split(","):
@@ -342,13 +349,12 @@ class _FileHandler(_Handler):
             first, last = int(first), min(int(last) if last else size - 1, size - 1)
             ranges.append((first, last))
         if any(first >= size for first, _ in ranges):
-            sent = self.send_body(416, b"", "text/plain", {"Content-Range": f"bytes */{size}", **common}, head)
-            server.record(Logged(self.command, path, asked, 416, sent))
+            self.reply(416, b"", "text/plain", {"Content-Range": f"bytes */{size}", **common}, head, asked)
             return
         if len(ranges) == 1:
             first, last = ranges[0]
             headers = {"Content-Range": f"bytes {first}-{last}/{size}", **common}
-            sent = self.send_body(206, data[first : last + 1], "image/tiff", headers, head)
+            self.reply(206, data[first : last + 1], "image/tiff", headers, head, asked)
         else:
             boundary = "rsdtboundary"
             parts = []
@@ -360,5 +366,4 @@ class _FileHandler(_Handler):
                     + b"\r\n"
                 )
             body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-            sent = self.send_body(206, body, f"multipart/byteranges; boundary={boundary}", common, head)
-        server.record(Logged(self.command, path, asked, 206, sent, authorization=self.headers.get("Authorization")))
+            self.reply(206, body, f"multipart/byteranges; boundary={boundary}", common, head, asked)

@@ -11,10 +11,11 @@
                      raster:bands scale: the table's 1e-4) cut into two overlapping items of one pass,
                      `..._W` and `..._E` (adjacent tiles of one acquisition), 3 s apart
     sentinel-2-l2a   the same cut, with an `scl` asset **derived** from B02 (no real L2A is here):
-                     9 (cloud high) where B02 DN > 2000, 3 (shadow) where < 700, else 4 (vegetation),
+                     9 (cloud high) where B02 DN > 1500, 3 (shadow) where < 1250, else 4 (vegetation),
                      0 outside the scene; raster:bands scale 1e-4, offset -0.1 (Earth Search's)
     sentinel-1-rtc   the three Sentinel-1 VV scenes (dB -> linear power, nodata -99 -> -32768, as
-                     Planetary Computer's RTC): `vv` only; sat:orbit_state from the file name
+                     Planetary Computer's RTC): `vv` only; sat:orbit_state from the file name; the
+                     descending scenes get a nodata wedge at their west edge (derived: a swath edge)
 
 Every item has realistic JSON: stac_extensions, geometry, bbox, datetime, platform, proj:epsg,
 proj:shape, proj:transform, raster:bands, sat:* and eo:cloud_cover where the collection has them.
@@ -104,7 +105,7 @@ def _landsat(root: str, root_url: str) -> list[dict]:
             with rasterio.open(os.path.join(folder, f"{scene}_{band}.tif")) as src:
                 data, profile, crs, transform, shape = src.read(), src.profile, src.crs, src.transform, src.shape
             relative = f"landsat-c2-l2/{item_id}/{item_id}_SR_{band.upper()}.TIF"
-            write_cog(os.path.join(root, relative), data, profile, 64)
+            write_cog(os.path.join(root, relative), data, profile)
             assets[key] = (relative, "data", {"nodata": -9999, "data_type": "int16", "scale": 0.0001, "offset": 0.0})
         with rasterio.open(os.path.join(folder, f"{scene}_fmask.tif")) as src:
             fmask, profile = src.read(1), src.profile
@@ -112,7 +113,7 @@ def _landsat(root: str, root_url: str) -> list[dict]:
         for value, bits in FMASK_TO_QA.items():
             qa[fmask == value] = bits
         relative = f"landsat-c2-l2/{item_id}/{item_id}_QA_PIXEL.TIF"
-        write_cog(os.path.join(root, relative), qa[None], dict(profile, dtype="uint16", nodata=None), 64)
+        write_cog(os.path.join(root, relative), qa[None], dict(profile, dtype="uint16", nodata=None))
         assets["qa_pixel"] = (relative, "cloud", {"data_type": "uint16", "unit": "bit index"})
         cloud = float(np.isin(fmask, (2, 4)).sum() / max(1, (fmask != 255).sum()) * 100.0)
         properties = {
@@ -134,7 +135,7 @@ def _s2(root: str, root_url: str, collection: str) -> list[dict]:
     for k, (name, c0, c1) in enumerate((("W", S2_CUT[0], S2_CUT[1]), ("E", S2_CUT[2], S2_CUT[3]))):
         item_id = f"S2A_33UUU_20170216_0_{'L1C' if collection.endswith('l1c') else 'L2A'}_{name}"
         when = S2_TIME + datetime.timedelta(seconds=3 * k)
-        t10 = transform * rasterio.Affine.translation(c0, 0)
+        t10 = transform @ rasterio.Affine.translation(c0, 0)
         base = {"driver": "GTiff", "dtype": "uint16", "crs": crs, "nodata": 0}
         assets = {}
         part = b02[:, c0:c1]
@@ -145,13 +146,13 @@ def _s2(root: str, root_url: str, collection: str) -> list[dict]:
         part20 = b11[:, c0 // 2 : c1 // 2]
         rel = f"{collection}/{item_id}/B11.tif"
         write_cog(
-            os.path.join(root, rel), part20[None], dict(base, transform=t20 * rasterio.Affine.translation(c0 // 2, 0))
+            os.path.join(root, rel), part20[None], dict(base, transform=t20 @ rasterio.Affine.translation(c0 // 2, 0))
         )
         assets["swir16"] = (rel, "data", {"nodata": 0, "data_type": "uint16", **scale})
         if collection.endswith("l2a"):
             scl = np.full(part.shape, 4, np.uint8)
-            scl[part > 2000] = 9
-            scl[(part < 700) & (part > 0)] = 3
+            scl[part > 1500] = 9
+            scl[(part < 1250) & (part > 0)] = 3
             scl[part == 0] = 0
             rel = f"{collection}/{item_id}/SCL.tif"
             write_cog(os.path.join(root, rel), scl[None], dict(base, dtype="uint8", nodata=None, transform=t10))
@@ -176,6 +177,9 @@ def _s1(root: str, root_url: str) -> list[dict]:
         with rasterio.open(path) as src:
             db, profile, crs, transform, shape = src.read(1), src.profile, src.crs, src.transform, src.shape
         linear = np.where(db == -99, -32768, np.power(10.0, db / 10.0)).astype(np.float32)
+        if state == "descending":  # a swath edge, as real RTC scenes have (derived: these files have no nodata)
+            rows, cols = np.indices(linear.shape)
+            linear[cols < 40 - rows // 4] = -32768
         item_id = f"S1A_IW_GRDH_1SDV_{when:%Y%m%dT%H%M%S}_rtc"
         rel = f"sentinel-1-rtc/{item_id}/measurement/iw-vv.tif"
         write_cog(os.path.join(root, rel), linear[None], dict(profile, nodata=-32768), 128)

@@ -29,7 +29,11 @@ a failed read in its cache); a missing or corrupt asset sets the observation asi
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
+import glob
 import hashlib
 import json
 import logging
@@ -210,14 +214,12 @@ class StacAccess:
             return planetary_computer.sign_url(href)
         return href
 
-    def env(self, non_cached: str | None = None) -> dict[str, str]:
-        """GDAL options of a read; `non_cached`: a URL read around GDAL's cache (a retry)."""
+    def env(self) -> dict[str, str]:
+        """GDAL options of a read."""
         options = dict(self.gdal_options)
         headers = self.headers()
         if headers:
             options["GDAL_HTTP_HEADERS"] = "\r\n".join(f"{k}: {v}" for k, v in headers.items())
-        if non_cached:
-            options["CPL_VSIL_CURL_NON_CACHED"] = "/vsicurl/" + non_cached
         return options
 
 
@@ -466,16 +468,38 @@ def _retry_after(url: str, headers: dict[str, str]) -> float | None:
         return None
 
 
+@functools.cache
+def _gdal_library():
+    """The GDAL library rasterio runs on (its wheel's bundled copy, else the system's), for the two calls
+    rasterio does not expose; None if it cannot be found."""
+    bundled = glob.glob(os.path.join(os.path.dirname(rasterio.__file__), os.pardir, "rasterio.libs", "libgdal*"))
+    name = bundled[0] if bundled else ctypes.util.find_library("gdal")
+    if name is None:
+        return None
+    library = ctypes.CDLL(name)
+    library.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
+    return library
+
+
+def forget_failed_read(url: str) -> None:
+    """Drops what GDAL keeps of a URL (its cached blocks and the failed answer itself) and GDAL's error
+    state, so a retry asks the server again instead of failing with the cached error."""
+    library = _gdal_library()
+    if library is not None:
+        library.VSICurlPartialClearCache(("/vsicurl/" + url).encode())
+        library.CPLErrorReset()
+
+
 def read_asset(
     href: str, grid: Grid, window: PixelWindow, resampling: str, access: StacAccess, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """One asset's window on the grid over HTTP; 429 (waiting the server's Retry-After) and 5xx retried
-    with backoff (x3), around the file's cached blocks on a retry (GDAL caches a failed read); other
-    failures (404, a corrupt file) raise ObservationError at once."""
+    with backoff (x3), GDAL's cache of the failed read dropped first; other failures (404, a corrupt
+    file) raise ObservationError at once."""
     url = access.href(href)
     for attempt in range(access.max_attempts):
         try:
-            with rasterio.Env(**access.env(non_cached=url if attempt else None)):
+            with rasterio.Env(**access.env()):
                 return read_file_window(url, grid, window, resampling, what)
         except ObservationError as error:
             status = _retry_status(error.reason)
@@ -486,6 +510,7 @@ def read_asset(
                 wait = max(wait, _retry_after(url, access.headers()) or 0.0)
             _LOG.warning("retrying %s in %.1f s (%s)", href, wait, error.reason)
             clock.sleep(wait)
+            forget_failed_read(url)
     raise AssertionError("unreachable")
 
 
