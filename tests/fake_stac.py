@@ -17,6 +17,9 @@ status, times, retry_after)` answers the next `times` requests of a path with `s
 Retry-After in seconds); `latency` (s) delays every answer, as a distant server would.
 
 The catalog items are built by `tests.stac_catalog` from the real files of tests/data.
+
+    python -m tests.fake_stac ROOT [--latency 0.05]   # serves ROOT's files, prints the URL; GET /__log
+                                                      # returns (and clears) the request log as JSON
 """
 
 from __future__ import annotations
@@ -323,6 +326,16 @@ class _FileHandler(_Handler):
     def _serve(self, head: bool):
         server: FileServer = self.owner
         path = urllib.parse.urlsplit(self.path).path
+        if path == "/__log":  # the log so far, taken (a server in another process, e.g. for benchmarks)
+            with server._lock:
+                taken, server.log[:] = list(server.log), []
+            body = json.dumps([dataclasses.asdict(e) for e in taken]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         asked = self.headers.get("Range")
         fault = server.take_fault(path)
         if fault is not None:
@@ -367,3 +380,24 @@ class _FileHandler(_Handler):
                 )
             body = b"".join(parts) + f"--{boundary}--\r\n".encode()
             self.reply(206, body, f"multipart/byteranges; boundary={boundary}", common, head, asked)
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="serve a folder with Range support")
+    parser.add_argument("root")
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    with FileServer(args.root) as files:
+        files.latency = args.latency
+        print(files.url, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -70,8 +70,6 @@ GDAL_HTTP_OPTIONS = {
     "GDAL_HTTP_MULTIRANGE": "YES",  # the ranges of several tiles requested together
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # adjacent tiles in one range
     "VSI_CACHE": "TRUE",  # blocks read once per file handle
-    "CPL_VSIL_CURL_CHUNK_SIZE": "65536",  # the smallest range GDAL asks for (its default 16 KB)
-    "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # the COG header in one request
     "GDAL_HTTP_MAX_RETRY": "0",  # retries are ours (stac.read_asset), with the cache dropped first
 }
 RETRY_STATUS = re.compile(r"HTTP response code: (429|5\d\d)")  # GDAL's words for a status it got
