@@ -1,6 +1,7 @@
 """A local STAC catalog of COGs built from the real files in tests/data (see tests/data/SOURCES.md).
 
-    build_catalog(root) -> list of item dicts, COGs written under root/<collection>/<item>/<asset>.tif
+    build_catalog(root, root_url) -> list of item dicts, COGs written under root/<collection>/<item>/<asset>
+    python -m tests.stac_catalog ROOT      # builds it and serves it (STAC API + files), prints the API URL
 
     landsat-c2-l2    the Landsat 7/5 series of tests/data/convert/landsat7: red (b3), nir08 (b4),
                      swir16 (b5) as they are (int16 SR x 10^4, nodata -9999; raster:bands scale 1e-4),
@@ -204,3 +205,30 @@ def build_catalog(root: str, root_url: str) -> list[dict]:
         *_s2(root, root_url, "sentinel-2-l2a"),
         *_s1(root, root_url),
     ]
+
+
+def main(argv=None) -> None:
+    """Builds the catalog in ROOT, serves its files and a STAC API over them, prints the API's URL."""
+    import argparse
+    import time
+
+    from tests.fake_stac import FileServer, StacApi
+
+    parser = argparse.ArgumentParser(description="the tests' local STAC catalog, served on 127.0.0.1")
+    parser.add_argument("root")
+    parser.add_argument("--conformance", default="query", choices=("query", "filter", "none"))
+    args = parser.parse_args(argv)
+    with FileServer(args.root) as files:
+        items = build_catalog(args.root, files.url)
+        conformance = None if args.conformance == "none" else args.conformance
+        with StacApi(items, conformance) as api:
+            print(f"STAC API {api.url} ({len(items)} items), files {files.url}; Ctrl-C stops", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+
+
+if __name__ == "__main__":
+    main()
