@@ -408,6 +408,25 @@ class ConvertObservations(beam.PTransform):
         return refs, rejected
 
 
+def check_store_grid(store: str, grid: Grid, overwrite: bool) -> None:
+    """A store that already holds another grid is an error (unless `overwrite`: the run replaces it)."""
+    existing = None if overwrite else read_grid(store)
+    if existing is not None and not existing.matches(grid):
+        raise UserError(
+            f"--store {store} holds observations on another grid ({existing.describe()}); "
+            f"this run's grid is {grid.describe()}: use a new store"
+        )
+
+
+def run_grid(area: AreaSpec, anchor: tuple[float, float] = (0.0, 0.0)) -> tuple[AreaOfInterest | None, Grid]:
+    """The AOI and grid of a run: the AOI's, or the store's when adding to it."""
+    if area.aoi:
+        return area_of(area, anchor)
+    if read_grid(area.store) is not None:
+        return None, read_grid(area.store)  # adding observations to an existing store
+    raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+
+
 @dataclasses.dataclass
 class ConvertPlan:
     """A convert run resolved on the launcher: the job, the sources and what listing set aside."""
@@ -431,12 +450,7 @@ class ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
         first readable source; a store that already holds another grid is an error (unless `overwrite`:
         the run replaces the store's contents)."""
-        existing = None if overwrite else read_grid(store)
-        if existing is not None and not existing.matches(grid):
-            raise UserError(
-                f"--store {store} holds observations on another grid ({existing.describe()}); "
-                f"this run's grid is {grid.describe()}: use a new store"
-            )
+        check_store_grid(store, grid, overwrite)
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
@@ -471,12 +485,7 @@ class ConvertPlan:
             if not area.resolution:
                 raise UserError("--align_to needs --resolution")
             anchor = anchor_of(file_header(spec.align_to, "--align_to raster").transform, area.resolution)
-        if area.aoi:
-            aoi, grid = area_of(area, anchor)
-        elif read_grid(area.store) is not None:
-            aoi, grid = None, read_grid(area.store)  # adding observations to an existing store
-        else:
-            raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+        aoi, grid = run_grid(area, anchor)
         return cls.create(area.store, grid, listing, spec.params, aoi, spec.block_size, overwrite)
 
     @property

@@ -222,7 +222,8 @@ class ConvertSource:
 
 
 def fingerprint(source: ConvertSource, grid: Grid, params: ConvertParams, aoi_wkt: str | None) -> str:
-    """A hash of everything that decides an observation's pixels: source, grid, parameters, AOI."""
+    """A hash of everything that decides an observation's pixels: source, grid, parameters, AOI (any
+    source and parameters with `to_json()`, e.g. acquire.stac's)."""
     text = json.dumps(
         {
             "source": source.to_json(),

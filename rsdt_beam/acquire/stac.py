@@ -34,7 +34,6 @@ import ctypes.util
 import dataclasses
 import functools
 import glob
-import hashlib
 import json
 import logging
 import math
@@ -48,10 +47,9 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.convert import ConvertJob, ConvertPlan
+from rsdt_beam.acquire.convert import ConvertJob, ConvertPlan, check_store_grid, run_grid
 from rsdt_beam.acquire.geotiff import ConvertParams, MaskRule, read_file_window
-from rsdt_beam.acquire.store import read_grid, store_folder
-from rsdt_beam.aoi import AreaOfInterest, area_of
+from rsdt_beam.acquire.store import store_folder
 from rsdt_beam.common.modalities import MODALITIES, OPTICAL
 from rsdt_beam.common.observations import ObservationError, Rejection
 from rsdt_beam.common.times import iso_time, parse_time, time_name
@@ -586,18 +584,6 @@ class StacJob(ConvertJob):
             self.store, self.grid, {**source, "aoi": self.aoi_wkt if self.params.clip_to_aoi else None}, self.run_id
         )
 
-    def fingerprint(self, source: StacSource) -> str:
-        text = json.dumps(
-            {
-                "source": source.to_json(),
-                "grid": self.grid.to_json(),
-                "params": self.params.to_json(),
-                "aoi": self.aoi_wkt if self.params.clip_to_aoi else None,
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
-
     def inspect(self, source: StacSource) -> tuple[str, ...]:
         """Nothing to open: the band names are the asset keys; a bad asset shows when its blocks are read."""
         return source.band_names
@@ -642,19 +628,8 @@ class StacPlan(ConvertPlan):
         """Searches the catalog over the grid (the AOI's, or the store's) and the run's time range."""
         if not area.store:
             raise UserError("--store is required (the observation store to write)")
-        aoi: AreaOfInterest | None = None
-        existing = None if overwrite else read_grid(area.store)
-        if area.aoi:
-            aoi, grid = area_of(area)
-            if existing is not None and not existing.matches(grid):
-                raise UserError(
-                    f"--store {area.store} holds observations on another grid ({existing.describe()}); "
-                    f"this run's grid is {grid.describe()}: use a new store"
-                )
-        elif existing is not None:
-            grid = existing
-        else:
-            raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+        aoi, grid = run_grid(area)
+        check_store_grid(area.store, grid, overwrite)
         params = stack.params
         bbox = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds)
         items = search_items(
