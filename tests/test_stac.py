@@ -438,3 +438,19 @@ def test_store_and_windows_on_gcs(catalog, tmp_path):
     assert {"grid.json", "bands.json", "metadata.json"} <= set(stored)
     assert {"windows.csv", "metadata.json", "rejected.json"} <= set(written)
     assert any(name.endswith(".tfrecords") for name in written)
+
+
+def test_bad_stac_flags_are_one_line_errors(tmp_path):
+    base = ["--store", str(tmp_path / "s"), "--aoi", "0,0,1,1", "--aoi_crs", "EPSG:32633", "--resolution", "1"]
+    with pytest.raises(UserError, match="--stac_api is required"):
+        execute(STAC, base)
+    with pytest.raises(UserError, match="--stac_collections: unknown collections \\['sentinel-3'\\]"):
+        execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--stac_collections", "sentinel-3"])
+    with pytest.raises(UserError, match="--stac_bands: names collections not searched"):
+        execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--stac_bands", "landsat-c2-l2=red"])
+    with pytest.raises(UserError, match="--stac_scl_invalid: expected integers"):
+        execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--stac_scl_invalid", "cloud"])
+    with pytest.raises(UserError, match="--stac_api http://127.0.0.1:9: cannot open the STAC API"):
+        execute(
+            STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--starttime", "2020-01-01", "--endtime", "2020-02-01"]
+        )

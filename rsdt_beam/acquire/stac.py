@@ -100,6 +100,12 @@ SCL_INVALID = (0, 1, 3, 8, 9, 10)
 # Landsat Collection 2 QA_PIXEL bits: 0 fill, 1 dilated cloud, 3 cloud, 4 cloud shadow.
 QA_PIXEL_BITS = (0, 1, 3, 4)
 
+
+def scl_rule(invalid: tuple[int, ...]) -> MaskRule:
+    """Sentinel-2 scl validity: every class but the `invalid` ones."""
+    return MaskRule("values", tuple(v for v in range(256) if v not in invalid))
+
+
 PROFILES = {
     p.collection: p
     for p in (
@@ -108,7 +114,7 @@ PROFILES = {
             OPTICAL,
             (("blue", "green", "red", "nir"), ("B02", "B03", "B04", "B08")),
             ("scl", "SCL"),
-            MaskRule("values", tuple(v for v in range(256) if v not in SCL_INVALID)),
+            scl_rule(SCL_INVALID),
             scale=0.0001,  # Planetary Computer gives no raster:bands scale; Earth Search does (offset -0.1)
             cloud_filter=True,
             units="surface reflectance",
@@ -158,9 +164,26 @@ class StacParams:
         return dataclasses.asdict(self)
 
     def mask_rule(self, profile: CollectionProfile) -> MaskRule | None:
-        if profile.mask_rule is not None and profile.collection.startswith("sentinel-2-l2a"):
-            return MaskRule("values", tuple(v for v in range(256) if v not in self.scl_invalid))
+        """The profile's quality rule; the scl rule with this run's invalid classes."""
+        if profile.mask_rule == scl_rule(SCL_INVALID):
+            return scl_rule(self.scl_invalid)
         return profile.mask_rule
+
+
+@functools.lru_cache(maxsize=8)
+def _read_headers(file: str | None, variable: str | None, text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if file:
+        try:
+            out.update(json.loads(fs.read_bytes(file)))
+        except (OSError, ValueError) as error:
+            raise UserError(f"--stac_headers_file {file}: not a JSON object: {error}") from None
+    if variable:
+        try:
+            out.update(json.loads(text))
+        except ValueError as error:
+            raise UserError(f"--stac_headers_env: ${variable} is not a JSON object: {error}") from None
+    return {str(k): str(v) for k, v in out.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,21 +208,10 @@ class StacAccess:
             raise UserError(f"--stac_max_attempts must be at least 1, got {self.max_attempts}")
 
     def headers(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        if self.headers_file:
-            try:
-                out.update(json.loads(fs.read_bytes(self.headers_file)))
-            except (OSError, ValueError) as error:
-                raise UserError(f"--stac_headers_file {self.headers_file}: not a JSON object: {error}") from None
-        if self.headers_env:
-            text = os.environ.get(self.headers_env)
-            if text is None:
-                raise UserError(f"--stac_headers_env: ${self.headers_env} is not set")
-            try:
-                out.update(json.loads(text))
-            except ValueError as error:
-                raise UserError(f"--stac_headers_env: ${self.headers_env} is not a JSON object: {error}") from None
-        return {str(k): str(v) for k, v in out.items()}
+        """The request headers, read here (once per process and source of them)."""
+        if self.headers_env and os.environ.get(self.headers_env) is None:
+            raise UserError(f"--stac_headers_env: ${self.headers_env} is not set")
+        return _read_headers(self.headers_file, self.headers_env, os.environ.get(self.headers_env or "", ""))
 
     def href(self, href: str) -> str:
         """The URL to read: signed for Planetary Computer (the token API is asked once per container and
@@ -271,6 +283,7 @@ def _retry():
 
     return Retry(
         total=6,
+        connect=2,  # a wrong --stac_api fails in seconds
         backoff_factor=0.5,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=None,  # POST searches too
