@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -454,3 +455,34 @@ def test_bad_stac_flags_are_one_line_errors(tmp_path):
         execute(
             STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--starttime", "2020-01-01", "--endtime", "2020-02-01"]
         )
+
+
+@pytest.mark.e2e
+def test_no_header_value_in_the_translated_dataflow_job(catalog, tmp_path, monkeypatch):
+    """The STAC command translated by the Dataflow runner (dry run): the job names the variable that holds
+    the request headers, never their value."""
+    from tests.project import DATAFLOW_FLAGS, project_copy
+    from tests.test_fetch import decoded
+
+    secret = f"Bearer {uuid.uuid4().hex}"
+    monkeypatch.setenv("RSDT_STAC_HEADERS", json.dumps({"Authorization": secret}))
+    setup_file = os.path.join(project_copy(str(tmp_path / "project")), "setup.py")
+    outcome = execute(
+        STAC,
+        [
+            *DATAFLOW_FLAGS,
+            "--setup_file",
+            setup_file,
+            "--stac_api",
+            catalog.api.url,
+            *LANDSAT_FLAGS,
+            "--store",
+            str(tmp_path / "store"),
+            "--stac_headers_env",
+            "RSDT_STAC_HEADERS",
+        ],
+    )
+    job = outcome.result.job
+    graph = decoded(job.proto_pipeline.SerializeToString()) + decoded(job.json().encode())
+    assert b"StacJob" in graph and b"RSDT_STAC_HEADERS" in graph  # the pickled job, unpacked
+    assert secret.encode() not in graph and secret.split()[1].encode() not in graph
