@@ -143,10 +143,6 @@ PROFILES = {
 }
 
 
-def _modalities_of(profile: CollectionProfile) -> tuple[str, ...]:
-    return ("sar_ascending", "sar_descending") if profile.modality == SAR else (profile.modality,)
-
-
 @dataclasses.dataclass(frozen=True)
 class StacParams:
     """How items become observations: the parts of an observation's identity that are not its items."""
