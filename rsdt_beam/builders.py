@@ -2,7 +2,8 @@
 
     source                      Stage 2 (Stack)              Stage 3 / sinks
     listed observations  --\\
-    convert (GeoTIFFs)   ---+-> ObservationRef --Stack--> StackFile --+--> FinishStacks  (--stack_output)
+    convert (GeoTIFFs)   ---+
+    stac (STAC COGs)     ---+-> ObservationRef --Stack--> StackFile --+--> FinishStacks  (--stack_output)
     fetch (Sentinel Hub) --/                                          +--> WriteWindows  (--window_output)
     written stacks (ReadTileStacks) ----------------------------------+--> InferMaps     (--map_output)
 
@@ -226,13 +227,20 @@ def build_convert(
     window: WindowSpec | None,
     output: OutputSpec,
 ) -> list[str]:
-    """Convert into the store; with `window` fused on through Stages 2 and 3.
+    """Convert into the store; with `window` fused on through Stages 2 and 3 (`build_source`)."""
+    return build_source(pipeline, ConvertPlan.from_spec(area, convert, output.overwrite), stack, window, output)
+
+
+def build_source(
+    pipeline, plan: ConvertPlan, stack: StackSpec | None, window: WindowSpec | None, output: OutputSpec
+) -> list[str]:
+    """A convert-shaped source (convert's ConvertPlan, STAC's StacPlan) into the store; with `window` fused
+    on through Stages 2 and 3.
 
     Fused, Stage 2 stacks the refs of the store's observations for this run (new and already
-    converted) on the convert grid; `stack.output` also writes the stacks; rejected.json of the window
-    output lists every observation set aside by convert and by Stage 2.
+    converted) on the source's grid; `stack.output` also writes the stacks; rejected.json of the window
+    output lists every observation set aside by the source and by Stage 2.
     """
-    plan = ConvertPlan.from_spec(area, convert, output.overwrite)
     refs, rejected = plan.expand(pipeline)
     lines = [plan.describe()]
     if window is None:

@@ -6,6 +6,7 @@ reports a bad value as a one-line `UserError`):
     AreaSpec       Stage 1: the area of interest, its grid and the observation store
     ConvertSpec    Stage 1 convert: the GeoTIFF archive and how its values are read
     FetchSpec      Stage 1 fetch: Sentinel Hub collections, limits, where credentials come from
+    StacSpec       Stage 1 STAC: the API, collections, bands, cloud filter, values and asset access
     InputsSpec     Stage 2 inputs: the observation store and/or rsdtlib EOPatch folders
     StackSpec      Stage 2: time range and step, tiling, read chunk, where stacks go
     WindowSpec     Stage 3: window rules, record mode, tiles, layout, where windows go
@@ -77,6 +78,19 @@ class FetchSpec:
     retry_sleep: float = 5.0
     timeout: float = 120.0
     max_throttle_retries: int = 100
+    plan_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StacSpec:
+    api: str
+    collections: tuple[str, ...]
+    bands: tuple[tuple[str, tuple[str, ...]], ...]  # asset keys per collection (absent: the table's)
+    maxcc: float | None
+    time_tolerance: float
+    params: Any  # acquire.stac.StacParams
+    access: Any  # acquire.stac.StacAccess (where headers are read, never their values)
+    block_size: int = 2048
     plan_only: bool = False
 
 

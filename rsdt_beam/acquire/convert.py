@@ -12,6 +12,11 @@
 every observation in the store for this run (new and already converted), the
 PCollection Stage 2 takes as `refs` in the fused pipeline.
 
+The transforms see a source only through the job (`ConvertJob`): its fingerprint,
+`inspect` (band names, or ObservationError), `read_window` and the file `tags`; a
+source has `modality`, `time`, `name` and `where` (the file a rejection names). The
+STAC source (`rsdt_beam.acquire.stac.StacJob`) is another job over the same transforms.
+
 Why blocks and a GroupByKey: reading and warping is the expensive part and
 splits by pixel window, so a large area's observation keeps many workers
 busy; the store wants one GeoTIFF per observation, so blocks meet again
@@ -142,6 +147,28 @@ class ConvertJob:
             return None
         return mask_for_grid(self.aoi, self.grid)
 
+    def inspect(self, source: ConvertSource) -> tuple[str, ...]:
+        """The band names of a source; ObservationError when a file is unreadable, misses the grid or has
+        another band count than the run's."""
+        header = inspect_source(source, self.grid)
+        expected = dict(self.bands).get(source.modality)
+        if header.bands != expected:
+            raise ObservationError(
+                source.where,
+                f"has {header.bands} bands but {source.modality} observations of this run have {expected}",
+            )
+        return header.band_names
+
+    def read_window(
+        self, source: ConvertSource, window: PixelWindow, area: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(float32 [h, w, bands], bool valid [h, w])` of a source on one grid window."""
+        return read_source_window(source, self.grid, window, self.params, area)
+
+    def tags(self, source: ConvertSource) -> dict:
+        """Tags of the stored file that tell where it came from."""
+        return {SOURCE_TAG: ";".join(source.bands)}
+
 
 def _stored_fingerprint(path: str) -> str | None:
     try:
@@ -189,18 +216,12 @@ class _Inspect(beam.DoFn):
                 yield RECORDED, Rejection(**entry)
                 return
         try:
-            header = inspect_source(source, self._job.grid)
-            expected = dict(self._job.bands).get(source.modality)
-            if header.bands != expected:
-                raise ObservationError(
-                    source.bands[0],
-                    f"has {header.bands} bands but {source.modality} observations of this run have {expected}",
-                )
+            names = self._job.inspect(source)
         except ObservationError as error:
             _LOG.warning("set aside %s: %s", source.name, error)
             yield REJECTED, (source, _rejection(source, error.observation, error.reason))
             return
-        yield VALID, (source, header.band_names)
+        yield VALID, (source, names)
 
 
 class InspectSources(beam.PTransform):
@@ -221,7 +242,7 @@ class BlockRead:
     """What reading one block of an observation left: the block staged at `path` with `valid_pixels`
     valid pixels (no path: nothing valid there, or outside the AOI and never read), or the `error`."""
 
-    source: ConvertSource
+    source: ConvertSource  # or another job's source (acquire.stac.StacSource)
     band_names: tuple[str, ...]
     window: PixelWindow
     path: str | None = None
@@ -251,7 +272,7 @@ class _ReadBlock(beam.DoFn):
                 yield key, BlockRead(source, names, window)
                 return
         try:
-            data, valid = read_source_window(source, self._job.grid, window, self._job.params, area)
+            data, valid = self._job.read_window(source, window, area)
         except ObservationError as error:
             self._failed.inc()
             yield key, BlockRead(source, names, window, error=error.observation + ": " + error.reason)
@@ -300,12 +321,12 @@ class _WriteObservation(beam.DoFn):
         errors = [read.error for read in reads if read.error is not None]
         if errors:
             remove_blocks(staged)
-            yield REJECTED, (source, _rejection(source, source.bands[0], errors[0]))
+            yield REJECTED, (source, _rejection(source, source.where, errors[0]))
             return
         if not any(read.valid_pixels for read in reads):  # decided from the counts: no block staged
             self._masked.inc()
             _LOG.warning("set aside %s: no valid pixel inside the area of interest", source.name)
-            rejection = _rejection(source, source.bands[0], "fully masked: no valid pixel inside the area of interest")
+            rejection = _rejection(source, source.where, "fully masked: no valid pixel inside the area of interest")
             # With the fingerprint, a re-run with the same inputs skips it without reading again.
             fs.write_json(
                 rejection_path(self._job.store, source),
@@ -316,7 +337,7 @@ class _WriteObservation(beam.DoFn):
             yield RECORDED, rejection
             return
         stamp = self._job.fingerprint(source)
-        tags = {FINGERPRINT_TAG: stamp, SOURCE_TAG: ";".join(source.bands)}
+        tags = {FINGERPRINT_TAG: stamp, **self._job.tags(source)}
         path = observation_path(self._job.store, source.modality, source.time)
         try:
             write_staged_observation(
@@ -412,6 +433,25 @@ class ConvertObservations(beam.PTransform):
         return refs, rejected
 
 
+def check_store_grid(store: str, grid: Grid, overwrite: bool) -> None:
+    """A store that already holds another grid is an error (unless `overwrite`: the run replaces it)."""
+    existing = None if overwrite else read_grid(store)
+    if existing is not None and not existing.matches(grid):
+        raise UserError(
+            f"--store {store} holds observations on another grid ({existing.describe()}); "
+            f"this run's grid is {grid.describe()}: use a new store"
+        )
+
+
+def run_grid(area: AreaSpec, anchor: tuple[float, float] = (0.0, 0.0)) -> tuple[AreaOfInterest | None, Grid]:
+    """The AOI and grid of a run: the AOI's, or the store's when adding to it."""
+    if area.aoi:
+        return area_of(area, anchor)
+    if read_grid(area.store) is not None:
+        return None, read_grid(area.store)  # adding observations to an existing store
+    raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+
+
 @dataclasses.dataclass
 class ConvertPlan:
     """A convert run resolved on the launcher: the job, the sources and what listing set aside."""
@@ -435,12 +475,7 @@ class ConvertPlan:
         """Drops duplicate (modality, time) sources and fixes each modality's band count from its
         first readable source; a store that already holds another grid is an error (unless `overwrite`:
         the run replaces the store's contents)."""
-        existing = None if overwrite else read_grid(store)
-        if existing is not None and not existing.matches(grid):
-            raise UserError(
-                f"--store {store} holds observations on another grid ({existing.describe()}); "
-                f"this run's grid is {grid.describe()}: use a new store"
-            )
+        check_store_grid(store, grid, overwrite)
         unique = drop_duplicates(listing.sources)
         rejected = list(listing.rejected) + unique.rejected
         bands: dict[str, int] = {}
@@ -475,12 +510,7 @@ class ConvertPlan:
             if not area.resolution:
                 raise UserError("--align_to needs --resolution")
             anchor = anchor_of(file_header(spec.align_to, "--align_to raster").transform, area.resolution)
-        if area.aoi:
-            aoi, grid = area_of(area, anchor)
-        elif read_grid(area.store) is not None:
-            aoi, grid = None, read_grid(area.store)  # adding observations to an existing store
-        else:
-            raise UserError("--aoi and --resolution are required (the store has no grid.json yet)")
+        aoi, grid = run_grid(area, anchor)
         return cls.create(area.store, grid, listing, spec.params, aoi, spec.block_size, overwrite)
 
     @property

@@ -206,6 +206,11 @@ class ConvertSource:
     def name(self) -> str:
         return f"{self.modality} {iso_time(self.time)} ({self.bands[0]})"
 
+    @property
+    def where(self) -> str:
+        """The file a rejection of this source names."""
+        return self.bands[0]
+
     def to_json(self) -> dict:
         return {
             "modality": self.modality,
@@ -217,7 +222,8 @@ class ConvertSource:
 
 
 def fingerprint(source: ConvertSource, grid: Grid, params: ConvertParams, aoi_wkt: str | None) -> str:
-    """A hash of everything that decides an observation's pixels: source, grid, parameters, AOI."""
+    """A hash of everything that decides an observation's pixels: source, grid, parameters, AOI (any
+    source and parameters with `to_json()`, e.g. acquire.stac's)."""
     text = json.dumps(
         {
             "source": source.to_json(),

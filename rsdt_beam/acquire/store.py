@@ -178,9 +178,10 @@ def open_raster(uri: str):
 
     Remote files are opened with an opener, so GDAL seeks and a windowed read
     fetches only the blocks it needs (a plain file object would be read whole),
-    without probing for side-car files (each one a remote request).
+    without probing for side-car files (each one a remote request). http(s) URLs
+    go to GDAL's /vsicurl/ (range requests; options set by the caller's rasterio.Env).
     """
-    if not fs.is_remote(uri):
+    if not fs.is_remote(uri) or uri.startswith(("http://", "https://")):
         with rasterio.open(uri) as dataset:
             yield dataset
         return

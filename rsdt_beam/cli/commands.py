@@ -5,6 +5,7 @@ window      Stage 3: stacks -> windows
 run         Stages 2 and 3 fused
 convert     Stage 1 from GeoTIFF archives (optionally on through Stages 2 and 3)
 fetch       Stage 1 from Sentinel Hub (optionally on through Stages 2 and 3)
+stac        Stage 1 from a STAC catalog of COGs (optionally on through Stages 2 and 3)
 infer       a Keras model over windows -> maps
 scheduled   one incremental run under an output root
 sample      the bundled sample through Stages 2 and 3
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from rsdt_beam import builders, deploy
 from rsdt_beam.acquire.fetch import FetchPlan
 from rsdt_beam.acquire.sentinelhub import ENV_CLIENT_ID, ENV_CLIENT_SECRET, CredentialsError
+from rsdt_beam.acquire.stac import StacPlan
 from rsdt_beam.cli import run, specs
 from rsdt_beam.cli.flags import Flag, all_flags, parser
 from rsdt_beam.cli.run import Launch, Outcome
@@ -179,6 +181,15 @@ def _fetch(args) -> Launch:
     )
 
 
+def _stac(args) -> Launch:
+    area, stac, output = specs.area_spec(args), specs.stac_spec(args), specs.output_spec(args)
+    stack, window = _fused_on(args)
+    plan = StacPlan.from_stac_spec(area, stack or specs.stack_spec(args), stac, output.overwrite)
+    if stac.plan_only:
+        return Launch(build=lambda pipeline: [plan.describe()], listing=plan.item_lines())
+    return _output_launch(output, lambda pipeline: builders.build_source(pipeline, plan, stack, window, output))
+
+
 def _report_fetch(outcome: Outcome) -> int:
     """Exit 1, with a summary line, when every request of the run failed."""
     plan, counts = outcome.record, outcome.counters
@@ -307,16 +318,22 @@ RUN = Command(
 )
 CONVERT = Command(
     "convert",
-    ("area", "convert_archive", "convert_values", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS),
+    ("area", "convert_archive", "convert_values", "reads", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS),
     launch=_convert,
     required=("store",),
 )
 FETCH = Command(
     "fetch",
-    ("area", "fetch", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"),
+    ("area", "fetch", "cloud_cover", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"),
     launch=_fetch,
     report=_report_fetch,
     required=("store", "starttime", "endtime"),
+)
+STAC = Command(
+    "stac",
+    ("area", "stac", "cloud_cover", "reads", *_STAGE_2[1:], *_STAGE_3, *_FUSED_OUTPUTS, "plan"),
+    launch=_stac,
+    required=("store", "stac_api", "starttime", "endtime"),
 )
 INFER = Command(
     "infer",
@@ -349,4 +366,4 @@ def scheduled_command(now: float | None = None) -> Command:
 
 SCHEDULED = scheduled_command()
 
-COMMANDS = (FETCH, CONVERT, STACK, WINDOW, RUN, INFER, SCHEDULED, SAMPLE, WINDOWS_LIST, INSPECT)
+COMMANDS = (FETCH, CONVERT, STAC, STACK, WINDOW, RUN, INFER, SCHEDULED, SAMPLE, WINDOWS_LIST, INSPECT)

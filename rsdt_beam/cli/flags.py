@@ -88,12 +88,6 @@ GROUPS: dict[str, Group] = {
             ),
             Flag("band_selection", "1-based bands to keep, e.g. 1,2,3", advanced=True),
             Flag("align_to", "raster whose pixel edges the grid shares (no resampling)", advanced=True),
-            Flag(
-                "clip_to_aoi",
-                "pixels outside the AOI polygon are invalid (default: the whole bbox, as rsdtlib)",
-                boolean=True,
-                advanced=True,
-            ),
         ),
     ),
     "convert_values": Group(
@@ -105,8 +99,13 @@ GROUPS: dict[str, Group] = {
                 "nonzero",
             ),
             Flag("divisor", "normalization divisor, or optical=10000,sar=1", "255"),
-            Flag("resampling", "resampling of bands (masks: nearest)", "bilinear", advanced=True),
             Flag("db_to_linear", "SAR bands: dB to linear power", boolean=True, advanced=True),
+        ),
+    ),
+    "reads": Group(
+        "Stage 1 convert and STAC: reads",
+        (
+            Flag("resampling", "resampling of bands (masks: nearest)", "bilinear", advanced=True),
             Flag(
                 "output_dtype",
                 "stored band dtype: float32 (rsdtlib), float64, or uint16/int16/uint8 "
@@ -122,6 +121,58 @@ GROUPS: dict[str, Group] = {
                 int,
                 advanced=True,
             ),
+            Flag(
+                "clip_to_aoi",
+                "pixels outside the AOI polygon are invalid (default: the whole bbox, as rsdtlib)",
+                boolean=True,
+                advanced=True,
+            ),
+        ),
+    ),
+    "stac": Group(
+        "Stage 1 STAC: catalog and assets",
+        (
+            Flag("stac_api", "STAC API root, e.g. https://earth-search.aws.element84.com/v1"),
+            Flag(
+                "stac_collections",
+                "collections to search (rows of the collection table): sentinel-2-l2a, sentinel-2-l1c, "
+                "landsat-c2-l2, sentinel-1-rtc",
+                "sentinel-1-rtc,sentinel-2-l2a",
+            ),
+            Flag(
+                "stac_bands",
+                "band asset keys: red,nir08 (every optical collection) or per collection "
+                "sentinel-2-l2a=B04,B08;sentinel-1-rtc=vv (default: the table's)",
+            ),
+            Flag(
+                "stac_time_tolerance",
+                "seconds: items of one platform and orbit this close are one acquisition",
+                60.0,
+                float,
+                advanced=True,
+            ),
+            Flag("stac_scl_invalid", "Sentinel-2 L2A scl classes that are invalid", "0,1,3,8,9,10", advanced=True),
+            Flag("stac_sar_db", "Sentinel-1 RTC in dB (default: linear power, as rsdtlib)", boolean=True),
+            Flag(
+                "stac_sign",
+                "sign asset URLs on the workers: planetary_computer (its SAS token API) or none",
+                "none",
+                choices=("none", "planetary_computer"),
+            ),
+            Flag(
+                "stac_headers_file",
+                "local or gs:// JSON {header: value} sent with every request (read on the launcher and every worker)",
+                advanced=True,
+            ),
+            Flag(
+                "stac_headers_env",
+                "environment variable holding JSON {header: value} (read on every machine)",
+                advanced=True,
+            ),
+            Flag(
+                "stac_max_attempts", "tries per asset read on 429 (Retry-After honoured) and 5xx", 4, int, advanced=True
+            ),
+            Flag("stac_retry_sleep", "first back-off in s (x3 per retry)", 1.0, float, advanced=True),
         ),
     ),
     "fetch": Group(
@@ -131,12 +182,6 @@ GROUPS: dict[str, Group] = {
                 "collections",
                 "modalities to fetch: S1 IW GRD ascending/descending, S2 L1C",
                 "sar_ascending,sar_descending,optical",
-            ),
-            Flag(
-                "maxcc",
-                "Sentinel-2 tile cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %), or none: no "
-                "cloud filter (fully cloudy scenes are listed, then set aside as fully masked)",
-                "1.0",
             ),
             Flag(
                 "time_difference",
@@ -191,13 +236,25 @@ GROUPS: dict[str, Group] = {
             ),
         ),
     ),
+    "cloud_cover": Group(
+        "Stage 1 fetch and STAC: cloud filter",
+        (
+            Flag(
+                "maxcc",
+                "scene cloud cover below this, 0..1 (rsdtlib: 1.0, i.e. < 100 %), or none: no cloud filter "
+                "(fully cloudy scenes are listed, then set aside as fully masked); Sentinel-2, and Landsat in STAC",
+                "1.0",
+            ),
+        ),
+    ),
     "plan": Group(
         "planning",
         (
             Flag(
                 "plan_only",
                 "print the plan and run nothing (fetch: the requests and estimated processing units; "
-                "stack, run: observations, tiles and work items)",
+                "stac: the items, acquisitions and estimated bytes; stack, run: observations, tiles and "
+                "work items)",
                 boolean=True,
             ),
         ),

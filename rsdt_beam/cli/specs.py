@@ -12,6 +12,7 @@ import zipfile
 
 from rsdt_beam import fs
 from rsdt_beam.acquire.geotiff import ConvertParams, parse_band_selection
+from rsdt_beam.acquire.stac import StacAccess, StacParams, parse_stac_bands
 from rsdt_beam.common.names import parse_tile
 from rsdt_beam.common.times import parse_duration, parse_time
 from rsdt_beam.common.user_code import load_callable
@@ -26,6 +27,7 @@ from rsdt_beam.specs import (
     OutputSpec,
     ScheduleSpec,
     StackSpec,
+    StacSpec,
     WindowSpec,
 )
 from rsdt_beam.window.rules import WindowParams
@@ -113,6 +115,48 @@ def fetch_spec(args: argparse.Namespace) -> FetchSpec:
         args.sh_retry_sleep,
         args.sh_timeout,
         args.sh_max_throttle_retries,
+        args.plan_only,
+    )
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def stac_spec(args: argparse.Namespace) -> StacSpec:
+    if not args.stac_api:
+        raise UserError("--stac_api is required (a STAC API root URL)")
+    collections = tuple(c.strip() for c in args.stac_collections.split(",") if c.strip())
+    try:
+        params = StacParams(
+            args.resampling,
+            args.output_dtype,
+            args.clip_to_aoi,
+            _flag_value("stac_scl_invalid", _integers, args.stac_scl_invalid),
+            args.stac_sar_db,
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    access = StacAccess(
+        args.stac_sign,
+        args.stac_headers_file,
+        args.stac_headers_env,
+        max_attempts=args.stac_max_attempts,
+        retry_sleep=args.stac_retry_sleep,
+    )
+    _flag_value("stac_collections", lambda text: parse_stac_bands(None, collections), args.stac_collections)
+    return StacSpec(
+        args.stac_api,
+        collections,
+        _flag_value("stac_bands", lambda text: parse_stac_bands(text, collections), args.stac_bands or ""),
+        parse_maxcc(args.maxcc),
+        args.stac_time_tolerance,
+        params,
+        access,
+        args.convert_block_size,
         args.plan_only,
     )
 
