@@ -187,7 +187,11 @@ def _stac(args) -> Launch:
     plan = StacPlan.from_stac_spec(area, stack or specs.stack_spec(args), stac, output.overwrite)
     if stac.plan_only:
         return Launch(build=lambda pipeline: [plan.describe()], listing=plan.item_lines())
-    return _output_launch(output, lambda pipeline: builders.build_source(pipeline, plan, stack, window, output))
+    return _output_launch(
+        output,
+        lambda pipeline: builders.build_source(pipeline, plan, stack, window, output),
+        window.output if window is not None else None,
+    )
 
 
 def _report_fetch(outcome: Outcome) -> int:
