@@ -272,19 +272,7 @@ class WorkItems:
         return f"{self.total} work items ({self.read_chunks} read chunks for Stage 2, {self.tiles} tiles for Stage 3)"
 
 
-DEFAULT_CHUNK_SIZE = 256  # px a side: whole 256 px internal tiles of the store's GeoTIFFs
-MIN_READ_CHUNKS = 4  # so that 2-4 workers share Stage 2 of a small area; a large one has many chunks anyway
-
-
-def read_chunk_size(layout: TileLayout) -> int:
-    """The default read chunk size of Stage 2: the largest of `DEFAULT_CHUNK_SIZE` and its halvings that cuts
-    the area into at least `MIN_READ_CHUNKS` chunks (or into as many as whole tiles allow). Smaller chunks of
-    a small area cost some reading (a 256 px block of a GeoTIFF is decompressed for each chunk it overlaps)
-    and give the same stacks."""
-    sizes = [DEFAULT_CHUNK_SIZE >> n for n in range(DEFAULT_CHUNK_SIZE.bit_length())]
-    counts = [len(layout.chunks(size)) for size in sizes]
-    wanted = min(MIN_READ_CHUNKS, max(counts))
-    return next(size for size, count in zip(sizes, counts) if count >= wanted)
+DEFAULT_CHUNK_SIZE = 256  # px a side of a Stage 2 read chunk: whole 256 px internal tiles of the store's GeoTIFFs
 
 
 def work_items(layout: TileLayout, chunk_size: int, selector: Callable[[int, int], bool] | None = None) -> WorkItems:

@@ -46,7 +46,7 @@ def sample_specs(out_root: str) -> tuple[InputsSpec, StackSpec, WindowSpec]:
         parse_duration("10d"),
         (32, 32),
         (2, 2),
-        None,  # the default read chunks
+        256,
         output=os.path.join(out_root, "stack"),
     )
     window = WindowSpec(

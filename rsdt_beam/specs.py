@@ -126,7 +126,7 @@ class StackSpec:
     delta_step: float
     tile_size: tuple[int, int]
     deadzone: tuple[int, int]
-    chunk_size: int | None  # None: the read chunks `rsdt_beam.grid.read_chunk_size` chooses
+    chunk_size: int | None  # None: `rsdt_beam.grid.DEFAULT_CHUNK_SIZE`
     output: str | None = None
 
     def __post_init__(self):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rsdt_beam.grid import Grid, PixelWindow, TileLayout, read_chunk_size, work_items
+from rsdt_beam.grid import Grid, PixelWindow, TileLayout, work_items
 
 
 def test_tiles_without_deadzone_drop_leftovers():
@@ -79,19 +79,3 @@ def test_a_liege_sized_run_has_thousands_of_work_items(capsys):
         print(f"\nLiege-sized run: {items.describe()}")
     assert (items.read_chunks, items.tiles) == (81, 71 * 71) and items.total >= 1000
     assert work_items(TileLayout(2300, 2300, 32, 32), 256, lambda j, i: j < 8 and i < 8).total == 1 + 64
-
-
-@pytest.mark.parametrize(
-    "height, width, tile, deadzone, size, chunks",
-    [
-        (256, 256, 32, 0, 128, 4),  # the reference case: 4 work items, not 1
-        (101, 100, 32, 0, 64, 4),  # the sample: 3 x 3 tiles
-        (2500, 2200, 32, 4, 256, 110),  # large areas keep whole 256 px blocks
-        (512, 512, 64, 8, 256, 4),
-        (40, 40, 32, 0, 256, 1),  # one tile: nothing to share
-    ],
-)
-def test_default_read_chunks_give_several_work_items_on_small_areas(height, width, tile, deadzone, size, chunks):
-    layout = TileLayout(height, width, tile, tile, deadzone, deadzone)
-    assert read_chunk_size(layout) == size
-    assert len(layout.chunks(size)) == chunks

@@ -297,8 +297,7 @@ GROUPS: dict[str, Group] = {
             Flag(
                 "chunk_size",
                 "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
-                "work item; memory grows with neither the area nor the series (default: 256, halved while "
-                "the area has fewer than 4 chunks, so that several workers share Stage 2)",
+                "work item; memory grows with neither the area nor the series (default: 256)",
                 None,
                 int,
                 advanced=True,

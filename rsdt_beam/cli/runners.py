@@ -8,9 +8,9 @@
   runs one bundle at a time).
 - Beam's DaskRunner makes one Dask partition of every `Create` of fewer than 128 elements and keeps that
   partitioning through every later step (its `Reshuffle` does nothing), so without a choice one worker does
-  all the work. rsdt_beam gives `--dask_npartitions` as `DASK_PARTITIONS_PER_THREAD` times the cluster's
-  worker threads (asked from the scheduler; the local cores for a cluster Beam starts itself), unless
-  `--dask_npartitions` or `--dask_partition_size` is given.
+  all the work. rsdt_beam gives `--dask_npartitions` as the cluster's worker threads (asked from the
+  scheduler; the local cores for a cluster Beam starts itself), unless `--dask_npartitions` or
+  `--dask_partition_size` is given.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
-# Two partitions per thread: each worker thread has a second task to take when its first ends early, and the
-# task-based shuffles of the GroupByKey steps stay at a few tasks per partition.
-DASK_PARTITIONS_PER_THREAD = 2
+# One partition per thread: two per thread cost 18 % more CPU and wall on the reference case (each partition
+# adds tasks to every step and shuffle after it; benchmarks/README.md), while the shuffles still spread the work.
+DASK_PARTITIONS_PER_THREAD = 1
 
 
 def _given(beam_argv: list[str], *flags: str) -> bool:

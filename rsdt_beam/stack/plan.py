@@ -7,7 +7,7 @@ import dataclasses
 from rsdt_beam.common.modalities import MODALITIES, BandCounts
 from rsdt_beam.common.names import BANDS_KEY, PREPROCESSING_KEY, RSDTLIB_METADATA_KEYS
 from rsdt_beam.common.times import iso_time
-from rsdt_beam.grid import Grid, TileLayout, read_chunk_size, work_items
+from rsdt_beam.grid import DEFAULT_CHUNK_SIZE, Grid, TileLayout, work_items
 from rsdt_beam.specs import StackSpec
 from rsdt_beam.stack.rules import StackParams
 
@@ -71,7 +71,7 @@ class StackPlan:
             metadata["modalities"] = sorted(set(modalities))
         if band_description:
             metadata.update(model_card(band_description))
-        return cls(grid, bands, params, layout, spec.chunk_size or read_chunk_size(layout), metadata)
+        return cls(grid, bands, params, layout, spec.chunk_size or DEFAULT_CHUNK_SIZE, metadata)
 
     def tile_count(self, selector=None) -> int:
         """Tiles Stage 2 stacks: all, or those `selector(j, i)` keeps."""
