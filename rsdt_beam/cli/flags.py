@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 from rsdt_beam.errors import UserError
+from rsdt_beam.grid import DEFAULT_CHUNK_SIZE
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL
 
 
@@ -297,8 +298,8 @@ GROUPS: dict[str, Group] = {
             Flag(
                 "chunk_size",
                 "pixels per side of one Stage 2 read chunk (whole tiles), streamed through time by one "
-                "work item; memory grows with neither the area nor the series (default: 256)",
-                None,
+                "work item; memory grows with neither the area nor the series",
+                DEFAULT_CHUNK_SIZE,
                 int,
                 advanced=True,
             ),
