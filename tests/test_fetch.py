@@ -526,12 +526,12 @@ def test_bad_or_missing_credentials_stop_before_any_work(hub, tmp_path, monkeypa
     assert "rejected the credentials" in err and "bad-secret-456" not in err
 
 
-@pytest.mark.e2e
-def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
-    argv = [
+def plan_only_flags(hub, store, collections: str) -> list[str]:
+    """`fetch --plan_only` of the sample's area, summer 2015, against the fake server."""
+    return [
         "--plan_only",
         "--store",
-        str(tmp_path / "obs"),
+        str(store),
         "--aoi",
         "465181,5079245,466180,5080254",
         "--aoi_crs",
@@ -539,7 +539,7 @@ def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
         "--resolution",
         "10",
         "--collections",
-        "optical,sar_ascending",
+        collections,
         "--sh_base_url",
         hub.url,
         "--sh_token_url",
@@ -548,9 +548,12 @@ def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
         "2015-07-01",
         "--endtime",
         "2015-10-01",
-        "--maxcc",
-        "0.5",
     ]
+
+
+@pytest.mark.e2e
+def test_plan_only_lists_requests_and_processing_units(hub, tmp_path, capsys):
+    argv = plan_only_flags(hub, tmp_path / "obs", "optical,sar_ascending") + ["--maxcc", "0.5"]
     assert fetch_command.main(argv) == 0
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
@@ -825,27 +828,7 @@ def test_plan_only_counts_observations_set_aside_before_and_staging_folders_go(h
 def test_credentials_from_the_environment_are_refused_where_workers_cannot_read_them(hub, tmp_path, capsys):
     """Dataflow's workers do not get the launcher's environment: refused at launch in one line naming the
     flags that do reach them; a Dask cluster's workers may have it: a warning, and the run goes on."""
-    argv = [
-        "--plan_only",
-        "--store",
-        str(tmp_path / "obs"),
-        "--aoi",
-        "465181,5079245,466180,5080254",
-        "--aoi_crs",
-        "EPSG:32633",
-        "--resolution",
-        "10",
-        "--collections",
-        "optical",
-        "--sh_base_url",
-        hub.url,
-        "--sh_token_url",
-        hub.token_url,
-        "--starttime",
-        "2015-07-01",
-        "--endtime",
-        "2015-10-01",
-    ]
+    argv = plan_only_flags(hub, tmp_path / "obs", "optical")
     assert fetch_command.main([*DATAFLOW_FLAGS, *argv]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("rsdt_beam fetch: Sentinel Hub credentials from the environment variables")
