@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -62,6 +63,9 @@ def row_major(windows: Sequence[PixelWindow]) -> list[PixelWindow]:
     return sorted(windows, key=lambda w: (w.row_start, w.col_start))
 
 
+_WRITING = threading.Lock()
+
+
 class StreamedGeoTiff:
     """A GeoTIFF on `grid` written window by window, published at `path` when the `with` block ends cleanly.
 
@@ -99,6 +103,10 @@ class StreamedGeoTiff:
             os.makedirs(directory, exist_ok=True)
             self._temporary = os.path.join(directory, fs.temporary_name(name, self._run_id))
         try:
+            # One writer at a time per process: GDAL's block cache and GDAL_CACHEMAX are process-wide, and two
+            # files written at once by threads (the DirectRunner's default multi_threading) flush their blocks
+            # in another order: the same pixels in other bytes. Held until the dataset is closed.
+            self._stack.enter_context(_WRITING)
             self._stack.enter_context(rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=_CACHE_MB))
             self._dataset = self._stack.enter_context(rasterio.open(self._temporary, "w", **self._profile))
             if self._tags:
