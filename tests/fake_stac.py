@@ -392,11 +392,16 @@ def main(argv=None) -> None:
     with FileServer(args.root) as files:
         files.latency = args.latency
         print(files.url, flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted()
+
+
+def serve_until_interrupted() -> None:
+    """Keeps the servers started in this process running until Ctrl-C."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

@@ -210,9 +210,8 @@ def build_catalog(root: str, root_url: str) -> list[dict]:
 def main(argv=None) -> None:
     """Builds the catalog in ROOT, serves its files and a STAC API over them, prints the API's URL."""
     import argparse
-    import time
 
-    from tests.fake_stac import FileServer, StacApi
+    from tests.fake_stac import FileServer, StacApi, serve_until_interrupted
 
     parser = argparse.ArgumentParser(description="the tests' local STAC catalog, served on 127.0.0.1")
     parser.add_argument("root")
@@ -223,11 +222,7 @@ def main(argv=None) -> None:
         conformance = None if args.conformance == "none" else args.conformance
         with StacApi(items, conformance) as api:
             print(f"STAC API {api.url} ({len(items)} items), files {files.url}; Ctrl-C stops", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+            serve_until_interrupted()
 
 
 if __name__ == "__main__":

@@ -540,10 +540,14 @@ class ConvertPlan:
             }
         return out
 
-    def describe(self) -> str:
+    def modality_counts(self) -> str:
+        """`optical 3, sar_ascending 2`: the sources per modality (those with any)."""
         per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
+        return ", ".join(f"{m} {n}" for m, n in per.items() if n)
+
+    def describe(self) -> str:
         return (
-            f"convert {len(self.sources)} sources ({', '.join(f'{m} {n}' for m, n in per.items() if n)}), "
+            f"convert {len(self.sources)} sources ({self.modality_counts()}), "
             f"{len(self.rejected)} set aside at listing, bands {dict(self.job.bands)}, "
             f"grid {self.job.grid.describe()} -> {self.job.store}"
         )

@@ -50,7 +50,7 @@ from rsdt_beam import fs
 from rsdt_beam.acquire.convert import ConvertJob, ConvertPlan, check_store_grid, run_grid
 from rsdt_beam.acquire.geotiff import ConvertParams, MaskRule, read_file_window
 from rsdt_beam.acquire.store import store_folder
-from rsdt_beam.common.modalities import MODALITIES, OPTICAL
+from rsdt_beam.common.modalities import OPTICAL
 from rsdt_beam.common.observations import ObservationError, Rejection
 from rsdt_beam.common.times import iso_time, parse_time, time_name
 from rsdt_beam.errors import UserError
@@ -690,10 +690,9 @@ class StacPlan(ConvertPlan):
         return out
 
     def describe(self) -> str:
-        per = {m: sum(s.modality == m for s in self.sources) for m in MODALITIES}
         return (
             f"stac: {len(self.items)} items -> {len(self.sources)} acquisitions "
-            f"({', '.join(f'{m} {n}' for m, n in per.items() if n)}), {len(self.rejected)} set aside at listing, "
+            f"({self.modality_counts()}), {len(self.rejected)} set aside at listing, "
             f"about {self.estimated_bytes() / 1e6:.1f} MB of pixels to read at most; "
             f"grid {self.job.grid.describe()} -> {self.job.store}"
         )
