@@ -47,7 +47,7 @@ def test_constraints_pin_every_requirement_and_extra_at_the_version_requirements
     assert not TEST_TOOLS & set(tested) and "rsdt-beam" not in tested
 
 
-TEST_TOOLS = {"pytest", "pytest-timeout", "ruff", "gcp-storage-emulator", "iniconfig"}
+TEST_TOOLS = {"pytest", "pytest-timeout", "pytest-xdist", "execnet", "ruff", "gcp-storage-emulator", "iniconfig"}
 
 
 def test_workers_get_every_declared_dependency_at_the_tested_version():
