@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import uuid
 
@@ -29,19 +30,21 @@ from rsdt_beam.acquire.stac import (
     search_items,
 )
 from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, read_grid
-from rsdt_beam.cli.commands import STAC
+from rsdt_beam.cli.commands import SCHEDULED, STAC
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.observations import ObservationError
 from rsdt_beam.common.times import parse_time
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.pipelines import scheduled
+from rsdt_beam.schedule.manifest import SUCCEEDED
 from tests.fake_stac import FileServer, StacApi
 from tests.stac_catalog import LANDSAT, build_catalog
 
 S1_DIR = os.path.join(os.path.dirname(__file__), "data", "s1_vv_db")
 WORLD = (-180.0, -90.0, 180.0, 90.0)
 LANDSAT_BANDS = ("red", "nir08", "swir16")
-LANDSAT_FLAGS = [
+LANDSAT_SOURCE = [
     "--stac_collections",
     "landsat-c2-l2",
     "--stac_bands",
@@ -54,12 +57,9 @@ LANDSAT_FLAGS = [
     "EPSG:32613",
     "--resolution",
     "30",
-    "--starttime",
-    "2008-04-01",
-    "--endtime",
-    "2008-09-01",
     "--no_progress",
 ]
+LANDSAT_FLAGS = [*LANDSAT_SOURCE, "--starttime", "2008-04-01", "--endtime", "2008-09-01"]
 WINDOW_FLAGS = ["--tile_size", "20", "--delta_step", "5d", "--Delta", "30d", "--omega", "2", "--Omega", "6"]
 
 
@@ -374,6 +374,29 @@ def test_throttling_and_server_errors_are_retried_and_a_missing_asset_sets_its_o
         assert counts["observations_already_converted"] == 7 and counts["convert_blocks_failed"] == 1
         assert "convert_pixels_read" not in counts  # nothing read but the failing observation's block
         assert {e.path.split("/")[2] for e in files.log} <= {"LE07_L2SP_035032_20080614_02_T1"}
+
+
+@pytest.mark.e2e
+def test_an_asset_that_appears_after_a_404_is_read_by_a_resume_in_the_same_process(catalog, tmp_path):
+    """GDAL's /vsicurl/ cache outlives a run: without the failed read dropped, the resume gets the old 404."""
+    store = str(tmp_path / "store")
+    flags = [*LANDSAT_SOURCE, "--starttime", "2008-06-10", "--endtime", "2008-06-20", "--store", store]
+    with served_anew(catalog, faulty_items(catalog)) as (files, api, items):
+        missing = path_of(files, items, "LE07_L2SP_035032_20080614_02_T1", "nir08")
+        execute(STAC, ["--stac_api", api.url, *flags])
+        assert list_store(store)[0] == [] and [e.status for e in files.requests_of(missing)] == [404]
+        rejected = os.path.join(store, "rejected", "optical_20080614T172000.json")
+        assert "HTTP response code: 404" in json.load(open(rejected))["reason"]
+        appeared = os.path.join(catalog.root, missing.lstrip("/"))
+        shutil.copy(appeared.replace("_SR_B9.TIF", "_SR_B4.TIF"), appeared)  # the asset is published late
+        try:
+            counts = execute(STAC, ["--stac_api", api.url, *flags]).counters
+        finally:
+            os.remove(appeared)
+        assert counts["observations_converted"] == 1 and "convert_blocks_failed" not in counts
+        assert [os.path.basename(r.uri) for r in list_store(store)[0]] == ["20080614T172000.tif"]
+        assert not os.path.exists(rejected)
+        assert [e.status for e in files.requests_of(missing)][:2] == [404, 200]  # asked again: HEAD, then ranges
 
 
 @pytest.mark.e2e
