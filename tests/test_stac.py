@@ -33,7 +33,7 @@ from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, read_g
 from rsdt_beam.cli.commands import SCHEDULED, STAC
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.observations import ObservationError
-from rsdt_beam.common.times import parse_time
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
 from rsdt_beam.pipelines import scheduled
@@ -306,6 +306,64 @@ def test_stac_command_to_windows_skips_filtered_items_and_resumes_without_readin
         assert counts["observations_already_converted"] == len(kept) and "convert_pixels_read" not in counts
         assert files.log == []
         assert {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]} == stamps
+
+
+def window_ids(folder: str) -> set[int]:
+    with open(os.path.join(folder, "windows.csv")) as f:
+        return {int(row.split(",")[2]) for row in f.read().splitlines()[1:]}
+
+
+def item_of(entry) -> str:
+    """The item id in an asset request's path (<collection>/<item>/<file>)."""
+    return entry.path.split("/")[2]
+
+
+@pytest.mark.e2e
+def test_scheduled_launches_read_only_the_items_new_in_the_catalog(catalog, tmp_path, capsys):
+    store, root = str(tmp_path / "store"), str(tmp_path / "scheduled")
+    with served_anew(catalog, of(catalog.items, "landsat-c2-l2")) as (files, api, items):
+        later = [i for i in items if i["properties"]["datetime"] >= "2008-06-01"]
+        api.items = [i for i in items if i not in later]  # the catalog before the June items are published
+        kept = {
+            i["id"]: parse_time(i["properties"]["datetime"]) for i in items if i["properties"]["eo:cloud_cover"] < 50
+        }
+        flags = ["--stac_api", api.url, *LANDSAT_SOURCE, "--store", store, "--output_root", root, *WINDOW_FLAGS]
+        first = execute(SCHEDULED, [*flags, "--end", "2008-06-01", "--lookback", "60d"]).record
+        start, end = parse_time(first.start), parse_time(first.end)
+        read_first = {i for i, t in kept.items() if start <= t < end}
+        assert first.status == SUCCEEDED and len(read_first) == 4
+        assert {item_of(e) for e in files.log if e.method == "GET"} == read_first
+        assert first.inputs["observations"] == first.inputs["listed_in_range"] == 4
+        assert first.counts["windows_written"] > 0
+        stored = {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]}
+        assert len(stored) == 4
+
+        api.items.extend(later)  # published between the launches
+        files.log.clear()
+        api.log.clear()
+        second = execute(SCHEDULED, [*flags, "--end", "2008-07-15"]).record
+        read_second = {i for i, t in kept.items() if end <= t < parse_time(second.end)}
+        assert second.status == SUCCEEDED and second.previous_run == first.run_id and len(read_second) == 4
+        # Only the new items' assets are requested; the catalog is searched from the first run's start on.
+        assert {item_of(e) for e in files.log if e.method == "GET"} == read_second
+        searched = {e.body["datetime"] for e in api.log if e.path == "/search" and e.body}
+        assert searched == {f"{first.start}/{second.end}"}
+        assert (second.inputs["observations"], second.inputs["listed"], second.inputs["listed_in_range"]) == (4, 8, 4)
+        assert second.late_observations == 0 and second.counts["frames_written"] == 4
+        # Nothing is duplicated: the first run's observations are not written again, window ids continue.
+        now = {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]}
+        assert len(now) == 8 and {uri: now[uri] for uri in stored} == stored
+        ids = [window_ids(os.path.join(root, "runs", run, "windows")) for run in (first.run_id, second.run_id)]
+        assert max(ids[0]) < first.carry["windows_written"] == min(ids[1]) and ids[1]
+
+        files.log.clear()
+        capsys.readouterr()
+        argv = [*flags, "--end", "2008-08-01"]
+        assert scheduled.main(argv) == 0  # nothing new in the catalog: no failure
+        report = capsys.readouterr().err.splitlines()[-1]
+        assert report.startswith(f"rsdt_beam scheduled: run {time_name(parse_time(second.end))}-")
+        assert f"succeeded: no new observations in [{second.end}, " in report
+        assert [e for e in files.log if e.method == "GET"] == []
 
 
 @pytest.mark.e2e
