@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import time
 import uuid
@@ -308,6 +309,20 @@ def test_stac_command_to_windows_skips_filtered_items_and_resumes_without_readin
         assert {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]} == stamps
 
 
+def readme_scheduled_stac(api: str, store: str, root: str) -> list[str]:
+    """The flags of the README's scheduled launch over the local catalog, with this test's server and folders."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        text = f.read()
+    lines = []
+    for line in text[text.index("python -m rsdt_beam.pipelines.scheduled --stac_api http://127.0.0.1:") :].splitlines():
+        lines.append(line.rstrip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            break
+    words = shlex.split(" ".join(lines))[3:]
+    ours = {"--stac_api": api, "--store": store, "--output_root": root}
+    return [ours.get(words[n - 1], word) if n else word for n, word in enumerate(words)] + ["--no_progress"]
+
+
 def window_ids(folder: str) -> set[int]:
     with open(os.path.join(folder, "windows.csv")) as f:
         return {int(row.split(",")[2]) for row in f.read().splitlines()[1:]}
@@ -327,8 +342,8 @@ def test_scheduled_launches_read_only_the_items_new_in_the_catalog(catalog, tmp_
         kept = {
             i["id"]: parse_time(i["properties"]["datetime"]) for i in items if i["properties"]["eo:cloud_cover"] < 50
         }
-        flags = ["--stac_api", api.url, *LANDSAT_SOURCE, "--store", store, "--output_root", root, *WINDOW_FLAGS]
-        first = execute(SCHEDULED, [*flags, "--end", "2008-06-01", "--lookback", "60d"]).record
+        flags = readme_scheduled_stac(api.url, store, root)  # --end 2008-06-01 --lookback 60d
+        first = execute(SCHEDULED, flags).record
         start, end = parse_time(first.start), parse_time(first.end)
         read_first = {i for i, t in kept.items() if start <= t < end}
         assert first.status == SUCCEEDED and len(read_first) == 4
