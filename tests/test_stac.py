@@ -550,6 +550,13 @@ def test_bad_stac_flags_are_one_line_errors(tmp_path):
         execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--stac_scl_invalid", "cloud"])
     with pytest.raises(UserError, match="--stac_api http://127.0.0.1:9: cannot open the STAC API"):
         execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9"])
+    scheduled_flags = ["--output_root", str(tmp_path / "r"), "--end", "2020-02-01"]
+    with pytest.raises(UserError, match="--store is a flag of a STAC source: give --stac_api too"):
+        execute(SCHEDULED, [*scheduled_flags, "--observations", str(tmp_path / "o"), "--store", str(tmp_path / "s")])
+    with pytest.raises(UserError, match="--store is required with --stac_api"):
+        execute(SCHEDULED, [*scheduled_flags, "--stac_api", "http://127.0.0.1:9"])
+    with pytest.raises(UserError, match="--observations .*: with --stac_api the launch lists --store"):
+        execute(SCHEDULED, [*scheduled_flags, *base[:2], "--stac_api", "http://127.0.0.1:9", "--observations", "o"])
 
 
 @pytest.mark.e2e
