@@ -371,6 +371,14 @@ def test_scheduled_launches_read_only_the_items_new_in_the_catalog(catalog, tmp_
         ids = [window_ids(os.path.join(root, "runs", run, "windows")) for run in (first.run_id, second.run_id)]
         assert max(ids[0]) < first.carry["windows_written"] == min(ids[1]) and ids[1]
 
+        # The scheduler retries the launch: its acquisitions are in the store, listed once, read never.
+        files.log.clear()
+        csv = os.path.join(root, "runs", second.run_id, "windows", "windows.csv")
+        rows = open(csv).read()
+        again = execute(SCHEDULED, [*flags, "--end", "2008-07-15"]).record
+        assert (again.run_id, again.inputs, again.counts) == (second.run_id, second.inputs, second.counts)
+        assert [e for e in files.log if e.method == "GET"] == [] and open(csv).read() == rows
+
         files.log.clear()
         capsys.readouterr()
         argv = [*flags, "--end", "2008-08-01"]
