@@ -91,7 +91,6 @@ class StacSpec:
     params: Any  # acquire.stac.StacParams
     access: Any  # acquire.stac.StacAccess (where headers are read, never their values)
     block_size: int = 2048
-    plan_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

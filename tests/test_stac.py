@@ -10,6 +10,8 @@ import dataclasses
 import json
 import math
 import os
+import shlex
+import shutil
 import time
 import uuid
 
@@ -29,19 +31,21 @@ from rsdt_beam.acquire.stac import (
     search_items,
 )
 from rsdt_beam.acquire.store import GeoTiffObservationReader, list_store, read_grid
-from rsdt_beam.cli.commands import STAC
+from rsdt_beam.cli.commands import SCHEDULED, STAC
 from rsdt_beam.cli.run import execute
 from rsdt_beam.common.observations import ObservationError
-from rsdt_beam.common.times import parse_time
+from rsdt_beam.common.times import parse_time, time_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.grid import Grid, PixelWindow
+from rsdt_beam.pipelines import scheduled
+from rsdt_beam.schedule.manifest import SUCCEEDED
 from tests.fake_stac import FileServer, StacApi
 from tests.stac_catalog import LANDSAT, build_catalog
 
 S1_DIR = os.path.join(os.path.dirname(__file__), "data", "s1_vv_db")
 WORLD = (-180.0, -90.0, 180.0, 90.0)
 LANDSAT_BANDS = ("red", "nir08", "swir16")
-LANDSAT_FLAGS = [
+LANDSAT_SOURCE = [
     "--stac_collections",
     "landsat-c2-l2",
     "--stac_bands",
@@ -54,12 +58,9 @@ LANDSAT_FLAGS = [
     "EPSG:32613",
     "--resolution",
     "30",
-    "--starttime",
-    "2008-04-01",
-    "--endtime",
-    "2008-09-01",
     "--no_progress",
 ]
+LANDSAT_FLAGS = [*LANDSAT_SOURCE, "--starttime", "2008-04-01", "--endtime", "2008-09-01"]
 WINDOW_FLAGS = ["--tile_size", "20", "--delta_step", "5d", "--Delta", "30d", "--omega", "2", "--Omega", "6"]
 
 
@@ -308,6 +309,86 @@ def test_stac_command_to_windows_skips_filtered_items_and_resumes_without_readin
         assert {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]} == stamps
 
 
+def readme_scheduled_stac(api: str, store: str, root: str) -> list[str]:
+    """The flags of the README's scheduled launch over the local catalog, with this test's server and folders."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        text = f.read()
+    lines = []
+    for line in text[text.index("python -m rsdt_beam.pipelines.scheduled --stac_api http://127.0.0.1:") :].splitlines():
+        lines.append(line.rstrip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            break
+    words = shlex.split(" ".join(lines))[3:]
+    ours = {"--stac_api": api, "--store": store, "--output_root": root}
+    return [ours.get(words[n - 1], word) if n else word for n, word in enumerate(words)] + ["--no_progress"]
+
+
+def window_ids(folder: str) -> set[int]:
+    with open(os.path.join(folder, "windows.csv")) as f:
+        return {int(row.split(",")[2]) for row in f.read().splitlines()[1:]}
+
+
+def item_of(entry) -> str:
+    """The item id in an asset request's path (<collection>/<item>/<file>)."""
+    return entry.path.split("/")[2]
+
+
+@pytest.mark.e2e
+def test_scheduled_launches_read_only_the_items_new_in_the_catalog(catalog, tmp_path, capsys):
+    store, root = str(tmp_path / "store"), str(tmp_path / "scheduled")
+    with served_anew(catalog, of(catalog.items, "landsat-c2-l2")) as (files, api, items):
+        later = [i for i in items if i["properties"]["datetime"] >= "2008-06-01"]
+        api.items = [i for i in items if i not in later]  # the catalog before the June items are published
+        kept = {
+            i["id"]: parse_time(i["properties"]["datetime"]) for i in items if i["properties"]["eo:cloud_cover"] < 50
+        }
+        flags = readme_scheduled_stac(api.url, store, root)  # --end 2008-06-01 --lookback 60d
+        first = execute(SCHEDULED, flags).record
+        start, end = parse_time(first.start), parse_time(first.end)
+        read_first = {i for i, t in kept.items() if start <= t < end}
+        assert first.status == SUCCEEDED and len(read_first) == 4
+        assert {item_of(e) for e in files.log if e.method == "GET"} == read_first
+        assert first.inputs["observations"] == first.inputs["listed_in_range"] == 4
+        assert first.counts["windows_written"] > 0
+        stored = {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]}
+        assert len(stored) == 4
+
+        api.items.extend(later)  # published between the launches
+        files.log.clear()
+        api.log.clear()
+        second = execute(SCHEDULED, [*flags, "--end", "2008-07-15"]).record
+        read_second = {i for i, t in kept.items() if end <= t < parse_time(second.end)}
+        assert second.status == SUCCEEDED and second.previous_run == first.run_id and len(read_second) == 4
+        # Only the new items' assets are requested; the catalog is searched from the first run's start on.
+        assert {item_of(e) for e in files.log if e.method == "GET"} == read_second
+        searched = {e.body["datetime"] for e in api.log if e.path == "/search" and e.body}
+        assert searched == {f"{first.start}/{second.end}"}
+        assert (second.inputs["observations"], second.inputs["listed"], second.inputs["listed_in_range"]) == (4, 8, 4)
+        assert second.late_observations == 0 and second.counts["frames_written"] == 4
+        # Nothing is duplicated: the first run's observations are not written again, window ids continue.
+        now = {r.uri: os.path.getmtime(r.uri) for r in list_store(store)[0]}
+        assert len(now) == 8 and {uri: now[uri] for uri in stored} == stored
+        ids = [window_ids(os.path.join(root, "runs", run, "windows")) for run in (first.run_id, second.run_id)]
+        assert max(ids[0]) < first.carry["windows_written"] == min(ids[1]) and ids[1]
+
+        # The scheduler retries the launch: its acquisitions are in the store, listed once, read never.
+        files.log.clear()
+        csv = os.path.join(root, "runs", second.run_id, "windows", "windows.csv")
+        rows = open(csv).read()
+        again = execute(SCHEDULED, [*flags, "--end", "2008-07-15"]).record
+        assert (again.run_id, again.inputs, again.counts) == (second.run_id, second.inputs, second.counts)
+        assert [e for e in files.log if e.method == "GET"] == [] and open(csv).read() == rows
+
+        files.log.clear()
+        capsys.readouterr()
+        argv = [*flags, "--end", "2008-08-01"]
+        assert scheduled.main(argv) == 0  # nothing new in the catalog: no failure
+        report = capsys.readouterr().err.splitlines()[-1]
+        assert report.startswith(f"rsdt_beam scheduled: run {time_name(parse_time(second.end))}-")
+        assert f"succeeded: no new observations in [{second.end}, " in report
+        assert [e for e in files.log if e.method == "GET"] == []
+
+
 @pytest.mark.e2e
 def test_plan_only_lists_acquisitions_and_reads_no_asset(catalog, tmp_path, capsys):
     execute(
@@ -374,6 +455,29 @@ def test_throttling_and_server_errors_are_retried_and_a_missing_asset_sets_its_o
         assert counts["observations_already_converted"] == 7 and counts["convert_blocks_failed"] == 1
         assert "convert_pixels_read" not in counts  # nothing read but the failing observation's block
         assert {e.path.split("/")[2] for e in files.log} <= {"LE07_L2SP_035032_20080614_02_T1"}
+
+
+@pytest.mark.e2e
+def test_an_asset_that_appears_after_a_404_is_read_by_a_resume_in_the_same_process(catalog, tmp_path):
+    """GDAL's /vsicurl/ cache outlives a run: without the failed read dropped, the resume gets the old 404."""
+    store = str(tmp_path / "store")
+    flags = [*LANDSAT_SOURCE, "--starttime", "2008-06-10", "--endtime", "2008-06-20", "--store", store]
+    with served_anew(catalog, faulty_items(catalog)) as (files, api, items):
+        missing = path_of(files, items, "LE07_L2SP_035032_20080614_02_T1", "nir08")
+        execute(STAC, ["--stac_api", api.url, *flags])
+        assert list_store(store)[0] == [] and [e.status for e in files.requests_of(missing)] == [404]
+        rejected = os.path.join(store, "rejected", "optical_20080614T172000.json")
+        assert "HTTP response code: 404" in json.load(open(rejected))["reason"]
+        appeared = os.path.join(catalog.root, missing.lstrip("/"))
+        shutil.copy(appeared.replace("_SR_B9.TIF", "_SR_B4.TIF"), appeared)  # the asset is published late
+        try:
+            counts = execute(STAC, ["--stac_api", api.url, *flags]).counters
+        finally:
+            os.remove(appeared)
+        assert counts["observations_converted"] == 1 and "convert_blocks_failed" not in counts
+        assert [os.path.basename(r.uri) for r in list_store(store)[0]] == ["20080614T172000.tif"]
+        assert not os.path.exists(rejected)
+        assert [e.status for e in files.requests_of(missing)][:2] == [404, 200]  # asked again: HEAD, then ranges
 
 
 @pytest.mark.e2e
@@ -454,6 +558,13 @@ def test_bad_stac_flags_are_one_line_errors(tmp_path):
         execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9", "--stac_scl_invalid", "cloud"])
     with pytest.raises(UserError, match="--stac_api http://127.0.0.1:9: cannot open the STAC API"):
         execute(STAC, [*base, "--stac_api", "http://127.0.0.1:9"])
+    scheduled_flags = ["--output_root", str(tmp_path / "r"), "--end", "2020-02-01"]
+    with pytest.raises(UserError, match="--store is a flag of a STAC source: give --stac_api too"):
+        execute(SCHEDULED, [*scheduled_flags, "--observations", str(tmp_path / "o"), "--store", str(tmp_path / "s")])
+    with pytest.raises(UserError, match="--store is required with --stac_api"):
+        execute(SCHEDULED, [*scheduled_flags, "--stac_api", "http://127.0.0.1:9"])
+    with pytest.raises(UserError, match="--observations .*: with --stac_api the launch lists --store"):
+        execute(SCHEDULED, [*scheduled_flags, *base[:2], "--stac_api", "http://127.0.0.1:9", "--observations", "o"])
 
 
 @pytest.mark.e2e

@@ -49,9 +49,10 @@ class Observations:
 @dataclasses.dataclass(frozen=True)
 class KnownInputs:
     """What an earlier launch established about the inputs, so that a later one lists only from `since` on:
-    the grid, the band counts and the modalities, which the new observations alone may not show."""
+    the grid, the band counts and the modalities, which the new observations alone may not show. (`since`
+    None: the whole history, its grid and bands fixed by a Stage 1 source about to write the store.)"""
 
-    since: float
+    since: float | None
     grid: Grid
     bands: BandCounts
     modalities: tuple[str, ...]

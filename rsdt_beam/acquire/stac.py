@@ -24,7 +24,9 @@ multiplexed range requests, a block cache); `--stac_headers_file`/`--stac_header
 request headers are read on each worker (never their values in the job graph); Planetary Computer
 hrefs are signed on the worker (`planetary_computer.sign_url`, behind `--stac_sign`). A read that
 fails with 429 or 5xx is retried with backoff after the file's cached blocks are dropped (GDAL keeps
-a failed read in its cache); a missing or corrupt asset sets the observation aside with GDAL's reason.
+a failed read in its cache); a missing or corrupt asset sets the observation aside with GDAL's reason,
+and its failed read is dropped from the cache too, so a resume in the same process (a scheduled launch,
+a notebook) asks the server again instead of repeating the old 404.
 """
 
 from __future__ import annotations
@@ -500,7 +502,7 @@ def read_asset(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One asset's window on the grid over HTTP; 429 (waiting the server's Retry-After) and 5xx retried
     with backoff (x3), GDAL's cache of the failed read dropped first; other failures (404, a corrupt
-    file) raise ObservationError at once."""
+    file) raise ObservationError at once, their cached failure dropped as well."""
     url = access.href(href)
     for attempt in range(access.max_attempts):
         try:
@@ -509,6 +511,8 @@ def read_asset(
         except ObservationError as error:
             status = _retry_status(error.reason)
             if attempt + 1 == access.max_attempts or status is None:
+                # Not kept either: a later read in this process (a resume) asks the server again.
+                forget_failed_read(url)
                 raise ObservationError(href, error.reason) from None
             wait = access.retry_sleep * 3**attempt
             if status == 429:

@@ -7,7 +7,7 @@ convert     Stage 1 from GeoTIFF archives (optionally on through Stages 2 and 3)
 fetch       Stage 1 from Sentinel Hub (optionally on through Stages 2 and 3)
 stac        Stage 1 from a STAC catalog of COGs (optionally on through Stages 2 and 3)
 infer       a Keras model over windows -> maps
-scheduled   one incremental run under an output root
+scheduled   one incremental run under an output root (its observations from a store, or a STAC catalog)
 sample      the bundled sample through Stages 2 and 3
 windows_list, inspect    read-only tools (no Beam pipeline)
 """
@@ -25,14 +25,14 @@ from rsdt_beam.acquire.fetch import FetchPlan
 from rsdt_beam.acquire.sentinelhub import ENV_CLIENT_ID, ENV_CLIENT_SECRET, CredentialsError
 from rsdt_beam.acquire.stac import StacPlan
 from rsdt_beam.cli import run, specs
-from rsdt_beam.cli.flags import Flag, all_flags, parser
+from rsdt_beam.cli.flags import GROUPS, Flag, all_flags, parser
 from rsdt_beam.cli.run import Launch, Outcome
 from rsdt_beam.errors import UserError
 from rsdt_beam.inspect import inspect_output
 from rsdt_beam.numpy_reader import window_metadata
 from rsdt_beam.sample import sample_specs, sample_summary, split_sample
 from rsdt_beam.schedule.launch import LISTED_IN_RANGE, ScheduledRun
-from rsdt_beam.specs import FetchSpec
+from rsdt_beam.specs import FetchSpec, InputsSpec
 from rsdt_beam.stack.files import read_stack_metadata
 from rsdt_beam.window.listing import format_windows_list, tile_windows_list, write_ranges_csv
 
@@ -185,7 +185,7 @@ def _stac(args) -> Launch:
     area, stac, output = specs.area_spec(args), specs.stac_spec(args), specs.output_spec(args)
     stack, window = _fused_on(args)
     plan = StacPlan.from_stac_spec(area, stack or specs.stack_spec(args), stac, output.overwrite)
-    if stac.plan_only:
+    if args.plan_only:
         return Launch(build=lambda pipeline: [plan.describe()], listing=plan.item_lines())
     return _output_launch(
         output,
@@ -232,13 +232,39 @@ def _infer(args) -> Launch:
     )
 
 
+_STAC_SOURCE = ("area", "stac", "cloud_cover", "reads")  # the flag groups of a scheduled launch's STAC source
+
+
+def _scheduled_source(args, inputs: InputsSpec, overwrite: bool):
+    """A scheduled launch's inputs and Stage 1 source: with `--stac_api`, the catalog read into `--store`,
+    which the launch then lists with its other inputs; else the inputs as given and no source."""
+    if not args.stac_api:
+        stray = sorted(args.given & {flag.name for group in _STAC_SOURCE for flag in GROUPS[group].flags})
+        if stray:
+            raise UserError(f"--{stray[0]} is a flag of a STAC source: give --stac_api too")
+        return inputs, None
+    area, stac = specs.area_spec(args), specs.stac_spec(args)
+    if not area.store:
+        raise UserError("--store is required with --stac_api (the observation store the launches read into)")
+    if inputs.observations:
+        raise UserError(
+            f"--observations {inputs.observations}: with --stac_api the launch lists --store, the store it reads "
+            f"into; give that store once, as --store"
+        )
+    return dataclasses.replace(inputs, observations=area.store), lambda stack: StacPlan.from_stac_spec(
+        area, stack, stac, overwrite
+    )
+
+
 def _scheduled_at(now: float | None):
     """The scheduled command's launch, with `--end today` resolved against `now` (default: the clock)."""
 
     def launch(args) -> Launch:
-        schedule, inputs, output = specs.schedule_spec(args), specs.inputs_spec(args), specs.output_spec(args)
+        schedule, output = specs.schedule_spec(args), specs.output_spec(args)
         window = specs.window_spec(args)
-        run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), window, time.time() if now is None else now)
+        inputs, source = _scheduled_source(args, specs.inputs_spec(args), output.overwrite)
+        clock = time.time() if now is None else now
+        run = ScheduledRun.plan(schedule, inputs, specs.stack_spec(args), window, clock, source)
 
         def build(pipeline) -> list[str]:
             run.build(pipeline, output)
@@ -361,7 +387,7 @@ def scheduled_command(now: float | None = None) -> Command:
     """The scheduled command; `now` fixes the clock (tests, back-fills)."""
     return Command(
         "scheduled",
-        ("schedule", "inputs", "tiling", "stack", *_STAGE_3, "window_layout", "output"),
+        ("schedule", "inputs", *_STAC_SOURCE, "tiling", "stack", *_STAGE_3, "window_layout", "output"),
         launch=_scheduled_at(now),
         report=_report_scheduled,
         required=("output_root",),

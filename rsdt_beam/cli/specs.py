@@ -157,7 +157,6 @@ def stac_spec(args: argparse.Namespace) -> StacSpec:
         params,
         access,
         args.convert_block_size,
-        args.plan_only,
     )
 
 

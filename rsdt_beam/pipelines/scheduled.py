@@ -6,6 +6,13 @@ r"""Scheduled incremental launches: a fixed command line for cron, Cloud Schedul
 
 Each launch processes what is new since the last successful run under `--output_root` and writes
 `runs/<start>-<end>/` (manifest.json, windows/, state/, rejected.json; stack/ with --write_stacks).
+With `--stac_api` (and the STAC flags, `--store` in place of `--observations`) each launch first reads
+the acquisitions its store lacks from a STAC catalog, in the same job:
+
+    python -m rsdt_beam.pipelines.scheduled --stac_api https://earth-search.aws.element84.com/v1 \
+        --stac_collections sentinel-2-l2a --stac_bands red,nir --maxcc 0.8 --aoi gs://B/aoi.geojson \
+        --resolution 10 --store gs://B/store --output_root gs://B/rsdt --end today --lookback 30d ...
+
 See `rsdt_beam.schedule` and `schedules/` for a crontab line and a Cloud Scheduler job.
 """
 

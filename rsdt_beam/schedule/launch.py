@@ -3,15 +3,25 @@
 `ScheduledRun.plan(...)` derives the run's specs (its time range, its output folders) from the
 command's specs; nothing is mutated. The command-line layer calls `start()` just before the job runs
 (never on a dry run), `failed(error)` if it fails, and `finished()` once it is done.
+
+A launch may also read its observations from a Stage 1 source first (a STAC catalog: `source`, a
+function of the listing's time range returning a convert-shaped plan, `acquire.convert.ConvertPlan`,
+that writes into the store the launch lists). The catalog is searched over the range the store is
+listed over; the store's observations and the source's acquisitions are one listing, keyed by
+modality and second (the store's file names), so the counts that compare launches, and the late
+observations, are the same as for a store alone. In the job the source's refs (read now, or already
+in the store: it resumes) join the store's other refs before Stage 2, as in the fused `stac` command.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from rsdt_beam import fs
-from rsdt_beam.acquire.listing import KnownInputs, discover_observations
+from rsdt_beam.acquire.convert import ConvertPlan
+from rsdt_beam.acquire.listing import KnownInputs, Observations, discover_observations
 from rsdt_beam.common.modalities import BandCounts
 from rsdt_beam.common.names import MANIFEST_FILE, REJECTED_FILE
 from rsdt_beam.common.observations import ObservationRef, Rejection
@@ -80,6 +90,12 @@ class RunPlan:
     previous: RunManifest | None
     parameters: dict
     late_observations: int
+    source: ConvertPlan | None = None  # Stage 1 of the run's new observations, into the store (refs: the rest)
+
+    @property
+    def times(self) -> list[float]:
+        """The times of the observations the run stacks: the store's and the source's."""
+        return [ref.time for ref in self.refs] + [s.time for s in (self.source.sources if self.source else ())]
 
     @property
     def directory(self) -> str:
@@ -104,11 +120,42 @@ class RunPlan:
         return outputs
 
 
+Source = Callable[[StackSpec], ConvertPlan]  # Stage 1 over a stack spec's time range, into the listed store
+
+
+def _key(modality: str, time: float) -> tuple[str, str]:
+    """An observation's identity in the store: its modality and file name (whole seconds)."""
+    return modality, time_name(time)
+
+
+def _list_inputs(inputs: InputsSpec, end: float, known: KnownInputs | None, source: ConvertPlan | None) -> Observations:
+    """The store's (and EOPatch folders') observations; before a source's first launch its store may be
+    empty or missing: the source's acquisitions then fix the grid and band counts."""
+    if known is None and source is not None and source.sources:
+        modalities = tuple(sorted({s.modality for s in source.sources}))
+        known = KnownInputs(None, source.job.grid, source.band_counts, modalities)
+    return discover_observations(inputs, end, known)
+
+
+def _check_source_bands(source: ConvertPlan, bands: BandCounts) -> None:
+    for modality, count in source.job.bands:
+        if count != bands.bands_of(modality):
+            raise UserError(
+                f"--stac_bands: {modality} acquisitions give {count} bands, the runs under this --output_root "
+                f"{bands.bands_of(modality)}; windows cannot continue across a change: use a new --output_root"
+            )
+
+
 def plan_run(
-    schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, now: float
+    schedule: ScheduleSpec,
+    inputs: InputsSpec,
+    stack: StackSpec,
+    window: WindowSpec,
+    now: float,
+    source: Source | None = None,
 ) -> tuple[RunPlan, StackSpec]:
-    """Resolves the time range against earlier runs and lists the observations; returns the run and the
-    stack spec of its time range."""
+    """Resolves the time range against earlier runs, searches the `source` (if any) and lists the
+    observations; returns the run and the stack spec of its time range."""
     step, origin = stack.delta_step, schedule.bin_origin
     try:
         end = align_down(resolve_end(schedule.end, now), origin, step)
@@ -139,8 +186,20 @@ def plan_run(
             BandCounts(previous.parameters["bands_sar"], previous.parameters["bands_opt"]),
             tuple(previous.inputs["modalities"]),
         )
-    observations = discover_observations(inputs, end, known)
-    plan = StackPlan.create(stack, observations.grid, observations.bands, modalities=observations.modalities)
+    # The source is searched over the range the store is listed over (a first run: its own range).
+    found = source(stack.between(known.since if known else start, end)) if source is not None else None
+    observations = _list_inputs(inputs, end, known, found)
+    modalities = observations.modalities
+    listed = {_key(ref.modality, ref.time): ref.time for ref in observations.refs}
+    refs = observations.refs
+    if found is not None:
+        _check_source_bands(found, observations.bands)
+        modalities = sorted({*modalities, *(s.modality for s in found.sources)})
+        listed.update({_key(s.modality, s.time): s.time for s in found.sources})
+        # The source yields the refs of its acquisitions (read now, or already stored): the store's are the rest.
+        acquired = {_key(s.modality, s.time) for s in found.sources}
+        refs = [ref for ref in refs if _key(ref.modality, ref.time) not in acquired]
+    plan = StackPlan.create(stack, observations.grid, observations.bands, modalities=modalities)
     parameters = run_parameters(schedule, stack, window, plan)
     if previous is not None and previous.parameters != parameters:
         raise UserError(
@@ -148,15 +207,20 @@ def plan_run(
             f"{'; '.join(differences(previous.parameters, parameters))}; windows cannot continue "
             f"across a change: use a new --output_root"
         )
-    refs = observations.refs
     late = 0
     if previous is not None:
         # The first run read the whole history (it seeds the forward fill); later runs read only new times.
         # Observations listed before `start` that the previous run did not count arrived after it: late.
         # (A manifest of an earlier version counted the whole history it listed.)
         counted = previous.inputs[LISTED_IN_RANGE] if known else previous.inputs["listed_before_end"]
-        late = sum(ref.time < start for ref in refs) - counted
+        late = sum(time < start for time in listed.values()) - counted
         refs = [ref for ref in refs if ref.time >= start]
+        if found is not None:  # the acquisitions before `start` are in the store, in no pending window
+            found = dataclasses.replace(
+                found,
+                sources=[s for s in found.sources if s.time >= start],
+                rejected=[r for r in found.rejected if r.time is None or parse_time(r.time) >= start],
+            )
         if late > 0:
             _LOG.warning(
                 "%d observations before %s appeared after the run that covered their time; they are "
@@ -174,13 +238,14 @@ def plan_run(
         plan,
         tuple(refs),
         tuple(observations.rejected),
-        len(observations.refs),
+        len(listed),
         known.since if known else None,
-        sum(start <= ref.time < end for ref in observations.refs),
+        sum(start <= time < end for time in listed.values()),
         carry,
         previous,
         parameters,
         max(late, 0),
+        found,
     )
     return run, stack
 
@@ -195,14 +260,21 @@ class ScheduledRun:
 
     @classmethod
     def plan(
-        cls, schedule: ScheduleSpec, inputs: InputsSpec, stack: StackSpec, window: WindowSpec, now: float
+        cls,
+        schedule: ScheduleSpec,
+        inputs: InputsSpec,
+        stack: StackSpec,
+        window: WindowSpec,
+        now: float,
+        source: Source | None = None,
     ) -> ScheduledRun:
-        run, _stack = plan_run(schedule, inputs, stack, window, now)
+        run, _stack = plan_run(schedule, inputs, stack, window, now, source)
         outputs = run.outputs(schedule.write_stacks)
-        observed = [ref.time for ref in run.refs]
+        observed = run.times
         manifest_inputs = {
             "sources": inputs.sources(),
-            "observations": len(run.refs),
+            "stage_1": run.source.describe() if run.source else None,
+            "observations": len(observed),
             "listed": run.listed,
             "listed_from": iso_time(run.listed_from) if run.listed_from is not None else None,
             LISTED_IN_RANGE: run.listed_in_range,
@@ -227,7 +299,7 @@ class ScheduledRun:
     def describe(self) -> str:
         return (
             f"run {self.run.run_id} [{self.manifest.start}, {self.manifest.end}) after "
-            f"{self.manifest.previous_run or 'no earlier run'}; {len(self.run.refs)} observations, "
+            f"{self.manifest.previous_run or 'no earlier run'}; {len(self.run.times)} observations, "
             f"{self.run.stack.describe()}"
         )
 

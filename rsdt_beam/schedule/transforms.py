@@ -74,7 +74,8 @@ def finish_run(output_root: str, manifest: RunManifest, frames_before: int, carr
 
 def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, output: OutputSpec) -> None:
     """Stage 2 (continued from the carry) and Stage 3 for one run (a `launch.RunPlan`), into
-    `runs/<id>/`; its manifest last.
+    `runs/<id>/`; its manifest last. A run with a Stage 1 source reads its acquisitions into the store
+    first: their refs join the store's before Stage 2, its rejections the run's rejected.json.
 
     The pipeline itself marks the run `succeeded`, so a launcher that does not wait for the job
     (a Flex Template, an Airflow operator) still leaves a complete record.
@@ -87,17 +88,18 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
     # they span the run and the carry, not the history.
     extended_dir = temporary_stack_dir(run.directory)
     extended_folder = stack_folder(extended_dir, plan.metadata, output.gzip_level, "the run's temporary stacks")
-    stacked = (
-        pipeline
-        | "Observations" >> beam.Create(run.refs)
-        | "Stage 2"
-        >> Stack(
-            plan,
-            extended_folder,
-            output.gzip_level,
-            stack_times=lambda times: run_times(carry, times, end),
-            seeds=seeds,
-        )
+    refs = pipeline | "Observations" >> beam.Create(run.refs)
+    source_rejected = ()
+    if run.source is not None:
+        acquired, rejected_by_source = run.source.expand(pipeline)
+        refs = (refs, acquired) | "Stored and acquired observations" >> beam.Flatten()
+        source_rejected = (rejected_by_source,)
+    stacked = refs | "Stage 2" >> Stack(
+        plan,
+        extended_folder,
+        output.gzip_level,
+        stack_times=lambda times: run_times(carry, times, end),
+        seeds=seeds,
     )
     extended = stacked.stacks | "Load extended stacks" >> beam.Map(lambda stack: stack.load())
     written = stacked.written
@@ -130,7 +132,9 @@ def build_scheduled(pipeline, run, manifest: RunManifest, window: WindowSpec, ou
         | "Selected tiles" >> beam.Filter(lambda stack: window.selects(*stack.tile))
         | "Write windows" >> WriteWindows(windows, plan.metadata)
     )
-    rejected = stacked.rejected | "Rejected observations" >> WriteRejections(run.directory, run.listed_rejections)
+    rejected = (*source_rejected, *stacked.rejected) | "Rejected observations" >> WriteRejections(
+        run.directory, run.listed_rejections
+    )
     output_root, frames_before = run.output_root, carry.frames_total
 
     def finish(gathered: dict) -> str:
