@@ -7,7 +7,7 @@ other program handed `-m rsdt_beam...` (`docker run`). Each is either run here o
 (a stable substring of the command -> why it cannot run on these machines); a command matching no entry
 that cannot be run, and an entry matching no command, fail `test_every_readme_command_is_run_or_listed`.
 
-How they run (`readme_run`, once per session): in README order, identical command lines once, in one
+How they run (`readme_run`, one fixture, one test): in README order, identical command lines once, in one
 temporary working directory holding what the README says a user has: the checkout's `examples/` and
 `tests/data` (linked), `model.keras`, `weights.weights.h5` with `mypackage/models.py` (its `build()`),
 the fake Sentinel Hub (`tests/fake_sentinelhub.py`) on 127.0.0.1:8765, the local STAC catalog
@@ -289,7 +289,7 @@ def run_one(argv: tuple[str, ...], subprocess_run: bool) -> Result:
     return Result(status or 0, out.getvalue(), time.perf_counter() - start)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def readme_run(tmp_path_factory):
     """{argv after the interpreter: Result} of every README command that is not listed, and the work dir."""
     work = str(tmp_path_factory.mktemp("readme"))
@@ -323,19 +323,30 @@ def promised_outputs(argv: tuple[str, ...]) -> list[str]:
     return promised
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("command", [c for c in COMMANDS if listed_reason(c) is None], ids=lambda c: f"line{c.line}")
-def test_readme_command_runs_as_written(readme_run, command):
-    work, results = readme_run
-    argv = command.key
-    result = results[argv]
-    assert result.status == 0, f"{command}\nexit {result.status}:\n{result.output[-3000:]}"
-    for path in promised_outputs(argv):
+def failure(work: str, command: Command, result: Result) -> str | None:
+    """Why a command did not do what the README says, or None."""
+    if result.status != 0:
+        return f"{command}\nexit {result.status}:\n{result.output[-3000:]}"
+    for path in promised_outputs(command.key):
         full = os.path.join(work, path)
-        assert os.path.isfile(full) or (os.path.isdir(full) and os.listdir(full)), f"{command}: no {path}"
-    if "--png" in argv:
-        folder = os.path.join(work, argv[argv.index("--png") + 1])
-        assert any(name.endswith(".png") for name in os.listdir(folder)), f"{command}: no PNG in {folder}"
+        if not (os.path.isfile(full) or (os.path.isdir(full) and os.listdir(full))):
+            return f"{command}: no {path}"
+    if "--png" in command.key:
+        folder = os.path.join(work, command.key[command.key.index("--png") + 1])
+        if not any(name.endswith(".png") for name in os.listdir(folder)):
+            return f"{command}: no PNG in {folder}"
+    return None
+
+
+@pytest.mark.e2e
+def test_every_readme_command_runs_as_written(readme_run):
+    """One test for all of them: they share one working directory and the servers' fixed ports (one
+    pytest-xdist worker)."""
+    work, results = readme_run
+    run = [c for c in COMMANDS if listed_reason(c) is None]
+    assert run and all(c.key in results for c in run)
+    failures = [f for f in (failure(work, c, results[c.key]) for c in run) if f]
+    assert not failures, "\n\n".join(failures)
 
 
 SAMPLE_FLAGS = {  # flag in the README's list of the sample's parameters -> its key in metadata.json's parameters
@@ -369,11 +380,10 @@ def readme_sample_parameters() -> dict[str, str]:
 
 
 @pytest.mark.e2e
-def test_the_readme_states_the_sample_jobs_parameters_as_its_metadata_records_them(readme_run):
+def test_the_readme_states_the_sample_jobs_parameters_as_its_metadata_records_them(sample_run):
     from rsdt_beam.common.times import parse_duration, parse_time
 
-    work, _ = readme_run
-    with open(os.path.join(work, "out", "sample", "windows", "metadata.json")) as f:
+    with open(os.path.join(sample_run, "windows", "metadata.json")) as f:
         meta = json.load(f)
     parameters = meta["parameters"]
     stated = readme_sample_parameters()
