@@ -273,7 +273,7 @@ def entry_point(argv: tuple[str, ...]):
 def run_one(argv: tuple[str, ...], subprocess_run: bool) -> Result:
     start = time.perf_counter()
     if subprocess_run:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
         done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=300)
         return Result(done.returncode, done.stdout + done.stderr, time.perf_counter() - start)
     main, args = entry_point(argv)
