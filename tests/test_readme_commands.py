@@ -270,12 +270,24 @@ def entry_point(argv: tuple[str, ...]):
     return getattr(importlib.import_module(module), function), list(argv[1:])
 
 
-def run_one(argv: tuple[str, ...], subprocess_run: bool) -> Result:
+def start_subprocess(argv: tuple[str, ...], work: str) -> tuple[subprocess.Popen, float]:
+    """`python -m ...` as a real process in `work`, importing this checkout."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
+    process = subprocess.Popen(
+        [sys.executable, *argv], cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return process, time.perf_counter()
+
+
+def finish_subprocess(started: tuple[subprocess.Popen, float]) -> Result:
+    process, start = started
+    output, _ = process.communicate(timeout=300)
+    return Result(process.returncode, output, time.perf_counter() - start)
+
+
+def run_one(argv: tuple[str, ...]) -> Result:
+    """A command in-process, through its entry point's `main(argv)`, in the current directory."""
     start = time.perf_counter()
-    if subprocess_run:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
-        done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=300)
-        return Result(done.returncode, done.stdout + done.stderr, time.perf_counter() - start)
     main, args = entry_point(argv)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -293,12 +305,14 @@ def run_one(argv: tuple[str, ...], subprocess_run: bool) -> Result:
 def readme_run(tmp_path_factory):
     """{argv after the interpreter: Result} of every README command that is not listed, and the work dir."""
     work = str(tmp_path_factory.mktemp("readme"))
+    runs = list({c.key: c for c in COMMANDS if listed_reason(c) is None and c.runnable})
+    assert runs[0][0] == "-m", "the README's first command is a `python -m` one: it runs as a subprocess"
+    first = start_subprocess(runs[0], work)  # no command before it: it runs while the rest is set up
     prepare_user_files(work)
-    results: dict[tuple[str, ...], Result] = {}
     with servers(work), user_session(work):
-        for command in COMMANDS:
-            if listed_reason(command) is None and command.runnable and command.key not in results:
-                results[command.key] = run_one(command.key, subprocess_run=not results)
+        results = {runs[0]: finish_subprocess(first)}
+        for key in runs[1:]:
+            results[key] = run_one(key)
     return work, results
 
 
