@@ -1,6 +1,6 @@
 """A local STAC API and an HTTP file server with Range support, on 127.0.0.1, for pystac-client and GDAL.
 
-    StacApi(items, conformance="query" | "filter" | None, page_size=2)
+    StacApi(items, conformance="query" | "filter" | None, page_size=2, port=0)   # port 0: a free one
         GET  /                      landing page: conformsTo, links to search (GET and POST), collections
         GET  /conformance, /collections, /collections/<id>
         POST /search, GET /search   ItemCollection filtered by collections, bbox, datetime and the
@@ -57,11 +57,11 @@ class Logged:
 class _Server:
     """A ThreadingHTTPServer in a daemon thread; `url` is its root."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, port: int = 0):
         self.log: list[Logged] = []
         self.latency = 0.0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -155,11 +155,11 @@ def _cql2(expression: dict, properties: dict) -> bool:
 
 
 class StacApi(_Server):
-    def __init__(self, items: list[dict], conformance: str | None = "query", page_size: int = 2):
+    def __init__(self, items: list[dict], conformance: str | None = "query", page_size: int = 2, port: int = 0):
         self.items = items
         self.conformance = conformance
         self.page_size = page_size
-        super().__init__(_StacHandler)
+        super().__init__(_StacHandler, port)
 
     def collections(self) -> list[str]:
         return sorted({item["collection"] for item in self.items})

@@ -1,7 +1,7 @@
 """A local STAC catalog of COGs built from the real files in tests/data (see tests/data/SOURCES.md).
 
     build_catalog(root, root_url) -> list of item dicts, COGs written under root/<collection>/<item>/<asset>
-    python -m tests.stac_catalog ROOT      # builds it and serves it (STAC API + files), prints the API URL
+    python -m tests.stac_catalog ROOT [--port N]   # builds and serves it (STAC API + files), prints the API URL
 
     landsat-c2-l2    the Landsat 7/5 series of tests/data/convert/landsat7: red (b3), nir08 (b4),
                      swir16 (b5) as they are (int16 SR x 10^4, nodata -9999; raster:bands scale 1e-4),
@@ -216,11 +216,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="the tests' local STAC catalog, served on 127.0.0.1")
     parser.add_argument("root")
     parser.add_argument("--conformance", default="query", choices=("query", "filter", "none"))
+    parser.add_argument("--port", type=int, default=0, help="the STAC API's port (default: a free one)")
     args = parser.parse_args(argv)
     with FileServer(args.root) as files:
         items = build_catalog(args.root, files.url)
         conformance = None if args.conformance == "none" else args.conformance
-        with StacApi(items, conformance) as api:
+        with StacApi(items, conformance, port=args.port) as api:
             print(f"STAC API {api.url} ({len(items)} items), files {files.url}; Ctrl-C stops", flush=True)
             serve_until_interrupted()
 
