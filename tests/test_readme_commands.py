@@ -327,6 +327,7 @@ def promised_outputs(argv: tuple[str, ...]) -> list[str]:
         "--map_output": "metadata.json",
         "--csv": "",
         "--png": "",
+        "--output_root": "runs",  # a scheduled launch: runs/<start>-<end>/ and runs/index.json
     }
     promised = []
     for flag, value in zip(argv, argv[1:]):
