@@ -132,6 +132,7 @@ def test_a_missing_input_folder_is_one_line_naming_it(tmp_path, capsys):
         main("stack")(argv + ["--debug"])
 
 
+@pytest.mark.e2e
 def test_label_function_that_cannot_be_loaded_fails_at_launch(sample_run, tmp_path, capsys):
     argv = [
         "--stack_dir",

@@ -380,6 +380,7 @@ def bad_landsat_archive(root):
     return Listing(sources, listing.rejected)
 
 
+@pytest.mark.e2e
 def test_convert_transform_writes_store_sets_aside_bad_and_skips_on_rerun(tmp_path):
     store = str(tmp_path / "store")
     aoi, grid = landsat_grid()
@@ -461,6 +462,7 @@ def one_landsat_job(store, time="2008-04-27", block_size=20):
     return plan.job, source, plan.band_names["optical"]
 
 
+@pytest.mark.e2e
 def test_blocks_cross_the_group_by_key_as_references_and_staged_blocks_go_after_the_write(tmp_path):
     """What convert shuffles per observation is a BlockRead per block (window, staged path, valid count),
     no pixels: the staged blocks are the pixels' only route to the writer, and are removed after it."""
@@ -527,6 +529,7 @@ def test_a_write_missing_a_block_publishes_nothing_and_a_retry_after_the_write_t
     assert tag == convert.WRITTEN and again.uri == ref.uri and os.stat(ref.uri).st_mtime_ns == written
 
 
+@pytest.mark.e2e
 def test_store_with_another_grid_is_refused(tmp_path):
     store = str(tmp_path / "store")
     aoi, grid = landsat_grid()
@@ -727,6 +730,7 @@ def test_archive_and_store_on_gcs(tmp_path):
             assert remote.tags()[FINGERPRINT_TAG] != here.tags()[FINGERPRINT_TAG]  # other source URIs
 
 
+@pytest.mark.e2e
 def test_clip_to_aoi_polygon_in_the_pipeline(tmp_path):
     _, grid = landsat_grid()
     left, bottom, right, top = grid.bounds
@@ -750,6 +754,7 @@ def test_clip_to_aoi_polygon_in_the_pipeline(tmp_path):
         np.testing.assert_array_equal(valid, unclipped & area)
 
 
+@pytest.mark.e2e
 def test_output_dtype_int16_keeps_raw_landsat_values(tmp_path):
     """`--output_dtype int16 --divisor 1`: the archive's integers stored as they are, read back as float32."""
     store = str(tmp_path / "store")

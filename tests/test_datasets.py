@@ -68,6 +68,7 @@ def padded(frames, length=6, value=-1.0):
     return out
 
 
+@pytest.mark.e2e
 def test_numpy_reader_gives_the_windows_of_the_stacks(sample):
     expected = expected_windows(sample["stack"])
     records = list(read_windows(sample["windows"]))
@@ -91,10 +92,11 @@ def test_numpy_reader_gives_the_windows_of_the_stacks(sample):
         next(training_pairs(sample["infer"]))
 
 
-def test_online_windows_without_tensorflow_apply_the_filter(sample):
+def test_online_windows_without_tensorflow_apply_the_filter(sample_run):
     late = 1483228800  # 2017-01-01
-    kept = list(online_windows(sample["stack"], (1, 1), PARAMS, lambda cur: cur[0][0] >= late))
-    all_windows = list(online_windows(sample["stack"], (1, 1), PARAMS))
+    stack = os.path.join(sample_run, "stack")
+    kept = list(online_windows(stack, (1, 1), PARAMS, lambda cur: cur[0][0] >= late))
+    all_windows = list(online_windows(stack, (1, 1), PARAMS))
     assert len(all_windows) == 30
     assert [w.window_id for w in kept] == [w.window_id for w in all_windows if w.current.timestamps[0] >= late]
     assert 0 < len(kept) < 30

@@ -138,6 +138,7 @@ def test_search_follows_pages_and_filters_clouds_by_what_the_api_conforms_to(cat
         assert "query" not in body and "filter" not in body
 
 
+@pytest.mark.e2e
 def test_items_of_one_pass_are_one_acquisition_and_sar_splits_by_orbit_state(stac_catalog):
     items = of(stac_catalog.items, "sentinel-2-l1c") + of(stac_catalog.items, "sentinel-1-rtc")
     bands = dict(parse_stac_bands("blue,swir16;sentinel-1-rtc=vv", ("sentinel-2-l1c", "sentinel-1-rtc")))

@@ -425,6 +425,7 @@ def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_ru
         next(StackTrainingWindows(stacks, PARAMS, observed=True).elements())
 
 
+@pytest.mark.e2e
 def test_label_shapes_checked_as_windows_are_made(stacks, tmp_path):
     from rsdt_beam.errors import UserError
 
