@@ -423,3 +423,36 @@ def test_the_readme_states_the_sample_jobs_parameters_as_its_metadata_records_th
         100,
         "EPSG:32633",
     )
+
+
+def readme_sample_summary() -> list[str]:
+    """The summary lines the README shows for its first command (the block after "a summary on stderr:")."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    start = text.index("\n\n", text.index("a summary on stderr:")) + 2
+    return [line.strip() for line in text[start : text.index("\n\n", start)].splitlines()]
+
+
+def matches(shown: str, printed: str) -> bool:
+    """A README line against a printed one: `...` stands for any text, a duration `in N s` for any."""
+    parts = re.split(r"(\.\.\.|in [0-9.]+ s)", shown)  # odd parts are the wildcards
+    wildcard = {"...": ".*"}
+    pattern = "".join(
+        re.escape(part) if n % 2 == 0 else wildcard.get(part, r"in [0-9.]+ s") for n, part in enumerate(parts)
+    )
+    return re.fullmatch(pattern, printed) is not None
+
+
+def test_matches_the_wildcards_only():
+    assert matches("done in 3.3 s: chunks read 45, ...", "done in 12.0 s: chunks read 45, folders 2")
+    assert not matches("done in 3.3 s: chunks read 45", "done in 3.3 s: chunks read 180")
+
+
+@pytest.mark.e2e
+def test_the_sample_prints_the_summary_the_readme_shows(readme_run):
+    """The README's example output is the sample's real output, counts and all (the time aside)."""
+    _, results = readme_run
+    sample = next(key for key in results if key[:2] == ("-m", "rsdt_beam.pipelines.sample"))
+    printed = [line.strip() for line in results[sample].output.splitlines()]
+    for shown in readme_sample_summary():
+        assert any(matches(shown, line) for line in printed), f"README shows {shown!r}; the sample printed {printed}"
