@@ -226,7 +226,7 @@ def _decompressed_chunks(raw: BinaryIO, gzip: bool, name: str) -> Iterator[bytes
             else:
                 chunk = b""
     if member_started:
-        raise CorruptRecordError(f"{name}: truncated (the GZIP stream ends without its trailer at byte {offset})")
+        raise CorruptRecordError(f"{name}: truncated record at the end (the GZIP stream stops at byte {offset})")
 
 
 def read_records(raw: BinaryIO, gzip: bool = True, name: str = "<stream>") -> Iterator[bytes]:
