@@ -461,6 +461,16 @@ def test_label_shapes_of_tiles_checked_where_their_summaries_meet():
     assert str(caught.value) == expected
 
 
+def test_online_windows_check_label_shapes_across_tiles(stacks):
+    from rsdt_beam.errors import UserError
+    from tests.window_filters import label_per_tile
+
+    online = StackTrainingWindows(stacks, PARAMS, gen_label=label_per_tile, tiles="list:0_0,0_1")
+    message = r"window 0 of tile \(0, 1\) \(.*\) has a label of shape \(2, 32, 32\), window 0 of tile \(0, 0\)"
+    with pytest.raises(UserError, match=message):
+        list(online.elements(shuffle=False))
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("layout", ["per_tile", "sharded"])
 def test_label_shapes_checked_across_tiles_when_windows_are_written(sample_run, stacks, tmp_path, layout):
