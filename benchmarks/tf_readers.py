@@ -9,7 +9,8 @@ so that a bad file is named. The baseline is the same pipeline without them: Ten
 interleaved over the files and the same parsing and padding. Both read the same synthetic training
 windows (`[n, 32, 32, 15]` float32 features in steps of 0.01, written by rsdt_beam's
 writer), one pass each per round, in alternating order; the report gives windows per second (median
-of the rounds) and the ratio checked / baseline.
+of the rounds), wall and CPU seconds per pass (CPU: the process's, less sensitive to other load on a
+shared machine), and the ratios checked / baseline.
 """
 
 from __future__ import annotations
@@ -80,11 +81,12 @@ def baseline(files: list[str], omega: int):
     )
 
 
-def one_pass(dataset) -> tuple[float, int]:
-    started, count = time.perf_counter(), 0
+def one_pass(dataset) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds of the process, windows) of one pass."""
+    started, cpu, count = time.perf_counter(), time.process_time(), 0
     for feature, _label in dataset:
         count += int(feature.shape[0])
-    return time.perf_counter() - started, count
+    return time.perf_counter() - started, time.process_time() - cpu, count
 
 
 def main(argv=None) -> None:
@@ -105,19 +107,22 @@ def main(argv=None) -> None:
             "TensorFlow's reader alone": lambda: baseline(files, 16),
         }
         one_pass(readers["checked (training_dataset)"]())  # warm: tracing, page cache
-        seconds: dict[str, list[float]] = {name: [] for name in readers}
+        walls: dict[str, list[float]] = {name: [] for name in readers}
+        cpus: dict[str, list[float]] = {name: [] for name in readers}
         for round_ in range(args.rounds):
             for name in readers if round_ % 2 == 0 else reversed(list(readers)):
-                elapsed, count = one_pass(readers[name]())
+                wall, cpu, count = one_pass(readers[name]())
                 assert count == args.files * args.windows, (name, count)
-                seconds[name].append(elapsed)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
     windows = args.files * args.windows
     print(f"{windows} windows in {args.files} files, {raw / 1e6:.1f} MB GZIP; {args.rounds} rounds, medians")
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
-    for name, median in medians.items():
-        print(f"  {name:28s} {windows / median:8.0f} windows/s  ({median:.2f} s per pass)")
-    checked, alone = medians.values()
-    print(f"  checked / alone: {alone / checked:.3f}x the throughput")
+    wall = {name: statistics.median(values) for name, values in walls.items()}
+    cpu = {name: statistics.median(values) for name, values in cpus.items()}
+    for name in readers:
+        print(f"  {name:28s} {windows / wall[name]:6.0f} windows/s, {wall[name]:.2f} s wall, {cpu[name]:.2f} s CPU")
+    (checked, alone) = readers
+    print(f"  checked / alone: wall {wall[checked] / wall[alone]:.3f}x, CPU {cpu[checked] / cpu[alone]:.3f}x")
 
 
 if __name__ == "__main__":
