@@ -21,9 +21,12 @@ frames are real. `rsdt_beam.numpy_reader` yields the same arrays without TensorF
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
 
 from rsdt_beam.common.names import TILE_FILE, tile_file_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.numpy_reader import (
     WindowRecord,
@@ -91,6 +94,30 @@ def _read_whole(path, bytes_read):
     problem = tf.py_function(problem_of, [path, bytes_read], tf.string)
     with tf.control_dependencies([tf.debugging.Assert(tf.equal(problem, ""), [problem])]):
         return tf.constant(False)
+
+
+def dataset_from_generator(generate: Callable[..., Iterator], signature, args: tuple | None = None):
+    """`tf.data.Dataset.from_generator(generate, args, signature)`, except that a user error of the
+    generator (a bad file: a `UserError`, its one line naming the file) fails the iteration as the file
+    readers do, "assertion failed: [<line>]", not with a Python traceback in TensorFlow's message."""
+    import tensorflow as tf
+
+    def placeholder(spec):  # stands for the element the error replaces
+        return np.zeros([0 if size is None else size for size in spec.shape], spec.dtype.as_numpy_dtype)
+
+    def tagged(*arguments):
+        try:
+            for element in generate(*arguments):
+                yield element, ""
+        except UserError as error:
+            yield tf.nest.map_structure(placeholder, signature), " ".join(str(error).split())
+
+    def checked(element, problem):
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(problem, ""), [problem])]):
+            return tf.nest.map_structure(tf.identity, element)
+
+    problems = tf.TensorSpec([], tf.string)
+    return tf.data.Dataset.from_generator(tagged, args=args, output_signature=(signature, problems)).map(checked)
 
 
 def _schema(strings: dict, ints: dict) -> dict:
@@ -273,8 +300,8 @@ def inference_dataset(
         signature["observed_mask"] = tf.TensorSpec((frames, *first.observed.shape[1:]), tf.bool)
     per_tile = all(TILE_FILE.match(posixpath.basename(path)) for path in files)
     if not per_tile:
-        return tf.data.Dataset.from_generator(
-            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), output_signature=signature
+        return dataset_from_generator(
+            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), signature
         )
     if tile is not None:
         files = [path for path in files if posixpath.basename(path) == tile_file_name(tile)]
@@ -349,7 +376,7 @@ def online_dataset(
         for window in online_windows(stack_dir, tile, params, win_filter, metadata):
             yield tuple(padded(p) for p in window)
 
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset_from_generator(generate, signature)
 
 
 class OnlineWindows:

@@ -282,6 +282,8 @@ def training_dataset_from_stacks(
     """
     import tensorflow as tf
 
+    from rsdt_beam.datasets import dataset_from_generator
+
     plan = StackTrainingWindows(
         stack_dir,
         params,
@@ -323,10 +325,10 @@ def training_dataset_from_stacks(
         )
 
     if readers == 1:
-        dataset = tf.data.Dataset.from_generator(generate, args=(0,), output_signature=signature)
+        dataset = dataset_from_generator(generate, signature, args=(0,))
     else:
         dataset = tf.data.Dataset.range(readers).interleave(
-            lambda reader: tf.data.Dataset.from_generator(generate, args=(reader,), output_signature=signature),
+            lambda reader: dataset_from_generator(generate, signature, args=(reader,)),
             cycle_length=readers,
             num_parallel_calls=readers,
             deterministic=seed is not None,

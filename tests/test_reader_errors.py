@@ -84,6 +84,20 @@ def test_tf_data_readers_name_the_file(sample_run, bad, kind):
     assert tf_failure(training_dataset(folder, batch_size=8, seed=1)).startswith(f"{folder}/")
 
 
+def test_tf_data_readers_over_generators_name_the_file(sample_run, bad, tmp_path):
+    """The readers that go through Python (shards, online windows) fail in the same form."""
+    pytest.importorskip("tensorflow")
+    from rsdt_beam.datasets import inference_dataset, online_dataset
+
+    windows, window_paths = bad["windows"]
+    shards = [str(tmp_path / f"windows-0000{k}-of-00002.tfrecords") for k in range(2)]
+    shutil.copy(os.path.join(sample_run, "windows", "0_0.tfrecords"), shards[0])
+    shutil.copy(window_paths["truncated"], shards[1])
+    assert tf_failure(inference_dataset(shards, frames=6)).startswith(f"{shards[1]}: truncated record at the end")
+    stacks, stack_paths = bad["stack"]
+    assert tf_failure(online_dataset(stacks, (1, 0), PARAMS)).startswith(f"{stack_paths['garbage']}: not a GZIP file")
+
+
 def test_tf_data_readers_name_a_file_of_another_kind(sample_run):
     pytest.importorskip("tensorflow")
     from rsdt_beam.datasets import inference_dataset, training_dataset
