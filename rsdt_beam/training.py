@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from rsdt_beam.datasets import dataset_from_generator
 from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
 from rsdt_beam.stack.stats import BAND_STATS_KEY, select_band_stats
@@ -281,8 +282,6 @@ def training_dataset_from_stacks(
     (`None` in the element spec): batch with `padded_batch`.
     """
     import tensorflow as tf
-
-    from rsdt_beam.datasets import dataset_from_generator
 
     plan = StackTrainingWindows(
         stack_dir,
