@@ -23,8 +23,6 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
-
 from rsdt_beam.common.names import TILE_FILE, tile_file_name
 from rsdt_beam.errors import UserError
 from rsdt_beam.normalization import Normalization, reader_scale
@@ -99,25 +97,34 @@ def _read_whole(path, bytes_read):
 def dataset_from_generator(generate: Callable[..., Iterator], signature, args: tuple | None = None):
     """`tf.data.Dataset.from_generator(generate, args, signature)`, except that a user error of the
     generator (a bad file: a `UserError`, its one line naming the file) fails the iteration as the file
-    readers do, "assertion failed: [<line>]", not with a Python traceback in TensorFlow's message."""
+    readers do, "assertion failed: [<line>]", not with a Python traceback in TensorFlow's message.
+
+    The generator stops at the error and keeps its line; one last step (no element) raises it, so the
+    elements themselves pass through untouched.
+    """
     import tensorflow as tf
 
-    def placeholder(spec):  # stands for the element the error replaces
-        return np.zeros([0 if size is None else size for size in spec.shape], spec.dtype.as_numpy_dtype)
+    problems: list[str] = []
 
-    def tagged(*arguments):
+    def stopping(*arguments):
         try:
-            for element in generate(*arguments):
-                yield element, ""
+            yield from generate(*arguments)
         except UserError as error:
-            yield tf.nest.map_structure(placeholder, signature), " ".join(str(error).split())
+            problems.append(" ".join(str(error).split()))
 
-    def checked(element, problem):
-        with tf.control_dependencies([tf.debugging.Assert(tf.equal(problem, ""), [problem])]):
-            return tf.nest.map_structure(tf.identity, element)
+    def problem() -> str:
+        return problems.pop(0) if problems else ""
 
-    problems = tf.TensorSpec([], tf.string)
-    return tf.data.Dataset.from_generator(tagged, args=args, output_signature=(signature, problems)).map(checked)
+    def without_problem(*_element):
+        found = tf.py_function(problem, [], tf.string)
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(found, ""), [found])]):
+            return tf.constant(False)
+
+    placeholder = tf.nest.map_structure(
+        lambda spec: tf.zeros([0 if size is None else size for size in spec.shape], spec.dtype), signature
+    )
+    check = tf.data.Dataset.from_tensors(placeholder).filter(without_problem)
+    return tf.data.Dataset.from_generator(stopping, args=args, output_signature=signature).concatenate(check)
 
 
 def _schema(strings: dict, ints: dict) -> dict:
