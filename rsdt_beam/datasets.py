@@ -20,6 +20,7 @@ frames are real. `rsdt_beam.numpy_reader` yields the same arrays without TensorF
 
 from __future__ import annotations
 
+import math
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
 
@@ -134,7 +135,7 @@ def _schema(strings: dict, ints: dict) -> dict:
     schema = {key: tf.io.FixedLenFeature(shape, tf.string, default_value="") for key, shape in strings.items()}
     schema.update(
         {
-            key: tf.io.FixedLenFeature(shape, tf.int64, default_value=[-1] * sum(shape or [1]))
+            key: tf.io.FixedLenFeature(shape, tf.int64, default_value=[-1] * math.prod(shape))
             for key, shape in ints.items()
         }
     )
