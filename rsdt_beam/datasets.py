@@ -20,10 +20,12 @@ frames are real. `rsdt_beam.numpy_reader` yields the same arrays without TensorF
 
 from __future__ import annotations
 
+import math
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from rsdt_beam.common.names import TILE_FILE, tile_file_name
+from rsdt_beam.errors import UserError
 from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.numpy_reader import (
     WindowRecord,
@@ -31,6 +33,7 @@ from rsdt_beam.numpy_reader import (
     online_windows,
     read_window_file,
     source_metadata,
+    unread_problem,
     window_files,
 )
 from rsdt_beam.records import OBSERVED
@@ -45,6 +48,111 @@ def _first_record(files: list[str]) -> WindowRecord:
         for record in read_window_file(path):
             return record
     raise ValueError(f"no window records in {len(files)} files ({files[0]} ...)")
+
+
+# A TFRecord's framing around its payload: length (8 bytes) and two masked CRC32Cs (4 bytes each).
+_RECORD_FRAMING = 16
+
+
+def _file_records(path):
+    """A window file (a tf.string path) -> its records `(serialized, path)`, with the file named in errors.
+
+    TensorFlow's reader names no file when one is truncated or no GZIP TFRecord. Here it stops at such an
+    error (`ignore_errors`: the reader then moves past the file), and an end marker (an empty record:
+    window records never are) compares the bytes read with the size in the file's gzip trailer (4 bytes
+    read); only a mismatch reads the file again, in Python, and fails with the line of
+    `numpy_reader.unread_problem`: "assertion failed: [<file>: truncated ...]".
+    """
+    import tensorflow as tf
+
+    def count(total, record):  # uncompressed bytes read so far (the marker adds none)
+        size = tf.cast(tf.strings.length(record), tf.int64)
+        total += tf.where(size > 0, size + _RECORD_FRAMING, tf.zeros_like(size))
+        return total, (record, total)
+
+    def kept(record, total):  # every record; the end marker after its check
+        return tf.cond(tf.strings.length(record) > 0, lambda: tf.constant(True), lambda: _read_whole(path, total))
+
+    return (
+        tf.data.TFRecordDataset(path, compression_type="GZIP")
+        .ignore_errors()
+        .concatenate(tf.data.Dataset.from_tensors(tf.constant(b"")))
+        .scan(tf.constant(0, tf.int64), count)
+        .filter(kept)
+        .map(lambda record, total: (record, path))
+    )
+
+
+def _read_whole(path, bytes_read):
+    """False (drop the end marker) if the reader read the file whole, else an error naming the file."""
+    import tensorflow as tf
+
+    def problem_of(name, count):
+        return unread_problem(name.numpy().decode(), int(count))
+
+    problem = tf.py_function(problem_of, [path, bytes_read], tf.string)
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(problem, ""), [problem])]):
+        return tf.constant(False)
+
+
+def dataset_from_generator(generate: Callable[..., Iterator], signature, args: tuple | None = None):
+    """`tf.data.Dataset.from_generator(generate, args, signature)`, except that a user error of the
+    generator (a bad file: a `UserError`, its one line naming the file) fails the iteration as the file
+    readers do, "assertion failed: [<line>]", not with a Python traceback in TensorFlow's message.
+
+    The generator stops at the error and keeps its line; one last step (no element) raises it, so the
+    elements themselves pass through untouched.
+    """
+    import tensorflow as tf
+
+    problems: list[str] = []
+
+    def stopping(*arguments):
+        try:
+            yield from generate(*arguments)
+        except UserError as error:
+            problems.append(" ".join(str(error).split()))
+
+    def problem() -> str:
+        return problems.pop(0) if problems else ""
+
+    def without_problem(*_element):
+        found = tf.py_function(problem, [], tf.string)
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(found, ""), [found])]):
+            return tf.constant(False)
+
+    placeholder = tf.nest.map_structure(
+        lambda spec: tf.zeros([0 if size is None else size for size in spec.shape], spec.dtype), signature
+    )
+    check = tf.data.Dataset.from_tensors(placeholder).filter(without_problem)
+    return tf.data.Dataset.from_generator(stopping, args=args, output_signature=signature).concatenate(check)
+
+
+def _schema(strings: dict, ints: dict) -> dict:
+    """A parsing schema of required keys (bytes, and int64 >= 0) with defaults that mark them missing."""
+    import tensorflow as tf
+
+    schema = {key: tf.io.FixedLenFeature(shape, tf.string, default_value="") for key, shape in strings.items()}
+    schema.update(
+        {
+            key: tf.io.FixedLenFeature(shape, tf.int64, default_value=[-1] * math.prod(shape))
+            for key, shape in ints.items()
+        }
+    )
+    return schema
+
+
+def _parse_record(serialized, path, schema: dict, what: str) -> dict:
+    """A record's features; an error naming the file (not TensorFlow's parser's) when one of them is missing."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_single_example(serialized, schema)
+    present = tf.reduce_all(
+        [tf.reduce_all(tf.strings.length(v) > 0 if v.dtype == tf.string else v >= 0) for v in parsed.values()]
+    )
+    message = tf.strings.join([path, f": not {what} record (one of {', '.join(schema)} is missing)"])
+    with tf.control_dependencies([tf.debugging.Assert(present, [message])]):
+        return {key: tf.identity(value) for key, value in parsed.items()}
 
 
 def _pad_time(tensor, frames: int | None, pad_value: float, what: str):
@@ -113,14 +221,12 @@ def training_dataset(
     scale = reader_scale(normalize, metadata, band_counts(metadata).total, source)
     feature_shape = (frames, *first.feature.shape[1:]) if timed else first.feature.shape
     feature_dtype, label_dtype = tf.as_dtype(first.feature.dtype), tf.as_dtype(first.label.dtype)
-    schema = {"Feature": tf.io.FixedLenFeature([], tf.string), "Label": tf.io.FixedLenFeature([], tf.string)}
-    if observed:
-        if first.observed is None:
-            raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
-        schema[OBSERVED] = tf.io.FixedLenFeature([], tf.string)
+    if observed and first.observed is None:
+        raise ValueError(f"{source}: windows carry no observed mask (write them with --record_observed)")
+    schema = _schema({"Feature": [], "Label": [], **({OBSERVED: []} if observed else {})}, {})
 
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, schema)
+    def parse(serialized, path):
+        parsed = _parse_record(serialized, path, schema, "a training window")
         feature = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
         if scale is not None:
             feature = (feature - scale[0]) / scale[1]
@@ -141,7 +247,7 @@ def training_dataset(
     if shuffle_buffer:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        _file_records,
         cycle_length=max(1, min(cycle_length, len(files))),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
@@ -202,26 +308,20 @@ def inference_dataset(
         signature["observed_mask"] = tf.TensorSpec((frames, *first.observed.shape[1:]), tf.bool)
     per_tile = all(TILE_FILE.match(posixpath.basename(path)) for path in files)
     if not per_tile:
-        return tf.data.Dataset.from_generator(
-            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), output_signature=signature
+        return dataset_from_generator(
+            lambda: inference_elements(files, tile, frames or 0, pad_value, observed), signature
         )
     if tile is not None:
         files = [path for path in files if posixpath.basename(path) == tile_file_name(tile)]
         if not files:
             raise FileNotFoundError(f"{source}: no window file of tile {tuple(tile)}")
-    schema = {
-        "Feature": tf.io.FixedLenFeature([], tf.string),
-        "tile": tf.io.FixedLenFeature([2], tf.int64),
-        "window_id": tf.io.FixedLenFeature([], tf.int64),
-        "window_start": tf.io.FixedLenFeature([], tf.int64),
-        "window_end": tf.io.FixedLenFeature([], tf.int64),
-        "Timestamps": tf.io.FixedLenFeature([], tf.string),
-    }
-    if observed:
-        schema[OBSERVED] = tf.io.FixedLenFeature([], tf.string)
+    schema = _schema(
+        {"Feature": [], "Timestamps": [], **({OBSERVED: []} if observed else {})},
+        {"tile": [2], "window_id": [], "window_start": [], "window_end": []},
+    )
 
-    def parse(serialized):
-        parsed = tf.io.parse_single_example(serialized, schema)
+    def parse(serialized, path):
+        parsed = _parse_record(serialized, path, schema, "an inference window")
         feature = tf.io.parse_tensor(parsed["Feature"], feature_dtype)
         times = tf.io.parse_tensor(parsed["Timestamps"], tf.float64)
         parsed["Feature"] = tf.ensure_shape(
@@ -236,7 +336,7 @@ def inference_dataset(
             )
         return parsed
 
-    return tf.data.TFRecordDataset(files, compression_type="GZIP").map(parse)
+    return tf.data.Dataset.from_tensor_slices(files).flat_map(_file_records).map(parse)
 
 
 def online_dataset(
@@ -284,7 +384,7 @@ def online_dataset(
         for window in online_windows(stack_dir, tile, params, win_filter, metadata):
             yield tuple(padded(p) for p in window)
 
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset_from_generator(generate, signature)
 
 
 class OnlineWindows:

@@ -30,7 +30,7 @@ from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.outputs import listed_files
 from rsdt_beam.records import OBSERVED, parse_example, parse_tensor
 from rsdt_beam.stack.files import band_counts, read_stack_metadata, read_tile_stack
-from rsdt_beam.tfrecord import read_records
+from rsdt_beam.tfrecord import CorruptRecordError, check_read_whole, read_records
 from rsdt_beam.window.padding import (
     DEFAULT_PAD_VALUE,
     TIMESTAMP_PAD_VALUE,
@@ -92,24 +92,30 @@ def window_metadata(window_dir: str) -> dict:
 
 
 def parse_window_record(payload: bytes, name: str = "<record>") -> WindowRecord:
-    features = parse_example(payload)
+    """A window record; CorruptRecordError naming `name` for a record that is none (a stack record, garbage)."""
+    try:
+        features = parse_example(payload)
+    except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as error:
+        raise CorruptRecordError(f"{name}: not a window record (no tf.train.Example: {error})") from None
     if "Feature" not in features:
-        raise ValueError(f"{name}: not a window record (no Feature; found {sorted(features)})")
+        raise CorruptRecordError(f"{name}: not a window record (no Feature; found {sorted(features)})")
 
     def scalar(key):
         return int(features[key][0]) if key in features else None
 
-    tile = tuple(features["tile"]) if "tile" in features else None
-    return WindowRecord(
-        feature=parse_tensor(features["Feature"]),
-        label=parse_tensor(features["Label"]) if "Label" in features else None,
-        tile=tile,
-        window_id=scalar("window_id"),
-        window_start=scalar("window_start"),
-        window_end=scalar("window_end"),
-        timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None,
-        observed=parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None,
-    )
+    try:
+        return WindowRecord(
+            feature=parse_tensor(features["Feature"]),
+            label=parse_tensor(features["Label"]) if "Label" in features else None,
+            tile=tuple(features["tile"]) if "tile" in features else None,
+            window_id=scalar("window_id"),
+            window_start=scalar("window_start"),
+            window_end=scalar("window_end"),
+            timestamps=parse_tensor(features["Timestamps"]) if "Timestamps" in features else None,
+            observed=parse_tensor(features[OBSERVED]).astype(bool) if OBSERVED in features else None,
+        )
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise CorruptRecordError(f"{name}: not a window record ({error})") from None
 
 
 def read_window_file(path: str) -> Iterator[WindowRecord]:
@@ -117,6 +123,17 @@ def read_window_file(path: str) -> Iterator[WindowRecord]:
     with fs.open_read(path) as raw:
         for n, payload in enumerate(read_records(raw, gzip=True, name=path)):
             yield parse_window_record(payload, f"{path} record {n}")
+
+
+def unread_problem(path: str, bytes_read: int) -> str:
+    """'' when a reader that took `bytes_read` uncompressed bytes of the window file read all of it, else
+    the one line (naming the file) that says what is wrong with it (the tf.data readers' end-of-file check)."""
+    try:
+        with fs.open_read(path) as raw:
+            check_read_whole(raw, bytes_read, path)
+    except CorruptRecordError as error:
+        return str(error)
+    return ""
 
 
 def read_windows(source: str | Sequence[str], tile: tuple[int, int] | None = None) -> Iterator[WindowRecord]:

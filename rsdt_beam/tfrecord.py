@@ -202,6 +202,7 @@ _inflate = _isal_zlib if _isal_zlib is not None else zlib
 def _decompressed_chunks(raw: BinaryIO, gzip: bool, name: str) -> Iterator[bytes]:
     decompressor = _inflate.decompressobj(31) if gzip else None
     offset = 0
+    member_started = False  # a gzip member begun and not ended: the file was cut inside it
     while True:
         chunk = raw.read(1 << 20)
         if not chunk:
@@ -210,6 +211,7 @@ def _decompressed_chunks(raw: BinaryIO, gzip: bool, name: str) -> Iterator[bytes
         if decompressor is None:
             yield chunk
             continue
+        member_started = True
         while chunk:
             try:
                 out = decompressor.decompress(chunk)
@@ -220,8 +222,11 @@ def _decompressed_chunks(raw: BinaryIO, gzip: bool, name: str) -> Iterator[bytes
             if decompressor.eof:  # concatenated gzip members
                 chunk = decompressor.unused_data
                 decompressor = _inflate.decompressobj(31)
+                member_started = bool(chunk)
             else:
                 chunk = b""
+    if member_started:
+        raise CorruptRecordError(f"{name}: truncated record at the end (the GZIP stream stops at byte {offset})")
 
 
 def read_records(raw: BinaryIO, gzip: bool = True, name: str = "<stream>") -> Iterator[bytes]:
@@ -250,3 +255,24 @@ def read_records(raw: BinaryIO, gzip: bool = True, name: str = "<stream>") -> It
         position = 0
     if buffer:
         raise CorruptRecordError(f"{name}: truncated record at the end ({len(buffer)} stray bytes)")
+
+
+_GZIP_TRAILER_SIZE = 4  # the last 4 bytes of a gzip member: its uncompressed size, mod 2**32
+
+
+def check_read_whole(raw: BinaryIO, bytes_read: int, name: str) -> None:
+    """Raises CorruptRecordError (naming the file and what is wrong) unless a reader that took
+    `bytes_read` uncompressed bytes of the GZIP TFRecord file `raw` (seekable) read all of it.
+
+    Only the gzip trailer's size is read when it matches; otherwise (a truncated or garbage file, or
+    several gzip members) the whole file is read here, to say why.
+    """
+    size = raw.seek(0, 2)
+    if size >= len(_GZIP_HEADER) + _GZIP_TRAILER_SIZE:
+        raw.seek(size - _GZIP_TRAILER_SIZE)
+        (isize,) = struct.unpack("<I", raw.read(_GZIP_TRAILER_SIZE))
+        if isize == bytes_read & 0xFFFFFFFF:
+            return
+    raw.seek(0)
+    for _ in read_records(raw, gzip=True, name=name):
+        pass

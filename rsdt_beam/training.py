@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from rsdt_beam.datasets import dataset_from_generator
 from rsdt_beam.normalization import Normalization, reader_scale
 from rsdt_beam.stack.files import band_counts, list_tiles, read_stack_metadata, read_tile_stack, tile_timestamps
 from rsdt_beam.stack.stats import BAND_STATS_KEY, select_band_stats
 from rsdt_beam.window.padding import DEFAULT_PAD_VALUE, resolve_frames, training_element
 from rsdt_beam.window.rules import Window, WindowParams, window_spans, windows
-from rsdt_beam.window.sampling import Sample, parse_sample, window_pairs
+from rsdt_beam.window.sampling import LabelShape, Sample, parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector, TileSet, rsdtlib_example_label, tile_selector
 
 Tile = tuple[int, int]
@@ -135,6 +136,8 @@ class StackTrainingWindows:
             raise ValueError(f"{stack_dir}: the tile selection tiles={tiles!r} selects none of its stack files")
         self.scale = reader_scale(normalize, self._selected_stats(), band_counts(self.metadata).total, stack_dir)
         self._counts: dict[Tile, int] | None = None
+        # One across tiles (and epochs): a tile whose labels differ from the first window's is named.
+        self._labels = LabelShape()
 
     def _selected_stats(self) -> dict:
         """The stack metadata with the `band_stats` of the selected tiles only (`select_band_stats`)."""
@@ -185,7 +188,9 @@ class StackTrainingWindows:
 
     def _pairs(self, tile: Tile, stack=None):
         stack = stack if stack is not None else read_tile_stack(self.stack_dir, tile, self.metadata)
-        return window_pairs(windows(stack, self.params), self.gen_label, self.label_args, self.win_filter, self.sample)
+        return window_pairs(
+            windows(stack, self.params), self.gen_label, self.label_args, self.win_filter, self.sample, self._labels
+        )
 
     def element(self, window: Window, feature: np.ndarray, label: np.ndarray):
         """The reader's element of a training pair (`rsdt_beam.window.padding.training_element`)."""
@@ -319,10 +324,10 @@ def training_dataset_from_stacks(
         )
 
     if readers == 1:
-        dataset = tf.data.Dataset.from_generator(generate, args=(0,), output_signature=signature)
+        dataset = dataset_from_generator(generate, signature, args=(0,))
     else:
         dataset = tf.data.Dataset.range(readers).interleave(
-            lambda reader: tf.data.Dataset.from_generator(generate, args=(reader,), output_signature=signature),
+            lambda reader: dataset_from_generator(generate, signature, args=(reader,)),
             cycle_length=readers,
             num_parallel_calls=readers,
             deterministic=seed is not None,

@@ -101,6 +101,29 @@ def test_corrupt_and_truncated_files_are_reported_with_the_name():
         list(tfrecord.read_records(io.BytesIO(buffer.getvalue()[:-3]), gzip=False, name="x.tfrecords"))
 
 
+def test_a_gzip_stream_cut_at_a_record_boundary_is_truncated_and_whole_files_are_told_by_their_trailer():
+    import zlib
+
+    framed = []
+    for payload in (b"first record", b"second record"):
+        header, footer = tfrecord.frame_record(payload)
+        framed.append(header + payload + footer)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    cut = compressor.compress(framed[0]) + compressor.flush(zlib.Z_SYNC_FLUSH)  # decompresses to record 1 exactly
+    whole = cut + compressor.compress(framed[1]) + compressor.flush()
+    assert list(tfrecord.read_records(io.BytesIO(whole), name="w.tfrecords")) == [b"first record", b"second record"]
+    with pytest.raises(tfrecord.CorruptRecordError, match=r"^c.tfrecords: truncated record at the end"):
+        list(tfrecord.read_records(io.BytesIO(cut), name="c.tfrecords"))
+
+    raw_size = sum(map(len, framed))
+    tfrecord.check_read_whole(io.BytesIO(whole), raw_size, "w.tfrecords")  # the trailer's size: read no further
+    tfrecord.check_read_whole(io.BytesIO(whole + whole), 2 * raw_size, "two members")  # read again: whole
+    with pytest.raises(tfrecord.CorruptRecordError, match=r"^c.tfrecords: truncated"):
+        tfrecord.check_read_whole(io.BytesIO(cut), len(framed[0]), "c.tfrecords")
+    with pytest.raises(tfrecord.CorruptRecordError, match=r"^g.tfrecords: not a GZIP file"):
+        tfrecord.check_read_whole(io.BytesIO(bytes(range(256))), 0, "g.tfrecords")
+
+
 def test_writer_counts_the_bytes_that_reach_the_file():
     for level in (None, 2, 6):
         raw = io.BytesIO()

@@ -3,6 +3,7 @@ sampling shared with Stage 3's --sample, and the numpy reader against the tf.dat
 
 import hashlib
 import os
+import re
 
 import numpy as np
 import pytest
@@ -429,12 +430,69 @@ def test_observed_masks_recorded_on_request_and_served_by_every_reader(sample_ru
 def test_label_shapes_checked_as_windows_are_made(stacks, tmp_path):
     from rsdt_beam.errors import UserError
 
-    message = r"window 4 of tile \(0, 0\) has a label of shape \(16, 16\), window 0 of tile \(0, 0\) one of shape"
+    message = (
+        r"window 4 of tile \(0, 0\) \(\d{4}-\d\d-\d\dT[\d:]+Z \.\. [\dT:Z-]+\) has a label of shape \(16, 16\), "
+        r"window 0 of tile \(0, 0\) \(.*\) one of shape \(32, 32\)"
+    )
     with pytest.raises(UserError, match=message):
         list(StackTrainingWindows(stacks, PARAMS, gen_label=changing_label).elements(shuffle=False))
     flags = ["--label_fn", "tests.test_training:changing_label", "--tiles", "list:0_0"]
     with pytest.raises(Exception, match=message):  # Stage 3 stops at the first such window
         execute(WINDOW, ["--stack_dir", stacks, "--window_output", str(tmp_path / "w"), *flags, *WINDOW_FLAGS])
+
+
+def test_label_shapes_of_tiles_checked_where_their_summaries_meet():
+    from rsdt_beam.errors import UserError
+    from rsdt_beam.window.sampling import WindowLabel, check_label_shapes
+
+    def label(tile, window_id, shape):
+        return WindowLabel(tile, window_id, 1.5e9 + window_id * DAY, 1.5e9 + (window_id + 5) * DAY, shape)
+
+    same = [label((1, 0), 3, (1, 32, 32)), label((0, 1), 0, (1, 32, 32)), label((0, 0), 2, (1, 32, 32))]
+    assert check_label_shapes(same) == label((0, 0), 2, (1, 32, 32))  # row-major: the first tile's
+    assert check_label_shapes([]) is None
+    differing = [*same, label((2, 2), 0, (2, 32, 32)), label((0, 2), 1, (2, 32, 32))]
+    expected = (
+        "label function: window 1 of tile (0, 2) (2017-07-15T02:40:00Z .. 2017-07-20T02:40:00Z) has a label of "
+        "shape (2, 32, 32), window 2 of tile (0, 0) (2017-07-16T02:40:00Z .. 2017-07-21T02:40:00Z) one of shape "
+        "(1, 32, 32); every window's label must have the same shape"
+    )
+    with pytest.raises(UserError) as caught:
+        check_label_shapes(reversed(differing))
+    assert str(caught.value) == expected
+
+
+def test_online_windows_check_label_shapes_across_tiles(stacks):
+    from rsdt_beam.errors import UserError
+    from tests.window_filters import label_per_tile
+
+    online = StackTrainingWindows(stacks, PARAMS, gen_label=label_per_tile, tiles="list:0_0,0_1")
+    message = r"window 0 of tile \(0, 1\) \(.*\) has a label of shape \(2, 32, 32\), window 0 of tile \(0, 0\)"
+    with pytest.raises(UserError, match=message):
+        list(online.elements(shuffle=False))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("layout", ["per_tile", "sharded"])
+def test_label_shapes_checked_across_tiles_when_windows_are_written(sample_run, stacks, tmp_path, layout):
+    """Each tile's labels agree, tile (0, 1)'s not with tile (0, 0)'s: the run fails naming (0, 1)'s first
+    window, with no metadata.json; a folder whose labels agree records their shape."""
+    from rsdt_beam.common.names import METADATA_FILE
+    from rsdt_beam.errors import UserError
+    from rsdt_beam.numpy_reader import window_metadata
+
+    assert window_metadata(os.path.join(sample_run, "windows"))["label_shape"] == [32, 32]
+    output = tmp_path / "w"
+    flags = ["--label_fn", "tests.window_filters:label_per_tile", "--tiles", "list:0_0,0_1", "--layout", layout]
+    message = (
+        r"^label function: window 0 of tile \(0, 1\) \(2016-01-07T10:12:43Z \.\. 2016-02-06T10:02:03Z\) has a label "
+        r"of shape \(2, 32, 32\), "
+        r"window 0 of tile \(0, 0\) \(.*\) one of shape \(1, 32, 32\); every window's label must have the same "
+        rf"shape; no metadata.json written in {re.escape(str(output))}( \[while running '[^']*'\])?$"
+    )
+    with pytest.raises(UserError, match=message):
+        execute(WINDOW, ["--stack_dir", stacks, "--window_output", str(output), *flags, *WINDOW_FLAGS])
+    assert not (output / METADATA_FILE).exists()
 
 
 @pytest.mark.e2e

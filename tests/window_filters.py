@@ -15,6 +15,15 @@ def failing_label(window, label_args):
     raise RuntimeError("label function failed on purpose")
 
 
+def label_per_tile(window, label_args):
+    """A label function whose label shape depends on the tile (a user's bug): `[1, ty, tx]` on tile (0, 0),
+    `[2, ty, tx]` elsewhere; each tile's labels agree among themselves."""
+    import numpy as np
+
+    frames = window.current.frames
+    return frames, np.ones((1 if tuple(window.tile) == (0, 0) else 2, *frames.shape[1:3]), np.float32)
+
+
 def mean_model(tile_y=32, tile_x=32):
     """Mean over time and bands -> [ty, tx], from standard (saveable) Keras layers only."""
     import keras

@@ -11,8 +11,8 @@ the order or the sharding. On the command line:
   e.g. higher for rare classes
 
 `window_pairs` is the one place that turns windows into what is written or fed to a model: window
-filter, label function (whose label shape must not change from window to window: `LabelShape`),
-then the sample.
+filter, label function (whose label shape must not change from window to window: `LabelShape`;
+across tiles, checked where their summaries meet: `check_label_shapes`), then the sample.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from rsdt_beam.common.times import iso_time
 from rsdt_beam.common.user_code import callable_name, load_callable
 from rsdt_beam.errors import UserError
 from rsdt_beam.window.rules import Window
@@ -100,24 +101,58 @@ def parse_sample(spec: str | Sample | Callable | None) -> Sample:
     raise ValueError(f"{spec!r}: expected all | every:K | fraction:F:SEED | weight:module:function[:SEED]")
 
 
-@dataclasses.dataclass
-class LabelShape:
-    """The label shape of the first window seen; `check` refuses, naming the window, a label of another
-    shape (a reader stacks labels into batches, so it would fail only at training time)."""
+@dataclasses.dataclass(frozen=True)
+class WindowLabel:
+    """A window's label shape, with what names the window: its tile, id, and its current part's first and
+    last time stamps (epoch seconds), as in windows.csv."""
 
-    first: tuple[tuple[int, int], int, tuple[int, ...]] | None = None  # (tile, window id, shape)
+    tile: tuple[int, int]
+    window_id: int
+    start: float
+    end: float
+    shape: tuple[int, ...]
 
-    def check(self, tile: tuple[int, int], window_id: int, label: np.ndarray) -> None:
-        if self.first is None:
-            self.first = (tuple(tile), int(window_id), np.shape(label))
-            return
-        first_tile, first_id, shape = self.first
-        if np.shape(label) != shape:
+    @classmethod
+    def of(cls, window: Window, label: np.ndarray) -> WindowLabel:
+        times = window.current.timestamps
+        tile = (int(window.tile[0]), int(window.tile[1]))
+        return cls(tile, int(window.window_id), float(times[0]), float(times[-1]), tuple(np.shape(label)))
+
+    def __str__(self) -> str:
+        return f"window {self.window_id} of tile {self.tile} ({iso_time(self.start)} .. {iso_time(self.end)})"
+
+    def refuse_other(self, other: WindowLabel) -> None:
+        """UserError naming `other` when its label shape is not this window's."""
+        if other.shape != self.shape:
             raise UserError(
-                f"label function: window {window_id} of tile {tuple(tile)} has a label of shape "
-                f"{np.shape(label)}, window {first_id} of tile {first_tile} one of shape {shape}; "
+                f"label function: {other} has a label of shape {other.shape}, {self} one of shape {self.shape}; "
                 f"every window's label must have the same shape"
             )
+
+
+@dataclasses.dataclass
+class LabelShape:
+    """The label of the first window seen; `check` refuses, naming the window, a label of another shape (a
+    reader stacks labels into batches, so it would fail only at training time). Across tiles (each checked
+    on its own, in parallel): `check_label_shapes` over each tile's `first`."""
+
+    first: WindowLabel | None = None
+
+    def check(self, window: Window, label: np.ndarray) -> None:
+        seen = WindowLabel.of(window, label)
+        if self.first is None:
+            self.first = seen
+        else:
+            self.first.refuse_other(seen)
+
+
+def check_label_shapes(firsts: Iterable[WindowLabel]) -> WindowLabel | None:
+    """The first tile's first window label (tiles in row-major order) of the tiles' first window labels;
+    UserError naming the first of them whose label shape is not the first tile's."""
+    ordered = sorted(firsts, key=lambda label: (label.tile, label.window_id))
+    for other in ordered[1:]:
+        ordered[0].refuse_other(other)
+    return ordered[0] if ordered else None
 
 
 def window_pairs(
@@ -126,15 +161,17 @@ def window_pairs(
     label_args: Any = None,
     win_filter: Callable | None = None,
     sample: Sample | None = None,
+    labels: LabelShape | None = None,
 ) -> Iterator[tuple[Window, np.ndarray, np.ndarray | None]]:
     """`(window, feature, label)` of each window that passes the filter and the sample.
 
     With `gen_label(window, label_args) -> (feature, label)` (rsdtlib's signature) these are training
     pairs; without, the feature is the current part's frames `[n, ty, tx, bands]` and the label None.
-    Labels of another shape than the first window's are refused (`LabelShape`).
+    Labels of another shape than the first window's are refused (`labels`, a `LabelShape`: after the
+    windows, its `first` is the first window's label).
     """
     sample = sample or Sample()
-    labels = LabelShape()
+    labels = labels if labels is not None else LabelShape()
     for window in windows:
         tile = window.tile
         if not sample.keeps_id(tile, window.window_id):
@@ -144,7 +181,7 @@ def window_pairs(
         if gen_label is not None:
             feature, label = gen_label(window, label_args)
             feature, label = np.asarray(feature), np.asarray(label)
-            labels.check(tile, window.window_id, label)
+            labels.check(window, label)
         else:
             feature, label = window.current.frames, None
         if sample.keeps_pair(tile, window.window_id, feature, label):

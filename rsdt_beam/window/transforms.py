@@ -30,7 +30,7 @@ from rsdt_beam.common.names import (
 )
 from rsdt_beam.common.user_code import callable_name
 from rsdt_beam.errors import UserError
-from rsdt_beam.graph import Gather, Spread
+from rsdt_beam.graph import Gather, Spread, split
 from rsdt_beam.outputs import FILES_KEY, OutputFolder, ensure_begun, found_files
 from rsdt_beam.progress import Counter, set_total
 from rsdt_beam.records import window_record
@@ -42,12 +42,14 @@ from rsdt_beam.stack.transforms import BandStatistics
 from rsdt_beam.tfrecord import DEFAULT_GZIP_LEVEL, TFRecordWriter, read_records
 from rsdt_beam.window.listing import WINDOWS_CSV_HEADER, WindowRange, csv_text
 from rsdt_beam.window.rules import Window, WindowParams, streamed_windows
-from rsdt_beam.window.sampling import parse_sample, window_pairs
+from rsdt_beam.window.sampling import LabelShape, check_label_shapes, parse_sample, window_pairs
 from rsdt_beam.window.selection import TileSelector
 from rsdt_beam.window.shards import Shard, StagedRecords, is_shard, plan_shards
 
 _ROWS_PARTS = ".windows_csv_parts"
 _SHARD_PARTS = ".shard_parts"  # the sharded layout's staged tile records
+ROWS, STAGED, LABELS = "rows", "staged", "labels"  # kinds of the tile writers' outputs (rsdt_beam.graph.split)
+LABEL_SHAPE_KEY = "label_shape"  # metadata.json of training windows: every window's label shape
 
 
 class ReadTileStacks(beam.PTransform):
@@ -113,12 +115,13 @@ class WindowOutput:
     def output_dir(self) -> str:
         return self.spec.output
 
-    def records(self, stack: TileStack | StackFile) -> Iterable[tuple[Window, list]]:
-        """Each kept window of the tile and its encoded record chunks, one at a time."""
+    def records(self, stack: TileStack | StackFile, labels: LabelShape | None = None) -> Iterable[tuple[Window, list]]:
+        """Each kept window of the tile and its encoded record chunks, one at a time; `labels` (training)
+        ends with the tile's first window label."""
         spec = self.spec
         gen_label = spec.gen_label if spec.mode == TRAINING else None
         for window, feature, label in window_pairs(
-            self.selection(stack, spec.params), gen_label, spec.label_args, spec.window_filter, spec.sample
+            self.selection(stack, spec.params), gen_label, spec.label_args, spec.window_filter, spec.sample, labels
         ):
             current = window.current
             if self.record_observed and current.observed is None:
@@ -228,7 +231,8 @@ def _records_file(folder: OutputFolder, name: str, gzip_level: int | None) -> It
 
 
 class _WriteTileWindows(beam.DoFn):
-    """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields (tile, windows)."""
+    """Per-tile layout: one `{j}_{i}.tfrecords` per tile, written atomically; yields ("rows", (tile, windows))
+    and, for training windows, ("labels", the tile's first `WindowLabel`)."""
 
     def __init__(self, output: WindowOutput, folder: OutputFolder):
         self._output = output
@@ -240,21 +244,24 @@ class _WriteTileWindows(beam.DoFn):
 
     def process(self, stack: TileStack | StackFile):
         ensure_begun(self._folder)
-        rows = []
+        rows, labels = [], LabelShape()
         with _records_file(self._folder, tile_file_name(stack.tile), self._output.gzip_level) as writer:
-            for window, record in self._output.records(stack):
+            for window, record in self._output.records(stack, labels):
                 writer.write(record)
                 rows.append(_csv_row(window))
                 self._windows.inc()
         self._bytes.inc(writer.raw_bytes)
         self._file_bytes.inc(writer.file_bytes)
         self._tiles.inc()
-        yield _write_rows_part(self._folder, stack.tile, rows)
+        yield ROWS, _write_rows_part(self._folder, stack.tile, rows)
+        if labels.first is not None:
+            yield LABELS, labels.first
 
 
 class _StageTileRecords(beam.DoFn):
     """Sharded layout, first step: a tile's window records, uncompressed, into a staged part of the run
-    (`.shard_parts/<run>/{j}_{i}.tfrecords`) and its windows.csv rows part; yields `StagedRecords`."""
+    (`.shard_parts/<run>/{j}_{i}.tfrecords`) and its windows.csv rows part; yields ("staged", `StagedRecords`)
+    and, for training windows, ("labels", the tile's first `WindowLabel`)."""
 
     def __init__(self, output: WindowOutput, folder: OutputFolder):
         self._output = output
@@ -265,9 +272,9 @@ class _StageTileRecords(beam.DoFn):
     def process(self, stack: TileStack | StackFile):
         folder = self._folder
         ensure_begun(folder)
-        rows, sizes = [], []
+        rows, sizes, labels = [], [], LabelShape()
         with _records_file(folder, _shard_part(folder.run_id, stack.tile), None) as writer:
-            for window, record in self._output.records(stack):
+            for window, record in self._output.records(stack, labels):
                 before = writer.raw_bytes
                 writer.write(record)
                 sizes.append(writer.raw_bytes - before)
@@ -275,7 +282,9 @@ class _StageTileRecords(beam.DoFn):
                 self._windows.inc()
         self._tiles.inc()
         _write_rows_part(folder, stack.tile, rows)
-        yield StagedRecords(stack.tile, tuple(sizes))
+        yield STAGED, StagedRecords(stack.tile, tuple(sizes))
+        if labels.first is not None:
+            yield LABELS, labels.first
 
 
 def _shard_part(run_id: str, tile: tuple[int, int]) -> str:
@@ -342,10 +351,16 @@ class WriteWindows(beam.PTransform):
     def expand(self, stacks):
         output, folder = self._output, self.output_folder
         if output.spec.layout == PER_TILE:
-            rows = stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output, folder))
+            written = split(
+                stacks | "Write tile windows" >> beam.ParDo(_WriteTileWindows(output, folder)), (ROWS, LABELS)
+            )
+            rows, labels = written[ROWS], written[LABELS]
             files = rows | "File names" >> beam.Map(lambda tile_count: tile_file_name(tile_count[0]))
         else:
-            staged = stacks | "Stage tile records" >> beam.ParDo(_StageTileRecords(output, folder))
+            written = split(
+                stacks | "Stage tile records" >> beam.ParDo(_StageTileRecords(output, folder)), (STAGED, LABELS)
+            )
+            staged, labels = written[STAGED], written[LABELS]
             rows = staged | "Windows per tile" >> beam.Map(lambda tile: (tile.tile, len(tile.sizes)))
             spec = output.spec
             files = (
@@ -373,6 +388,11 @@ class WriteWindows(beam.PTransform):
 
         def finish(gathered: dict) -> str:
             row_counts, (band_stats,) = gathered["rows"], gathered["stats"]
+            try:  # before anything is published: a folder without metadata.json is not complete
+                first_label = check_label_shapes(gathered["labels"])
+            except UserError as error:
+                raise UserError(f"{error}; no metadata.json written in {folder.path}") from None
+            label_shape = {} if first_label is None else {LABEL_SHAPE_KEY: list(first_label.shape)}
             with fs.atomic_write(folder.file(WINDOWS_CSV), folder.run_id) as f:  # rows in tile order
                 f.write(csv_text([WINDOWS_CSV_HEADER]).encode())
                 for row, _, _ in sorted(row_counts):
@@ -388,6 +408,7 @@ class WriteWindows(beam.PTransform):
                     metadata,
                     windows_written=sum(n for _, n, _ in row_counts),
                     tiles_written=sum(t for _, _, t in row_counts),
+                    **label_shape,
                     **{BAND_STATS_KEY: band_stats, FILES_KEY: found_files(folder, names)},
                 )
             )
@@ -399,6 +420,6 @@ class WriteWindows(beam.PTransform):
             | "Group per tile row" >> beam.GroupByKey()
             | "Join a row's parts" >> beam.MapTuple(lambda row, counts: _join_row_parts(folder, row, counts))
         )
-        summaries = {"rows": joined, "files": files, "stats": stats}
+        summaries = {"rows": joined, "files": files, "stats": stats, "labels": labels}
         summaries.update({f"other writes {n}": pcoll for n, pcoll in enumerate(self._wait_for)})
         return summaries | "Writes done" >> Gather() | "Write windows.csv and metadata.json" >> beam.Map(finish)
