@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import os
 import struct
 import threading
 import zlib
@@ -27,6 +26,7 @@ from typing import BinaryIO
 
 import google_crc32c
 
+from rsdt_beam.common.machine import usable_cores
 from rsdt_beam.errors import UserError
 
 try:
@@ -51,9 +51,7 @@ def _compression_pool() -> concurrent.futures.ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="rsdt-gzip"
-            )
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="rsdt-gzip")
         return _pool
 
 
@@ -101,7 +99,7 @@ class ParallelGzipStream:
         self._crc = 0
         self._size = 0
         self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
-        self._max_pending = 2 * max(1, os.cpu_count() or 1)
+        self._max_pending = 2 * usable_cores()
         self.compressed_bytes = 0
         self._write_raw(_GZIP_HEADER)
 

@@ -410,3 +410,21 @@ def test_a_scheduled_launch_without_new_data_succeeds_and_says_so(sample_eopatch
             "[2018-04-29T00:00:00Z, 2018-05-29T00:00:00Z); "
         )
     )
+
+
+def test_the_direct_runners_default_follows_the_usable_cores():
+    """Threads, one per core the process may use (taskset, cpusets); on one core, in_memory (no threads)."""
+    from rsdt_beam.cli.runners import runner_defaults
+
+    saved = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(saved)})
+        assert runner_defaults([]) == []
+        try:
+            os.sched_setaffinity(0, {0, 1})
+        except OSError:  # a machine (or cpuset) of one core
+            pytest.skip("fewer than 2 cores to give this process")
+        assert runner_defaults([]) == ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"]
+        assert runner_defaults(["--direct_num_workers", "1"]) == []  # the user's choice stands
+    finally:
+        os.sched_setaffinity(0, saved)

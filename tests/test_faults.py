@@ -53,6 +53,9 @@ STACK_FLAGS = [
     "--no_progress",
 ]
 WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--no_progress"]
+# The DirectRunner's default on a machine of several cores, asked for explicitly: the pytest-xdist workers keep to
+# one core each (conftest.py), where the default would be in_memory; threads writing at once must not change a byte.
+THREADS = ("--direct_running_mode", "multi_threading", "--direct_num_workers", "2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Stage:
         flags = [flag.format(**inputs) for flag in self.base]
         if changed:
             flags += [flag.format(**inputs) for flag in self.changed]  # later flags win
-        return [self.flag, out, *flags]
+        return [self.flag, out, *flags, *THREADS]
 
 
 STAGES = [

@@ -20,6 +20,7 @@ PURE = [
     "rsdt_beam.common.modalities",
     "rsdt_beam.common.times",
     "rsdt_beam.common.names",
+    "rsdt_beam.common.machine",
     "rsdt_beam.common.observations",
     "rsdt_beam.stack.rules",
     "rsdt_beam.window.rules",

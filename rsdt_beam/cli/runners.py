@@ -1,6 +1,6 @@
 """Runner options rsdt_beam chooses where the user chose none, so a run uses the machines it is given.
 
-- The DirectRunner (the default) runs one worker thread per core (`--direct_running_mode multi_threading
+- The DirectRunner (the default) runs one worker thread per usable core (`--direct_running_mode multi_threading
   --direct_num_workers <cores>`): Stage 2's read chunks and Stage 3's tiles are spread over them. Reading,
   stacking, encoding and GZIP (ISA-L, on the shared thread pool) release the GIL, so threads use the cores
   without the start-up and the pickling of worker processes (multi_processing measured slower and busier on
@@ -15,9 +15,9 @@
 
 from __future__ import annotations
 
-import os
-
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from rsdt_beam.common.machine import usable_cores
 
 # One partition per thread: two per thread cost 18 % more CPU and wall on the reference case (each partition
 # adds tasks to every step and shuffle after it; benchmarks/README.md), while the shuffles still spread the work.
@@ -43,7 +43,7 @@ def runner_defaults(beam_argv: list[str]) -> list[str]:
     if runner in ("DirectRunner", "apache_beam.runners.direct.direct_runner.DirectRunner"):
         if _given(beam_argv, "--direct_num_workers", "--direct_running_mode"):
             return []
-        cores = os.cpu_count() or 1
+        cores = usable_cores()  # on one core, threads only add the gRPC hops of multi_threading: in_memory
         return ["--direct_num_workers", str(cores), "--direct_running_mode", "multi_threading"] if cores > 1 else []
     if "DaskRunner" in runner and not _given(beam_argv, "--dask_npartitions", "--dask_partition_size"):
         return ["--dask_npartitions", str(DASK_PARTITIONS_PER_THREAD * dask_threads(beam_argv))]
@@ -55,7 +55,7 @@ def dask_threads(beam_argv: list[str]) -> int:
     address = _flag_value(beam_argv, "--dask_client_address")
     scheduler_file = _flag_value(beam_argv, "--dask_scheduler_file")
     if not address and not scheduler_file:
-        return os.cpu_count() or 1
+        return usable_cores()
     from distributed import Client
 
     with Client(address=address, scheduler_file=scheduler_file, timeout=30) as client:
