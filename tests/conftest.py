@@ -1,5 +1,6 @@
 """Shared fixtures: the bundled real sample as rsdtlib EOPatch folders, and small synthetic archives."""
 
+import contextlib
 import json
 import os
 
@@ -18,6 +19,25 @@ def pytest_configure(config):
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if worker and len(cores) > 1:
         os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+        os.environ[ALL_CORES] = ",".join(map(str, cores))
+
+
+ALL_CORES = "RSDT_BEAM_TEST_CORES"  # the cores pytest was given, for processes that should have them all
+
+
+@contextlib.contextmanager
+def on_every_core():
+    """Processes started inside may use every core pytest was given (a cluster of several processes), not
+    only this worker's."""
+    if ALL_CORES not in os.environ:
+        yield
+        return
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(core) for core in os.environ[ALL_CORES].split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
 
 
 from rsdt_beam.acquire.eopatch import write_eopatch  # noqa: E402

@@ -9,12 +9,14 @@ finish_bundle are lost, which rules out Beam's RunInference (it batches there; i
 in one step instead) and `--layout sharded` (beam.io.Write reports its files there) on Dask.
 """
 
+import contextlib
 import csv
 import os
 
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from conftest import on_every_core
 from project import read_tree
 
 from benchmarks.dask_cluster import dask_cluster
@@ -37,7 +39,11 @@ def counter_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, counter_log):
-    with dask_cluster(str(tmp_path_factory.mktemp("dask")), env={COUNTER_LOG: str(counter_log)}) as running:
+    with contextlib.ExitStack() as stack:
+        with on_every_core():  # a scheduler and 2 worker processes, as on a machine of their own
+            running = stack.enter_context(
+                dask_cluster(str(tmp_path_factory.mktemp("dask")), env={COUNTER_LOG: str(counter_log)})
+            )
         yield running
 
 

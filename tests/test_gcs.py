@@ -206,7 +206,8 @@ def test_fused_sharded_from_a_gs_observation_store_equals_local(gcs, inputs):
 
 
 def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
-    """Manifests, state and windows on gs://: a failed run is deleted there and the files equal a local root's."""
+    """Manifests, state and windows on gs://: a failed run is deleted there, and the files equal those of a local
+    root that saw no failure."""
     flags = [
         "--opt_bands_feature",
         "NDVI",
@@ -229,12 +230,14 @@ def test_scheduled_runs_with_a_gs_output_root(gcs, inputs):
         root = fs.join(paths["out"], "scheduled")
         common = flags + ["--optical", paths["eopatches"], "--output_root", root]
         first = execute(scheduled_command(0), common + ["--end", "2016-01-01"]).record
-        with pytest.raises(Exception, match="worker lost"):
-            execute(
-                scheduled_command(0), common + ["--end", "2016-04-01", "--window_filter", "tests.test_schedule:explode"]
-            )
+        if where == "gs":  # (test_schedule.py fails one on local disk)
+            with pytest.raises(Exception, match="worker lost"):
+                execute(
+                    scheduled_command(0),
+                    common + ["--end", "2016-04-01", "--window_filter", "tests.test_schedule:explode"],
+                )
         third = execute(scheduled_command(0), common + ["--end", "2016-05-01"]).record
-        assert third.replaced_runs and third.previous_run == first.run_id
+        assert bool(third.replaced_runs) == (where == "gs") and third.previous_run == first.run_id
         assert [m.run_id for m in list_runs(root)] == [first.run_id, third.run_id]
         manifests[where] = third
     remote = gcs.download_tree(fs.join(inputs["gs"]["out"], "scheduled"))
