@@ -148,3 +148,18 @@ SAMPLE_STACK_FLAGS = [
     "2",
 ]
 SAMPLE_WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]
+
+
+# The longest files (about a minute or more each, `--durations`), started first: pytest-xdist hands out files
+# in collection order, and one of these left to the end keeps one worker busy while the other has nothing.
+LONGEST_FIRST = ("test_faults.py", "test_deploy.py", "test_dask.py", "test_gcs.py", "test_schedule.py")
+LONGEST_FIRST += ("test_inference.py", "test_stac.py", "test_readme_commands.py", "test_benchmark_ratios.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(config, items):
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    for item in items:
+        if "sample_run" in item.fixturenames:  # reads a pipeline's output: e2e, like the run itself
+            item.add_marker(pytest.mark.e2e)
