@@ -179,10 +179,12 @@ def dockerfile_install_lines() -> list[str]:
 
 
 @pytest.mark.e2e
-def test_the_dockerfile_pip_line_resolves_in_a_clean_venv(tmp_path):
-    """The image's install lines run as written, in the build context the Dockerfile copies, by a fresh venv's pip
-    (Python 3.11 as the image's), resolving without installing (`--dry-run --ignore-installed` added); with
-    EXTRAS=tensorflow, the image that serves inference. (docker itself is not available here.)"""
+def test_the_dockerfile_pip_line_builds_the_package_from_its_build_context(tmp_path):
+    """The image's install line runs as written (EXTRAS=tensorflow, the image that serves inference), in the build
+    context the Dockerfile copies, by a fresh venv's pip (Python 3.11 as the image's): rsdt_beam builds from what
+    the Dockerfile copies. It resolves only (`--dry-run --ignore-installed --no-deps` added; docker is not available
+    here): the dependencies are the ones `.ci/setup` installs under the same constraints, which pin every one of
+    them (the tests above), and resolving them again from the index took over a minute of the suite."""
     lines = dockerfile_install_lines()
     assert len(lines) == 1 and "pip install --no-cache-dir --constraint constraints.txt" in lines[0]
     context = project_copy(str(tmp_path / "context"))
@@ -192,7 +194,7 @@ def test_the_dockerfile_pip_line_resolves_in_a_clean_venv(tmp_path):
     # `pip` of the lines resolves only; its build-isolation pip (setuptools for rsdt_beam) still installs.
     shim = tmp_path / "bin" / "pip"
     shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\nexec {venv}/bin/python -m pip "$@" --dry-run --ignore-installed\n')
+    shim.write_text(f'#!/bin/sh\nexec {venv}/bin/python -m pip "$@" --dry-run --ignore-installed --no-deps\n')
     shim.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(
@@ -210,10 +212,6 @@ def test_the_dockerfile_pip_line_resolves_in_a_clean_venv(tmp_path):
     )
     assert done.returncode == 0, f"{shlex.join(lines)}\n{done.stderr[-3000:]}"
     (would_install,) = re.findall(r"^Would install (.*)$", done.stdout, re.MULTILINE)
-    versions = dict(item.rsplit("-", 1) for item in would_install.split())
-    versions = {name.lower().replace("_", "-"): version for name, version in versions.items()}
-    tested = deploy.tested_versions()
-    assert {name: versions[name] for name in tested if name in versions} == {
-        name: tested[name] for name in tested if name in versions
-    }
-    assert {"apache-beam", "tensorflow-cpu", "rasterio", "rsdt-beam"} <= set(versions)
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    assert would_install.split() == [f"rsdt_beam-{version}"]
