@@ -152,8 +152,8 @@ SAMPLE_WINDOW_FLAGS = ["--Delta", "60d", "--omega", "3", "--Omega", "6"]
 
 # The longest files (about a minute or more each, `--durations`), started first: pytest-xdist hands out files
 # in collection order, and one of these left to the end keeps one worker busy while the other has nothing.
-LONGEST_FIRST = ("test_faults.py", "test_deploy.py", "test_dask.py", "test_gcs.py", "test_schedule.py")
-LONGEST_FIRST += ("test_inference.py", "test_stac.py", "test_readme_commands.py", "test_benchmark_ratios.py")
+LONGEST_FIRST = ("test_faults.py", "test_dask.py", "test_gcs.py", "test_schedule.py", "test_inference.py")
+LONGEST_FIRST += ("test_stac.py", "test_readme_commands.py", "test_benchmark_ratios.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
