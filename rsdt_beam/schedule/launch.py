@@ -195,9 +195,9 @@ def plan_run(
     if found is not None:
         _check_source_bands(found, observations.bands)
         modalities = sorted({*modalities, *(s.modality for s in found.sources)})
-        listed.update({_key(s.modality, s.time): s.time for s in found.sources})
+        acquired = {_key(s.modality, s.time): s.time for s in found.sources}
+        listed.update(acquired)
         # The source yields the refs of its acquisitions (read now, or already stored): the store's are the rest.
-        acquired = {_key(s.modality, s.time) for s in found.sources}
         refs = [ref for ref in refs if _key(ref.modality, ref.time) not in acquired]
     plan = StackPlan.create(stack, observations.grid, observations.bands, modalities=modalities)
     parameters = run_parameters(schedule, stack, window, plan)
